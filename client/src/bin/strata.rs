@@ -1,0 +1,77 @@
+//! `strata`: a small command-line client for a datanode's extent API.
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use client::DataNodeClient;
+use proto::msg::ANY_DEVICE;
+
+#[derive(Parser)]
+#[command(name = "strata", about = "Talk to a Strata datanode")]
+struct Cli {
+    /// Datanode address.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    datanode: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create an extent.
+    Create { extent: u64, #[arg(long, default_value_t = 1)] epoch: u64 },
+    /// Append TEXT at OFFSET.
+    Append { extent: u64, offset: u64, text: String, #[arg(long, default_value_t = 1)] epoch: u64 },
+    /// Read LEN bytes at OFFSET and print them.
+    Read { extent: u64, offset: u64, len: u32 },
+    Seal { extent: u64, length: u64 },
+    Delete { extent: u64 },
+    Stat { extent: u64 },
+    List,
+    /// Device capacity and usage.
+    Node,
+    /// Create an extent, append to it, read it back, seal it and show what is stored.
+    Demo { #[arg(long, default_value_t = 1)] extent: u64 },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let c = DataNodeClient::connect(&cli.datanode).await.with_context(|| format!("datanode {}", cli.datanode))?;
+    match cli.cmd {
+        Cmd::Create { extent, epoch } => c.create(extent, epoch, ANY_DEVICE).await?,
+        Cmd::Append { extent, offset, text, epoch } => {
+            println!("length {}", c.append(extent, offset, epoch, Bytes::from(text)).await?)
+        }
+        Cmd::Read { extent, offset, len } => println!("{}", String::from_utf8_lossy(&c.read(extent, offset, len).await?)),
+        Cmd::Seal { extent, length } => c.seal(extent, length).await?,
+        Cmd::Delete { extent } => c.delete(extent).await?,
+        Cmd::Stat { extent } => println!("{:?}", c.stat(extent).await?),
+        Cmd::List => c.list().await?.iter().for_each(|s| println!("{s:?}")),
+        Cmd::Node => println!("{:?}", c.node_stat().await?),
+        Cmd::Demo { extent } => demo(&c, extent).await?,
+    }
+    Ok(())
+}
+
+async fn demo(c: &DataNodeClient, extent: u64) -> anyhow::Result<()> {
+    c.create(extent, 1, ANY_DEVICE).await?;
+    println!("created extent {extent}");
+    let lines = ["first log line\n", "second log line\n", "third log line\n"];
+    let mut off = 0;
+    for l in lines {
+        off = c.append(extent, off, 1, Bytes::from_static(l.as_bytes())).await?;
+        println!("appended {:>2} bytes, extent length {off}", l.len());
+    }
+    match c.append(extent, 0, 1, Bytes::from_static(b"late")).await {
+        Err(e) => println!("an append at a stale offset is refused: {e}"),
+        Ok(_) => bail!("stale append was accepted"),
+    }
+    let all = c.read(extent, 0, off as u32).await?;
+    anyhow::ensure!(all == lines.concat().as_bytes(), "read back differs");
+    print!("read back:\n{}", String::from_utf8_lossy(&all));
+    c.seal(extent, off).await?;
+    println!("sealed: {:?}", c.stat(extent).await?);
+    println!("node: {:?}", c.node_stat().await?);
+    Ok(())
+}

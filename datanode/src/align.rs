@@ -1,0 +1,72 @@
+//! Heap buffers aligned for O_DIRECT (and SPDK DMA) I/O.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+
+/// The io unit every backend reads and writes in, in bytes.
+pub const IO_UNIT_BYTES: u64 = 4096;
+
+pub fn align_up(v: u64, unit: u64) -> u64 {
+    debug_assert!(unit.is_power_of_two());
+    (v + unit - 1) & !(unit - 1)
+}
+
+pub fn align_down(v: u64, unit: u64) -> u64 {
+    debug_assert!(unit.is_power_of_two());
+    v & !(unit - 1)
+}
+
+/// A zero-initialised buffer whose address and length are multiples of `IO_UNIT_BYTES`.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// The buffer is plain owned memory.
+unsafe impl Send for AlignedBuf {}
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        assert!(len > 0 && len as u64 % IO_UNIT_BYTES == 0, "unaligned buffer length {len}");
+        let layout = Self::layout(len);
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len, IO_UNIT_BYTES as usize).expect("valid layout")
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len bytes for the buffer's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+    }
+}

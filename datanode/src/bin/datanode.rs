@@ -1,0 +1,59 @@
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use datanode::config::{Args, Config};
+use datanode::extent::ExtentStore;
+use datanode::server::Server;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("datanode: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cfg = Config::from_args(&Args::parse())?;
+    let store = Arc::new(ExtentStore::open(&cfg.store)?);
+    let r = &store.recovery;
+    tracing::info!(
+        "recovered {} extents ({} sealed), dropped {} torn bytes, {} corrupt records",
+        r.extents,
+        r.sealed,
+        r.torn_bytes_dropped,
+        r.corrupt_records
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts wait for this line.
+        println!("datanode {} listening on {addr}", cfg.node_id);
+        std::io::stdout().flush()?;
+        let server = Arc::new(Server { store: store.clone(), node: cfg.node_id });
+        server.serve(listener, shutdown_signal()).await;
+        tracing::info!("shutting down");
+        anyhow::Ok(())
+    })?;
+    store.shutdown();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,183 @@
+//! Batched positional writes on one file descriptor: io_uring where the kernel allows
+//! it (all writes of a group-commit round in flight at once), plain `pwrite` otherwise.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types, IoUring};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoEngineKind {
+    /// io_uring if it can be set up, otherwise sync.
+    Auto,
+    Uring,
+    Sync,
+}
+
+impl std::str::FromStr for IoEngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoEngineKind::Auto),
+            "uring" | "io_uring" => Ok(IoEngineKind::Uring),
+            "sync" => Ok(IoEngineKind::Sync),
+            _ => Err(format!("unknown io engine '{s}' (expected auto, uring or sync)")),
+        }
+    }
+}
+
+/// Ring depth: the most writes in flight at once.
+const URING_ENTRIES: u32 = 128;
+
+pub enum IoEngine {
+    Uring(Box<IoUring>),
+    Sync,
+}
+
+/// A segment to write: `len` bytes at `ptr` to device offset `offset`.
+#[derive(Clone, Copy)]
+pub struct Segment {
+    pub offset: u64,
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl IoEngine {
+    pub fn new(kind: IoEngineKind) -> io::Result<IoEngine> {
+        match kind {
+            IoEngineKind::Sync => Ok(IoEngine::Sync),
+            IoEngineKind::Uring => Ok(IoEngine::Uring(Box::new(IoUring::new(URING_ENTRIES)?))),
+            IoEngineKind::Auto => match IoUring::new(URING_ENTRIES) {
+                Ok(r) => Ok(IoEngine::Uring(Box::new(r))),
+                Err(e) => {
+                    tracing::warn!("io_uring unavailable ({e}); using pwrite");
+                    Ok(IoEngine::Sync)
+                }
+            },
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            IoEngine::Uring(_) => "io_uring",
+            IoEngine::Sync => "pwrite",
+        }
+    }
+
+    /// Writes every segment; returns one result per segment.
+    ///
+    /// # Safety
+    /// Every segment's `ptr..ptr+len` must stay valid until this returns.
+    pub unsafe fn write_all(&mut self, fd: RawFd, segs: &[Segment]) -> Vec<io::Result<()>> {
+        match self {
+            IoEngine::Sync => segs.iter().map(|s| pwrite_all(fd, s.ptr, s.len, s.offset)).collect(),
+            IoEngine::Uring(ring) => {
+                let mut results: Vec<io::Result<()>> = Vec::with_capacity(segs.len());
+                for chunk in segs.chunks(URING_ENTRIES as usize) {
+                    let mut done: Vec<Option<io::Result<()>>> = (0..chunk.len()).map(|_| None).collect();
+                    {
+                        let mut sq = ring.submission();
+                        for (i, s) in chunk.iter().enumerate() {
+                            let e = opcode::Write::new(types::Fd(fd), s.ptr, s.len as u32)
+                                .offset(s.offset)
+                                .build()
+                                .user_data(i as u64);
+                            sq.push(&e).expect("ring has room for a chunk");
+                        }
+                    }
+                    let mut left = chunk.len();
+                    while left > 0 {
+                        if let Err(e) = ring.submit_and_wait(1) {
+                            if e.kind() == io::ErrorKind::Interrupted {
+                                continue;
+                            }
+                            // The ring is broken: finish what is left with pwrite.
+                            for (i, s) in chunk.iter().enumerate() {
+                                if done[i].is_none() {
+                                    done[i] = Some(pwrite_all(fd, s.ptr, s.len, s.offset));
+                                }
+                            }
+                            break;
+                        }
+                        for cqe in ring.completion() {
+                            let i = cqe.user_data() as usize;
+                            let s = chunk[i];
+                            let r = cqe.result();
+                            done[i] = Some(if r < 0 {
+                                Err(io::Error::from_raw_os_error(-r))
+                            } else if (r as usize) < s.len {
+                                // Short write: finish the rest synchronously.
+                                let n = r as usize;
+                                pwrite_all(fd, s.ptr.add(n), s.len - n, s.offset + n as u64)
+                            } else {
+                                Ok(())
+                            });
+                            left -= 1;
+                        }
+                    }
+                    results.extend(done.into_iter().map(|d| d.expect("every write completed")));
+                }
+                results
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `ptr..ptr+len` must be valid.
+pub unsafe fn pwrite_all(fd: RawFd, mut ptr: *const u8, mut len: usize, mut offset: u64) -> io::Result<()> {
+    while len > 0 {
+        let n = libc::pwrite(fd, ptr as *const libc::c_void, len, offset as libc::off_t);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+        }
+        ptr = ptr.add(n as usize);
+        len -= n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice is valid for writes of its length.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - done,
+                offset as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device's end"));
+        }
+        done += n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+pub fn fdatasync(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    if unsafe { libc::fdatasync(fd) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The BlobStore-shaped storage interface under the extent layer.
+//!
+//! It mirrors SPDK's blob API (`spdk_bs_create_blob_ext`, `spdk_blob_resize`,
+//! `spdk_blob_set_xattr`, `spdk_blob_sync_md`, `spdk_blob_io_write/read`,
+//! `spdk_bs_delete_blob`, `spdk_bs_iter_first/next`) so that the SPDK backend (feature
+//! `spdk`, crate `spdk-ffi`) fits behind the same trait as the portable one.
+//!
+//! Calls block; the extent layer makes them from one device thread (writes, metadata)
+//! and from blocking read tasks. Durability contract: data writes, metadata syncs and
+//! deletions are durable once a later [`BlobStore::flush`] has returned `Ok`. Clusters
+//! of a deleted blob are not reused before that flush, so a crash can never leave two
+//! live blobs claiming one cluster.
+
+use std::collections::BTreeMap;
+
+use crate::align::AlignedBuf;
+
+pub mod io;
+pub mod portable;
+
+pub type BlobId = u64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no free clusters")]
+    NoSpace,
+    #[error("no free metadata slots")]
+    NoSlots,
+    #[error("blob {0:#x} not found")]
+    NotFound(BlobId),
+    #[error("blob would need {clusters} clusters, more than the limit {max}")]
+    TooManyClusters { clusters: u64, max: u64 },
+    #[error("xattrs take {bytes} bytes, more than the limit {max}")]
+    XattrsTooLarge { bytes: usize, max: usize },
+    #[error("I/O at {offset}+{len} is not aligned to the io unit or past the blob's end ({size})")]
+    BadRange { offset: u64, len: u64, size: u64 },
+    #[error("device I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Format(String),
+}
+
+pub type Result<T> = std::result::Result<T, BlobError>;
+
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub id: BlobId,
+    pub clusters: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// One write of a batch: `buf` goes to byte `offset` of `blob`.
+pub struct BlobWrite<'a> {
+    pub blob: BlobId,
+    pub offset: u64,
+    pub buf: &'a AlignedBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub cluster_bytes: u64,
+    pub clusters_total: u64,
+    pub clusters_free: u64,
+}
+
+pub trait BlobStore: Send + Sync + 'static {
+    fn io_unit_bytes(&self) -> u64;
+    fn cluster_bytes(&self) -> u64;
+    /// Largest number of clusters one blob may hold.
+    fn blob_clusters_max(&self) -> u64;
+    fn capacity(&self) -> Capacity;
+    /// Every live blob, as found when the store was opened plus those created since.
+    fn blobs(&self) -> Vec<BlobInfo>;
+    fn create_blob(&self, xattrs: &[(&str, &[u8])], clusters: u64) -> Result<BlobId>;
+    /// Grows a blob to `clusters` clusters (never shrinks) and persists its metadata.
+    fn resize(&self, blob: BlobId, clusters: u64) -> Result<()>;
+    /// Sets an xattr in memory; [`BlobStore::sync_md`] persists it.
+    fn set_xattr(&self, blob: BlobId, name: &str, value: &[u8]) -> Result<()>;
+    fn sync_md(&self, blob: BlobId) -> Result<()>;
+    fn blob_bytes(&self, blob: BlobId) -> Result<u64>;
+    /// Writes all of `writes`, concurrently where the backend can; one result each.
+    fn write_batch(&self, writes: &[BlobWrite<'_>]) -> Vec<Result<()>>;
+    fn read(&self, blob: BlobId, offset: u64, buf: &mut AlignedBuf) -> Result<()>;
+    /// Makes everything written, synced or deleted before this call durable.
+    fn flush(&self) -> Result<()>;
+    fn delete_blob(&self, blob: BlobId) -> Result<()>;
+}

@@ -1,0 +1,233 @@
+//! Datanode configuration: a TOML file and command-line flags (flags win), checked as a
+//! whole before anything is opened, with messages that say what to fix.
+//!
+//! ```toml
+//! node_id = 1
+//! listen = "127.0.0.1:7100"
+//! extent_bytes_max = "256M"
+//! io_engine = "auto"          # auto | uring | sync
+//!
+//! [[device]]
+//! path = "data/dev0.img"      # a file (created if missing) or a raw block device
+//! size = "4G"                 # size of a file created here
+//! cluster_bytes = "1M"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::blobstore::io::IoEngineKind;
+use crate::blobstore::portable::CLUSTER_BYTES_DEFAULT;
+use crate::extent::{DeviceConfig, StoreConfig, EXTENT_BYTES_MAX_DEFAULT};
+
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7100";
+pub const DEVICE_BYTES_DEFAULT: u64 = 1 << 30;
+
+#[derive(Debug, Parser)]
+#[command(name = "datanode", about = "Strata DataNode: stores extents on local devices")]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// A device as PATH or PATH:SIZE (size of a file created there, e.g. 4G). Repeat for
+    /// several; replaces the config file's devices.
+    #[arg(long = "device", value_name = "PATH[:SIZE]")]
+    pub devices: Vec<String>,
+    /// Cluster size for devices formatted now (power of two, >= 4K).
+    #[arg(long)]
+    pub cluster_bytes: Option<String>,
+    /// Largest logical size of one extent.
+    #[arg(long)]
+    pub extent_bytes_max: Option<String>,
+    /// I/O engine: auto, uring or sync.
+    #[arg(long)]
+    pub io_engine: Option<IoEngineKind>,
+    /// Format existing devices that hold no Strata superblock (erases them).
+    #[arg(long)]
+    pub format: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<String>,
+    extent_bytes_max: Option<Size>,
+    io_engine: Option<IoEngineKind>,
+    #[serde(default)]
+    device: Vec<FileDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDevice {
+    path: PathBuf,
+    size: Option<Size>,
+    cluster_bytes: Option<Size>,
+}
+
+/// A byte count written as a number or a string like "64M", "1G", "4KiB".
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(#[serde(deserialize_with = "de_size")] u64),
+}
+
+impl Size {
+    fn get(self) -> u64 {
+        match self {
+            Size::Bytes(b) | Size::Text(b) => b,
+        }
+    }
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_size(&s).map_err(serde::de::Error::custom)
+}
+
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("'{s}' is not a size like 4096, 64M or 1G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => bail!("'{s}' has an unknown unit (use K, M, G or T)"),
+    };
+    n.checked_mul(1 << shift).with_context(|| format!("'{s}' is too large"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| LISTEN_DEFAULT.into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address '{listen_text}' is not IP:PORT (e.g. 127.0.0.1:7100)"))?;
+        let cluster_flag = args.cluster_bytes.as_deref().map(parse_size).transpose().context("--cluster-bytes")?;
+        let mut devices = Vec::new();
+        if !args.devices.is_empty() {
+            for d in &args.devices {
+                let (path, size) = match d.rsplit_once(':') {
+                    Some((p, s)) => (p, Some(parse_size(s).with_context(|| format!("--device '{d}'"))?)),
+                    None => (d.as_str(), None),
+                };
+                devices.push(DeviceConfig {
+                    path: PathBuf::from(path),
+                    create_bytes: size.unwrap_or(DEVICE_BYTES_DEFAULT),
+                    cluster_bytes: cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT),
+                });
+            }
+        } else {
+            for d in file.device {
+                devices.push(DeviceConfig {
+                    path: d.path,
+                    create_bytes: d.size.map_or(DEVICE_BYTES_DEFAULT, Size::get),
+                    cluster_bytes: cluster_flag.or(d.cluster_bytes.map(Size::get)).unwrap_or(CLUSTER_BYTES_DEFAULT),
+                });
+            }
+        }
+        if devices.is_empty() {
+            bail!("no devices: give --device PATH[:SIZE] or [[device]] entries in the config file");
+        }
+        for (i, d) in devices.iter().enumerate() {
+            if devices[..i].iter().any(|o| o.path == d.path) {
+                bail!("device {} is listed twice", d.path.display());
+            }
+            if d.cluster_bytes < 4096 || !d.cluster_bytes.is_power_of_two() {
+                bail!("cluster size {} of {} must be a power of two of at least 4096", d.cluster_bytes, d.path.display());
+            }
+            if d.create_bytes < 4 * d.cluster_bytes {
+                bail!("device size {} of {} is too small (at least 4 clusters)", d.create_bytes, d.path.display());
+            }
+        }
+        let extent_bytes_max = match &args.extent_bytes_max {
+            Some(s) => parse_size(s).context("--extent-bytes-max")?,
+            None => file.extent_bytes_max.map_or(EXTENT_BYTES_MAX_DEFAULT, Size::get),
+        };
+        if extent_bytes_max == 0 {
+            bail!("extent_bytes_max must be positive");
+        }
+        Ok(Config {
+            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            listen,
+            store: StoreConfig {
+                devices,
+                extent_bytes_max,
+                append_bytes_max: proto::APPEND_BYTES_MAX,
+                format_existing: args.format,
+                engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("datanode").chain(v.iter().copied()))
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn flags_make_a_config_and_bad_ones_say_why() {
+        let c = Config::from_args(&args(&["--device", "/tmp/a.img:64M", "--listen", "127.0.0.1:0"])).unwrap();
+        assert_eq!(c.store.devices[0].create_bytes, 64 << 20);
+        let err = |v: &[&str]| format!("{:#}", Config::from_args(&args(v)).unwrap_err());
+        assert!(err(&[]).contains("no devices"));
+        assert!(err(&["--device", "/a", "--listen", "nope"]).contains("not IP:PORT"));
+        assert!(err(&["--device", "/a:12Q"]).contains("unknown unit"));
+        assert!(err(&["--device", "/a", "--device", "/a"]).contains("listed twice"));
+        assert!(err(&["--device", "/a", "--cluster-bytes", "5000"]).contains("power of two"));
+    }
+
+    #[test]
+    fn config_file_is_read_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dn.toml");
+        std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n").unwrap();
+        let c = Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap();
+        assert_eq!((c.node_id, c.store.devices[0].create_bytes), (7, 64 << 20));
+        std::fs::write(&p, "nodeid = 7\n").unwrap();
+        let e = format!("{:#}", Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap_err());
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

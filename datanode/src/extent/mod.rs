@@ -1,0 +1,653 @@
+//! Extents on blob stores: the datanode's storage engine.
+//!
+//! An extent is one blob. Appends are accepted in memory in order (offset and epoch
+//! checks happen under the extent's lock, so requests pipelined on one connection keep
+//! their order), handed to the device thread, and acknowledged only once the device
+//! thread has published a durable length that covers them.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use proto::msg::ANY_DEVICE;
+use proto::{DeviceStat, Epoch, ExtentError, ExtentId, ExtentStat, APPEND_BYTES_MAX, READ_BYTES_MAX};
+use tokio::sync::{oneshot, watch};
+
+use crate::align::{align_down, align_up, AlignedBuf, IO_UNIT_BYTES};
+use crate::blobstore::io::IoEngineKind;
+use crate::blobstore::portable::{PortableOptions, PortableStore};
+use crate::blobstore::{BlobError, BlobId, BlobStore};
+
+pub mod device;
+pub mod record;
+
+use device::{worst_case_phys, AppendOp, DeviceOp};
+use record::RecordLoc;
+
+/// Default cap on one extent's logical size.
+pub const EXTENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
+
+/// Blob xattrs that carry an extent's identity and state.
+pub mod xattr {
+    use proto::{Epoch, ExtentId};
+    pub const EXTENT: &str = "extent";
+    pub const EPOCH: &str = "epoch";
+    pub const INCARNATION: &str = "incarnation";
+    pub const SEALED: &str = "sealed";
+
+    pub fn initial(extent: ExtentId, epoch: Epoch) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (EXTENT, extent.to_le_bytes().to_vec()),
+            (EPOCH, epoch.to_le_bytes().to_vec()),
+            (INCARNATION, 1u32.to_le_bytes().to_vec()),
+        ]
+    }
+
+    pub fn u64_of(v: Option<&Vec<u8>>) -> Option<u64> {
+        Some(u64::from_le_bytes(v?.as_slice().try_into().ok()?))
+    }
+
+    pub fn u32_of(v: Option<&Vec<u8>>) -> Option<u32> {
+        Some(u32::from_le_bytes(v?.as_slice().try_into().ok()?))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub path: PathBuf,
+    pub create_bytes: u64,
+    pub cluster_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub devices: Vec<DeviceConfig>,
+    pub extent_bytes_max: u64,
+    pub append_bytes_max: u32,
+    pub format_existing: bool,
+    pub engine: IoEngineKind,
+}
+
+/// What waiters watch: enough to decide any pending acknowledgement.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    durable_len: u64,
+    limit: Option<u64>,
+    failed: Option<String>,
+    deleted: bool,
+}
+
+struct ExtentState {
+    epoch: Epoch,
+    /// Bytes accepted in order (durable or queued).
+    accepted_len: u64,
+    durable_len: u64,
+    /// Set when a seal starts: no append past it is ever acknowledged.
+    limit: Option<u64>,
+    /// The seal is durable.
+    sealed: bool,
+    deleted: bool,
+    failed: Option<String>,
+    index: Vec<RecordLoc>,
+    /// Accepted, not yet durable: (logical, len, crc), for retries and seal boundaries.
+    pending: VecDeque<(u64, u32, u32)>,
+    /// Worst-case physical bytes the pending appends can take.
+    pending_phys: u64,
+    phys_end: u64,
+    incarnation: u32,
+}
+
+pub struct Extent {
+    pub id: ExtentId,
+    pub device: u32,
+    pub blob: BlobId,
+    st: Mutex<ExtentState>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Extent {
+    fn publish(&self, st: &ExtentState) {
+        self.progress.send_replace(Progress {
+            durable_len: st.durable_len,
+            limit: st.limit,
+            failed: st.failed.clone(),
+            deleted: st.deleted,
+        });
+    }
+
+    /// Called by the device thread after the flush that made `locs` durable.
+    fn made_durable(&self, locs: &[RecordLoc], phys_end: u64) {
+        let mut st = self.st.lock();
+        for l in locs {
+            let (logical, len, crc) = st.pending.pop_front().expect("durable record was pending");
+            assert_eq!((logical, len, crc), (l.logical, l.len, l.crc), "records complete in order");
+            assert_eq!(l.logical, st.durable_len);
+            st.pending_phys -= worst_case_phys(len as u64);
+            st.durable_len = l.end();
+        }
+        st.index.extend_from_slice(locs);
+        st.phys_end = phys_end;
+        self.publish(&st);
+    }
+
+    fn fail(&self, why: String) {
+        let mut st = self.st.lock();
+        if st.failed.is_none() {
+            tracing::error!("extent {} failed: {why}", self.id);
+            st.failed = Some(why);
+            self.publish(&st);
+        }
+    }
+
+    fn sealed_durably(&self, length: u64) {
+        let mut st = self.st.lock();
+        st.sealed = true;
+        debug_assert_eq!(st.limit, Some(length));
+        self.publish(&st);
+    }
+
+    /// Waits until `end` is durable, or the extent can no longer make it so.
+    async fn wait_durable(&self, end: u64) -> Result<u64, ExtentError> {
+        let mut rx = self.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.deleted || p.failed.is_some() || p.limit.is_some_and(|l| end > l) || p.durable_len >= end)
+            .await
+            .map_err(|_| ExtentError::ShuttingDown)?
+            .clone();
+        if p.deleted {
+            return Err(ExtentError::NotFound { extent: self.id });
+        }
+        if let Some(l) = p.limit.filter(|&l| end > l) {
+            return Err(ExtentError::Sealed { length: l });
+        }
+        if p.durable_len >= end {
+            return Ok(end);
+        }
+        Err(ExtentError::Failed(p.failed.unwrap_or_default()))
+    }
+
+    fn stat(&self) -> ExtentStat {
+        let st = self.st.lock();
+        ExtentStat {
+            extent: self.id,
+            epoch: st.epoch,
+            length: readable_len(&st),
+            sealed: st.sealed,
+            device: self.device,
+        }
+    }
+}
+
+fn readable_len(st: &ExtentState) -> u64 {
+    st.limit.map_or(st.durable_len, |l| l.min(st.durable_len))
+}
+
+/// Is `offset` where some accepted append ends (or 0)?
+fn is_boundary(st: &ExtentState, offset: u64) -> Result<(), u64> {
+    if offset == 0
+        || st.index.binary_search_by_key(&offset, |r| r.end()).is_ok()
+        || st.pending.iter().any(|&(l, n, _)| l + n as u64 == offset)
+    {
+        return Ok(());
+    }
+    let below = st.index.partition_point(|r| r.end() <= offset);
+    let mut boundary = if below == 0 { 0 } else { st.index[below - 1].end() };
+    for &(l, n, _) in &st.pending {
+        if l + n as u64 <= offset {
+            boundary = l + n as u64;
+        }
+    }
+    Err(boundary)
+}
+
+struct Device {
+    store: Arc<dyn BlobStore>,
+    tx: Mutex<Option<Sender<DeviceOp>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Device {
+    fn send(&self, op: DeviceOp) -> Result<(), ExtentError> {
+        match &*self.tx.lock() {
+            Some(tx) => tx.send(op).map_err(|_| ExtentError::ShuttingDown),
+            None => Err(ExtentError::ShuttingDown),
+        }
+    }
+}
+
+/// Summary of what start-up recovery found.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    pub extents: usize,
+    pub sealed: usize,
+    pub torn_bytes_dropped: u64,
+    pub corrupt_records: usize,
+}
+
+/// All extents of one datanode, over all its devices.
+pub struct ExtentStore {
+    devices: Vec<Device>,
+    extents: RwLock<HashMap<ExtentId, Arc<Extent>>>,
+    create_lock: tokio::sync::Mutex<()>,
+    extent_bytes_max: u64,
+    append_bytes_max: u32,
+    pub recovery: Recovery,
+}
+
+impl ExtentStore {
+    /// Opens (formatting new files) every device and recovers every extent on them.
+    pub fn open(cfg: &StoreConfig) -> anyhow::Result<ExtentStore> {
+        let mut stores: Vec<Arc<dyn BlobStore>> = Vec::new();
+        for d in &cfg.devices {
+            let s = PortableStore::open(&PortableOptions {
+                path: d.path.clone(),
+                create_bytes: d.create_bytes,
+                cluster_bytes: d.cluster_bytes,
+                format_existing: cfg.format_existing,
+                engine: cfg.engine,
+            })?;
+            tracing::info!(
+                "device {}: {} ({}, {})",
+                stores.len(),
+                d.path.display(),
+                s.engine_name(),
+                if s.is_direct() { "O_DIRECT" } else { "buffered" }
+            );
+            stores.push(Arc::new(s));
+        }
+        Self::with_stores(stores, cfg.extent_bytes_max, cfg.append_bytes_max)
+    }
+
+    pub fn with_stores(stores: Vec<Arc<dyn BlobStore>>, extent_bytes_max: u64, append_bytes_max: u32) -> anyhow::Result<ExtentStore> {
+        anyhow::ensure!(!stores.is_empty(), "a datanode needs at least one device");
+        anyhow::ensure!(
+            append_bytes_max > 0 && append_bytes_max <= APPEND_BYTES_MAX,
+            "append_bytes_max must be between 1 and {APPEND_BYTES_MAX}"
+        );
+        let mut extents = HashMap::new();
+        let mut recovery = Recovery::default();
+        for (di, store) in stores.iter().enumerate() {
+            let blob_max = store.blob_clusters_max() * store.cluster_bytes();
+            anyhow::ensure!(
+                worst_case_phys(extent_bytes_max) <= blob_max,
+                "extent_bytes_max {extent_bytes_max} is more than one blob of device {di} can hold ({blob_max} bytes); lower it or use larger clusters"
+            );
+            for info in store.blobs() {
+                let Some(id) = xattr::u64_of(info.xattrs.get(xattr::EXTENT)) else {
+                    tracing::warn!("device {di}: blob {:#x} has no extent id; deleting the orphan", info.id);
+                    store.delete_blob(info.id)?;
+                    continue;
+                };
+                if extents.contains_key(&id) {
+                    tracing::error!("device {di}: extent {id} is also on another device; ignoring this copy");
+                    continue;
+                }
+                let ext = Self::recover(di as u32, &**store, &info, &mut recovery)?;
+                extents.insert(id, Arc::new(ext));
+            }
+            store.flush()?;
+        }
+        recovery.extents = extents.len();
+        let devices = stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let s = store.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("device-{i}"))
+                    .spawn(move || device::run(i as u32, s, rx))
+                    .expect("spawn device thread");
+                Device { store, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }
+            })
+            .collect();
+        Ok(ExtentStore {
+            devices,
+            extents: RwLock::new(extents),
+            create_lock: tokio::sync::Mutex::new(()),
+            extent_bytes_max,
+            append_bytes_max,
+            recovery,
+        })
+    }
+
+    fn recover(device: u32, store: &dyn BlobStore, info: &crate::blobstore::BlobInfo, rec: &mut Recovery) -> anyhow::Result<Extent> {
+        let id = xattr::u64_of(info.xattrs.get(xattr::EXTENT)).expect("checked by caller");
+        let epoch = xattr::u64_of(info.xattrs.get(xattr::EPOCH)).unwrap_or(0);
+        let sealed = xattr::u64_of(info.xattrs.get(xattr::SEALED));
+        let incarnation = xattr::u32_of(info.xattrs.get(xattr::INCARNATION)).unwrap_or(1);
+        let blob_bytes = info.clusters * store.cluster_bytes();
+        let scan = record::scan(
+            |off, buf| store.read(info.id, off, buf).map_err(std::io::Error::other),
+            info.id,
+            blob_bytes,
+            sealed,
+        )?;
+        if !scan.corrupt.is_empty() {
+            tracing::error!("extent {id}: {} records fail their checksum; reads of them will fail", scan.corrupt.len());
+        }
+        if scan.dropped_bytes > 0 {
+            tracing::warn!("extent {id}: dropped a torn final write of {} bytes", scan.dropped_bytes);
+        }
+        if let Some(l) = sealed.filter(|&l| scan.length < l) {
+            tracing::error!("extent {id}: sealed at {l} but only {} bytes are intact here", scan.length);
+        }
+        rec.torn_bytes_dropped += scan.dropped_bytes;
+        rec.corrupt_records += scan.corrupt.len();
+        // A new incarnation for every restart of an open extent, persisted before any
+        // new write, so stale bytes beyond the recovered end can never join the chain.
+        let incarnation = incarnation.max(scan.incarnation_max) + 1;
+        if sealed.is_none() {
+            store.set_xattr(info.id, xattr::INCARNATION, &incarnation.to_le_bytes())?;
+            store.sync_md(info.id)?;
+        } else {
+            rec.sealed += 1;
+        }
+        let st = ExtentState {
+            epoch: epoch.max(scan.epoch_max),
+            accepted_len: scan.length,
+            durable_len: scan.length,
+            limit: sealed,
+            sealed: sealed.is_some(),
+            deleted: false,
+            failed: None,
+            index: scan.records,
+            pending: VecDeque::new(),
+            pending_phys: 0,
+            phys_end: scan.phys_end,
+            incarnation,
+        };
+        let (progress, _) = watch::channel(Progress::default());
+        let ext = Extent { id, device, blob: info.id, st: Mutex::new(st), progress };
+        ext.publish(&ext.st.lock());
+        Ok(ext)
+    }
+
+    fn get(&self, extent: ExtentId) -> Result<Arc<Extent>, ExtentError> {
+        self.extents.read().get(&extent).cloned().ok_or(ExtentError::NotFound { extent })
+    }
+
+    pub async fn create(&self, extent: ExtentId, epoch: Epoch, device: u32) -> Result<(), ExtentError> {
+        let _serial = self.create_lock.lock().await;
+        if self.extents.read().contains_key(&extent) {
+            return Err(ExtentError::AlreadyExists { extent });
+        }
+        let device = if device == ANY_DEVICE {
+            (0..self.devices.len())
+                .max_by_key(|&i| self.devices[i].store.capacity().clusters_free)
+                .expect("at least one device") as u32
+        } else if (device as usize) < self.devices.len() {
+            device
+        } else {
+            return Err(ExtentError::NoSuchDevice { device: device as u64 });
+        };
+        let (reply, rx) = oneshot::channel();
+        self.devices[device as usize].send(DeviceOp::Create { extent, epoch, reply })?;
+        let blob = rx.await.map_err(|_| ExtentError::ShuttingDown)??;
+        let st = ExtentState {
+            epoch,
+            accepted_len: 0,
+            durable_len: 0,
+            limit: None,
+            sealed: false,
+            deleted: false,
+            failed: None,
+            index: Vec::new(),
+            pending: VecDeque::new(),
+            pending_phys: 0,
+            phys_end: 0,
+            incarnation: 1,
+        };
+        let (progress, _) = watch::channel(Progress::default());
+        let ext = Arc::new(Extent { id: extent, device, blob, st: Mutex::new(st), progress });
+        self.extents.write().insert(extent, ext);
+        Ok(())
+    }
+
+    /// Checks and queues an append, in the caller's order. The returned future resolves
+    /// when the append is durable (or refused later, e.g. by a failure or a seal).
+    pub fn submit_append(
+        &self,
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        crc: u32,
+        payload: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<u64, ExtentError>> + Send + 'static, ExtentError> {
+        let len = payload.len() as u64;
+        if len > self.append_bytes_max as u64 {
+            return Err(ExtentError::AppendTooLarge { bytes: len, limit: self.append_bytes_max as u64 });
+        }
+        if len == 0 {
+            return Err(ExtentError::Malformed("empty append".into()));
+        }
+        let computed = crc32c::crc32c(&payload);
+        if computed != crc {
+            return Err(ExtentError::PayloadChecksum { sent: crc as u64, computed: computed as u64 });
+        }
+        let ext = self.get(extent)?;
+        let end = expected_offset + len;
+        {
+            let mut st = ext.st.lock();
+            if st.deleted {
+                return Err(ExtentError::NotFound { extent });
+            }
+            if let Some(why) = &st.failed {
+                return Err(ExtentError::Failed(why.clone()));
+            }
+            if epoch < st.epoch {
+                return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
+            }
+            if let Some(length) = st.limit {
+                return Err(ExtentError::Sealed { length });
+            }
+            if expected_offset != st.accepted_len {
+                // A retry of an append already accepted is acknowledged once durable.
+                let same = |l: u64, n: u32, c: u32| l == expected_offset && n as u64 == len && c == crc;
+                let known = st
+                    .index
+                    .binary_search_by_key(&expected_offset, |r| r.logical)
+                    .is_ok_and(|i| same(st.index[i].logical, st.index[i].len, st.index[i].crc))
+                    || st.pending.iter().any(|&(l, n, c)| same(l, n, c));
+                if !known {
+                    return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
+                }
+            } else {
+                if end > self.extent_bytes_max {
+                    return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: self.extent_bytes_max });
+                }
+                let phys = worst_case_phys(len);
+                let dev = &self.devices[ext.device as usize];
+                let blob_max = dev.store.blob_clusters_max() * dev.store.cluster_bytes();
+                let phys_needed = st.phys_end + st.pending_phys + phys;
+                if phys_needed > blob_max {
+                    return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: st.accepted_len });
+                }
+                // Refuse cleanly now rather than fail the extent in the device thread.
+                // (Concurrent appends to other extents can still race for the last clusters.)
+                let cap = dev.store.capacity();
+                let have = dev.store.blob_bytes(ext.blob).unwrap_or(0);
+                let grow = phys_needed.saturating_sub(have).div_ceil(cap.cluster_bytes);
+                if grow > cap.clusters_free {
+                    return Err(ExtentError::NoSpace { device: ext.device as u64 });
+                }
+                st.epoch = epoch;
+                st.accepted_len = end;
+                st.pending.push_back((expected_offset, len as u32, crc));
+                st.pending_phys += phys;
+                // Sent under the lock so the device thread sees this extent's appends in order.
+                dev.send(DeviceOp::Append(AppendOp { ext: ext.clone(), logical: expected_offset, epoch, crc, payload }))?;
+            }
+        }
+        Ok(async move { ext.wait_durable(end).await })
+    }
+
+    pub async fn read(&self, extent: ExtentId, offset: u64, len: u32) -> Result<Bytes, ExtentError> {
+        if len > READ_BYTES_MAX {
+            return Err(ExtentError::ReadTooLarge { len: len as u64, limit: READ_BYTES_MAX as u64 });
+        }
+        let ext = self.get(extent)?;
+        let end = offset.checked_add(len as u64).ok_or(ExtentError::OutOfRange { offset, len: len as u64, length: 0 })?;
+        let locs: Vec<RecordLoc> = {
+            let st = ext.st.lock();
+            if st.deleted {
+                return Err(ExtentError::NotFound { extent });
+            }
+            let readable = readable_len(&st);
+            if end > readable {
+                return Err(ExtentError::OutOfRange { offset, len: len as u64, length: readable });
+            }
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            let first = st.index.partition_point(|r| r.end() <= offset);
+            let last = st.index.partition_point(|r| r.logical < end);
+            st.index[first..last].to_vec()
+        };
+        let store = self.devices[ext.device as usize].store.clone();
+        let blob = ext.blob;
+        tokio::task::spawn_blocking(move || read_records(&*store, blob, &locs, offset, end))
+            .await
+            .map_err(|e| ExtentError::Io(e.to_string()))?
+            .map_err(|e| match e {
+                ReadError::Blob(BlobError::NotFound(_)) => ExtentError::NotFound { extent },
+                ReadError::Blob(e) => ExtentError::Io(e.to_string()),
+                ReadError::Checksum(offset) => ExtentError::ChecksumMismatch { offset },
+            })
+    }
+
+    pub async fn seal(&self, extent: ExtentId, length: u64) -> Result<(), ExtentError> {
+        let ext = self.get(extent)?;
+        {
+            let mut st = ext.st.lock();
+            if st.deleted {
+                return Err(ExtentError::NotFound { extent });
+            }
+            match st.limit {
+                Some(l) if l != length => return Err(ExtentError::SealConflict { requested: length, length: l }),
+                Some(_) if st.sealed => return Ok(()),
+                Some(_) => {} // the same seal is under way: finish it again, idempotently
+                None => {
+                    if length > st.accepted_len {
+                        return Err(ExtentError::SealBeyondEnd { requested: length, length: st.accepted_len });
+                    }
+                    if let Err(boundary) = is_boundary(&st, length) {
+                        return Err(ExtentError::NotAppendBoundary { requested: length, boundary });
+                    }
+                    st.limit = Some(length);
+                    ext.publish(&st);
+                }
+            }
+        }
+        // The seal is persisted only after every byte below it is durable, so a sealed
+        // length on disk never exceeds the data on disk.
+        let mut rx = ext.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.deleted || p.failed.is_some() || p.durable_len >= length)
+            .await
+            .map_err(|_| ExtentError::ShuttingDown)?
+            .clone();
+        if p.deleted {
+            return Err(ExtentError::NotFound { extent });
+        }
+        if p.durable_len < length {
+            return Err(ExtentError::Failed(p.failed.unwrap_or_default()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.devices[ext.device as usize].send(DeviceOp::Seal { ext: ext.clone(), length, reply })?;
+        rx.await.map_err(|_| ExtentError::ShuttingDown)?
+    }
+
+    pub async fn delete(&self, extent: ExtentId) -> Result<(), ExtentError> {
+        let ext = self.extents.write().remove(&extent).ok_or(ExtentError::NotFound { extent })?;
+        {
+            let mut st = ext.st.lock();
+            st.deleted = true;
+            ext.publish(&st);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.devices[ext.device as usize].send(DeviceOp::Delete { ext, reply })?;
+        rx.await.map_err(|_| ExtentError::ShuttingDown)?
+    }
+
+    pub fn stat(&self, extent: ExtentId) -> Result<ExtentStat, ExtentError> {
+        Ok(self.get(extent)?.stat())
+    }
+
+    pub fn list(&self) -> Vec<ExtentStat> {
+        let mut v: Vec<ExtentStat> = self.extents.read().values().map(|e| e.stat()).collect();
+        v.sort_by_key(|s| s.extent);
+        v
+    }
+
+    pub fn device_stats(&self) -> Vec<DeviceStat> {
+        let per_device = {
+            let ex = self.extents.read();
+            let mut n = vec![0u32; self.devices.len()];
+            ex.values().for_each(|e| n[e.device as usize] += 1);
+            n
+        };
+        self.devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let c = d.store.capacity();
+                DeviceStat {
+                    device: i as u32,
+                    capacity_bytes: c.clusters_total * c.cluster_bytes,
+                    used_bytes: (c.clusters_total - c.clusters_free) * c.cluster_bytes,
+                    extents: per_device[i],
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the device threads after they finish what is queued.
+    pub fn shutdown(&self) {
+        for d in &self.devices {
+            d.tx.lock().take();
+        }
+        for d in &self.devices {
+            if let Some(t) = d.thread.lock().take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for ExtentStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum ReadError {
+    Blob(BlobError),
+    Checksum(u64),
+}
+
+/// Reads the records covering `[offset, end)` in one aligned read, checks every
+/// record's CRC32C, and copies out the asked range.
+fn read_records(store: &dyn BlobStore, blob: BlobId, locs: &[RecordLoc], offset: u64, end: u64) -> Result<Bytes, ReadError> {
+    let (first, last) = (locs.first().expect("non-empty"), locs.last().expect("non-empty"));
+    let span_start = align_down(first.phys, IO_UNIT_BYTES);
+    let span_end = align_up(last.phys + last.len as u64, IO_UNIT_BYTES);
+    let mut buf = AlignedBuf::zeroed((span_end - span_start) as usize);
+    store.read(blob, span_start, &mut buf).map_err(ReadError::Blob)?;
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for r in locs {
+        let p = (r.phys - span_start) as usize;
+        let payload = &buf[p..p + r.len as usize];
+        if crc32c::crc32c(payload) != r.crc {
+            return Err(ReadError::Checksum(r.logical));
+        }
+        let from = offset.max(r.logical) - r.logical;
+        let to = end.min(r.end()) - r.logical;
+        out.extend_from_slice(&payload[from as usize..to as usize]);
+    }
+    debug_assert_eq!(out.len() as u64, end - offset);
+    Ok(out.freeze())
+}

@@ -1,0 +1,7 @@
+//! Strata DataNode: extents on blob stores, served over `proto`'s frame protocol.
+
+pub mod align;
+pub mod blobstore;
+pub mod config;
+pub mod extent;
+pub mod server;

@@ -1,0 +1,113 @@
+//! Starts the real `datanode` binary on a loopback port over files in a temp dir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use client::DataNodeClient;
+
+pub struct Node {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    starts: u32,
+}
+
+/// Two 64 MiB devices with 1 MiB clusters.
+pub fn default_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--device".into(),
+        format!("{}:64M", dir.join("dev0.img").display()),
+        "--device".into(),
+        format!("{}:64M", dir.join("dev1.img").display()),
+    ]
+}
+
+impl Node {
+    pub fn start(dir: &Path, args: Vec<String>) -> Node {
+        let mut n = Node { child: None, addr: "127.0.0.1:0".parse().unwrap(), dir: dir.to_owned(), args, starts: 0 };
+        n.spawn();
+        n
+    }
+
+    /// Starts the binary and waits for its "listening on" line.
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = self.dir.join(format!("datanode-{}.log", self.starts));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_datanode"))
+            .args(&self.args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn datanode");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(a.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => self.addr = a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let mut s = String::new();
+                let _ = std::fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut s));
+                panic!("datanode did not start; its log:\n{s}");
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("datanode-{}.log", self.starts))).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> DataNodeClient {
+        DataNodeClient::connect(self.addr).await.expect("connect")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Deterministic bytes for (extent, generation, offset): what a writer sent is
+/// reproducible from its record alone.
+pub fn content(extent: u64, gen: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut x = extent.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ gen.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ offset.rotate_left(17) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,141 @@
+//! Frame layout (all integers little-endian):
+//!
+//! ```text
+//! 0      2        3        4            12          16
+//! | magic | version | opcode | request_id | body_len | body ...
+//! ```
+//!
+//! `magic` is `0x5354`, `version` is [`VERSION`]. Responses carry the request's opcode
+//! with [`RESPONSE_BIT`] set and the request's id, so many requests can be in flight on
+//! one connection and complete in any order. A body longer than
+//! [`crate::FRAME_BODY_BYTES_MAX`] is refused before any of it is read.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::{ExtentError, FRAME_BODY_BYTES_MAX};
+
+pub const MAGIC: u16 = 0x5354;
+pub const VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 16;
+pub const RESPONSE_BIT: u8 = 0x80;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub opcode: u8,
+    pub request_id: u64,
+    pub body_len: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol; the connection cannot be trusted any more.
+    #[error("protocol error on request {request_id}: {error}")]
+    Protocol { request_id: u64, error: ExtentError },
+}
+
+impl FrameHeader {
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[VERSION, self.opcode]);
+        out.extend_from_slice(&self.request_id.to_le_bytes());
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+    }
+
+    /// Parses and checks a header. The request id is returned with the error when it
+    /// could be read, so the peer can be told which request was refused.
+    pub fn decode(buf: &[u8; HEADER_BYTES]) -> Result<FrameHeader, FrameError> {
+        let magic = u16::from_le_bytes([buf[0], buf[1]]);
+        let request_id = u64::from_le_bytes(buf[4..12].try_into().expect("8 bytes"));
+        let body_len = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes"));
+        let refuse = |error| Err(FrameError::Protocol { request_id, error });
+        if magic != MAGIC {
+            return refuse(ExtentError::Malformed(format!("bad frame magic {magic:#06x}")));
+        }
+        if buf[2] != VERSION {
+            return refuse(ExtentError::UnsupportedVersion { version: buf[2] as u64 });
+        }
+        if body_len > FRAME_BODY_BYTES_MAX {
+            return refuse(ExtentError::FrameTooLarge {
+                bytes: body_len as u64,
+                limit: FRAME_BODY_BYTES_MAX as u64,
+            });
+        }
+        Ok(FrameHeader { opcode: buf[3], request_id, body_len })
+    }
+}
+
+/// Reads one whole frame. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<(FrameHeader, Bytes)>, FrameError> {
+    let mut head = [0u8; HEADER_BYTES];
+    let mut filled = 0;
+    while filled < HEADER_BYTES {
+        let n = reader.read(&mut head[filled..]).await?;
+        if n == 0 {
+            if filled == 0 {
+                return Ok(None);
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        filled += n;
+    }
+    let header = FrameHeader::decode(&head)?;
+    let mut body = BytesMut::zeroed(header.body_len as usize);
+    reader.read_exact(&mut body).await?;
+    Ok(Some((header, body.freeze())))
+}
+
+/// A little-endian cursor over a frame body that reports truncation as a typed error.
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ExtentError> {
+        if self.buf.len() - self.pos < n {
+            return Err(ExtentError::Malformed(format!(
+                "body truncated: need {n} bytes at {}, have {}",
+                self.pos,
+                self.buf.len() - self.pos
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8, ExtentError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, ExtentError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    pub fn u32(&mut self) -> Result<u32, ExtentError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    pub fn u64(&mut self) -> Result<u64, ExtentError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ExtentError> {
+        self.take(n)
+    }
+    pub fn finish(&self) -> Result<(), ExtentError> {
+        if self.pos != self.buf.len() {
+            return Err(ExtentError::Malformed(format!(
+                "{} trailing bytes in body",
+                self.buf.len() - self.pos
+            )));
+        }
+        Ok(())
+    }
+}

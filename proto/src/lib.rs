@@ -1,0 +1,33 @@
+//! Strata's bottom crate: ids, limits, the typed extent errors and the binary frame
+//! protocol spoken between clients and datanodes. Everything above depends on this
+//! crate; it depends on nothing of Strata's.
+
+pub mod error;
+pub mod frame;
+pub mod msg;
+
+pub use error::ExtentError;
+pub use frame::{FrameError, FrameHeader};
+pub use msg::{DeviceStat, ExtentStat, NodeStat, Opcode, Request, Response};
+
+/// Globally unique extent id, assigned by the metanode (or the caller in tests).
+pub type ExtentId = u64;
+/// Writer epoch: a stream's writer lease number. Datanodes refuse older ones.
+pub type Epoch = u64;
+/// Cluster-wide datanode id.
+pub type NodeId = u64;
+
+/// Largest payload of one append, in bytes.
+pub const APPEND_BYTES_MAX: u32 = 8 << 20;
+/// Largest range one read may ask for, in bytes.
+pub const READ_BYTES_MAX: u32 = 8 << 20;
+/// Largest frame body accepted on the wire: an append's payload plus its fixed fields.
+pub const FRAME_BODY_BYTES_MAX: u32 = APPEND_BYTES_MAX + 4096;
+
+/// CRC32C (Castagnoli) as used for every append and every stored record.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+#[cfg(test)]
+mod tests;
