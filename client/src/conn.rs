@@ -64,7 +64,8 @@ impl DataNodeClient {
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<DataNodeClient, ClientError> {
         let sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let _ = sock.set_nodelay(true);
-        let (mut rd, wr) = sock.into_split();
+        let (rd, wr) = sock.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending { waiting: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),

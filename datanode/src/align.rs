@@ -17,9 +17,12 @@ pub fn align_down(v: u64, unit: u64) -> u64 {
 }
 
 /// A zero-initialised buffer whose address and length are multiples of `IO_UNIT_BYTES`.
+/// Its length can be set anywhere up to the capacity it was allocated with, so one
+/// allocation serves many writes (fresh large allocations cost a page fault per page).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
+    cap: usize,
 }
 
 // The buffer is plain owned memory.
@@ -33,7 +36,17 @@ impl AlignedBuf {
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len }
+        AlignedBuf { ptr, len, cap: len }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Sets the length (aligned, at most the capacity). Bytes keep whatever they held.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len > 0 && len <= self.cap && len as u64 % IO_UNIT_BYTES == 0, "bad length {len}");
+        self.len = len;
     }
 
     fn layout(len: usize) -> Layout {
@@ -67,6 +80,49 @@ impl std::ops::DerefMut for AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: allocated in `zeroed` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
+    }
+}
+
+/// Recycles aligned buffers between group-commit rounds.
+#[derive(Default)]
+pub struct BufPool {
+    free: Vec<AlignedBuf>,
+    free_bytes: usize,
+}
+
+/// Bytes of idle buffers kept for reuse at most (one full round's worth and a half).
+const POOL_BYTES_MAX: usize = 96 << 20;
+
+impl BufPool {
+    /// A buffer of exactly `len` bytes (aligned); its contents are unspecified.
+    pub fn take(&mut self, len: usize) -> AlignedBuf {
+        match self.free.iter().position(|b| b.capacity() >= len) {
+            Some(i) => {
+                let mut b = self.free.swap_remove(i);
+                self.free_bytes -= b.capacity();
+                b.set_len(len);
+                b
+            }
+            None => {
+                // Round up so buffers fit later batches of similar size.
+                let cap = if len <= 1 << 20 { len.next_power_of_two() } else { align_up(len as u64, 1 << 20) as usize };
+                AlignedBuf::zeroed(cap).tap_len(len)
+            }
+        }
+    }
+
+    pub fn give(&mut self, b: AlignedBuf) {
+        if self.free_bytes + b.capacity() <= POOL_BYTES_MAX {
+            self.free_bytes += b.capacity();
+            self.free.push(b);
+        }
+    }
+}
+
+impl AlignedBuf {
+    fn tap_len(mut self, len: usize) -> AlignedBuf {
+        self.set_len(len);
+        self
     }
 }

@@ -54,6 +54,10 @@ pub struct Args {
     /// Format existing devices that hold no Strata superblock (erases them).
     #[arg(long)]
     pub format: bool,
+    /// Do not zero-fill device files created now (faster start, slower flushes on
+    /// filesystems with unwritten extents).
+    #[arg(long)]
+    pub no_zero_fill: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +188,7 @@ impl Config {
                 extent_bytes_max,
                 append_bytes_max: proto::APPEND_BYTES_MAX,
                 format_existing: args.format,
+                zero_fill: !args.no_zero_fill,
                 engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
             },
         })

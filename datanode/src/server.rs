@@ -21,6 +21,7 @@ use crate::extent::ExtentStore;
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 type Outgoing = (BytesMut, Option<Bytes>);
 
@@ -52,7 +53,9 @@ impl Server {
 
     async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) {
         let _ = sock.set_nodelay(true);
-        let (mut rd, wr) = sock.into_split();
+        let (rd, wr) = sock.into_split();
+        // Small frames arrive many to a syscall; large payloads bypass the buffer.
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer = tokio::spawn(write_loop(wr, rx));
         let in_flight = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
@@ -89,12 +92,10 @@ impl Server {
                 drop(permit);
             };
             if let Request::Append { extent, expected_offset, epoch, crc32c, payload } = req {
-                match self.store.submit_append(extent, expected_offset, epoch, crc32c, payload) {
-                    Ok(durable) => {
-                        tokio::spawn(async move { reply(durable.await.map(|length| Response::Appended { length })) });
-                    }
-                    Err(e) => reply(Err(e)),
-                }
+                // The acknowledgement runs wherever the append is decided (usually the
+                // device's flusher) and goes straight to this connection's writer.
+                let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+                self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
                 continue;
             }
             let me = self.clone();

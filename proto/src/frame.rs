@@ -84,8 +84,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         filled += n;
     }
     let header = FrameHeader::decode(&head)?;
-    let mut body = BytesMut::zeroed(header.body_len as usize);
-    reader.read_exact(&mut body).await?;
+    // Read straight into spare capacity: no zero-fill pass over large payloads.
+    let len = header.body_len as usize;
+    let mut body = BytesMut::with_capacity(len);
+    while body.len() < len {
+        let mut limited = (&mut *reader).take((len - body.len()) as u64);
+        if limited.read_buf(&mut body).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(Some((header, body.freeze())))
 }
 

@@ -1,28 +1,39 @@
-//! One thread per device owns every write to it. Each loop takes everything queued
-//! (up to `ROUND_BYTES_MAX`), writes one batch per touched extent plus any metadata
-//! changes, issues **one** flush, and only then publishes the new durable lengths that
-//! release the waiting acknowledgements. Appends that arrive during a flush form the
-//! next round: that is the group commit.
+//! Two threads per device own every write to it.
+//!
+//! The **writer** takes everything queued (up to `ROUND_BYTES_MAX`), writes one batch
+//! per touched extent plus any metadata changes, and hands the round to the flusher.
+//! The **flusher** takes every round whose writes have completed, issues **one**
+//! flush for all of them, and only then publishes the new durable lengths that release
+//! the waiting acknowledgements. While one flush runs, the writer already writes the
+//! next round, so a round costs max(write, flush) rather than their sum; appends that
+//! arrive meanwhile share the next flush. That is the group commit.
+//!
+//! A failed flush poisons the device: nothing later is acknowledged, because after a
+//! failed fdatasync the kernel may have dropped dirty state a later one would not see.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use proto::{Epoch, ExtentError, ExtentId};
 use tokio::sync::oneshot;
 
 use super::record::{encode_batch, BatchHeader, Pending, RecordLoc};
 use super::{xattr, Extent};
-use crate::align::{align_up, AlignedBuf, IO_UNIT_BYTES};
+use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::portable::clusters_for;
 use crate::blobstore::{BlobError, BlobId, BlobStore, BlobWrite};
 
-/// Most payload bytes one round takes before it writes and flushes.
+/// Most payload bytes one round takes before it writes.
 pub const ROUND_BYTES_MAX: u64 = 64 << 20;
 /// Most payload bytes of one extent in one batch; the rest waits for the next round, so
-/// that an extent never has two batches in flight at once.
+/// that an extent's batches are written strictly one after another.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+/// Written rounds waiting for a flush before the writer waits too.
+const ROUNDS_UNFLUSHED_MAX: usize = 4;
 
 pub struct AppendOp {
     pub ext: Arc<Extent>,
@@ -56,20 +67,71 @@ pub fn blob_err(device: u32, e: BlobError) -> ExtentError {
     }
 }
 
+/// Physical bytes an append can take at most if it ends up alone in its batch.
+pub fn worst_case_phys(len: u64) -> u64 {
+    align_up(super::record::batch_bytes(1, len), IO_UNIT_BYTES)
+}
+
+/// Set once a flush has failed; every later acknowledgement is refused.
+#[derive(Default)]
+pub struct Poison(Mutex<Option<String>>);
+
+impl Poison {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+    fn set(&self, why: String) {
+        self.0.lock().get_or_insert(why);
+    }
+}
+
+/// What a written round waits on the flush for.
+#[derive(Default)]
+struct Written {
+    /// Extents whose batch was written: (extent, records).
+    appended: Vec<(Arc<Extent>, Vec<RecordLoc>)>,
+    created: Vec<(BlobId, oneshot::Sender<Result<BlobId, ExtentError>>)>,
+    /// Seals (with the sealed length) and deletes, with their metadata write's result.
+    metadata: Vec<(Arc<Extent>, Option<u64>, oneshot::Sender<Result<(), ExtentError>>, Result<(), ExtentError>)>,
+    appends: u64,
+}
+
 struct Batch {
     ext: Arc<Extent>,
     appends: Vec<AppendOp>,
     bytes: u64,
 }
 
-pub fn run(device: u32, store: Arc<dyn BlobStore>, rx: Receiver<DeviceOp>) {
+/// Starts the writer and flusher threads of one device.
+pub fn start(
+    device: u32,
+    store: Arc<dyn BlobStore>,
+    rx: Receiver<DeviceOp>,
+    poison: Arc<Poison>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<Written>(ROUNDS_UNFLUSHED_MAX);
+    let s = store.clone();
+    let p = poison.clone();
+    let writer = std::thread::Builder::new()
+        .name(format!("device-{device}"))
+        .spawn(move || writer(device, &*s, rx, flush_tx, &p))
+        .expect("spawn device writer");
+    let flusher = std::thread::Builder::new()
+        .name(format!("device-{device}-flush"))
+        .spawn(move || flusher(device, &*store, flush_rx, &poison))
+        .expect("spawn device flusher");
+    vec![writer, flusher]
+}
+
+fn writer(device: u32, store: &dyn BlobStore, rx: Receiver<DeviceOp>, flush_tx: SyncSender<Written>, poison: &Poison) {
     let mut carry: VecDeque<DeviceOp> = VecDeque::new();
+    let mut pool = BufPool::default();
     loop {
         // Gather a round: what was carried over, then everything queued.
         if carry.is_empty() {
             match rx.recv() {
                 Ok(op) => carry.push_back(op),
-                Err(_) => return, // every sender is gone: shut down
+                Err(_) => return, // every sender is gone: shut down (the flusher follows)
             }
         }
         let mut ops: Vec<DeviceOp> = carry.drain(..).collect();
@@ -83,7 +145,10 @@ pub fn run(device: u32, store: Arc<dyn BlobStore>, rx: Receiver<DeviceOp>) {
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
-        round(device, &*store, ops, &mut carry);
+        let written = write_round(device, store, ops, &mut carry, &mut pool, poison);
+        if flush_tx.send(written).is_err() {
+            return;
+        }
     }
 }
 
@@ -94,13 +159,21 @@ fn op_bytes(op: &DeviceOp) -> u64 {
     }
 }
 
-fn round(device: u32, store: &dyn BlobStore, ops: Vec<DeviceOp>, carry: &mut VecDeque<DeviceOp>) {
+fn write_round(
+    device: u32,
+    store: &dyn BlobStore,
+    ops: Vec<DeviceOp>,
+    carry: &mut VecDeque<DeviceOp>,
+    pool: &mut BufPool,
+    poison: &Poison,
+) -> Written {
     let mut batches: Vec<Batch> = Vec::new();
     let mut batch_of: HashMap<ExtentId, usize> = HashMap::new();
     let mut deferred: HashSet<ExtentId> = HashSet::new();
-    let mut creates = Vec::new();
+    let mut out = Written::default();
     let mut seals = Vec::new();
     let mut deletes = Vec::new();
+    let poisoned = poison.get().map(|why| ExtentError::Io(format!("device failed earlier: {why}")));
 
     for op in ops {
         // Keep each extent's operations in order: once one is deferred, all later ones are.
@@ -124,10 +197,14 @@ fn round(device: u32, store: &dyn BlobStore, ops: Vec<DeviceOp>, carry: &mut Vec
                 b.appends.push(a);
             }
             DeviceOp::Create { extent, epoch, reply } => {
+                if let Some(e) = &poisoned {
+                    let _ = reply.send(Err(e.clone()));
+                    continue;
+                }
                 let x = xattr::initial(extent, epoch);
                 let attrs: Vec<(&str, &[u8])> = x.iter().map(|(k, v)| (*k, &v[..])).collect();
                 match store.create_blob(&attrs, 0) {
-                    Ok(blob) => creates.push((blob, reply)),
+                    Ok(blob) => out.created.push((blob, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(blob_err(device, e)));
                     }
@@ -138,38 +215,45 @@ fn round(device: u32, store: &dyn BlobStore, ops: Vec<DeviceOp>, carry: &mut Vec
         }
     }
 
-    // Build one batch image per extent.
-    let mut images: Vec<(usize, AlignedBuf, Vec<RecordLoc>, u64, u64)> = Vec::new(); // (batch, image, locs, phys, new phys end)
-    let mut failed: Vec<(usize, ExtentError)> = Vec::new();
+    // One batch image per extent, continuing where its previous batch was written.
+    let mut images: Vec<(usize, AlignedBuf, Vec<RecordLoc>, u64, u64)> = Vec::new(); // (batch, image, records, phys, phys end)
     for (i, b) in batches.iter().enumerate() {
-        let (phys, incarnation, blob) = {
+        if let Some(e) = &poisoned {
+            b.ext.fail(e.to_string());
+            continue;
+        }
+        let (phys, incarnation, have) = {
             let st = b.ext.st.lock();
             if st.deleted || st.failed.is_some() {
                 continue; // their waiters have already been told
             }
-            assert_eq!(b.appends[0].logical, st.durable_len, "batches continue the durable chain");
-            (st.phys_end, st.incarnation, b.ext.blob)
+            assert_eq!(b.appends[0].logical, st.written_len, "batches continue the written chain");
+            (st.phys_end, st.incarnation, st.blob_bytes)
         };
         let records: Vec<Pending<'_>> =
             b.appends.iter().map(|a| Pending { payload: &a.payload, crc: a.crc }).collect();
         let h = BatchHeader {
-            blob,
+            blob: b.ext.blob,
             incarnation,
             n_records: records.len() as u32,
             logical_start: b.appends[0].logical,
             payload_bytes: b.bytes,
             epoch: b.appends.iter().map(|a| a.epoch).max().expect("non-empty batch"),
         };
-        let (image, locs) = encode_batch(&h, phys, &records);
+        let (image, locs) = encode_batch(pool, &h, phys, &records);
         let end = phys + image.len() as u64;
-        let grown = match store.blob_bytes(blob) {
-            Ok(have) if have >= end => Ok(()),
-            Ok(_) => store.resize(blob, clusters_for(end, store.cluster_bytes())),
-            Err(e) => Err(e),
+        let grown = if have >= end {
+            Ok(())
+        } else {
+            let clusters = clusters_for(end, store.cluster_bytes());
+            store.resize(b.ext.blob, clusters).map(|()| b.ext.st.lock().blob_bytes = clusters * store.cluster_bytes())
         };
         match grown {
             Ok(()) => images.push((i, image, locs, phys, end)),
-            Err(e) => failed.push((i, blob_err(device, e))),
+            Err(e) => {
+                pool.give(image);
+                b.ext.fail(blob_err(device, e).to_string());
+            }
         }
     }
     let writes: Vec<BlobWrite<'_>> = images
@@ -178,52 +262,108 @@ fn round(device: u32, store: &dyn BlobStore, ops: Vec<DeviceOp>, carry: &mut Vec
         .collect();
     let results = store.write_batch(&writes);
     drop(writes);
+    for ((i, image, locs, _, end), r) in images.into_iter().zip(results) {
+        pool.give(image);
+        let ext = &batches[i].ext;
+        match r {
+            Ok(()) => {
+                let mut st = ext.st.lock();
+                st.written_len = locs.last().expect("non-empty batch").end();
+                st.phys_end = end;
+                drop(st);
+                out.appends += locs.len() as u64;
+                out.appended.push((ext.clone(), locs));
+            }
+            Err(e) => ext.fail(e.to_string()),
+        }
+    }
 
-    let mut md_results = Vec::new();
     for (ext, length, reply) in seals {
-        let r = store
-            .set_xattr(ext.blob, xattr::SEALED, &length.to_le_bytes())
-            .and_then(|_| store.sync_md(ext.blob))
-            .map_err(|e| blob_err(device, e));
-        md_results.push((ext, Some(length), reply, r));
+        let r = match &poisoned {
+            Some(e) => Err(e.clone()),
+            None => store
+                .set_xattr(ext.blob, xattr::SEALED, &length.to_le_bytes())
+                .and_then(|_| store.sync_md(ext.blob))
+                .map_err(|e| blob_err(device, e)),
+        };
+        out.metadata.push((ext, Some(length), reply, r));
     }
     for (ext, reply) in deletes {
-        let r = store.delete_blob(ext.blob).map_err(|e| blob_err(device, e));
-        md_results.push((ext, None, reply, r));
+        let r = match &poisoned {
+            Some(e) => Err(e.clone()),
+            None => store.delete_blob(ext.blob).map_err(|e| blob_err(device, e)),
+        };
+        out.metadata.push((ext, None, reply, r));
     }
+    out
+}
 
-    // One flush for the whole round; nothing below is published before it returns.
-    let flushed = store.flush().map_err(|e| ExtentError::Io(format!("flush failed: {e}")));
-    if let Err(e) = &flushed {
-        tracing::error!("device {device}: {e}");
-    }
-
-    for (i, e) in failed {
-        batches[i].ext.fail(e.to_string());
-    }
-    for ((i, _, locs, _, end), r) in images.into_iter().zip(results) {
-        let ext = &batches[i].ext;
-        match (&r, &flushed) {
-            (Ok(()), Ok(())) => ext.made_durable(&locs, end),
-            (Err(e), _) => ext.fail(e.to_string()),
-            (_, Err(e)) => ext.fail(e.to_string()),
+fn flusher(device: u32, store: &dyn BlobStore, rx: Receiver<Written>, poison: &Poison) {
+    let mut stats = FlushStats::default();
+    while let Ok(first) = rx.recv() {
+        // Every round written by now shares this one flush.
+        let mut rounds = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            rounds.push(r);
         }
-    }
-    for (blob, reply) in creates {
-        let _ = reply.send(flushed.clone().map(|_| blob));
-    }
-    for (ext, sealed_at, reply, r) in md_results {
-        let r = r.and(flushed.clone());
-        if r.is_ok() {
-            if let Some(l) = sealed_at {
-                ext.sealed_durably(l);
+        let t = Instant::now();
+        let flushed = match poison.get() {
+            Some(why) => Err(ExtentError::Io(format!("device failed earlier: {why}"))),
+            None => store.flush().map_err(|e| {
+                let why = format!("flush failed: {e}");
+                tracing::error!("device {device}: {why}; refusing all further writes");
+                poison.set(why.clone());
+                ExtentError::Io(why)
+            }),
+        };
+        stats.note(device, &rounds, t);
+        for w in rounds {
+            for (ext, locs) in w.appended {
+                match &flushed {
+                    Ok(()) => ext.made_durable(&locs),
+                    Err(e) => ext.fail(e.to_string()),
+                }
+            }
+            for (blob, reply) in w.created {
+                let _ = reply.send(flushed.clone().map(|_| blob));
+            }
+            for (ext, sealed_at, reply, r) in w.metadata {
+                let r = r.and(flushed.clone());
+                if let (Ok(()), Some(l)) = (&r, sealed_at) {
+                    ext.sealed_durably(l);
+                }
+                let _ = reply.send(r);
             }
         }
-        let _ = reply.send(r);
     }
 }
 
-/// Physical bytes an append can take at most if it ends up alone in its batch.
-pub fn worst_case_phys(len: u64) -> u64 {
-    align_up(super::record::batch_bytes(1, len), IO_UNIT_BYTES)
+/// Group-commit figures, logged once a second at debug level.
+#[derive(Default)]
+struct FlushStats {
+    since: Option<Instant>,
+    flushes: u64,
+    rounds: u64,
+    appends: u64,
+    flush_us: u64,
+}
+
+impl FlushStats {
+    fn note(&mut self, device: u32, rounds: &[Written], flush_started: Instant) {
+        self.flush_us += flush_started.elapsed().as_micros() as u64;
+        self.flushes += 1;
+        self.rounds += rounds.len() as u64;
+        self.appends += rounds.iter().map(|r| r.appends).sum::<u64>();
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed().as_secs() >= 1 {
+            tracing::debug!(
+                "device {device}: {} flushes, {:.2} rounds and {:.1} appends per flush, {} us per flush",
+                self.flushes,
+                self.rounds as f64 / self.flushes as f64,
+                self.appends as f64 / self.flushes as f64,
+                self.flush_us / self.flushes
+            );
+            *self = FlushStats { since: Some(Instant::now()), ..Default::default() };
+        }
+    }
 }

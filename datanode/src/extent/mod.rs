@@ -68,14 +68,15 @@ pub struct StoreConfig {
     pub extent_bytes_max: u64,
     pub append_bytes_max: u32,
     pub format_existing: bool,
+    /// Zero-fill device files created now (see `PortableOptions::zero_fill`).
+    pub zero_fill: bool,
     pub engine: IoEngineKind,
 }
 
-/// What waiters watch: enough to decide any pending acknowledgement.
+/// What a seal waits on (appends wait through `ExtentState::waiters`).
 #[derive(Debug, Clone, Default)]
 struct Progress {
     durable_len: u64,
-    limit: Option<u64>,
     failed: Option<String>,
     deleted: bool,
 }
@@ -84,6 +85,8 @@ struct ExtentState {
     epoch: Epoch,
     /// Bytes accepted in order (durable or queued).
     accepted_len: u64,
+    /// Bytes written to the device (the writer thread's position), flushed or not.
+    written_len: u64,
     durable_len: u64,
     /// Set when a seal starts: no append past it is ever acknowledged.
     limit: Option<u64>,
@@ -96,6 +99,10 @@ struct ExtentState {
     pending: VecDeque<(u64, u32, u32)>,
     /// Worst-case physical bytes the pending appends can take.
     pending_phys: u64,
+    /// Appends waiting to be acknowledged: (end offset, acknowledgement).
+    waiters: VecDeque<(u64, Ack)>,
+    /// Bytes the blob holds now (kept by the writer thread).
+    blob_bytes: u64,
     phys_end: u64,
     incarnation: u32,
 }
@@ -109,17 +116,28 @@ pub struct Extent {
 }
 
 impl Extent {
-    fn publish(&self, st: &ExtentState) {
+    /// Publishes the extent's progress and takes every acknowledgement it now decides;
+    /// the caller runs them with [`fire`] after releasing the lock.
+    #[must_use]
+    fn publish(&self, st: &mut ExtentState) -> Fired {
         self.progress.send_replace(Progress {
             durable_len: st.durable_len,
-            limit: st.limit,
             failed: st.failed.clone(),
             deleted: st.deleted,
         });
+        let mut fired = Vec::new();
+        let mut i = 0;
+        while i < st.waiters.len() {
+            match decide(st, self.id, st.waiters[i].0) {
+                Some(r) => fired.push((st.waiters.swap_remove_back(i).expect("in range").1, r)),
+                None => i += 1,
+            }
+        }
+        fired
     }
 
-    /// Called by the device thread after the flush that made `locs` durable.
-    fn made_durable(&self, locs: &[RecordLoc], phys_end: u64) {
+    /// Called by the flusher after the flush that made `locs` durable.
+    fn made_durable(&self, locs: &[RecordLoc]) {
         let mut st = self.st.lock();
         for l in locs {
             let (logical, len, crc) = st.pending.pop_front().expect("durable record was pending");
@@ -129,8 +147,9 @@ impl Extent {
             st.durable_len = l.end();
         }
         st.index.extend_from_slice(locs);
-        st.phys_end = phys_end;
-        self.publish(&st);
+        let fired = self.publish(&mut st);
+        drop(st);
+        fire(fired);
     }
 
     fn fail(&self, why: String) {
@@ -138,7 +157,9 @@ impl Extent {
         if st.failed.is_none() {
             tracing::error!("extent {} failed: {why}", self.id);
             st.failed = Some(why);
-            self.publish(&st);
+            let fired = self.publish(&mut st);
+            drop(st);
+            fire(fired);
         }
     }
 
@@ -146,27 +167,9 @@ impl Extent {
         let mut st = self.st.lock();
         st.sealed = true;
         debug_assert_eq!(st.limit, Some(length));
-        self.publish(&st);
-    }
-
-    /// Waits until `end` is durable, or the extent can no longer make it so.
-    async fn wait_durable(&self, end: u64) -> Result<u64, ExtentError> {
-        let mut rx = self.progress.subscribe();
-        let p = rx
-            .wait_for(|p| p.deleted || p.failed.is_some() || p.limit.is_some_and(|l| end > l) || p.durable_len >= end)
-            .await
-            .map_err(|_| ExtentError::ShuttingDown)?
-            .clone();
-        if p.deleted {
-            return Err(ExtentError::NotFound { extent: self.id });
-        }
-        if let Some(l) = p.limit.filter(|&l| end > l) {
-            return Err(ExtentError::Sealed { length: l });
-        }
-        if p.durable_len >= end {
-            return Ok(end);
-        }
-        Err(ExtentError::Failed(p.failed.unwrap_or_default()))
+        let fired = self.publish(&mut st);
+        drop(st);
+        fire(fired);
     }
 
     fn stat(&self) -> ExtentStat {
@@ -178,6 +181,30 @@ impl Extent {
             sealed: st.sealed,
             device: self.device,
         }
+    }
+}
+
+/// The answer to an append waiting for `end` to be durable, once there is one.
+fn decide(st: &ExtentState, extent: ExtentId, end: u64) -> Option<Result<u64, ExtentError>> {
+    if st.deleted {
+        return Some(Err(ExtentError::NotFound { extent }));
+    }
+    if let Some(l) = st.limit.filter(|&l| end > l) {
+        return Some(Err(ExtentError::Sealed { length: l }));
+    }
+    if st.durable_len >= end {
+        return Some(Ok(end));
+    }
+    st.failed.as_ref().map(|why| Err(ExtentError::Failed(why.clone())))
+}
+
+/// Called once with an append's outcome: its end offset once durable, or why not.
+pub type Ack = Box<dyn FnOnce(Result<u64, ExtentError>) + Send>;
+type Fired = Vec<(Ack, Result<u64, ExtentError>)>;
+
+fn fire(fired: Fired) {
+    for (ack, r) in fired {
+        ack(r);
     }
 }
 
@@ -206,7 +233,8 @@ fn is_boundary(st: &ExtentState, offset: u64) -> Result<(), u64> {
 struct Device {
     store: Arc<dyn BlobStore>,
     tx: Mutex<Option<Sender<DeviceOp>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    poison: Arc<device::Poison>,
 }
 
 impl Device {
@@ -247,6 +275,7 @@ impl ExtentStore {
                 create_bytes: d.create_bytes,
                 cluster_bytes: d.cluster_bytes,
                 format_existing: cfg.format_existing,
+                zero_fill: cfg.zero_fill,
                 engine: cfg.engine,
             })?;
             tracing::info!(
@@ -296,12 +325,9 @@ impl ExtentStore {
             .enumerate()
             .map(|(i, store)| {
                 let (tx, rx) = std::sync::mpsc::channel();
-                let s = store.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("device-{i}"))
-                    .spawn(move || device::run(i as u32, s, rx))
-                    .expect("spawn device thread");
-                Device { store, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) }
+                let poison = Arc::new(device::Poison::default());
+                let threads = device::start(i as u32, store.clone(), rx, poison.clone());
+                Device { store, tx: Mutex::new(Some(tx)), threads: Mutex::new(threads), poison }
             })
             .collect();
         Ok(ExtentStore {
@@ -349,6 +375,7 @@ impl ExtentStore {
         let st = ExtentState {
             epoch: epoch.max(scan.epoch_max),
             accepted_len: scan.length,
+            written_len: scan.length,
             durable_len: scan.length,
             limit: sealed,
             sealed: sealed.is_some(),
@@ -357,12 +384,15 @@ impl ExtentStore {
             index: scan.records,
             pending: VecDeque::new(),
             pending_phys: 0,
+            waiters: VecDeque::new(),
+            blob_bytes,
             phys_end: scan.phys_end,
             incarnation,
         };
         let (progress, _) = watch::channel(Progress::default());
         let ext = Extent { id, device, blob: info.id, st: Mutex::new(st), progress };
-        ext.publish(&ext.st.lock());
+        let fired = ext.publish(&mut ext.st.lock());
+        debug_assert!(fired.is_empty());
         Ok(ext)
     }
 
@@ -390,6 +420,7 @@ impl ExtentStore {
         let st = ExtentState {
             epoch,
             accepted_len: 0,
+            written_len: 0,
             durable_len: 0,
             limit: None,
             sealed: false,
@@ -398,6 +429,8 @@ impl ExtentStore {
             index: Vec::new(),
             pending: VecDeque::new(),
             pending_phys: 0,
+            waiters: VecDeque::new(),
+            blob_bytes: 0,
             phys_end: 0,
             incarnation: 1,
         };
@@ -407,16 +440,29 @@ impl ExtentStore {
         Ok(())
     }
 
-    /// Checks and queues an append, in the caller's order. The returned future resolves
-    /// when the append is durable (or refused later, e.g. by a failure or a seal).
-    pub fn submit_append(
-        &self,
-        extent: ExtentId,
-        expected_offset: u64,
-        epoch: Epoch,
-        crc: u32,
-        payload: Bytes,
-    ) -> Result<impl std::future::Future<Output = Result<u64, ExtentError>> + Send + 'static, ExtentError> {
+    /// Checks and queues an append, in the caller's order. `ack` is called exactly once,
+    /// from whichever thread decides it: at once with a refusal, or later with the new
+    /// end offset once the append is durable, or with why it never will be.
+    pub fn submit_append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Bytes, ack: Ack) {
+        let (ext, end) = match self.accept(extent, expected_offset, epoch, crc, payload) {
+            Ok(accepted) => accepted,
+            Err(e) => return ack(Err(e)),
+        };
+        // Registering after the accept's lock was released loses nothing: progress only
+        // moves forward, and `decide` sees whatever happened in between.
+        let mut st = ext.st.lock();
+        match decide(&st, extent, end) {
+            Some(r) => {
+                drop(st);
+                ack(r);
+            }
+            None => st.waiters.push_back((end, ack)),
+        }
+    }
+
+    /// The checks of an append and its hand-over to the device writer; returns the
+    /// extent and the append's end offset.
+    fn accept(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Bytes) -> Result<(Arc<Extent>, u64), ExtentError> {
         let len = payload.len() as u64;
         if len > self.append_bytes_max as u64 {
             return Err(ExtentError::AppendTooLarge { bytes: len, limit: self.append_bytes_max as u64 });
@@ -430,13 +476,16 @@ impl ExtentStore {
         }
         let ext = self.get(extent)?;
         let end = expected_offset + len;
+        let mut st = ext.st.lock();
         {
-            let mut st = ext.st.lock();
             if st.deleted {
                 return Err(ExtentError::NotFound { extent });
             }
             if let Some(why) = &st.failed {
                 return Err(ExtentError::Failed(why.clone()));
+            }
+            if let Some(why) = self.devices[ext.device as usize].poison.get() {
+                return Err(ExtentError::Failed(format!("device failed: {why}")));
             }
             if epoch < st.epoch {
                 return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
@@ -468,11 +517,11 @@ impl ExtentStore {
                 }
                 // Refuse cleanly now rather than fail the extent in the device thread.
                 // (Concurrent appends to other extents can still race for the last clusters.)
-                let cap = dev.store.capacity();
-                let have = dev.store.blob_bytes(ext.blob).unwrap_or(0);
-                let grow = phys_needed.saturating_sub(have).div_ceil(cap.cluster_bytes);
-                if grow > cap.clusters_free {
-                    return Err(ExtentError::NoSpace { device: ext.device as u64 });
+                if phys_needed > st.blob_bytes {
+                    let cap = dev.store.capacity();
+                    if (phys_needed - st.blob_bytes).div_ceil(cap.cluster_bytes) > cap.clusters_free {
+                        return Err(ExtentError::NoSpace { device: ext.device as u64 });
+                    }
                 }
                 st.epoch = epoch;
                 st.accepted_len = end;
@@ -482,8 +531,18 @@ impl ExtentStore {
                 dev.send(DeviceOp::Append(AppendOp { ext: ext.clone(), logical: expected_offset, epoch, crc, payload }))?;
             }
         }
-        Ok(async move { ext.wait_durable(end).await })
+        drop(st);
+        Ok((ext, end))
     }
+
+    /// [`ExtentStore::submit_append`] as a future of the outcome.
+    pub async fn append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, payload: Bytes) -> Result<u64, ExtentError> {
+        let (tx, rx) = oneshot::channel();
+        let crc = crc32c::crc32c(&payload);
+        self.submit_append(extent, expected_offset, epoch, crc, payload, Box::new(move |r| drop(tx.send(r))));
+        rx.await.map_err(|_| ExtentError::ShuttingDown)?
+    }
+
 
     pub async fn read(&self, extent: ExtentId, offset: u64, len: u32) -> Result<Bytes, ExtentError> {
         if len > READ_BYTES_MAX {
@@ -538,7 +597,9 @@ impl ExtentStore {
                         return Err(ExtentError::NotAppendBoundary { requested: length, boundary });
                     }
                     st.limit = Some(length);
-                    ext.publish(&st);
+                    let fired = ext.publish(&mut st);
+                    drop(st);
+                    fire(fired);
                 }
             }
         }
@@ -566,7 +627,9 @@ impl ExtentStore {
         {
             let mut st = ext.st.lock();
             st.deleted = true;
-            ext.publish(&st);
+            let fired = ext.publish(&mut st);
+            drop(st);
+            fire(fired);
         }
         let (reply, rx) = oneshot::channel();
         self.devices[ext.device as usize].send(DeviceOp::Delete { ext, reply })?;
@@ -611,7 +674,7 @@ impl ExtentStore {
             d.tx.lock().take();
         }
         for d in &self.devices {
-            if let Some(t) = d.thread.lock().take() {
+            for t in std::mem::take(&mut *d.threads.lock()) {
                 let _ = t.join();
             }
         }

@@ -21,7 +21,7 @@
 //! Anywhere else (an earlier batch, or a sealed extent) it is corruption: the record
 //! stays in the index and reads of it fail with a checksum error.
 
-use crate::align::{align_up, AlignedBuf, IO_UNIT_BYTES};
+use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
 
 const BATCH_MAGIC: u32 = 0x5842_5453; // "STBX"
@@ -68,14 +68,17 @@ pub struct Pending<'a> {
     pub crc: u32,
 }
 
-/// Builds a batch image; returns it with the records' locations, given that the batch
-/// will be written at blob offset `phys`.
-pub fn encode_batch(h: &BatchHeader, phys: u64, records: &[Pending<'_>]) -> (AlignedBuf, Vec<RecordLoc>) {
+/// Builds a batch image in a buffer from `pool`; returns it with the records'
+/// locations, given that the batch will be written at blob offset `phys`.
+pub fn encode_batch(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[Pending<'_>]) -> (AlignedBuf, Vec<RecordLoc>) {
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert_eq!(h.n_records as usize, records.len());
     assert_eq!(h.payload_bytes, records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
     let total = batch_bytes(records.len() as u64, h.payload_bytes);
-    let mut buf = AlignedBuf::zeroed(align_up(total, IO_UNIT_BYTES) as usize);
+    let mut buf = pool.take(align_up(total, IO_UNIT_BYTES) as usize);
+    // Every byte is written below except the header's reserved bytes and the padding.
+    buf[..BATCH_HEADER_BYTES as usize].fill(0);
+    buf[total as usize..].fill(0);
     buf[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
     buf[4..6].copy_from_slice(&BATCH_VERSION.to_le_bytes());
     buf[8..16].copy_from_slice(&h.blob.to_le_bytes());

@@ -8,6 +8,7 @@ fn opts(dir: &Path, engine: IoEngineKind) -> PortableOptions {
         create_bytes: 64 << 20,
         cluster_bytes: 1 << 20,
         format_existing: false,
+        zero_fill: false,
         engine,
     }
 }

@@ -30,7 +30,7 @@ impl Blob {
             payload_bytes: payloads.iter().map(|p| p.len() as u64).sum(),
             epoch: 5,
         };
-        let (img, locs) = encode_batch(&h, self.phys, &recs);
+        let (img, locs) = encode_batch(&mut crate::align::BufPool::default(), &h, self.phys, &recs);
         self.bytes[self.phys as usize..self.phys as usize + img.len()].copy_from_slice(&img);
         for (l, p) in locs.iter().zip(payloads) {
             assert_eq!(&self.bytes[l.phys as usize..l.phys as usize + p.len()], &p[..]);

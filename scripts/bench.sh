@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Usage: scripts/bench.sh SUITE   (suites: datanode)
+# Prints one JSON object per line: suite, case, value, unit, and where a baseline was
+# measured in the same run: baseline, baseline_value, ratio (higher is better), target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+suite="${1:-}"
+case "$suite" in
+  datanode)
+    scripts/setup.sh >&2
+    cargo bench -q -p datanode --bench datanode 2>/dev/null | grep '^{'
+    ;;
+  *)
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode)" >&2
+    exit 2
+    ;;
+esac
