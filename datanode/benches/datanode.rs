@@ -11,7 +11,9 @@
 //! connection and extent and waits for each acknowledgement before the next append.
 //! Cases ending `_d4` repeat the large sizes with writers that keep 4 appends in flight.
 //! Environment: STRATA_BENCH_DIR (default: a temp dir under target/), STRATA_BENCH_SECS,
-//! STRATA_BENCH_CASES (comma-separated case names to run, e.g. append_1m_w4).
+//! STRATA_BENCH_CASES (comma-separated case names to run, e.g. append_1m_w4),
+//! STRATA_BENCH_DATANODE_ARGS (extra datanode flags, e.g. `--io-engine sync`),
+//! STRATA_BENCH_LOG (the datanode's RUST_LOG; `datanode=debug` shows group-commit figures).
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -211,6 +213,7 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_datanode"))
         .args(["--listen", "127.0.0.1:0", "--device"])
         .arg(format!("{}:8G", dir.path().join("dev0.img").display()))
+        .args(std::env::var("STRATA_BENCH_DATANODE_ARGS").unwrap_or_default().split_whitespace())
         .env("RUST_LOG", std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .spawn()

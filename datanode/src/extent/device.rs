@@ -94,6 +94,7 @@ struct Written {
     /// Seals (with the sealed length) and deletes, with their metadata write's result.
     metadata: Vec<(Arc<Extent>, Option<u64>, oneshot::Sender<Result<(), ExtentError>>, Result<(), ExtentError>)>,
     appends: u64,
+    write_us: u64,
 }
 
 struct Batch {
@@ -260,7 +261,9 @@ fn write_round(
         .iter()
         .map(|(i, image, _, phys, _)| BlobWrite { blob: batches[*i].ext.blob, offset: *phys, buf: image })
         .collect();
+    let t = Instant::now();
     let results = store.write_batch(&writes);
+    out.write_us = t.elapsed().as_micros() as u64;
     drop(writes);
     for ((i, image, locs, _, end), r) in images.into_iter().zip(results) {
         pool.give(image);
@@ -346,6 +349,7 @@ struct FlushStats {
     rounds: u64,
     appends: u64,
     flush_us: u64,
+    write_us: u64,
 }
 
 impl FlushStats {
@@ -354,14 +358,16 @@ impl FlushStats {
         self.flushes += 1;
         self.rounds += rounds.len() as u64;
         self.appends += rounds.iter().map(|r| r.appends).sum::<u64>();
+        self.write_us += rounds.iter().map(|r| r.write_us).sum::<u64>();
         let since = *self.since.get_or_insert_with(Instant::now);
         if since.elapsed().as_secs() >= 1 {
             tracing::debug!(
-                "device {device}: {} flushes, {:.2} rounds and {:.1} appends per flush, {} us per flush",
+                "device {device}: {} flushes, {:.2} rounds and {:.1} appends per flush, {} us per flush, {} us per round's write",
                 self.flushes,
                 self.rounds as f64 / self.flushes as f64,
                 self.appends as f64 / self.flushes as f64,
-                self.flush_us / self.flushes
+                self.flush_us / self.flushes,
+                self.write_us / self.rounds.max(1)
             );
             *self = FlushStats { since: Some(Instant::now()), ..Default::default() };
         }
