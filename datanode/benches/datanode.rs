@@ -13,6 +13,7 @@
 //! Environment: STRATA_BENCH_DIR (default: a temp dir under target/), STRATA_BENCH_SECS,
 //! STRATA_BENCH_CASES (comma-separated case names to run, e.g. append_1m_w4),
 //! STRATA_BENCH_DATANODE_ARGS (extra datanode flags, e.g. `--io-engine sync`),
+//! STRATA_BENCH_DATANODE_BIN (another datanode build, for A/B comparisons),
 //! STRATA_BENCH_LOG (the datanode's RUST_LOG; `datanode=debug` shows group-commit figures).
 
 use std::fs::OpenOptions;
@@ -210,7 +211,8 @@ fn main() {
     let lo = rt.block_on(loopback_tcp(secs.min(2.0)));
     emit(json!({"suite": "datanode", "case": "loopback_tcp", "value": lo, "unit": "MB/s"}));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_datanode"))
+    let bin = std::env::var("STRATA_BENCH_DATANODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_datanode").into());
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--device"])
         .arg(format!("{}:8G", dir.path().join("dev0.img").display()))
         .args(std::env::var("STRATA_BENCH_DATANODE_ARGS").unwrap_or_default().split_whitespace())

@@ -67,6 +67,17 @@ pub fn blob_err(device: u32, e: BlobError) -> ExtentError {
     }
 }
 
+/// Most clusters one resize adds beyond what is needed now.
+const GROW_CLUSTERS_MAX: u64 = 8;
+
+/// How many clusters a blob holding `have` and needing `need` grows to: by doubling, up
+/// to `GROW_CLUSTERS_MAX` extra at a time, so a growing extent's clusters stay mostly
+/// contiguous (big writes stay big) while small extents stay small.
+fn grow_to(have: u64, need: u64, max: u64) -> u64 {
+    debug_assert!(need > have);
+    need.max(have + have.clamp(1, GROW_CLUSTERS_MAX)).min(max).max(need)
+}
+
 /// Physical bytes an append can take at most if it ends up alone in its batch.
 pub fn worst_case_phys(len: u64) -> u64 {
     align_up(super::record::batch_bytes(1, len), IO_UNIT_BYTES)
@@ -246,7 +257,7 @@ fn write_round(
         let grown = if have >= end {
             Ok(())
         } else {
-            let clusters = clusters_for(end, store.cluster_bytes());
+            let clusters = grow_to(have / store.cluster_bytes(), clusters_for(end, store.cluster_bytes()), store.blob_clusters_max());
             store.resize(b.ext.blob, clusters).map(|()| b.ext.st.lock().blob_bytes = clusters * store.cluster_bytes())
         };
         match grown {
@@ -371,5 +382,21 @@ impl FlushStats {
             );
             *self = FlushStats { since: Some(Instant::now()), ..Default::default() };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grow_to;
+
+    #[test]
+    fn blobs_grow_by_doubling_up_to_a_step_and_never_past_the_limit() {
+        assert_eq!(grow_to(0, 1, 880), 1);
+        assert_eq!(grow_to(1, 2, 880), 2);
+        assert_eq!(grow_to(4, 5, 880), 8);
+        assert_eq!(grow_to(16, 17, 880), 24, "at most 8 clusters beyond the need");
+        assert_eq!(grow_to(10, 40, 880), 40, "a big need is met in one step");
+        assert_eq!(grow_to(878, 879, 880), 880);
+        assert_eq!(grow_to(879, 880, 880), 880);
     }
 }
