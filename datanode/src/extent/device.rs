@@ -257,8 +257,14 @@ fn write_round(
         let grown = if have >= end {
             Ok(())
         } else {
-            let clusters = grow_to(have / store.cluster_bytes(), clusters_for(end, store.cluster_bytes()), store.blob_clusters_max());
-            store.resize(b.ext.blob, clusters).map(|()| b.ext.st.lock().blob_bytes = clusters * store.cluster_bytes())
+            let need = clusters_for(end, store.cluster_bytes());
+            let want = grow_to(have / store.cluster_bytes(), need, store.blob_clusters_max());
+            // On a nearly full device, take just what this batch needs.
+            let clusters = match store.resize(b.ext.blob, want) {
+                Err(BlobError::NoSpace) if want > need => store.resize(b.ext.blob, need).map(|()| need),
+                r => r.map(|()| want),
+            };
+            clusters.map(|c| b.ext.st.lock().blob_bytes = c * store.cluster_bytes())
         };
         match grown {
             Ok(()) => images.push((i, image, locs, phys, end)),
