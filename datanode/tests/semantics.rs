@@ -21,8 +21,21 @@ fn b(s: &'static [u8]) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_read_seal_delete_and_every_refusal() {
+    every_operation_and_refusal(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_the_pwrite_engine() {
+    every_operation_and_refusal(&["--io-engine", "sync"]).await;
+}
+
+async fn every_operation_and_refusal(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), default_args(dir.path()));
+    let mut args = default_args(dir.path());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let node = Node::start(dir.path(), args);
+    let engine = if extra.is_empty() { "io_uring" } else { "pwrite" };
+    assert!(node.log().contains(engine), "datanode runs on {engine}:\n{}", node.log());
     let c = node.client().await;
 
     c.create(1, 5, ANY_DEVICE).await.unwrap();
