@@ -6,6 +6,8 @@
 //! - `device_seq_write`: sequential 4 MiB pwrite, one fdatasync at the end.
 //! - `device_fdatasync_4k`: 4 KiB pwrite + fdatasync, one after the other.
 //! - `loopback_tcp`: bytes through one loopback TCP connection (context only).
+//! - `rpc_ceiling_*`: the same cases against a datanode whose device file is on tmpfs:
+//!   what the RPC path and CPU allow on this machine with no device in the way.
 //!
 //! Cases: append sizes 4K, 64K, 1M, 4M with 1, 4 and 16 writers. Each writer has its own
 //! connection and extent and waits for each acknowledgement before the next append.
@@ -14,6 +16,8 @@
 //! STRATA_BENCH_CASES (comma-separated case names to run, e.g. append_1m_w4),
 //! STRATA_BENCH_DATANODE_ARGS (extra datanode flags, e.g. `--io-engine sync`),
 //! STRATA_BENCH_DATANODE_BIN (another datanode build, for A/B comparisons),
+//! STRATA_BENCH_DEVICE_DIR (where the datanode's device file goes; e.g. tmpfs to take the
+//! device out of the picture and see the RPC path's own ceiling),
 //! STRATA_BENCH_LOG (the datanode's RUST_LOG; `datanode=debug` shows group-commit figures).
 
 use std::fs::OpenOptions;
@@ -190,6 +194,23 @@ async fn run_case(addr: &str, size: usize, writers: usize, depth: usize, secs: f
     CaseResult { appends: n, bytes: n * size as u64, secs }
 }
 
+/// Starts the datanode under test with one device file in `device_dir`.
+fn start_datanode(device_dir: &Path, size: &str) -> (std::process::Child, String) {
+    let bin = std::env::var("STRATA_BENCH_DATANODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_datanode").into());
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--device"])
+        .arg(format!("{}:{size}", device_dir.join("dev0.img").display()))
+        .args(std::env::var("STRATA_BENCH_DATANODE_ARGS").unwrap_or_default().split_whitespace())
+        .env("RUST_LOG", std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start datanode");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("listening on ").nth(1).expect("datanode address").trim().to_owned();
+    (child, addr)
+}
+
 fn emit(v: serde_json::Value) {
     println!("{v}");
 }
@@ -211,19 +232,7 @@ fn main() {
     let lo = rt.block_on(loopback_tcp(secs.min(2.0)));
     emit(json!({"suite": "datanode", "case": "loopback_tcp", "value": lo, "unit": "MB/s"}));
 
-    let bin = std::env::var("STRATA_BENCH_DATANODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_datanode").into());
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--device"])
-        .arg(format!("{}:8G", dir.path().join("dev0.img").display()))
-        .args(std::env::var("STRATA_BENCH_DATANODE_ARGS").unwrap_or_default().split_whitespace())
-        .env("RUST_LOG", std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start datanode");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("listening on ").nth(1).expect("datanode address").trim().to_owned();
-
+    let (mut child, addr) = start_datanode(dir.path(), "6G");
     let only = std::env::var("STRATA_BENCH_CASES").ok();
     let next_extent = Arc::new(AtomicU64::new(1));
     let mut cases = Vec::new();
@@ -232,7 +241,8 @@ fn main() {
             cases.push((size, label, writers, 1usize));
         }
     }
-    // Large appends again with writers that pipeline, as a LogStream does.
+    // Again with writers that pipeline, as a LogStream does.
+    cases.push((4 << 10, "4k", 16, 4));
     for (size, label) in [(1usize << 20, "1m"), (4 << 20, "4m")] {
         for writers in [1usize, 4] {
             cases.push((size, label, writers, 4usize));
@@ -253,7 +263,7 @@ fn main() {
                 let rate = r.appends as f64 / r.secs;
                 let mut v = json!({"suite": "datanode", "case": case, "value": rate, "unit": "appends/s",
                     "baseline": "device_fdatasync_4k", "baseline_value": sync, "ratio": rate / sync});
-                if size == 4 << 10 && writers == 16 {
+                if size == 4 << 10 && writers == 16 && depth == 1 {
                     v["target"] = json!(5.0);
                 }
                 emit(v);
@@ -262,4 +272,24 @@ fn main() {
     }
     let _ = child.kill();
     let _ = child.wait();
+
+    // The RPC path's own ceiling on this machine: the same datanode and clients with the
+    // device file on tmpfs (writes are memory copies, flushes free). No device ratio can
+    // exceed ceiling / device_seq_write here, since clients and server share the cores.
+    let shm = Path::new("/dev/shm");
+    if only.is_none() && shm.is_dir() {
+        let mem = tempfile::tempdir_in(shm).unwrap();
+        let (mut child, addr) = start_datanode(mem.path(), "3G");
+        for (size, label, writers) in [(4usize << 10, "4k", 16usize), (1 << 20, "1m", 4), (4 << 20, "4m", 4)] {
+            let r = rt.block_on(run_case(&addr, size, writers, 1, secs, next_extent.clone()));
+            let (value, unit) = if size >= 1 << 20 {
+                (r.bytes as f64 / 1e6 / r.secs, "MB/s")
+            } else {
+                (r.appends as f64 / r.secs, "appends/s")
+            };
+            emit(json!({"suite": "datanode", "case": format!("rpc_ceiling_{label}_w{writers}"), "value": value, "unit": unit}));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
