@@ -126,3 +126,37 @@ impl AlignedBuf {
         self
     }
 }
+
+/// A buffer from a shared pool that goes back to it when dropped.
+pub struct PooledBuf {
+    buf: Option<AlignedBuf>,
+    pool: std::sync::Arc<parking_lot::Mutex<BufPool>>,
+}
+
+impl PooledBuf {
+    pub fn take(pool: &std::sync::Arc<parking_lot::Mutex<BufPool>>, len: usize) -> PooledBuf {
+        let buf = pool.lock().take(len);
+        PooledBuf { buf: Some(buf), pool: pool.clone() }
+    }
+}
+
+impl std::ops::Deref for PooledBuf {
+    type Target = AlignedBuf;
+    fn deref(&self) -> &AlignedBuf {
+        self.buf.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut AlignedBuf {
+        self.buf.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.lock().give(b);
+        }
+    }
+}

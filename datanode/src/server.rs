@@ -8,15 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use proto::frame::{read_frame, FrameError};
-use proto::msg::encode_response;
-use proto::{ExtentError, NodeId, NodeStat, Request, Response};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use proto::frame::{read_body, read_header, FrameError};
+use proto::msg::{decode_append_fixed, encode_response, APPEND_FIXED_BYTES};
+use proto::{ExtentError, NodeId, NodeStat, Opcode, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::extent::ExtentStore;
+use crate::align::{align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
+use crate::extent::{ExtentStore, Payload};
 
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
@@ -25,12 +26,22 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 
 type Outgoing = (BytesMut, Option<Bytes>);
 
+/// Appends at least this large are received into aligned buffers and written without a
+/// copy; smaller ones are packed together into one image per batch.
+pub const ALIGNED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
+
 pub struct Server {
-    pub store: Arc<ExtentStore>,
-    pub node: NodeId,
+    store: Arc<ExtentStore>,
+    node: NodeId,
+    /// Receive buffers for large appends, reused between requests.
+    recv_pool: Arc<parking_lot::Mutex<BufPool>>,
 }
 
 impl Server {
+    pub fn new(store: Arc<ExtentStore>, node: NodeId) -> Server {
+        Server { store, node, recv_pool: Arc::default() }
+    }
+
     /// Accepts connections until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -64,8 +75,8 @@ impl Server {
                 Ok(p) => p,
                 Err(_) => break,
             };
-            let (header, body) = match read_frame(&mut rd).await {
-                Ok(Some(f)) => f,
+            let header = match read_header(&mut rd).await {
+                Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(FrameError::Io(e)) => {
                     tracing::debug!("{peer}: {e}");
@@ -78,24 +89,53 @@ impl Server {
                 }
             };
             let (opcode, id) = (header.opcode, header.request_id);
-            let req = match Request::decode(opcode, body) {
-                Ok(r) => r,
-                Err(error) => {
-                    tracing::warn!("{peer}: {error}; closing the connection");
-                    let _ = tx.send(encode_response(opcode, id, &Err(error)));
-                    break;
-                }
-            };
             let tx = tx.clone();
             let reply = move |r: Result<Response, ExtentError>| {
                 let _ = tx.send(encode_response(opcode, id, &r));
                 drop(permit);
             };
+            let body_len = header.body_len as usize;
+            if opcode == Opcode::Append as u8 && body_len >= APPEND_FIXED_BYTES + ALIGNED_PAYLOAD_BYTES_MIN {
+                // A large append: its payload goes straight into an io-aligned buffer that
+                // the device writes as it is.
+                let mut fixed = [0u8; APPEND_FIXED_BYTES];
+                if let Err(e) = rd.read_exact(&mut fixed).await {
+                    tracing::debug!("{peer}: {e}");
+                    break;
+                }
+                let (extent, expected_offset, epoch, crc32c) = decode_append_fixed(&fixed);
+                let len = body_len - APPEND_FIXED_BYTES;
+                let mut buf = PooledBuf::take(&self.recv_pool, align_up(len as u64, IO_UNIT_BYTES) as usize);
+                if let Err(e) = rd.read_exact(&mut buf[..len]).await {
+                    tracing::debug!("{peer}: {e}");
+                    break;
+                }
+                buf[len..].fill(0);
+                let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+                let payload = Payload::Aligned { buf, len };
+                self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
+                continue;
+            }
+            let body = match read_body(&mut rd, body_len).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!("{peer}: {e}");
+                    break;
+                }
+            };
+            let req = match Request::decode(opcode, body) {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::warn!("{peer}: {error}; closing the connection");
+                    reply(Err(error));
+                    break;
+                }
+            };
             if let Request::Append { extent, expected_offset, epoch, crc32c, payload } = req {
                 // The acknowledgement runs wherever the append is decided (usually the
                 // device's flusher) and goes straight to this connection's writer.
                 let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
-                self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
+                self.store.submit_append(extent, expected_offset, epoch, crc32c, Payload::Bytes(payload), ack);
                 continue;
             }
             let me = self.clone();

@@ -71,6 +71,12 @@ impl FrameHeader {
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<Option<(FrameHeader, Bytes)>, FrameError> {
+    let Some(header) = read_header(reader).await? else { return Ok(None) };
+    Ok(Some((header, read_body(reader, header.body_len as usize).await?)))
+}
+
+/// Reads and checks one frame header; the caller reads its `body_len` bytes of body.
+pub async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<FrameHeader>, FrameError> {
     let mut head = [0u8; HEADER_BYTES];
     let mut filled = 0;
     while filled < HEADER_BYTES {
@@ -83,9 +89,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         filled += n;
     }
-    let header = FrameHeader::decode(&head)?;
+    Ok(Some(FrameHeader::decode(&head)?))
+}
+
+/// Reads `len` bytes of frame body.
+pub async fn read_body<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> Result<Bytes, FrameError> {
     // Read straight into spare capacity: no zero-fill pass over large payloads.
-    let len = header.body_len as usize;
     let mut body = BytesMut::with_capacity(len);
     while body.len() < len {
         let mut limited = (&mut *reader).take((len - body.len()) as u64);
@@ -93,7 +102,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(Some((header, body.freeze())))
+    Ok(body.freeze())
 }
 
 /// A little-endian cursor over a frame body that reports truncation as a typed error.

@@ -90,6 +90,15 @@ pub enum Response {
 
 const STAT_BYTES: usize = 29;
 
+/// Bytes of an append body before its payload: extent, expected offset, epoch, crc32c.
+pub const APPEND_FIXED_BYTES: usize = 28;
+
+/// The fixed fields of an append body: (extent, expected_offset, epoch, crc32c).
+pub fn decode_append_fixed(b: &[u8; APPEND_FIXED_BYTES]) -> (ExtentId, u64, Epoch, u32) {
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+    (u64_at(0), u64_at(8), u64_at(16), u32::from_le_bytes(b[24..28].try_into().expect("4")))
+}
+
 impl Request {
     pub fn opcode(&self) -> Opcode {
         match self {

@@ -40,7 +40,7 @@ fn run() -> anyhow::Result<()> {
         // Tests and scripts wait for this line.
         println!("datanode {} listening on {addr}", cfg.node_id);
         std::io::stdout().flush()?;
-        let server = Arc::new(Server { store: store.clone(), node: cfg.node_id });
+        let server = Arc::new(Server::new(store.clone(), cfg.node_id));
         server.serve(listener, shutdown_signal()).await;
         tracing::info!("shutting down");
         anyhow::Ok(())

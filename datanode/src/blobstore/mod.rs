@@ -49,11 +49,13 @@ pub struct BlobInfo {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-/// One write of a batch: `buf` goes to byte `offset` of `blob`.
+/// One write of a batch: `bufs`, one after another, go to byte `offset` of `blob`.
+/// Every piece starts at an io-unit aligned address and is a whole number of io units
+/// (as `spdk_blob_io_writev` and O_DIRECT require).
 pub struct BlobWrite<'a> {
     pub blob: BlobId,
     pub offset: u64,
-    pub buf: &'a AlignedBuf,
+    pub bufs: Vec<&'a [u8]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -679,21 +679,26 @@ impl BlobStore for PortableStore {
             let st = self.state.lock();
             let mut ranges = Vec::new();
             for (i, w) in writes.iter().enumerate() {
-                ranges.clear();
-                match self.map(&st, w.blob, w.offset, w.buf.len() as u64, &mut ranges) {
-                    Ok(()) => {
-                        let mut done = 0usize;
-                        for &(dev, n) in &ranges {
-                            // SAFETY: `done + n <= buf.len()` by construction of `map`.
-                            let ptr = unsafe { w.buf.as_ptr().add(done) };
-                            segs.push(Segment { offset: dev, ptr, len: n as usize });
-                            owner.push(i);
-                            done += n as usize;
-                        }
-                        results.push(Ok(()));
+                let mut offset = w.offset;
+                let mut result = Ok(());
+                for buf in &w.bufs {
+                    assert_eq!(buf.as_ptr() as u64 % IO_UNIT_BYTES, 0, "unaligned write buffer");
+                    ranges.clear();
+                    if let Err(e) = self.map(&st, w.blob, offset, buf.len() as u64, &mut ranges) {
+                        result = Err(e);
+                        break;
                     }
-                    Err(e) => results.push(Err(e)),
+                    let mut done = 0usize;
+                    for &(dev, n) in &ranges {
+                        // SAFETY: `done + n <= buf.len()` by construction of `map`.
+                        let ptr = unsafe { buf.as_ptr().add(done) };
+                        segs.push(Segment { offset: dev, ptr, len: n as usize });
+                        owner.push(i);
+                        done += n as usize;
+                    }
+                    offset += buf.len() as u64;
                 }
+                results.push(result);
             }
         }
         // SAFETY: every buffer is borrowed from `writes`, which outlives this call.

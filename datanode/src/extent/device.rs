@@ -16,12 +16,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::{Epoch, ExtentError, ExtentId};
 use tokio::sync::oneshot;
 
-use super::record::{encode_batch, BatchHeader, Pending, RecordLoc};
+use super::record::{encode_aligned_head, encode_batch, BatchHeader, Pending, RecordLoc};
 use super::{xattr, Extent};
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::portable::clusters_for;
@@ -40,7 +39,7 @@ pub struct AppendOp {
     pub logical: u64,
     pub epoch: Epoch,
     pub crc: u32,
-    pub payload: Bytes,
+    pub payload: super::Payload,
 }
 
 pub enum DeviceOp {
@@ -80,7 +79,9 @@ fn grow_to(have: u64, need: u64, max: u64) -> u64 {
 
 /// Physical bytes an append can take at most if it ends up alone in its batch.
 pub fn worst_case_phys(len: u64) -> u64 {
-    align_up(super::record::batch_bytes(1, len), IO_UNIT_BYTES)
+    // An aligned batch of one: a header unit plus the padded payload (a packed one is
+    // never larger).
+    IO_UNIT_BYTES + align_up(len, IO_UNIT_BYTES)
 }
 
 /// Set once a flush has failed; every later acknowledgement is refused.
@@ -228,7 +229,8 @@ fn write_round(
     }
 
     // One batch image per extent, continuing where its previous batch was written.
-    let mut images: Vec<(usize, AlignedBuf, Vec<RecordLoc>, u64, u64)> = Vec::new(); // (batch, image, records, phys, phys end)
+    // (batch, image or header block, records, blob offset, blob offset after, aligned layout)
+    let mut images: Vec<(usize, AlignedBuf, Vec<RecordLoc>, u64, u64, bool)> = Vec::new();
     for (i, b) in batches.iter().enumerate() {
         if let Some(e) = &poisoned {
             b.ext.fail(e.to_string());
@@ -242,18 +244,29 @@ fn write_round(
             assert_eq!(b.appends[0].logical, st.written_len, "batches continue the written chain");
             (st.phys_end, st.incarnation, st.blob_bytes)
         };
-        let records: Vec<Pending<'_>> =
-            b.appends.iter().map(|a| Pending { payload: &a.payload, crc: a.crc }).collect();
+        // Payloads received into aligned buffers go to the device as they are; any other
+        // batch is packed into one image.
+        let aligned = b.appends.iter().all(|a| a.payload.padded().is_some());
         let h = BatchHeader {
             blob: b.ext.blob,
             incarnation,
-            n_records: records.len() as u32,
+            n_records: b.appends.len() as u32,
             logical_start: b.appends[0].logical,
             payload_bytes: b.bytes,
             epoch: b.appends.iter().map(|a| a.epoch).max().expect("non-empty batch"),
+            aligned,
         };
-        let (image, locs) = encode_batch(pool, &h, phys, &records);
-        let end = phys + image.len() as u64;
+        let (image, locs) = if aligned {
+            let recs: Vec<(u32, u32)> = b.appends.iter().map(|a| (a.payload.len() as u32, a.crc)).collect();
+            encode_aligned_head(pool, &h, phys, &recs)
+        } else {
+            let records: Vec<Pending<'_>> =
+                b.appends.iter().map(|a| Pending { payload: a.payload.as_slice(), crc: a.crc }).collect();
+            encode_batch(pool, &h, phys, &records)
+        };
+        let end = phys
+            + image.len() as u64
+            + if aligned { b.appends.iter().map(|a| a.payload.padded().expect("aligned").len() as u64).sum() } else { 0 };
         let grown = if have >= end {
             Ok(())
         } else {
@@ -267,7 +280,7 @@ fn write_round(
             clusters.map(|c| b.ext.st.lock().blob_bytes = c * store.cluster_bytes())
         };
         match grown {
-            Ok(()) => images.push((i, image, locs, phys, end)),
+            Ok(()) => images.push((i, image, locs, phys, end, aligned)),
             Err(e) => {
                 pool.give(image);
                 b.ext.fail(blob_err(device, e).to_string());
@@ -276,13 +289,21 @@ fn write_round(
     }
     let writes: Vec<BlobWrite<'_>> = images
         .iter()
-        .map(|(i, image, _, phys, _)| BlobWrite { blob: batches[*i].ext.blob, offset: *phys, buf: image })
+        .map(|(i, image, _, phys, end, aligned)| {
+            let mut bufs: Vec<&[u8]> = vec![&image[..]];
+            if *aligned {
+                // The header block, then each payload as it was received.
+                bufs.extend(batches[*i].appends.iter().map(|a| a.payload.padded().expect("aligned batch")));
+            }
+            debug_assert_eq!(bufs.iter().map(|b| b.len() as u64).sum::<u64>(), end - phys);
+            BlobWrite { blob: batches[*i].ext.blob, offset: *phys, bufs }
+        })
         .collect();
     let t = Instant::now();
     let results = store.write_batch(&writes);
     out.write_us = t.elapsed().as_micros() as u64;
     drop(writes);
-    for ((i, image, locs, _, end), r) in images.into_iter().zip(results) {
+    for ((i, image, locs, _, end, _), r) in images.into_iter().zip(results) {
         pool.give(image);
         let ext = &batches[i].ext;
         match r {

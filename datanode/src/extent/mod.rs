@@ -16,7 +16,7 @@ use proto::msg::ANY_DEVICE;
 use proto::{DeviceStat, Epoch, ExtentError, ExtentId, ExtentStat, APPEND_BYTES_MAX, READ_BYTES_MAX};
 use tokio::sync::{oneshot, watch};
 
-use crate::align::{align_down, align_up, AlignedBuf, IO_UNIT_BYTES};
+use crate::align::{align_down, align_up, AlignedBuf, PooledBuf, IO_UNIT_BYTES};
 use crate::blobstore::io::IoEngineKind;
 use crate::blobstore::portable::{PortableOptions, PortableStore};
 use crate::blobstore::{BlobError, BlobId, BlobStore};
@@ -26,6 +26,44 @@ pub mod record;
 
 use device::{worst_case_phys, AppendOp, DeviceOp};
 use record::RecordLoc;
+
+/// An append's bytes as the server received them.
+pub enum Payload {
+    /// Copied into the batch image when written.
+    Bytes(Bytes),
+    /// Received straight into an io-aligned buffer: `buf[..len]` is the payload and the
+    /// rest of `buf` is zeros, so it is written to the device as it is, without a copy.
+    Aligned { buf: PooledBuf, len: usize },
+}
+
+impl Payload {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(b) => b,
+            Payload::Aligned { buf, len } => &buf[..*len],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload padded with zeros to whole io units, when it can be written as it is.
+    pub fn padded(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Bytes(_) => None,
+            Payload::Aligned { buf, len } => {
+                debug_assert_eq!(buf.len() as u64, align_up(*len as u64, IO_UNIT_BYTES));
+                debug_assert!(buf[*len..].iter().all(|&b| b == 0));
+                Some(&buf[..])
+            }
+        }
+    }
+}
 
 /// Default cap on one extent's logical size.
 pub const EXTENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
@@ -443,7 +481,7 @@ impl ExtentStore {
     /// Checks and queues an append, in the caller's order. `ack` is called exactly once,
     /// from whichever thread decides it: at once with a refusal, or later with the new
     /// end offset once the append is durable, or with why it never will be.
-    pub fn submit_append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Bytes, ack: Ack) {
+    pub fn submit_append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Payload, ack: Ack) {
         let (ext, end) = match self.accept(extent, expected_offset, epoch, crc, payload) {
             Ok(accepted) => accepted,
             Err(e) => return ack(Err(e)),
@@ -462,7 +500,7 @@ impl ExtentStore {
 
     /// The checks of an append and its hand-over to the device writer; returns the
     /// extent and the append's end offset.
-    fn accept(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Bytes) -> Result<(Arc<Extent>, u64), ExtentError> {
+    fn accept(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Payload) -> Result<(Arc<Extent>, u64), ExtentError> {
         let len = payload.len() as u64;
         if len > self.append_bytes_max as u64 {
             return Err(ExtentError::AppendTooLarge { bytes: len, limit: self.append_bytes_max as u64 });
@@ -470,7 +508,7 @@ impl ExtentStore {
         if len == 0 {
             return Err(ExtentError::Malformed("empty append".into()));
         }
-        let computed = crc32c::crc32c(&payload);
+        let computed = crc32c::crc32c(payload.as_slice());
         if computed != crc {
             return Err(ExtentError::PayloadChecksum { sent: crc as u64, computed: computed as u64 });
         }
@@ -539,7 +577,7 @@ impl ExtentStore {
     pub async fn append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, payload: Bytes) -> Result<u64, ExtentError> {
         let (tx, rx) = oneshot::channel();
         let crc = crc32c::crc32c(&payload);
-        self.submit_append(extent, expected_offset, epoch, crc, payload, Box::new(move |r| drop(tx.send(r))));
+        self.submit_append(extent, expected_offset, epoch, crc, Payload::Bytes(payload), Box::new(move |r| drop(tx.send(r))));
         rx.await.map_err(|_| ExtentError::ShuttingDown)?
     }
 

@@ -29,6 +29,10 @@ const BATCH_VERSION: u16 = 1;
 pub const BATCH_HEADER_BYTES: u64 = 64;
 pub const DESCRIPTOR_BYTES: u64 = 8;
 const HEADER_CRC_AT: usize = 60;
+/// Header flag: the header block is padded to an io unit and every payload starts on an
+/// io-unit boundary, padded with zeros to the next one (payloads received straight into
+/// aligned buffers are written as they are, without a copy).
+const FLAG_ALIGNED: u16 = 1;
 /// Size of the read window recovery scans with.
 const SCAN_WINDOW_BYTES: u64 = 4 << 20;
 
@@ -56,6 +60,12 @@ pub struct BatchHeader {
     pub logical_start: u64,
     pub payload_bytes: u64,
     pub epoch: u64,
+    pub aligned: bool,
+}
+
+/// Bytes of an aligned batch's header block.
+pub fn aligned_head_bytes(n_records: u64) -> u64 {
+    align_up(BATCH_HEADER_BYTES + n_records * DESCRIPTOR_BYTES, IO_UNIT_BYTES)
 }
 
 pub fn batch_bytes(n_records: u64, payload_bytes: u64) -> u64 {
@@ -74,13 +84,56 @@ pub fn encode_batch(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[P
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert_eq!(h.n_records as usize, records.len());
     assert_eq!(h.payload_bytes, records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
+    assert!(!h.aligned);
     let total = batch_bytes(records.len() as u64, h.payload_bytes);
     let mut buf = pool.take(align_up(total, IO_UNIT_BYTES) as usize);
     // Every byte is written below except the header's reserved bytes and the padding.
     buf[..BATCH_HEADER_BYTES as usize].fill(0);
     buf[total as usize..].fill(0);
+    let d = put_header(&mut buf, h, records.iter().map(|r| (r.payload.len() as u32, r.crc)));
+    let mut p = d;
+    let mut logical = h.logical_start;
+    let mut locs = Vec::with_capacity(records.len());
+    for r in records {
+        debug_assert_eq!(crc32c::crc32c(r.payload), r.crc, "crc checked before the write");
+        buf[p..p + r.payload.len()].copy_from_slice(r.payload);
+        locs.push(RecordLoc { logical, phys: phys + p as u64, len: r.payload.len() as u32, crc: r.crc });
+        logical += r.payload.len() as u64;
+        p += r.payload.len();
+    }
+    (buf, locs)
+}
+
+/// Builds the header block of an aligned batch for records `(len, crc)`; the payloads,
+/// each padded to whole io units, follow it on the device. Returns the block and the
+/// records' locations, given that the batch will be written at blob offset `phys`.
+pub fn encode_aligned_head(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[(u32, u32)]) -> (AlignedBuf, Vec<RecordLoc>) {
+    assert_eq!(phys % IO_UNIT_BYTES, 0);
+    assert!(h.aligned);
+    assert_eq!(h.n_records as usize, records.len());
+    let head = aligned_head_bytes(records.len() as u64);
+    let mut buf = pool.take(head as usize);
+    buf.fill(0);
+    put_header(&mut buf, h, records.iter().copied());
+    let mut p = head;
+    let mut logical = h.logical_start;
+    let locs = records
+        .iter()
+        .map(|&(len, crc)| {
+            let l = RecordLoc { logical, phys: phys + p, len, crc };
+            logical += len as u64;
+            p += align_up(len as u64, IO_UNIT_BYTES);
+            l
+        })
+        .collect();
+    (buf, locs)
+}
+
+/// Writes the header and descriptors with their CRC; returns where payloads may start.
+fn put_header(buf: &mut [u8], h: &BatchHeader, records: impl Iterator<Item = (u32, u32)>) -> usize {
     buf[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
     buf[4..6].copy_from_slice(&BATCH_VERSION.to_le_bytes());
+    buf[6..8].copy_from_slice(&(if h.aligned { FLAG_ALIGNED } else { 0 }).to_le_bytes());
     buf[8..16].copy_from_slice(&h.blob.to_le_bytes());
     buf[16..20].copy_from_slice(&h.incarnation.to_le_bytes());
     buf[20..24].copy_from_slice(&h.n_records.to_le_bytes());
@@ -88,22 +141,14 @@ pub fn encode_batch(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[P
     buf[32..40].copy_from_slice(&h.payload_bytes.to_le_bytes());
     buf[40..48].copy_from_slice(&h.epoch.to_le_bytes());
     let mut d = BATCH_HEADER_BYTES as usize;
-    let mut p = (BATCH_HEADER_BYTES + records.len() as u64 * DESCRIPTOR_BYTES) as usize;
-    let mut logical = h.logical_start;
-    let mut locs = Vec::with_capacity(records.len());
-    for r in records {
-        debug_assert_eq!(crc32c::crc32c(r.payload), r.crc, "crc checked before the write");
-        buf[d..d + 4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
-        buf[d + 4..d + 8].copy_from_slice(&r.crc.to_le_bytes());
-        buf[p..p + r.payload.len()].copy_from_slice(r.payload);
-        locs.push(RecordLoc { logical, phys: phys + p as u64, len: r.payload.len() as u32, crc: r.crc });
-        logical += r.payload.len() as u64;
+    for (len, crc) in records {
+        buf[d..d + 4].copy_from_slice(&len.to_le_bytes());
+        buf[d + 4..d + 8].copy_from_slice(&crc.to_le_bytes());
         d += DESCRIPTOR_BYTES as usize;
-        p += r.payload.len();
     }
     let crc = header_crc(&buf[..d]);
     buf[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    (buf, locs)
+    d
 }
 
 fn header_crc(header_and_descriptors: &[u8]) -> u32 {
@@ -114,7 +159,8 @@ fn header_crc(header_and_descriptors: &[u8]) -> u32 {
 fn decode_header(b: &[u8]) -> Option<BatchHeader> {
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-    if u32_at(0) != BATCH_MAGIC || u16::from_le_bytes([b[4], b[5]]) != BATCH_VERSION {
+    let flags = u16::from_le_bytes([b[6], b[7]]);
+    if u32_at(0) != BATCH_MAGIC || u16::from_le_bytes([b[4], b[5]]) != BATCH_VERSION || flags & !FLAG_ALIGNED != 0 {
         return None;
     }
     Some(BatchHeader {
@@ -124,6 +170,7 @@ fn decode_header(b: &[u8]) -> Option<BatchHeader> {
         logical_start: u64_at(24),
         payload_bytes: u64_at(32),
         epoch: u64_at(40),
+        aligned: flags & FLAG_ALIGNED != 0,
     })
 }
 
@@ -200,9 +247,18 @@ where
         if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
             break;
         }
+        // An aligned batch spreads the same payloads over whole io units.
+        let total = if h.aligned {
+            match lens.iter().map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES)).sum::<u64>().checked_add(aligned_head_bytes(n)) {
+                Some(t) if pos + t <= blob_bytes => t,
+                _ => break,
+            }
+        } else {
+            total
+        };
         let body = w.get(pos, total)?;
         let first = s.records.len();
-        let mut p = BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES;
+        let mut p = if h.aligned { aligned_head_bytes(n) } else { BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES };
         let mut all_ok = true;
         for (len, crc) in lens {
             let ok = crc32c::crc32c(&body[p as usize..(p + len as u64) as usize]) == crc;
@@ -212,7 +268,7 @@ where
             }
             s.records.push(RecordLoc { logical: s.length, phys: pos + p, len, crc });
             s.length += len as u64;
-            p += len as u64;
+            p += if h.aligned { align_up(len as u64, IO_UNIT_BYTES) } else { len as u64 };
         }
         s.epoch_max = s.epoch_max.max(h.epoch);
         s.incarnation_max = h.incarnation;

@@ -29,7 +29,9 @@ fn roundtrip(engine: IoEngineKind) {
         let id = s.create_blob(&[("extent", b"42")], 1).unwrap();
         s.resize(id, 3).unwrap();
         assert_eq!(s.capacity().clusters_free, free0 - 3);
-        let r = s.write_batch(&[BlobWrite { blob: id, offset: 0, buf: &data }]);
+        // Two pieces gathered into one write.
+        let (a, b) = data.split_at(1 << 20);
+        let r = s.write_batch(&[BlobWrite { blob: id, offset: 0, bufs: vec![a, b] }]);
         assert!(r.iter().all(|r| r.is_ok()));
         s.set_xattr(id, "sealed", b"yes").unwrap();
         s.sync_md(id).unwrap();
