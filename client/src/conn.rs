@@ -6,13 +6,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
-use proto::frame::{read_frame, FrameError, RESPONSE_BIT};
+use proto::frame::{read_frame, write_frames, FrameError, Outgoing, RESPONSE_BIT};
 use proto::msg::decode_response;
 use proto::{Epoch, ExtentError, ExtentId, ExtentStat, NodeStat, Request, Response};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,7 +55,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct DataNodeClient {
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<(BytesMut, Option<Bytes>)>,
+    tx: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl DataNodeClient {
@@ -71,7 +69,7 @@ impl DataNodeClient {
             next_id: AtomicU64::new(1),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(wr, rx));
+        tokio::spawn(write_frames(wr, rx));
         let s = shared.clone();
         tokio::spawn(async move {
             let why = loop {
@@ -200,22 +198,4 @@ fn expect_done(r: Response) -> Result<(), ClientError> {
 
 fn unexpected(r: Response) -> ClientError {
     ClientError::Protocol(format!("{r:?}"))
-}
-
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<(BytesMut, Option<Bytes>)>) {
-    let mut w = BufWriter::with_capacity(64 << 10, wr);
-    while let Some((head, tail)) = rx.recv().await {
-        if w.write_all(&head).await.is_err() {
-            return;
-        }
-        if let Some(t) = tail {
-            if w.write_all(&t).await.is_err() {
-                return;
-            }
-        }
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
 }

@@ -7,12 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use proto::frame::{read_body, read_header, FrameError};
+use proto::frame::{read_body, read_header, write_frames, FrameError, Outgoing};
 use proto::msg::{decode_append_fixed, encode_response, APPEND_FIXED_BYTES};
 use proto::{ExtentError, NodeId, NodeStat, Opcode, Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -21,10 +19,7 @@ use crate::extent::{ExtentStore, Payload};
 
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
 const READ_BUFFER_BYTES: usize = 64 << 10;
-
-type Outgoing = (BytesMut, Option<Bytes>);
 
 /// Appends at least this large are received into aligned buffers and written without a
 /// copy; smaller ones are packed together into one image per batch.
@@ -68,7 +63,7 @@ impl Server {
         // Small frames arrive many to a syscall; large payloads bypass the buffer.
         let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer = tokio::spawn(write_loop(wr, rx));
+        let writer = tokio::spawn(write_frames(wr, rx));
         let in_flight = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
         loop {
             let permit = match in_flight.clone().acquire_owned().await {
@@ -158,22 +153,4 @@ impl Server {
             Request::Append { .. } => unreachable!("appends are handled by the reader"),
         }
     }
-}
-
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
-    while let Some((head, tail)) = rx.recv().await {
-        if w.write_all(&head).await.is_err() {
-            return;
-        }
-        if let Some(t) = tail {
-            if w.write_all(&t).await.is_err() {
-                return;
-            }
-        }
-        if rx.is_empty() && w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
 }

@@ -11,7 +11,8 @@
 //! [`crate::FRAME_BODY_BYTES_MAX`] is refused before any of it is read.
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{ExtentError, FRAME_BODY_BYTES_MAX};
 
@@ -155,3 +156,29 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 }
+
+/// A frame on its way out: header and fixed fields, then the payload (not copied).
+pub type Outgoing = (BytesMut, Option<Bytes>);
+
+/// Writes queued frames to `w` in order, batching small ones into one syscall and
+/// flushing whenever the queue runs dry. Returns when the queue closes (after shutting
+/// the write side down) or the connection fails.
+pub async fn write_frames<W: AsyncWrite + Unpin>(w: W, mut rx: UnboundedReceiver<Outgoing>) {
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, w);
+    while let Some((head, tail)) = rx.recv().await {
+        if w.write_all(&head).await.is_err() {
+            return;
+        }
+        if let Some(t) = tail {
+            if w.write_all(&t).await.is_err() {
+                return;
+            }
+        }
+        if rx.is_empty() && w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
