@@ -342,7 +342,13 @@ impl ExtentStore {
                 worst_case_phys(extent_bytes_max) <= blob_max,
                 "extent_bytes_max {extent_bytes_max} is more than one blob of device {di} can hold ({blob_max} bytes); lower it or use larger clusters"
             );
-            for info in store.blobs() {
+            let blobs = store.blobs();
+            let mut reported = std::time::Instant::now();
+            for (n, info) in blobs.iter().enumerate() {
+                if reported.elapsed().as_secs() >= 2 {
+                    tracing::info!("device {di}: recovered {n} of {} extents", blobs.len());
+                    reported = std::time::Instant::now();
+                }
                 let Some(id) = xattr::u64_of(info.xattrs.get(xattr::EXTENT)) else {
                     tracing::warn!("device {di}: blob {:#x} has no extent id; deleting the orphan", info.id);
                     store.delete_blob(info.id)?;
@@ -352,7 +358,7 @@ impl ExtentStore {
                     tracing::error!("device {di}: extent {id} is also on another device; ignoring this copy");
                     continue;
                 }
-                let ext = Self::recover(di as u32, &**store, &info, &mut recovery)?;
+                let ext = Self::recover(di as u32, &**store, info, &mut recovery)?;
                 extents.insert(id, Arc::new(ext));
             }
             store.flush()?;
