@@ -51,6 +51,9 @@ async fn every_operation_and_refusal(extra: &[&str]) {
     // Offsets: behind, ahead.
     assert_eq!(refused(c.append(1, 3, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: 3, length: 11 });
     assert_eq!(refused(c.append(1, 12, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: 12, length: 11 });
+    // Offsets whose end would pass u64::MAX are just wrong offsets (and the server lives on).
+    let near_max = u64::MAX - 1;
+    assert_eq!(refused(c.append(1, near_max, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: near_max, length: 11 });
     // A retry of an applied append is acknowledged, not duplicated.
     assert_eq!(c.append(1, 6, 5, b(b"world")).await.unwrap(), 11);
     assert_eq!(c.stat(1).await.unwrap().length, 11);

@@ -519,8 +519,11 @@ impl ExtentStore {
             return Err(ExtentError::PayloadChecksum { sent: crc as u64, computed: computed as u64 });
         }
         let ext = self.get(extent)?;
-        let end = expected_offset + len;
         let mut st = ext.st.lock();
+        // Offsets come off the wire: an end past u64::MAX is just a wrong offset.
+        let Some(end) = expected_offset.checked_add(len) else {
+            return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
+        };
         {
             if st.deleted {
                 return Err(ExtentError::NotFound { extent });
