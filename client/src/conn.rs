@@ -140,7 +140,13 @@ impl DataNodeClient {
     }
 
     /// Appends at `expected_offset`; returns the extent's length after the append.
-    pub async fn append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, payload: Bytes) -> Result<u64, ClientError> {
+    pub async fn append(
+        &self,
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        payload: Bytes,
+    ) -> Result<u64, ClientError> {
         appended(self.call(Self::append_request(extent, expected_offset, epoch, payload)).await?)
     }
 

@@ -41,7 +41,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A file prepared like the datanode prepares a device file it creates: fallocated,
 /// then zero-filled, so neither side pays for unwritten-extent conversion.
 fn prepared(path: &Path, bytes: u64) -> std::fs::File {
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
     // SAFETY: fallocate on an owned descriptor.
     assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, bytes as libc::off_t) }, 0, "fallocate");
     let zero = AlignedBuf::zeroed(4 << 20);
@@ -126,7 +133,14 @@ struct CaseResult {
     secs: f64,
 }
 
-async fn run_case(addr: &str, size: usize, writers: usize, depth: usize, secs: f64, next_extent: Arc<AtomicU64>) -> CaseResult {
+async fn run_case(
+    addr: &str,
+    size: usize,
+    writers: usize,
+    depth: usize,
+    secs: f64,
+    next_extent: Arc<AtomicU64>,
+) -> CaseResult {
     let stop = Arc::new(AtomicBool::new(false));
     let appends = Arc::new(AtomicU64::new(0));
     let payload = Bytes::from((0..size).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
@@ -218,7 +232,8 @@ fn emit(v: serde_json::Value) {
 fn main() {
     let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let base = std::env::var("STRATA_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        let t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+        let t = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
         Path::new(&t).join("bench-data")
     });
     std::fs::create_dir_all(&base).unwrap();
@@ -250,7 +265,11 @@ fn main() {
     }
     for (size, label, writers, depth) in cases {
         {
-            let case = if depth == 1 { format!("append_{label}_w{writers}") } else { format!("append_{label}_w{writers}_d{depth}") };
+            let case = if depth == 1 {
+                format!("append_{label}_w{writers}")
+            } else {
+                format!("append_{label}_w{writers}_d{depth}")
+            };
             if only.as_ref().is_some_and(|o| !o.split(',').any(|c| c == case)) {
                 continue;
             }
@@ -287,7 +306,9 @@ fn main() {
             } else {
                 (r.appends as f64 / r.secs, "appends/s")
             };
-            emit(json!({"suite": "datanode", "case": format!("rpc_ceiling_{label}_w{writers}"), "value": value, "unit": unit}));
+            emit(
+                json!({"suite": "datanode", "case": format!("rpc_ceiling_{label}_w{writers}"), "value": value, "unit": unit}),
+            );
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -31,7 +31,7 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
-        assert!(len > 0 && len as u64 % IO_UNIT_BYTES == 0, "unaligned buffer length {len}");
+        assert!(len > 0 && (len as u64).is_multiple_of(IO_UNIT_BYTES), "unaligned buffer length {len}");
         let layout = Self::layout(len);
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
@@ -45,7 +45,7 @@ impl AlignedBuf {
 
     /// Sets the length (aligned, at most the capacity). Bytes keep whatever they held.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len > 0 && len <= self.cap && len as u64 % IO_UNIT_BYTES == 0, "bad length {len}");
+        assert!(len > 0 && len <= self.cap && (len as u64).is_multiple_of(IO_UNIT_BYTES), "bad length {len}");
         self.len = len;
     }
 

@@ -127,7 +127,8 @@ impl Config {
     pub fn from_args(args: &Args) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
                 toml::from_str::<FileConfig>(&text).with_context(|| format!("config file {}", p.display()))?
             }
             None => FileConfig::default(),
@@ -167,7 +168,11 @@ impl Config {
                 bail!("device {} is listed twice", d.path.display());
             }
             if d.cluster_bytes < 4096 || !d.cluster_bytes.is_power_of_two() {
-                bail!("cluster size {} of {} must be a power of two of at least 4096", d.cluster_bytes, d.path.display());
+                bail!(
+                    "cluster size {} of {} must be a power of two of at least 4096",
+                    d.cluster_bytes,
+                    d.path.display()
+                );
             }
             if d.create_bytes < 4 * d.cluster_bytes {
                 bail!("device size {} of {} is too small (at least 4 clusters)", d.create_bytes, d.path.display());
@@ -228,7 +233,8 @@ mod tests {
     fn config_file_is_read_and_unknown_keys_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("dn.toml");
-        std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n").unwrap();
+        std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n")
+            .unwrap();
         let c = Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap();
         assert_eq!((c.node_id, c.store.devices[0].create_bytes), (7, 64 << 20));
         std::fs::write(&p, "nodeid = 7\n").unwrap();

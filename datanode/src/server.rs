@@ -106,7 +106,8 @@ impl Server {
                     break;
                 }
                 buf[len..].fill(0);
-                let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+                let ack =
+                    Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
                 let payload = Payload::Aligned { buf, len };
                 self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
                 continue;
@@ -129,7 +130,8 @@ impl Server {
             if let Request::Append { extent, expected_offset, epoch, crc32c, payload } = req {
                 // The acknowledgement runs wherever the append is decided (usually the
                 // device's flusher) and goes straight to this connection's writer.
-                let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+                let ack =
+                    Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
                 self.store.submit_append(extent, expected_offset, epoch, crc32c, Payload::Bytes(payload), ack);
                 continue;
             }

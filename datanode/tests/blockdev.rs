@@ -36,12 +36,18 @@ async fn extents_on_a_raw_block_device() {
     let backing = dir.path().join("backing.img");
     std::fs::write(&backing, vec![0xA5u8; 64 << 20]).unwrap();
     let Some(dev) = Loop::attach(&backing) else {
-        assert!(std::env::var("STRATA_REQUIRE_LOOP").is_err(), "STRATA_REQUIRE_LOOP is set but no loop device could be attached");
+        assert!(
+            std::env::var("STRATA_REQUIRE_LOOP").is_err(),
+            "STRATA_REQUIRE_LOOP is set but no loop device could be attached"
+        );
         eprintln!("no loop device could be attached: skipping the raw block device test");
         return;
     };
     // Without --format, a device that holds no superblock is refused and left alone.
-    let out = Command::new(env!("CARGO_BIN_EXE_datanode")).args(["--listen", "127.0.0.1:0", "--device", &dev.0]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_datanode"))
+        .args(["--listen", "127.0.0.1:0", "--device", &dev.0])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format"));
     assert!(std::fs::read(&backing).unwrap().iter().all(|&b| b == 0xA5), "a refused device is untouched");

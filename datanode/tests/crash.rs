@@ -106,7 +106,14 @@ async fn verify(c: &DataNodeClient, m: &mut Model, seed: u64) {
 }
 
 /// Appends to one extent until the connection dies; maybe seals it on the way.
-async fn writer(c: DataNodeClient, model: Arc<Mutex<Vec<Model>>>, i: usize, gen: u64, seed: u64, acks: watch::Sender<u64>) {
+async fn writer(
+    c: DataNodeClient,
+    model: Arc<Mutex<Vec<Model>>>,
+    i: usize,
+    gen: u64,
+    seed: u64,
+    acks: watch::Sender<u64>,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (extent, mut off) = {
         let m = &model.lock()[i];
@@ -180,8 +187,9 @@ async fn kill9_during_appends_never_loses_an_acknowledged_byte() {
             }
         }
         // Writers continue up to WRITERS open extents, creating new ones as needed.
-        let mut chosen: Vec<usize> =
-            (0..ms.len()).filter(|&i| ms[i].sealed.is_none() && ms[i].seal_sent.is_none() && !ms[i].deleted && !ms[i].delete_sent).collect();
+        let mut chosen: Vec<usize> = (0..ms.len())
+            .filter(|&i| ms[i].sealed.is_none() && ms[i].seal_sent.is_none() && !ms[i].deleted && !ms[i].delete_sent)
+            .collect();
         chosen.truncate(WRITERS);
         while chosen.len() < WRITERS {
             c.create(next_extent, 0, ANY_DEVICE).await.unwrap();
@@ -222,6 +230,9 @@ async fn kill9_during_appends_never_loses_an_acknowledged_byte() {
         verify(&c, m, seed).await;
         bytes_checked += m.acked;
     }
-    println!("crash loop: {runs} kills, {acked_total} acknowledged appends, {bytes_checked} bytes verified, {} extents", ms.len());
+    println!(
+        "crash loop: {runs} kills, {acked_total} acknowledged appends, {bytes_checked} bytes verified, {} extents",
+        ms.len()
+    );
     assert!(acked_total > 0);
 }

@@ -49,11 +49,20 @@ async fn every_operation_and_refusal(extra: &[&str]) {
     assert_eq!(c.read(1, 11, 0).await.unwrap().len(), 0);
 
     // Offsets: behind, ahead.
-    assert_eq!(refused(c.append(1, 3, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: 3, length: 11 });
-    assert_eq!(refused(c.append(1, 12, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: 12, length: 11 });
+    assert_eq!(
+        refused(c.append(1, 3, 5, b(b"xx")).await),
+        ExtentError::OffsetMismatch { expected_offset: 3, length: 11 }
+    );
+    assert_eq!(
+        refused(c.append(1, 12, 5, b(b"xx")).await),
+        ExtentError::OffsetMismatch { expected_offset: 12, length: 11 }
+    );
     // Offsets whose end would pass u64::MAX are just wrong offsets (and the server lives on).
     let near_max = u64::MAX - 1;
-    assert_eq!(refused(c.append(1, near_max, 5, b(b"xx")).await), ExtentError::OffsetMismatch { expected_offset: near_max, length: 11 });
+    assert_eq!(
+        refused(c.append(1, near_max, 5, b(b"xx")).await),
+        ExtentError::OffsetMismatch { expected_offset: near_max, length: 11 }
+    );
     // A retry of an applied append is acknowledged, not duplicated.
     assert_eq!(c.append(1, 6, 5, b(b"world")).await.unwrap(), 11);
     assert_eq!(c.stat(1).await.unwrap().length, 11);
@@ -207,7 +216,10 @@ async fn limits_full_extents_and_full_devices_are_refused() {
     for _ in 0..3 {
         off = c.append(1, off, 1, mb.clone()).await.unwrap();
     }
-    assert_eq!(refused(c.append(1, off, 1, b(b"x")).await), ExtentError::ExtentFull { length: 3 << 20, limit: 3 << 20 });
+    assert_eq!(
+        refused(c.append(1, off, 1, b(b"x")).await),
+        ExtentError::ExtentFull { length: 3 << 20, limit: 3 << 20 }
+    );
     // Fill the device with a second extent until it refuses with NoSpace.
     c.create(2, 1, 0).await.unwrap();
     let mut off2 = 0;

@@ -59,19 +59,14 @@ impl FrameHeader {
             return refuse(ExtentError::UnsupportedVersion { version: buf[2] as u64 });
         }
         if body_len > FRAME_BODY_BYTES_MAX {
-            return refuse(ExtentError::FrameTooLarge {
-                bytes: body_len as u64,
-                limit: FRAME_BODY_BYTES_MAX as u64,
-            });
+            return refuse(ExtentError::FrameTooLarge { bytes: body_len as u64, limit: FRAME_BODY_BYTES_MAX as u64 });
         }
         Ok(FrameHeader { opcode: buf[3], request_id, body_len })
     }
 }
 
 /// Reads one whole frame. `Ok(None)` is a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-) -> Result<Option<(FrameHeader, Bytes)>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<(FrameHeader, Bytes)>, FrameError> {
     let Some(header) = read_header(reader).await? else { return Ok(None) };
     Ok(Some((header, read_body(reader, header.body_len as usize).await?)))
 }
@@ -148,10 +143,7 @@ impl<'a> Cursor<'a> {
     }
     pub fn finish(&self) -> Result<(), ExtentError> {
         if self.pos != self.buf.len() {
-            return Err(ExtentError::Malformed(format!(
-                "{} trailing bytes in body",
-                self.buf.len() - self.pos
-            )));
+            return Err(ExtentError::Malformed(format!("{} trailing bytes in body", self.buf.len() - self.pos)));
         }
         Ok(())
     }

@@ -81,7 +81,9 @@ pub enum Response {
     /// Create, Seal and Delete.
     Done,
     /// Append: the extent's length after this append.
-    Appended { length: u64 },
+    Appended {
+        length: u64,
+    },
     Data(Bytes),
     Stat(ExtentStat),
     List(Vec<ExtentStat>),
@@ -147,8 +149,7 @@ impl Request {
     }
 
     pub fn decode(opcode: u8, body: Bytes) -> Result<Request, ExtentError> {
-        let op = Opcode::from_u8(opcode)
-            .ok_or_else(|| ExtentError::Malformed(format!("unknown opcode {opcode}")))?;
+        let op = Opcode::from_u8(opcode).ok_or_else(|| ExtentError::Malformed(format!("unknown opcode {opcode}")))?;
         let mut c = Cursor::new(&body);
         let req = match op {
             Opcode::Create => Request::Create { extent: c.u64()?, epoch: c.u64()?, device: c.u32()? },
@@ -185,13 +186,7 @@ fn put_stat(out: &mut BytesMut, s: &ExtentStat) {
 }
 
 fn get_stat(c: &mut Cursor<'_>) -> Result<ExtentStat, ExtentError> {
-    Ok(ExtentStat {
-        extent: c.u64()?,
-        epoch: c.u64()?,
-        length: c.u64()?,
-        sealed: c.u8()? != 0,
-        device: c.u32()?,
-    })
+    Ok(ExtentStat { extent: c.u64()?, epoch: c.u64()?, length: c.u64()?, sealed: c.u8()? != 0, device: c.u32()? })
 }
 
 /// Encodes a response (or a refusal) to the request `opcode`/`request_id`.
@@ -252,8 +247,8 @@ pub fn decode_response(opcode: u8, body: Bytes) -> Result<Result<Response, Exten
         c.finish()?;
         return Ok(Err(ExtentError::from_wire(code, a, b, msg)));
     }
-    let op = Opcode::from_u8(opcode)
-        .ok_or_else(|| ExtentError::Malformed(format!("unknown response opcode {opcode}")))?;
+    let op =
+        Opcode::from_u8(opcode).ok_or_else(|| ExtentError::Malformed(format!("unknown response opcode {opcode}")))?;
     let r = match op {
         Opcode::Create | Opcode::Seal | Opcode::Delete => Response::Done,
         Opcode::Append => Response::Appended { length: c.u64()? },

@@ -88,10 +88,7 @@ fn header_refuses_bad_magic_version_and_oversize() {
         Err(FrameError::Protocol { error: ExtentError::UnsupportedVersion { version: 99 }, .. })
     ));
     h[0] = 0;
-    assert!(matches!(
-        FrameHeader::decode(&h),
-        Err(FrameError::Protocol { error: ExtentError::Malformed(_), .. })
-    ));
+    assert!(matches!(FrameHeader::decode(&h), Err(FrameError::Protocol { error: ExtentError::Malformed(_), .. })));
 }
 
 #[test]

@@ -19,19 +19,43 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create an extent.
-    Create { extent: u64, #[arg(long, default_value_t = 1)] epoch: u64 },
+    Create {
+        extent: u64,
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+    },
     /// Append TEXT at OFFSET.
-    Append { extent: u64, offset: u64, text: String, #[arg(long, default_value_t = 1)] epoch: u64 },
+    Append {
+        extent: u64,
+        offset: u64,
+        text: String,
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+    },
     /// Read LEN bytes at OFFSET and print them.
-    Read { extent: u64, offset: u64, len: u32 },
-    Seal { extent: u64, length: u64 },
-    Delete { extent: u64 },
-    Stat { extent: u64 },
+    Read {
+        extent: u64,
+        offset: u64,
+        len: u32,
+    },
+    Seal {
+        extent: u64,
+        length: u64,
+    },
+    Delete {
+        extent: u64,
+    },
+    Stat {
+        extent: u64,
+    },
     List,
     /// Device capacity and usage.
     Node,
     /// Create an extent, append to it, read it back, seal it and show what is stored.
-    Demo { #[arg(long, default_value_t = 1)] extent: u64 },
+    Demo {
+        #[arg(long, default_value_t = 1)]
+        extent: u64,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -43,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Append { extent, offset, text, epoch } => {
             println!("length {}", c.append(extent, offset, epoch, Bytes::from(text)).await?)
         }
-        Cmd::Read { extent, offset, len } => println!("{}", String::from_utf8_lossy(&c.read(extent, offset, len).await?)),
+        Cmd::Read { extent, offset, len } => {
+            println!("{}", String::from_utf8_lossy(&c.read(extent, offset, len).await?))
+        }
         Cmd::Seal { extent, length } => c.seal(extent, length).await?,
         Cmd::Delete { extent } => c.delete(extent).await?,
         Cmd::Stat { extent } => println!("{:?}", c.stat(extent).await?),

@@ -151,12 +151,7 @@ pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()>
     while done < buf.len() {
         // SAFETY: the slice is valid for writes of its length.
         let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr() as *mut libc::c_void,
-                buf.len() - done,
-                offset as libc::off_t,
-            )
+            libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, buf.len() - done, offset as libc::off_t)
         };
         if n < 0 {
             let e = io::Error::last_os_error();

@@ -259,9 +259,7 @@ fn encode_slot(seq: u64, id: BlobId, state: u32, md: &BlobMd) -> Result<AlignedB
 }
 
 fn decode_slot(b: &[u8]) -> Option<SlotCopy> {
-    if &b[0..8] != SLOT_MAGIC
-        || u32::from_le_bytes(b[CRC_AT..UNIT].try_into().ok()?) != crc32c::crc32c(&b[..CRC_AT])
-    {
+    if &b[0..8] != SLOT_MAGIC || u32::from_le_bytes(b[CRC_AT..UNIT].try_into().ok()?) != crc32c::crc32c(&b[..CRC_AT]) {
         return None;
     }
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
@@ -341,8 +339,7 @@ fn zero_fill(file: &File, path: &Path, len: u64) -> std::io::Result<()> {
 }
 
 /// How long to wait for a device lock held by a process that is going away.
-const DEVICE_LOCK_WAIT: std::time::Duration =
-    std::time::Duration::from_millis(if cfg!(test) { 200 } else { 10_000 });
+const DEVICE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(if cfg!(test) { 200 } else { 10_000 });
 
 /// One datanode per device: a second opener would corrupt it. A process killed with
 /// SIGKILL can hold the lock a moment longer (its io_uring is torn down asynchronously),
@@ -375,9 +372,7 @@ fn device_len(f: &File) -> std::io::Result<u64> {
 
 impl PortableStore {
     pub fn open(opts: &PortableOptions) -> Result<PortableStore> {
-        let ctx = |what: &str, e: std::io::Error| {
-            BlobError::Format(format!("{}: {what}: {e}", opts.path.display()))
-        };
+        let ctx = |what: &str, e: std::io::Error| BlobError::Format(format!("{}: {what}: {e}", opts.path.display()));
         let exists = opts.path.exists();
         let (file, direct) = open_file(&opts.path, !exists).map_err(|e| ctx("cannot open", e))?;
         lock_device(&file, &opts.path).map_err(|e| ctx("device is in use by another process", e))?;
@@ -475,7 +470,10 @@ impl PortableStore {
             pread_exact(fd, b, geo.slot_copy_offset(slot as u32, 0))?;
             for i in 0..n as usize {
                 let s = (slot + i as u64) as u32;
-                let copies = [decode_slot(&b[2 * i * UNIT..(2 * i + 1) * UNIT]), decode_slot(&b[(2 * i + 1) * UNIT..(2 * i + 2) * UNIT])];
+                let copies = [
+                    decode_slot(&b[2 * i * UNIT..(2 * i + 1) * UNIT]),
+                    decode_slot(&b[(2 * i + 1) * UNIT..(2 * i + 2) * UNIT]),
+                ];
                 let best = match (&copies[0], &copies[1]) {
                     (Some(a), Some(b)) => Some(if b.seq > a.seq { 1 } else { 0 }),
                     (Some(_), None) => Some(0),
@@ -553,7 +551,7 @@ impl PortableStore {
     fn map(&self, st: &State, blob: BlobId, offset: u64, len: u64, out: &mut Vec<(u64, u64)>) -> Result<()> {
         let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?;
         let size = md.clusters.len() as u64 * self.geo.cluster_bytes;
-        if offset % IO_UNIT_BYTES != 0 || len % IO_UNIT_BYTES != 0 || offset + len > size {
+        if !offset.is_multiple_of(IO_UNIT_BYTES) || !len.is_multiple_of(IO_UNIT_BYTES) || offset + len > size {
             return Err(BlobError::BadRange { offset, len, size });
         }
         let cb = self.geo.cluster_bytes;
@@ -610,10 +608,8 @@ impl BlobStore for PortableStore {
         if clusters > BLOB_CLUSTERS_MAX {
             return Err(BlobError::TooManyClusters { clusters, max: BLOB_CLUSTERS_MAX });
         }
-        let md = BlobMd {
-            clusters: Vec::new(),
-            xattrs: xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
-        };
+        let md =
+            BlobMd { clusters: Vec::new(), xattrs: xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect() };
         encode_xattrs(&md.xattrs)?;
         let mut st = self.state.lock();
         let slot = *st.free_slots.iter().next().ok_or(BlobError::NoSlots)?;

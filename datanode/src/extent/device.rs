@@ -103,10 +103,18 @@ struct Written {
     /// Extents whose batch was written: (extent, records).
     appended: Vec<(Arc<Extent>, Vec<RecordLoc>)>,
     created: Vec<(BlobId, oneshot::Sender<Result<BlobId, ExtentError>>)>,
-    /// Seals (with the sealed length) and deletes, with their metadata write's result.
-    metadata: Vec<(Arc<Extent>, Option<u64>, oneshot::Sender<Result<(), ExtentError>>, Result<(), ExtentError>)>,
+    /// Seals and deletes, with their metadata write's result.
+    metadata: Vec<MetadataChange>,
     appends: u64,
     write_us: u64,
+}
+
+/// A seal (`sealed_at` set) or a delete whose metadata was written.
+struct MetadataChange {
+    ext: Arc<Extent>,
+    sealed_at: Option<u64>,
+    reply: oneshot::Sender<Result<(), ExtentError>>,
+    written: Result<(), ExtentError>,
 }
 
 struct Batch {
@@ -266,7 +274,11 @@ fn write_round(
         };
         let end = phys
             + image.len() as u64
-            + if aligned { b.appends.iter().map(|a| a.payload.padded().expect("aligned").len() as u64).sum() } else { 0 };
+            + if aligned {
+                b.appends.iter().map(|a| a.payload.padded().expect("aligned").len() as u64).sum()
+            } else {
+                0
+            };
         let grown = if have >= end {
             Ok(())
         } else {
@@ -327,14 +339,14 @@ fn write_round(
                 .and_then(|_| store.sync_md(ext.blob))
                 .map_err(|e| blob_err(device, e)),
         };
-        out.metadata.push((ext, Some(length), reply, r));
+        out.metadata.push(MetadataChange { ext, sealed_at: Some(length), reply, written: r });
     }
     for (ext, reply) in deletes {
         let r = match &poisoned {
             Some(e) => Err(e.clone()),
             None => store.delete_blob(ext.blob).map_err(|e| blob_err(device, e)),
         };
-        out.metadata.push((ext, None, reply, r));
+        out.metadata.push(MetadataChange { ext, sealed_at: None, reply, written: r });
     }
     out
 }
@@ -368,8 +380,8 @@ fn flusher(device: u32, store: &dyn BlobStore, rx: Receiver<Written>, poison: &P
             for (blob, reply) in w.created {
                 let _ = reply.send(flushed.clone().map(|_| blob));
             }
-            for (ext, sealed_at, reply, r) in w.metadata {
-                let r = r.and(flushed.clone());
+            for MetadataChange { ext, sealed_at, reply, written } in w.metadata {
+                let r = written.and(flushed.clone());
                 if let (Ok(()), Some(l)) = (&r, sealed_at) {
                     ext.sealed_durably(l);
                 }

@@ -328,7 +328,11 @@ impl ExtentStore {
         Self::with_stores(stores, cfg.extent_bytes_max, cfg.append_bytes_max)
     }
 
-    pub fn with_stores(stores: Vec<Arc<dyn BlobStore>>, extent_bytes_max: u64, append_bytes_max: u32) -> anyhow::Result<ExtentStore> {
+    pub fn with_stores(
+        stores: Vec<Arc<dyn BlobStore>>,
+        extent_bytes_max: u64,
+        append_bytes_max: u32,
+    ) -> anyhow::Result<ExtentStore> {
         anyhow::ensure!(!stores.is_empty(), "a datanode needs at least one device");
         anyhow::ensure!(
             append_bytes_max > 0 && append_bytes_max <= APPEND_BYTES_MAX,
@@ -384,7 +388,12 @@ impl ExtentStore {
         })
     }
 
-    fn recover(device: u32, store: &dyn BlobStore, info: &crate::blobstore::BlobInfo, rec: &mut Recovery) -> anyhow::Result<Extent> {
+    fn recover(
+        device: u32,
+        store: &dyn BlobStore,
+        info: &crate::blobstore::BlobInfo,
+        rec: &mut Recovery,
+    ) -> anyhow::Result<Extent> {
         let id = xattr::u64_of(info.xattrs.get(xattr::EXTENT)).expect("checked by caller");
         let epoch = xattr::u64_of(info.xattrs.get(xattr::EPOCH)).unwrap_or(0);
         let sealed = xattr::u64_of(info.xattrs.get(xattr::SEALED));
@@ -487,7 +496,15 @@ impl ExtentStore {
     /// Checks and queues an append, in the caller's order. `ack` is called exactly once,
     /// from whichever thread decides it: at once with a refusal, or later with the new
     /// end offset once the append is durable, or with why it never will be.
-    pub fn submit_append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Payload, ack: Ack) {
+    pub fn submit_append(
+        &self,
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        crc: u32,
+        payload: Payload,
+        ack: Ack,
+    ) {
         let (ext, end) = match self.accept(extent, expected_offset, epoch, crc, payload) {
             Ok(accepted) => accepted,
             Err(e) => return ack(Err(e)),
@@ -506,7 +523,14 @@ impl ExtentStore {
 
     /// The checks of an append and its hand-over to the device writer; returns the
     /// extent and the append's end offset.
-    fn accept(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, crc: u32, payload: Payload) -> Result<(Arc<Extent>, u64), ExtentError> {
+    fn accept(
+        &self,
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        crc: u32,
+        payload: Payload,
+    ) -> Result<(Arc<Extent>, u64), ExtentError> {
         let len = payload.len() as u64;
         if len > self.append_bytes_max as u64 {
             return Err(ExtentError::AppendTooLarge { bytes: len, limit: self.append_bytes_max as u64 });
@@ -524,79 +548,90 @@ impl ExtentStore {
         let Some(end) = expected_offset.checked_add(len) else {
             return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
         };
-        {
-            if st.deleted {
-                return Err(ExtentError::NotFound { extent });
+        if st.deleted {
+            return Err(ExtentError::NotFound { extent });
+        }
+        if let Some(why) = &st.failed {
+            return Err(ExtentError::Failed(why.clone()));
+        }
+        if let Some(why) = self.devices[ext.device as usize].poison.get() {
+            return Err(ExtentError::Failed(format!("device failed: {why}")));
+        }
+        if epoch < st.epoch {
+            return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
+        }
+        if let Some(length) = st.limit {
+            return Err(ExtentError::Sealed { length });
+        }
+        if expected_offset != st.accepted_len {
+            // A retry of an append already accepted is acknowledged once durable.
+            let same = |l: u64, n: u32, c: u32| l == expected_offset && n as u64 == len && c == crc;
+            let known = st
+                .index
+                .binary_search_by_key(&expected_offset, |r| r.logical)
+                .is_ok_and(|i| same(st.index[i].logical, st.index[i].len, st.index[i].crc))
+                || st.pending.iter().any(|&(l, n, c)| same(l, n, c));
+            if !known {
+                return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
             }
-            if let Some(why) = &st.failed {
-                return Err(ExtentError::Failed(why.clone()));
+        } else {
+            if end > self.extent_bytes_max {
+                return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: self.extent_bytes_max });
             }
-            if let Some(why) = self.devices[ext.device as usize].poison.get() {
-                return Err(ExtentError::Failed(format!("device failed: {why}")));
+            let phys = worst_case_phys(len);
+            let dev = &self.devices[ext.device as usize];
+            let blob_max = dev.store.blob_clusters_max() * dev.store.cluster_bytes();
+            let phys_needed = st.phys_end + st.pending_phys + phys;
+            if phys_needed > blob_max {
+                return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: st.accepted_len });
             }
-            if epoch < st.epoch {
-                return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
-            }
-            if let Some(length) = st.limit {
-                return Err(ExtentError::Sealed { length });
-            }
-            if expected_offset != st.accepted_len {
-                // A retry of an append already accepted is acknowledged once durable.
-                let same = |l: u64, n: u32, c: u32| l == expected_offset && n as u64 == len && c == crc;
-                let known = st
-                    .index
-                    .binary_search_by_key(&expected_offset, |r| r.logical)
-                    .is_ok_and(|i| same(st.index[i].logical, st.index[i].len, st.index[i].crc))
-                    || st.pending.iter().any(|&(l, n, c)| same(l, n, c));
-                if !known {
-                    return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
+            // Refuse cleanly now rather than fail the extent in the device thread.
+            // (Concurrent appends to other extents can still race for the last clusters.)
+            if phys_needed > st.blob_bytes {
+                let cap = dev.store.capacity();
+                if (phys_needed - st.blob_bytes).div_ceil(cap.cluster_bytes) > cap.clusters_free {
+                    return Err(ExtentError::NoSpace { device: ext.device as u64 });
                 }
-            } else {
-                if end > self.extent_bytes_max {
-                    return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: self.extent_bytes_max });
-                }
-                let phys = worst_case_phys(len);
-                let dev = &self.devices[ext.device as usize];
-                let blob_max = dev.store.blob_clusters_max() * dev.store.cluster_bytes();
-                let phys_needed = st.phys_end + st.pending_phys + phys;
-                if phys_needed > blob_max {
-                    return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: st.accepted_len });
-                }
-                // Refuse cleanly now rather than fail the extent in the device thread.
-                // (Concurrent appends to other extents can still race for the last clusters.)
-                if phys_needed > st.blob_bytes {
-                    let cap = dev.store.capacity();
-                    if (phys_needed - st.blob_bytes).div_ceil(cap.cluster_bytes) > cap.clusters_free {
-                        return Err(ExtentError::NoSpace { device: ext.device as u64 });
-                    }
-                }
-                st.epoch = epoch;
-                st.accepted_len = end;
-                st.pending.push_back((expected_offset, len as u32, crc));
-                st.pending_phys += phys;
-                // Sent under the lock so the device thread sees this extent's appends in order.
-                dev.send(DeviceOp::Append(AppendOp { ext: ext.clone(), logical: expected_offset, epoch, crc, payload }))?;
             }
+            st.epoch = epoch;
+            st.accepted_len = end;
+            st.pending.push_back((expected_offset, len as u32, crc));
+            st.pending_phys += phys;
+            // Sent under the lock so the device thread sees this extent's appends in order.
+            dev.send(DeviceOp::Append(AppendOp { ext: ext.clone(), logical: expected_offset, epoch, crc, payload }))?;
         }
         drop(st);
         Ok((ext, end))
     }
 
     /// [`ExtentStore::submit_append`] as a future of the outcome.
-    pub async fn append(&self, extent: ExtentId, expected_offset: u64, epoch: Epoch, payload: Bytes) -> Result<u64, ExtentError> {
+    pub async fn append(
+        &self,
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        payload: Bytes,
+    ) -> Result<u64, ExtentError> {
         let (tx, rx) = oneshot::channel();
         let crc = crc32c::crc32c(&payload);
-        self.submit_append(extent, expected_offset, epoch, crc, Payload::Bytes(payload), Box::new(move |r| drop(tx.send(r))));
+        self.submit_append(
+            extent,
+            expected_offset,
+            epoch,
+            crc,
+            Payload::Bytes(payload),
+            Box::new(move |r| drop(tx.send(r))),
+        );
         rx.await.map_err(|_| ExtentError::ShuttingDown)?
     }
-
 
     pub async fn read(&self, extent: ExtentId, offset: u64, len: u32) -> Result<Bytes, ExtentError> {
         if len > READ_BYTES_MAX {
             return Err(ExtentError::ReadTooLarge { len: len as u64, limit: READ_BYTES_MAX as u64 });
         }
         let ext = self.get(extent)?;
-        let end = offset.checked_add(len as u64).ok_or(ExtentError::OutOfRange { offset, len: len as u64, length: 0 })?;
+        let end =
+            offset.checked_add(len as u64).ok_or(ExtentError::OutOfRange { offset, len: len as u64, length: 0 })?;
         let locs: Vec<RecordLoc> = {
             let st = ext.st.lock();
             if st.deleted {
@@ -741,7 +776,13 @@ enum ReadError {
 
 /// Reads the records covering `[offset, end)` in one aligned read, checks every
 /// record's CRC32C, and copies out the asked range.
-fn read_records(store: &dyn BlobStore, blob: BlobId, locs: &[RecordLoc], offset: u64, end: u64) -> Result<Bytes, ReadError> {
+fn read_records(
+    store: &dyn BlobStore,
+    blob: BlobId,
+    locs: &[RecordLoc],
+    offset: u64,
+    end: u64,
+) -> Result<Bytes, ReadError> {
     let (first, last) = (locs.first().expect("non-empty"), locs.last().expect("non-empty"));
     let span_start = align_down(first.phys, IO_UNIT_BYTES);
     let span_end = align_up(last.phys + last.len as u64, IO_UNIT_BYTES);

@@ -80,7 +80,12 @@ pub struct Pending<'a> {
 
 /// Builds a batch image in a buffer from `pool`; returns it with the records'
 /// locations, given that the batch will be written at blob offset `phys`.
-pub fn encode_batch(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[Pending<'_>]) -> (AlignedBuf, Vec<RecordLoc>) {
+pub fn encode_batch(
+    pool: &mut BufPool,
+    h: &BatchHeader,
+    phys: u64,
+    records: &[Pending<'_>],
+) -> (AlignedBuf, Vec<RecordLoc>) {
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert_eq!(h.n_records as usize, records.len());
     assert_eq!(h.payload_bytes, records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
@@ -107,7 +112,12 @@ pub fn encode_batch(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[P
 /// Builds the header block of an aligned batch for records `(len, crc)`; the payloads,
 /// each padded to whole io units, follow it on the device. Returns the block and the
 /// records' locations, given that the batch will be written at blob offset `phys`.
-pub fn encode_aligned_head(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[(u32, u32)]) -> (AlignedBuf, Vec<RecordLoc>) {
+pub fn encode_aligned_head(
+    pool: &mut BufPool,
+    h: &BatchHeader,
+    phys: u64,
+    records: &[(u32, u32)],
+) -> (AlignedBuf, Vec<RecordLoc>) {
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert!(h.aligned);
     assert_eq!(h.n_records as usize, records.len());
@@ -198,10 +208,7 @@ struct Window<'a, R> {
 
 impl<R: FnMut(u64, &mut AlignedBuf) -> std::io::Result<()>> Window<'_, R> {
     fn get(&mut self, pos: u64, len: u64) -> std::io::Result<&[u8]> {
-        let covered = self
-            .buf
-            .as_ref()
-            .is_some_and(|b| pos >= self.start && pos + len <= self.start + b.len() as u64);
+        let covered = self.buf.as_ref().is_some_and(|b| pos >= self.start && pos + len <= self.start + b.len() as u64);
         if !covered {
             let start = pos - pos % IO_UNIT_BYTES;
             let want = align_up(pos + len, IO_UNIT_BYTES).max(start + SCAN_WINDOW_BYTES).min(self.blob_bytes);
@@ -242,14 +249,21 @@ where
         }
         let lens: Vec<(u32, u32)> = head[BATCH_HEADER_BYTES as usize..]
             .chunks_exact(DESCRIPTOR_BYTES as usize)
-            .map(|d| (u32::from_le_bytes(d[0..4].try_into().expect("4")), u32::from_le_bytes(d[4..8].try_into().expect("4"))))
+            .map(|d| {
+                (u32::from_le_bytes(d[0..4].try_into().expect("4")), u32::from_le_bytes(d[4..8].try_into().expect("4")))
+            })
             .collect();
         if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
             break;
         }
         // An aligned batch spreads the same payloads over whole io units.
         let total = if h.aligned {
-            match lens.iter().map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES)).sum::<u64>().checked_add(aligned_head_bytes(n)) {
+            match lens
+                .iter()
+                .map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES))
+                .sum::<u64>()
+                .checked_add(aligned_head_bytes(n))
+            {
                 Some(t) if pos + t <= blob_bytes => t,
                 _ => break,
             }

@@ -100,7 +100,9 @@ impl Drop for Node {
 /// Deterministic bytes for (extent, generation, offset): what a writer sent is
 /// reproducible from its record alone.
 pub fn content(extent: u64, gen: u64, offset: u64, len: usize) -> Vec<u8> {
-    let mut x = extent.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ gen.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ offset.rotate_left(17) | 1;
+    let mut x =
+        extent.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ gen.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ offset.rotate_left(17)
+            | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         x ^= x << 13;
