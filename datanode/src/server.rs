@@ -19,6 +19,13 @@ use crate::extent::{ExtentStore, Payload};
 
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
+/// Request body bytes one connection may have in flight (read, not yet answered) before
+/// the server stops reading from it.
+pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+/// Granularity of the byte budget.
+const BUDGET_UNIT_BYTES: usize = 4096;
+// Any single frame fits the budget, so waiting for budget can never deadlock.
+const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= proto::FRAME_BODY_BYTES_MAX as usize + BUDGET_UNIT_BYTES);
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// Appends at least this large are received into aligned buffers and written without a
@@ -65,6 +72,7 @@ impl Server {
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer = tokio::spawn(write_frames(wr, rx));
         let in_flight = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
+        let in_flight_bytes = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES));
         loop {
             let permit = match in_flight.clone().acquire_owned().await {
                 Ok(p) => p,
@@ -83,11 +91,14 @@ impl Server {
                     break;
                 }
             };
+            // Hold the body's bytes against the connection's budget until it is answered.
+            let units = (header.body_len as usize).div_ceil(BUDGET_UNIT_BYTES) as u32;
+            let Ok(bytes_permit) = in_flight_bytes.clone().acquire_many_owned(units).await else { break };
             let (opcode, id) = (header.opcode, header.request_id);
             let tx = tx.clone();
             let reply = move |r: Result<Response, ExtentError>| {
                 let _ = tx.send(encode_response(opcode, id, &r));
-                drop(permit);
+                drop((permit, bytes_permit));
             };
             let body_len = header.body_len as usize;
             if opcode == Opcode::Append as u8 && body_len >= APPEND_FIXED_BYTES + ALIGNED_PAYLOAD_BYTES_MIN {

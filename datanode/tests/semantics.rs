@@ -238,3 +238,21 @@ async fn limits_full_extents_and_full_devices_are_refused() {
     assert_eq!(c.read(2, 0, 1 << 20).await.unwrap(), mb);
     assert_eq!(c.read(1, 2 << 20, 1 << 20).await.unwrap(), mb);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_pipelining_more_than_its_byte_budget_is_slowed_not_stuck() {
+    // 24 appends of 4 MiB in flight at once: 96 MiB, more than a connection may hold
+    // (CONNECTION_IN_FLIGHT_BYTES_MAX), so the server stops reading until answers go out.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), vec!["--device".into(), format!("{}:256M", dir.path().join("d.img").display())]);
+    let c = node.client().await;
+    c.create(1, 1, 0).await.unwrap();
+    let payload = Bytes::from(vec![3u8; 4 << 20]);
+    let futs: Vec<_> = (0..24u64)
+        .map(|i| c.submit(DataNodeClient::append_request(1, i * (4 << 20), 1, payload.clone())))
+        .collect();
+    for (i, f) in futs.into_iter().enumerate() {
+        assert_eq!(client::conn::appended(f.await.unwrap()).unwrap(), (i as u64 + 1) * (4 << 20));
+    }
+    assert_eq!(c.read(1, 95 << 20, 4096).await.unwrap(), vec![3u8; 4096]);
+}
