@@ -72,3 +72,22 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert!(err.contains("--format"), "{err}");
     assert_eq!(std::fs::read(&existing).unwrap(), vec![7u8; 8 << 20], "a refused device is left untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), common::default_args(dir.path()));
+    let c = node.client().await;
+    c.create(1, 1, 0).await.unwrap();
+    let mut off = 0;
+    for i in 0..50 {
+        off = c.append(1, off, 1, Bytes::from(common::content(1, 1, off, 100 + i))).await.unwrap();
+    }
+    let status = node.terminate(std::time::Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    assert!(node.log().contains("shutting down"));
+    node.start_again();
+    let c = node.client().await;
+    assert_eq!(c.stat(1).await.unwrap().length, off);
+    assert_eq!(c.read(1, 0, 100).await.unwrap(), common::content(1, 1, 0, 100));
+}

@@ -248,9 +248,8 @@ async fn a_connection_pipelining_more_than_its_byte_budget_is_slowed_not_stuck()
     let c = node.client().await;
     c.create(1, 1, 0).await.unwrap();
     let payload = Bytes::from(vec![3u8; 4 << 20]);
-    let futs: Vec<_> = (0..24u64)
-        .map(|i| c.submit(DataNodeClient::append_request(1, i * (4 << 20), 1, payload.clone())))
-        .collect();
+    let futs: Vec<_> =
+        (0..24u64).map(|i| c.submit(DataNodeClient::append_request(1, i * (4 << 20), 1, payload.clone()))).collect();
     for (i, f) in futs.into_iter().enumerate() {
         assert_eq!(client::conn::appended(f.await.unwrap()).unwrap(), (i as u64 + 1) * (4 << 20));
     }
