@@ -604,27 +604,6 @@ impl ExtentStore {
         Ok((ext, end))
     }
 
-    /// [`ExtentStore::submit_append`] as a future of the outcome.
-    pub async fn append(
-        &self,
-        extent: ExtentId,
-        expected_offset: u64,
-        epoch: Epoch,
-        payload: Bytes,
-    ) -> Result<u64, ExtentError> {
-        let (tx, rx) = oneshot::channel();
-        let crc = crc32c::crc32c(&payload);
-        self.submit_append(
-            extent,
-            expected_offset,
-            epoch,
-            crc,
-            Payload::Bytes(payload),
-            Box::new(move |r| drop(tx.send(r))),
-        );
-        rx.await.map_err(|_| ExtentError::ShuttingDown)?
-    }
-
     pub async fn read(&self, extent: ExtentId, offset: u64, len: u32) -> Result<Bytes, ExtentError> {
         if len > READ_BYTES_MAX {
             return Err(ExtentError::ReadTooLarge { len: len as u64, limit: READ_BYTES_MAX as u64 });
