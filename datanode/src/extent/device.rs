@@ -39,6 +39,8 @@ pub struct AppendOp {
     pub logical: u64,
     pub epoch: Epoch,
     pub crc: u32,
+    /// Per-chunk CRCs for payloads longer than `record::CHUNK_BYTES`.
+    pub chunks: Option<Arc<[u32]>>,
     pub payload: super::Payload,
 }
 
@@ -264,12 +266,14 @@ fn write_round(
             epoch: b.appends.iter().map(|a| a.epoch).max().expect("non-empty batch"),
             aligned,
         };
+        let records: Vec<Pending<'_>> = b
+            .appends
+            .iter()
+            .map(|a| Pending { payload: a.payload.as_slice(), crc: a.crc, chunks: a.chunks.as_ref() })
+            .collect();
         let (image, locs) = if aligned {
-            let recs: Vec<(u32, u32)> = b.appends.iter().map(|a| (a.payload.len() as u32, a.crc)).collect();
-            encode_aligned_head(pool, &h, phys, &recs)
+            encode_aligned_head(pool, &h, phys, &records)
         } else {
-            let records: Vec<Pending<'_>> =
-                b.appends.iter().map(|a| Pending { payload: a.payload.as_slice(), crc: a.crc }).collect();
             encode_batch(pool, &h, phys, &records)
         };
         let end = phys

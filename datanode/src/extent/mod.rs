@@ -538,7 +538,7 @@ impl ExtentStore {
         if len == 0 {
             return Err(ExtentError::Malformed("empty append".into()));
         }
-        let computed = crc32c::crc32c(payload.as_slice());
+        let (computed, chunks) = record::checksums(payload.as_slice());
         if computed != crc {
             return Err(ExtentError::PayloadChecksum { sent: crc as u64, computed: computed as u64 });
         }
@@ -598,7 +598,14 @@ impl ExtentStore {
             st.pending.push_back((expected_offset, len as u32, crc));
             st.pending_phys += phys;
             // Sent under the lock so the device thread sees this extent's appends in order.
-            dev.send(DeviceOp::Append(AppendOp { ext: ext.clone(), logical: expected_offset, epoch, crc, payload }))?;
+            dev.send(DeviceOp::Append(AppendOp {
+                ext: ext.clone(),
+                logical: expected_offset,
+                epoch,
+                crc,
+                chunks,
+                payload,
+            }))?;
         }
         drop(st);
         Ok((ext, end))
@@ -753,8 +760,22 @@ enum ReadError {
     Checksum(u64),
 }
 
-/// Reads the records covering `[offset, end)` in one aligned read, checks every
-/// record's CRC32C, and copies out the asked range.
+/// The part of `r`'s payload a read of `[offset, end)` must read and check: the whole
+/// record, or for a chunked record just the chunks the range touches.
+fn needed(r: &RecordLoc, offset: u64, end: u64) -> (u64, u64) {
+    if r.chunks.is_none() {
+        return (0, r.len as u64);
+    }
+    let from = offset.max(r.logical) - r.logical;
+    let to = end.min(r.end()) - r.logical;
+    (
+        from / record::CHUNK_BYTES * record::CHUNK_BYTES,
+        (to.div_ceil(record::CHUNK_BYTES) * record::CHUNK_BYTES).min(r.len as u64),
+    )
+}
+
+/// Reads what the records covering `[offset, end)` need in one aligned read, checks the
+/// CRC32C of every record or chunk read, and copies out the asked range.
 fn read_records(
     store: &dyn BlobStore,
     blob: BlobId,
@@ -763,20 +784,33 @@ fn read_records(
     end: u64,
 ) -> Result<Bytes, ReadError> {
     let (first, last) = (locs.first().expect("non-empty"), locs.last().expect("non-empty"));
-    let span_start = align_down(first.phys, IO_UNIT_BYTES);
-    let span_end = align_up(last.phys + last.len as u64, IO_UNIT_BYTES);
+    let span_start = align_down(first.phys + needed(first, offset, end).0, IO_UNIT_BYTES);
+    let span_end = align_up(last.phys + needed(last, offset, end).1, IO_UNIT_BYTES);
     let mut buf = AlignedBuf::zeroed((span_end - span_start) as usize);
     store.read(blob, span_start, &mut buf).map_err(ReadError::Blob)?;
     let mut out = BytesMut::with_capacity((end - offset) as usize);
     for r in locs {
-        let p = (r.phys - span_start) as usize;
-        let payload = &buf[p..p + r.len as usize];
-        if crc32c::crc32c(payload) != r.crc {
-            return Err(ReadError::Checksum(r.logical));
+        let (a, b) = needed(r, offset, end);
+        let at = |o: u64| (r.phys + o - span_start) as usize;
+        match &r.chunks {
+            None => {
+                if crc32c::crc32c(&buf[at(0)..at(r.len as u64)]) != r.crc {
+                    return Err(ReadError::Checksum(r.logical));
+                }
+            }
+            Some(chunks) => {
+                for c in a / record::CHUNK_BYTES..b.div_ceil(record::CHUNK_BYTES) {
+                    let lo = c * record::CHUNK_BYTES;
+                    let hi = (lo + record::CHUNK_BYTES).min(r.len as u64);
+                    if crc32c::crc32c(&buf[at(lo)..at(hi)]) != chunks[c as usize] {
+                        return Err(ReadError::Checksum(r.logical + lo));
+                    }
+                }
+            }
         }
         let from = offset.max(r.logical) - r.logical;
         let to = end.min(r.end()) - r.logical;
-        out.extend_from_slice(&payload[from as usize..to as usize]);
+        out.extend_from_slice(&buf[at(from)..at(to)]);
     }
     debug_assert_eq!(out.len() as u64, end - offset);
     Ok(out.freeze())

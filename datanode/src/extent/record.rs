@@ -21,6 +21,8 @@
 //! Anywhere else (an earlier batch, or a sealed extent) it is corruption: the record
 //! stays in the index and reads of it fail with a checksum error.
 
+use std::sync::Arc;
+
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
 
@@ -36,14 +38,44 @@ const FLAG_ALIGNED: u16 = 1;
 /// Size of the read window recovery scans with.
 const SCAN_WINDOW_BYTES: u64 = 4 << 20;
 
+/// Records longer than this carry a CRC32C per chunk of this many bytes besides the
+/// whole-record one, so a read checks (and reads) only the chunks it touches.
+pub const CHUNK_BYTES: u64 = 64 << 10;
+
+/// Per-chunk CRCs a record of `len` bytes stores (0: the whole-record CRC suffices).
+pub fn chunk_count(len: u64) -> u64 {
+    if len <= CHUNK_BYTES {
+        0
+    } else {
+        len.div_ceil(CHUNK_BYTES)
+    }
+}
+
+/// The whole-payload CRC32C and, for records longer than a chunk, the per-chunk ones, in
+/// one pass (the whole CRC is combined from the chunks').
+pub fn checksums(payload: &[u8]) -> (u32, Option<Arc<[u32]>>) {
+    if chunk_count(payload.len() as u64) == 0 {
+        return (crc32c::crc32c(payload), None);
+    }
+    let chunks: Arc<[u32]> = payload.chunks(CHUNK_BYTES as usize).map(crc32c::crc32c).collect();
+    let mut whole = chunks[0];
+    for (c, part) in chunks.iter().zip(payload.chunks(CHUNK_BYTES as usize)).skip(1) {
+        whole = crc32c::crc32c_combine(whole, *c, part.len());
+    }
+    (whole, Some(chunks))
+}
+
 /// Where one append's payload lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordLoc {
     pub logical: u64,
     /// Byte offset of the payload inside the blob.
     pub phys: u64,
     pub len: u32,
+    /// CRC32C of the whole payload (what the client sent; retries are matched on it).
     pub crc: u32,
+    /// CRC32C of each `CHUNK_BYTES` chunk, for records longer than one chunk.
+    pub chunks: Option<Arc<[u32]>>,
 }
 
 impl RecordLoc {
@@ -63,22 +95,20 @@ pub struct BatchHeader {
     pub aligned: bool,
 }
 
-/// Bytes of an aligned batch's header block.
-pub fn aligned_head_bytes(n_records: u64) -> u64 {
-    align_up(BATCH_HEADER_BYTES + n_records * DESCRIPTOR_BYTES, IO_UNIT_BYTES)
-}
-
-pub fn batch_bytes(n_records: u64, payload_bytes: u64) -> u64 {
-    BATCH_HEADER_BYTES + n_records * DESCRIPTOR_BYTES + payload_bytes
+/// Bytes of a batch's header block before its payloads (unpadded): the header, one
+/// descriptor per record, then the chunk CRCs of the records that have them.
+pub fn head_bytes(lens: impl Iterator<Item = u64>) -> u64 {
+    lens.map(|l| DESCRIPTOR_BYTES + 4 * chunk_count(l)).sum::<u64>() + BATCH_HEADER_BYTES
 }
 
 /// One append going into a batch.
 pub struct Pending<'a> {
     pub payload: &'a [u8],
     pub crc: u32,
+    pub chunks: Option<&'a Arc<[u32]>>,
 }
 
-/// Builds a batch image in a buffer from `pool`; returns it with the records'
+/// Builds a packed batch image in a buffer from `pool`; returns it with the records'
 /// locations, given that the batch will be written at blob offset `phys`.
 pub fn encode_batch(
     pool: &mut BufPool,
@@ -90,47 +120,51 @@ pub fn encode_batch(
     assert_eq!(h.n_records as usize, records.len());
     assert_eq!(h.payload_bytes, records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
     assert!(!h.aligned);
-    let total = batch_bytes(records.len() as u64, h.payload_bytes);
+    let head = head_bytes(records.iter().map(|r| r.payload.len() as u64));
+    let total = head + h.payload_bytes;
     let mut buf = pool.take(align_up(total, IO_UNIT_BYTES) as usize);
     // Every byte is written below except the header's reserved bytes and the padding.
     buf[..BATCH_HEADER_BYTES as usize].fill(0);
     buf[total as usize..].fill(0);
-    let d = put_header(&mut buf, h, records.iter().map(|r| (r.payload.len() as u32, r.crc)));
+    let d = put_header(&mut buf, h, records);
+    debug_assert_eq!(d as u64, head);
     let mut p = d;
     let mut logical = h.logical_start;
     let mut locs = Vec::with_capacity(records.len());
     for r in records {
         debug_assert_eq!(crc32c::crc32c(r.payload), r.crc, "crc checked before the write");
         buf[p..p + r.payload.len()].copy_from_slice(r.payload);
-        locs.push(RecordLoc { logical, phys: phys + p as u64, len: r.payload.len() as u32, crc: r.crc });
+        let len = r.payload.len() as u32;
+        locs.push(RecordLoc { logical, phys: phys + p as u64, len, crc: r.crc, chunks: r.chunks.cloned() });
         logical += r.payload.len() as u64;
         p += r.payload.len();
     }
     (buf, locs)
 }
 
-/// Builds the header block of an aligned batch for records `(len, crc)`; the payloads,
-/// each padded to whole io units, follow it on the device. Returns the block and the
-/// records' locations, given that the batch will be written at blob offset `phys`.
+/// Builds the header block of an aligned batch; the payloads, each padded to whole io
+/// units, follow it on the device. Returns the block and the records' locations, given
+/// that the batch will be written at blob offset `phys`.
 pub fn encode_aligned_head(
     pool: &mut BufPool,
     h: &BatchHeader,
     phys: u64,
-    records: &[(u32, u32)],
+    records: &[Pending<'_>],
 ) -> (AlignedBuf, Vec<RecordLoc>) {
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert!(h.aligned);
     assert_eq!(h.n_records as usize, records.len());
-    let head = aligned_head_bytes(records.len() as u64);
+    let head = align_up(head_bytes(records.iter().map(|r| r.payload.len() as u64)), IO_UNIT_BYTES);
     let mut buf = pool.take(head as usize);
     buf.fill(0);
-    put_header(&mut buf, h, records.iter().copied());
+    put_header(&mut buf, h, records);
     let mut p = head;
     let mut logical = h.logical_start;
     let locs = records
         .iter()
-        .map(|&(len, crc)| {
-            let l = RecordLoc { logical, phys: phys + p, len, crc };
+        .map(|r| {
+            let len = r.payload.len() as u32;
+            let l = RecordLoc { logical, phys: phys + p, len, crc: r.crc, chunks: r.chunks.cloned() };
             logical += len as u64;
             p += align_up(len as u64, IO_UNIT_BYTES);
             l
@@ -139,8 +173,9 @@ pub fn encode_aligned_head(
     (buf, locs)
 }
 
-/// Writes the header and descriptors with their CRC; returns where payloads may start.
-fn put_header(buf: &mut [u8], h: &BatchHeader, records: impl Iterator<Item = (u32, u32)>) -> usize {
+/// Writes the header, descriptors and chunk CRCs with the header CRC; returns where
+/// they end.
+fn put_header(buf: &mut [u8], h: &BatchHeader, records: &[Pending<'_>]) -> usize {
     buf[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
     buf[4..6].copy_from_slice(&BATCH_VERSION.to_le_bytes());
     buf[6..8].copy_from_slice(&(if h.aligned { FLAG_ALIGNED } else { 0 }).to_le_bytes());
@@ -151,10 +186,18 @@ fn put_header(buf: &mut [u8], h: &BatchHeader, records: impl Iterator<Item = (u3
     buf[32..40].copy_from_slice(&h.payload_bytes.to_le_bytes());
     buf[40..48].copy_from_slice(&h.epoch.to_le_bytes());
     let mut d = BATCH_HEADER_BYTES as usize;
-    for (len, crc) in records {
-        buf[d..d + 4].copy_from_slice(&len.to_le_bytes());
-        buf[d + 4..d + 8].copy_from_slice(&crc.to_le_bytes());
+    for r in records {
+        buf[d..d + 4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
+        buf[d + 4..d + 8].copy_from_slice(&r.crc.to_le_bytes());
         d += DESCRIPTOR_BYTES as usize;
+    }
+    for r in records {
+        let chunks = r.chunks.map_or(&[][..], |c| &c[..]);
+        assert_eq!(chunks.len() as u64, chunk_count(r.payload.len() as u64), "chunk CRCs match the length");
+        for c in chunks {
+            buf[d..d + 4].copy_from_slice(&c.to_le_bytes());
+            d += 4;
+        }
     }
     let crc = header_crc(&buf[..d]);
     buf[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
@@ -235,52 +278,67 @@ where
     while pos + BATCH_HEADER_BYTES <= blob_bytes {
         let Some(h) = decode_header(w.get(pos, BATCH_HEADER_BYTES)?) else { break };
         let n = h.n_records as u64;
-        let total = match n.checked_mul(DESCRIPTOR_BYTES).and_then(|d| batch_bytes(0, d).checked_add(h.payload_bytes)) {
-            Some(t) if n > 0 && pos + t <= blob_bytes => t,
-            _ => break,
-        };
-        if h.blob != blob || h.logical_start != s.length || h.incarnation < s.incarnation_max {
+        if n == 0 || h.blob != blob || h.logical_start != s.length || h.incarnation < s.incarnation_max {
             break;
         }
-        let head = w.get(pos, BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES)?;
-        let stored = u32::from_le_bytes(head[HEADER_CRC_AT..HEADER_CRC_AT + 4].try_into().expect("4"));
-        if stored != header_crc(head) {
+        let desc_end = BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES;
+        if pos + desc_end > blob_bytes {
             break;
         }
-        let lens: Vec<(u32, u32)> = head[BATCH_HEADER_BYTES as usize..]
+        let lens: Vec<(u32, u32)> = w.get(pos, desc_end)?[BATCH_HEADER_BYTES as usize..]
             .chunks_exact(DESCRIPTOR_BYTES as usize)
             .map(|d| {
                 (u32::from_le_bytes(d[0..4].try_into().expect("4")), u32::from_le_bytes(d[4..8].try_into().expect("4")))
             })
             .collect();
+        let head_len = head_bytes(lens.iter().map(|&(l, _)| l as u64));
+        if pos + head_len > blob_bytes {
+            break;
+        }
+        // The header CRC covers the header, the descriptors and the chunk CRCs.
+        let head = w.get(pos, head_len)?;
+        let stored = u32::from_le_bytes(head[HEADER_CRC_AT..HEADER_CRC_AT + 4].try_into().expect("4"));
+        if stored != header_crc(head) {
+            break;
+        }
         if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
             break;
         }
-        // An aligned batch spreads the same payloads over whole io units.
-        let total = if h.aligned {
-            match lens
-                .iter()
-                .map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES))
-                .sum::<u64>()
-                .checked_add(aligned_head_bytes(n))
-            {
-                Some(t) if pos + t <= blob_bytes => t,
-                _ => break,
-            }
-        } else {
-            total
-        };
+        let mut chunk_words =
+            head[desc_end as usize..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+        let chunks: Vec<Option<Arc<[u32]>>> = lens
+            .iter()
+            .map(|&(l, _)| match chunk_count(l as u64) {
+                0 => None,
+                k => Some(chunk_words.by_ref().take(k as usize).collect()),
+            })
+            .collect();
+        // An aligned batch pads its header block and each payload to whole io units.
+        let payload_start = if h.aligned { align_up(head_len, IO_UNIT_BYTES) } else { head_len };
+        let total = payload_start
+            + if h.aligned {
+                lens.iter().map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES)).sum::<u64>()
+            } else {
+                h.payload_bytes
+            };
+        if pos + total > blob_bytes {
+            break;
+        }
         let body = w.get(pos, total)?;
         let first = s.records.len();
-        let mut p = if h.aligned { aligned_head_bytes(n) } else { BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES };
+        let mut p = payload_start;
         let mut all_ok = true;
-        for (len, crc) in lens {
-            let ok = crc32c::crc32c(&body[p as usize..(p + len as u64) as usize]) == crc;
+        for ((len, crc), chunks) in lens.into_iter().zip(chunks) {
+            let payload = &body[p as usize..(p + len as u64) as usize];
+            let ok = match &chunks {
+                Some(c) => payload.chunks(CHUNK_BYTES as usize).zip(c.iter()).all(|(b, &c)| crc32c::crc32c(b) == c),
+                None => crc32c::crc32c(payload) == crc,
+            };
             if !ok {
                 all_ok = false;
                 s.corrupt.push(s.records.len());
             }
-            s.records.push(RecordLoc { logical: s.length, phys: pos + p, len, crc });
+            s.records.push(RecordLoc { logical: s.length, phys: pos + p, len, crc, chunks });
             s.length += len as u64;
             p += if h.aligned { align_up(len as u64, IO_UNIT_BYTES) } else { len as u64 };
         }

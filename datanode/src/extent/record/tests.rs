@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::*;
 
 const BLOB: BlobId = (3 << 32) | 9;
@@ -26,7 +28,12 @@ impl Blob {
 
     /// Writes a batch in the packed or the aligned layout, as the device writer would.
     fn write(&mut self, incarnation: u32, payloads: &[Vec<u8>], aligned: bool) {
-        let recs: Vec<Pending<'_>> = payloads.iter().map(|p| Pending { payload: p, crc: crc32c::crc32c(p) }).collect();
+        let sums: Vec<(u32, Option<Arc<[u32]>>)> = payloads.iter().map(|p| checksums(p)).collect();
+        let recs: Vec<Pending<'_>> = payloads
+            .iter()
+            .zip(&sums)
+            .map(|(p, (crc, chunks))| Pending { payload: p, crc: *crc, chunks: chunks.as_ref() })
+            .collect();
         let h = BatchHeader {
             blob: BLOB,
             incarnation,
@@ -38,8 +45,7 @@ impl Blob {
         };
         let pool = &mut crate::align::BufPool::default();
         let (img, locs) = if aligned {
-            let lc: Vec<(u32, u32)> = recs.iter().map(|r| (r.payload.len() as u32, r.crc)).collect();
-            let (head, locs) = encode_aligned_head(pool, &h, self.phys, &lc);
+            let (head, locs) = encode_aligned_head(pool, &h, self.phys, &recs);
             let mut img = head.to_vec();
             for p in payloads {
                 let mut padded = p.clone();
@@ -104,7 +110,7 @@ fn aligned_batches_put_every_payload_on_an_io_unit_and_recover_like_packed_ones(
     let s = b.scan(None);
     assert_eq!((s.length, s.phys_end, s.records.len()), (b.length, b.phys, 5));
     assert!(s.corrupt.is_empty());
-    for r in [s.records[0], s.records[1], s.records[2], s.records[4]] {
+    for r in [&s.records[0], &s.records[1], &s.records[2], &s.records[4]] {
         assert_eq!(r.phys % IO_UNIT_BYTES, 0, "{r:?}");
     }
     // A torn final aligned batch is dropped whole too.
@@ -112,6 +118,39 @@ fn aligned_batches_put_every_payload_on_an_io_unit_and_recover_like_packed_ones(
     b.bytes[last as usize + 4096 + 30_000] ^= 1;
     let s = b.scan(None);
     assert_eq!((s.length, s.phys_end, s.dropped_bytes), (b.length - 65_536, last, 65_536));
+}
+
+#[test]
+fn checksums_combine_chunk_crcs_into_the_whole_payload_crc() {
+    for len in [1usize, 65_535, 65_536, 65_537, 200_000, 1 << 20] {
+        let payload = p(len, 9);
+        let (whole, chunks) = checksums(&payload);
+        assert_eq!(whole, crc32c::crc32c(&payload), "len {len}");
+        match chunks {
+            None => assert!(len as u64 <= CHUNK_BYTES),
+            Some(c) => {
+                assert_eq!(c.len() as u64, len.div_ceil(CHUNK_BYTES as usize) as u64);
+                assert_eq!(c[c.len() - 1], crc32c::crc32c(&payload[(c.len() - 1) * CHUNK_BYTES as usize..]));
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_records_keep_their_chunk_crcs_through_recovery_in_both_layouts() {
+    let mut b = Blob::new();
+    b.write(1, &[p(200_000, 1), p(10, 2)], false);
+    b.write(1, &[p(300_000, 3)], true);
+    let s = b.scan(None);
+    assert_eq!((s.length, s.records.len()), (b.length, 3));
+    assert!(s.corrupt.is_empty());
+    assert_eq!(s.records[0].chunks.as_deref(), checksums(&p(200_000, 1)).1.as_deref());
+    assert!(s.records[1].chunks.is_none());
+    assert_eq!(s.records[2].chunks.as_ref().map(|c| c.len()), Some(5));
+    // A flipped byte in one chunk of a middle record flags that record as corrupt.
+    let at = s.records[0].phys as usize + 2 * CHUNK_BYTES as usize + 7;
+    b.bytes[at] ^= 1;
+    assert_eq!(b.scan(None).corrupt, vec![0]);
 }
 
 #[test]
@@ -205,7 +244,7 @@ proptest! {
         }
         // A record is flagged corrupt only where the garbage actually landed.
         for &c in &s.corrupt {
-            let r = s.records[c];
+            let r = &s.records[c];
             prop_assert!((r.phys as usize) < end && r.phys as usize + r.len as usize > cut);
         }
     }
