@@ -58,11 +58,53 @@ pub fn checksums(payload: &[u8]) -> (u32, Option<Arc<[u32]>>) {
         return (crc32c::crc32c(payload), None);
     }
     let chunks: Arc<[u32]> = payload.chunks(CHUNK_BYTES as usize).map(crc32c::crc32c).collect();
+    let full_chunk = combine_op(CHUNK_BYTES);
     let mut whole = chunks[0];
     for (c, part) in chunks.iter().zip(payload.chunks(CHUNK_BYTES as usize)).skip(1) {
-        whole = crc32c::crc32c_combine(whole, *c, part.len());
+        let op = if part.len() as u64 == CHUNK_BYTES { full_chunk } else { combine_op(part.len() as u64) };
+        whole = mult_mod_p(op, whole) ^ c;
     }
     (whole, Some(chunks))
+}
+
+// CRC combination as in zlib 1.2.12+ (`crc32_combine_gen`/`multmodp`): crc(A ‖ B) is
+// crc(A)·x^(8·len B) mod P xor crc(B), in the reflected bit order CRC32C uses. A few
+// dozen shifts per chunk, where the matrix method of `crc32c::crc32c_combine` costs
+// ~10 µs per call (0.6 ms for each 4 MiB append).
+
+/// CRC32C's polynomial, reflected.
+const CRC32C_POLY_REFLECTED: u32 = 0x82F6_3B78;
+
+/// a(x)·b(x) mod P(x), reflected.
+fn mult_mod_p(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0u32;
+    loop {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                return p;
+            }
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ CRC32C_POLY_REFLECTED } else { b >> 1 };
+    }
+}
+
+/// x^(8·len) mod P(x): the operator that appends `len` bytes' worth of shift to a CRC.
+fn combine_op(len: u64) -> u32 {
+    let mut power = 1u32 << 30; // x^1
+    let mut op = 1u32 << 31; // x^0
+                             // Square-and-multiply over the bits of 8·len.
+    let mut n = len * 8;
+    while n != 0 {
+        if n & 1 != 0 {
+            op = mult_mod_p(power, op);
+        }
+        power = mult_mod_p(power, power);
+        n >>= 1;
+    }
+    op
 }
 
 /// Where one append's payload lives.
