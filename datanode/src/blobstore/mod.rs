@@ -79,7 +79,6 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Sets an xattr in memory; [`BlobStore::sync_md`] persists it.
     fn set_xattr(&self, blob: BlobId, name: &str, value: &[u8]) -> Result<()>;
     fn sync_md(&self, blob: BlobId) -> Result<()>;
-    fn blob_bytes(&self, blob: BlobId) -> Result<u64>;
     /// Writes all of `writes`, concurrently where the backend can; one result each.
     fn write_batch(&self, writes: &[BlobWrite<'_>]) -> Vec<Result<()>>;
     fn read(&self, blob: BlobId, offset: u64, buf: &mut AlignedBuf) -> Result<()>;

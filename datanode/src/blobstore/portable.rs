@@ -296,7 +296,6 @@ pub struct PortableOptions {
 }
 
 pub struct PortableStore {
-    path: PathBuf,
     file: File,
     geo: Geometry,
     state: Mutex<State>,
@@ -515,11 +514,7 @@ impl PortableStore {
             st.clusters_free,
             geo.clusters_total
         );
-        Ok(PortableStore { path, file, geo, state: Mutex::new(st), engine: Mutex::new(engine), direct })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(PortableStore { file, geo, state: Mutex::new(st), engine: Mutex::new(engine), direct })
     }
 
     pub fn engine_name(&self) -> &'static str {
@@ -659,12 +654,6 @@ impl BlobStore for PortableStore {
         let mut st = self.state.lock();
         let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?.clone();
         self.write_md(&mut st, blob, STATE_LIVE, &md)
-    }
-
-    fn blob_bytes(&self, blob: BlobId) -> Result<u64> {
-        let st = self.state.lock();
-        let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?;
-        Ok(md.clusters.len() as u64 * self.geo.cluster_bytes)
     }
 
     fn write_batch(&self, writes: &[BlobWrite<'_>]) -> Vec<Result<()>> {
