@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode)
+# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -10,8 +10,12 @@ case "$suite" in
     scripts/setup.sh >&2
     cargo bench -q -p datanode --bench datanode 2>/dev/null | grep '^{'
     ;;
+  metanode)
+    scripts/setup.sh >&2
+    cargo bench -q -p metanode --bench metanode 2>/dev/null | grep '^{'
+    ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode)" >&2
     exit 2
     ;;
 esac

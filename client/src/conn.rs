@@ -161,6 +161,14 @@ impl DataNodeClient {
         expect_done(self.call(Request::Seal { extent, length }).await?)
     }
 
+    /// Fence `extent` at `epoch` and learn the length every earlier append reached.
+    pub async fn fence(&self, extent: ExtentId, epoch: Epoch) -> Result<ExtentStat, ClientError> {
+        match self.call(Request::Fence { extent, epoch }).await? {
+            Response::Stat(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn delete(&self, extent: ExtentId) -> Result<(), ClientError> {
         expect_done(self.call(Request::Delete { extent }).await?)
     }

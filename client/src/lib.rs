@@ -1,7 +1,10 @@
 //! Strata's client library. For now: [`DataNodeClient`], one multiplexed connection to
-//! a datanode speaking `proto`'s frame protocol. LogStreams with fan-out replication
+//! a datanode speaking `proto`'s frame protocol, and [`MetaClient`], the metanode's
+//! HTTP API with leader discovery. LogStreams with fan-out replication
 //! (issue 4) are built on it.
 
 pub mod conn;
+pub mod meta;
 
 pub use conn::{ClientError, DataNodeClient};
+pub use meta::MetaClient;

@@ -11,6 +11,12 @@
 //! path = "data/dev0.img"      # a file (created if missing) or a raw block device
 //! size = "4G"                 # size of a file created here
 //! cluster_bytes = "1M"
+//!
+//! [metanode]                  # optional: register with a metanode group and heartbeat
+//! addrs = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+//! advertise = "10.0.0.5:7100" # address clients reach this datanode at (default: listen)
+//! zone = "z1"
+//! rack = "r7"
 //! ```
 
 use std::net::SocketAddr;
@@ -58,6 +64,21 @@ pub struct Args {
     /// filesystems with unwritten extents).
     #[arg(long)]
     pub no_zero_fill: bool,
+    /// Metanode addresses (HOST:PORT,...) to register with and heartbeat to.
+    #[arg(long, value_delimiter = ',')]
+    pub metanode: Vec<String>,
+    /// Address clients reach this datanode at (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Failure domain: zone label.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Failure domain: rack label.
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Heartbeat interval to the metanode, ms.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +90,18 @@ struct FileConfig {
     io_engine: Option<IoEngineKind>,
     #[serde(default)]
     device: Vec<FileDevice>,
+    metanode: Option<FileMeta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMeta {
+    #[serde(default)]
+    addrs: Vec<String>,
+    advertise: Option<String>,
+    zone: Option<String>,
+    rack: Option<String>,
+    heartbeat_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +154,18 @@ pub struct Config {
     pub node_id: u64,
     pub listen: SocketAddr,
     pub store: StoreConfig,
+    /// Registration with a metanode group, if configured.
+    pub meta: Option<MetaConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    pub addrs: Vec<String>,
+    /// None: the address actually bound (so port 0 works).
+    pub advertise: Option<String>,
+    pub zone: String,
+    pub rack: String,
+    pub heartbeat_ms: u64,
 }
 
 impl Config {
@@ -185,9 +230,32 @@ impl Config {
         if extent_bytes_max == 0 {
             bail!("extent_bytes_max must be positive");
         }
+        let fm = file.metanode.unwrap_or_default();
+        let addrs = if args.metanode.is_empty() { fm.addrs } else { args.metanode.clone() };
+        let meta = if addrs.is_empty() {
+            None
+        } else {
+            for a in &addrs {
+                if !a.contains(':') {
+                    bail!("metanode address '{a}' is not HOST:PORT");
+                }
+            }
+            let heartbeat_ms = args.heartbeat_ms.or(fm.heartbeat_ms).unwrap_or(1000);
+            if heartbeat_ms == 0 {
+                bail!("heartbeat_ms must be positive");
+            }
+            Some(MetaConfig {
+                addrs,
+                advertise: args.advertise.clone().or(fm.advertise),
+                zone: args.zone.clone().or(fm.zone).unwrap_or_default(),
+                rack: args.rack.clone().or(fm.rack).unwrap_or_default(),
+                heartbeat_ms,
+            })
+        };
         Ok(Config {
             node_id: args.node_id.or(file.node_id).unwrap_or(1),
             listen,
+            meta,
             store: StoreConfig {
                 devices,
                 extent_bytes_max,

@@ -161,6 +161,7 @@ impl Server {
             Request::Seal { extent, length } => s.seal(extent, length).await.map(|_| Response::Done),
             Request::Delete { extent } => s.delete(extent).await.map(|_| Response::Done),
             Request::Stat { extent } => s.stat(extent).map(Response::Stat),
+            Request::Fence { extent, epoch } => s.fence(extent, epoch).await.map(Response::Stat),
             Request::List => Ok(Response::List(s.list())),
             Request::NodeStat => Ok(Response::NodeStat(NodeStat { node: self.node, devices: s.device_stats() })),
             Request::Append { .. } => unreachable!("appends are handled by the reader"),

@@ -1,5 +1,22 @@
-//! MetaNode: the Raft cluster (openraft, state on RocksDB) that maps streams and
-//! extents to datanode devices, places new extents, tracks health and drives repair.
-//!
-//! Not built yet (issue 3). This crate holds no code so that nothing can mistake it
-//! for a working metanode; the datanode and client do not depend on it.
+//! Strata's MetaNode: a Raft group (openraft, log and state machine on RocksDB) that
+//! maps LogStreams and extents to datanode devices, and nothing per object. See
+//! `ARCHITECTURE.md` for the shape and `API.md` for the HTTP API.
+
+pub mod api;
+pub mod network;
+pub mod node;
+pub mod placement;
+pub mod state;
+pub mod store;
+
+use std::io::Cursor;
+
+pub use node::{MetaNode, Settings};
+
+openraft::declare_raft_types!(
+    /// Raft types of the metanode group.
+    pub TypeConfig:
+        D = state::Command,
+        R = state::Outcome,
+        Node = openraft::BasicNode,
+);

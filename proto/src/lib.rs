@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod meta;
 pub mod msg;
 
 pub use error::ExtentError;

@@ -18,6 +18,7 @@ pub enum Opcode {
     Stat = 6,
     List = 7,
     NodeStat = 8,
+    Fence = 9,
 }
 
 impl Opcode {
@@ -32,6 +33,7 @@ impl Opcode {
             6 => Stat,
             7 => List,
             8 => NodeStat,
+            9 => Fence,
             _ => return None,
         })
     }
@@ -42,14 +44,42 @@ pub const ANY_DEVICE: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Create { extent: ExtentId, epoch: Epoch, device: u32 },
-    Append { extent: ExtentId, expected_offset: u64, epoch: Epoch, crc32c: u32, payload: Bytes },
-    Read { extent: ExtentId, offset: u64, len: u32 },
-    Seal { extent: ExtentId, length: u64 },
-    Delete { extent: ExtentId },
-    Stat { extent: ExtentId },
+    Create {
+        extent: ExtentId,
+        epoch: Epoch,
+        device: u32,
+    },
+    Append {
+        extent: ExtentId,
+        expected_offset: u64,
+        epoch: Epoch,
+        crc32c: u32,
+        payload: Bytes,
+    },
+    Read {
+        extent: ExtentId,
+        offset: u64,
+        len: u32,
+    },
+    Seal {
+        extent: ExtentId,
+        length: u64,
+    },
+    Delete {
+        extent: ExtentId,
+    },
+    Stat {
+        extent: ExtentId,
+    },
     List,
     NodeStat,
+    /// Refuse appends older than `epoch` from now on, wait until every append accepted
+    /// before the fence is durable, and report the extent with that length. What an
+    /// opener does before sealing a dead writer's extent at the smallest length.
+    Fence {
+        extent: ExtentId,
+        epoch: Epoch,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +142,7 @@ impl Request {
             Request::Stat { .. } => Opcode::Stat,
             Request::List => Opcode::List,
             Request::NodeStat => Opcode::NodeStat,
+            Request::Fence { .. } => Opcode::Fence,
         }
     }
 
@@ -142,6 +173,10 @@ impl Request {
                 fixed.put_u64_le(*length);
             }
             Request::Delete { extent } | Request::Stat { extent } => fixed.put_u64_le(*extent),
+            Request::Fence { extent, epoch } => {
+                fixed.put_u64_le(*extent);
+                fixed.put_u64_le(*epoch);
+            }
             Request::List | Request::NodeStat => {}
         }
         let body_len = fixed.len() + tail.as_ref().map_or(0, |t| t.len());
@@ -164,6 +199,7 @@ impl Request {
             Opcode::Stat => Request::Stat { extent: c.u64()? },
             Opcode::List => Request::List,
             Opcode::NodeStat => Request::NodeStat,
+            Opcode::Fence => Request::Fence { extent: c.u64()?, epoch: c.u64()? },
         };
         c.finish()?;
         Ok(req)
@@ -253,7 +289,7 @@ pub fn decode_response(opcode: u8, body: Bytes) -> Result<Result<Response, Exten
         Opcode::Create | Opcode::Seal | Opcode::Delete => Response::Done,
         Opcode::Append => Response::Appended { length: c.u64()? },
         Opcode::Read => return Ok(Ok(Response::Data(body.slice(1..)))),
-        Opcode::Stat => Response::Stat(get_stat(&mut c)?),
+        Opcode::Stat | Opcode::Fence => Response::Stat(get_stat(&mut c)?),
         Opcode::List => {
             let n = c.u32()? as usize;
             if n > body.len() / STAT_BYTES {

@@ -34,6 +34,7 @@ async fn every_request_roundtrips() {
         },
         Request::Read { extent: 3, offset: 10, len: 20 },
         Request::Seal { extent: 3, length: 4101 },
+        Request::Fence { extent: 3, epoch: 9 },
         Request::Delete { extent: 3 },
         Request::Stat { extent: 3 },
         Request::List,

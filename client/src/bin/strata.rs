@@ -1,9 +1,10 @@
-//! `strata`: a small command-line client for a datanode's extent API.
+//! `strata`: a small command-line client for a datanode's extent API, and a demo of
+//! a replicated stream through the metanode.
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use client::DataNodeClient;
+use client::{DataNodeClient, MetaClient};
 use proto::msg::ANY_DEVICE;
 
 #[derive(Parser)]
@@ -12,6 +13,9 @@ struct Cli {
     /// Datanode address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     datanode: String,
+    /// Metanode addresses (for `demo-stream`), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7100")]
+    meta: Vec<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -56,11 +60,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         extent: u64,
     },
+    /// Through the metanode: a replica:3 stream, one extent on three datanodes, appends
+    /// to every replica, then a second writer that fences the first and seals.
+    DemoStream,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::DemoStream = cli.cmd {
+        return demo_stream(&MetaClient::new(cli.meta)).await;
+    }
     let c = DataNodeClient::connect(&cli.datanode).await.with_context(|| format!("datanode {}", cli.datanode))?;
     match cli.cmd {
         Cmd::Create { extent, epoch } => c.create(extent, epoch, ANY_DEVICE).await?,
@@ -76,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::List => c.list().await?.iter().for_each(|s| println!("{s:?}")),
         Cmd::Node => println!("{:?}", c.node_stat().await?),
         Cmd::Demo { extent } => demo(&c, extent).await?,
+        Cmd::DemoStream => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -99,5 +110,43 @@ async fn demo(c: &DataNodeClient, extent: u64) -> anyhow::Result<()> {
     c.seal(extent, off).await?;
     println!("sealed: {:?}", c.stat(extent).await?);
     println!("node: {:?}", c.node_stat().await?);
+    Ok(())
+}
+
+async fn demo_stream(meta: &MetaClient) -> anyhow::Result<()> {
+    let s = meta.create_stream("replica:3".parse().map_err(anyhow::Error::msg)?).await?;
+    let v = meta.open_stream(s.id, "strata-demo").await?;
+    let epoch = v.stream.epoch;
+    let e = meta.allocate_extent(s.id, epoch, None).await?;
+    println!("stream {} (replica:3) open at epoch {epoch}; extent {} placed on {:?}", s.id, e.id, e.replicas);
+    let nodes = meta.nodes().await?;
+    let mut conns = Vec::new();
+    for r in &e.replicas {
+        let addr = &nodes.iter().find(|n| n.id == r.node).context("replica on an unknown datanode")?.addr;
+        let c = DataNodeClient::connect(addr.as_str()).await.with_context(|| format!("datanode {addr}"))?;
+        c.create(e.id, epoch, r.device).await?;
+        conns.push(c);
+    }
+    let mut off = 0u64;
+    for l in ["first log line\n", "second log line\n"] {
+        for c in &conns {
+            c.append(e.id, off, epoch, Bytes::from_static(l.as_bytes())).await?;
+        }
+        off += l.len() as u64;
+    }
+    println!("appended {off} bytes to all three replicas");
+    let v2 = meta.open_stream(s.id, "strata-demo-2").await?;
+    println!(
+        "a second writer opened the stream at epoch {}: extent {} sealed at {:?}",
+        v2.stream.epoch, e.id, v2.extents[0].sealed_len
+    );
+    match conns[0].append(e.id, off, epoch, Bytes::from_static(b"late\n")).await {
+        Err(err) => println!("the first writer's next append is refused: {err}"),
+        Ok(_) => bail!("a fenced writer's append was accepted"),
+    }
+    for (c, r) in conns.iter().zip(&e.replicas) {
+        let data = c.read(e.id, 0, off as u32).await?;
+        println!("datanode {}: {:?}", r.node, String::from_utf8_lossy(&data));
+    }
     Ok(())
 }

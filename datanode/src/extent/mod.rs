@@ -690,6 +690,40 @@ impl ExtentStore {
         rx.await.map_err(|_| ExtentError::ShuttingDown)?
     }
 
+    /// Refuses appends older than `epoch` from now on, waits until every append accepted
+    /// before that is durable, and reports the extent with that length. An opener that
+    /// fences every reachable replica and then seals at the smallest reported length
+    /// keeps every append the previous writer had acknowledged (each was accepted by
+    /// every replica before its fence). The fence lives in memory: after a restart the
+    /// extent's epoch is the highest one on disk again.
+    pub async fn fence(&self, extent: ExtentId, epoch: Epoch) -> Result<ExtentStat, ExtentError> {
+        let ext = self.get(extent)?;
+        let target = {
+            let mut st = ext.st.lock();
+            if st.deleted {
+                return Err(ExtentError::NotFound { extent });
+            }
+            if epoch < st.epoch {
+                return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
+            }
+            st.epoch = epoch;
+            st.limit.unwrap_or(st.accepted_len)
+        };
+        let mut rx = ext.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.deleted || p.failed.is_some() || p.durable_len >= target)
+            .await
+            .map_err(|_| ExtentError::ShuttingDown)?
+            .clone();
+        if p.deleted {
+            return Err(ExtentError::NotFound { extent });
+        }
+        if p.durable_len < target {
+            return Err(ExtentError::Failed(p.failed.unwrap_or_default()));
+        }
+        Ok(ExtentStat { length: target, ..ext.stat() })
+    }
+
     pub async fn delete(&self, extent: ExtentId) -> Result<(), ExtentError> {
         let ext = self.extents.write().remove(&extent).ok_or(ExtentError::NotFound { extent })?;
         {

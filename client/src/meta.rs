@@ -1,0 +1,233 @@
+//! [`MetaClient`]: the metanode's HTTP API from the client side. It finds the leader by
+//! itself: it follows `NotLeader` hints, tries the other addresses it knows when a
+//! metanode is unreachable, and retries until its deadline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use proto::meta::{
+    AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
+    Policy, RegisterNode, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+};
+use proto::{Epoch, ExtentId, NodeId};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Default time a call keeps retrying (leader changes, unreachable members) before it
+/// gives up with `Unavailable`.
+pub const META_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct MetaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    addrs: Mutex<Vec<String>>,
+    /// Index into `addrs` of the member believed to lead.
+    leader: AtomicUsize,
+    deadline: Duration,
+}
+
+impl MetaClient {
+    /// A client for the metanode group reachable at any of `addrs` (`host:port`).
+    pub fn new(addrs: impl IntoIterator<Item = impl Into<String>>) -> MetaClient {
+        MetaClient::with_deadline(addrs, META_DEADLINE_DEFAULT)
+    }
+
+    /// Sends the cluster token from `STRATA_CLUSTER_TOKEN` when it is set.
+    pub fn with_deadline(addrs: impl IntoIterator<Item = impl Into<String>>, deadline: Duration) -> MetaClient {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(t) = std::env::var(proto::meta::CLUSTER_TOKEN_ENV) {
+            match reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
+                Ok(v) => {
+                    headers.insert(reqwest::header::AUTHORIZATION, v);
+                }
+                Err(_) => tracing_free_warn("STRATA_CLUSTER_TOKEN holds characters not allowed in a header; ignored"),
+            }
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .expect("a plain HTTP client builds");
+        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        assert!(!addrs.is_empty(), "a metanode client needs at least one address");
+        MetaClient { inner: Arc::new(Inner { http, addrs: Mutex::new(addrs), leader: AtomicUsize::new(0), deadline }) }
+    }
+
+    /// The address currently believed to be the leader's.
+    pub fn leader_addr(&self) -> String {
+        let addrs = self.inner.addrs.lock();
+        addrs[self.inner.leader.load(Ordering::Relaxed) % addrs.len()].clone()
+    }
+
+    fn follow(&self, hint: Option<&Member>, tried: usize) {
+        let mut addrs = self.inner.addrs.lock();
+        let i = match hint {
+            Some(m) => match addrs.iter().position(|a| *a == m.addr) {
+                Some(i) => i,
+                None => {
+                    addrs.push(m.addr.clone());
+                    addrs.len() - 1
+                }
+            },
+            None => (tried + 1) % addrs.len(),
+        };
+        let _ = self.inner.leader.compare_exchange(tried, i, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, MetaError> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let i = self.inner.leader.load(Ordering::Relaxed);
+            let addr = {
+                let addrs = self.inner.addrs.lock();
+                addrs[i % addrs.len()].clone()
+            };
+            let mut req = self.inner.http.request(method.clone(), format!("http://{addr}{path}"));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let retry = match req.timeout(self.inner.deadline).send().await {
+                Ok(r) if r.status().is_success() => {
+                    return r.json().await.map_err(|e| MetaError::unavailable(format!("bad answer from {addr}: {e}")));
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    match r.json::<MetaError>().await {
+                        Ok(MetaError::NotLeader { leader }) => {
+                            self.follow(leader.as_ref(), i);
+                            format!("{addr} is not the leader")
+                        }
+                        // No quorum yet (an election): wait and ask again.
+                        Ok(MetaError::Unavailable { msg }) if msg.contains("quorum") || msg.contains("Quorum") => {
+                            self.follow(None, i);
+                            msg
+                        }
+                        Ok(e) => return Err(e),
+                        Err(e) => return Err(MetaError::unavailable(format!("{addr} answered {status}: {e}"))),
+                    }
+                }
+                Err(e) => {
+                    self.follow(None, i);
+                    format!("{addr}: {e}")
+                }
+            };
+            if start.elapsed() >= self.inner.deadline {
+                return Err(MetaError::unavailable(format!(
+                    "no metanode leader answered within {:?} (last: {retry})",
+                    self.inner.deadline
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// This metanode's own view (no leader needed): `GET /v1/status` of one address.
+    pub async fn status_of(&self, addr: &str) -> Result<Status, MetaError> {
+        let r = self
+            .inner
+            .http
+            .get(format!("http://{addr}/v1/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| MetaError::unavailable(format!("{addr}: {e}")))?;
+        if !r.status().is_success() {
+            return Err(r.json().await.unwrap_or_else(|e| MetaError::unavailable(format!("{addr}: {e}"))));
+        }
+        r.json().await.map_err(|e| MetaError::unavailable(format!("{addr}: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, MetaError> {
+        self.call::<(), T>(Method::GET, path, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, MetaError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn status(&self) -> Result<Status, MetaError> {
+        self.get("/v1/status").await
+    }
+
+    pub async fn register_node(&self, r: &RegisterNode) -> Result<NodeInfo, MetaError> {
+        self.post("/v1/nodes/register", r).await
+    }
+
+    pub async fn heartbeat(&self, h: &Heartbeat) -> Result<(), MetaError> {
+        self.post("/v1/nodes/heartbeat", h).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, MetaError> {
+        self.get("/v1/nodes").await
+    }
+
+    pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<NodeInfo, MetaError> {
+        self.post(&format!("/v1/admin/nodes/{id}/state"), &SetNodeState { state }).await
+    }
+
+    pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo, MetaError> {
+        self.post("/v1/streams", &CreateStream { policy }).await
+    }
+
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>, MetaError> {
+        self.get("/v1/streams").await
+    }
+
+    pub async fn stream(&self, id: StreamId) -> Result<StreamView, MetaError> {
+        self.get(&format!("/v1/streams/{id}")).await
+    }
+
+    pub async fn delete_stream(&self, id: StreamId) -> Result<(), MetaError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/v1/streams/{id}"), None).await
+    }
+
+    /// Opens `id` for writing: a new epoch, and the previous writer's extent sealed.
+    pub async fn open_stream(&self, id: StreamId, writer: &str) -> Result<StreamView, MetaError> {
+        self.post(&format!("/v1/streams/{id}/open"), &OpenStream { writer: writer.into() }).await
+    }
+
+    /// Allocates the extent that follows `after` (idempotent under retries).
+    pub async fn allocate_extent(
+        &self,
+        stream: StreamId,
+        epoch: Epoch,
+        after: Option<ExtentId>,
+    ) -> Result<ExtentInfo, MetaError> {
+        self.post(&format!("/v1/streams/{stream}/extents"), &AllocateExtent { epoch, after }).await
+    }
+
+    pub async fn seal_extent(&self, extent: ExtentId, epoch: Epoch, length: u64) -> Result<ExtentInfo, MetaError> {
+        self.post(&format!("/v1/extents/{extent}/seal"), &SealExtent { epoch, length }).await
+    }
+
+    pub async fn extent(&self, id: ExtentId) -> Result<ExtentInfo, MetaError> {
+        self.get(&format!("/v1/extents/{id}")).await
+    }
+
+    pub async fn add_member(&self, id: MemberId, addr: &str) -> Result<(), MetaError> {
+        self.post("/v1/admin/members", &Member { id, addr: addr.into() }).await
+    }
+
+    pub async fn remove_member(&self, id: MemberId) -> Result<(), MetaError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/v1/admin/members/{id}"), None).await
+    }
+}
+
+fn tracing_free_warn(msg: &str) {
+    eprintln!("strata client: warning: {msg}");
+}

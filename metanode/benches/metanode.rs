@@ -1,0 +1,142 @@
+//! `scripts/bench.sh metanode`: a 3-member metanode group of real processes on
+//! loopback, with its stores on the same disk as the benchmark's own fsync baseline.
+//!
+//! Cases (one JSON line each):
+//! - device_fdatasync_4k: the disk's synchronous write rate, the limit of a Raft commit.
+//! - alloc_seq / seal_seq: one writer, allocate then seal, back to back.
+//! - alloc_c16 / seal_c16: 16 writers on 16 streams at once (Raft batches their entries).
+//! - failover_gap_median / _max: kill -9 the leader, time until an allocation succeeds,
+//!   over repeated trials (target <= 2000 ms), against the election timeout's maximum.
+//! - state_bytes_per_extent: RocksDB state machine keys and values per extent.
+//!
+//! Env: STRATA_BENCH_SECS (per case, default 3), STRATA_BENCH_TRIALS (failovers, 5).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::MetaClient;
+use common::{fake_datanode, Cluster};
+use proto::meta::Policy;
+use serde_json::json;
+
+const ELECTION_MAX_MS: f64 = 600.0;
+
+fn emit(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn device_fdatasync_4k(dir: &std::path::Path, secs: f64) -> f64 {
+    let p = dir.join("fsync.bin");
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o644).open(&p).unwrap();
+    let buf = [7u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `writers` streams, each allocating and sealing back to back for `secs`.
+async fn alloc_seal(c: &MetaClient, writers: usize, secs: f64) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (allocs, seals) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let s = c.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+        let v = c.open_stream(s.id, &format!("bench-{w}")).await.unwrap();
+        let (c, stop, allocs, seals) = (c.clone(), stop.clone(), allocs.clone(), seals.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut after = None;
+            while !stop.load(Ordering::Relaxed) {
+                let e = c.allocate_extent(s.id, v.stream.epoch, after).await.unwrap();
+                allocs.fetch_add(1, Ordering::Relaxed);
+                c.seal_extent(e.id, v.stream.epoch, 1 << 20).await.unwrap();
+                seals.fetch_add(1, Ordering::Relaxed);
+                after = Some(e.id);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let el = start.elapsed().as_secs_f64();
+    let (a, s) = (allocs.load(Ordering::Relaxed), seals.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (a as f64 / el, s as f64 / el)
+}
+
+fn main() {
+    let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let trials: usize = std::env::var("STRATA_BENCH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
+        let sync = device_fdatasync_4k(cl.dir.path(), secs);
+        emit(json!({"suite": "metanode", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
+        let c = cl.client();
+        for id in 1..=6 {
+            c.register_node(&fake_datanode(id, &format!("z{}", id % 3))).await.unwrap();
+        }
+        for (writers, name) in [(1, "seq"), (16, "c16")] {
+            let (a, s) = alloc_seal(&c, writers, secs).await;
+            let base = |v: f64| v / sync;
+            emit(json!({"suite": "metanode", "case": format!("alloc_{name}"), "value": a, "unit": "ops/s",
+                "baseline": "device_fdatasync_4k", "baseline_value": sync, "ratio": base(a)}));
+            emit(json!({"suite": "metanode", "case": format!("seal_{name}"), "value": s, "unit": "ops/s",
+                "baseline": "device_fdatasync_4k", "baseline_value": sync, "ratio": base(s)}));
+        }
+
+        let st = c.status().await.unwrap();
+        let usage = reqwest::get(format!("http://{}/v1/admin/usage", c.leader_addr()))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        let bytes = usage["state_bytes"].as_u64().unwrap() as f64;
+        emit(json!({"suite": "metanode", "case": "state_bytes_per_extent", "value": bytes / st.extents as f64,
+            "unit": "bytes", "extents": st.extents}));
+
+        // Failover: a writer allocates continuously; kill -9 the leader; the gap is from
+        // the kill to the first allocation that succeeds after it.
+        let s = c.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+        let v = c.open_stream(s.id, "failover").await.unwrap();
+        let mut after = None;
+        let mut gaps = Vec::new();
+        for _ in 0..trials {
+            let leader = cl.leader().await;
+            for _ in 0..5 {
+                let e = c.allocate_extent(s.id, v.stream.epoch, after).await.unwrap();
+                c.seal_extent(e.id, v.stream.epoch, 4096).await.unwrap();
+                after = Some(e.id);
+            }
+            let killed = Instant::now();
+            cl.member_mut(leader).kill9();
+            let e = c.allocate_extent(s.id, v.stream.epoch, after).await.unwrap();
+            gaps.push(killed.elapsed().as_secs_f64() * 1000.0);
+            c.seal_extent(e.id, v.stream.epoch, 4096).await.unwrap();
+            after = Some(e.id);
+            cl.member_mut(leader).start();
+        }
+        gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let med = gaps[gaps.len() / 2];
+        let max = *gaps.last().unwrap();
+        for (case, v) in [("failover_gap_median", med), ("failover_gap_max", max)] {
+            emit(json!({"suite": "metanode", "case": case, "value": v, "unit": "ms", "trials": trials,
+                "baseline": "election_timeout_max", "baseline_value": ELECTION_MAX_MS, "ratio": ELECTION_MAX_MS / v,
+                "target": 2000.0}));
+        }
+        eprintln!("failover gaps (ms): {gaps:?}");
+    });
+}

@@ -1,0 +1,167 @@
+//! The metanode's HTTP API (axum): the Raft RPCs between members under `/raft`, and
+//! the JSON API for clients, datanodes and admins under `/v1` (see `API.md`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use proto::meta::{
+    AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, OpenStream,
+    RegisterNode, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+};
+use proto::{ExtentId, NodeId};
+
+use crate::node::MetaNode;
+use crate::TypeConfig;
+
+type App = State<Arc<MetaNode>>;
+
+/// A refusal as an HTTP response: the status of its kind and the error as JSON.
+pub struct ApiError(MetaError);
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> ApiError {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Refuses requests without the cluster token when one is configured
+/// (`STRATA_CLUSTER_TOKEN`): `Authorization: Bearer <token>`, compared in constant time.
+async fn authenticate(State(n): App, req: Request, next: Next) -> Response {
+    if let Some(token) = n.token() {
+        let sent =
+            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !sent.is_some_and(|s| constant_time_eq(s.as_bytes(), token.as_bytes())) {
+            let e = MetaError::Unauthorized { msg: "missing or wrong cluster token".into() };
+            return ApiError(e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn router(node: Arc<MetaNode>) -> Router {
+    Router::new()
+        .route("/raft/append", post(raft_append))
+        .route("/raft/vote", post(raft_vote))
+        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/register", post(register))
+        .route("/v1/nodes/heartbeat", post(heartbeat))
+        .route("/v1/streams", get(streams).post(create_stream))
+        .route("/v1/streams/{id}", get(stream).delete(delete_stream))
+        .route("/v1/streams/{id}/open", post(open_stream))
+        .route("/v1/streams/{id}/extents", post(allocate))
+        .route("/v1/extents/{id}", get(extent))
+        .route("/v1/extents/{id}/seal", post(seal))
+        .route("/v1/admin/members", post(add_member))
+        .route("/v1/admin/members/{id}", delete(remove_member))
+        .route("/v1/admin/nodes/{id}/state", post(set_node_state))
+        .route("/v1/admin/usage", get(usage))
+        .fallback(|| async { ApiError(MetaError::invalid("no such endpoint")) })
+        .layer(middleware::from_fn_with_state(node.clone(), authenticate))
+        .with_state(node)
+}
+
+async fn raft_append(State(n): App, Json(req): Json<AppendEntriesRequest<TypeConfig>>) -> impl IntoResponse {
+    Json(n.raft.append_entries(req).await)
+}
+
+async fn raft_vote(State(n): App, Json(req): Json<VoteRequest<u64>>) -> impl IntoResponse {
+    Json(n.raft.vote(req).await)
+}
+
+async fn raft_snapshot(State(n): App, Json(req): Json<InstallSnapshotRequest<TypeConfig>>) -> impl IntoResponse {
+    Json(n.raft.install_snapshot(req).await)
+}
+
+async fn status(State(n): App) -> Json<Status> {
+    Json(n.status())
+}
+
+async fn nodes(State(n): App) -> ApiResult<Vec<NodeInfo>> {
+    Ok(Json(n.nodes().await?))
+}
+
+async fn register(State(n): App, Json(r): Json<RegisterNode>) -> ApiResult<NodeInfo> {
+    Ok(Json(n.register(r).await?))
+}
+
+async fn heartbeat(State(n): App, Json(h): Json<Heartbeat>) -> ApiResult<()> {
+    Ok(Json(n.heartbeat(h).await?))
+}
+
+async fn streams(State(n): App) -> ApiResult<Vec<StreamInfo>> {
+    Ok(Json(n.streams().await?))
+}
+
+async fn create_stream(State(n): App, Json(r): Json<CreateStream>) -> ApiResult<StreamInfo> {
+    Ok(Json(n.create_stream(r.policy).await?))
+}
+
+async fn stream(State(n): App, Path(id): Path<StreamId>) -> ApiResult<StreamView> {
+    Ok(Json(n.stream(id).await?))
+}
+
+async fn delete_stream(State(n): App, Path(id): Path<StreamId>) -> ApiResult<()> {
+    Ok(Json(n.delete_stream(id).await?))
+}
+
+async fn open_stream(State(n): App, Path(id): Path<StreamId>, Json(r): Json<OpenStream>) -> ApiResult<StreamView> {
+    Ok(Json(n.open(id, r).await?))
+}
+
+async fn allocate(State(n): App, Path(id): Path<StreamId>, Json(r): Json<AllocateExtent>) -> ApiResult<ExtentInfo> {
+    Ok(Json(n.allocate(id, r).await?))
+}
+
+async fn extent(State(n): App, Path(id): Path<ExtentId>) -> ApiResult<ExtentInfo> {
+    Ok(Json(n.extent(id).await?))
+}
+
+async fn seal(State(n): App, Path(id): Path<ExtentId>, Json(r): Json<SealExtent>) -> ApiResult<ExtentInfo> {
+    Ok(Json(n.seal(id, r).await?))
+}
+
+async fn add_member(State(n): App, Json(m): Json<Member>) -> ApiResult<()> {
+    Ok(Json(n.add_member(m).await?))
+}
+
+async fn remove_member(State(n): App, Path(id): Path<MemberId>) -> ApiResult<()> {
+    Ok(Json(n.remove_member(id).await?))
+}
+
+async fn set_node_state(State(n): App, Path(id): Path<NodeId>, Json(s): Json<SetNodeState>) -> ApiResult<NodeInfo> {
+    Ok(Json(n.set_node_state(id, s.state).await?))
+}
+
+/// Size of this member's state machine: RocksDB keys and values, and what they hold.
+async fn usage(State(n): App) -> Json<serde_json::Value> {
+    let s = n.status();
+    let bytes = tokio::task::block_in_place(|| n.state_bytes());
+    Json(serde_json::json!({
+        "state_bytes": bytes,
+        "nodes": s.nodes,
+        "streams": s.streams,
+        "extents": s.extents,
+    }))
+}

@@ -1,0 +1,232 @@
+//! `metanode serve ...` runs one metanode; the other subcommands are the admin CLI,
+//! talking to any member of a running group (`--meta host:port,...`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use client::MetaClient;
+use metanode::{MetaNode, Settings};
+use proto::meta::{NodeState, Policy, CLUSTER_TOKEN_ENV};
+
+#[derive(Parser)]
+#[command(
+    name = "metanode",
+    about = "Strata's metanode: serve, or administer a running group",
+    after_help = "With STRATA_CLUSTER_TOKEN set, `serve` requires it on every request \
+                  (Authorization: Bearer) and sends it to peers; the admin commands, \
+                  datanodes and clients send it when it is set in their environment."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// This member's id (unique in the group, > 0).
+    #[arg(long)]
+    id: u64,
+    /// Address to listen on for peers, clients and datanodes.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Address others reach this member at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory of the RocksDB store (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Founding members as ID=HOST:PORT,...; the smallest id initializes the group
+    /// once. Omit on a member added later with `metanode add-member`.
+    #[arg(long, value_delimiter = ',')]
+    init: Vec<String>,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Raft election timeout range MIN-MAX, ms.
+    #[arg(long, default_value = "400-800")]
+    election_ms: String,
+    /// A datanode silent this long is marked down, ms.
+    #[arg(long, default_value_t = 10_000)]
+    node_grace_ms: u64,
+    /// Snapshot (and purge the log) every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_logs: u64,
+    /// Seed placement's random choices (tests).
+    #[arg(long)]
+    placement_seed: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a metanode.
+    Serve(Serve),
+    /// Print one member's view of the group (no leader needed).
+    Status(Target),
+    /// Add a metanode (started without --init) as a voter.
+    AddMember {
+        #[command(flatten)]
+        t: Target,
+        id: u64,
+        addr: String,
+    },
+    /// Remove a voter.
+    RemoveMember {
+        #[command(flatten)]
+        t: Target,
+        id: u64,
+    },
+    /// Replace voter OLD by a new member ID at ADDR (add, then remove).
+    ReplaceMember {
+        #[command(flatten)]
+        t: Target,
+        old: u64,
+        id: u64,
+        addr: String,
+    },
+    /// List datanodes.
+    Nodes(Target),
+    /// Set a datanode's state: up, down or draining.
+    NodeState {
+        #[command(flatten)]
+        t: Target,
+        id: u64,
+        state: String,
+    },
+    /// List streams, or show one with its extents.
+    Streams {
+        #[command(flatten)]
+        t: Target,
+        id: Option<u64>,
+    },
+    /// Create a stream with a policy (replica:N or ec:K+M).
+    CreateStream {
+        #[command(flatten)]
+        t: Target,
+        policy: Policy,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Metanode addresses, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7100")]
+    meta: Vec<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(cli.cmd)) {
+        eprintln!("metanode: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn settings(a: Serve) -> anyhow::Result<Settings> {
+    if a.id == 0 {
+        bail!("--id must be > 0");
+    }
+    let mut s = Settings::new(a.id, a.advertise.unwrap_or_else(|| a.listen.to_string()), a.data);
+    for m in &a.init {
+        let (id, addr) = m.split_once('=').with_context(|| format!("--init entry {m:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.parse().with_context(|| format!("--init entry {m:?}: bad id"))?;
+        if id == 0 || s.init.insert(id, addr.to_string()).is_some() {
+            bail!("--init entry {m:?}: ids must be > 0 and distinct");
+        }
+    }
+    if !s.init.is_empty() && s.init.get(&a.id) != Some(&s.advertise) {
+        bail!("--init must list this member as {}={}", a.id, s.advertise);
+    }
+    let (lo, hi) = a
+        .election_ms
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.parse::<u64>().ok()?, h.parse::<u64>().ok()?)))
+        .with_context(|| format!("--election-ms {:?} is not MIN-MAX", a.election_ms))?;
+    if lo <= a.heartbeat_ms || hi <= lo {
+        bail!("--election-ms needs heartbeat < MIN < MAX (heartbeat {} ms, got {lo}-{hi})", a.heartbeat_ms);
+    }
+    s.heartbeat_ms = a.heartbeat_ms;
+    s.election_ms = (lo, hi);
+    s.node_grace = Duration::from_millis(a.node_grace_ms);
+    s.snapshot_logs = a.snapshot_logs.max(10);
+    s.placement_seed = a.placement_seed;
+    s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {
+        bail!("{CLUSTER_TOKEN_ENV} holds characters not allowed in an HTTP header");
+    }
+    Ok(s)
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    let json = |v: &dyn erased::Json| println!("{}", v.json());
+    match cmd {
+        Cmd::Serve(a) => {
+            let listen = a.listen;
+            let s = settings(a)?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let node = MetaNode::start(s.clone()).await?;
+            println!("metanode {} listening on {}", s.id, listener.local_addr()?);
+            std::io::stdout().flush()?;
+            let app = metanode::api::router(node.clone());
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            tracing::info!("shutting down");
+            node.raft.shutdown().await.ok();
+        }
+        Cmd::Status(t) => {
+            let c = MetaClient::new(t.meta.clone());
+            json(&c.status_of(&t.meta[0]).await?);
+        }
+        Cmd::AddMember { t, id, addr } => MetaClient::new(t.meta).add_member(id, &addr).await?,
+        Cmd::RemoveMember { t, id } => MetaClient::new(t.meta).remove_member(id).await?,
+        Cmd::ReplaceMember { t, old, id, addr } => {
+            let c = MetaClient::new(t.meta);
+            c.add_member(id, &addr).await?;
+            c.remove_member(old).await?;
+        }
+        Cmd::Nodes(t) => json(&MetaClient::new(t.meta).nodes().await?),
+        Cmd::NodeState { t, id, state } => {
+            let state = match state.as_str() {
+                "up" => NodeState::Up,
+                "down" => NodeState::Down,
+                "draining" => NodeState::Draining,
+                other => bail!("unknown state {other:?}: use up, down or draining"),
+            };
+            json(&MetaClient::new(t.meta).set_node_state(id, state).await?);
+        }
+        Cmd::Streams { t, id: None } => json(&MetaClient::new(t.meta).streams().await?),
+        Cmd::Streams { t, id: Some(id) } => json(&MetaClient::new(t.meta).stream(id).await?),
+        Cmd::CreateStream { t, policy } => json(&MetaClient::new(t.meta).create_stream(policy).await?),
+    }
+    Ok(())
+}
+
+mod erased {
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("serializable")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,472 @@
+//! One metanode: the Raft instance, the shared state it applies to, the leader's soft
+//! state (heartbeats), and the operations the HTTP API exposes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::DataNodeClient;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
+use parking_lot::Mutex;
+use proto::meta::{
+    AllocateExtent, DeviceInfo, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
+    Policy, RegisterNode, SealExtent, Status, StreamId, StreamInfo, StreamView,
+};
+use proto::{Epoch, ExtentError, ExtentId, NodeId};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::network::Network;
+use crate::placement::{self, Candidate};
+use crate::state::{Command, Reply};
+use crate::store::{self, LogStore, Shared, StateMachine};
+use crate::TypeConfig;
+
+/// Everything a metanode process is started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: MemberId,
+    /// Address peers and clients reach this metanode at.
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// The founding members: the one with the smallest id initializes the cluster
+    /// if it has never been initialized. Empty for a member added later.
+    pub init: BTreeMap<MemberId, String>,
+    pub heartbeat_ms: u64,
+    pub election_ms: (u64, u64),
+    /// A datanode silent this long is marked down (through Raft).
+    pub node_grace: Duration,
+    /// Build a snapshot (and purge the log before it) every this many entries.
+    pub snapshot_logs: u64,
+    pub placement_seed: Option<u64>,
+    /// How long the opener of a stream waits for each replica's fence.
+    pub fence_timeout: Duration,
+    /// Shared secret required on every request (and sent to peers), if any.
+    pub token: Option<String>,
+}
+
+impl Settings {
+    pub fn new(id: MemberId, advertise: String, data_dir: PathBuf) -> Settings {
+        Settings {
+            id,
+            advertise,
+            data_dir,
+            init: BTreeMap::new(),
+            heartbeat_ms: 100,
+            election_ms: (400, 800),
+            node_grace: Duration::from_secs(10),
+            snapshot_logs: 10_000,
+            placement_seed: None,
+            fence_timeout: Duration::from_secs(3),
+            token: None,
+        }
+    }
+}
+
+/// Heartbeat soft state, in the leader's memory only.
+#[derive(Default)]
+struct Soft {
+    /// When this member last became leader; silence is measured from here at most.
+    leader_since: Option<Instant>,
+    seen: HashMap<NodeId, (Instant, Vec<DeviceInfo>)>,
+}
+
+pub struct MetaNode {
+    pub id: MemberId,
+    pub raft: Raft<TypeConfig>,
+    pub shared: Arc<Shared>,
+    sm: StateMachine,
+    settings: Settings,
+    soft: Mutex<Soft>,
+    rng: Mutex<StdRng>,
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+fn not_leader(f: ForwardToLeader<u64, BasicNode>) -> MetaError {
+    let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| Member { id, addr: n.addr });
+    MetaError::NotLeader { leader }
+}
+
+impl MetaNode {
+    pub async fn start(settings: Settings) -> anyhow::Result<Arc<MetaNode>> {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let db = store::open_db(&settings.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open the metanode store in {}: {e}", settings.data_dir.display()))?;
+        let log = LogStore::new(db.clone());
+        let sm = StateMachine::open(db).map_err(|e| anyhow::anyhow!("cannot load the state machine: {e}"))?;
+        let shared = sm.shared.clone();
+        let config = openraft::Config {
+            cluster_name: "strata-meta".into(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_ms.0,
+            election_timeout_max: settings.election_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft =
+            Raft::new(settings.id, Arc::new(config), Network::new(settings.token.clone()), log, sm.clone()).await?;
+        let rng = match settings.placement_seed {
+            Some(s) => StdRng::seed_from_u64(s ^ settings.id),
+            None => StdRng::from_entropy(),
+        };
+        let node = Arc::new(MetaNode {
+            id: settings.id,
+            raft,
+            shared,
+            sm,
+            settings,
+            soft: Mutex::new(Soft::default()),
+            rng: Mutex::new(rng),
+        });
+        node.maybe_initialize().await?;
+        tokio::spawn(health_loop(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    async fn maybe_initialize(&self) -> anyhow::Result<()> {
+        let Some((&first, _)) = self.settings.init.iter().next() else { return Ok(()) };
+        if !self.settings.init.contains_key(&self.id) {
+            anyhow::bail!("--init lists members {:?} but not this metanode's id {}", self.settings.init, self.id);
+        }
+        if first != self.id || self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> =
+            self.settings.init.iter().map(|(&id, addr)| (id, BasicNode { addr: addr.clone() })).collect();
+        tracing::info!("initializing the cluster with members {members:?}");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                tracing::info!("not initializing: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.settings.token.as_deref()
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied.
+    pub async fn write(&self, cmd: Command) -> Result<Reply> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => r.data,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(MetaError::invalid(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(MetaError::unavailable(f.to_string())),
+        }
+    }
+
+    /// Waits until this member's state reflects everything committed before the call
+    /// (a read index confirmed by a quorum): reads after it are linearizable.
+    pub async fn linearizable(&self) -> Result<()> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f)),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(MetaError::unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(MetaError::unavailable(f.to_string())),
+        }
+    }
+
+    fn leader_hint(&self) -> MetaError {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.filter(|&l| l != self.id).and_then(|l| {
+            m.membership_config.membership().get_node(&l).map(|n| Member { id: l, addr: n.addr.clone() })
+        });
+        MetaError::NotLeader { leader }
+    }
+
+    fn require_leader(&self) -> Result<()> {
+        if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            Ok(())
+        } else {
+            Err(self.leader_hint())
+        }
+    }
+
+    // ---- datanodes
+
+    pub async fn register(&self, r: RegisterNode) -> Result<NodeInfo> {
+        let devices = r.devices.clone();
+        let id = r.id;
+        let Reply::Node(n) = self.write(Command::RegisterNode(r)).await? else { unreachable!() };
+        self.soft.lock().seen.insert(id, (Instant::now(), devices));
+        Ok(n)
+    }
+
+    pub async fn heartbeat(&self, hb: Heartbeat) -> Result<()> {
+        self.require_leader()?;
+        let state = self.shared.state.read().nodes.get(&hb.id).map(|n| n.state);
+        let Some(state) = state else { return Err(MetaError::NoSuchNode { id: hb.id }) };
+        self.soft.lock().seen.insert(hb.id, (Instant::now(), hb.devices));
+        if state == NodeState::Down {
+            tracing::info!("datanode {} is back up", hb.id);
+            self.write(Command::SetNodeState { id: hb.id, state: NodeState::Up }).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<NodeInfo> {
+        let Reply::Node(n) = self.write(Command::SetNodeState { id, state }).await? else { unreachable!() };
+        Ok(n)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.linearizable().await?;
+        Ok(self.shared.state.read().nodes.values().cloned().collect())
+    }
+
+    // ---- streams and extents
+
+    pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo> {
+        let Reply::Stream(s) = self.write(Command::CreateStream { policy }).await? else { unreachable!() };
+        Ok(s)
+    }
+
+    pub async fn stream(&self, id: StreamId) -> Result<StreamView> {
+        self.linearizable().await?;
+        self.shared.state.read().stream_view(id)
+    }
+
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>> {
+        self.linearizable().await?;
+        Ok(self.shared.state.read().streams.values().cloned().collect())
+    }
+
+    pub async fn extent(&self, id: ExtentId) -> Result<ExtentInfo> {
+        self.linearizable().await?;
+        self.shared.state.read().extents.get(&id).cloned().ok_or(MetaError::NoSuchExtent { id })
+    }
+
+    pub async fn delete_stream(&self, id: StreamId) -> Result<()> {
+        self.write(Command::DeleteStream { id }).await.map(|_| ())
+    }
+
+    /// Chooses replicas on the leader (placement needs its heartbeat soft state) and
+    /// commits the allocation.
+    pub async fn allocate(&self, stream: StreamId, req: AllocateExtent) -> Result<ExtentInfo> {
+        self.require_leader()?;
+        let replicas = {
+            let st = self.shared.state.read();
+            let s = st.streams.get(&stream).ok_or(MetaError::NoSuchStream { id: stream })?;
+            let soft = self.soft.lock();
+            let cands: Vec<Candidate<'_>> = st
+                .nodes
+                .values()
+                .map(|n| {
+                    let devices = soft.seen.get(&n.id).map_or(&n.devices, |s| &s.1);
+                    Candidate { node: n, devices: devices.iter().map(|d| (d.id, d.free_bytes)).collect() }
+                })
+                .collect();
+            placement::place(&cands, s.policy, &mut *self.rng.lock())?
+        };
+        let cmd = Command::AllocateExtent { stream, epoch: req.epoch, after: req.after, replicas };
+        let Reply::Extent(e) = self.write(cmd).await? else { unreachable!() };
+        Ok(e)
+    }
+
+    pub async fn seal(&self, extent: ExtentId, req: SealExtent) -> Result<ExtentInfo> {
+        let Reply::Extent(e) = self.write(Command::SealExtent { extent, epoch: req.epoch, length: req.length }).await?
+        else {
+            unreachable!()
+        };
+        Ok(e)
+    }
+
+    /// Opens `id` for writing: bumps its epoch, then seals the previous writer's open
+    /// extent at the smallest length among the replicas it can reach, after fencing
+    /// each of them (see `ExtentStore::fence`).
+    pub async fn open(&self, id: StreamId, req: OpenStream) -> Result<StreamView> {
+        if req.writer.len() > 256 {
+            return Err(MetaError::invalid("writer names are at most 256 bytes"));
+        }
+        let Reply::Stream(s) = self.write(Command::OpenStream { id, writer: req.writer }).await? else {
+            unreachable!()
+        };
+        if let Some(&tail) = s.extents.last() {
+            let (e, nodes) = {
+                let st = self.shared.state.read();
+                let e = st.extents.get(&tail).cloned().ok_or(MetaError::NoSuchExtent { id: tail })?;
+                let nodes: HashMap<NodeId, String> =
+                    e.replicas.iter().filter_map(|r| st.nodes.get(&r.node).map(|n| (n.id, n.addr.clone()))).collect();
+                (e, nodes)
+            };
+            if e.sealed_len.is_none() {
+                self.seal_abandoned(&e, &nodes, s.epoch).await?;
+            }
+        }
+        self.shared.state.read().stream_view(id)
+    }
+
+    async fn seal_abandoned(&self, e: &ExtentInfo, nodes: &HashMap<NodeId, String>, epoch: Epoch) -> Result<()> {
+        let timeout = self.settings.fence_timeout;
+        let extent = e.id;
+        let fences = e.replicas.iter().map(|r| {
+            let (node, addr) = (r.node, nodes.get(&r.node).cloned());
+            async move {
+                let addr = addr.ok_or_else(|| format!("datanode {node} unknown"))?;
+                let fence = async {
+                    let c = DataNodeClient::connect(addr.as_str()).await.map_err(|e| e.to_string())?;
+                    match c.fence(extent, epoch).await {
+                        Ok(st) => Ok((Some(c), st.length)),
+                        // Never created there: the writer acknowledged nothing in it.
+                        Err(client::ClientError::Extent(ExtentError::NotFound { .. })) => Ok((None, 0)),
+                        Err(err) => Err(err.to_string()),
+                    }
+                };
+                tokio::time::timeout(timeout, fence).await.map_err(|_| format!("fence timed out after {timeout:?}"))?
+            }
+        });
+        let results = futures_join_all(fences).await;
+        let mut length = u64::MAX;
+        let mut reached = Vec::new();
+        for (r, res) in e.replicas.iter().zip(results) {
+            match res {
+                Ok((c, l)) => {
+                    length = length.min(l);
+                    reached.extend(c);
+                }
+                Err(why) => tracing::warn!("extent {}: replica on datanode {} unreachable: {why}", e.id, r.node),
+            }
+        }
+        if length == u64::MAX {
+            return Err(MetaError::unavailable(format!(
+                "no replica of extent {} is reachable to seal it; retry the open",
+                e.id
+            )));
+        }
+        for c in reached {
+            if let Err(err) = c.seal(e.id, length).await {
+                tracing::warn!("extent {}: sealing a replica at {length} failed: {err}", e.id);
+            }
+        }
+        tracing::info!("extent {} of stream {} sealed at {length} by the opener (epoch {epoch})", e.id, e.stream);
+        self.write(Command::SealExtent { extent: e.id, epoch, length }).await?;
+        Ok(())
+    }
+
+    // ---- membership and status
+
+    pub async fn add_member(&self, m: Member) -> Result<()> {
+        self.require_leader()?;
+        let map = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+            other => MetaError::conflict(other.to_string()),
+        };
+        self.raft.add_learner(m.id, BasicNode { addr: m.addr.clone() }, true).await.map_err(map)?;
+        let mut voters = std::collections::BTreeSet::new();
+        voters.insert(m.id);
+        self.raft.change_membership(ChangeMembers::AddVoterIds(voters), false).await.map_err(map)?;
+        tracing::info!("metanode {} ({}) is a voter", m.id, m.addr);
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, id: MemberId) -> Result<()> {
+        self.require_leader()?;
+        let voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == id);
+        if !voter {
+            return Err(MetaError::invalid(format!("metanode {id} is not a voter")));
+        }
+        let voters: std::collections::BTreeSet<u64> = [id].into();
+        self.raft.change_membership(ChangeMembers::RemoveVoters(voters), false).await.map_err(|e| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+            other => MetaError::conflict(other.to_string()),
+        })?;
+        tracing::info!("metanode {id} removed from the voters");
+        Ok(())
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        let member = |id: &u64| Member { id: *id, addr: mem.get_node(id).map(|n| n.addr.clone()).unwrap_or_default() };
+        let voters: Vec<Member> = mem.voter_ids().map(|id| member(&id)).collect();
+        let learners: Vec<Member> = mem.learner_ids().map(|id| member(&id)).collect();
+        let st = self.shared.state.read();
+        Status {
+            id: self.id,
+            leader: m.current_leader.map(|l| member(&l)),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            voters,
+            learners,
+            nodes: st.nodes.len(),
+            streams: st.streams.len(),
+            extents: st.extents.len(),
+        }
+    }
+
+    /// Bytes of RocksDB keys and values the state machine holds.
+    pub fn state_bytes(&self) -> u64 {
+        self.sm.state_bytes()
+    }
+
+    /// One round of the leader's health check: marks silent datanodes down.
+    async fn check_health(&self) {
+        let is_leader = self.raft.metrics().borrow().current_leader == Some(self.id);
+        let now = Instant::now();
+        let silent: Vec<NodeId> = {
+            let mut soft = self.soft.lock();
+            if !is_leader {
+                // Heartbeats received in an earlier term say nothing about the next one.
+                *soft = Soft::default();
+                return;
+            }
+            let since = *soft.leader_since.get_or_insert(now);
+            let st = self.shared.state.read();
+            st.nodes
+                .values()
+                .filter(|n| n.state != NodeState::Down)
+                .filter(|n| {
+                    let last = soft.seen.get(&n.id).map_or(since, |s| s.0.max(since));
+                    now.duration_since(last) > self.settings.node_grace
+                })
+                .map(|n| n.id)
+                .collect()
+        };
+        for id in silent {
+            tracing::warn!("datanode {id} silent for more than {:?}: marking it down", self.settings.node_grace);
+            if let Err(e) = self.write(Command::SetNodeState { id, state: NodeState::Down }).await {
+                tracing::warn!("marking datanode {id} down failed: {e}");
+            }
+        }
+    }
+}
+
+async fn health_loop(node: std::sync::Weak<MetaNode>) {
+    loop {
+        let period = match node.upgrade() {
+            Some(n) => {
+                n.check_health().await;
+                n.settings.node_grace / 4
+            }
+            None => return,
+        };
+        tokio::time::sleep(period.max(Duration::from_millis(50))).await;
+    }
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("fence task panicked"));
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Where a new extent goes: a weighted random choice over healthy datanodes, weight
+//! by free bytes, never one node twice, and spread over distinct failure domains
+//! (zones, else racks) whenever the cluster has enough of them.
+
+use std::collections::HashSet;
+
+use proto::meta::{MetaError, NodeInfo, NodeState, Policy, Replica};
+use rand::Rng;
+
+/// A node as placement sees it: its devices' free bytes (the freshest known).
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    pub node: &'a NodeInfo,
+    /// (device id, free bytes)
+    pub devices: Vec<(u32, u64)>,
+}
+
+impl Candidate<'_> {
+    fn free(&self) -> u64 {
+        self.devices.iter().map(|d| d.1).sum()
+    }
+}
+
+/// The level at which replicas are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    Zone,
+    Rack,
+    Node,
+}
+
+fn domain(n: &NodeInfo, spread: Spread) -> (&str, &str, u64) {
+    match spread {
+        Spread::Zone => (&n.zone, "", 0),
+        Spread::Rack => (&n.zone, &n.rack, 0),
+        Spread::Node => ("", "", n.id),
+    }
+}
+
+/// The widest spread the candidates allow for `width` replicas.
+pub fn spread_for(cands: &[Candidate<'_>], width: usize) -> Spread {
+    for spread in [Spread::Zone, Spread::Rack] {
+        let domains: HashSet<_> = cands.iter().map(|c| domain(c.node, spread)).collect();
+        if domains.len() >= width {
+            return spread;
+        }
+    }
+    Spread::Node
+}
+
+/// Chooses `policy.width()` replicas among the `Up` candidates with free space.
+pub fn place(cands: &[Candidate<'_>], policy: Policy, rng: &mut impl Rng) -> Result<Vec<Replica>, MetaError> {
+    let width = policy.width();
+    let healthy: Vec<&Candidate<'_>> = cands.iter().filter(|c| c.node.state == NodeState::Up && c.free() > 0).collect();
+    if healthy.len() < width {
+        return Err(MetaError::NotEnoughNodes { policy: policy.to_string(), need: width, have: healthy.len() });
+    }
+    let owned: Vec<Candidate<'_>> = healthy.iter().map(|c| (*c).clone()).collect();
+    let spread = spread_for(&owned, width);
+    let mut used_domains = HashSet::new();
+    let mut chosen: Vec<Replica> = Vec::with_capacity(width);
+    let mut left: Vec<&Candidate<'_>> = healthy;
+    while chosen.len() < width {
+        let eligible: Vec<&Candidate<'_>> =
+            left.iter().copied().filter(|c| !used_domains.contains(&domain(c.node, spread))).collect();
+        let c = weighted(&eligible, |c| c.free(), rng).expect("spread_for guarantees enough domains");
+        used_domains.insert(domain(c.node, spread));
+        let devices: Vec<&(u32, u64)> = c.devices.iter().filter(|d| d.1 > 0).collect();
+        let dev = weighted(&devices, |d| d.1, rng).expect("free() > 0");
+        chosen.push(Replica { node: c.node.id, device: dev.0 });
+        left.retain(|o| o.node.id != c.node.id);
+    }
+    Ok(chosen)
+}
+
+/// One item drawn with probability proportional to its weight (all weights > 0).
+fn weighted<'t, T>(items: &[&'t T], weight: impl Fn(&T) -> u64, rng: &mut impl Rng) -> Option<&'t T> {
+    let total: u128 = items.iter().map(|i| weight(i) as u128).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = rng.gen_range(0..total);
+    for i in items {
+        let w = weight(i) as u128;
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    unreachable!("x < total")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proto::meta::DeviceInfo;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn nodes(spec: &[(u8, u8, u64, NodeState)]) -> Vec<NodeInfo> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(zone, rack, free, state))| NodeInfo {
+                id: i as u64 + 1,
+                addr: format!("127.0.0.1:{}", 9000 + i),
+                zone: format!("z{zone}"),
+                rack: format!("r{rack}"),
+                devices: vec![
+                    DeviceInfo { id: 0, capacity_bytes: free, free_bytes: free / 2 },
+                    DeviceInfo { id: 1, capacity_bytes: free, free_bytes: free - free / 2 },
+                ],
+                state,
+            })
+            .collect()
+    }
+
+    fn cands(ns: &[NodeInfo]) -> Vec<Candidate<'_>> {
+        ns.iter()
+            .map(|n| Candidate { node: n, devices: n.devices.iter().map(|d| (d.id, d.free_bytes)).collect() })
+            .collect()
+    }
+
+    fn state() -> impl Strategy<Value = NodeState> {
+        prop_oneof![4 => Just(NodeState::Up), 1 => Just(NodeState::Down), 1 => Just(NodeState::Draining)]
+    }
+
+    proptest! {
+        #[test]
+        fn replicas_are_distinct_healthy_and_spread(
+            spec in prop::collection::vec((0u8..4, 0u8..3, 1u64..1_000_000, state()), 1..16),
+            width in 1u8..7,
+            seed: u64,
+        ) {
+            let ns = nodes(&spec);
+            let cs = cands(&ns);
+            let policy = Policy::Replica { n: width };
+            let mut rng = StdRng::seed_from_u64(seed);
+            let healthy: Vec<&Candidate<'_>> = cs.iter().filter(|c| c.node.state == NodeState::Up).collect();
+            match place(&cs, policy, &mut rng) {
+                Err(MetaError::NotEnoughNodes { need, have, .. }) => {
+                    prop_assert_eq!(need, width as usize);
+                    prop_assert!(healthy.len() < need);
+                    prop_assert_eq!(have, healthy.len());
+                }
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                Ok(rs) => {
+                    prop_assert_eq!(rs.len(), width as usize);
+                    let ids: HashSet<u64> = rs.iter().map(|r| r.node).collect();
+                    prop_assert_eq!(ids.len(), rs.len(), "a node twice: {:?}", rs);
+                    for r in &rs {
+                        let n = &ns[r.node as usize - 1];
+                        prop_assert_eq!(n.state, NodeState::Up);
+                        prop_assert!(r.device < 2);
+                    }
+                    // As many distinct zones (else racks) as the healthy nodes allow.
+                    let h: Vec<Candidate<'_>> = healthy.iter().map(|c| (*c).clone()).collect();
+                    let spread = spread_for(&h, rs.len());
+                    let doms: HashSet<_> = rs.iter().map(|r| domain(&ns[r.node as usize - 1], spread)).collect();
+                    prop_assert_eq!(doms.len(), rs.len());
+                    if spread != Spread::Zone {
+                        let zones: HashSet<&str> = healthy.iter().map(|c| c.node.zone.as_str()).collect();
+                        prop_assert!(zones.len() < rs.len());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn draws_follow_free_space() {
+        // One zone, so only weights matter: 1, 2, 3 and 4 units free.
+        let spec: Vec<_> = (1..=4).map(|w| (0u8, 0u8, w * 1_000_000, NodeState::Up)).collect();
+        let ns = nodes(&spec);
+        let cs = cands(&ns);
+        let mut rng = StdRng::seed_from_u64(7);
+        let draws = 100_000;
+        let mut hits = [0u32; 4];
+        for _ in 0..draws {
+            let r = place(&cs, Policy::Replica { n: 1 }, &mut rng).unwrap();
+            hits[r[0].node as usize - 1] += 1;
+        }
+        for (i, &h) in hits.iter().enumerate() {
+            let expect = draws as f64 * (i + 1) as f64 / 10.0;
+            // Five standard deviations of a binomial count.
+            let sd = (expect * (1.0 - (i + 1) as f64 / 10.0)).sqrt();
+            assert!((h as f64 - expect).abs() < 5.0 * sd, "node {} drawn {h} times, expected {expect:.0}", i + 1);
+        }
+    }
+
+    #[test]
+    fn full_nodes_and_seeds() {
+        let ns = nodes(&[(0, 0, 10, NodeState::Up), (1, 0, 10, NodeState::Up), (2, 0, 10, NodeState::Up)]);
+        let mut cs = cands(&ns);
+        cs[1].devices.iter_mut().for_each(|d| d.1 = 0);
+        let r = place(&cs, Policy::Replica { n: 3 }, &mut StdRng::seed_from_u64(1));
+        assert!(matches!(r, Err(MetaError::NotEnoughNodes { need: 3, have: 2, .. })), "{r:?}");
+        let cs = cands(&ns);
+        let a = place(&cs, Policy::Ec { k: 1, m: 1 }, &mut StdRng::seed_from_u64(42)).unwrap();
+        let b = place(&cs, Policy::Ec { k: 1, m: 1 }, &mut StdRng::seed_from_u64(42)).unwrap();
+        assert_eq!(a, b, "the same seed places the same way");
+    }
+}

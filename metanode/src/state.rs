@@ -1,0 +1,366 @@
+//! The replicated state and the commands that change it. `State::apply` is the
+//! whole state machine: deterministic, validating every command against the state,
+//! and reporting which keys it changed so the store persists exactly those in the
+//! same RocksDB batch as the applied log id.
+
+use std::collections::BTreeMap;
+
+use proto::meta::{
+    ExtentInfo, MetaError, NodeInfo, NodeState, Policy, RegisterNode, Replica, StreamId, StreamInfo, StreamView,
+};
+use proto::{Epoch, ExtentId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// A change proposed through Raft. Placement is chosen by the leader before proposing,
+/// so applying is deterministic on every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterNode(RegisterNode),
+    SetNodeState {
+        id: NodeId,
+        state: NodeState,
+    },
+    CreateStream {
+        policy: Policy,
+    },
+    /// Bumps the epoch; the caller then seals the previous writer's open extent.
+    OpenStream {
+        id: StreamId,
+        writer: String,
+    },
+    AllocateExtent {
+        stream: StreamId,
+        epoch: Epoch,
+        after: Option<ExtentId>,
+        replicas: Vec<Replica>,
+    },
+    SealExtent {
+        extent: ExtentId,
+        epoch: Epoch,
+        length: u64,
+    },
+    DeleteStream {
+        id: StreamId,
+    },
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Node(NodeInfo),
+    Stream(StreamInfo),
+    Extent(ExtentInfo),
+    Done,
+}
+
+pub type Outcome = Result<Reply, MetaError>;
+
+/// One key of the state machine's column family, changed by an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Node(NodeId),
+    Stream(StreamId),
+    Extent(ExtentId),
+    Counters,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub next_stream: StreamId,
+    pub next_extent: ExtentId,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub streams: BTreeMap<StreamId, StreamInfo>,
+    pub extents: BTreeMap<ExtentId, ExtentInfo>,
+    pub counters: Counters,
+}
+
+impl State {
+    /// Applies `cmd`; a refused command changes nothing. Changed keys are appended to
+    /// `dirty`.
+    pub fn apply(&mut self, cmd: Command, dirty: &mut Vec<Key>) -> Outcome {
+        match cmd {
+            Command::RegisterNode(r) => {
+                validate_register(&r)?;
+                if let Some(other) = self.nodes.values().find(|n| n.addr == r.addr && n.id != r.id) {
+                    return Err(MetaError::conflict(format!(
+                        "address {} already belongs to datanode {}",
+                        r.addr, other.id
+                    )));
+                }
+                let state = self.nodes.get(&r.id).map_or(NodeState::Up, |n| match n.state {
+                    NodeState::Draining => NodeState::Draining,
+                    _ => NodeState::Up,
+                });
+                let node = NodeInfo { id: r.id, addr: r.addr, zone: r.zone, rack: r.rack, devices: r.devices, state };
+                self.nodes.insert(node.id, node.clone());
+                dirty.push(Key::Node(node.id));
+                Ok(Reply::Node(node))
+            }
+            Command::SetNodeState { id, state } => {
+                let n = self.nodes.get_mut(&id).ok_or(MetaError::NoSuchNode { id })?;
+                n.state = state;
+                dirty.push(Key::Node(id));
+                Ok(Reply::Node(n.clone()))
+            }
+            Command::CreateStream { policy } => {
+                let need = policy.width();
+                if need > self.nodes.len() {
+                    return Err(MetaError::NotEnoughNodes { policy: policy.to_string(), need, have: self.nodes.len() });
+                }
+                self.counters.next_stream += 1;
+                let id = self.counters.next_stream;
+                let s = StreamInfo { id, policy, epoch: 0, writer: None, extents: Vec::new() };
+                self.streams.insert(id, s.clone());
+                dirty.extend([Key::Stream(id), Key::Counters]);
+                Ok(Reply::Stream(s))
+            }
+            Command::OpenStream { id, writer } => {
+                let s = self.streams.get_mut(&id).ok_or(MetaError::NoSuchStream { id })?;
+                s.epoch += 1;
+                s.writer = Some(writer);
+                dirty.push(Key::Stream(id));
+                Ok(Reply::Stream(s.clone()))
+            }
+            Command::AllocateExtent { stream, epoch, after, replicas } => {
+                self.allocate(stream, epoch, after, replicas, dirty)
+            }
+            Command::SealExtent { extent, epoch, length } => {
+                let e = self.extents.get(&extent).ok_or(MetaError::NoSuchExtent { id: extent })?;
+                let s = &self.streams[&e.stream];
+                if epoch < s.epoch {
+                    return Err(MetaError::Fenced { epoch, current: s.epoch });
+                }
+                if epoch > s.epoch {
+                    return Err(MetaError::invalid(format!("epoch {epoch} is newer than the stream's {}", s.epoch)));
+                }
+                match e.sealed_len {
+                    Some(l) if l == length => return Ok(Reply::Extent(e.clone())),
+                    Some(l) => {
+                        return Err(MetaError::conflict(format!("extent {extent} is sealed at {l}, not {length}")));
+                    }
+                    None => {}
+                }
+                let e = self.extents.get_mut(&extent).expect("checked");
+                e.sealed_len = Some(length);
+                dirty.push(Key::Extent(extent));
+                Ok(Reply::Extent(e.clone()))
+            }
+            Command::DeleteStream { id } => {
+                let s = self.streams.remove(&id).ok_or(MetaError::NoSuchStream { id })?;
+                dirty.push(Key::Stream(id));
+                for e in s.extents {
+                    self.extents.remove(&e);
+                    dirty.push(Key::Extent(e));
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        stream: StreamId,
+        epoch: Epoch,
+        after: Option<ExtentId>,
+        replicas: Vec<Replica>,
+        dirty: &mut Vec<Key>,
+    ) -> Outcome {
+        let s = self.streams.get(&stream).ok_or(MetaError::NoSuchStream { id: stream })?;
+        if epoch != s.epoch {
+            return Err(if epoch < s.epoch {
+                MetaError::Fenced { epoch, current: s.epoch }
+            } else {
+                MetaError::invalid(format!("epoch {epoch} is newer than the stream's {}", s.epoch))
+            });
+        }
+        if s.epoch == 0 {
+            return Err(MetaError::invalid(format!("stream {stream} is not open for writing")));
+        }
+        let tail = s.extents.last().copied();
+        if tail != after {
+            // A retry whose first attempt committed: answer with the extent it made.
+            let pos = after.map_or(Some(0), |a| s.extents.iter().position(|&x| x == a).map(|i| i + 1));
+            if let Some(&next) = pos.and_then(|i| s.extents.get(i)) {
+                if pos == Some(s.extents.len() - 1) && self.extents[&next].epoch == epoch {
+                    return Ok(Reply::Extent(self.extents[&next].clone()));
+                }
+            }
+            return Err(MetaError::conflict(format!(
+                "stream {stream} ends with extent {tail:?}, not {after:?}; refresh and retry"
+            )));
+        }
+        if let Some(t) = tail {
+            if self.extents[&t].sealed_len.is_none() {
+                return Err(MetaError::conflict(format!("extent {t} is still open: seal it before allocating")));
+            }
+        }
+        self.check_replicas(s.policy, &replicas)?;
+        self.counters.next_extent += 1;
+        let id = self.counters.next_extent;
+        let e = ExtentInfo { id, stream, replicas, epoch, sealed_len: None };
+        self.extents.insert(id, e.clone());
+        self.streams.get_mut(&stream).expect("checked").extents.push(id);
+        dirty.extend([Key::Extent(id), Key::Stream(stream), Key::Counters]);
+        Ok(Reply::Extent(e))
+    }
+
+    fn check_replicas(&self, policy: Policy, replicas: &[Replica]) -> Result<(), MetaError> {
+        if replicas.len() != policy.width() {
+            return Err(MetaError::invalid(format!(
+                "{policy} needs {} replicas, got {}",
+                policy.width(),
+                replicas.len()
+            )));
+        }
+        for (i, r) in replicas.iter().enumerate() {
+            if replicas[..i].iter().any(|o| o.node == r.node) {
+                return Err(MetaError::invalid(format!("datanode {} chosen twice", r.node)));
+            }
+            let n = self.nodes.get(&r.node).ok_or(MetaError::NoSuchNode { id: r.node })?;
+            if n.state != NodeState::Up {
+                return Err(MetaError::unavailable(format!("datanode {} is {:?}", r.node, n.state)));
+            }
+            if !n.devices.iter().any(|d| d.id == r.device) {
+                return Err(MetaError::invalid(format!("datanode {} has no device {}", r.node, r.device)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream with its extents and the datanodes they live on.
+    pub fn stream_view(&self, id: StreamId) -> Result<StreamView, MetaError> {
+        let stream = self.streams.get(&id).ok_or(MetaError::NoSuchStream { id })?.clone();
+        let extents: Vec<ExtentInfo> = stream.extents.iter().map(|e| self.extents[e].clone()).collect();
+        let mut ids: Vec<NodeId> = extents.iter().flat_map(|e| e.replicas.iter().map(|r| r.node)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let nodes = ids.iter().filter_map(|n| self.nodes.get(n).cloned()).collect();
+        Ok(StreamView { stream, extents, nodes })
+    }
+}
+
+fn validate_register(r: &RegisterNode) -> Result<(), MetaError> {
+    if r.addr.parse::<std::net::SocketAddr>().is_err() && !r.addr.contains(':') {
+        return Err(MetaError::invalid(format!("datanode address {:?} is not host:port", r.addr)));
+    }
+    if r.devices.is_empty() {
+        return Err(MetaError::invalid("a datanode needs at least one device"));
+    }
+    for (i, d) in r.devices.iter().enumerate() {
+        if r.devices[..i].iter().any(|o| o.id == d.id) {
+            return Err(MetaError::invalid(format!("device {} listed twice", d.id)));
+        }
+        if d.free_bytes > d.capacity_bytes {
+            return Err(MetaError::invalid(format!("device {} has more free bytes than capacity", d.id)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::meta::DeviceInfo;
+
+    fn node(id: NodeId) -> RegisterNode {
+        RegisterNode {
+            id,
+            addr: format!("127.0.0.1:{}", 9000 + id),
+            zone: String::new(),
+            rack: String::new(),
+            devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30 }],
+        }
+    }
+
+    fn run(st: &mut State, cmd: Command) -> Outcome {
+        let before = st.clone();
+        let mut dirty = Vec::new();
+        let r = st.apply(cmd, &mut dirty);
+        if r.is_err() {
+            assert_eq!(*st, before, "a refused command changed the state");
+            assert!(dirty.is_empty());
+        }
+        r
+    }
+
+    fn replicas(nodes: &[NodeId]) -> Vec<Replica> {
+        nodes.iter().map(|&node| Replica { node, device: 0 }).collect()
+    }
+
+    #[test]
+    fn stream_lifecycle_with_fencing_and_idempotent_retries() {
+        let mut st = State::default();
+        for id in 1..=3 {
+            run(&mut st, Command::RegisterNode(node(id))).unwrap();
+        }
+        let too_wide = run(&mut st, Command::CreateStream { policy: "ec:4+2".parse().unwrap() });
+        assert!(matches!(too_wide, Err(MetaError::NotEnoughNodes { need: 6, have: 3, .. })), "{too_wide:?}");
+        let Reply::Stream(s) = run(&mut st, Command::CreateStream { policy: "replica:3".parse().unwrap() }).unwrap()
+        else {
+            panic!()
+        };
+        let alloc =
+            |epoch, after| Command::AllocateExtent { stream: s.id, epoch, after, replicas: replicas(&[1, 2, 3]) };
+        assert!(matches!(run(&mut st, alloc(0, None)), Err(MetaError::Invalid { .. })), "allocated before open");
+        run(&mut st, Command::OpenStream { id: s.id, writer: "w1".into() }).unwrap();
+        let Reply::Extent(e1) = run(&mut st, alloc(1, None)).unwrap() else { panic!() };
+        // The same allocation again (a retry) returns the same extent.
+        assert_eq!(run(&mut st, alloc(1, None)).unwrap(), Reply::Extent(e1.clone()));
+        assert!(matches!(run(&mut st, alloc(1, Some(e1.id))), Err(MetaError::Conflict { .. })), "tail still open");
+        run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 100 }).unwrap();
+        run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 100 }).unwrap();
+        assert!(matches!(
+            run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 50 }),
+            Err(MetaError::Conflict { .. })
+        ));
+        let dup =
+            Command::AllocateExtent { stream: s.id, epoch: 1, after: Some(e1.id), replicas: replicas(&[1, 1, 2]) };
+        assert!(matches!(run(&mut st, dup), Err(MetaError::Invalid { .. })));
+        let ghost =
+            Command::AllocateExtent { stream: s.id, epoch: 1, after: Some(e1.id), replicas: replicas(&[1, 2, 7]) };
+        assert!(matches!(run(&mut st, ghost), Err(MetaError::NoSuchNode { id: 7 })));
+        let Reply::Extent(e2) = run(&mut st, alloc(1, Some(e1.id))).unwrap() else { panic!() };
+        // A second writer fences the first.
+        run(&mut st, Command::OpenStream { id: s.id, writer: "w2".into() }).unwrap();
+        assert!(matches!(
+            run(&mut st, Command::SealExtent { extent: e2.id, epoch: 1, length: 10 }),
+            Err(MetaError::Fenced { epoch: 1, current: 2 })
+        ));
+        assert!(matches!(run(&mut st, alloc(1, Some(e2.id))), Err(MetaError::Fenced { .. })));
+        run(&mut st, Command::SealExtent { extent: e2.id, epoch: 2, length: 10 }).unwrap();
+        let view = st.stream_view(s.id).unwrap();
+        assert_eq!(view.stream.extents, vec![e1.id, e2.id]);
+        assert_eq!(view.extents.iter().map(|e| e.sealed_len).collect::<Vec<_>>(), vec![Some(100), Some(10)]);
+        assert_eq!(view.nodes.len(), 3);
+        // A down node takes no new extents.
+        run(&mut st, Command::SetNodeState { id: 3, state: NodeState::Down }).unwrap();
+        let r = run(&mut st, alloc(2, Some(e2.id)));
+        assert!(matches!(r, Err(MetaError::Unavailable { .. })), "{r:?}");
+        run(&mut st, Command::DeleteStream { id: s.id }).unwrap();
+        assert!(st.extents.is_empty() && st.streams.is_empty());
+        assert!(matches!(run(&mut st, Command::DeleteStream { id: s.id }), Err(MetaError::NoSuchStream { .. })));
+    }
+
+    #[test]
+    fn registration_is_validated() {
+        let mut st = State::default();
+        let mut r = node(1);
+        r.devices.clear();
+        assert!(run(&mut st, Command::RegisterNode(r)).is_err());
+        let mut r = node(1);
+        r.devices[0].free_bytes = u64::MAX;
+        assert!(run(&mut st, Command::RegisterNode(r)).is_err());
+        run(&mut st, Command::RegisterNode(node(1))).unwrap();
+        let mut r = node(2);
+        r.addr = node(1).addr;
+        assert!(matches!(run(&mut st, Command::RegisterNode(r)), Err(MetaError::Conflict { .. })));
+        // Re-registering (a restart) keeps a draining node draining.
+        run(&mut st, Command::SetNodeState { id: 1, state: NodeState::Draining }).unwrap();
+        run(&mut st, Command::RegisterNode(node(1))).unwrap();
+        assert_eq!(st.nodes[&1].state, NodeState::Draining);
+    }
+}

@@ -1,0 +1,438 @@
+//! The Raft log and the state machine, both in one RocksDB (separate column families).
+//!
+//! - `logs`: log index (big-endian u64) -> entry. Appends, truncations and purges are
+//!   synced before openraft is told they happened.
+//! - `store`: the vote (synced), the committed log id, the last purged log id and the
+//!   current snapshot.
+//! - `sm`: the state machine, one key per datanode, stream and extent, plus the
+//!   counters, the applied log id and the membership. Each `apply` writes the keys it
+//!   changed and the applied log id in one batch, so the applied id never runs ahead of
+//!   or behind the state. These writes are not synced: they are ordered behind the
+//!   synced log in RocksDB's one WAL, and whatever a crash loses of them is applied
+//!   again from the log, which is purged only up to a synced snapshot.
+//!
+//! Reads go to an in-memory copy of the state ([`Shared`]), loaded at open and
+//! updated by every apply.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StoredMembership, Vote,
+};
+use parking_lot::RwLock;
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Counters, Key, Reply, State};
+use crate::TypeConfig;
+
+type NodeId = u64;
+type SErr = StorageError<NodeId>;
+
+const CF_LOGS: &str = "logs";
+const CF_STORE: &str = "store";
+const CF_SM: &str = "sm";
+
+const K_VOTE: &[u8] = b"vote";
+const K_COMMITTED: &[u8] = b"committed";
+const K_PURGED: &[u8] = b"last_purged";
+const K_SNAPSHOT: &[u8] = b"snapshot";
+const K_APPLIED: &[u8] = b"~applied";
+const K_MEMBERSHIP: &[u8] = b"~membership";
+const K_COUNTERS: &[u8] = b"c";
+
+pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(4);
+    let cfs = [CF_LOGS, CF_STORE, CF_SM].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("in-memory encoding cannot fail")
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, AnyError> {
+    postcard::from_bytes(b).map_err(|e| AnyError::new(&e))
+}
+
+fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+type SIo = openraft::StorageIOError<NodeId>;
+type Sig = Option<openraft::storage::SnapshotSignature<NodeId>>;
+
+fn read_logs(e: impl Into<AnyError>) -> SErr {
+    SIo::read_logs(e).into()
+}
+fn write_logs(e: impl Into<AnyError>) -> SErr {
+    SIo::write_logs(e).into()
+}
+fn read_vote(e: impl Into<AnyError>) -> SErr {
+    SIo::read_vote(e).into()
+}
+fn write_vote(e: impl Into<AnyError>) -> SErr {
+    SIo::write_vote(e).into()
+}
+fn write_state_machine(e: impl Into<AnyError>) -> SErr {
+    SIo::write_state_machine(e).into()
+}
+fn read_snapshot(sig: Sig, e: impl Into<AnyError>) -> SErr {
+    SIo::read_snapshot(sig, e).into()
+}
+fn write_snapshot(sig: Sig, e: impl Into<AnyError>) -> SErr {
+    SIo::write_snapshot(sig, e).into()
+}
+
+fn io<E: std::error::Error + 'static>(e: E) -> AnyError {
+    AnyError::new(&e)
+}
+
+// ---------------------------------------------------------------------------------
+// Raft log
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> LogStore {
+        LogStore { db }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    fn get_store<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
+        match self.db.get_cf(self.cf(CF_STORE), key).map_err(io)? {
+            Some(b) => Ok(Some(dec(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_store<T: Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), rocksdb::Error> {
+        let w = if sync { synced() } else { WriteOptions::default() };
+        self.db.put_cf_opt(self.cf(CF_STORE), key, enc(v), &w)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::From(&start.to_be_bytes(), Direction::Forward));
+        for kv in it {
+            let (k, v) = kv.map_err(|e| read_logs(io(e)))?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().expect("8-byte log keys"));
+            if !range.contains(&idx) {
+                break;
+            }
+            out.push(dec(&v).map_err(read_logs)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let purged: Option<LogId<NodeId>> = self.get_store(K_PURGED).map_err(read_logs)?;
+        let last = match self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End).next() {
+            Some(kv) => {
+                let (_, v) = kv.map_err(|e| read_logs(io(e)))?;
+                let e: Entry<TypeConfig> = dec(&v).map_err(read_logs)?;
+                Some(e.log_id)
+            }
+            None => purged,
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        self.put_store(K_VOTE, vote, true).map_err(|e| write_vote(io(e)))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        self.get_store(K_VOTE).map_err(read_vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        self.put_store(K_COMMITTED, &committed, false).map_err(|e| write_logs(io(e)))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
+        Ok(self.get_store::<Option<LogId<NodeId>>>(K_COMMITTED).map_err(read_logs)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_LOGS);
+        for e in entries {
+            batch.put_cf(cf, e.log_id.index.to_be_bytes(), enc(&e));
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(std::io::Error::other);
+        let failed = r.as_ref().err().map(|e| write_logs(io(std::io::Error::other(e.to_string()))));
+        callback.log_io_completed(r);
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOGS), log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
+        self.db.write_opt(batch, &synced()).map_err(|e| write_logs(io(e)))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        // Record the purge point first: a crash between the two leaves extra entries,
+        // never a log that starts after its recorded start.
+        self.put_store(K_PURGED, &Some(log_id), true).map_err(|e| write_logs(io(e)))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOGS), 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
+        self.db.write_opt(batch, &WriteOptions::default()).map_err(|e| write_logs(io(e)))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// State machine
+
+/// The applied state, shared with the API handlers for reads.
+pub struct Shared {
+    pub state: RwLock<State>,
+    pub applied: RwLock<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBlob {
+    state: State,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<DB>,
+    pub shared: Arc<Shared>,
+}
+
+fn sm_key(k: Key) -> Vec<u8> {
+    let (tag, id) = match k {
+        Key::Node(id) => (b'n', id),
+        Key::Stream(id) => (b's', id),
+        Key::Extent(id) => (b'e', id),
+        Key::Counters => return K_COUNTERS.to_vec(),
+    };
+    let mut v = Vec::with_capacity(9);
+    v.push(tag);
+    v.extend_from_slice(&id.to_be_bytes());
+    v
+}
+
+impl StateMachine {
+    /// Loads the state machine column family into memory.
+    pub fn open(db: Arc<DB>) -> Result<StateMachine, AnyError> {
+        let mut state = State::default();
+        let mut applied = None;
+        let mut membership = StoredMembership::default();
+        let cf = db.cf_handle(CF_SM).expect("column family created at open");
+        for kv in db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = kv.map_err(io)?;
+            match k.as_ref() {
+                K_APPLIED => applied = dec(&v)?,
+                K_MEMBERSHIP => membership = dec(&v)?,
+                K_COUNTERS => state.counters = dec::<Counters>(&v)?,
+                [b'n', ..] => {
+                    let n: proto::meta::NodeInfo = dec(&v)?;
+                    state.nodes.insert(n.id, n);
+                }
+                [b's', ..] => {
+                    let s: proto::meta::StreamInfo = dec(&v)?;
+                    state.streams.insert(s.id, s);
+                }
+                [b'e', ..] => {
+                    let e: proto::meta::ExtentInfo = dec(&v)?;
+                    state.extents.insert(e.id, e);
+                }
+                other => return Err(AnyError::error(format!("unknown state machine key {other:?}"))),
+            }
+        }
+        let shared = Arc::new(Shared { state: RwLock::new(state), applied: RwLock::new((applied, membership)) });
+        Ok(StateMachine { db, shared })
+    }
+
+    fn cf(&self) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(CF_SM).expect("column family created at open")
+    }
+
+    fn put_value(&self, batch: &mut WriteBatch, state: &State, k: Key) {
+        let cf = self.cf();
+        let key = sm_key(k);
+        let v = match k {
+            Key::Node(id) => state.nodes.get(&id).map(enc),
+            Key::Stream(id) => state.streams.get(&id).map(enc),
+            Key::Extent(id) => state.extents.get(&id).map(enc),
+            Key::Counters => Some(enc(&state.counters)),
+        };
+        match v {
+            Some(v) => batch.put_cf(cf, key, v),
+            None => batch.delete_cf(cf, key),
+        }
+    }
+
+    fn save_snapshot(&self, s: &StoredSnapshot) -> Result<(), SErr> {
+        let cf = self.db.cf_handle(CF_STORE).expect("column family created at open");
+        self.db.put_cf_opt(cf, K_SNAPSHOT, enc(s), &synced()).map_err(|e| write_snapshot(None, io(e)))
+    }
+
+    /// Bytes of keys and values in the state machine column family, and the number of
+    /// extents: the "state per extent" figure of the benchmark.
+    pub fn state_bytes(&self) -> u64 {
+        self.db.iterator_cf(self.cf(), IteratorMode::Start).flatten().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        // The state and its applied id are read under one lock, so they match.
+        let (data, last_log_id, last_membership) = {
+            let state = self.shared.state.read();
+            let applied = self.shared.applied.read();
+            (enc(&SnapshotBlob { state: state.clone() }), applied.0, applied.1.clone())
+        };
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.save_snapshot(&stored)?;
+        tracing::info!("built snapshot {} ({} bytes)", meta.snapshot_id, stored.data.len());
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+        Ok(self.shared.applied.read().clone())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<crate::state::Outcome>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut batch = WriteBatch::default();
+        let mut state = self.shared.state.write();
+        let mut applied = self.shared.applied.write();
+        let mut dirty = Vec::new();
+        for e in entries {
+            applied.0 = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Ok(Reply::Done)),
+                EntryPayload::Normal(cmd) => out.push(state.apply(cmd, &mut dirty)),
+                EntryPayload::Membership(m) => {
+                    applied.1 = StoredMembership::new(Some(e.log_id), m);
+                    batch.put_cf(self.cf(), K_MEMBERSHIP, enc(&applied.1));
+                    out.push(Ok(Reply::Done));
+                }
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        for k in dirty {
+            self.put_value(&mut batch, &state, k);
+        }
+        batch.put_cf(self.cf(), K_APPLIED, enc(&applied.0));
+        drop(applied);
+        drop(state);
+        self.db.write(batch).map_err(|e| write_state_machine(io(e)))?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let data = snapshot.into_inner();
+        let blob: SnapshotBlob = dec(&data).map_err(|e| read_snapshot(Some(meta.signature()), e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(), [0u8].as_slice(), [0xffu8; 16].as_slice());
+        let st = &blob.state;
+        let keys = st
+            .nodes
+            .keys()
+            .map(|&i| Key::Node(i))
+            .chain(st.streams.keys().map(|&i| Key::Stream(i)))
+            .chain(st.extents.keys().map(|&i| Key::Extent(i)))
+            .chain([Key::Counters]);
+        for k in keys {
+            self.put_value(&mut batch, st, k);
+        }
+        batch.put_cf(self.cf(), K_APPLIED, enc(&meta.last_log_id));
+        batch.put_cf(self.cf(), K_MEMBERSHIP, enc(&meta.last_membership));
+        {
+            let mut state = self.shared.state.write();
+            let mut applied = self.shared.applied.write();
+            self.db.write(batch).map_err(|e| write_state_machine(io(e)))?;
+            *state = blob.state;
+            *applied = (meta.last_log_id, meta.last_membership.clone());
+        }
+        self.save_snapshot(&StoredSnapshot { meta: meta.clone(), data })?;
+        tracing::info!("installed snapshot {}", meta.snapshot_id);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let cf = self.db.cf_handle(CF_STORE).expect("column family created at open");
+        let Some(b) = self.db.get_cf(cf, K_SNAPSHOT).map_err(|e| read_snapshot(None, io(e)))? else {
+            return Ok(None);
+        };
+        let s: StoredSnapshot = dec(&b).map_err(|e| read_snapshot(None, e))?;
+        Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

@@ -1,0 +1,215 @@
+//! Starts real `metanode` (and `datanode`) processes on loopback ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use client::MetaClient;
+use proto::meta::{DeviceInfo, RegisterNode};
+
+/// LAN-tuned Raft timing used by the tests and the benchmark.
+pub const RAFT_ARGS: &[&str] = &["--heartbeat-ms", "50", "--election-ms", "300-600"];
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Spawns `bin` with `args`, waits for its "listening on" line and returns the child
+/// and the address it printed. Its stderr goes to `log`.
+pub fn spawn_listening(bin: &Path, args: &[String], log: &Path) -> (Child, String) {
+    spawn_listening_env(bin, args, log, &[])
+}
+
+pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> (Child, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().cloned())
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.split("listening on ").nth(1) {
+                let _ = tx.send(a.trim().to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => (child, a),
+        Err(_) => {
+            let _ = child.kill();
+            let mut s = String::new();
+            let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut s));
+            panic!("{} did not start; its log:\n{s}", bin.display());
+        }
+    }
+}
+
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Member {
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = self.dir.join(format!("metanode-{}-{}.log", self.id, self.starts));
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--id".into(),
+            self.id.to_string(),
+            "--listen".into(),
+            self.addr.clone(),
+            "--data".into(),
+            self.dir.join("db").display().to_string(),
+        ];
+        args.extend(self.args.iter().cloned());
+        let (child, _) = spawn_listening_env(Path::new(env!("CARGO_BIN_EXE_metanode")), &args, &log, &self.envs);
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// `n` founding members, each with `extra` flags.
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_env(n, extra, &[])
+    }
+
+    /// As `start`, with environment variables for every member.
+    pub fn start_env(n: u64, extra: &[&str], envs: &[(&str, &str)]) -> Cluster {
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<(u64, String)> = (1..=n).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let init = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let mut members = Vec::new();
+        for (id, addr) in addrs {
+            let mut args: Vec<String> = vec!["--init".into(), init.clone()];
+            args.extend(RAFT_ARGS.iter().chain(extra).map(|s| s.to_string()));
+            let mut m = Cluster::member(dir.path(), id, addr, args);
+            m.envs = envs.clone();
+            members.push(m);
+        }
+        for m in &mut members {
+            m.start();
+        }
+        Cluster { dir, members }
+    }
+
+    fn member(root: &Path, id: u64, addr: String, args: Vec<String>) -> Member {
+        let dir = root.join(format!("m{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Member { id, addr, dir, child: None, starts: 0, args, envs: Vec::new() }
+    }
+
+    /// A new member that is not part of the founding set (to be added by an admin).
+    pub fn add_process(&mut self, id: u64, extra: &[&str]) -> &mut Member {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = RAFT_ARGS.iter().chain(extra).map(|s| s.to_string()).collect();
+        let m = Cluster::member(self.dir.path(), id, addr, args);
+        self.members.push(m);
+        let m = self.members.last_mut().unwrap();
+        m.start();
+        m
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    pub fn client(&self) -> MetaClient {
+        MetaClient::new(self.addrs())
+    }
+
+    pub fn member_mut(&mut self, id: u64) -> &mut Member {
+        self.members.iter_mut().find(|m| m.id == id).unwrap()
+    }
+
+    /// The leader every running member agrees on, once there is one.
+    pub async fn leader(&self) -> u64 {
+        let c = self.client();
+        wait_for("an agreed leader", Duration::from_secs(30), || async {
+            let mut leader = None;
+            for m in self.members.iter().filter(|m| m.running()) {
+                let s = c.status_of(&m.addr).await.ok()?;
+                let l = s.leader?.id;
+                if leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader
+        })
+        .await
+    }
+}
+
+/// Polls `f` until it yields a value, panicking after `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A datanode as the metanode sees it, without a process behind it (for tests of
+/// metadata alone). Registered with one 1 TiB device.
+pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
+    RegisterNode {
+        id,
+        addr: format!("127.0.0.2:{}", 20000 + id),
+        zone: zone.into(),
+        rack: String::new(),
+        devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40 }],
+    }
+}
+
+/// The `datanode` binary next to the `metanode` one (both built by `cargo build` or
+/// `cargo nextest run --workspace`).
+pub fn datanode_bin() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_metanode")).with_file_name("datanode");
+    assert!(p.exists(), "{} is missing: build the workspace (cargo build --workspace) first", p.display());
+    p
+}

@@ -1,0 +1,309 @@
+//! The metanode's data model and API types, shared by the metanode (server) and the
+//! client library. The metanode speaks JSON over HTTP; every type here is the JSON
+//! body of a request or a response (see `metanode/API.md`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Epoch, ExtentId, NodeId};
+
+/// Cluster-wide LogStream id, assigned by the metanode.
+pub type StreamId = u64;
+/// Id of a metanode (a Raft member). Independent of datanode ids.
+pub type MemberId = u64;
+
+/// Environment variable holding the shared secret every metanode request must carry
+/// (`Authorization: Bearer ...`) when the metanodes are started with it.
+pub const CLUSTER_TOKEN_ENV: &str = "STRATA_CLUSTER_TOKEN";
+
+/// Widest redundancy policy accepted (replicas, or data plus parity shards).
+pub const POLICY_WIDTH_MAX: u8 = 32;
+
+/// A stream's redundancy policy: `replica:N` or `ec:K+M`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Policy {
+    Replica { n: u8 },
+    Ec { k: u8, m: u8 },
+}
+
+impl Policy {
+    /// Number of datanodes one extent of this policy occupies.
+    pub fn width(&self) -> usize {
+        match *self {
+            Policy::Replica { n } => n as usize,
+            Policy::Ec { k, m } => k as usize + m as usize,
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::Replica { n } => write!(f, "replica:{n}"),
+            Policy::Ec { k, m } => write!(f, "ec:{k}+{m}"),
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Policy, String> {
+        let bad = || format!("bad redundancy policy {s:?}: expected replica:N (1..={POLICY_WIDTH_MAX}) or ec:K+M");
+        let num = |v: &str| v.parse::<u8>().map_err(|_| bad());
+        let p = if let Some(n) = s.strip_prefix("replica:") {
+            Policy::Replica { n: num(n)? }
+        } else if let Some(km) = s.strip_prefix("ec:") {
+            let (k, m) = km.split_once('+').ok_or_else(bad)?;
+            Policy::Ec { k: num(k)?, m: num(m)? }
+        } else {
+            return Err(bad());
+        };
+        let ok = match p {
+            Policy::Replica { n } => n >= 1,
+            Policy::Ec { k, m } => k >= 1 && m >= 1,
+        };
+        if !ok || p.width() > POLICY_WIDTH_MAX as usize {
+            return Err(bad());
+        }
+        Ok(p)
+    }
+}
+
+impl TryFrom<String> for Policy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Policy, String> {
+        s.parse()
+    }
+}
+
+impl From<Policy> for String {
+    fn from(p: Policy) -> String {
+        p.to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeating; receives new extents.
+    Up,
+    /// Missed heartbeats for longer than the grace period.
+    Down,
+    /// Up, but receives no new extents (an admin is emptying it).
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: u32,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A datanode as registered with the metanode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// `host:port` of its extent RPC listener.
+    pub addr: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub rack: String,
+    pub devices: Vec<DeviceInfo>,
+    pub state: NodeState,
+}
+
+/// Body of `POST /v1/nodes/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub id: NodeId,
+    pub addr: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub rack: String,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Body of `POST /v1/nodes/heartbeat`: soft state, kept in the leader's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub id: NodeId,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// One copy (or one shard) of an extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Replica {
+    pub node: NodeId,
+    pub device: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentInfo {
+    pub id: ExtentId,
+    pub stream: StreamId,
+    /// Replicas in order; for `ec:K+M`, shard i is on `replicas[i]` (data shards first).
+    pub replicas: Vec<Replica>,
+    /// The stream epoch the extent was allocated under.
+    pub epoch: Epoch,
+    /// `Some(len)` once sealed: the extent's final length, immutable.
+    pub sealed_len: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    pub id: StreamId,
+    pub policy: Policy,
+    /// Bumped by every open for writing; only the newest writer may allocate or seal.
+    pub epoch: Epoch,
+    /// Who opened the stream last (free text: host, process, purpose).
+    pub writer: Option<String>,
+    /// Extent ids in stream order; only the last may be open.
+    pub extents: Vec<ExtentId>,
+}
+
+/// A stream with its extents' locations: the answer of get and open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamView {
+    pub stream: StreamInfo,
+    pub extents: Vec<ExtentInfo>,
+    /// Addresses of the datanodes the extents live on.
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateStream {
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenStream {
+    pub writer: String,
+}
+
+/// Body of `POST /v1/streams/{id}/extents`. `after` names the extent the new one
+/// follows (None for a stream's first), which makes a retried allocation idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateExtent {
+    pub epoch: Epoch,
+    pub after: Option<ExtentId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealExtent {
+    pub epoch: Epoch,
+    pub length: u64,
+}
+
+/// Body of `POST /v1/admin/nodes/{id}/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetNodeState {
+    pub state: NodeState,
+}
+
+/// A metanode (Raft member) address, for membership changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: MemberId,
+    pub addr: String,
+}
+
+/// `GET /v1/status`: one metanode's view of the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: MemberId,
+    pub leader: Option<Member>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voters: Vec<Member>,
+    pub learners: Vec<Member>,
+    pub nodes: usize,
+    pub streams: usize,
+    pub extents: usize,
+}
+
+/// Every refusal of the metanode. Serialized as `{"code": "...", ...fields}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code")]
+pub enum MetaError {
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<Member> },
+    #[error("no such datanode {id}")]
+    NoSuchNode { id: NodeId },
+    #[error("no such stream {id}")]
+    NoSuchStream { id: StreamId },
+    #[error("no such extent {id}")]
+    NoSuchExtent { id: ExtentId },
+    #[error("fenced: epoch {epoch} is older than the stream's epoch {current}")]
+    Fenced { epoch: Epoch, current: Epoch },
+    #[error("not enough datanodes for {policy}: need {need}, {have} available")]
+    NotEnoughNodes { policy: String, need: usize, have: usize },
+    #[error("conflict: {msg}")]
+    Conflict { msg: String },
+    #[error("invalid request: {msg}")]
+    Invalid { msg: String },
+    #[error("unavailable: {msg}")]
+    Unavailable { msg: String },
+    #[error("unauthorized: {msg}")]
+    Unauthorized { msg: String },
+}
+
+impl MetaError {
+    /// HTTP status the metanode answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            MetaError::NotLeader { .. } => 421,
+            MetaError::NoSuchNode { .. } | MetaError::NoSuchStream { .. } | MetaError::NoSuchExtent { .. } => 404,
+            MetaError::Fenced { .. } | MetaError::Conflict { .. } => 409,
+            MetaError::NotEnoughNodes { .. } | MetaError::Unavailable { .. } => 503,
+            MetaError::Invalid { .. } => 400,
+            MetaError::Unauthorized { .. } => 401,
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> MetaError {
+        MetaError::Invalid { msg: msg.into() }
+    }
+
+    pub fn conflict(msg: impl Into<String>) -> MetaError {
+        MetaError::Conflict { msg: msg.into() }
+    }
+
+    pub fn unavailable(msg: impl Into<String>) -> MetaError {
+        MetaError::Unavailable { msg: msg.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_print() {
+        for s in ["replica:1", "replica:3", "ec:4+2", "ec:8+4"] {
+            let p: Policy = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{s}\""));
+        }
+        assert_eq!("ec:6+3".parse::<Policy>().unwrap().width(), 9);
+        for bad in ["", "replica:0", "replica:x", "ec:4", "ec:0+2", "ec:4+0", "ec:30+3", "raid:5", "replica:-1"] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad} accepted");
+        }
+        assert!(serde_json::from_str::<Policy>("\"ec:4+\"").is_err());
+    }
+
+    #[test]
+    fn errors_carry_their_code() {
+        let e = MetaError::Fenced { epoch: 3, current: 4 };
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(j, r#"{"code":"Fenced","epoch":3,"current":4}"#);
+        assert_eq!(serde_json::from_str::<MetaError>(&j).unwrap(), e);
+    }
+}
