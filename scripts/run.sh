@@ -43,7 +43,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo "--- datanodes known to the metanode:"
-"$bin/metanode" nodes --meta "$meta" | grep -E '"(id|addr|zone|state)"' | paste - - - -
+"$bin/metanode" nodes --meta "$meta" | grep -E '^    "(id|addr|zone|state)"' | paste - - - -
 "$bin/strata" --meta "$meta" demo-stream
 echo
 echo "cluster running: metanode $meta, datanodes 127.0.0.1:$dport..$((dport + 2)) (logs in $data/)"

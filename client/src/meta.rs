@@ -89,7 +89,7 @@ impl MetaClient {
         body: Option<&B>,
     ) -> Result<T, MetaError> {
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Duration::from_millis(10);
         loop {
             let i = self.inner.leader.load(Ordering::Relaxed);
             let addr = {
@@ -132,7 +132,9 @@ impl MetaClient {
                 )));
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            // Short: during a failover the new leader is found within a few RTTs of
+            // its election.
+            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 

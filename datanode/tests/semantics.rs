@@ -255,3 +255,40 @@ async fn a_connection_pipelining_more_than_its_byte_budget_is_slowed_not_stuck()
     }
     assert_eq!(c.read(1, 95 << 20, 4096).await.unwrap(), vec![3u8; 4096]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_refuses_older_epochs_and_reports_every_accepted_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), default_args(dir.path()));
+    let c = node.client().await;
+    c.create(1, 1, ANY_DEVICE).await.unwrap();
+    // Many appends in flight on one connection, then a fence on another: the fence's
+    // length covers every append accepted before it, and none after it is accepted.
+    let mut pending = Vec::new();
+    let mut off = 0u64;
+    for i in 0..200u32 {
+        let data = Bytes::from(vec![i as u8; 1000 + (i as usize % 7) * 300]);
+        pending.push(c.submit(DataNodeClient::append_request(1, off, 1, data.clone())));
+        off += data.len() as u64;
+    }
+    let fencer = node.client().await;
+    let st = fencer.fence(1, 2).await.unwrap();
+    let mut acked = 0u64;
+    for p in pending {
+        if let Ok(r) = p.await {
+            acked = acked.max(client::conn::appended(r).unwrap());
+        }
+    }
+    assert_eq!(st.length, acked, "the fence reports exactly the appends that were accepted before it");
+    assert_eq!(st.epoch, 2);
+    assert!(matches!(
+        refused(c.append(1, st.length, 1, b(b"late")).await),
+        ExtentError::StaleEpoch { epoch: 1, current: 2 }
+    ));
+    assert!(matches!(refused(fencer.fence(1, 1).await), ExtentError::StaleEpoch { .. }));
+    assert!(matches!(refused(fencer.fence(99, 2).await), ExtentError::NotFound { .. }));
+    // The fenced length is durable and readable; sealing there and fencing again agree.
+    assert_eq!(c.read(1, 0, st.length as u32).await.unwrap().len() as u64, st.length);
+    c.seal(1, st.length).await.unwrap();
+    assert_eq!(fencer.fence(1, 3).await.unwrap().length, st.length);
+}

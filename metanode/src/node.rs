@@ -54,8 +54,8 @@ impl Settings {
             advertise,
             data_dir,
             init: BTreeMap::new(),
-            heartbeat_ms: 100,
-            election_ms: (400, 800),
+            heartbeat_ms: 50,
+            election_ms: (300, 600),
             node_grace: Duration::from_secs(10),
             snapshot_logs: 10_000,
             placement_seed: None,
@@ -458,10 +458,10 @@ async fn health_loop(node: std::sync::Weak<MetaNode>) {
 }
 
 /// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());

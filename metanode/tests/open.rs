@@ -85,7 +85,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
     let mut conns = Vec::new();
     for r in &e.replicas {
         let c = DataNodeClient::connect(addr(r.node).as_str()).await.unwrap();
-        c.create(e.id, epoch_a, r.device as u32).await.unwrap();
+        c.create(e.id, epoch_a, r.device).await.unwrap();
         conns.push(c);
     }
     let mut acked = 0u64;
@@ -123,7 +123,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
     let mut conns2 = Vec::new();
     for r in &e2.replicas {
         let c = DataNodeClient::connect(addr(r.node).as_str()).await.unwrap();
-        c.create(e2.id, epoch_b, r.device as u32).await.unwrap();
+        c.create(e2.id, epoch_b, r.device).await.unwrap();
         conns2.push(c);
     }
     for c in &conns2 {

@@ -44,10 +44,11 @@ struct Serve {
     #[arg(long, value_delimiter = ',')]
     init: Vec<String>,
     /// Raft heartbeat interval, ms.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
-    /// Raft election timeout range MIN-MAX, ms.
-    #[arg(long, default_value = "400-800")]
+    /// Raft election timeout range MIN-MAX, ms. A follower that stops hearing from the
+    /// leader waits MAX (the leader's lease) plus a random MIN..MAX before it runs.
+    #[arg(long, default_value = "300-600")]
     election_ms: String,
     /// A datanode silent this long is marked down, ms.
     #[arg(long, default_value_t = 10_000)]

@@ -77,7 +77,7 @@ impl Member {
             self.dir.join("db").display().to_string(),
         ];
         args.extend(self.args.iter().cloned());
-        let (child, _) = spawn_listening_env(Path::new(env!("CARGO_BIN_EXE_metanode")), &args, &log, &self.envs);
+        let (child, _) = spawn_listening_env(&metanode_bin(), &args, &log, &self.envs);
         self.child = Some(child);
     }
 
@@ -206,10 +206,24 @@ pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
     }
 }
 
-/// The `datanode` binary next to the `metanode` one (both built by `cargo build` or
-/// `cargo nextest run --workspace`).
-pub fn datanode_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_metanode")).with_file_name("datanode");
+/// A binary of the workspace in the profile directory this test or benchmark runs
+/// from (`target/<profile>/deps/<exe>` -> `target/<profile>/<name>`).
+fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
     assert!(p.exists(), "{} is missing: build the workspace (cargo build --workspace) first", p.display());
     p
+}
+
+pub fn metanode_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_metanode") {
+        Some(p) => p.into(),
+        None => sibling_bin("metanode"),
+    }
+}
+
+/// The `datanode` binary (built by `cargo build --workspace` or
+/// `cargo nextest run --workspace`).
+pub fn datanode_bin() -> PathBuf {
+    sibling_bin("datanode")
 }
