@@ -20,6 +20,10 @@ use serde::Serialize;
 /// gives up with `Unavailable`.
 pub const META_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
 
+/// Longest one attempt waits for a member's answer; longer than the metanode's own
+/// commit timeout (5 s) plus an opener's fence timeout (3 s).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
+
 #[derive(Clone)]
 pub struct MetaClient {
     inner: Arc<Inner>,
@@ -100,7 +104,9 @@ impl MetaClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let retry = match req.timeout(self.inner.deadline).send().await {
+            // A member that hangs (cut off, overloaded) costs one attempt, not the deadline.
+            let attempt = ATTEMPT_TIMEOUT.min(self.inner.deadline);
+            let retry = match req.timeout(attempt).send().await {
                 Ok(r) if r.status().is_success() => {
                     return r.json().await.map_err(|e| MetaError::unavailable(format!("bad answer from {addr}: {e}")));
                 }
@@ -111,8 +117,8 @@ impl MetaClient {
                             self.follow(leader.as_ref(), i);
                             format!("{addr} is not the leader")
                         }
-                        // No quorum yet (an election): wait and ask again.
-                        Ok(MetaError::Unavailable { msg }) if msg.contains("quorum") || msg.contains("Quorum") => {
+                        // An election, or a member cut off from the majority: ask another.
+                        Ok(MetaError::NoQuorum { msg }) => {
                             self.follow(None, i);
                             msg
                         }

@@ -85,6 +85,10 @@ pub struct MetaNode {
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 
+/// Longest a write or a linearizable read waits for a majority before answering
+/// `NoQuorum` (so clients try elsewhere instead of hanging on a cut-off member).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn not_leader(f: ForwardToLeader<u64, BasicNode>) -> MetaError {
     let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| Member { id, addr: n.addr });
     MetaError::NotLeader { leader }
@@ -155,7 +159,11 @@ impl MetaNode {
 
     /// Proposes `cmd` and waits until it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<Reply> {
-        match self.raft.client_write(cmd).await {
+        self.require_voter()?;
+        let r = tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(cmd)).await.map_err(|_| {
+            MetaError::NoQuorum { msg: format!("metanode {}: no commit within {COMMIT_TIMEOUT:?}", self.id) }
+        })?;
+        match r {
             Ok(r) => r.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f)),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
@@ -168,13 +176,28 @@ impl MetaNode {
     /// Waits until this member's state reflects everything committed before the call
     /// (a read index confirmed by a quorum): reads after it are linearizable.
     pub async fn linearizable(&self) -> Result<()> {
-        match self.raft.ensure_linearizable().await {
+        self.require_voter()?;
+        let r = tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await.map_err(|_| {
+            MetaError::NoQuorum { msg: format!("metanode {}: no read index within {COMMIT_TIMEOUT:?}", self.id) }
+        })?;
+        match r {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f)),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(MetaError::unavailable(e.to_string()))
+                Err(MetaError::NoQuorum { msg: e.to_string() })
             }
             Err(RaftError::Fatal(f)) => Err(MetaError::unavailable(f.to_string())),
+        }
+    }
+
+    /// A member removed from the group (or not yet added) serves nothing: it would
+    /// wait for a commit that never comes.
+    fn require_voter(&self) -> Result<()> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().any(|v| v == self.id) {
+            Ok(())
+        } else {
+            Err(self.leader_hint())
         }
     }
 

@@ -251,6 +251,10 @@ pub enum MetaError {
     Invalid { msg: String },
     #[error("unavailable: {msg}")]
     Unavailable { msg: String },
+    /// This member could not reach a majority in time (an election, a partition, or a
+    /// member removed from the group): ask again, or ask another member.
+    #[error("no quorum: {msg}")]
+    NoQuorum { msg: String },
     #[error("unauthorized: {msg}")]
     Unauthorized { msg: String },
 }
@@ -262,7 +266,7 @@ impl MetaError {
             MetaError::NotLeader { .. } => 421,
             MetaError::NoSuchNode { .. } | MetaError::NoSuchStream { .. } | MetaError::NoSuchExtent { .. } => 404,
             MetaError::Fenced { .. } | MetaError::Conflict { .. } => 409,
-            MetaError::NotEnoughNodes { .. } | MetaError::Unavailable { .. } => 503,
+            MetaError::NotEnoughNodes { .. } | MetaError::Unavailable { .. } | MetaError::NoQuorum { .. } => 503,
             MetaError::Invalid { .. } => 400,
             MetaError::Unauthorized { .. } => 401,
         }

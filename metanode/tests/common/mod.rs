@@ -178,6 +178,26 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// On a failing test, prints the end of every member's logs (the directory goes away).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for m in &self.members {
+            for n in 1..=m.starts {
+                let p = m.dir.join(format!("metanode-{}-{n}.log", m.id));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("==== {} (last 40 lines)", p.display());
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
 /// Polls `f` until it yields a value, panicking after `within`.
 pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
 where
