@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,35 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A path parameter whose rejection (`/v1/streams/abc`) is an `Invalid` error.
+pub struct Id<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Id<T>, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Id(v)),
+            Err(r) => Err(ApiError(MetaError::invalid(r.body_text()))),
+        }
+    }
+}
+
+/// A JSON body whose rejection (bad JSON, wrong shape, bad policy, missing
+/// content type) is an `Invalid` error in the API's own format, naming what is wrong.
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body<T>, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(ApiError(MetaError::invalid(r.body_text()))),
+        }
+    }
+}
 
 /// Refuses requests without the cluster token when one is configured
 /// (`STRATA_CLUSTER_TOKEN`): `Authorization: Bearer <token>`, compared in constant time.
@@ -102,11 +132,11 @@ async fn nodes(State(n): App) -> ApiResult<Vec<NodeInfo>> {
     Ok(Json(n.nodes().await?))
 }
 
-async fn register(State(n): App, Json(r): Json<RegisterNode>) -> ApiResult<NodeInfo> {
+async fn register(State(n): App, Body(r): Body<RegisterNode>) -> ApiResult<NodeInfo> {
     Ok(Json(n.register(r).await?))
 }
 
-async fn heartbeat(State(n): App, Json(h): Json<Heartbeat>) -> ApiResult<()> {
+async fn heartbeat(State(n): App, Body(h): Body<Heartbeat>) -> ApiResult<()> {
     Ok(Json(n.heartbeat(h).await?))
 }
 
@@ -114,43 +144,43 @@ async fn streams(State(n): App) -> ApiResult<Vec<StreamInfo>> {
     Ok(Json(n.streams().await?))
 }
 
-async fn create_stream(State(n): App, Json(r): Json<CreateStream>) -> ApiResult<StreamInfo> {
+async fn create_stream(State(n): App, Body(r): Body<CreateStream>) -> ApiResult<StreamInfo> {
     Ok(Json(n.create_stream(r.policy).await?))
 }
 
-async fn stream(State(n): App, Path(id): Path<StreamId>) -> ApiResult<StreamView> {
+async fn stream(State(n): App, Id(id): Id<StreamId>) -> ApiResult<StreamView> {
     Ok(Json(n.stream(id).await?))
 }
 
-async fn delete_stream(State(n): App, Path(id): Path<StreamId>) -> ApiResult<()> {
+async fn delete_stream(State(n): App, Id(id): Id<StreamId>) -> ApiResult<()> {
     Ok(Json(n.delete_stream(id).await?))
 }
 
-async fn open_stream(State(n): App, Path(id): Path<StreamId>, Json(r): Json<OpenStream>) -> ApiResult<StreamView> {
+async fn open_stream(State(n): App, Id(id): Id<StreamId>, Body(r): Body<OpenStream>) -> ApiResult<StreamView> {
     Ok(Json(n.open(id, r).await?))
 }
 
-async fn allocate(State(n): App, Path(id): Path<StreamId>, Json(r): Json<AllocateExtent>) -> ApiResult<ExtentInfo> {
+async fn allocate(State(n): App, Id(id): Id<StreamId>, Body(r): Body<AllocateExtent>) -> ApiResult<ExtentInfo> {
     Ok(Json(n.allocate(id, r).await?))
 }
 
-async fn extent(State(n): App, Path(id): Path<ExtentId>) -> ApiResult<ExtentInfo> {
+async fn extent(State(n): App, Id(id): Id<ExtentId>) -> ApiResult<ExtentInfo> {
     Ok(Json(n.extent(id).await?))
 }
 
-async fn seal(State(n): App, Path(id): Path<ExtentId>, Json(r): Json<SealExtent>) -> ApiResult<ExtentInfo> {
+async fn seal(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<SealExtent>) -> ApiResult<ExtentInfo> {
     Ok(Json(n.seal(id, r).await?))
 }
 
-async fn add_member(State(n): App, Json(m): Json<Member>) -> ApiResult<()> {
+async fn add_member(State(n): App, Body(m): Body<Member>) -> ApiResult<()> {
     Ok(Json(n.add_member(m).await?))
 }
 
-async fn remove_member(State(n): App, Path(id): Path<MemberId>) -> ApiResult<()> {
+async fn remove_member(State(n): App, Id(id): Id<MemberId>) -> ApiResult<()> {
     Ok(Json(n.remove_member(id).await?))
 }
 
-async fn set_node_state(State(n): App, Path(id): Path<NodeId>, Json(s): Json<SetNodeState>) -> ApiResult<NodeInfo> {
+async fn set_node_state(State(n): App, Id(id): Id<NodeId>, Body(s): Body<SetNodeState>) -> ApiResult<NodeInfo> {
     Ok(Json(n.set_node_state(id, s.state).await?))
 }
 

@@ -230,7 +230,14 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.status().as_u16(), 400);
+    let e: MetaError = r.json().await.unwrap();
+    assert!(matches!(&e, MetaError::Invalid { msg } if msg.contains("raid:5")), "{e:?}");
+    let r = http.get(format!("http://{}/v1/streams/abc", cl.members[0].addr)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(matches!(r.json::<MetaError>().await.unwrap(), MetaError::Invalid { .. }));
+    let r = http.post(format!("http://{}/v1/streams", cl.members[0].addr)).body("{").send().await.unwrap();
+    assert!(matches!(r.json::<MetaError>().await.unwrap(), MetaError::Invalid { .. }));
     assert_eq!(c.status().await.unwrap().streams, before.streams);
 }
 
@@ -258,4 +265,42 @@ async fn the_cluster_token_is_required_when_configured() {
     cl.leader().await;
     c.register_node(&fake_datanode(1, "z")).await.unwrap();
     assert_eq!(c.nodes().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_survive_two_failures_and_refuse_writes_without_a_majority() {
+    let mut cl = Cluster::start(5, &["--node-grace-ms", "600000"]);
+    let c = cl.client();
+    let (stream, epoch) = setup(&c).await;
+    let mut after = None;
+    let mut acked = Vec::new();
+    let step = |c: MetaClient, after: Option<u64>| async move {
+        let e = c.allocate_extent(stream, epoch, after).await?;
+        c.seal_extent(e.id, epoch, 4096).await?;
+        Ok::<_, MetaError>(e.id)
+    };
+    // Two members down, the leader among them: a majority of three remains.
+    let leader = cl.leader().await;
+    let other = cl.members.iter().map(|m| m.id).find(|&id| id != leader).unwrap();
+    cl.member_mut(leader).kill9();
+    cl.member_mut(other).kill9();
+    for _ in 0..10 {
+        let id = step(c.clone(), after).await.unwrap();
+        acked.push((id, 4096, Instant::now()));
+        after = Some(id);
+    }
+    // A third down: no majority. Writes fail with a clear error within the deadline.
+    let third = cl.leader().await;
+    cl.member_mut(third).kill9();
+    let short = MetaClient::with_deadline(cl.addrs(), Duration::from_secs(3));
+    let r = step(short, after).await;
+    assert!(matches!(r, Err(MetaError::Unavailable { .. } | MetaError::NoQuorum { .. })), "{r:?}");
+    // One back: a majority again; everything acknowledged is there and writes go on.
+    cl.member_mut(third).start();
+    for _ in 0..5 {
+        let id = step(c.clone(), after).await.unwrap();
+        acked.push((id, 4096, Instant::now()));
+        after = Some(id);
+    }
+    check_acked(&c, stream, &acked).await;
 }

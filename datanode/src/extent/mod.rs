@@ -210,6 +210,24 @@ impl Extent {
         fire(fired);
     }
 
+    /// Waits until the first `length` bytes are durable; fails if the extent is deleted
+    /// or failed first.
+    async fn durable(&self, length: u64) -> Result<(), ExtentError> {
+        let mut rx = self.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.deleted || p.failed.is_some() || p.durable_len >= length)
+            .await
+            .map_err(|_| ExtentError::ShuttingDown)?
+            .clone();
+        if p.deleted {
+            return Err(ExtentError::NotFound { extent: self.id });
+        }
+        if p.durable_len < length {
+            return Err(ExtentError::Failed(p.failed.unwrap_or_default()));
+        }
+        Ok(())
+    }
+
     fn stat(&self) -> ExtentStat {
         let st = self.st.lock();
         ExtentStat {
@@ -673,18 +691,7 @@ impl ExtentStore {
         }
         // The seal is persisted only after every byte below it is durable, so a sealed
         // length on disk never exceeds the data on disk.
-        let mut rx = ext.progress.subscribe();
-        let p = rx
-            .wait_for(|p| p.deleted || p.failed.is_some() || p.durable_len >= length)
-            .await
-            .map_err(|_| ExtentError::ShuttingDown)?
-            .clone();
-        if p.deleted {
-            return Err(ExtentError::NotFound { extent });
-        }
-        if p.durable_len < length {
-            return Err(ExtentError::Failed(p.failed.unwrap_or_default()));
-        }
+        ext.durable(length).await?;
         let (reply, rx) = oneshot::channel();
         self.devices[ext.device as usize].send(DeviceOp::Seal { ext: ext.clone(), length, reply })?;
         rx.await.map_err(|_| ExtentError::ShuttingDown)?
@@ -709,18 +716,7 @@ impl ExtentStore {
             st.epoch = epoch;
             st.limit.unwrap_or(st.accepted_len)
         };
-        let mut rx = ext.progress.subscribe();
-        let p = rx
-            .wait_for(|p| p.deleted || p.failed.is_some() || p.durable_len >= target)
-            .await
-            .map_err(|_| ExtentError::ShuttingDown)?
-            .clone();
-        if p.deleted {
-            return Err(ExtentError::NotFound { extent });
-        }
-        if p.durable_len < target {
-            return Err(ExtentError::Failed(p.failed.unwrap_or_default()));
-        }
+        ext.durable(target).await?;
         Ok(ExtentStat { length: target, ..ext.stat() })
     }
 
