@@ -234,7 +234,7 @@ impl MetaNode {
         self.soft.lock().seen.insert(hb.id, (Instant::now(), hb.devices));
         if state == NodeState::Down {
             tracing::info!("datanode {} is back up", hb.id);
-            self.write(Command::SetNodeState { id: hb.id, state: NodeState::Up }).await?;
+            self.write(Command::NodeAlive { id: hb.id }).await?;
         }
         Ok(())
     }
@@ -460,7 +460,7 @@ impl MetaNode {
         };
         for id in silent {
             tracing::warn!("datanode {id} silent for more than {:?}: marking it down", self.settings.node_grace);
-            if let Err(e) = self.write(Command::SetNodeState { id, state: NodeState::Down }).await {
+            if let Err(e) = self.write(Command::NodeDown { id }).await {
                 tracing::warn!("marking datanode {id} down failed: {e}");
             }
         }

@@ -111,6 +111,7 @@ mod tests {
                     DeviceInfo { id: 1, capacity_bytes: free, free_bytes: free - free / 2 },
                 ],
                 state,
+                draining: state == NodeState::Draining,
             })
             .collect()
     }

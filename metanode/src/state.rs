@@ -16,9 +16,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     RegisterNode(RegisterNode),
+    /// An admin's decision: `Up` also ends draining, `Draining` starts it.
     SetNodeState {
         id: NodeId,
         state: NodeState,
+    },
+    /// The leader heard nothing from the node for the grace period.
+    NodeDown {
+        id: NodeId,
+    },
+    /// A down node heartbeats again: back up, or back to draining.
+    NodeAlive {
+        id: NodeId,
     },
     CreateStream {
         policy: Policy,
@@ -91,18 +100,41 @@ impl State {
                         r.addr, other.id
                     )));
                 }
-                let state = self.nodes.get(&r.id).map_or(NodeState::Up, |n| match n.state {
-                    NodeState::Draining => NodeState::Draining,
-                    _ => NodeState::Up,
-                });
-                let node = NodeInfo { id: r.id, addr: r.addr, zone: r.zone, rack: r.rack, devices: r.devices, state };
+                let draining = self.nodes.get(&r.id).is_some_and(|n| n.draining);
+                let state = if draining { NodeState::Draining } else { NodeState::Up };
+                let node = NodeInfo {
+                    id: r.id,
+                    addr: r.addr,
+                    zone: r.zone,
+                    rack: r.rack,
+                    devices: r.devices,
+                    state,
+                    draining,
+                };
                 self.nodes.insert(node.id, node.clone());
                 dirty.push(Key::Node(node.id));
                 Ok(Reply::Node(node))
             }
             Command::SetNodeState { id, state } => {
                 let n = self.nodes.get_mut(&id).ok_or(MetaError::NoSuchNode { id })?;
+                match state {
+                    NodeState::Up => n.draining = false,
+                    NodeState::Draining => n.draining = true,
+                    NodeState::Down => {}
+                }
                 n.state = state;
+                dirty.push(Key::Node(id));
+                Ok(Reply::Node(n.clone()))
+            }
+            Command::NodeDown { id } => {
+                let n = self.nodes.get_mut(&id).ok_or(MetaError::NoSuchNode { id })?;
+                n.state = NodeState::Down;
+                dirty.push(Key::Node(id));
+                Ok(Reply::Node(n.clone()))
+            }
+            Command::NodeAlive { id } => {
+                let n = self.nodes.get_mut(&id).ok_or(MetaError::NoSuchNode { id })?;
+                n.state = if n.draining { NodeState::Draining } else { NodeState::Up };
                 dirty.push(Key::Node(id));
                 Ok(Reply::Node(n.clone()))
             }
@@ -337,7 +369,7 @@ mod tests {
         assert_eq!(view.extents.iter().map(|e| e.sealed_len).collect::<Vec<_>>(), vec![Some(100), Some(10)]);
         assert_eq!(view.nodes.len(), 3);
         // A down node takes no new extents.
-        run(&mut st, Command::SetNodeState { id: 3, state: NodeState::Down }).unwrap();
+        run(&mut st, Command::NodeDown { id: 3 }).unwrap();
         let r = run(&mut st, alloc(2, Some(e2.id)));
         assert!(matches!(r, Err(MetaError::Unavailable { .. })), "{r:?}");
         run(&mut st, Command::DeleteStream { id: s.id }).unwrap();
@@ -358,9 +390,19 @@ mod tests {
         let mut r = node(2);
         r.addr = node(1).addr;
         assert!(matches!(run(&mut st, Command::RegisterNode(r)), Err(MetaError::Conflict { .. })));
-        // Re-registering (a restart) keeps a draining node draining.
+        // Re-registering (a restart) keeps a draining node draining, and so does an
+        // outage; an admin's `up` ends draining.
         run(&mut st, Command::SetNodeState { id: 1, state: NodeState::Draining }).unwrap();
         run(&mut st, Command::RegisterNode(node(1))).unwrap();
         assert_eq!(st.nodes[&1].state, NodeState::Draining);
+        run(&mut st, Command::NodeDown { id: 1 }).unwrap();
+        assert_eq!(st.nodes[&1].state, NodeState::Down);
+        run(&mut st, Command::NodeAlive { id: 1 }).unwrap();
+        assert_eq!(st.nodes[&1].state, NodeState::Draining);
+        run(&mut st, Command::SetNodeState { id: 1, state: NodeState::Up }).unwrap();
+        run(&mut st, Command::NodeDown { id: 1 }).unwrap();
+        run(&mut st, Command::NodeAlive { id: 1 }).unwrap();
+        assert_eq!(st.nodes[&1].state, NodeState::Up);
+        assert!(matches!(run(&mut st, Command::NodeAlive { id: 9 }), Err(MetaError::NoSuchNode { id: 9 })));
     }
 }

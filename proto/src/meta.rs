@@ -116,6 +116,9 @@ pub struct NodeInfo {
     pub rack: String,
     pub devices: Vec<DeviceInfo>,
     pub state: NodeState,
+    /// An admin asked to drain it; kept while it is down, so it comes back draining.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Body of `POST /v1/nodes/register`.
