@@ -126,6 +126,11 @@ impl DataNodeClient {
         }
     }
 
+    /// The connection has failed or was closed; a new one is needed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.pending.lock().closed.is_some()
+    }
+
     pub async fn call(&self, req: Request) -> Result<Response, ClientError> {
         self.submit(req).await
     }

@@ -5,6 +5,8 @@
 
 pub mod conn;
 pub mod meta;
+pub mod stream;
 
 pub use conn::{ClientError, DataNodeClient};
 pub use meta::MetaClient;
+pub use stream::{Slice, StreamClient, StreamConfig, StreamError, StreamWriter};

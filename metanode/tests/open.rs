@@ -4,61 +4,13 @@
 
 mod common;
 
-use std::process::Child;
 use std::time::Duration;
 
 use bytes::Bytes;
 use client::{ClientError, DataNodeClient, MetaClient};
-use common::{datanode_bin, spawn_listening, wait_for, Cluster};
+use common::{wait_for, Cluster, DataNode};
 use proto::meta::{MetaError, NodeState, Policy};
 use proto::ExtentError;
-
-struct DataNode {
-    child: Option<Child>,
-    args: Vec<String>,
-    log: std::path::PathBuf,
-}
-
-impl DataNode {
-    fn start(dir: &std::path::Path, id: u64, meta: &[String]) -> DataNode {
-        let args = vec![
-            "--node-id".into(),
-            id.to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--device".into(),
-            format!("{}:32M", dir.join(format!("d{id}.img")).display()),
-            "--no-zero-fill".into(),
-            "--metanode".into(),
-            meta.join(","),
-            "--heartbeat-ms".into(),
-            "100".into(),
-            "--zone".into(),
-            format!("z{id}"),
-        ];
-        let mut d = DataNode { child: None, args, log: dir.join(format!("d{id}.log")) };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let (child, _) = spawn_listening(&datanode_bin(), &self.args, &self.log);
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for DataNode {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 async fn append(c: &DataNodeClient, extent: u64, offset: u64, epoch: u64, data: &[u8]) -> Result<u64, ClientError> {
     c.append(extent, offset, epoch, Bytes::copy_from_slice(data)).await

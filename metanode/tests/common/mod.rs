@@ -247,3 +247,51 @@ pub fn metanode_bin() -> PathBuf {
 pub fn datanode_bin() -> PathBuf {
     sibling_bin("datanode")
 }
+
+/// A real datanode process with one 32 MiB device, registered with the metanodes.
+pub struct DataNode {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl DataNode {
+    pub fn start(dir: &std::path::Path, id: u64, meta: &[String]) -> DataNode {
+        let args = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--device".into(),
+            format!("{}:32M", dir.join(format!("d{id}.img")).display()),
+            "--no-zero-fill".into(),
+            "--metanode".into(),
+            meta.join(","),
+            "--heartbeat-ms".into(),
+            "100".into(),
+            "--zone".into(),
+            format!("z{id}"),
+        ];
+        let mut d = DataNode { child: None, args, log: dir.join(format!("d{id}.log")) };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let (child, _) = spawn_listening(&datanode_bin(), &self.args, &self.log);
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for DataNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
