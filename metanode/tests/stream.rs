@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::{Slice, StreamClient, StreamConfig, StreamError};
-use common::{wait_for, Cluster, DataNode};
+use common::{sibling_bin, wait_for, Cluster, DataNode};
 use proto::meta::{NodeState, Policy};
 
 fn record(i: u32) -> Bytes {
@@ -73,4 +73,76 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     for (slice, data) in &acked {
         assert_eq!(&sc.read(*slice).await.unwrap(), data, "{slice:?} after the second writer opened");
     }
+}
+
+/// Byte `i` of the test input stream.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2654435761) >> 13) as u8
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_with_kill9_loses_no_acknowledged_slice() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
+    let sc = StreamClient::new(cl.client(), StreamConfig::default());
+    let _dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
+    wait_for("4 datanodes up", Duration::from_secs(30), || async {
+        let n = sc.meta.nodes().await.ok()?;
+        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
+    })
+    .await;
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    const CHUNK: u64 = 4096;
+    let mut child = Command::new(sibling_bin("strata"))
+        .args(["--meta", &cl.addrs().join(","), "stream", "put", &s.id.to_string(), "--chunk", "4096"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Feed the writer an endless pattern; it stops when the process dies.
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let mut pos = 0u64;
+        loop {
+            let buf: Vec<u8> = (pos..pos + 65536).map(pattern).collect();
+            if stdin.write_all(&buf).is_err() {
+                return;
+            }
+            pos += 65536;
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    while acked.len() < 60 {
+        let l = lines.next().expect("the writer printed a slice").unwrap();
+        let f: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+        acked.push(Slice { extent: f[0], offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whatever the dead writer printed after our 60 was acknowledged too.
+    for l in lines.map_while(Result::ok) {
+        let f: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+        acked.push(Slice { extent: f[0], offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
+    }
+
+    // A new writer: higher epoch, the old extent sealed at or past every acked byte.
+    let w = sc.open_writer(s.id, "successor").await.unwrap();
+    let v = sc.meta.stream(s.id).await.unwrap();
+    assert_eq!(v.stream.epoch, w.epoch);
+    for e in &v.extents {
+        let end = acked.iter().filter(|a| a.extent == e.id).map(|a| a.offset + a.len as u64).max().unwrap_or(0);
+        let sealed = e.sealed_len.expect("every extent of the dead writer is sealed");
+        assert!(sealed >= end, "extent {} sealed at {sealed}, below acknowledged end {end}", e.id);
+    }
+    for (k, slice) in acked.iter().enumerate() {
+        let expect: Vec<u8> = (k as u64 * CHUNK..(k as u64 + 1) * CHUNK).map(pattern).collect();
+        assert_eq!(sc.read(*slice).await.unwrap().as_ref(), &expect[..], "slice {k}: {slice:?}");
+    }
+    let next = w.append(Bytes::from_static(b"after the takeover")).await.unwrap();
+    assert_eq!(sc.read(next).await.unwrap().as_ref(), b"after the takeover");
+    println!("{} slices acknowledged by the killed writer, all intact", acked.len());
 }

@@ -63,13 +63,40 @@ enum Cmd {
     /// Through the metanode: a replica:3 stream, one extent on three datanodes, appends
     /// to every replica, then a second writer that fences the first and seals.
     DemoStream,
+    /// LogStreams through the metanode (replicated by this client).
+    #[command(subcommand)]
+    Stream(StreamCmd),
+}
+
+#[derive(Subcommand)]
+enum StreamCmd {
+    /// Create a stream; prints its id.
+    Create {
+        #[arg(long, default_value = "replica:3")]
+        policy: String,
+    },
+    /// Open STREAM for writing and append standard input in chunks of --chunk bytes;
+    /// prints one line per acknowledged slice: EXTENT OFFSET LEN CRC.
+    Put {
+        stream: u64,
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk: usize,
+        #[arg(long, default_value = "strata-cli")]
+        writer: String,
+    },
+    /// Read a slice (as printed by put) to standard output, CRC-checked.
+    Get { extent: u64, offset: u64, len: u32, crc: u32 },
+    /// Show a stream with its extents and their replicas.
+    Stat { stream: u64 },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Cmd::DemoStream = cli.cmd {
-        return demo_stream(&MetaClient::new(cli.meta)).await;
+    match cli.cmd {
+        Cmd::DemoStream => return demo_stream(&MetaClient::new(cli.meta)).await,
+        Cmd::Stream(c) => return stream_cmd(MetaClient::new(cli.meta), c).await,
+        _ => {}
     }
     let c = DataNodeClient::connect(&cli.datanode).await.with_context(|| format!("datanode {}", cli.datanode))?;
     match cli.cmd {
@@ -86,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::List => c.list().await?.iter().for_each(|s| println!("{s:?}")),
         Cmd::Node => println!("{:?}", c.node_stat().await?),
         Cmd::Demo { extent } => demo(&c, extent).await?,
-        Cmd::DemoStream => unreachable!("handled above"),
+        Cmd::DemoStream | Cmd::Stream(_) => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -147,6 +174,60 @@ async fn demo_stream(meta: &MetaClient) -> anyhow::Result<()> {
     for (c, r) in conns.iter().zip(&e.replicas) {
         let data = c.read(e.id, 0, off as u32).await?;
         println!("datanode {}: {:?}", r.node, String::from_utf8_lossy(&data));
+    }
+    Ok(())
+}
+
+async fn stream_cmd(meta: MetaClient, cmd: StreamCmd) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+
+    use client::{Slice, StreamClient, StreamConfig};
+    let sc = StreamClient::new(meta, StreamConfig::default());
+    match cmd {
+        StreamCmd::Create { policy } => {
+            let p = policy.parse().map_err(anyhow::Error::msg)?;
+            println!("{}", sc.create_stream(p).await?.id);
+        }
+        StreamCmd::Put { stream, chunk, writer } => {
+            if chunk == 0 || chunk > proto::APPEND_BYTES_MAX as usize {
+                bail!("--chunk must be 1..={} bytes", proto::APPEND_BYTES_MAX);
+            }
+            let w = sc.open_writer(stream, &writer).await?;
+            let mut input = std::io::stdin().lock();
+            let mut out = std::io::stdout().lock();
+            loop {
+                // Blocking reads are fine here: this command does nothing else meanwhile.
+                let mut buf = vec![0u8; chunk];
+                let mut n = 0;
+                while n < chunk {
+                    match input.read(&mut buf[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                let s = w.append(Bytes::from(buf)).await?;
+                writeln!(out, "{} {} {} {}", s.extent, s.offset, s.len, s.crc)?;
+                out.flush()?;
+            }
+        }
+        StreamCmd::Get { extent, offset, len, crc } => {
+            let b = sc.read(Slice { extent, offset, len, crc }).await?;
+            std::io::stdout().write_all(&b)?;
+        }
+        StreamCmd::Stat { stream } => {
+            let v = sc.meta.stream(stream).await?;
+            println!(
+                "stream {} {} epoch {} writer {:?}",
+                v.stream.id, v.stream.policy, v.stream.epoch, v.stream.writer
+            );
+            for e in v.extents {
+                println!("  extent {} sealed {:?} replicas {:?}", e.id, e.sealed_len, e.replicas);
+            }
+        }
     }
     Ok(())
 }

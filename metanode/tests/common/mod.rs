@@ -228,7 +228,7 @@ pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
 
 /// A binary of the workspace in the profile directory this test or benchmark runs
 /// from (`target/<profile>/deps/<exe>` -> `target/<profile>/<name>`).
-fn sibling_bin(name: &str) -> PathBuf {
+pub fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().and_then(Path::parent).unwrap().join(name);
     assert!(p.exists(), "{} is missing: build the workspace (cargo build --workspace) first", p.display());
