@@ -154,7 +154,12 @@ impl StreamClient {
                     continue;
                 }
             };
-            match c.read(s.extent, s.offset, s.len).await {
+            let read = tokio::time::timeout(self.config.replica_timeout, c.read(s.extent, s.offset, s.len));
+            let Ok(read) = read.await else {
+                why.push(format!("datanode {}: no answer within {:?}", r.node, self.config.replica_timeout));
+                continue;
+            };
+            match read {
                 Ok(b) if proto::crc32c(&b) == s.crc && b.len() == s.len as usize => return Ok(b),
                 Ok(_) => {
                     tracing::warn!(
@@ -284,10 +289,12 @@ impl StreamWriter {
         let mut conns = Vec::new();
         let mut failed = None;
         for r in &info.replicas {
+            let timeout = self.client.config.replica_timeout;
             match self.client.conn(r.node).await {
-                Ok(c) => match c.create(info.id, self.epoch, r.device).await {
-                    Ok(()) => conns.push(c),
-                    Err(e) => failed = Some(format!("creating extent {} on datanode {}: {e}", info.id, r.node)),
+                Ok(c) => match tokio::time::timeout(timeout, c.create(info.id, self.epoch, r.device)).await {
+                    Ok(Ok(())) => conns.push(c),
+                    Ok(Err(e)) => failed = Some(format!("creating extent {} on datanode {}: {e}", info.id, r.node)),
+                    Err(_) => failed = Some(format!("creating extent {} on datanode {} timed out", info.id, r.node)),
                 },
                 Err(why) => failed = Some(why),
             }

@@ -369,8 +369,10 @@ impl MetaNode {
             )));
         }
         for c in reached {
-            if let Err(err) = c.seal(e.id, length).await {
-                tracing::warn!("extent {}: sealing a replica at {length} failed: {err}", e.id);
+            match tokio::time::timeout(timeout, c.seal(e.id, length)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!("extent {}: sealing a replica at {length} failed: {err}", e.id),
+                Err(_) => tracing::warn!("extent {}: sealing a replica at {length} timed out", e.id),
             }
         }
         tracing::info!("extent {} of stream {} sealed at {length} by the opener (epoch {epoch})", e.id, e.stream);
