@@ -5,8 +5,10 @@
 //! healthy nodes and re-appends. Readers verify each slice's CRC32C and fall back to
 //! another replica on error or mismatch.
 //!
-//! Not yet: several appends in flight per stream (appends are applied one at a time,
-//! in order), EC policies, a location cache shared across readers.
+//! Extent locations are cached per `StreamClient` (the writer's own allocations, and
+//! whatever reads learnt), and refreshed from the metanode when a read through them
+//! fails. Not yet: several appends in flight per stream (appends are applied one at a
+//! time, in order), EC policies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,12 +91,14 @@ pub struct StreamClient {
     pub meta: MetaClient,
     pool: Arc<Pool>,
     nodes: Arc<Mutex<HashMap<NodeId, NodeInfo>>>,
+    /// Extent locations learnt from the metanode, refreshed when they fail a read.
+    extents: Arc<Mutex<HashMap<ExtentId, ExtentInfo>>>,
     pub config: StreamConfig,
 }
 
 impl StreamClient {
     pub fn new(meta: MetaClient, config: StreamConfig) -> StreamClient {
-        StreamClient { meta, pool: Arc::default(), nodes: Arc::default(), config }
+        StreamClient { meta, pool: Arc::default(), nodes: Arc::default(), extents: Arc::default(), config }
     }
 
     pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo, StreamError> {
@@ -141,7 +145,20 @@ impl StreamClient {
     /// Reads a slice from one of its replicas, checking its CRC32C; on an error or a
     /// mismatch it reports the bad copy and tries the next replica.
     pub async fn read(&self, s: Slice) -> Result<Bytes, StreamError> {
+        let cached = self.extents.lock().get(&s.extent).cloned();
+        if let Some(e) = cached {
+            match self.read_from(&e, s).await {
+                Ok(b) => return Ok(b),
+                // The replicas may have moved: ask the metanode once more below.
+                Err(err) => tracing::debug!("read from cached locations failed: {err}"),
+            }
+        }
         let e = self.meta.extent(s.extent).await?;
+        self.extents.lock().insert(e.id, e.clone());
+        self.read_from(&e, s).await
+    }
+
+    async fn read_from(&self, e: &ExtentInfo, s: Slice) -> Result<Bytes, StreamError> {
         let n = e.replicas.len();
         let first = (s.offset / 4096 + s.extent) as usize % n.max(1);
         let mut why = Vec::new();
@@ -299,6 +316,7 @@ impl StreamWriter {
                 Err(why) => failed = Some(why),
             }
         }
+        self.client.extents.lock().insert(info.id, info.clone());
         tail.open = Some(OpenExtent { info, conns, len: 0 });
         if let Some(why) = failed {
             tracing::warn!("stream {}: {why}", self.id);
