@@ -7,17 +7,20 @@
 //!
 //! Extent locations are cached per `StreamClient` (the writer's own allocations, and
 //! whatever reads learnt), and refreshed from the metanode when a read through them
-//! fails. Not yet: several appends in flight per stream (appends are applied one at a
-//! time, in order), EC policies.
+//! fails. Not yet: EC policies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo};
-use proto::{Epoch, ExtentError, ExtentId, NodeId, APPEND_BYTES_MAX};
+use proto::{Epoch, ExtentError, ExtentId, NodeId, Response, APPEND_BYTES_MAX};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::error::Elapsed;
 
 use crate::{ClientError, DataNodeClient, MetaClient};
 
@@ -114,7 +117,20 @@ impl StreamClient {
         }
         self.remember(&v.nodes);
         let tail = Tail { open: None, last: v.stream.extents.last().copied() };
-        Ok(StreamWriter { client: self.clone(), id, epoch: v.stream.epoch, tail: tokio::sync::Mutex::new(tail) })
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            client: self.clone(),
+            id,
+            epoch: v.stream.epoch,
+            tail,
+            queue: VecDeque::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            failing_since: None,
+            last_error: String::new(),
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(StreamWriter { id, epoch: v.stream.epoch, tx })
     }
 
     fn remember(&self, nodes: &[NodeInfo]) {
@@ -137,9 +153,17 @@ impl StreamClient {
             .ok_or(StreamError::Meta(MetaError::NoSuchNode { id: node }))
     }
 
+    /// A connection to `node`. When it cannot be made, the node's cached address is
+    /// forgotten (a restarted datanode may listen elsewhere) and asked for again next time.
     async fn conn(&self, node: NodeId) -> Result<DataNodeClient, String> {
         let addr = self.addr(node).await.map_err(|e| e.to_string())?;
-        self.pool.get(&addr).await.map_err(|e| format!("datanode {node} at {addr}: {e}"))
+        match self.pool.get(&addr).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.nodes.lock().remove(&node);
+                Err(format!("datanode {node} at {addr}: {e}"))
+            }
+        }
     }
 
     /// Reads a slice from one of its replicas, checking its CRC32C; on an error or a
@@ -197,8 +221,10 @@ impl StreamClient {
 struct OpenExtent {
     info: ExtentInfo,
     conns: Vec<DataNodeClient>,
-    /// Bytes every replica acknowledged.
+    /// Bytes every replica acknowledged: the length a failure seals at.
     len: u64,
+    /// Bytes sent (acknowledged or in flight): the next append's offset.
+    submitted: u64,
 }
 
 struct Tail {
@@ -207,81 +233,229 @@ struct Tail {
     last: Option<ExtentId>,
 }
 
-/// The one writer of a stream, under its epoch.
+/// Appends sent but not yet answered, per stream, at most.
+pub const WRITER_IN_FLIGHT_MAX: usize = 64;
+/// Bytes of appends sent but not yet answered, per stream, at most.
+pub const WRITER_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+
+struct Req {
+    data: Bytes,
+    crc: u32,
+    reply: oneshot::Sender<Result<Slice, StreamError>>,
+}
+
+type Acks = Pin<Box<dyn Future<Output = Vec<Result<Result<Response, ClientError>, Elapsed>>> + Send>>;
+
+struct InFlight {
+    req: Req,
+    extent: ExtentId,
+    offset: u64,
+    acks: Acks,
+}
+
+/// The one writer of a stream, under its epoch. Appends may be issued concurrently
+/// (up to [`WRITER_IN_FLIGHT_MAX`] are on the wire at once); they land in the order
+/// they were issued, and each is acknowledged once every replica has it durably.
 pub struct StreamWriter {
-    client: StreamClient,
     pub id: StreamId,
     pub epoch: Epoch,
-    tail: tokio::sync::Mutex<Tail>,
+    tx: mpsc::UnboundedSender<Req>,
+}
+
+impl StreamWriter {
+    /// Queues `data` now (appends land in the order of these calls) and returns the
+    /// future of its slice, ready once every replica made it durable. The queue is not
+    /// bounded here: a caller bounds what it has outstanding (`WRITER_IN_FLIGHT_MAX`
+    /// are on the wire at once).
+    pub fn submit(&self, data: Bytes) -> impl Future<Output = Result<Slice, StreamError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let queued = if data.is_empty() || data.len() > APPEND_BYTES_MAX as usize {
+            Err(StreamError::TooLarge(data.len()))
+        } else {
+            let crc = proto::crc32c(&data);
+            self.tx.send(Req { data, crc, reply }).map_err(|_| stopped())
+        };
+        async move {
+            queued?;
+            rx.await.map_err(|_| stopped())?
+        }
+    }
+
+    /// Appends `data` and returns where it is once every replica made it durable.
+    pub async fn append(&self, data: Bytes) -> Result<Slice, StreamError> {
+        self.submit(data).await
+    }
+}
+
+fn stopped() -> StreamError {
+    StreamError::Unavailable { deadline: Duration::ZERO, last: "the writer stopped".into() }
 }
 
 fn fenced(e: &ClientError) -> bool {
     matches!(e, ClientError::Extent(ExtentError::StaleEpoch { .. }))
 }
 
-impl StreamWriter {
-    /// Appends `data` to every replica of the stream's open extent and returns where it
-    /// is once every replica has acknowledged it (made it durable).
-    pub async fn append(&self, data: Bytes) -> Result<Slice, StreamError> {
-        if data.is_empty() || data.len() > APPEND_BYTES_MAX as usize {
-            return Err(StreamError::TooLarge(data.len()));
-        }
-        let crc = proto::crc32c(&data);
-        let cfg = &self.client.config;
-        let start = Instant::now();
-        let mut tail = self.tail.lock().await;
-        let mut last_error = String::new();
+/// The writer's task: owns the open extent, sends appends to every replica in order,
+/// and on a failure seals at the acknowledged length, moves to a new extent and sends
+/// every unacknowledged append again, in the same order.
+struct Driver {
+    client: StreamClient,
+    id: StreamId,
+    epoch: Epoch,
+    tail: Tail,
+    queue: VecDeque<Req>,
+    inflight: VecDeque<InFlight>,
+    inflight_bytes: usize,
+    failing_since: Option<Instant>,
+    last_error: String,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Req>) {
+        let mut closed = false;
         loop {
-            if start.elapsed() > cfg.append_deadline {
-                return Err(StreamError::Unavailable { deadline: cfg.append_deadline, last: last_error });
+            if let Err(e) = self.submit().await {
+                self.fail_all(e, &mut rx).await;
+                return;
             }
-            let full = tail.open.as_ref().is_some_and(|o| o.len + data.len() as u64 > cfg.extent_bytes_max);
-            if full {
-                self.seal_open(&mut tail).await?;
+            if closed && self.queue.is_empty() && self.inflight.is_empty() {
+                return;
             }
-            if tail.open.is_none() {
-                if let Err(why) = self.allocate(&mut tail).await? {
-                    last_error = why;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-            let o = tail.open.as_mut().expect("allocated");
-            let (extent, offset) = (o.info.id, o.len);
-            let sends = o
-                .conns
-                .iter()
-                .map(|c| tokio::time::timeout(cfg.replica_timeout, c.append(extent, offset, self.epoch, data.clone())));
-            let results = futures_join(sends).await;
-            let mut failure = None;
-            for (r, res) in o.info.replicas.iter().zip(results) {
-                match res {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) if fenced(&e) => return Err(StreamError::Fenced(e.to_string())),
-                    Ok(Err(e)) => failure = Some(format!("datanode {}: {e}", r.node)),
-                    Err(_) => {
-                        failure = Some(format!("datanode {}: no answer within {:?}", r.node, cfg.replica_timeout))
+            let room = self.queue.len() < WRITER_IN_FLIGHT_MAX;
+            let waiting = !self.inflight.is_empty();
+            tokio::select! {
+                r = rx.recv(), if !closed && room => match r {
+                    Some(req) => self.queue.push_back(req),
+                    None => closed = true,
+                },
+                res = async { (&mut self.inflight.front_mut().expect("waiting").acks).await }, if waiting => {
+                    if let Err(e) = self.settle(res).await {
+                        self.fail_all(e, &mut rx).await;
+                        return;
                     }
                 }
-            }
-            match failure {
-                None => {
-                    o.len += data.len() as u64;
-                    return Ok(Slice { extent, offset, len: data.len() as u32, crc });
-                }
-                Some(why) => {
-                    tracing::warn!("stream {} extent {extent}: {why}; sealing it at {offset} and moving on", self.id);
-                    last_error = why;
-                    self.seal_open(&mut tail).await?;
+                else => {
+                    // Nothing on the wire and nothing can be received: an allocation is
+                    // being retried; `submit` sleeps between attempts.
                 }
             }
         }
     }
 
+    /// Sends queued appends while the window allows.
+    async fn submit(&mut self) -> Result<(), StreamError> {
+        let cfg = self.client.config.clone();
+        while let Some(front) = self.queue.front() {
+            if self.inflight.len() >= WRITER_IN_FLIGHT_MAX || self.inflight_bytes >= WRITER_IN_FLIGHT_BYTES_MAX {
+                return Ok(());
+            }
+            let len = front.data.len() as u64;
+            if let Some(since) = self.failing_since {
+                if since.elapsed() > cfg.append_deadline {
+                    return Err(StreamError::Unavailable {
+                        deadline: cfg.append_deadline,
+                        last: std::mem::take(&mut self.last_error),
+                    });
+                }
+            }
+            if self.tail.open.as_ref().is_some_and(|o| o.submitted + len > cfg.extent_bytes_max) {
+                if !self.inflight.is_empty() {
+                    return Ok(()); // rotate once what is on the wire is answered
+                }
+                self.seal_open().await?;
+            }
+            if self.tail.open.is_none() {
+                if let Err(why) = self.allocate().await? {
+                    self.failed(why);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            let req = self.queue.pop_front().expect("front exists");
+            let o = self.tail.open.as_mut().expect("allocated");
+            let (extent, offset) = (o.info.id, o.submitted);
+            o.submitted += len;
+            let sends: Vec<_> = o
+                .conns
+                .iter()
+                .map(|c| {
+                    let r = DataNodeClient::append_request(extent, offset, self.epoch, req.data.clone());
+                    tokio::time::timeout(cfg.replica_timeout, c.submit(r))
+                })
+                .collect();
+            self.inflight_bytes += req.data.len();
+            self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(futures_join(sends.into_iter())) });
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, why: String) {
+        tracing::warn!("stream {}: {why}", self.id);
+        self.failing_since.get_or_insert_with(Instant::now);
+        self.last_error = why;
+    }
+
+    /// The oldest append's answers from every replica.
+    async fn settle(&mut self, res: Vec<Result<Result<Response, ClientError>, Elapsed>>) -> Result<(), StreamError> {
+        let f = self.inflight.pop_front().expect("settling the oldest");
+        self.inflight_bytes -= f.req.data.len();
+        let o = self.tail.open.as_ref().expect("in flight on the open extent");
+        let mut failure = None;
+        for (r, res) in o.info.replicas.iter().zip(res) {
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if fenced(&e) => {
+                    // Answered with the error by `fail_all`, like everything after it.
+                    self.queue.push_front(f.req);
+                    return Err(StreamError::Fenced(e.to_string()));
+                }
+                Ok(Err(e)) => failure = Some(format!("datanode {}: {e}", r.node)),
+                Err(_) => {
+                    let t = self.client.config.replica_timeout;
+                    failure = Some(format!("datanode {}: no answer within {t:?}", r.node))
+                }
+            }
+        }
+        match failure {
+            None => {
+                let len = f.req.data.len() as u64;
+                let o = self.tail.open.as_mut().expect("open");
+                debug_assert_eq!(o.len, f.offset);
+                o.len = f.offset + len;
+                self.failing_since = None;
+                let slice = Slice { extent: f.extent, offset: f.offset, len: len as u32, crc: f.req.crc };
+                let _ = f.req.reply.send(Ok(slice));
+                Ok(())
+            }
+            Some(why) => {
+                let extent = f.extent;
+                self.failed(format!("extent {extent}: {why}; sealing it and sending again"));
+                // This append and every later one go again, in order, to a new extent.
+                let mut again: VecDeque<Req> = std::iter::once(f.req).collect();
+                again.extend(self.inflight.drain(..).map(|i| i.req));
+                self.inflight_bytes = 0;
+                again.append(&mut self.queue);
+                self.queue = again;
+                self.seal_open().await
+            }
+        }
+    }
+
+    async fn fail_all(&mut self, e: StreamError, rx: &mut mpsc::UnboundedReceiver<Req>) {
+        tracing::warn!("stream {} writer stopped: {e}", self.id);
+        for r in self.inflight.drain(..).map(|i| i.req).chain(self.queue.drain(..)) {
+            let _ = r.reply.send(Err(e.clone()));
+        }
+        rx.close();
+        while let Some(r) = rx.recv().await {
+            let _ = r.reply.send(Err(e.clone()));
+        }
+    }
+
     /// Seals the open extent at the length every replica acknowledged: on the
     /// metanode (authoritative) and, best effort, on the replicas.
-    async fn seal_open(&self, tail: &mut Tail) -> Result<(), StreamError> {
-        let Some(o) = tail.open.take() else { return Ok(()) };
+    async fn seal_open(&mut self) -> Result<(), StreamError> {
+        let Some(o) = self.tail.open.take() else { return Ok(()) };
         for c in &o.conns {
             let _ = tokio::time::timeout(Duration::from_secs(1), c.seal(o.info.id, o.len)).await;
         }
@@ -290,14 +464,14 @@ impl StreamWriter {
             Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced(format!("sealing extent {}", o.info.id))),
             Err(e) => return Err(e.into()),
         }
-        tail.last = Some(o.info.id);
+        self.tail.last = Some(o.info.id);
         Ok(())
     }
 
     /// Allocates the next extent and creates it on every replica. `Ok(Err(why))`: a
     /// replica could not create it (the extent is sealed empty; try again).
-    async fn allocate(&self, tail: &mut Tail) -> Result<Result<(), String>, StreamError> {
-        let info = match self.client.meta.allocate_extent(self.id, self.epoch, tail.last).await {
+    async fn allocate(&mut self) -> Result<Result<(), String>, StreamError> {
+        let info = match self.client.meta.allocate_extent(self.id, self.epoch, self.tail.last).await {
             Ok(i) => i,
             Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced("allocating".into())),
             Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Err(e.to_string())),
@@ -305,8 +479,8 @@ impl StreamWriter {
         };
         let mut conns = Vec::new();
         let mut failed = None;
+        let timeout = self.client.config.replica_timeout;
         for r in &info.replicas {
-            let timeout = self.client.config.replica_timeout;
             match self.client.conn(r.node).await {
                 Ok(c) => match tokio::time::timeout(timeout, c.create(info.id, self.epoch, r.device)).await {
                     Ok(Ok(())) => conns.push(c),
@@ -317,23 +491,16 @@ impl StreamWriter {
             }
         }
         self.client.extents.lock().insert(info.id, info.clone());
-        tail.open = Some(OpenExtent { info, conns, len: 0 });
+        self.tail.open = Some(OpenExtent { info, conns, len: 0, submitted: 0 });
         if let Some(why) = failed {
-            tracing::warn!("stream {}: {why}", self.id);
-            self.seal_open(tail).await?;
+            self.seal_open().await?;
             return Ok(Err(why));
         }
         Ok(Ok(()))
     }
-
-    /// Seals the open extent (if any); the writer can go on appending to a new one.
-    pub async fn flush_seal(&self) -> Result<(), StreamError> {
-        let mut tail = self.tail.lock().await;
-        self.seal_open(&mut tail).await
-    }
 }
 
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join<F: Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {
