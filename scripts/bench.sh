@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode)
+# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -16,8 +16,13 @@ case "$suite" in
     cargo build --release -q -p metanode -p datanode
     cargo bench -q -p client --bench metanode 2>/dev/null | grep '^{'
     ;;
+  logstream)
+    scripts/setup.sh >&2
+    cargo build --release -q -p metanode -p datanode
+    cargo bench -q -p client --bench logstream 2>/dev/null | grep '^{'
+    ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream)" >&2
     exit 2
     ;;
 esac

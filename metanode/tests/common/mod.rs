@@ -257,14 +257,18 @@ pub struct DataNode {
 
 impl DataNode {
     pub fn start(dir: &std::path::Path, id: u64, meta: &[String]) -> DataNode {
-        let args = vec![
+        DataNode::start_sized(dir, id, meta, "32M", false)
+    }
+
+    /// With a device of `size`, zero-filled when created if `zero_fill`.
+    pub fn start_sized(dir: &std::path::Path, id: u64, meta: &[String], size: &str, zero_fill: bool) -> DataNode {
+        let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--device".into(),
-            format!("{}:32M", dir.join(format!("d{id}.img")).display()),
-            "--no-zero-fill".into(),
+            format!("{}:{size}", dir.join(format!("d{id}.img")).display()),
             "--metanode".into(),
             meta.join(","),
             "--heartbeat-ms".into(),
@@ -272,6 +276,11 @@ impl DataNode {
             "--zone".into(),
             format!("z{id}"),
         ];
+        if !zero_fill {
+            // Skip the zero-fill (it only speeds up flushes on filesystems with
+            // unwritten extents).
+            args.push("--no-zero-fill".into());
+        }
         let mut d = DataNode { child: None, args, log: dir.join(format!("d{id}.log")) };
         d.spawn();
         d

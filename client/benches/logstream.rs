@@ -1,0 +1,138 @@
+//! `scripts/bench.sh logstream`: the client's replicated LogStream writer against a
+//! local cluster of real processes (3 metanodes, 4 datanodes, one device file each,
+//! all on this machine's one disk), with the disk's own sequential write bandwidth
+//! measured in the same run. All three replicas share that disk, so the limit for
+//! `replica:3` is a third of it (target: 0.9 of that).
+//!
+//! Cases: append_1m_d4 / append_1m_d16 (1 MiB appends, 4 or 16 in flight, MB/s of
+//! client data), append_4k_p50 / _p99 (one 4 KiB append at a time, µs), against
+//! device_seq_write and device_fdatasync_4k.
+//!
+//! The device files (6 GiB each, fallocated) are not zero-filled, like the baseline's
+//! file: both pay for block allocation as they write.
+//!
+//! Env: STRATA_BENCH_SECS (per case, default 5).
+
+#[path = "../../metanode/tests/common/mod.rs"]
+mod common;
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use client::{StreamClient, StreamConfig};
+use common::{wait_for, Cluster};
+use proto::meta::{NodeState, Policy};
+use serde_json::json;
+
+fn emit(v: serde_json::Value) {
+    println!("{v}");
+}
+
+/// O_DIRECT 4 MiB writes for `secs` (at least 256 MiB), then fdatasync: MB/s.
+fn device_seq_write(dir: &Path, secs: f64) -> f64 {
+    let path = dir.join("baseline-seq.img");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    let layout = Layout::from_size_align(4 << 20, 4096).unwrap();
+    // SAFETY: a non-zero layout; freed below with the same layout.
+    let ptr = unsafe { alloc_zeroed(layout) };
+    // SAFETY: `ptr` points to `layout.size()` initialized (zeroed) bytes.
+    let buf = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+    let t = Instant::now();
+    let mut off = 0u64;
+    while t.elapsed().as_secs_f64() < secs || off < 256 << 20 {
+        f.write_all_at(buf, off).unwrap();
+        off += buf.len() as u64;
+    }
+    f.sync_data().unwrap();
+    let mbps = off as f64 / 1e6 / t.elapsed().as_secs_f64();
+    // SAFETY: allocated above with this layout.
+    unsafe { dealloc(ptr, layout) };
+    drop(f);
+    std::fs::remove_file(path).unwrap();
+    mbps
+}
+
+fn device_fdatasync_4k(dir: &Path, secs: f64) -> f64 {
+    let mut f = std::fs::File::create(dir.join("baseline-sync.img")).unwrap();
+    let buf = [7u8; 4096];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
+        let seq = device_seq_write(cl.dir.path(), secs);
+        emit(json!({"suite": "logstream", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
+        let sync = device_fdatasync_4k(cl.dir.path(), secs);
+        emit(json!({"suite": "logstream", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
+        let dns: Vec<common::DataNode> =
+            (1..=4).map(|i| common::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "6G", false)).collect();
+        let sc = StreamClient::new(cl.client(), StreamConfig::default());
+        wait_for("4 datanodes up", Duration::from_secs(120), || async {
+            let n = sc.meta.nodes().await.ok()?;
+            (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
+        })
+        .await;
+        let limit = seq / 3.0;
+        let payload = Bytes::from((0..1 << 20).map(|i: u32| (i * 7) as u8).collect::<Vec<u8>>());
+        for depth in [4usize, 16] {
+            let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+            let w = sc.open_writer(s.id, "bench").await.unwrap();
+            let mut window = VecDeque::new();
+            let t = Instant::now();
+            let mut done = 0u64;
+            while t.elapsed().as_secs_f64() < secs {
+                while window.len() < depth {
+                    window.push_back(w.submit(payload.clone()));
+                }
+                window.pop_front().unwrap().await.unwrap();
+                done += 1;
+            }
+            for f in window {
+                f.await.unwrap();
+                done += 1;
+            }
+            let mbps = done as f64 * payload.len() as f64 / 1e6 / t.elapsed().as_secs_f64();
+            emit(json!({"suite": "logstream", "case": format!("append_1m_d{depth}"), "value": mbps, "unit": "MB/s",
+                "baseline": "device_seq_write/3", "baseline_value": limit, "ratio": mbps / limit, "target": 0.9}));
+        }
+        let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+        let w = sc.open_writer(s.id, "bench-4k").await.unwrap();
+        let small = Bytes::from(vec![5u8; 4096]);
+        let mut lat = Vec::new();
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < secs {
+            let a = Instant::now();
+            w.append(small.clone()).await.unwrap();
+            lat.push(a.elapsed().as_secs_f64() * 1e6);
+        }
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let sync_us = 1e6 / sync;
+        for (case, q) in [("append_4k_p50", 0.5), ("append_4k_p99", 0.99)] {
+            let v = lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+            emit(json!({"suite": "logstream", "case": case, "value": v, "unit": "us", "samples": lat.len(),
+                "baseline": "device_fdatasync_4k latency", "baseline_value": sync_us, "ratio": sync_us / v}));
+        }
+        drop(dns);
+    });
+}
