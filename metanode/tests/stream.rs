@@ -170,3 +170,55 @@ async fn a_writer_killed_with_kill9_loses_no_acknowledged_slice() {
     assert_eq!(sc.read(next).await.unwrap().as_ref(), b"after the takeover");
     println!("{} slices acknowledged by the killed writer, all intact", acked.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replica_is_read_around() {
+    let mut cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
+    // Small extents: appends keep needing the metanode (seal, allocate) while it fails over.
+    let sc = StreamClient::new(cl.client(), StreamConfig { extent_bytes_max: 64 << 10, ..Default::default() });
+    let dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
+    wait_for("4 datanodes up", Duration::from_secs(30), || async {
+        let n = sc.meta.nodes().await.ok()?;
+        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
+    })
+    .await;
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let mut acked = Vec::new();
+    let futs: Vec<_> = (0..40u32).map(|i| (w.submit(record(i)), record(i))).collect();
+    let leader = cl.leader().await;
+    cl.member_mut(leader).kill9();
+    let killed = Instant::now();
+    for (f, data) in futs {
+        acked.push((f.await.unwrap(), data));
+    }
+    for i in 40..80u32 {
+        acked.push((w.append(record(i)).await.unwrap(), record(i)));
+    }
+    println!("80 appends across a leader kill in {:?}", killed.elapsed());
+    let v = sc.meta.stream(s.id).await.unwrap();
+    assert!(v.extents.len() > 10, "rotations went on through the failover: {} extents", v.extents.len());
+
+    // Corrupt one replica's copy on disk: find the slice's bytes in that datanode's
+    // device file and flip one. The datanode refuses them (CRC) and the reader takes
+    // another replica.
+    let marker: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let slice = w.append(Bytes::from(marker.clone())).await.unwrap();
+    let e = sc.meta.extent(slice.extent).await.unwrap();
+    // The replica the reader asks first (the client spreads reads by offset and extent).
+    let first = (slice.offset / 4096 + slice.extent) as usize % e.replicas.len();
+    let victim = e.replicas[first].node;
+    let dev = cl.dir.path().join(format!("d{victim}.img"));
+    let img = std::fs::read(&dev).unwrap();
+    let at = img.windows(marker.len()).position(|w| w == &marker[..]).expect("the slice's bytes are on that device");
+    let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &[img[at + 100] ^ 0xff], (at + 100) as u64).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(sc.read(slice).await.unwrap().as_ref(), &marker[..]);
+    let bad = client::DataNodeClient::connect(dns[victim as usize - 1].addr.as_str()).await.unwrap();
+    let r = bad.read(slice.extent, slice.offset, slice.len).await;
+    assert!(matches!(r, Err(client::ClientError::Extent(proto::ExtentError::ChecksumMismatch { .. }))), "{r:?}");
+    for (slice, data) in &acked {
+        assert_eq!(&sc.read(*slice).await.unwrap(), data);
+    }
+}

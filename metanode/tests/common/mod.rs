@@ -251,6 +251,8 @@ pub fn datanode_bin() -> PathBuf {
 /// A real datanode process with one 32 MiB device, registered with the metanodes.
 pub struct DataNode {
     child: Option<Child>,
+    /// Where it listens (a new port after each start).
+    pub addr: String,
     args: Vec<String>,
     log: std::path::PathBuf,
 }
@@ -281,14 +283,15 @@ impl DataNode {
             // unwritten extents).
             args.push("--no-zero-fill".into());
         }
-        let mut d = DataNode { child: None, args, log: dir.join(format!("d{id}.log")) };
+        let mut d = DataNode { child: None, addr: String::new(), args, log: dir.join(format!("d{id}.log")) };
         d.spawn();
         d
     }
 
     pub fn spawn(&mut self) {
-        let (child, _) = spawn_listening(&datanode_bin(), &self.args, &self.log);
+        let (child, addr) = spawn_listening(&datanode_bin(), &self.args, &self.log);
         self.child = Some(child);
+        self.addr = addr;
     }
 
     pub fn kill9(&mut self) {
