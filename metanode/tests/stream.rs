@@ -222,3 +222,33 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
         assert_eq!(&sc.read(*slice).await.unwrap(), data);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_cluster_cannot_take_fails_clearly_within_the_deadline() {
+    let cl = Cluster::start(1, &["--node-grace-ms", "500"]);
+    let deadline = Duration::from_secs(3);
+    let sc = StreamClient::new(cl.client(), StreamConfig { append_deadline: deadline, ..Default::default() });
+    let mut dns: Vec<DataNode> = (1..=3).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
+    wait_for("3 datanodes up", Duration::from_secs(30), || async {
+        let n = sc.meta.nodes().await.ok()?;
+        (n.iter().filter(|n| n.state == NodeState::Up).count() == 3).then_some(())
+    })
+    .await;
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let ok = w.append(record(1)).await.unwrap();
+    // Three datanodes for replica:3, and one dies: no extent can be placed any more.
+    dns[2].kill9();
+    let t = Instant::now();
+    let r = w.append(record(2)).await;
+    let took = t.elapsed();
+    match &r {
+        Err(StreamError::Unavailable { last, .. }) => {
+            assert!(last.contains("datanode"), "the error names the cause: {last}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(took >= deadline && took < deadline + Duration::from_secs(10), "gave up after {took:?}");
+    // What was acknowledged before is intact.
+    assert_eq!(sc.read(ok).await.unwrap(), record(1));
+}
