@@ -13,68 +13,20 @@
 //!
 //! Env: STRATA_BENCH_SECS (per case, default 5).
 
+#[path = "support/baseline.rs"]
+mod baseline;
 #[path = "../../metanode/tests/common/mod.rs"]
 mod common;
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::VecDeque;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use baseline::{device_fdatasync_4k, device_seq_write, emit};
 use bytes::Bytes;
 use client::{StreamClient, StreamConfig};
-use common::{wait_for, Cluster};
-use proto::meta::{NodeState, Policy};
+use common::Cluster;
+use proto::meta::Policy;
 use serde_json::json;
-
-fn emit(v: serde_json::Value) {
-    println!("{v}");
-}
-
-/// O_DIRECT 4 MiB writes for `secs` (at least 256 MiB), then fdatasync: MB/s.
-fn device_seq_write(dir: &Path, secs: f64) -> f64 {
-    let path = dir.join("baseline-seq.img");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap();
-    let layout = Layout::from_size_align(4 << 20, 4096).unwrap();
-    // SAFETY: a non-zero layout; freed below with the same layout.
-    let ptr = unsafe { alloc_zeroed(layout) };
-    // SAFETY: `ptr` points to `layout.size()` initialized (zeroed) bytes.
-    let buf = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-    let t = Instant::now();
-    let mut off = 0u64;
-    while t.elapsed().as_secs_f64() < secs || off < 256 << 20 {
-        f.write_all_at(buf, off).unwrap();
-        off += buf.len() as u64;
-    }
-    f.sync_data().unwrap();
-    let mbps = off as f64 / 1e6 / t.elapsed().as_secs_f64();
-    // SAFETY: allocated above with this layout.
-    unsafe { dealloc(ptr, layout) };
-    drop(f);
-    std::fs::remove_file(path).unwrap();
-    mbps
-}
-
-fn device_fdatasync_4k(dir: &Path, secs: f64) -> f64 {
-    let mut f = std::fs::File::create(dir.join("baseline-sync.img")).unwrap();
-    let buf = [7u8; 4096];
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed().as_secs_f64() < secs {
-        f.write_all(&buf).unwrap();
-        f.sync_data().unwrap();
-        n += 1;
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
 
 fn main() {
     let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
@@ -88,11 +40,7 @@ fn main() {
         let dns: Vec<common::DataNode> =
             (1..=4).map(|i| common::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "6G", false)).collect();
         let sc = StreamClient::new(cl.client(), StreamConfig::default());
-        wait_for("4 datanodes up", Duration::from_secs(120), || async {
-            let n = sc.meta.nodes().await.ok()?;
-            (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-        })
-        .await;
+        common::wait_datanodes_up(&sc.meta, 4).await;
         let limit = seq / 3.0;
         let payload = Bytes::from((0..1 << 20).map(|i: u32| (i * 7) as u8).collect::<Vec<u8>>());
         for depth in [4usize, 16] {

@@ -15,15 +15,16 @@
 //!
 //! Env: STRATA_BENCH_SECS (per case, default 3), STRATA_BENCH_TRIALS (failovers, 5).
 
+#[path = "support/baseline.rs"]
+mod baseline;
 #[path = "../../metanode/tests/common/mod.rs"]
 mod common;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baseline::{device_fdatasync_4k, emit};
 use client::MetaClient;
 use common::{fake_datanode, Cluster};
 use proto::meta::Policy;
@@ -34,24 +35,6 @@ use serde_json::json;
 /// leader's lease (the election maximum, 600 ms) plus a random election timeout
 /// (at least 300 ms). The failover ratio is this floor over the measured gap.
 const RAFT_FLOOR_MS: f64 = 900.0;
-
-fn emit(v: serde_json::Value) {
-    println!("{v}");
-}
-
-fn device_fdatasync_4k(dir: &std::path::Path, secs: f64) -> f64 {
-    let p = dir.join("fsync.bin");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o644).open(&p).unwrap();
-    let buf = [7u8; 4096];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        f.write_all(&buf).unwrap();
-        f.sync_data().unwrap();
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
 
 /// `writers` streams, each allocating and sealing back to back for `secs`.
 async fn alloc_seal(c: &MetaClient, writers: usize, secs: f64) -> (f64, f64) {

@@ -384,7 +384,7 @@ impl Driver {
                 })
                 .collect();
             self.inflight_bytes += req.data.len();
-            self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(futures_join(sends.into_iter())) });
+            self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(crate::join_all(sends)) });
         }
         Ok(())
     }
@@ -498,27 +498,4 @@ impl Driver {
         }
         Ok(Ok(()))
     }
-}
-
-async fn futures_join<F: Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("every future finished")).collect()
 }

@@ -350,7 +350,7 @@ impl MetaNode {
                 tokio::time::timeout(timeout, fence).await.map_err(|_| format!("fence timed out after {timeout:?}"))?
             }
         });
-        let results = futures_join_all(fences).await;
+        let results = client::join_all(fences).await;
         let mut length = u64::MAX;
         let mut reached = Vec::new();
         for (r, res) in e.replicas.iter().zip(results) {
@@ -480,18 +480,4 @@ async fn health_loop(node: std::sync::Weak<MetaNode>) {
         };
         tokio::time::sleep(period.max(Duration::from_millis(50))).await;
     }
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("fence task panicked"));
-    }
-    out
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{ClientError, DataNodeClient, MetaClient};
-use common::{wait_for, Cluster, DataNode};
+use common::{wait_for, Cluster};
 use proto::meta::{MetaError, NodeState, Policy};
 use proto::ExtentError;
 
@@ -20,12 +20,7 @@ async fn append(c: &DataNodeClient, extent: u64, offset: u64, epoch: u64, data: 
 async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable_length() {
     let cl = Cluster::start(3, &["--node-grace-ms", "1500"]);
     let meta = MetaClient::new(cl.addrs());
-    let mut dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
-    wait_for("4 datanodes up", Duration::from_secs(30), || async {
-        let n = meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-    })
-    .await;
+    let mut dns = cl.datanodes(4).await;
 
     // Writer A: allocate, create on every replica, append to all (acknowledged).
     let s = meta.create_stream(Policy::Replica { n: 3 }).await.unwrap();

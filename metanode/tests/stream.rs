@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::{Slice, StreamClient, StreamConfig, StreamError};
-use common::{sibling_bin, wait_for, Cluster, DataNode};
-use proto::meta::{NodeState, Policy};
+use common::{sibling_bin, Cluster};
+use proto::meta::Policy;
 
 fn record(i: u32) -> Bytes {
     let len = 100 + (i as usize * 7919) % 20_000;
@@ -23,12 +23,7 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
         cl.client(),
         StreamConfig { extent_bytes_max: 1 << 20, replica_timeout: Duration::from_secs(2), ..Default::default() },
     );
-    let mut dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
-    wait_for("4 datanodes up", Duration::from_secs(30), || async {
-        let n = sc.meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-    })
-    .await;
+    let mut dns = cl.datanodes(4).await;
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     let w = sc.open_writer(s.id, "test").await.unwrap();
     let mut acked: Vec<(Slice, Bytes)> = Vec::new();
@@ -58,11 +53,7 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     // The first victim comes back (four nodes again), then a second kill while 64
     // appends are on the wire: every one is acknowledged once, in order.
     dns[victim as usize - 1].spawn();
-    wait_for("restarted datanode up", Duration::from_secs(30), || async {
-        let n = sc.meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-    })
-    .await;
+    common::wait_datanodes_up(&sc.meta, 4).await;
     let current = acked.last().unwrap().0.extent;
     let victim2 = sc.meta.extent(current).await.unwrap().replicas.iter().map(|r| r.node).find(|&n| n != victim);
     let futs: Vec<_> = (300..364u32).map(|i| (w.submit(record(i)), record(i))).collect();
@@ -111,12 +102,7 @@ async fn a_writer_killed_with_kill9_loses_no_acknowledged_slice() {
 
     let cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
     let sc = StreamClient::new(cl.client(), StreamConfig::default());
-    let _dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
-    wait_for("4 datanodes up", Duration::from_secs(30), || async {
-        let n = sc.meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-    })
-    .await;
+    let _dns = cl.datanodes(4).await;
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     const CHUNK: u64 = 4096;
     let mut child = Command::new(sibling_bin("strata"))
@@ -176,12 +162,7 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
     let mut cl = Cluster::start(3, &["--node-grace-ms", "600000"]);
     // Small extents: appends keep needing the metanode (seal, allocate) while it fails over.
     let sc = StreamClient::new(cl.client(), StreamConfig { extent_bytes_max: 64 << 10, ..Default::default() });
-    let dns: Vec<DataNode> = (1..=4).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
-    wait_for("4 datanodes up", Duration::from_secs(30), || async {
-        let n = sc.meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 4).then_some(())
-    })
-    .await;
+    let dns = cl.datanodes(4).await;
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     let w = sc.open_writer(s.id, "test").await.unwrap();
     let mut acked = Vec::new();
@@ -228,12 +209,7 @@ async fn a_write_the_cluster_cannot_take_fails_clearly_within_the_deadline() {
     let cl = Cluster::start(1, &["--node-grace-ms", "500"]);
     let deadline = Duration::from_secs(3);
     let sc = StreamClient::new(cl.client(), StreamConfig { append_deadline: deadline, ..Default::default() });
-    let mut dns: Vec<DataNode> = (1..=3).map(|i| DataNode::start(cl.dir.path(), i, &cl.addrs())).collect();
-    wait_for("3 datanodes up", Duration::from_secs(30), || async {
-        let n = sc.meta.nodes().await.ok()?;
-        (n.iter().filter(|n| n.state == NodeState::Up).count() == 3).then_some(())
-    })
-    .await;
+    let mut dns = cl.datanodes(3).await;
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     let w = sc.open_writer(s.id, "test").await.unwrap();
     let ok = w.append(record(1)).await.unwrap();

@@ -147,6 +147,13 @@ impl Cluster {
         m
     }
 
+    /// Datanodes 1..=`n` (32 MiB devices) registered with this group, once all are up.
+    pub async fn datanodes(&self, n: u64) -> Vec<DataNode> {
+        let dns = (1..=n).map(|i| DataNode::start(self.dir.path(), i, &self.addrs())).collect();
+        wait_datanodes_up(&self.client(), n as usize).await;
+        dns
+    }
+
     pub fn addrs(&self) -> Vec<String> {
         self.members.iter().map(|m| m.addr.clone()).collect()
     }
@@ -196,6 +203,15 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Waits until the metanode group reports exactly `n` datanodes up.
+pub async fn wait_datanodes_up(meta: &MetaClient, n: usize) {
+    wait_for(&format!("{n} datanodes up"), Duration::from_secs(60), || async {
+        let nodes = meta.nodes().await.ok()?;
+        (nodes.iter().filter(|d| d.state == proto::meta::NodeState::Up).count() == n).then_some(())
+    })
+    .await
 }
 
 /// Polls `f` until it yields a value, panicking after `within`.
