@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use proto::meta::{
     AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
-    Policy, RegisterNode, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+    Policy, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
 };
 use proto::{Epoch, ExtentId, NodeId};
 use reqwest::Method;
@@ -221,6 +221,11 @@ impl MetaClient {
 
     pub async fn seal_extent(&self, extent: ExtentId, epoch: Epoch, length: u64) -> Result<ExtentInfo, MetaError> {
         self.post(&format!("/v1/extents/{extent}/seal"), &SealExtent { epoch, length }).await
+    }
+
+    /// Tells the metanode that `node`'s copy of `extent` is bad.
+    pub async fn report_bad(&self, extent: ExtentId, node: NodeId, why: &str) -> Result<ExtentInfo, MetaError> {
+        self.post(&format!("/v1/extents/{extent}/bad"), &ReportBad { node, why: why.to_string() }).await
     }
 
     pub async fn extent(&self, id: ExtentId) -> Result<ExtentInfo, MetaError> {

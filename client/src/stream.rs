@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo};
-use proto::{Epoch, ExtentError, ExtentId, NodeId, Response, APPEND_BYTES_MAX};
+use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo, StreamView};
+use proto::{Epoch, ExtentError, ExtentId, NodeId, Response, APPEND_BYTES_MAX, READ_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::error::Elapsed;
 
@@ -169,25 +169,50 @@ impl StreamClient {
     /// Reads a slice from one of its replicas, checking its CRC32C; on an error or a
     /// mismatch it reports the bad copy and tries the next replica.
     pub async fn read(&self, s: Slice) -> Result<Bytes, StreamError> {
-        let cached = self.extents.lock().get(&s.extent).cloned();
+        self.read_at(s.extent, s.offset, s.len, Some(s.crc)).await
+    }
+
+    /// Reads `len` bytes of `extent` from `offset`: any range of appended bytes, e.g. part
+    /// of a slice. The datanode checks the CRCs it stored over what it returns; a replica
+    /// that reports corruption is reported and the next one tried. Ranges longer than
+    /// one read (`READ_BYTES_MAX`) are read piece by piece.
+    pub async fn read_range(&self, extent: ExtentId, offset: u64, len: u64) -> Result<Bytes, StreamError> {
+        if len <= READ_BYTES_MAX as u64 {
+            return self.read_at(extent, offset, len as u32, None).await;
+        }
+        let mut out = bytes::BytesMut::with_capacity(len as usize);
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(READ_BYTES_MAX as u64);
+            out.extend_from_slice(&self.read_at(extent, at, n as u32, None).await?);
+            at += n;
+        }
+        Ok(out.freeze())
+    }
+
+    async fn read_at(&self, extent: ExtentId, offset: u64, len: u32, crc: Option<u32>) -> Result<Bytes, StreamError> {
+        let cached = self.extents.lock().get(&extent).cloned();
         if let Some(e) = cached {
-            match self.read_from(&e, s).await {
+            match self.read_from(&e, offset, len, crc).await {
                 Ok(b) => return Ok(b),
                 // The replicas may have moved: ask the metanode once more below.
                 Err(err) => tracing::debug!("read from cached locations failed: {err}"),
             }
         }
-        let e = self.meta.extent(s.extent).await?;
+        let e = self.meta.extent(extent).await?;
         self.extents.lock().insert(e.id, e.clone());
-        self.read_from(&e, s).await
+        self.read_from(&e, offset, len, crc).await
     }
 
-    async fn read_from(&self, e: &ExtentInfo, s: Slice) -> Result<Bytes, StreamError> {
+    /// Tries the replicas in turn, starting from one chosen by offset (spreading reads
+    /// of one extent over its copies), copies known to be bad last.
+    async fn read_from(&self, e: &ExtentInfo, offset: u64, len: u32, crc: Option<u32>) -> Result<Bytes, StreamError> {
         let n = e.replicas.len();
-        let first = (s.offset / 4096 + s.extent) as usize % n.max(1);
+        let first = (offset / 4096 + e.id) as usize % n.max(1);
+        let mut order: Vec<_> = (0..n).map(|i| e.replicas[(first + i) % n]).collect();
+        order.sort_by_key(|r| e.bad.contains(&r.node));
         let mut why = Vec::new();
-        for i in 0..n {
-            let r = e.replicas[(first + i) % n];
+        for r in order {
             let c = match self.conn(r.node).await {
                 Ok(c) => c,
                 Err(w) => {
@@ -195,26 +220,63 @@ impl StreamClient {
                     continue;
                 }
             };
-            let read = tokio::time::timeout(self.config.replica_timeout, c.read(s.extent, s.offset, s.len));
+            let read = tokio::time::timeout(self.config.replica_timeout, c.read(e.id, offset, len));
             let Ok(read) = read.await else {
                 why.push(format!("datanode {}: no answer within {:?}", r.node, self.config.replica_timeout));
                 continue;
             };
-            match read {
-                Ok(b) if proto::crc32c(&b) == s.crc && b.len() == s.len as usize => return Ok(b),
-                Ok(_) => {
-                    tracing::warn!(
-                        "extent {} on datanode {}: bytes at {} do not match their CRC",
-                        s.extent,
-                        r.node,
-                        s.offset
-                    );
-                    why.push(format!("datanode {}: CRC mismatch", r.node));
+            let bad = match read {
+                Ok(b) if b.len() == len as usize && crc.is_none_or(|c| proto::crc32c(&b) == c) => return Ok(b),
+                Ok(b) if b.len() != len as usize => format!("returned {} bytes for {len}", b.len()),
+                Ok(_) => format!("bytes at {offset}+{len} do not match their CRC"),
+                Err(err @ ClientError::Extent(ExtentError::ChecksumMismatch { .. })) => err.to_string(),
+                Err(err) => {
+                    why.push(format!("datanode {}: {err}", r.node));
+                    continue;
                 }
-                Err(err) => why.push(format!("datanode {}: {err}", r.node)),
+            };
+            tracing::warn!("extent {} on datanode {}: {bad}", e.id, r.node);
+            self.report_bad(e.id, r.node, bad.clone());
+            why.push(format!("datanode {}: {bad}", r.node));
+        }
+        Err(StreamError::Unreadable { extent: e.id, offset, len, why: why.join("; ") })
+    }
+
+    /// Tells the metanode, in the background, that `node`'s copy of `extent` is bad, and
+    /// remembers it so later reads try that copy last.
+    fn report_bad(&self, extent: ExtentId, node: NodeId, why: String) {
+        if let Some(e) = self.extents.lock().get_mut(&extent) {
+            if !e.bad.contains(&node) {
+                e.bad.push(node);
             }
         }
-        Err(StreamError::Unreadable { extent: s.extent, offset: s.offset, len: s.len, why: why.join("; ") })
+        let meta = self.meta.clone();
+        tokio::spawn(async move {
+            if let Err(err) = meta.report_bad(extent, node, &why).await {
+                tracing::warn!("could not report datanode {node}'s bad copy of extent {extent}: {err}");
+            }
+        });
+    }
+
+    /// Every stream, without extents.
+    pub async fn list_streams(&self) -> Result<Vec<StreamInfo>, StreamError> {
+        Ok(self.meta.streams().await?)
+    }
+
+    /// A stream with its extents (lengths once sealed) and where they are.
+    pub async fn stat(&self, id: StreamId) -> Result<StreamView, StreamError> {
+        let v = self.meta.stream(id).await?;
+        self.remember(&v.nodes);
+        let mut cache = self.extents.lock();
+        for e in &v.extents {
+            cache.insert(e.id, e.clone());
+        }
+        Ok(v)
+    }
+
+    /// Deletes a stream and its extents' records (the datanodes' copies are GC's to reclaim).
+    pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
+        Ok(self.meta.delete_stream(id).await?)
     }
 }
 
@@ -244,6 +306,26 @@ struct Req {
     reply: oneshot::Sender<Result<Slice, StreamError>>,
 }
 
+/// What the writer's task is asked to do, in order.
+enum Item {
+    Append(Req),
+    /// Seal the open extent once every earlier append is acknowledged; stop after if
+    /// `close`.
+    Seal {
+        close: bool,
+        reply: oneshot::Sender<Result<(), StreamError>>,
+    },
+}
+
+impl Item {
+    fn fail(self, e: StreamError) {
+        match self {
+            Item::Append(r) => drop(r.reply.send(Err(e))),
+            Item::Seal { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
 type Acks = Pin<Box<dyn Future<Output = Vec<Result<Result<Response, ClientError>, Elapsed>>> + Send>>;
 
 struct InFlight {
@@ -259,7 +341,7 @@ struct InFlight {
 pub struct StreamWriter {
     pub id: StreamId,
     pub epoch: Epoch,
-    tx: mpsc::UnboundedSender<Req>,
+    tx: mpsc::UnboundedSender<Item>,
 }
 
 impl StreamWriter {
@@ -273,7 +355,7 @@ impl StreamWriter {
             Err(StreamError::TooLarge(data.len()))
         } else {
             let crc = proto::crc32c(&data);
-            self.tx.send(Req { data, crc, reply }).map_err(|_| stopped())
+            self.tx.send(Item::Append(Req { data, crc, reply })).map_err(|_| stopped())
         };
         async move {
             queued?;
@@ -285,6 +367,24 @@ impl StreamWriter {
     pub async fn append(&self, data: Bytes) -> Result<Slice, StreamError> {
         self.submit(data).await
     }
+
+    /// Seals the open extent once every append submitted before this call is
+    /// acknowledged; the next append starts a new extent.
+    pub async fn seal(&self) -> Result<(), StreamError> {
+        self.control(false).await
+    }
+
+    /// Waits for every submitted append, seals the open extent (so a later writer need
+    /// not fence it) and stops the writer.
+    pub async fn close(self) -> Result<(), StreamError> {
+        self.control(true).await
+    }
+
+    async fn control(&self, close: bool) -> Result<(), StreamError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Item::Seal { close, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
 }
 
 fn stopped() -> StreamError {
@@ -295,6 +395,11 @@ fn fenced(e: &ClientError) -> bool {
     matches!(e, ClientError::Extent(ExtentError::StaleEpoch { .. }))
 }
 
+enum Next {
+    Go,
+    Stop,
+}
+
 /// The writer's task: owns the open extent, sends appends to every replica in order,
 /// and on a failure seals at the acknowledged length, moves to a new extent and sends
 /// every unacknowledged append again, in the same order.
@@ -303,7 +408,7 @@ struct Driver {
     id: StreamId,
     epoch: Epoch,
     tail: Tail,
-    queue: VecDeque<Req>,
+    queue: VecDeque<Item>,
     inflight: VecDeque<InFlight>,
     inflight_bytes: usize,
     failing_since: Option<Instant>,
@@ -311,12 +416,16 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Req>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) {
         let mut closed = false;
         loop {
-            if let Err(e) = self.submit().await {
-                self.fail_all(e, &mut rx).await;
-                return;
+            match self.submit().await {
+                Ok(Next::Go) => {}
+                Ok(Next::Stop) => return,
+                Err(e) => {
+                    self.fail_all(e, &mut rx).await;
+                    return;
+                }
             }
             if closed && self.queue.is_empty() && self.inflight.is_empty() {
                 return;
@@ -342,14 +451,27 @@ impl Driver {
         }
     }
 
-    /// Sends queued appends while the window allows.
-    async fn submit(&mut self) -> Result<(), StreamError> {
+    /// Sends queued appends while the window allows, and carries out a seal once
+    /// everything before it is acknowledged.
+    async fn submit(&mut self) -> Result<Next, StreamError> {
         let cfg = self.client.config.clone();
         while let Some(front) = self.queue.front() {
+            let len = match front {
+                Item::Append(r) => r.data.len() as u64,
+                Item::Seal { .. } if !self.inflight.is_empty() => return Ok(Next::Go),
+                Item::Seal { .. } => {
+                    self.seal_open().await?;
+                    let Some(Item::Seal { close, reply }) = self.queue.pop_front() else { unreachable!() };
+                    let _ = reply.send(Ok(()));
+                    if close {
+                        return Ok(Next::Stop);
+                    }
+                    continue;
+                }
+            };
             if self.inflight.len() >= WRITER_IN_FLIGHT_MAX || self.inflight_bytes >= WRITER_IN_FLIGHT_BYTES_MAX {
-                return Ok(());
+                return Ok(Next::Go);
             }
-            let len = front.data.len() as u64;
             if let Some(since) = self.failing_since {
                 if since.elapsed() > cfg.append_deadline {
                     return Err(StreamError::Unavailable {
@@ -360,7 +482,7 @@ impl Driver {
             }
             if self.tail.open.as_ref().is_some_and(|o| o.submitted + len > cfg.extent_bytes_max) {
                 if !self.inflight.is_empty() {
-                    return Ok(()); // rotate once what is on the wire is answered
+                    return Ok(Next::Go); // rotate once what is on the wire is answered
                 }
                 self.seal_open().await?;
             }
@@ -371,7 +493,7 @@ impl Driver {
                     continue;
                 }
             }
-            let req = self.queue.pop_front().expect("front exists");
+            let Some(Item::Append(req)) = self.queue.pop_front() else { unreachable!("an append is in front") };
             let o = self.tail.open.as_mut().expect("allocated");
             let (extent, offset) = (o.info.id, o.submitted);
             o.submitted += len;
@@ -386,7 +508,7 @@ impl Driver {
             self.inflight_bytes += req.data.len();
             self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(crate::join_all(sends)) });
         }
-        Ok(())
+        Ok(Next::Go)
     }
 
     fn failed(&mut self, why: String) {
@@ -406,7 +528,7 @@ impl Driver {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if fenced(&e) => {
                     // Answered with the error by `fail_all`, like everything after it.
-                    self.queue.push_front(f.req);
+                    self.queue.push_front(Item::Append(f.req));
                     return Err(StreamError::Fenced(e.to_string()));
                 }
                 Ok(Err(e)) => failure = Some(format!("datanode {}: {e}", r.node)),
@@ -431,8 +553,8 @@ impl Driver {
                 let extent = f.extent;
                 self.failed(format!("extent {extent}: {why}; sealing it and sending again"));
                 // This append and every later one go again, in order, to a new extent.
-                let mut again: VecDeque<Req> = std::iter::once(f.req).collect();
-                again.extend(self.inflight.drain(..).map(|i| i.req));
+                let mut again: VecDeque<Item> = std::iter::once(Item::Append(f.req)).collect();
+                again.extend(self.inflight.drain(..).map(|i| Item::Append(i.req)));
                 self.inflight_bytes = 0;
                 again.append(&mut self.queue);
                 self.queue = again;
@@ -441,14 +563,14 @@ impl Driver {
         }
     }
 
-    async fn fail_all(&mut self, e: StreamError, rx: &mut mpsc::UnboundedReceiver<Req>) {
+    async fn fail_all(&mut self, e: StreamError, rx: &mut mpsc::UnboundedReceiver<Item>) {
         tracing::warn!("stream {} writer stopped: {e}", self.id);
-        for r in self.inflight.drain(..).map(|i| i.req).chain(self.queue.drain(..)) {
-            let _ = r.reply.send(Err(e.clone()));
+        for item in self.inflight.drain(..).map(|i| Item::Append(i.req)).chain(self.queue.drain(..)) {
+            item.fail(e.clone());
         }
         rx.close();
-        while let Some(r) = rx.recv().await {
-            let _ = r.reply.send(Err(e.clone()));
+        while let Some(item) = rx.recv().await {
+            item.fail(e.clone());
         }
     }
 

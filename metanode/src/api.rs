@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use proto::meta::{
     AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, OpenStream,
-    RegisterNode, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+    RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
 };
 use proto::{ExtentId, NodeId};
 
@@ -103,6 +103,7 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/streams/{id}/extents", post(allocate))
         .route("/v1/extents/{id}", get(extent))
         .route("/v1/extents/{id}/seal", post(seal))
+        .route("/v1/extents/{id}/bad", post(report_bad))
         .route("/v1/admin/members", post(add_member))
         .route("/v1/admin/members/{id}", delete(remove_member))
         .route("/v1/admin/nodes/{id}/state", post(set_node_state))
@@ -170,6 +171,10 @@ async fn extent(State(n): App, Id(id): Id<ExtentId>) -> ApiResult<ExtentInfo> {
 
 async fn seal(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<SealExtent>) -> ApiResult<ExtentInfo> {
     Ok(Json(n.seal(id, r).await?))
+}
+
+async fn report_bad(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<ReportBad>) -> ApiResult<ExtentInfo> {
+    Ok(Json(n.report_bad(id, r).await?))
 }
 
 async fn add_member(State(n): App, Body(m): Body<Member>) -> ApiResult<()> {

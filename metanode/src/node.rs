@@ -12,7 +12,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
 use proto::meta::{
     AllocateExtent, DeviceInfo, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
-    Policy, RegisterNode, SealExtent, Status, StreamId, StreamInfo, StreamView,
+    Policy, RegisterNode, ReportBad, SealExtent, Status, StreamId, StreamInfo, StreamView,
 };
 use proto::{Epoch, ExtentError, ExtentId, NodeId};
 use rand::rngs::StdRng;
@@ -303,6 +303,16 @@ impl MetaNode {
         else {
             unreachable!()
         };
+        Ok(e)
+    }
+
+    /// Records that a reader found `node`'s copy of `extent` bad.
+    pub async fn report_bad(&self, extent: ExtentId, req: ReportBad) -> Result<ExtentInfo> {
+        if req.why.len() > 4096 {
+            return Err(MetaError::invalid("a report's reason is at most 4096 bytes"));
+        }
+        tracing::warn!("extent {extent}: datanode {} has a bad copy: {}", req.node, req.why);
+        let Reply::Extent(e) = self.write(Command::ReportBad { extent, node: req.node }).await? else { unreachable!() };
         Ok(e)
     }
 

@@ -51,6 +51,11 @@ pub enum Command {
     DeleteStream {
         id: StreamId,
     },
+    /// A reader found `node`'s copy of `extent` bad.
+    ReportBad {
+        extent: ExtentId,
+        node: NodeId,
+    },
 }
 
 /// What a command produced.
@@ -181,6 +186,17 @@ impl State {
                 dirty.push(Key::Extent(extent));
                 Ok(Reply::Extent(e.clone()))
             }
+            Command::ReportBad { extent, node } => {
+                let e = self.extents.get_mut(&extent).ok_or(MetaError::NoSuchExtent { id: extent })?;
+                if !e.replicas.iter().any(|r| r.node == node) {
+                    return Err(MetaError::invalid(format!("datanode {node} holds no copy of extent {extent}")));
+                }
+                if !e.bad.contains(&node) {
+                    e.bad.push(node);
+                    dirty.push(Key::Extent(extent));
+                }
+                Ok(Reply::Extent(e.clone()))
+            }
             Command::DeleteStream { id } => {
                 let s = self.streams.remove(&id).ok_or(MetaError::NoSuchStream { id })?;
                 dirty.push(Key::Stream(id));
@@ -233,7 +249,7 @@ impl State {
         self.check_replicas(s.policy, &replicas)?;
         self.counters.next_extent += 1;
         let id = self.counters.next_extent;
-        let e = ExtentInfo { id, stream, replicas, epoch, sealed_len: None };
+        let e = ExtentInfo { id, stream, replicas, epoch, sealed_len: None, bad: Vec::new() };
         self.extents.insert(id, e.clone());
         self.streams.get_mut(&stream).expect("checked").extents.push(id);
         dirty.extend([Key::Extent(id), Key::Stream(stream), Key::Counters]);
@@ -368,6 +384,15 @@ mod tests {
         assert_eq!(view.stream.extents, vec![e1.id, e2.id]);
         assert_eq!(view.extents.iter().map(|e| e.sealed_len).collect::<Vec<_>>(), vec![Some(100), Some(10)]);
         assert_eq!(view.nodes.len(), 3);
+        // A bad copy is recorded once, and only for a node that holds one.
+        let bad = |node| Command::ReportBad { extent: e1.id, node };
+        assert!(matches!(run(&mut st, bad(7)), Err(MetaError::Invalid { .. })));
+        let Reply::Extent(e) = run(&mut st, bad(2)).unwrap() else { panic!() };
+        assert_eq!(e.bad, vec![2]);
+        let mut dirty = Vec::new();
+        st.apply(bad(2), &mut dirty).unwrap();
+        assert!(dirty.is_empty(), "a second report of the same copy changes nothing");
+        assert_eq!(st.extents[&e1.id].bad, vec![2]);
         // A down node takes no new extents.
         run(&mut st, Command::NodeDown { id: 3 }).unwrap();
         let r = run(&mut st, alloc(2, Some(e2.id)));

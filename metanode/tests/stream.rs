@@ -196,6 +196,16 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
     std::os::unix::fs::FileExt::write_at(&f, &[img[at + 100] ^ 0xff], (at + 100) as u64).unwrap();
     f.sync_all().unwrap();
     assert_eq!(sc.read(slice).await.unwrap().as_ref(), &marker[..]);
+    // The reader reported the bad copy; the metanode keeps it with the extent.
+    let meta = sc.meta.clone();
+    common::wait_for("the bad copy to be recorded", Duration::from_secs(10), || {
+        let meta = meta.clone();
+        async move { meta.extent(slice.extent).await.ok().filter(|e| e.bad == vec![victim]) }
+    })
+    .await;
+    // A range inside the slice (no slice CRC to check: the datanode's own CRCs catch it).
+    let part = sc.read_range(slice.extent, slice.offset + 50, 4000).await.unwrap();
+    assert_eq!(part.as_ref(), &marker[50..4050]);
     let bad = client::DataNodeClient::connect(dns[victim as usize - 1].addr.as_str()).await.unwrap();
     let r = bad.read(slice.extent, slice.offset, slice.len).await;
     assert!(matches!(r, Err(client::ClientError::Extent(proto::ExtentError::ChecksumMismatch { .. }))), "{r:?}");
@@ -227,4 +237,45 @@ async fn a_write_the_cluster_cannot_take_fails_clearly_within_the_deadline() {
     assert!(took >= deadline && took < deadline + Duration::from_secs(10), "gave up after {took:?}");
     // What was acknowledged before is intact.
     assert_eq!(sc.read(ok).await.unwrap(), record(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seal_close_list_stat_and_range_reads() {
+    let cl = Cluster::start(1, &[]);
+    let sc = StreamClient::new(cl.client(), StreamConfig::default());
+    let _dns = cl.datanodes(3).await;
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let a = w.append(record(1)).await.unwrap();
+    let b = w.append(record(2)).await.unwrap();
+    assert_eq!((a.extent, a.offset + a.len as u64), (b.extent, b.offset), "appends are contiguous");
+    // A range across both appends reads back their concatenation.
+    let both = sc.read_range(a.extent, a.offset, (a.len + b.len) as u64).await.unwrap();
+    assert_eq!(both, [record(1), record(2)].concat());
+    // Seal: the extent ends where the acknowledged appends end; the next append
+    // starts a new extent.
+    let pending = w.submit(record(3));
+    w.seal().await.unwrap();
+    let c = pending.await.unwrap();
+    assert_eq!(c.extent, a.extent, "an append submitted before the seal lands before it");
+    let d = w.append(record(4)).await.unwrap();
+    assert_ne!(d.extent, a.extent);
+    let v = sc.stat(s.id).await.unwrap();
+    assert_eq!(v.extents[0].sealed_len, Some(c.offset + c.len as u64));
+    assert_eq!(v.extents[1].sealed_len, None);
+    // Close seals the tail; a later writer finds nothing to fence.
+    w.close().await.unwrap();
+    let v = sc.stat(s.id).await.unwrap();
+    assert_eq!(v.extents[1].sealed_len, Some(d.offset + d.len as u64));
+    assert!(sc.list_streams().await.unwrap().iter().any(|x| x.id == s.id));
+    let w2 = sc.open_writer(s.id, "second").await.unwrap();
+    let e = w2.append(record(5)).await.unwrap();
+    for (slice, i) in [(a, 1), (b, 2), (c, 3), (d, 4), (e, 5)] {
+        assert_eq!(sc.read(slice).await.unwrap(), record(i));
+    }
+    // A range past the end is refused, not padded.
+    let r = sc.read_range(d.extent, d.offset, d.len as u64 + 1).await;
+    assert!(matches!(r, Err(StreamError::Unreadable { .. })), "{r:?}");
+    sc.delete_stream(s.id).await.unwrap();
+    assert!(!sc.list_streams().await.unwrap().iter().any(|x| x.id == s.id));
 }

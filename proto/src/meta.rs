@@ -157,6 +157,10 @@ pub struct ExtentInfo {
     pub epoch: Epoch,
     /// `Some(len)` once sealed: the extent's final length, immutable.
     pub sealed_len: Option<u64>,
+    /// Datanodes whose copy a reader found bad (checksum mismatch or corruption the
+    /// datanode reported): readers try them last, and repair will replace them.
+    #[serde(default)]
+    pub bad: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +206,14 @@ pub struct AllocateExtent {
 pub struct SealExtent {
     pub epoch: Epoch,
     pub length: u64,
+}
+
+/// Body of `POST /v1/extents/{id}/bad`: a reader found `node`'s copy bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBad {
+    pub node: NodeId,
+    /// What the reader saw, for the metanode's log.
+    pub why: String,
 }
 
 /// Body of `POST /v1/admin/nodes/{id}/state`.

@@ -88,6 +88,8 @@ enum StreamCmd {
     Get { extent: u64, offset: u64, len: u32, crc: u32 },
     /// Show a stream with its extents and their replicas.
     Stat { stream: u64 },
+    /// List streams: ID POLICY EPOCH EXTENTS.
+    List,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -213,6 +215,7 @@ async fn stream_cmd(meta: MetaClient, cmd: StreamCmd) -> anyhow::Result<()> {
                 writeln!(out, "{} {} {} {}", s.extent, s.offset, s.len, s.crc)?;
                 out.flush()?;
             }
+            w.close().await?;
         }
         StreamCmd::Get { extent, offset, len, crc } => {
             let b = sc.read(Slice { extent, offset, len, crc }).await?;
@@ -225,7 +228,12 @@ async fn stream_cmd(meta: MetaClient, cmd: StreamCmd) -> anyhow::Result<()> {
                 v.stream.id, v.stream.policy, v.stream.epoch, v.stream.writer
             );
             for e in v.extents {
-                println!("  extent {} sealed {:?} replicas {:?}", e.id, e.sealed_len, e.replicas);
+                println!("  extent {} sealed {:?} replicas {:?} bad {:?}", e.id, e.sealed_len, e.replicas, e.bad);
+            }
+        }
+        StreamCmd::List => {
+            for s in sc.list_streams().await? {
+                println!("{} {} {} {}", s.id, s.policy, s.epoch, s.extents.len());
             }
         }
     }
