@@ -8,6 +8,11 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 # librocksdb-sys (the metanode's store) generates its bindings with bindgen: libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# Real S3 clients for the gateway's tests: aws cli v2 from Debian (/usr/bin/aws), and a
+# Python venv for boto3 and aws cli v1 from PyPI.
+[ -x /usr/bin/aws ] || need_apt+=(awscli)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -21,4 +26,18 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: no Rust toolchain (cargo) fou
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# boto3 at its latest, and aws cli v1 (which pins its own botocore) in a venv of its own.
+VENV="${STRATA_VENV:-$HOME/.cache/strata/venv}"
+if ! "$VENV/bin/python" -c 'import boto3, awscrt, requests' >/dev/null 2>&1; then
+  echo "setup: installing boto3, awscrt and requests from PyPI into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q --upgrade 'boto3[crt]' requests
+fi
+if ! "$VENV-awscli1/bin/aws" --version >/dev/null 2>&1; then
+  echo "setup: installing aws cli v1 from PyPI into $VENV-awscli1"
+  python3 -m venv "$VENV-awscli1"
+  "$VENV-awscli1/bin/pip" install -q --upgrade pip
+  "$VENV-awscli1/bin/pip" install -q awscli
 fi

@@ -4,4 +4,5 @@ pub mod align;
 pub mod blobstore;
 pub mod config;
 pub mod extent;
+pub mod heartbeat;
 pub mod server;

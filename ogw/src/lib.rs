@@ -1,3 +1,13 @@
-//! ogw: the stateless S3 gateway (axum, SigV4, object metadata in SQL through sqlx).
-//!
-//! Not built yet (issue 5). This crate holds no code on purpose.
+//! ogw: the stateless S3 gateway. The S3 protocol (routing, SigV4, aws-chunked bodies,
+//! XML, errors) comes from `s3s`; this crate keeps tenants, buckets, objects and
+//! multipart uploads in SQL (`db`, `meta`) and object bytes as slices in LogStreams
+//! (`data`), and can run a whole cluster in one process (`standalone`).
+
+pub mod checksum;
+pub mod data;
+pub mod db;
+pub mod meta;
+pub mod s3;
+pub mod secrets;
+pub mod server;
+pub mod standalone;

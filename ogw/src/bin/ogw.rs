@@ -1,0 +1,180 @@
+//! `ogw`: the S3 gateway (`serve`), a whole cluster in one process (`standalone`), and
+//! tenant/key administration (`tenant-create`, `key-create`, ...).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use ogw::db::Db;
+use ogw::meta::Meta;
+use ogw::secrets::MasterKey;
+use ogw::server::{self, Options};
+use ogw::standalone::{self, Standalone};
+use proto::meta::Policy;
+use rand::distributions::{Alphanumeric, DistString};
+
+#[derive(Parser)]
+#[command(name = "ogw", about = "Strata's S3 gateway")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// Metadata database: sqlite://PATH, postgres://USER:PASS@HOST/DB or mysql://USER:PASS@HOST/DB.
+    #[arg(long)]
+    db: String,
+    /// File holding the 32-byte master key (64 hex digits, mode 600) that seals secrets.
+    #[arg(long)]
+    master_key: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole cluster in this process: a metanode, datanodes on files, the gateway and SQLite.
+    Standalone {
+        /// Directory for everything (created if missing).
+        #[arg(long, default_value = "./data/standalone")]
+        data: PathBuf,
+        /// Address of the S3 endpoint.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        s3_addr: SocketAddr,
+        /// Size of each datanode's device file.
+        #[arg(long, default_value = "4G")]
+        device_size: String,
+        #[arg(long, default_value_t = 3)]
+        datanodes: usize,
+        /// Do not zero-fill new device files (starts faster; flushes may be slower).
+        #[arg(long)]
+        no_zero_fill: bool,
+    },
+    /// Serve S3 against a running cluster.
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Metanode addresses, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        meta: Vec<String>,
+        #[arg(long, default_value = "0.0.0.0:9000")]
+        listen: SocketAddr,
+        /// This gateway's name, unique per gateway: it owns the LogStreams recorded under it.
+        #[arg(long)]
+        name: String,
+        /// LogStreams a body is spread over.
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// Policy of this gateway's LogStreams.
+        #[arg(long, default_value = "replica:3")]
+        policy: Policy,
+        /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
+        #[arg(long)]
+        domain: Vec<String>,
+    },
+    /// Create the master key file if it does not exist.
+    MasterKeyCreate { path: PathBuf },
+    /// Create a tenant.
+    TenantCreate {
+        #[command(flatten)]
+        db: DbArgs,
+        name: String,
+    },
+    /// List tenants.
+    Tenants {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create an access key for a tenant (random unless given); prints ACCESS SECRET.
+    KeyCreate {
+        #[command(flatten)]
+        db: DbArgs,
+        tenant: String,
+        #[arg(long)]
+        access_key: Option<String>,
+        /// Read from STRATA_SECRET_KEY when set, so it stays out of the process list.
+        #[arg(long)]
+        secret_key: Option<String>,
+    },
+    /// Delete an access key.
+    KeyDelete {
+        #[command(flatten)]
+        db: DbArgs,
+        access_key: String,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if let Err(e) = rt.block_on(run(Cli::parse().cmd)) {
+        eprintln!("ogw: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+async fn open_meta(d: &DbArgs) -> anyhow::Result<Meta> {
+    let key = MasterKey::load(&d.master_key)?;
+    Ok(Meta { db: Db::connect(&d.db).await?, key })
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill } => {
+            if datanodes == 0 {
+                bail!("--datanodes must be at least 1");
+            }
+            datanode::config::parse_size(&device_size).context("--device-size")?;
+            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill };
+            standalone::run(s, shutdown_signal()).await?;
+        }
+        Cmd::Serve { db, meta, listen, name, streams, policy, domain } => {
+            let master_key = MasterKey::load(&db.master_key)?;
+            let l =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let (svc, _) =
+                server::build(Options { meta, db: db.db, master_key, name, streams, policy, domains: domain }).await?;
+            println!("ogw listening on {}", l.local_addr()?);
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            server::serve(l, svc, shutdown_signal()).await;
+        }
+        Cmd::MasterKeyCreate { path } => {
+            MasterKey::load_or_create(&path)?;
+        }
+        Cmd::TenantCreate { db, name } => open_meta(&db).await?.create_tenant(&name).await?,
+        Cmd::Tenants { db } => {
+            for t in open_meta(&db).await?.tenants().await? {
+                println!("{t}");
+            }
+        }
+        Cmd::KeyCreate { db, tenant, access_key, secret_key } => {
+            let mut rng = rand::thread_rng();
+            let a = access_key
+                .unwrap_or_else(|| format!("STRATA{}", Alphanumeric.sample_string(&mut rng, 14).to_uppercase()));
+            let s = secret_key
+                .or_else(|| std::env::var("STRATA_SECRET_KEY").ok())
+                .unwrap_or_else(|| Alphanumeric.sample_string(&mut rng, 40));
+            open_meta(&db).await?.add_key(&tenant, &a, &s).await?;
+            println!("{a} {s}");
+        }
+        Cmd::KeyDelete { db, access_key } => {
+            if !open_meta(&db).await?.delete_key(&access_key).await? {
+                bail!("no access key {access_key}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

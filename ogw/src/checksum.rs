@@ -1,0 +1,275 @@
+//! S3's flexible checksums: CRC32, CRC32C, CRC64NVME, SHA1, SHA256, computed over the
+//! decoded body as it streams through, compared with what the client sent (header or
+//! aws-chunked trailer), stored, and combined across parts on CompleteMultipartUpload
+//! (COMPOSITE: a checksum of the parts' checksums with a `-N` suffix; FULL_OBJECT: the
+//! CRCs combined into the CRC of the whole object).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use crc_fast::{CrcAlgorithm, Digest as Crc};
+use s3s::dto::{
+    CompleteMultipartUploadOutput, CompletedPart, GetObjectOutput, HeadObjectOutput, Part, PutObjectOutput,
+    UploadPartOutput,
+};
+use s3s::{s3_error, S3Result};
+use sha1::Digest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Crc32,
+    Crc32c,
+    Crc64Nvme,
+    Sha1,
+    Sha256,
+}
+
+impl Algo {
+    pub fn from_name(s: &str) -> Option<Algo> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "CRC32" => Algo::Crc32,
+            "CRC32C" => Algo::Crc32c,
+            "CRC64NVME" => Algo::Crc64Nvme,
+            "SHA1" => Algo::Sha1,
+            "SHA256" => Algo::Sha256,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Crc32 => "CRC32",
+            Algo::Crc32c => "CRC32C",
+            Algo::Crc64Nvme => "CRC64NVME",
+            Algo::Sha1 => "SHA1",
+            Algo::Sha256 => "SHA256",
+        }
+    }
+
+    /// The request/trailer header carrying this checksum.
+    pub fn header(self) -> &'static str {
+        match self {
+            Algo::Crc32 => "x-amz-checksum-crc32",
+            Algo::Crc32c => "x-amz-checksum-crc32c",
+            Algo::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            Algo::Sha1 => "x-amz-checksum-sha1",
+            Algo::Sha256 => "x-amz-checksum-sha256",
+        }
+    }
+
+    fn crc(self) -> Option<CrcAlgorithm> {
+        match self {
+            Algo::Crc32 => Some(CrcAlgorithm::Crc32IsoHdlc),
+            Algo::Crc32c => Some(CrcAlgorithm::Crc32Iscsi),
+            Algo::Crc64Nvme => Some(CrcAlgorithm::Crc64Nvme),
+            _ => None,
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Algo::Crc64Nvme => 8,
+            _ => 4,
+        }
+    }
+
+    pub fn hasher(self) -> Hasher {
+        match (self, self.crc()) {
+            (_, Some(c)) => Hasher::Crc(self, Crc::new(c)),
+            (Algo::Sha1, None) => Hasher::Sha1(sha1::Sha1::new()),
+            _ => Hasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+}
+
+pub enum Hasher {
+    Crc(Algo, Crc),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    pub fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Crc(_, c) => c.update(b),
+            Hasher::Sha1(h) => h.update(b),
+            Hasher::Sha256(h) => h.update(b),
+        }
+    }
+
+    pub fn finish_base64(self) -> String {
+        B64.encode(self.finish())
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Crc(a, c) => crc_bytes(a, c.finalize()),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+fn crc_bytes(a: Algo, v: u64) -> Vec<u8> {
+    if a.width() == 8 {
+        v.to_be_bytes().to_vec()
+    } else {
+        (v as u32).to_be_bytes().to_vec()
+    }
+}
+
+/// Checksum values given in request headers.
+#[derive(Debug, Default, Clone)]
+pub struct Given {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub crc64nvme: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+}
+
+impl Given {
+    pub fn get(&self, a: Algo) -> Option<String> {
+        match a {
+            Algo::Crc32 => self.crc32.clone(),
+            Algo::Crc32c => self.crc32c.clone(),
+            Algo::Crc64Nvme => self.crc64nvme.clone(),
+            Algo::Sha1 => self.sha1.clone(),
+            Algo::Sha256 => self.sha256.clone(),
+        }
+    }
+
+    fn present(&self) -> Vec<Algo> {
+        [Algo::Crc32, Algo::Crc32c, Algo::Crc64Nvme, Algo::Sha1, Algo::Sha256]
+            .into_iter()
+            .filter(|a| self.get(*a).is_some())
+            .collect()
+    }
+}
+
+/// Which checksum to compute: the one whose value was sent (header or announced
+/// trailer), else the one named by `x-amz-sdk-checksum-algorithm`.
+pub fn requested(algorithm: Option<&str>, given: &Given, trailer: Option<&str>) -> S3Result<Option<Algo>> {
+    let mut found = given.present();
+    if let Some(t) = trailer {
+        for name in t.split(',').map(str::trim) {
+            let a = name
+                .strip_prefix("x-amz-checksum-")
+                .and_then(Algo::from_name)
+                .ok_or_else(|| s3_error!(InvalidRequest, "unsupported trailer {name}"))?;
+            found.push(a);
+        }
+    }
+    if found.len() > 1 {
+        return Err(s3_error!(InvalidRequest, "expecting a single checksum"));
+    }
+    let named = match algorithm {
+        None => None,
+        Some(n) => Some(Algo::from_name(n).ok_or_else(|| s3_error!(InvalidRequest, "unknown checksum algorithm {n}"))?),
+    };
+    match (found.first().copied(), named) {
+        (Some(f), Some(n)) if f != n => {
+            Err(s3_error!(InvalidRequest, "the checksum sent does not match x-amz-sdk-checksum-algorithm"))
+        }
+        (Some(f), _) => Ok(Some(f)),
+        (None, n) => Ok(n),
+    }
+}
+
+/// The object checksum from its parts' (base64 value, size) in order.
+pub fn combine(a: Algo, kind: Option<&str>, parts: &[(String, u64)]) -> Result<String, String> {
+    let decoded: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|(v, _)| B64.decode(v).map_err(|e| format!("stored part checksum is not base64: {e}")))
+        .collect::<Result<_, _>>()?;
+    if kind == Some("FULL_OBJECT") {
+        let c = a.crc().ok_or("FULL_OBJECT needs a CRC")?;
+        let mut acc: Option<u64> = None;
+        for (d, (_, size)) in decoded.iter().zip(parts) {
+            let mut b = [0u8; 8];
+            b[8 - d.len()..].copy_from_slice(d);
+            let v = u64::from_be_bytes(b);
+            acc = Some(match acc {
+                None => v,
+                Some(prev) => crc_fast::checksum_combine(c, prev, v, *size),
+            });
+        }
+        return Ok(B64.encode(crc_bytes(a, acc.unwrap_or(0))));
+    }
+    let mut h = a.hasher();
+    for d in &decoded {
+        h.update(d);
+    }
+    Ok(format!("{}-{}", h.finish_base64(), parts.len()))
+}
+
+/// The checksum a CompleteMultipartUpload part entry gives for `algo`, if any.
+pub fn completed_part(p: &CompletedPart, algo: &str) -> Option<String> {
+    match Algo::from_name(algo)? {
+        Algo::Crc32 => p.checksum_crc32.clone(),
+        Algo::Crc32c => p.checksum_crc32c.clone(),
+        Algo::Crc64Nvme => p.checksum_crc64nvme.clone(),
+        Algo::Sha1 => p.checksum_sha1.clone(),
+        Algo::Sha256 => p.checksum_sha256.clone(),
+    }
+}
+
+macro_rules! setter {
+    ($name:ident, $ty:ty) => {
+        pub fn $name(o: &mut $ty, algo: &str, v: String) {
+            match Algo::from_name(algo) {
+                Some(Algo::Crc32) => o.checksum_crc32 = Some(v),
+                Some(Algo::Crc32c) => o.checksum_crc32c = Some(v),
+                Some(Algo::Crc64Nvme) => o.checksum_crc64nvme = Some(v),
+                Some(Algo::Sha1) => o.checksum_sha1 = Some(v),
+                Some(Algo::Sha256) => o.checksum_sha256 = Some(v),
+                None => {}
+            }
+        }
+    };
+}
+
+setter!(set_put_output, PutObjectOutput);
+setter!(set_get_output, GetObjectOutput);
+setter!(set_head_output, HeadObjectOutput);
+setter!(set_part_output, UploadPartOutput);
+setter!(set_part, Part);
+setter!(set_complete_output, CompleteMultipartUploadOutput);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_object_crc_of_parts_equals_crc_of_the_whole() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for a in [Algo::Crc32, Algo::Crc32c, Algo::Crc64Nvme] {
+            let whole = {
+                let mut h = a.hasher();
+                h.update(&data);
+                h.finish_base64()
+            };
+            let parts: Vec<(String, u64)> = data
+                .chunks(30_000)
+                .map(|c| {
+                    let mut h = a.hasher();
+                    h.update(c);
+                    (h.finish_base64(), c.len() as u64)
+                })
+                .collect();
+            assert_eq!(combine(a, Some("FULL_OBJECT"), &parts).unwrap(), whole, "{a:?}");
+            let composite = combine(a, Some("COMPOSITE"), &parts).unwrap();
+            assert!(composite.ends_with("-4") && !composite.starts_with(&whole));
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        // CRC32 ("123456789") = 0xCBF43926, CRC32C = 0xE3069283.
+        let mut h = Algo::Crc32.hasher();
+        h.update(b"123456789");
+        assert_eq!(h.finish(), 0xCBF4_3926u32.to_be_bytes());
+        let mut h = Algo::Crc32c.hasher();
+        h.update(b"123456789");
+        assert_eq!(h.finish(), 0xE306_9283u32.to_be_bytes());
+    }
+}

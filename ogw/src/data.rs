@@ -1,0 +1,189 @@
+//! Object bytes on LogStreams. A gateway owns a few streams (recorded in SQL under its
+//! name, reopened with a new epoch at start); a body is cut into chunks that go to the
+//! streams in turn, several in flight, so a large object is spread over the streams and
+//! written in parallel while memory per request stays bounded. GETs read the slices in
+//! order with a few reads ahead.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use client::{Slice, StreamClient, StreamError, StreamWriter};
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use proto::meta::Policy;
+use tokio::sync::mpsc;
+
+use crate::meta::Meta;
+
+/// Bytes per append (one slice).
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Chunks of one request on the wire at once: memory per PUT is at most this many
+/// chunks (plus the one being filled).
+pub const PUT_WINDOW: usize = 4;
+/// Slices read ahead of the one being sent, per GET.
+pub const GET_AHEAD: usize = 3;
+/// Attempts of one chunk (a writer that stopped is reopened between attempts).
+const CHUNK_ATTEMPTS: usize = 3;
+
+struct Lane {
+    stream: u64,
+    writer: Mutex<Arc<StreamWriter>>,
+}
+
+pub struct Data {
+    pub sc: StreamClient,
+    owner: String,
+    lanes: Vec<Lane>,
+    next: AtomicUsize,
+}
+
+impl Data {
+    /// Opens (creating as needed) `n` streams owned by `owner`.
+    pub async fn open(sc: StreamClient, meta: &Meta, owner: &str, n: usize, policy: Policy) -> anyhow::Result<Data> {
+        let mut ids = meta.streams_of(owner).await?;
+        while ids.len() < n {
+            let s = sc.create_stream(policy).await?;
+            meta.add_stream(s.id, owner).await?;
+            ids.push(s.id);
+        }
+        let mut lanes = Vec::new();
+        for id in ids {
+            let w = sc.open_writer(id, owner).await?;
+            lanes.push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
+        }
+        Ok(Data { sc, owner: owner.to_string(), lanes, next: AtomicUsize::new(0) })
+    }
+
+    /// Appends one chunk to lane `i`, reopening the lane's writer if it stopped.
+    async fn append(&self, i: usize, chunk: Bytes) -> Result<Slice, StreamError> {
+        let lane = &self.lanes[i % self.lanes.len()];
+        let mut last = None;
+        for _ in 0..CHUNK_ATTEMPTS {
+            let w = lane.writer.lock().clone();
+            match w.append(chunk.clone()).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!("stream {}: append failed ({e}); reopening the writer", lane.stream);
+                    last = Some(e);
+                    let fresh = self.sc.open_writer(lane.stream, &self.owner).await?;
+                    let mut cur = lane.writer.lock();
+                    if Arc::ptr_eq(&cur, &w) {
+                        *cur = Arc::new(fresh);
+                    }
+                }
+            }
+        }
+        Err(last.expect("attempted"))
+    }
+
+    /// Writes a body: returns its slices in order and feeds every byte to `sink`
+    /// (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond).
+    pub async fn put<S, E>(
+        &self,
+        mut body: S,
+        limit: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(Vec<Slice>, u64), PutError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let base = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        let mut slices = Vec::new();
+        let mut buf = BytesMut::new();
+        let mut total = 0u64;
+        let mut n = 0usize;
+        loop {
+            let piece = body.next().await.transpose().map_err(|e| PutError::Body(e.to_string()))?;
+            let done = piece.is_none();
+            if let Some(p) = piece {
+                total += p.len() as u64;
+                if total > limit {
+                    return Err(PutError::TooLarge);
+                }
+                sink(&p);
+                buf.extend_from_slice(&p);
+            }
+            while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
+                let take = buf.len().min(CHUNK_BYTES);
+                let chunk = buf.split_to(take).freeze();
+                inflight.push_back(self.append(base + n, chunk));
+                n += 1;
+                if inflight.len() >= PUT_WINDOW {
+                    slices.push(inflight.next().await.expect("non-empty")?);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        while let Some(s) = inflight.next().await {
+            slices.push(s?);
+        }
+        Ok((slices, total))
+    }
+
+    /// The bytes `[start, end)` of an object made of `slices`, streamed in order with
+    /// reads ahead.
+    pub fn get(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> ByteStream {
+        let mut pieces = Vec::new();
+        let mut at = 0u64;
+        for s in slices {
+            let (a, b) = (at, at + s.len as u64);
+            at = b;
+            if b <= start || a >= end {
+                continue;
+            }
+            let (from, to) = (start.max(a), end.min(b));
+            pieces.push((*s, from - a, to - from));
+        }
+        let (tx, rx) = mpsc::channel(1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let reads = futures::stream::iter(pieces).map(|(s, off, len)| {
+                let me = me.clone();
+                async move {
+                    if off == 0 && len == s.len as u64 {
+                        me.sc.read(s).await
+                    } else {
+                        me.sc.read_range(s.extent, s.offset + off, len).await
+                    }
+                }
+            });
+            let mut reads = reads.buffered(GET_AHEAD);
+            while let Some(r) = reads.next().await {
+                let item = r.map_err(|e| io::Error::other(e.to_string()));
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        ByteStream(rx)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error("body larger than allowed")]
+    TooLarge,
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// Bytes arriving from a reader task.
+pub struct ByteStream(mpsc::Receiver<io::Result<Bytes>>);
+
+impl Stream for ByteStream {
+    type Item = io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,184 @@
+//! The SQL store behind the gateway, through sqlx's `Any` driver: SQLite embedded by
+//! default, PostgreSQL or MySQL/MariaDB/TiDB for clusters, chosen by the URL.
+//!
+//! Queries are written once with `?` placeholders; PostgreSQL gets them rewritten to
+//! `$1, $2, ...` (no query text here contains a literal `?`). Object keys are stored as
+//! bytes (BLOB / BYTEA / VARBINARY), so every backend orders them the way S3 lists
+//! them: by their UTF-8 bytes.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Transaction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+pub type Tx = Transaction<'static, Any>;
+
+/// Schema version 1. `{BLOB}`, `{KEY}` (a bucket key), `{ID}` (short text key),
+/// `{TEXT}` and `{SERIAL}` are replaced per backend.
+const SCHEMA_V1: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tenants (name {ID} PRIMARY KEY, created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS access_keys (access_key {ID} PRIMARY KEY, tenant {ID} NOT NULL, \
+     secret {BLOB} NOT NULL, created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS buckets (name {ID} PRIMARY KEY, tenant {ID} NOT NULL, \
+     created BIGINT NOT NULL, policy {ID} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS objects (bucket {ID} NOT NULL, okey {KEY} NOT NULL, size BIGINT NOT NULL, \
+     etag {ID} NOT NULL, modified BIGINT NOT NULL, info {TEXT} NOT NULL, slices {BLOB} NOT NULL, \
+     PRIMARY KEY (bucket, okey))",
+    "CREATE TABLE IF NOT EXISTS uploads (id {ID} PRIMARY KEY, bucket {ID} NOT NULL, okey {KEY} NOT NULL, \
+     created BIGINT NOT NULL, info {TEXT} NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, okey)",
+    "CREATE TABLE IF NOT EXISTS parts (upload {ID} NOT NULL, num BIGINT NOT NULL, size BIGINT NOT NULL, \
+     etag {ID} NOT NULL, modified BIGINT NOT NULL, info {TEXT} NOT NULL, slices {BLOB} NOT NULL, \
+     PRIMARY KEY (upload, num))",
+    "CREATE TABLE IF NOT EXISTS garbage (id {SERIAL}, slices {BLOB} NOT NULL, reason {ID} NOT NULL, \
+     created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS streams (id BIGINT PRIMARY KEY, owner {ID} NOT NULL, created BIGINT NOT NULL)",
+];
+
+impl Db {
+    /// Connects and brings the schema up to date. `url`: `sqlite://PATH`,
+    /// `postgres://...` or `mysql://...`.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Backend::MySql
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH, postgres://... or mysql://...");
+        };
+        let url = match backend {
+            // Create the file if missing.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.replacen("mariadb:", "mysql:", 1),
+        };
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            opts = opts.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    // WAL: readers do not block the writer; FULL: a commit is durable
+                    // when it returns.
+                    conn.execute("PRAGMA journal_mode=WAL").await?;
+                    conn.execute("PRAGMA synchronous=FULL").await?;
+                    conn.execute("PRAGMA busy_timeout=10000").await?;
+                    Ok(())
+                })
+            });
+        } else {
+            opts = opts.max_connections(32);
+        }
+        let pool = opts.connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let (blob, key, id, text, serial) = match self.backend {
+            Backend::Sqlite => ("BLOB", "BLOB", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            Backend::Postgres => ("BYTEA", "BYTEA", "TEXT", "TEXT", "BIGSERIAL PRIMARY KEY"),
+            Backend::MySql => {
+                ("LONGBLOB", "VARBINARY(1024)", "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY")
+            }
+        };
+        sqlx::query(self.q("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))
+            .execute(&self.pool)
+            .await?;
+        let v: Option<i64> =
+            sqlx::query_scalar(self.q("SELECT MAX(version) FROM schema_version")).fetch_one(&self.pool).await?;
+        if v.unwrap_or(0) >= 1 {
+            return Ok(());
+        }
+        for stmt in SCHEMA_V1 {
+            let mut s = stmt
+                .replace("{BLOB}", blob)
+                .replace("{KEY}", key)
+                .replace("{ID}", id)
+                .replace("{TEXT}", text)
+                .replace("{SERIAL}", serial);
+            if self.backend == Backend::MySql {
+                // MySQL has no CREATE INDEX IF NOT EXISTS; the tables are new here anyway.
+                s = s.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX");
+            }
+            sqlx::query(sqlx::AssertSqlSafe(s)).execute(&self.pool).await?;
+        }
+        sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (1)")).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The query text for this backend (placeholders rewritten for PostgreSQL, once).
+    pub fn q(&self, sql: &'static str) -> &'static str {
+        if self.backend != Backend::Postgres {
+            return sql;
+        }
+        static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+        let mut cache = CACHE.get_or_init(Default::default).lock();
+        cache.entry(sql).or_insert_with(|| {
+            let mut out = String::with_capacity(sql.len() + 16);
+            let mut n = 0;
+            for c in sql.chars() {
+                if c == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(c);
+                }
+            }
+            Box::leak(out.into_boxed_str())
+        })
+    }
+
+    /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// two transactions that read and then write never deadlock on the upgrade.
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            _ => self.pool.begin().await,
+        }
+    }
+
+    /// `SELECT ... FOR UPDATE` where the backend has it (SQLite's write lock already
+    /// covers the whole transaction).
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            _ => " FOR UPDATE",
+        }
+    }
+}
+
+/// True for an error that a retry of the whole transaction may cure: a unique-key race,
+/// a deadlock or a serialization failure.
+pub fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.is_unique_violation()
+                || matches!(d.code().as_deref(), Some("40001" | "40P01" | "1213" | "1205" | "5" | "517"))
+        }
+        _ => false,
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

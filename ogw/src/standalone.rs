@@ -1,0 +1,184 @@
+//! `ogw standalone`: a whole cluster in one process on one machine: an embedded
+//! metanode (a one-member Raft group), three datanodes on files, the S3 gateway and
+//! SQLite, all under `--data DIR`. For trying Strata and for tests; production runs
+//! separate processes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use client::MetaClient;
+use datanode::config::{Args as DnArgs, Config as DnConfig};
+use datanode::extent::ExtentStore;
+use datanode::server::Server;
+use proto::meta::{NodeState, Policy};
+use rand::distributions::{Alphanumeric, DistString};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::meta::Meta;
+use crate::secrets::MasterKey;
+use crate::server::{self, Options};
+
+pub struct Standalone {
+    pub data: PathBuf,
+    pub s3_addr: SocketAddr,
+    /// Size of each datanode's device file.
+    pub device_size: String,
+    pub datanodes: usize,
+    /// Zero-fill device files when creating them (faster flushes on most filesystems).
+    pub zero_fill: bool,
+}
+
+pub const TENANT: &str = "default";
+
+/// Starts everything, prints the endpoint and credentials, and serves until
+/// `shutdown` resolves.
+pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // The metanode.
+    let ml = TcpListener::bind("127.0.0.1:0").await?;
+    let maddr = ml.local_addr()?.to_string();
+    let mut ms = metanode::Settings::new(1, maddr.clone(), s.data.join("meta"));
+    ms.init = BTreeMap::from([(1, maddr.clone())]);
+    let node = metanode::MetaNode::start(ms).await?;
+    let app = metanode::api::router(node.clone());
+    let mut rx = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(ml, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+    });
+
+    // The datanodes.
+    let mut stores = Vec::new();
+    for i in 1..=s.datanodes as u64 {
+        let dev = s.data.join(format!("datanode{i}.img"));
+        let mut args = vec![
+            "datanode".to_string(),
+            "--node-id".into(),
+            i.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--device".into(),
+            format!("{}:{}", dev.display(), s.device_size),
+            "--metanode".into(),
+            maddr.clone(),
+            "--heartbeat-ms".into(),
+            "500".into(),
+        ];
+        if !s.zero_fill {
+            args.push("--no-zero-fill".into());
+        }
+        let cfg = DnConfig::from_args(&DnArgs::try_parse_from(&args)?)?;
+        let store = {
+            let c = cfg.store.clone();
+            Arc::new(tokio::task::spawn_blocking(move || ExtentStore::open(&c)).await??)
+        };
+        let l = TcpListener::bind(cfg.listen).await?;
+        let addr = l.local_addr()?.to_string();
+        let meta = cfg.meta.clone().expect("--metanode given");
+        tokio::spawn(datanode::heartbeat::run(store.clone(), i, addr, meta));
+        let srv = Arc::new(Server::new(store.clone(), i));
+        let mut rx = stop_rx.clone();
+        tokio::spawn(srv.serve(l, async move {
+            let _ = rx.changed().await;
+        }));
+        stores.push(store);
+    }
+    let mc = MetaClient::new([maddr.clone()]);
+    wait_nodes_up(&mc, s.datanodes).await?;
+
+    // The gateway.
+    let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
+    let db = format!("sqlite://{}", s.data.join("ogw.db").display());
+    let policy = Policy::Replica { n: s.datanodes.min(3) as u8 };
+    let (svc, meta) = server::build(Options {
+        meta: vec![maddr.clone()],
+        db,
+        master_key: key,
+        name: "standalone".into(),
+        streams: 4,
+        policy,
+        domains: vec![],
+    })
+    .await?;
+    let (access, secret) = credentials(&meta, &s.data.join("access-key")).await?;
+    let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
+    let endpoint = format!("http://{}", l.local_addr()?);
+    println!("Strata standalone is up: metanode {maddr}, {} datanodes, data in {}", s.datanodes, s.data.display());
+    println!("S3 endpoint:  {endpoint}");
+    println!("Access key:   {access}");
+    println!("Secret key:   {secret}");
+    println!(
+        "Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo"
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    server::serve(l, svc, shutdown).await;
+    let _ = stop_tx.send(true);
+    node.raft.shutdown().await.ok();
+    for st in stores {
+        tokio::task::spawn_blocking(move || st.shutdown()).await?;
+    }
+    Ok(())
+}
+
+async fn wait_nodes_up(mc: &MetaClient, n: usize) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(nodes) = mc.nodes().await {
+            if nodes.iter().filter(|x| x.state == NodeState::Up).count() >= n {
+                return Ok(());
+            }
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("the datanodes did not register with the metanode within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The default tenant's credentials: from STRATA_ACCESS_KEY / STRATA_SECRET_KEY when
+/// set (added if new), else the key made on the first start, else a new random one.
+async fn credentials(meta: &Meta, remembered: &Path) -> anyhow::Result<(String, String)> {
+    if !meta.tenant_exists(TENANT).await? {
+        meta.create_tenant(TENANT).await?;
+    }
+    let env = (std::env::var("STRATA_ACCESS_KEY").ok(), std::env::var("STRATA_SECRET_KEY").ok());
+    match env {
+        (Some(a), Some(s)) => {
+            match meta.key(&a).await? {
+                Some((t, old)) if t == TENANT && old == s => {}
+                Some(_) => bail!("access key {a} exists with another secret or tenant"),
+                None => meta.add_key(TENANT, &a, &s).await?,
+            }
+            Ok((a, s))
+        }
+        (None, None) => {
+            // The access key made on the first start (its secret stays sealed in the
+            // database).
+            if let Ok(a) = std::fs::read_to_string(remembered) {
+                let a = a.trim().to_string();
+                if let Some((_, s)) = meta.key(&a).await? {
+                    return Ok((a, s));
+                }
+            }
+            let mut rng = rand::thread_rng();
+            let a = format!("STRATA{}", Alphanumeric.sample_string(&mut rng, 14).to_uppercase());
+            let s = Alphanumeric.sample_string(&mut rng, 40);
+            meta.add_key(TENANT, &a, &s).await?;
+            std::fs::write(remembered, format!("{a}\n"))?;
+            Ok((a, s))
+        }
+        _ => bail!("set both STRATA_ACCESS_KEY and STRATA_SECRET_KEY, or neither"),
+    }
+}

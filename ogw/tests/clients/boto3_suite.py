@@ -1,0 +1,244 @@
+"""S3 behaviour as boto3 (default settings, default checksums) sees it.
+
+Usage: boto3_suite.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET
+(the second key belongs to another tenant). Exits non-zero on the first failure.
+"""
+import base64
+import concurrent.futures
+import datetime
+import hashlib
+import os
+import sys
+import time
+import urllib.parse
+import zlib
+
+import boto3
+import botocore
+import requests
+from botocore.config import Config
+
+endpoint, access, secret, other_access, other_secret = sys.argv[1:6]
+
+
+def client(a, s, **cfg):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=a,
+        aws_secret_access_key=s,
+        region_name="us-east-1",
+        config=Config(**cfg),
+    )
+
+
+s3 = client(access, secret)
+other = client(other_access, other_secret)
+B = "boto-suite-%d" % (time.time_ns() % 10**9)
+
+
+def code(fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError(f"{fn.__name__} succeeded, expected an error")
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        raise AssertionError(f"{name}: {detail}")
+    print(f"ok {name}")
+
+
+# --- buckets
+s3.create_bucket(Bucket=B)
+check("bucket owned by you", code(s3.create_bucket, Bucket=B) == ("BucketAlreadyOwnedByYou", 409))
+check("invalid bucket name", code(s3.create_bucket, Bucket="Bad_Name")[0] == "InvalidBucketName")
+check("list buckets", B in [b["Name"] for b in s3.list_buckets()["Buckets"]])
+s3.head_bucket(Bucket=B)
+check("no such bucket", code(s3.head_bucket, Bucket="nope-nope")[1] == 404)
+check("get location", "LocationConstraint" in s3.get_bucket_location(Bucket=B) or True)
+
+# --- tenants: the other tenant sees nothing of ours
+check("other tenant cannot read", code(other.list_objects_v2, Bucket=B)[0] == "AccessDenied")
+check("other tenant cannot write", code(other.put_object, Bucket=B, Key="x", Body=b"x")[0] == "AccessDenied")
+check("other tenant lists none of ours", B not in [b["Name"] for b in other.list_buckets()["Buckets"]])
+check("bucket taken by another tenant", code(other.create_bucket, Bucket=B)[0] == "BucketAlreadyExists")
+
+# --- objects
+body = os.urandom(9 * 1024 * 1024 + 17)  # three slices of 4 MiB at most
+r = s3.put_object(Bucket=B, Key="dir/obj one", Body=body, ContentType="application/x-test",
+                  Metadata={"color": "blue"}, CacheControl="max-age=60", ContentDisposition="attachment")
+check("etag is md5", r["ETag"].strip('"') == hashlib.md5(body).hexdigest(), r["ETag"])
+g = s3.get_object(Bucket=B, Key="dir/obj one")
+check("get bytes", g["Body"].read() == body)
+check("content type", g["ContentType"] == "application/x-test", g["ContentType"])
+check("user metadata", g["Metadata"] == {"color": "blue"}, g["Metadata"])
+check("cache control", g["CacheControl"] == "max-age=60")
+h = s3.head_object(Bucket=B, Key="dir/obj one")
+check("head length", h["ContentLength"] == len(body))
+rg = s3.get_object(Bucket=B, Key="dir/obj one", Range="bytes=100-8388700")  # across slices
+check("range", rg["Body"].read() == body[100:8388701] and rg["ContentRange"] == f"bytes 100-8388700/{len(body)}",
+      rg.get("ContentRange"))
+rg = s3.get_object(Bucket=B, Key="dir/obj one", Range="bytes=-10")
+check("suffix range", rg["Body"].read() == body[-10:])
+check("invalid range", code(s3.get_object, Bucket=B, Key="dir/obj one", Range=f"bytes={len(body)+5}-")[1] == 416)
+check("no such key", code(s3.get_object, Bucket=B, Key="missing")[0] == "NoSuchKey")
+etag = r["ETag"]
+check("if-match ok", s3.get_object(Bucket=B, Key="dir/obj one", IfMatch=etag)["ContentLength"] == len(body))
+check("if-match 412", code(s3.get_object, Bucket=B, Key="dir/obj one", IfMatch='"0000"')[1] == 412)
+check("if-none-match 304", code(s3.get_object, Bucket=B, Key="dir/obj one", IfNoneMatch=etag)[1] == 304)
+future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+check("if-modified-since 304", code(s3.get_object, Bucket=B, Key="dir/obj one", IfModifiedSince=future)[1] == 304)
+check("if-unmodified-since 412", code(s3.get_object, Bucket=B, Key="dir/obj one", IfUnmodifiedSince=past)[1] == 412)
+
+# Keys that need exact URI encoding.
+for k in ["a b", "c:d", "e+f", "g=h", "ünïcødé/ключ", "x?y", "p%20q", "tab\tkey", "semi;colon"]:
+    s3.put_object(Bucket=B, Key=k, Body=k.encode())
+    check(f"key {k!r}", s3.get_object(Bucket=B, Key=k)["Body"].read() == k.encode())
+
+# --- checksums (boto3 sends CRC32 by default; ask for others explicitly)
+for algo in ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]:
+    r = s3.put_object(Bucket=B, Key=f"sum/{algo}", Body=b"checksum me" * 1000, ChecksumAlgorithm=algo)
+    field = "Checksum" + algo
+    check(f"put {algo}", field in r, r.keys())
+    g = s3.get_object(Bucket=B, Key=f"sum/{algo}", ChecksumMode="ENABLED")
+    check(f"get {algo}", g.get(field) == r[field], (g.get(field), r[field]))
+    g.get("Body").read()
+bad = base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode()
+check("wrong crc32", code(s3.put_object, Bucket=B, Key="sum/bad", Body=b"data", ChecksumCRC32=bad)[0] == "BadDigest")
+check("wrong crc32 stores nothing", code(s3.head_object, Bucket=B, Key="sum/bad")[1] == 404)
+md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+check("wrong content-md5", code(s3.put_object, Bucket=B, Key="sum/md5", Body=b"data", ContentMD5=md5)[0] == "BadDigest")
+g = s3.get_object(Bucket=B, Key="sum/CRC32", Range="bytes=0-3", ChecksumMode="ENABLED")
+check("no checksum on ranged get", "ChecksumCRC32" not in g)
+
+# --- conditional writes: exactly one of many wins
+def put_if_absent(i):
+    try:
+        s3.put_object(Bucket=B, Key="race", Body=str(i).encode(), IfNoneMatch="*")
+        return "won"
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+
+
+with concurrent.futures.ThreadPoolExecutor(16) as ex:
+    results = list(ex.map(put_if_absent, range(32)))
+check("if-none-match * race", results.count("won") == 1 and results.count("PreconditionFailed") == 31, results)
+cur = s3.head_object(Bucket=B, Key="race")["ETag"]
+
+
+def put_if_match(i):
+    try:
+        s3.put_object(Bucket=B, Key="race", Body=b"v2-%d" % i, IfMatch=cur)
+        return "won"
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+
+
+with concurrent.futures.ThreadPoolExecutor(16) as ex:
+    results = list(ex.map(put_if_match, range(32)))
+check("if-match race", results.count("won") == 1 and results.count("PreconditionFailed") == 31, results)
+
+# --- copy
+s3.copy_object(Bucket=B, Key="copy1", CopySource={"Bucket": B, "Key": "dir/obj one"})
+g = s3.get_object(Bucket=B, Key="copy1")
+check("copy keeps metadata", g["Metadata"] == {"color": "blue"} and g["Body"].read() == body)
+s3.copy_object(Bucket=B, Key="copy2", CopySource={"Bucket": B, "Key": "dir/obj one"},
+               MetadataDirective="REPLACE", Metadata={"k": "v"}, ContentType="text/x-new")
+g = s3.head_object(Bucket=B, Key="copy2")
+check("copy replaces metadata", g["Metadata"] == {"k": "v"} and g["ContentType"] == "text/x-new")
+check("copy onto itself", code(s3.copy_object, Bucket=B, Key="copy1",
+                               CopySource={"Bucket": B, "Key": "copy1"})[0] == "InvalidRequest")
+
+# --- listing
+for i in range(25):
+    s3.put_object(Bucket=B, Key=f"list/{i:02d}", Body=b"x")
+    s3.put_object(Bucket=B, Key=f"list/sub{i % 3}/{i:02d}", Body=b"y")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=B, Prefix="list/", Delimiter="/",
+                                                       PaginationConfig={"PageSize": 7})
+keys, prefixes = [], []
+for p in pages:
+    keys += [c["Key"] for c in p.get("Contents", [])]
+    prefixes += [c["Prefix"] for c in p.get("CommonPrefixes", [])]
+check("v2 paginated with delimiter", keys == [f"list/{i:02d}" for i in range(25)]
+      and prefixes == ["list/sub0/", "list/sub1/", "list/sub2/"], (keys, prefixes))
+r = s3.list_objects_v2(Bucket=B, Prefix="list/", StartAfter="list/20")
+check("start-after", [c["Key"] for c in r["Contents"]][:4] == ["list/21", "list/22", "list/23", "list/24"])
+pages = s3.get_paginator("list_objects").paginate(Bucket=B, Prefix="list/sub1/", PaginationConfig={"PageSize": 3})
+v1 = [c["Key"] for p in pages for c in p.get("Contents", [])]
+check("v1 paginated", v1 == [f"list/sub1/{i:02d}" for i in range(25) if i % 3 == 1], v1)
+r = s3.list_objects_v2(Bucket=B, Prefix="ünï", EncodingType="url")
+# Asked for explicitly, botocore leaves the encoding in place.
+check("encoding-type=url", r["Contents"][0]["Key"] == urllib.parse.quote("ünïcødé/ключ"), r["Contents"][0]["Key"])
+r = s3.list_objects_v2(Bucket=B, Prefix="list/0", FetchOwner=True, MaxKeys=2)
+check("fetch-owner + max-keys", r["KeyCount"] == 2 and r["IsTruncated"] and "Owner" in r["Contents"][0])
+
+# --- multipart (boto3 default CRC32 checksums per part)
+parts_data = [os.urandom(5 * 1024 * 1024), os.urandom(5 * 1024 * 1024 + 3), os.urandom(1234)]
+mp = s3.create_multipart_upload(Bucket=B, Key="mp/object", ContentType="video/x-test", ChecksumAlgorithm="CRC32")
+uid = mp["UploadId"]
+ups = s3.list_multipart_uploads(Bucket=B)["Uploads"]
+check("list uploads", [u["UploadId"] for u in ups if u["Key"] == "mp/object"] == [uid])
+done = []
+for i, d in enumerate(parts_data, 1):
+    p = s3.upload_part(Bucket=B, Key="mp/object", UploadId=uid, PartNumber=i, Body=d, ChecksumAlgorithm="CRC32")
+    done.append({"PartNumber": i, "ETag": p["ETag"], "ChecksumCRC32": p["ChecksumCRC32"]})
+lp = s3.list_parts(Bucket=B, Key="mp/object", UploadId=uid)
+check("list parts", [p["PartNumber"] for p in lp["Parts"]] == [1, 2, 3] and lp["Parts"][1]["Size"] == len(parts_data[1]))
+check("invalid part order", code(s3.complete_multipart_upload, Bucket=B, Key="mp/object", UploadId=uid,
+                                 MultipartUpload={"Parts": [done[1], done[0]]})[0] == "InvalidPartOrder")
+check("invalid part", code(s3.complete_multipart_upload, Bucket=B, Key="mp/object", UploadId=uid,
+                           MultipartUpload={"Parts": [dict(done[0], ETag='"00"')]})[0] == "InvalidPart")
+r = s3.complete_multipart_upload(Bucket=B, Key="mp/object", UploadId=uid, MultipartUpload={"Parts": done})
+want = hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest() + "-3"
+check("multipart etag", r["ETag"].strip('"') == want, r["ETag"])
+g = s3.get_object(Bucket=B, Key="mp/object")
+check("multipart bytes", g["Body"].read() == b"".join(parts_data) and g["ContentType"] == "video/x-test")
+g = s3.get_object(Bucket=B, Key="mp/object", PartNumber=2)
+check("get partNumber", g["Body"].read() == parts_data[1] and g["PartsCount"] == 3)
+check("upload gone", code(s3.list_parts, Bucket=B, Key="mp/object", UploadId=uid)[0] == "NoSuchUpload")
+
+mp = s3.create_multipart_upload(Bucket=B, Key="mp/small")
+p1 = s3.upload_part(Bucket=B, Key="mp/small", UploadId=mp["UploadId"], PartNumber=1, Body=b"tiny")
+p2 = s3.upload_part(Bucket=B, Key="mp/small", UploadId=mp["UploadId"], PartNumber=2, Body=b"tiny")
+check("entity too small", code(s3.complete_multipart_upload, Bucket=B, Key="mp/small", UploadId=mp["UploadId"],
+                               MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1["ETag"]},
+                                                          {"PartNumber": 2, "ETag": p2["ETag"]}]})[0] == "EntityTooSmall")
+s3.abort_multipart_upload(Bucket=B, Key="mp/small", UploadId=mp["UploadId"])
+check("aborted", code(s3.list_parts, Bucket=B, Key="mp/small", UploadId=mp["UploadId"])[0] == "NoSuchUpload")
+
+# --- presigned URLs used by requests
+url = s3.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "presigned"}, ExpiresIn=60)
+check("presigned put", requests.put(url, data=b"via presigned").status_code == 200)
+url = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "presigned"}, ExpiresIn=60)
+check("presigned get", requests.get(url).content == b"via presigned")
+url = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "presigned"}, ExpiresIn=1)
+time.sleep(2)  # the URL's own expiry is what is under test
+r = requests.get(url)
+check("presigned expired", r.status_code == 403 and b"AccessDenied" in r.content, r.content)
+
+# --- bad signatures and bad input
+bad = client(access, "wrong-secret-key-000")
+check("bad signature", code(bad.list_buckets)[0] == "SignatureDoesNotMatch")
+unknown = client("NOSUCHKEY123", "whatever-secret")
+check("unknown key", code(unknown.list_buckets)[0] == "InvalidAccessKeyId")
+r = requests.get(f"{endpoint}/{B}")
+check("anonymous refused", r.status_code == 403, r.status_code)
+r = requests.post(f"{endpoint}/{B}?delete", data=b"<Delete><Object><Key>x", auth=None)
+check("anonymous delete refused", r.status_code == 403)
+
+# --- delete
+r = s3.delete_objects(Bucket=B, Delete={"Objects": [{"Key": "copy1"}, {"Key": "copy2"}, {"Key": "never"}]})
+check("delete objects", sorted(d["Key"] for d in r["Deleted"]) == ["copy1", "copy2", "never"])
+check("deleted", code(s3.head_object, Bucket=B, Key="copy1")[1] == 404)
+check("bucket not empty", code(s3.delete_bucket, Bucket=B)[0] == "BucketNotEmpty")
+for p in s3.get_paginator("list_objects_v2").paginate(Bucket=B):
+    objs = [{"Key": c["Key"]} for c in p.get("Contents", [])]
+    if objs:
+        s3.delete_objects(Bucket=B, Delete={"Objects": objs})
+s3.delete_bucket(Bucket=B)
+check("bucket deleted", code(s3.head_bucket, Bucket=B)[1] == 404)
+print("boto3 suite passed")
