@@ -116,7 +116,7 @@ pub fn encode_slices(s: &[Slice]) -> Vec<u8> {
 }
 
 pub fn decode_slices(b: &[u8]) -> Result<Vec<Slice>> {
-    if b.len() % 24 != 0 {
+    if !b.len().is_multiple_of(24) {
         return Err(MetaError::Other(format!("slice list of {} bytes is not a multiple of 24", b.len())));
     }
     Ok(b.chunks_exact(24)

@@ -482,10 +482,7 @@ impl S3 for Gateway {
         let tenant = self.tenant(&req).await?;
         validate_bucket_name(&req.input.bucket)?;
         self.meta.create_bucket(&tenant, &req.input.bucket, &self.policy).await.map_err(meta_err)?;
-        Ok(S3Response::new(CreateBucketOutput {
-            location: Some(format!("/{}", req.input.bucket)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
