@@ -11,6 +11,10 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # Real S3 clients for the gateway's tests: aws cli v2 from Debian (/usr/bin/aws), and a
 # Python venv for boto3 and aws cli v1 from PyPI.
 [ -x /usr/bin/aws ] || need_apt+=(awscli)
+# SQL servers the gateway's metadata layer is tested against (the tests start their own
+# instances on temporary directories; the packages' services are not used).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

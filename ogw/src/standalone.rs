@@ -32,6 +32,8 @@ pub struct Standalone {
     pub datanodes: usize,
     /// Zero-fill device files when creating them (faster flushes on most filesystems).
     pub zero_fill: bool,
+    /// Metadata database URL; SQLite under `data` when `None`.
+    pub db: Option<String>,
 }
 
 pub const TENANT: &str = "default";
@@ -99,7 +101,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
 
     // The gateway.
     let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
-    let db = format!("sqlite://{}", s.data.join("ogw.db").display());
+    let db = s.db.clone().unwrap_or_else(|| format!("sqlite://{}", s.data.join("ogw.db").display()));
     let policy = Policy::Replica { n: s.datanodes.min(3) as u8 };
     let (svc, meta) = server::build(Options {
         meta: vec![maddr.clone()],

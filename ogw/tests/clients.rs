@@ -6,6 +6,7 @@
 
 #[path = "../../metanode/tests/common/mod.rs"]
 mod common;
+mod sqlservers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -53,15 +54,16 @@ impl Drop for Standalone {
 
 impl Standalone {
     fn start() -> Standalone {
-        Standalone::start_in(tempfile::tempdir().unwrap())
+        Standalone::start_in(tempfile::tempdir().unwrap(), &[])
     }
 
     /// Starts (or restarts) on the data under `dir`.
-    fn start_in(dir: tempfile::TempDir) -> Standalone {
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Standalone {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("ogw.log")).unwrap();
         let mut child = Command::new(ogw_bin())
             .args(["standalone", "--s3-addr", "127.0.0.1:0", "--device-size", "1G", "--no-zero-fill", "--data"])
             .arg(dir.path().join("data"))
+            .args(extra)
             .env("RUST_LOG", "info,openraft=warn")
             .env_remove("STRATA_ACCESS_KEY")
             .env_remove("STRATA_SECRET_KEY")
@@ -183,7 +185,7 @@ fn standalone_keeps_every_acknowledged_object_across_kill9() {
     let before = (s.access.clone(), s.secret.clone());
     let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     drop(s);
-    let s = Standalone::start_in(dir);
+    let s = Standalone::start_in(dir, &[]);
     assert_eq!((s.access.clone(), s.secret.clone()), before, "credentials survive a restart");
     let lines = std::fs::read_to_string(&acked).unwrap();
     let out = Command::new(python())
@@ -234,6 +236,22 @@ for line in open(path):
     n += 1
 print(f"{n} objects intact")
 "#;
+
+/// The whole boto3 suite with the metadata in PostgreSQL, then in MariaDB.
+#[test]
+fn standalone_on_postgres_and_mariadb_serves_boto3() {
+    for server in [sqlservers::postgres(), sqlservers::mariadb()] {
+        let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--db", &server.url]);
+        let db = vec![
+            "--db".to_string(),
+            server.url.clone(),
+            "--master-key".into(),
+            s.dir.path().join("data/master.key").display().to_string(),
+        ];
+        let other = other_tenant(&db, "other");
+        run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1));
+    }
+}
 
 #[test]
 fn standalone_serves_aws_cli_v2_and_v1() {

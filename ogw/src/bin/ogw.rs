@@ -49,6 +49,9 @@ enum Cmd {
         /// Do not zero-fill new device files (starts faster; flushes may be slower).
         #[arg(long)]
         no_zero_fill: bool,
+        /// Metadata database URL instead of SQLite under --data (postgres://..., mysql://...).
+        #[arg(long)]
+        db: Option<String>,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -123,12 +126,12 @@ async fn open_meta(d: &DbArgs) -> anyhow::Result<Meta> {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill } => {
+        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
             }
             datanode::config::parse_size(&device_size).context("--device-size")?;
-            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill };
+            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill, db };
             standalone::run(s, shutdown_signal()).await?;
         }
         Cmd::Serve { db, meta, listen, name, streams, policy, domain } => {
