@@ -81,6 +81,21 @@ fn meta_err(e: MetaError) -> S3Error {
 fn put_err(e: PutError) -> S3Error {
     match e {
         PutError::TooLarge => s3_error!(EntityTooLarge),
+        // s3s's body errors are private types; their messages name the cause.
+        PutError::Body(m) if m.contains("Sha256Mismatch") => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "the body does not match the x-amz-content-sha256 it was signed with",
+            );
+            e.set_status_code(http::StatusCode::BAD_REQUEST);
+            e
+        }
+        PutError::Body(m) if m.contains("SignatureMismatch") => {
+            S3Error::with_message(S3ErrorCode::SignatureDoesNotMatch, "a chunk signature does not match")
+        }
+        PutError::Body(m) if m.contains("FormatError") || m.contains("TooLarge") || m.contains("TooMany") => {
+            S3Error::with_message(S3ErrorCode::InvalidRequest, format!("malformed aws-chunked body: {m}"))
+        }
         PutError::Body(m) => S3Error::with_message(S3ErrorCode::IncompleteBody, m),
         PutError::Stream(e) => {
             tracing::error!("writing object data: {e}");

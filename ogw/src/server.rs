@@ -44,12 +44,19 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Meta)> {
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     if !o.domains.is_empty() {
-        let d =
-            s3s::host::MultiDomain::new(o.domains.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        b.set_host(d);
+        for d in &o.domains {
+            if d.is_empty() || d.starts_with('.') || d.contains(':') || d.contains('/') {
+                anyhow::bail!("--domain {d:?} must be a bare domain name such as s3.example.com");
+            }
+        }
+        b.set_host(Domains(o.domains.iter().map(|d| d.to_ascii_lowercase()).collect()));
     }
     Ok((b.build(), meta))
 }
+
+/// Largest header block a request may send (S3 allows 8 KB of user metadata; SigV4
+/// headers and long keys need more).
+pub const HEADER_BYTES_MAX: usize = 64 << 10;
 
 /// Serves S3 on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Future<Output = ()>) {
@@ -68,10 +75,64 @@ pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Fut
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
         tokio::spawn(async move {
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A request's header block may be at most this large (431 beyond).
+            conn.http1().max_buf_size(HEADER_BYTES_MAX);
+            conn.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
             if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!("connection: {e}");
             }
         });
+    }
+}
+
+/// Virtual-host style for `bucket.DOMAIN[:port]`; anything else (the domain itself, an
+/// IP address, another name) is path style. Ports are ignored.
+struct Domains(Vec<String>);
+
+impl s3s::host::S3Host for Domains {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = strip_port(host);
+        for d in &self.0 {
+            if name.len() > d.len() + 1
+                && name.ends_with(d.as_str())
+                && name.as_bytes()[name.len() - d.len() - 1] == b'.'
+            {
+                let bucket = &name[..name.len() - d.len() - 1];
+                return Ok(s3s::host::VirtualHost::new(d.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(name))
+    }
+}
+
+/// `host[:port]` -> `host` (an IPv6 literal keeps its colons).
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use s3s::host::S3Host;
+
+    use super::*;
+
+    #[test]
+    fn virtual_hosts_and_path_style() {
+        let d = Domains(vec!["s3.example.com".into()]);
+        let bucket = |h: &str| d.parse_host_header(h).unwrap().bucket().map(str::to_string);
+        assert_eq!(bucket("logs.s3.example.com:9000"), Some("logs".into()));
+        assert_eq!(bucket("a.b.s3.example.com"), Some("a.b".into()));
+        assert_eq!(bucket("s3.example.com:9000"), None);
+        assert_eq!(bucket("127.0.0.1:9000"), None);
+        assert_eq!(bucket("[::1]:9000"), None);
+        assert_eq!(bucket("xs3.example.com"), None);
     }
 }

@@ -34,6 +34,8 @@ pub struct Standalone {
     pub zero_fill: bool,
     /// Metadata database URL; SQLite under `data` when `None`.
     pub db: Option<String>,
+    /// Base domains for virtual-host style requests.
+    pub domains: Vec<String>,
 }
 
 pub const TENANT: &str = "default";
@@ -110,7 +112,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         name: "standalone".into(),
         streams: 4,
         policy,
-        domains: vec![],
+        domains: s.domains.clone(),
     })
     .await?;
     let (access, secret) = credentials(&meta, &s.data.join("access-key")).await?;

@@ -253,6 +253,21 @@ fn standalone_on_postgres_and_mariadb_serves_boto3() {
     }
 }
 
+/// Malformed XML, bad payload hashes, clock skew, oversized headers and bodies, bad
+/// names: the S3 error, nothing stored, the server keeps serving. Also virtual-host
+/// style addressing.
+#[test]
+fn standalone_answers_bad_input_with_s3_errors() {
+    let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--domain", "s3.strata.test"]);
+    let out = Command::new(python())
+        .arg(suite("bad_input.py"))
+        .args([&s.endpoint, &s.access, &s.secret, "s3.strata.test"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("bad input suite passed"), "{text}");
+}
+
 #[test]
 fn standalone_serves_aws_cli_v2_and_v1() {
     let s = Standalone::start();

@@ -52,6 +52,9 @@ enum Cmd {
         /// Metadata database URL instead of SQLite under --data (postgres://..., mysql://...).
         #[arg(long)]
         db: Option<String>,
+        /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
+        #[arg(long)]
+        domain: Vec<String>,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -126,12 +129,12 @@ async fn open_meta(d: &DbArgs) -> anyhow::Result<Meta> {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db } => {
+        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db, domain } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
             }
             datanode::config::parse_size(&device_size).context("--device-size")?;
-            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill, db };
+            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill, db, domains: domain };
             standalone::run(s, shutdown_signal()).await?;
         }
         Cmd::Serve { db, meta, listen, name, streams, policy, domain } => {
