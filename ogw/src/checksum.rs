@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use crc_fast::{CrcAlgorithm, Digest as Crc};
 use s3s::dto::{
-    CompleteMultipartUploadOutput, CompletedPart, GetObjectOutput, HeadObjectOutput, Part, PutObjectOutput,
-    UploadPartOutput,
+    CompleteMultipartUploadOutput, CompletedPart, CopyPartResult, GetObjectOutput, HeadObjectOutput, Part,
+    PutObjectOutput, UploadPartOutput,
 };
 use s3s::{s3_error, S3Result};
 use sha1::Digest;
@@ -234,6 +234,7 @@ setter!(set_head_output, HeadObjectOutput);
 setter!(set_part_output, UploadPartOutput);
 setter!(set_part, Part);
 setter!(set_complete_output, CompleteMultipartUploadOutput);
+setter!(set_copy_part, CopyPartResult);
 
 #[cfg(test)]
 mod tests {

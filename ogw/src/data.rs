@@ -128,6 +128,31 @@ impl Data {
         Ok((slices, total))
     }
 
+    /// Slices holding the bytes `[start, end)` of an object made of `slices`, sharing
+    /// every slice that lies wholly inside the range; the partial slices at its edges
+    /// are read and appended anew (a slice's CRC covers the whole append, so it cannot
+    /// be cut).
+    pub async fn share_range(&self, slices: &[Slice], start: u64, end: u64) -> Result<Vec<Slice>, StreamError> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        let lane = self.next.fetch_add(1, Ordering::Relaxed);
+        for s in slices {
+            let (a, b) = (at, at + s.len as u64);
+            at = b;
+            if b <= start || a >= end {
+                continue;
+            }
+            let (from, to) = (start.max(a), end.min(b));
+            if from == a && to == b {
+                out.push(*s);
+            } else {
+                let bytes = self.sc.read_range(s.extent, s.offset + (from - a), to - from).await?;
+                out.push(self.append(lane, bytes).await?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The bytes `[start, end)` of an object made of `slices`, streamed in order with
     /// reads ahead.
     pub fn get(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> ByteStream {

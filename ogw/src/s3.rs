@@ -944,6 +944,67 @@ impl S3 for Gateway {
         Ok(S3Response::new(out))
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let tenant = self.bucket_of(&req, &req.input.bucket).await?;
+        let i = &req.input;
+        if !(1..=PARTS_MAX).contains(&i.part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+        }
+        let up = self.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+        let CopySource::Bucket { bucket: sb, key: sk, .. } = &i.copy_source else {
+            return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
+        };
+        self.meta.owned_bucket(&tenant, sb).await.map_err(meta_err)?;
+        let src = self.object(sb, sk).await?;
+        read_conditions(
+            &src.etag,
+            src.modified_ms,
+            &i.copy_source_if_match,
+            &i.copy_source_if_none_match,
+            &i.copy_source_if_modified_since,
+            &i.copy_source_if_unmodified_since,
+        )
+        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let (start, end) = match &i.copy_source_range {
+            None => (0, src.size),
+            Some(r) => copy_range(r, src.size)?,
+        };
+        if end - start > PUT_BYTES_MAX {
+            return Err(s3_error!(EntityTooLarge));
+        }
+        // The part's MD5 (its ETag) and checksum need its bytes: read them (cheap next to
+        // writing them three times); the slices themselves are shared where whole.
+        let algo = up.info.checksum.as_ref().and_then(|(a, _)| Algo::from_name(a));
+        let mut h = Hashing::new(algo);
+        let mut body = self.data.get(&src.slices, start, end);
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            h.update(&chunk.map_err(internal)?);
+        }
+        let slices = self.data.share_range(&src.slices, start, end).await.map_err(|e| put_err(PutError::Stream(e)))?;
+        let md5: [u8; 16] = h.md5.finalize().into();
+        let p = PartRec {
+            num: i.part_number as u32,
+            size: end - start,
+            etag: hex::encode(md5),
+            modified_ms: now_ms(),
+            info: ObjectInfo {
+                checksum: h.algo.map(|(a, x)| (a.name().to_string(), x.finish_base64())),
+                ..Default::default()
+            },
+            slices,
+        };
+        self.meta.put_part(&i.upload_id, &p).await.map_err(meta_err)?;
+        let mut r =
+            CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
+        if let Some((a, v)) = &p.info.checksum {
+            checksum::set_copy_part(&mut r, a, v.clone());
+        }
+        Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
@@ -1124,6 +1185,17 @@ impl S3 for Gateway {
             ..Default::default()
         }))
     }
+}
+
+/// `bytes=FIRST-LAST` of `x-amz-copy-source-range`, inside an object of `size` bytes.
+fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
+    let (a, b) = r.strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(s3_error!(InvalidRange, "x-amz-copy-source-range is outside the source object"));
+    }
+    Ok((a, b + 1))
 }
 
 /// The byte range of part `n` of an object (a single-part object has part 1 only).

@@ -210,6 +210,23 @@ check("entity too small", code(s3.complete_multipart_upload, Bucket=B, Key="mp/s
 s3.abort_multipart_upload(Bucket=B, Key="mp/small", UploadId=mp["UploadId"])
 check("aborted", code(s3.list_parts, Bucket=B, Key="mp/small", UploadId=mp["UploadId"])[0] == "NoSuchUpload")
 
+# --- UploadPartCopy: whole slices shared, partial ones at the range edges re-appended
+mp = s3.create_multipart_upload(Bucket=B, Key="mp/copied")
+cut = 5 * 1024 * 1024 + 12345  # inside the source's second slice
+ranges = [(0, cut - 1), (cut, len(body) - 1)]
+copied = []
+for n, (a, z) in enumerate(ranges, 1):
+    r = s3.upload_part_copy(Bucket=B, Key="mp/copied", UploadId=mp["UploadId"], PartNumber=n,
+                            CopySource={"Bucket": B, "Key": "dir/obj one"}, CopySourceRange=f"bytes={a}-{z}")
+    etag_ = r["CopyPartResult"]["ETag"]
+    check(f"copy part {n} etag", etag_.strip('"') == hashlib.md5(body[a:z + 1]).hexdigest(), etag_)
+    copied.append({"PartNumber": n, "ETag": etag_})
+check("copy range outside", code(s3.upload_part_copy, Bucket=B, Key="mp/copied", UploadId=mp["UploadId"],
+                                 PartNumber=3, CopySource={"Bucket": B, "Key": "dir/obj one"},
+                                 CopySourceRange=f"bytes=0-{len(body)}")[0] == "InvalidRange")
+s3.complete_multipart_upload(Bucket=B, Key="mp/copied", UploadId=mp["UploadId"], MultipartUpload={"Parts": copied})
+check("upload part copy bytes", s3.get_object(Bucket=B, Key="mp/copied")["Body"].read() == body)
+
 # --- presigned URLs used by requests
 url = s3.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "presigned"}, ExpiresIn=60)
 check("presigned put", requests.put(url, data=b"via presigned").status_code == 200)
