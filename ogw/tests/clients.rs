@@ -61,7 +61,7 @@ impl Standalone {
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Standalone {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("ogw.log")).unwrap();
         let mut child = Command::new(ogw_bin())
-            .args(["standalone", "--s3-addr", "127.0.0.1:0", "--device-size", "1G", "--no-zero-fill", "--data"])
+            .args(["standalone", "--s3-addr", "127.0.0.1:0", "--device-size", "512M", "--no-zero-fill", "--data"])
             .arg(dir.path().join("data"))
             .args(extra)
             .env("RUST_LOG", "info,openraft=warn")
@@ -342,3 +342,103 @@ for i in range(20):
         assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 print("cross-gateway consistency ok")
 "#;
+
+/// The Rust AWS SDK (aws-sdk-s3, default checksum behaviour: CRC32 in an aws-chunked
+/// trailer) against standalone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_serves_the_rust_aws_sdk() {
+    use aws_sdk_s3::config::{Credentials, Region};
+    use aws_sdk_s3::presigning::PresigningConfig;
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+    let s = Standalone::start();
+    let conf = aws_sdk_s3::Config::builder()
+        .endpoint_url(&s.endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(&s.access, &s.secret, None, None, "test"))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let c = aws_sdk_s3::Client::from_conf(conf);
+    c.create_bucket().bucket("sdk").send().await.unwrap();
+    let body: Vec<u8> = (0..12_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let put = c.put_object().bucket("sdk").key("k/one").body(ByteStream::from(body.clone())).send().await.unwrap();
+    assert!(put.checksum_crc32().is_some(), "the SDK's default CRC32 was verified and returned");
+    let got = c.get_object().bucket("sdk").key("k/one").send().await.unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &body[..]);
+    let part = c.get_object().bucket("sdk").key("k/one").range("bytes=4194300-4194400").send().await.unwrap();
+    assert_eq!(part.body.collect().await.unwrap().into_bytes().as_ref(), &body[4_194_300..=4_194_400]);
+    let again =
+        c.put_object().bucket("sdk").key("k/one").if_none_match("*").body(ByteStream::from_static(b"x")).send().await;
+    assert_eq!(again.unwrap_err().raw_response().map(|r| r.status().as_u16()), Some(412));
+
+    // Multipart: three parts (5 MiB, 5 MiB, the rest).
+    let up = c.create_multipart_upload().bucket("sdk").key("k/mp").send().await.unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (n, chunk) in body.chunks(5 << 20).enumerate() {
+        let n = n as i32 + 1;
+        let p = c
+            .upload_part()
+            .bucket("sdk")
+            .key("k/mp")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(CompletedPart::builder().part_number(n).e_tag(p.e_tag().unwrap()).build());
+    }
+    let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+    let fin = c
+        .complete_multipart_upload()
+        .bucket("sdk")
+        .key("k/mp")
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+    assert!(fin.e_tag().unwrap().ends_with("-3\""), "{:?}", fin.e_tag());
+    let got = c.get_object().bucket("sdk").key("k/mp").send().await.unwrap();
+    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &body[..]);
+
+    // Listing, paginated by the SDK.
+    for i in 0..12 {
+        c.put_object()
+            .bucket("sdk")
+            .key(format!("list/{i:02}"))
+            .body(ByteStream::from_static(b"v"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut pages = c.list_objects_v2().bucket("sdk").prefix("list/").max_keys(5).into_paginator().send();
+    let mut keys = Vec::new();
+    while let Some(p) = pages.next().await {
+        keys.extend(p.unwrap().contents().iter().map(|o| o.key().unwrap().to_string()));
+    }
+    assert_eq!(keys, (0..12).map(|i| format!("list/{i:02}")).collect::<Vec<_>>());
+
+    // A presigned GET, fetched by a plain HTTP client.
+    let pre = c
+        .get_object()
+        .bucket("sdk")
+        .key("k/one")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
+    let fetched = reqwest::get(pre.uri()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(fetched.as_ref(), &body[..]);
+
+    let del = aws_sdk_s3::types::Delete::builder()
+        .set_objects(Some(
+            keys.iter().map(|k| aws_sdk_s3::types::ObjectIdentifier::builder().key(k).build().unwrap()).collect(),
+        ))
+        .build()
+        .unwrap();
+    let r = c.delete_objects().bucket("sdk").delete(del).send().await.unwrap();
+    assert_eq!(r.deleted().len(), 12);
+}
