@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream)
+# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -21,8 +21,20 @@ case "$suite" in
     cargo build --release -q -p metanode -p datanode
     cargo bench -q -p client --bench logstream 2>/dev/null | grep '^{'
     ;;
+  s3)
+    scripts/setup.sh >&2
+    # The peer: Garage from crates.io, built once into a cache outside the project.
+    GARAGE_ROOT="${GARAGE_ROOT:-$HOME/.cache/strata/garage}"
+    if [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
+      echo "bench: installing Garage (cargo install garage; takes a while once)" >&2
+      cargo install -q --locked --root "$GARAGE_ROOT" garage >&2
+    fi
+    export GARAGE_BIN="$GARAGE_ROOT/bin/garage"
+    cargo build --release -q -p ogw
+    cargo bench -q -p ogw --bench s3 | grep '^{'   # progress goes to stderr
+    ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3)" >&2
     exit 2
     ;;
 esac

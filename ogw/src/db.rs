@@ -7,6 +7,7 @@
 //! them: by their UTF-8 bytes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -25,7 +26,13 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite has one writer at a time; writers of this process queue here (in order,
+    /// without SQLite's sleeping busy handler) instead of inside SQLite.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Held for the life of a write transaction (SQLite only).
+pub type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
 
 pub type Tx = Transaction<'static, Any>;
 
@@ -87,7 +94,7 @@ impl Db {
             opts = opts.max_connections(32);
         }
         let pool = opts.connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-        let db = Db { pool, backend };
+        let db = Db { pool, backend, writer: Arc::default() };
         db.migrate().await?;
         Ok(db)
     }
@@ -148,12 +155,17 @@ impl Db {
         })
     }
 
-    /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`), so
-    /// two transactions that read and then write never deadlock on the upgrade.
-    pub async fn begin(&self) -> sqlx::Result<Tx> {
+    /// A write transaction, and (SQLite) this process's writer turn, to be kept until
+    /// the transaction ends. SQLite also takes its write lock up front (`BEGIN
+    /// IMMEDIATE`), so a transaction that reads and then writes never fails to upgrade
+    /// (other processes on the same file still wait in SQLite's busy handler).
+    pub async fn begin(&self) -> sqlx::Result<(WriterTurn, Tx)> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            _ => self.pool.begin().await,
+            Backend::Sqlite => {
+                let turn = self.writer.clone().lock_owned().await;
+                Ok((Some(turn), self.pool.begin_with("BEGIN IMMEDIATE").await?))
+            }
+            _ => Ok((None, self.pool.begin().await?)),
         }
     }
 

@@ -324,7 +324,7 @@ impl Meta {
 
     /// Deletes an empty bucket (no objects and no multipart uploads in progress).
     pub async fn delete_bucket(&self, tenant: &str, name: &str) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let (_turn, mut tx) = self.db.begin().await?;
         let row = sqlx::query(self.db.q("SELECT tenant FROM buckets WHERE name = ?"))
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -396,7 +396,7 @@ impl Meta {
     }
 
     async fn try_put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let (_turn, mut tx) = self.db.begin().await?;
         let sel = match self.db.for_update() {
             "" => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ?",
             _ => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
@@ -447,7 +447,7 @@ impl Meta {
         loop {
             attempt += 1;
             let r: Result<bool> = async {
-                let mut tx = self.db.begin().await?;
+                let (_turn, mut tx) = self.db.begin().await?;
                 let sel = match self.db.for_update() {
                     "" => "SELECT slices FROM objects WHERE bucket = ? AND okey = ?",
                     _ => "SELECT slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
@@ -482,20 +482,13 @@ impl Meta {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Object>> {
-        let sql = match (inclusive, to.is_some()) {
-            (true, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
-            (false, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
-            (true, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
-            (false, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
-        };
-        let mut q = sqlx::query(self.db.q(sql)).bind(bucket).bind(from);
-        if let Some(to) = to {
-            q = q.bind(to);
-        }
-        let rows = q.bind(limit as i64).fetch_all(&self.db.pool).await?;
-        rows.iter().map(object_from_row).collect()
+        self.lister().await?.range(bucket, from, inclusive, to, limit).await
     }
 
+    /// One connection for the many small queries of a listing page.
+    pub async fn lister(&self) -> Result<Lister> {
+        Ok(Lister { conn: self.db.pool.acquire().await?, db: self.db.clone() })
+    }
     // ---- multipart
 
     pub async fn create_upload(&self, bucket: &str, key: &str, info: &ObjectInfo) -> Result<String> {
@@ -555,7 +548,7 @@ impl Meta {
         loop {
             attempt += 1;
             let r: Result<()> = async {
-                let mut tx = self.db.begin().await?;
+                let (_turn, mut tx) = self.db.begin().await?;
                 let exists: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
                     .bind(upload)
                     .fetch_one(&mut *tx)
@@ -627,7 +620,7 @@ impl Meta {
         loop {
             attempt += 1;
             let r: Result<()> = async {
-                let mut tx = self.db.begin().await?;
+                let (_turn, mut tx) = self.db.begin().await?;
                 let exists: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
                     .bind(upload)
                     .fetch_one(&mut *tx)
@@ -690,7 +683,7 @@ impl Meta {
 
     /// Drops an upload; its parts' slices become garbage.
     pub async fn abort_upload(&self, upload: &str) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let (_turn, mut tx) = self.db.begin().await?;
         let n = sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
         if n.rows_affected() == 0 {
             return Err(MetaError::NoSuchUpload);
@@ -759,4 +752,59 @@ fn part_from_row(r: &sqlx::any::AnyRow) -> Result<Part> {
         info: parse_info(&r.try_get::<String, _>("info")?)?,
         slices: decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
     })
+}
+
+/// Range queries of one listing, on one connection.
+pub struct Lister {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    db: Db,
+}
+
+impl Lister {
+    fn range_sql(inclusive: bool, bounded: bool, cols: &'static str) -> &'static str {
+        match (cols, inclusive, bounded) {
+            ("okey", true, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
+            ("okey", false, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
+            ("okey", true, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
+            ("okey", false, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
+            (_, true, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, false, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, true, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
+            (_, false, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
+        }
+    }
+
+    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order.
+    pub async fn range(
+        &mut self,
+        bucket: &str,
+        from: &[u8],
+        inclusive: bool,
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Object>> {
+        let sql = self.db.q(Lister::range_sql(inclusive, to.is_some(), "all"));
+        let mut q = sqlx::query(sql).bind(bucket).bind(from);
+        if let Some(to) = to {
+            q = q.bind(to);
+        }
+        let rows = q.bind(limit as i64).fetch_all(&mut *self.conn).await?;
+        rows.iter().map(object_from_row).collect()
+    }
+
+    /// The first key in `[from, to)`, reading the key only (an index seek).
+    pub async fn next_key(
+        &mut self,
+        bucket: &str,
+        from: &[u8],
+        inclusive: bool,
+        to: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>> {
+        let sql = self.db.q(Lister::range_sql(inclusive, to.is_some(), "okey"));
+        let mut q = sqlx::query_scalar(sql).bind(bucket).bind(from);
+        if let Some(to) = to {
+            q = q.bind(to);
+        }
+        Ok(q.bind(1i64).fetch_optional(&mut *self.conn).await?)
+    }
 }

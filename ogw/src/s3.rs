@@ -362,47 +362,70 @@ impl Gateway {
         let mut from: Vec<u8> = if after < prefix.as_bytes() { prefix.as_bytes().to_vec() } else { after.to_vec() };
         let mut inclusive = after < prefix.as_bytes();
         let mut last: Vec<u8> = Vec::new();
+        let delim = delimiter.filter(|d| !d.is_empty());
+        // The common prefix `key` falls under, if any.
+        let common = |key: &[u8]| -> Option<Vec<u8>> {
+            let d = delim?.as_bytes();
+            let rest = &key[prefix.len()..];
+            rest.windows(d.len()).position(|w| w == d).map(|i| key[..prefix.len() + i + d.len()].to_vec())
+        };
+        let mut l = self.meta.lister().await.map_err(meta_err)?;
+        // Rows per query of whole objects: with a delimiter, batches start small (a batch
+        // that runs into a common prefix is cut there) and grow while they yield keys.
+        let mut batch = if delim.is_some() { 8 } else { 1000 };
         loop {
             if objects.len() + prefixes.len() >= max {
                 // One more entry exists? Then the listing is truncated at `last`.
-                let more =
-                    self.meta.objects_range(bucket, &from, inclusive, upper.as_deref(), 1).await.map_err(meta_err)?;
-                return Ok((objects, prefixes, (!more.is_empty()).then_some(last)));
+                let more = l.next_key(bucket, &from, inclusive, upper.as_deref()).await.map_err(meta_err)?;
+                return Ok((objects, prefixes, more.map(|_| last)));
             }
-            let want = (max - objects.len() - prefixes.len()).min(1000);
-            let batch =
-                self.meta.objects_range(bucket, &from, inclusive, upper.as_deref(), want).await.map_err(meta_err)?;
-            if batch.is_empty() {
+            if delim.is_some() {
+                // Seek: read the next key alone; a key under a common prefix stands for the
+                // whole prefix, and the listing continues after all of its keys.
+                let Some(k) = l.next_key(bucket, &from, inclusive, upper.as_deref()).await.map_err(meta_err)? else {
+                    return Ok((objects, prefixes, None));
+                };
+                if let Some(cp) = common(&k) {
+                    let next = successor(&cp);
+                    last = cp.clone();
+                    prefixes.push(String::from_utf8(cp).map_err(internal)?);
+                    match next {
+                        Some(n) => {
+                            from = n;
+                            inclusive = true;
+                            batch = 8;
+                            continue;
+                        }
+                        None => return Ok((objects, prefixes, None)),
+                    }
+                }
+            }
+            let want = (max - objects.len() - prefixes.len()).min(batch);
+            let rows = l.range(bucket, &from, inclusive, upper.as_deref(), want).await.map_err(meta_err)?;
+            let full = rows.len() == want;
+            if rows.is_empty() {
                 return Ok((objects, prefixes, None));
             }
-            let mut seek = None;
-            for o in batch {
-                let rest = &o.key[prefix.len()..];
-                if let Some(i) = delimiter.filter(|d| !d.is_empty()).and_then(|d| rest.find(d).map(|i| i + d.len())) {
-                    let cp = o.key[..prefix.len() + i].to_string();
-                    // Skip every key under this prefix: continue after all of them.
-                    let next = successor(cp.as_bytes());
-                    last = cp.as_bytes().to_vec();
-                    prefixes.push(cp);
-                    seek = Some(next);
+            let mut cut = false;
+            for o in rows {
+                if common(o.key.as_bytes()).is_some() {
+                    // Left for the seek above to handle.
+                    cut = true;
                     break;
                 }
                 last = o.key.as_bytes().to_vec();
+                from = last.clone();
+                inclusive = false;
                 objects.push(o);
                 if objects.len() + prefixes.len() >= max {
                     break;
                 }
             }
-            match seek {
-                Some(Some(next)) => {
-                    from = next;
-                    inclusive = true;
-                }
-                Some(None) => return Ok((objects, prefixes, None)),
-                None => {
-                    from = last.clone();
-                    inclusive = false;
-                }
+            if !cut && !full && objects.len() + prefixes.len() < max {
+                return Ok((objects, prefixes, None));
+            }
+            if !cut {
+                batch = (batch * 4).min(1000);
             }
         }
     }

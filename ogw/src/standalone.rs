@@ -118,15 +118,19 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let (access, secret) = credentials(&meta, &s.data.join("access-key")).await?;
     let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
     let endpoint = format!("http://{}", l.local_addr()?);
-    println!("Strata standalone is up: metanode {maddr}, {} datanodes, data in {}", s.datanodes, s.data.display());
-    println!("S3 endpoint:  {endpoint}");
-    println!("Access key:   {access}");
-    println!("Secret key:   {secret}");
-    println!(
-        "Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo"
+    // Printed once; a closed stdout (the reader went away) must not stop the service.
+    let banner = format!(
+        "Strata standalone is up: metanode {maddr}, {} datanodes, data in {}\n\
+         S3 endpoint:  {endpoint}\n\
+         Access key:   {access}\n\
+         Secret key:   {secret}\n\
+         Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo\n",
+        s.datanodes,
+        s.data.display()
     );
     use std::io::Write;
-    std::io::stdout().flush()?;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     server::serve(l, svc, shutdown).await;
     let _ = stop_tx.send(true);
     node.raft.shutdown().await.ok();

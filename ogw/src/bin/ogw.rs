@@ -143,9 +143,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let (svc, _) =
                 server::build(Options { meta, db: db.db, master_key, name, streams, policy, domains: domain }).await?;
-            println!("ogw listening on {}", l.local_addr()?);
+            // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
-            std::io::stdout().flush()?;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
             server::serve(l, svc, shutdown_signal()).await;
         }
         Cmd::MasterKeyCreate { path } => {
