@@ -1092,6 +1092,25 @@ impl S3 for Gateway {
         if info.checksum.is_none() {
             info.checksum_type = None;
         }
+        // A whole-object checksum the client computed must match the one made of the parts.
+        let given = checksum::Given {
+            crc32: i.checksum_crc32.clone(),
+            crc32c: i.checksum_crc32c.clone(),
+            crc64nvme: i.checksum_crc64nvme.clone(),
+            sha1: i.checksum_sha1.clone(),
+            sha256: i.checksum_sha256.clone(),
+        };
+        if let Some((a, v)) = &info.checksum {
+            if let Some(g) = Algo::from_name(a).and_then(|al| given.get(al)) {
+                let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
+                if base(&g) != base(v) {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::BadDigest,
+                        format!("the {a} you specified did not match the calculated checksum"),
+                    ));
+                }
+            }
+        }
         let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices };
         self.meta.complete_upload(&i.bucket, &i.upload_id, &o, &used, &cond).await.map_err(meta_err)?;
         let mut out = CompleteMultipartUploadOutput {

@@ -255,7 +255,8 @@ fn standalone_on_postgres_and_mariadb_serves_boto3() {
 
 /// Malformed XML, bad payload hashes, clock skew, oversized headers and bodies, bad
 /// names: the S3 error, nothing stored, the server keeps serving. Also virtual-host
-/// style addressing.
+/// style addressing, and aws-chunked bodies with signed chunks (one bad chunk
+/// signature refuses the upload).
 #[test]
 fn standalone_answers_bad_input_with_s3_errors() {
     let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--domain", "s3.strata.test"]);
@@ -266,6 +267,13 @@ fn standalone_answers_bad_input_with_s3_errors() {
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("bad input suite passed"), "{text}");
+    let out = Command::new(python())
+        .arg(suite("signed_chunks.py"))
+        .args([&s.endpoint, &s.access, &s.secret])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("signed chunks suite passed"), "{text}");
 }
 
 #[test]
@@ -314,6 +322,8 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     let (e1, e2) = (format!("http://{addr1}"), format!("http://{addr2}"));
     run_boto3(&e1, (&a1, &s1), (&a2, &s2));
     run_awscli(Path::new("/usr/bin/aws"), &e2, (&a1, &s1));
+    run_awscli(&awscli_v1(), &e1, (&a2, &s2));
+    sdk_suite(&e2, &a2, &s2, "sdk-cluster").await;
     // Read-after-write and list-after-write across gateways.
     let out = Command::new(python()).arg("-c").arg(CROSS).args([&e1, &e2, &a1, &s1]).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -347,41 +357,45 @@ print("cross-gateway consistency ok")
 /// trailer) against standalone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_serves_the_rust_aws_sdk() {
+    let s = Standalone::start();
+    sdk_suite(&s.endpoint, &s.access, &s.secret, "sdk").await;
+}
+
+async fn sdk_suite(endpoint: &str, access: &str, secret: &str, bucket: &str) {
     use aws_sdk_s3::config::{Credentials, Region};
     use aws_sdk_s3::presigning::PresigningConfig;
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-    let s = Standalone::start();
     let conf = aws_sdk_s3::Config::builder()
-        .endpoint_url(&s.endpoint)
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(&s.access, &s.secret, None, None, "test"))
+        .credentials_provider(Credentials::new(access, secret, None, None, "test"))
         .force_path_style(true)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     let c = aws_sdk_s3::Client::from_conf(conf);
-    c.create_bucket().bucket("sdk").send().await.unwrap();
+    c.create_bucket().bucket(bucket).send().await.unwrap();
     let body: Vec<u8> = (0..12_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let put = c.put_object().bucket("sdk").key("k/one").body(ByteStream::from(body.clone())).send().await.unwrap();
+    let put = c.put_object().bucket(bucket).key("k/one").body(ByteStream::from(body.clone())).send().await.unwrap();
     assert!(put.checksum_crc32().is_some(), "the SDK's default CRC32 was verified and returned");
-    let got = c.get_object().bucket("sdk").key("k/one").send().await.unwrap();
+    let got = c.get_object().bucket(bucket).key("k/one").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &body[..]);
-    let part = c.get_object().bucket("sdk").key("k/one").range("bytes=4194300-4194400").send().await.unwrap();
+    let part = c.get_object().bucket(bucket).key("k/one").range("bytes=4194300-4194400").send().await.unwrap();
     assert_eq!(part.body.collect().await.unwrap().into_bytes().as_ref(), &body[4_194_300..=4_194_400]);
     let again =
-        c.put_object().bucket("sdk").key("k/one").if_none_match("*").body(ByteStream::from_static(b"x")).send().await;
+        c.put_object().bucket(bucket).key("k/one").if_none_match("*").body(ByteStream::from_static(b"x")).send().await;
     assert_eq!(again.unwrap_err().raw_response().map(|r| r.status().as_u16()), Some(412));
 
     // Multipart: three parts (5 MiB, 5 MiB, the rest).
-    let up = c.create_multipart_upload().bucket("sdk").key("k/mp").send().await.unwrap();
+    let up = c.create_multipart_upload().bucket(bucket).key("k/mp").send().await.unwrap();
     let id = up.upload_id().unwrap();
     let mut parts = Vec::new();
     for (n, chunk) in body.chunks(5 << 20).enumerate() {
         let n = n as i32 + 1;
         let p = c
             .upload_part()
-            .bucket("sdk")
+            .bucket(bucket)
             .key("k/mp")
             .upload_id(id)
             .part_number(n)
@@ -394,7 +408,7 @@ async fn standalone_serves_the_rust_aws_sdk() {
     let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
     let fin = c
         .complete_multipart_upload()
-        .bucket("sdk")
+        .bucket(bucket)
         .key("k/mp")
         .upload_id(id)
         .multipart_upload(done)
@@ -402,20 +416,20 @@ async fn standalone_serves_the_rust_aws_sdk() {
         .await
         .unwrap();
     assert!(fin.e_tag().unwrap().ends_with("-3\""), "{:?}", fin.e_tag());
-    let got = c.get_object().bucket("sdk").key("k/mp").send().await.unwrap();
+    let got = c.get_object().bucket(bucket).key("k/mp").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &body[..]);
 
     // Listing, paginated by the SDK.
     for i in 0..12 {
         c.put_object()
-            .bucket("sdk")
+            .bucket(bucket)
             .key(format!("list/{i:02}"))
             .body(ByteStream::from_static(b"v"))
             .send()
             .await
             .unwrap();
     }
-    let mut pages = c.list_objects_v2().bucket("sdk").prefix("list/").max_keys(5).into_paginator().send();
+    let mut pages = c.list_objects_v2().bucket(bucket).prefix("list/").max_keys(5).into_paginator().send();
     let mut keys = Vec::new();
     while let Some(p) = pages.next().await {
         keys.extend(p.unwrap().contents().iter().map(|o| o.key().unwrap().to_string()));
@@ -425,7 +439,7 @@ async fn standalone_serves_the_rust_aws_sdk() {
     // A presigned GET, fetched by a plain HTTP client.
     let pre = c
         .get_object()
-        .bucket("sdk")
+        .bucket(bucket)
         .key("k/one")
         .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).unwrap())
         .await
@@ -439,6 +453,6 @@ async fn standalone_serves_the_rust_aws_sdk() {
         ))
         .build()
         .unwrap();
-    let r = c.delete_objects().bucket("sdk").delete(del).send().await.unwrap();
+    let r = c.delete_objects().bucket(bucket).delete(del).send().await.unwrap();
     assert_eq!(r.deleted().len(), 12);
 }

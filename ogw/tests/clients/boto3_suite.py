@@ -94,6 +94,13 @@ past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 check("if-modified-since 304", code(s3.get_object, Bucket=B, Key="dir/obj one", IfModifiedSince=future)[1] == 304)
 check("if-unmodified-since 412", code(s3.get_object, Bucket=B, Key="dir/obj one", IfUnmodifiedSince=past)[1] == 412)
 
+# Content-Encoding is the object's; the aws-chunked transport encoding is not stored.
+import io
+s3.put_object(Bucket=B, Key="gz", Body=io.BytesIO(b"pretend gzip" * 100), ContentEncoding="gzip",
+              ChecksumAlgorithm="SHA256")
+check("content-encoding kept, aws-chunked stripped", s3.head_object(Bucket=B, Key="gz")["ContentEncoding"] == "gzip",
+      s3.head_object(Bucket=B, Key="gz").get("ContentEncoding"))
+
 # Keys that need exact URI encoding.
 for k in ["a b", "c:d", "e+f", "g=h", "ünïcødé/ключ", "x?y", "p%20q", "tab\tkey", "semi;colon"]:
     s3.put_object(Bucket=B, Key=k, Body=k.encode())
@@ -195,11 +202,39 @@ check("invalid part", code(s3.complete_multipart_upload, Bucket=B, Key="mp/objec
 r = s3.complete_multipart_upload(Bucket=B, Key="mp/object", UploadId=uid, MultipartUpload={"Parts": done})
 want = hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest() + "-3"
 check("multipart etag", r["ETag"].strip('"') == want, r["ETag"])
+crcs = b"".join(zlib.crc32(d).to_bytes(4, "big") for d in parts_data)
+composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode() + "-3"
+check("composite crc32", r.get("ChecksumCRC32") == composite, (r.get("ChecksumCRC32"), composite))
 g = s3.get_object(Bucket=B, Key="mp/object")
 check("multipart bytes", g["Body"].read() == b"".join(parts_data) and g["ContentType"] == "video/x-test")
 g = s3.get_object(Bucket=B, Key="mp/object", PartNumber=2)
 check("get partNumber", g["Body"].read() == parts_data[1] and g["PartsCount"] == 3)
 check("upload gone", code(s3.list_parts, Bucket=B, Key="mp/object", UploadId=uid)[0] == "NoSuchUpload")
+
+# FULL_OBJECT CRC64NVME: the parts' CRCs combined into the CRC of the whole object.
+from awscrt import checksums as crt
+mp = s3.create_multipart_upload(Bucket=B, Key="mp/full", ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT")
+full_parts = []
+for i, d in enumerate(parts_data, 1):
+    p = s3.upload_part(Bucket=B, Key="mp/full", UploadId=mp["UploadId"], PartNumber=i, Body=d,
+                       ChecksumAlgorithm="CRC64NVME")
+    full_parts.append({"PartNumber": i, "ETag": p["ETag"], "ChecksumCRC64NVME": p["ChecksumCRC64NVME"]})
+whole = base64.b64encode(crt.crc64nvme(b"".join(parts_data)).to_bytes(8, "big")).decode()
+r = s3.complete_multipart_upload(Bucket=B, Key="mp/full", UploadId=mp["UploadId"], ChecksumType="FULL_OBJECT",
+                                 ChecksumCRC64NVME=whole, MultipartUpload={"Parts": full_parts})
+check("full-object crc64nvme", r.get("ChecksumCRC64NVME") == whole and r.get("ChecksumType") == "FULL_OBJECT",
+      (r.get("ChecksumCRC64NVME"), whole, r.get("ChecksumType")))
+h = s3.head_object(Bucket=B, Key="mp/full", ChecksumMode="ENABLED")
+check("full-object checksum stored", h.get("ChecksumCRC64NVME") == whole, h.get("ChecksumCRC64NVME"))
+
+# If-None-Match: * on CompleteMultipartUpload, when the key exists.
+mp = s3.create_multipart_upload(Bucket=B, Key="mp/full")
+p1 = s3.upload_part(Bucket=B, Key="mp/full", UploadId=mp["UploadId"], PartNumber=1, Body=b"late")
+check("complete if-none-match *", code(s3.complete_multipart_upload, Bucket=B, Key="mp/full",
+                                       UploadId=mp["UploadId"], IfNoneMatch="*",
+                                       MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1["ETag"]}]})[1] == 412)
+check("object kept", s3.head_object(Bucket=B, Key="mp/full", ChecksumMode="ENABLED").get("ChecksumCRC64NVME") == whole)
+s3.abort_multipart_upload(Bucket=B, Key="mp/full", UploadId=mp["UploadId"])
 
 mp = s3.create_multipart_upload(Bucket=B, Key="mp/small")
 p1 = s3.upload_part(Bucket=B, Key="mp/small", UploadId=mp["UploadId"], PartNumber=1, Body=b"tiny")
