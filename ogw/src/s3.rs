@@ -366,9 +366,20 @@ impl Gateway {
         // The common prefix `key` falls under, if any.
         let common = |key: &[u8]| -> Option<Vec<u8>> {
             let d = delim?.as_bytes();
-            let rest = &key[prefix.len()..];
+            let rest = key.get(prefix.len()..)?;
             rest.windows(d.len()).position(|w| w == d).map(|i| key[..prefix.len() + i + d.len()].to_vec())
         };
+        // A cursor that is itself a common prefix (the last entry of the previous page,
+        // as NextMarker or in a continuation token) continues after all of its keys.
+        if after.starts_with(prefix.as_bytes()) && common(after).is_some_and(|cp| cp == after) {
+            match successor(after) {
+                Some(n) => {
+                    from = n;
+                    inclusive = true;
+                }
+                None => return Ok((objects, prefixes, None)),
+            }
+        }
         let mut l = self.meta.lister().await.map_err(meta_err)?;
         // Rows per query of whole objects: with a delimiter, batches start small (a batch
         // that runs into a common prefix is cut there) and grow while they yield keys.

@@ -150,6 +150,11 @@ with concurrent.futures.ThreadPoolExecutor(16) as ex:
 check("if-match race", results.count("won") == 1 and results.count("PreconditionFailed") == 31, results)
 
 # --- copy
+check("copy-source-if-match", code(s3.copy_object, Bucket=B, Key="copy0", CopySource={"Bucket": B, "Key": "dir/obj one"},
+                                   CopySourceIfMatch='"0000"')[1] == 412)
+check("copy-source-if-none-match", code(s3.copy_object, Bucket=B, Key="copy0",
+                                        CopySource={"Bucket": B, "Key": "dir/obj one"},
+                                        CopySourceIfNoneMatch=etag)[1] == 412)
 s3.copy_object(Bucket=B, Key="copy1", CopySource={"Bucket": B, "Key": "dir/obj one"})
 g = s3.get_object(Bucket=B, Key="copy1")
 check("copy keeps metadata", g["Metadata"] == {"color": "blue"} and g["Body"].read() == body)
@@ -172,6 +177,15 @@ for p in pages:
     prefixes += [c["Prefix"] for c in p.get("CommonPrefixes", [])]
 check("v2 paginated with delimiter", keys == [f"list/{i:02d}" for i in range(25)]
       and prefixes == ["list/sub0/", "list/sub1/", "list/sub2/"], (keys, prefixes))
+# Pages that end on a common prefix continue after all of its keys (no prefix twice).
+for i in range(3):
+    for j in range(3):
+        s3.put_object(Bucket=B, Key=f"deep/p{i}/k{j}", Body=b"z")
+for paginator in ["list_objects_v2", "list_objects"]:
+    pages = s3.get_paginator(paginator).paginate(Bucket=B, Prefix="deep/", Delimiter="/",
+                                                 PaginationConfig={"PageSize": 1})
+    seen = [c["Prefix"] for p in pages for c in p.get("CommonPrefixes", [])]
+    check(f"{paginator} one prefix a page", seen == ["deep/p0/", "deep/p1/", "deep/p2/"], seen)
 r = s3.list_objects_v2(Bucket=B, Prefix="list/", StartAfter="list/20")
 check("start-after", [c["Key"] for c in r["Contents"]][:4] == ["list/21", "list/22", "list/23", "list/24"])
 pages = s3.get_paginator("list_objects").paginate(Bucket=B, Prefix="list/sub1/", PaginationConfig={"PageSize": 3})
