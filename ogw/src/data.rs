@@ -58,30 +58,41 @@ impl Data {
         Ok(Data { sc, owner: owner.to_string(), lanes, next: AtomicUsize::new(0) })
     }
 
-    /// Appends one chunk to lane `i`, reopening the lane's writer if it stopped.
-    async fn append(&self, i: usize, chunk: Bytes) -> Result<Slice, StreamError> {
+    /// Appends one chunk to lane `i`: queued on the lane's writer now (so appends of
+    /// one request leave in order and at once), awaited later. A lane whose writer
+    /// stopped is reopened and the chunk tried again.
+    fn append(&self, i: usize, chunk: Bytes) -> impl std::future::Future<Output = Result<Slice, StreamError>> + '_ {
         let lane = &self.lanes[i % self.lanes.len()];
-        let mut last = None;
-        for _ in 0..CHUNK_ATTEMPTS {
-            let w = lane.writer.lock().clone();
-            match w.append(chunk.clone()).await {
+        let w = lane.writer.lock().clone();
+        let first = w.submit(chunk.clone());
+        async move {
+            let mut last = match first.await {
                 Ok(s) => return Ok(s),
-                Err(e) => {
-                    tracing::warn!("stream {}: append failed ({e}); reopening the writer", lane.stream);
-                    last = Some(e);
-                    let fresh = self.sc.open_writer(lane.stream, &self.owner).await?;
+                Err(e) => e,
+            };
+            let mut w = w;
+            for _ in 1..CHUNK_ATTEMPTS {
+                tracing::warn!("stream {}: append failed ({last}); reopening the writer", lane.stream);
+                let fresh = Arc::new(self.sc.open_writer(lane.stream, &self.owner).await?);
+                {
                     let mut cur = lane.writer.lock();
                     if Arc::ptr_eq(&cur, &w) {
-                        *cur = Arc::new(fresh);
+                        *cur = fresh;
                     }
+                    w = cur.clone();
+                }
+                match w.append(chunk.clone()).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = e,
                 }
             }
+            Err(last)
         }
-        Err(last.expect("attempted"))
     }
 
     /// Writes a body: returns its slices in order and feeds every byte to `sink`
-    /// (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond).
+    /// (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond). The
+    /// body keeps being read while up to `PUT_WINDOW` chunks are on their way.
     pub async fn put<S, E>(
         &self,
         mut body: S,
@@ -98,32 +109,33 @@ impl Data {
         let mut buf = BytesMut::new();
         let mut total = 0u64;
         let mut n = 0usize;
-        loop {
-            let piece = body.next().await.transpose().map_err(|e| PutError::Body(e.to_string()))?;
-            let done = piece.is_none();
-            if let Some(p) = piece {
-                total += p.len() as u64;
-                if total > limit {
-                    return Err(PutError::TooLarge);
+        let mut done = false;
+        while !done || !inflight.is_empty() {
+            tokio::select! {
+                piece = body.next(), if !done && inflight.len() < PUT_WINDOW => {
+                    let piece = piece.transpose().map_err(|e| PutError::Body(e.to_string()))?;
+                    match piece {
+                        Some(p) => {
+                            total += p.len() as u64;
+                            if total > limit {
+                                return Err(PutError::TooLarge);
+                            }
+                            sink(&p);
+                            buf.extend_from_slice(&p);
+                        }
+                        None => done = true,
+                    }
+                    while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
+                        let take = buf.len().min(CHUNK_BYTES);
+                        let chunk = buf.split_to(take).freeze();
+                        inflight.push_back(self.append(base + n, chunk));
+                        n += 1;
+                    }
                 }
-                sink(&p);
-                buf.extend_from_slice(&p);
-            }
-            while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
-                let take = buf.len().min(CHUNK_BYTES);
-                let chunk = buf.split_to(take).freeze();
-                inflight.push_back(self.append(base + n, chunk));
-                n += 1;
-                if inflight.len() >= PUT_WINDOW {
-                    slices.push(inflight.next().await.expect("non-empty")?);
+                s = inflight.next(), if !inflight.is_empty() => {
+                    slices.push(s.expect("non-empty")?);
                 }
             }
-            if done {
-                break;
-            }
-        }
-        while let Some(s) = inflight.next().await {
-            slices.push(s?);
         }
         Ok((slices, total))
     }
