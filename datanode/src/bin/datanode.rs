@@ -36,8 +36,9 @@ fn run() -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         // Tests and scripts wait for this line.
-        println!("datanode {} listening on {addr}", cfg.node_id);
-        std::io::stdout().flush()?;
+        // A closed stdout (the reader went away) must not stop the server.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "datanode {} listening on {addr}", cfg.node_id).and_then(|()| out.flush());
         if let Some(meta) = cfg.meta.clone() {
             let advertise = meta.advertise.clone().unwrap_or_else(|| addr.to_string());
             tokio::spawn(datanode::heartbeat::run(store.clone(), cfg.node_id, advertise, meta));

@@ -177,8 +177,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let node = MetaNode::start(s.clone()).await?;
-            println!("metanode {} listening on {}", s.id, listener.local_addr()?);
-            std::io::stdout().flush()?;
+            // A closed stdout (the reader went away) must not stop the server.
+            let mut out = std::io::stdout();
+            let _ =
+                writeln!(out, "metanode {} listening on {}", s.id, listener.local_addr()?).and_then(|()| out.flush());
             let app = metanode::api::router(node.clone());
             axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
             tracing::info!("shutting down");
