@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3)
+# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -33,8 +33,12 @@ case "$suite" in
     cargo build --release -q -p ogw
     cargo bench -q -p ogw --bench s3 | grep '^{'   # progress goes to stderr
     ;;
+  ec)
+    scripts/setup.sh >&2
+    cargo bench -q -p client --bench ec 2>/dev/null | grep '^{'
+    ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec)" >&2
     exit 2
     ;;
 esac

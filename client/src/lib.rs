@@ -4,6 +4,7 @@
 //! (issue 4) are built on it.
 
 pub mod conn;
+pub mod ec;
 pub mod meta;
 pub mod stream;
 
