@@ -87,10 +87,13 @@ impl Codec for Matrix {
     }
 }
 
-/// `reed-solomon-simd` (O(n log n) codec over GF(2^16), SIMD).
+/// `reed-solomon-simd` (O(n log n) codec over GF(2^16), SIMD). Its encoder and decoder
+/// keep their work buffers between stripes (reset, not rebuilt).
 pub struct Simd {
     k: usize,
     m: usize,
+    enc: parking_lot::Mutex<Option<reed_solomon_simd::ReedSolomonEncoder>>,
+    dec: parking_lot::Mutex<Option<reed_solomon_simd::ReedSolomonDecoder>>,
 }
 
 impl Simd {
@@ -98,8 +101,12 @@ impl Simd {
         if !reed_solomon_simd::ReedSolomonEncoder::supports(k, m) {
             return Err(CodecError::Unsupported { k, m });
         }
-        Ok(Simd { k, m })
+        Ok(Simd { k, m, enc: Default::default(), dec: Default::default() })
     }
+}
+
+fn simd_err(e: reed_solomon_simd::Error) -> CodecError {
+    CodecError::Codec(e.to_string())
 }
 
 impl Codec for Simd {
@@ -110,17 +117,47 @@ impl Codec for Simd {
         self.m
     }
     fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, CodecError> {
-        reed_solomon_simd::encode(self.k, self.m, data).map_err(|e| CodecError::Codec(e.to_string()))
+        let len = data.first().map(|d| d.len()).unwrap_or(0);
+        let mut guard = self.enc.lock();
+        let enc = match guard.as_mut() {
+            Some(e) => {
+                e.reset(self.k, self.m, len).map_err(simd_err)?;
+                e
+            }
+            None => guard.insert(reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(simd_err)?),
+        };
+        for d in data {
+            enc.add_original_shard(d).map_err(simd_err)?;
+        }
+        let out = enc.encode().map_err(simd_err)?;
+        Ok(out.recovery_iter().map(<[u8]>::to_vec).collect())
     }
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
-        check(shards, self.k, self.m)?;
+        let len = check(shards, self.k, self.m)?;
         if shards[..self.k].iter().all(Option::is_some) {
             return Ok(());
         }
-        let original = shards[..self.k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let recovery = shards[self.k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let restored = reed_solomon_simd::decode(self.k, self.m, original, recovery)
-            .map_err(|e| CodecError::Codec(e.to_string()))?;
+        let mut guard = self.dec.lock();
+        let dec = match guard.as_mut() {
+            Some(d) => {
+                d.reset(self.k, self.m, len).map_err(simd_err)?;
+                d
+            }
+            None => guard.insert(reed_solomon_simd::ReedSolomonDecoder::new(self.k, self.m, len).map_err(simd_err)?),
+        };
+        for (i, s) in shards[..self.k].iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_original_shard(i, s).map_err(simd_err)?;
+            }
+        }
+        for (i, s) in shards[self.k..].iter().enumerate() {
+            if let Some(s) = s {
+                dec.add_recovery_shard(i, s).map_err(simd_err)?;
+            }
+        }
+        let out = dec.decode().map_err(simd_err)?;
+        let restored: Vec<(usize, Vec<u8>)> = out.restored_original_iter().map(|(i, s)| (i, s.to_vec())).collect();
+        drop(out);
         for (i, s) in restored {
             shards[i] = Some(s);
         }
