@@ -36,3 +36,13 @@ pub async fn join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -
     .await;
     out.into_iter().map(|o| o.expect("every future finished")).collect()
 }
+
+/// Resolves on Ctrl-C or SIGTERM: how every Strata server is asked to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -7,10 +7,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use crc_fast::{CrcAlgorithm, Digest as Crc};
-use s3s::dto::{
-    CompleteMultipartUploadOutput, CompletedPart, CopyPartResult, GetObjectOutput, HeadObjectOutput, Part,
-    PutObjectOutput, UploadPartOutput,
-};
+use s3s::dto::CompletedPart;
 use s3s::{s3_error, S3Result};
 use sha1::Digest;
 
@@ -213,28 +210,20 @@ pub fn completed_part(p: &CompletedPart, algo: &str) -> Option<String> {
     }
 }
 
-macro_rules! setter {
-    ($name:ident, $ty:ty) => {
-        pub fn $name(o: &mut $ty, algo: &str, v: String) {
-            match Algo::from_name(algo) {
-                Some(Algo::Crc32) => o.checksum_crc32 = Some(v),
-                Some(Algo::Crc32c) => o.checksum_crc32c = Some(v),
-                Some(Algo::Crc64Nvme) => o.checksum_crc64nvme = Some(v),
-                Some(Algo::Sha1) => o.checksum_sha1 = Some(v),
-                Some(Algo::Sha256) => o.checksum_sha256 = Some(v),
-                None => {}
-            }
+/// Sets the checksum field for algorithm `algo` (a name) on any S3 output or part
+/// type: they all name the fields `checksum_crc32` ... `checksum_sha256`.
+macro_rules! set_checksum {
+    ($o:expr, $algo:expr, $v:expr) => {
+        match $crate::checksum::Algo::from_name($algo) {
+            Some($crate::checksum::Algo::Crc32) => $o.checksum_crc32 = Some($v),
+            Some($crate::checksum::Algo::Crc32c) => $o.checksum_crc32c = Some($v),
+            Some($crate::checksum::Algo::Crc64Nvme) => $o.checksum_crc64nvme = Some($v),
+            Some($crate::checksum::Algo::Sha1) => $o.checksum_sha1 = Some($v),
+            Some($crate::checksum::Algo::Sha256) => $o.checksum_sha256 = Some($v),
+            None => {}
         }
     };
 }
-
-setter!(set_put_output, PutObjectOutput);
-setter!(set_get_output, GetObjectOutput);
-setter!(set_head_output, HeadObjectOutput);
-setter!(set_part_output, UploadPartOutput);
-setter!(set_part, Part);
-setter!(set_complete_output, CompleteMultipartUploadOutput);
-setter!(set_copy_part, CopyPartResult);
 
 #[cfg(test)]
 mod tests {

@@ -146,19 +146,12 @@ impl Data {
     /// be cut).
     pub async fn share_range(&self, slices: &[Slice], start: u64, end: u64) -> Result<Vec<Slice>, StreamError> {
         let mut out = Vec::new();
-        let mut at = 0u64;
         let lane = self.next.fetch_add(1, Ordering::Relaxed);
-        for s in slices {
-            let (a, b) = (at, at + s.len as u64);
-            at = b;
-            if b <= start || a >= end {
-                continue;
-            }
-            let (from, to) = (start.max(a), end.min(b));
-            if from == a && to == b {
-                out.push(*s);
+        for (s, off, len) in pieces(slices, start, end) {
+            if len == s.len as u64 {
+                out.push(s);
             } else {
-                let bytes = self.sc.read_range(s.extent, s.offset + (from - a), to - from).await?;
+                let bytes = self.sc.read_range(s.extent, s.offset + off, len).await?;
                 out.push(self.append(lane, bytes).await?);
             }
         }
@@ -168,17 +161,7 @@ impl Data {
     /// The bytes `[start, end)` of an object made of `slices`, streamed in order with
     /// reads ahead.
     pub fn get(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> ByteStream {
-        let mut pieces = Vec::new();
-        let mut at = 0u64;
-        for s in slices {
-            let (a, b) = (at, at + s.len as u64);
-            at = b;
-            if b <= start || a >= end {
-                continue;
-            }
-            let (from, to) = (start.max(a), end.min(b));
-            pieces.push((*s, from - a, to - from));
-        }
+        let pieces: Vec<_> = pieces(slices, start, end).collect();
         let (tx, rx) = mpsc::channel(1);
         let me = self.clone();
         tokio::spawn(async move {
@@ -203,6 +186,20 @@ impl Data {
         });
         ByteStream(rx)
     }
+}
+
+/// The parts of `slices` (an object's bytes in order) that hold `[start, end)`: each
+/// slice with the offset and length of the bytes wanted from it.
+fn pieces(slices: &[Slice], start: u64, end: u64) -> impl Iterator<Item = (Slice, u64, u64)> + '_ {
+    slices
+        .iter()
+        .scan(0u64, |at, s| {
+            let a = *at;
+            *at += s.len as u64;
+            Some((*s, a, *at))
+        })
+        .filter(move |&(_, a, b)| b > start && a < end)
+        .map(move |(s, a, b)| (s, start.max(a) - a, end.min(b) - start.max(a)))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -168,15 +168,6 @@ impl Db {
             _ => Ok((None, self.pool.begin().await?)),
         }
     }
-
-    /// `SELECT ... FOR UPDATE` where the backend has it (SQLite's write lock already
-    /// covers the whole transaction).
-    pub fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            _ => " FOR UPDATE",
-        }
-    }
 }
 
 /// True for an error that a retry of the whole transaction may cure: a unique-key race,

@@ -3,6 +3,7 @@
 //! multipart uploads in SQL (`db`, `meta`) and object bytes as slices in LogStreams
 //! (`data`), and can run a whole cluster in one process (`standalone`).
 
+#[macro_use]
 pub mod checksum;
 pub mod data;
 pub mod db;

@@ -8,7 +8,7 @@ use client::Slice;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::db::{now_ms, retryable, Db, Tx};
+use crate::db::{now_ms, retryable, Backend, Db, Tx};
 use crate::secrets::MasterKey;
 
 /// What an object (or a part) carries besides its bytes.
@@ -129,6 +129,14 @@ pub fn decode_slices(b: &[u8]) -> Result<Vec<Slice>> {
         .collect())
 }
 
+/// A unique-key violation as `Invalid(msg)` (the name is taken); other errors as they are.
+fn taken(e: sqlx::Error, msg: String) -> MetaError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => MetaError::Invalid(msg),
+        _ => e.into(),
+    }
+}
+
 fn info_json(i: &ObjectInfo) -> String {
     serde_json::to_string(i).expect("plain data")
 }
@@ -160,6 +168,10 @@ pub struct WriteCondition {
 }
 
 impl WriteCondition {
+    pub fn is_conditional(&self) -> bool {
+        self.if_none_match_any || self.if_match.is_some()
+    }
+
     fn check(&self, current: Option<&str>) -> Result<()> {
         if self.if_none_match_any && current.is_some() {
             return Err(MetaError::PreconditionFailed);
@@ -196,12 +208,7 @@ impl Meta {
             .bind(now_ms())
             .execute(&self.db.pool)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    MetaError::Invalid(format!("tenant {name} already exists"))
-                }
-                _ => e.into(),
-            })?;
+            .map_err(|e| taken(e, format!("tenant {name} already exists")))?;
         Ok(())
     }
 
@@ -235,12 +242,7 @@ impl Meta {
             .bind(now_ms())
             .execute(&self.db.pool)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    MetaError::Invalid(format!("access key {access_key} already exists"))
-                }
-                _ => e.into(),
-            })?;
+            .map_err(|e| taken(e, format!("access key {access_key} already exists")))?;
         Ok(())
     }
 
@@ -376,101 +378,99 @@ impl Meta {
         Ok(())
     }
 
+    /// The current object's ETag and encoded slices, locked for the rest of `tx`
+    /// (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
+    async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let sql = match self.db.backend {
+            Backend::Sqlite => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ?",
+            _ => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+        };
+        let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("etag")?, r.try_get("slices")?)),
+            None => None,
+        })
+    }
+
+    /// Drops the object row at `key`, if any, recording its slices as garbage; whether
+    /// there was one.
+    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: &'static str) -> Result<bool> {
+        let Some((_, old)) = self.current(tx, bucket, key).await? else { return Ok(false) };
+        self.garbage(tx, &old, reason).await?;
+        sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
+            .bind(bucket)
+            .bind(key.as_bytes())
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
+    }
+
+    /// Writes `o` in `tx` in place of the current object at its key, if `cond` allows;
+    /// the replaced object's slices become garbage.
+    async fn replace_object(&self, tx: &mut Tx, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
+        let cur = self.current(tx, bucket, &o.key).await?;
+        cond.check(cur.as_ref().map(|(etag, _)| etag.as_str()))?;
+        if cur.is_some() {
+            self.drop_current(tx, bucket, &o.key, "overwrite").await?;
+        }
+        sqlx::query(
+            self.db.q(
+                "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ),
+        )
+        .bind(bucket)
+        .bind(o.key.as_bytes())
+        .bind(o.size as i64)
+        .bind(&o.etag)
+        .bind(o.modified_ms)
+        .bind(info_json(&o.info))
+        .bind(encode_slices(&o.slices))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a transaction again while it loses a race (unique key, deadlock,
+    /// serialization), up to `TX_ATTEMPTS` times. A race still lost then by a
+    /// conditional write means another conditional writer won: `PreconditionFailed`.
+    async fn retry<T, F, Fut>(conditional: bool, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Err(MetaError::Db(e)) if retryable(&e) && n < TX_ATTEMPTS => continue,
+                Err(MetaError::Db(e)) if retryable(&e) && conditional => return Err(MetaError::PreconditionFailed),
+                r => return r,
+            }
+        }
+    }
+
     /// Writes `o` under `bucket`, replacing what was there if `cond` allows; the
     /// replaced object's slices become garbage. Atomic: of concurrent conditional
     /// writes to one key, exactly one meets the condition.
     pub async fn put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_put_object(bucket, o, cond).await {
-                Err(MetaError::Db(e)) if retryable(&e) && attempt < TX_ATTEMPTS => continue,
-                Err(MetaError::Db(e)) if retryable(&e) && (cond.if_none_match_any || cond.if_match.is_some()) => {
-                    // Another conditional writer won the race for this key.
-                    let _ = e;
-                    return Err(MetaError::PreconditionFailed);
-                }
-                r => return r,
-            }
-        }
-    }
-
-    async fn try_put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
-        let (_turn, mut tx) = self.db.begin().await?;
-        let sel = match self.db.for_update() {
-            "" => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ?",
-            _ => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
-        };
-        let cur = sqlx::query(self.db.q(sel)).bind(bucket).bind(o.key.as_bytes()).fetch_optional(&mut *tx).await?;
-        let cur_etag: Option<String> = cur.as_ref().map(|r| r.try_get("etag")).transpose()?;
-        cond.check(cur_etag.as_deref())?;
-        let slices = encode_slices(&o.slices);
-        match cur {
-            Some(r) => {
-                let old: Vec<u8> = r.try_get("slices")?;
-                self.garbage(&mut tx, &old, "overwrite").await?;
-                sqlx::query(self.db.q(
-                    "UPDATE objects SET size = ?, etag = ?, modified = ?, info = ?, slices = ? WHERE bucket = ? AND okey = ?",
-                ))
-                .bind(o.size as i64)
-                .bind(&o.etag)
-                .bind(o.modified_ms)
-                .bind(info_json(&o.info))
-                .bind(slices)
-                .bind(bucket)
-                .bind(o.key.as_bytes())
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query(self.db.q(
-                    "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ))
-                .bind(bucket)
-                .bind(o.key.as_bytes())
-                .bind(o.size as i64)
-                .bind(&o.etag)
-                .bind(o.modified_ms)
-                .bind(info_json(&o.info))
-                .bind(slices)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        Meta::retry(cond.is_conditional(), || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            self.replace_object(&mut tx, bucket, o, cond).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a key (nothing happens when it is absent); its slices become garbage.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r: Result<bool> = async {
-                let (_turn, mut tx) = self.db.begin().await?;
-                let sel = match self.db.for_update() {
-                    "" => "SELECT slices FROM objects WHERE bucket = ? AND okey = ?",
-                    _ => "SELECT slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
-                };
-                let cur =
-                    sqlx::query(self.db.q(sel)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut *tx).await?;
-                let Some(r) = cur else { return Ok(false) };
-                let old: Vec<u8> = r.try_get("slices")?;
-                self.garbage(&mut tx, &old, "delete").await?;
-                sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
-                    .bind(bucket)
-                    .bind(key.as_bytes())
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
-            }
-            .await;
-            match r {
-                Err(MetaError::Db(e)) if retryable(&e) && attempt < TX_ATTEMPTS => continue,
-                r => return r,
-            }
-        }
+        Meta::retry(false, || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            let dropped = self.drop_current(&mut tx, bucket, key, "delete").await?;
+            tx.commit().await?;
+            Ok(dropped)
+        })
+        .await
     }
 
     /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order.
@@ -541,56 +541,55 @@ impl Meta {
         Ok(out)
     }
 
+    async fn require_upload(&self, tx: &mut Tx, upload: &str) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
+            .bind(upload)
+            .fetch_one(&mut **tx)
+            .await?;
+        if n == 0 {
+            return Err(MetaError::NoSuchUpload);
+        }
+        Ok(())
+    }
+
     /// Stores a part, replacing an earlier upload of the same number (whose slices
     /// become garbage).
     pub async fn put_part(&self, upload: &str, p: &Part) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r: Result<()> = async {
-                let (_turn, mut tx) = self.db.begin().await?;
-                let exists: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
-                    .bind(upload)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if exists == 0 {
-                    return Err(MetaError::NoSuchUpload);
-                }
-                let old = sqlx::query(self.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ?"))
-                    .bind(upload)
-                    .bind(p.num as i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(r) = old {
-                    let s: Vec<u8> = r.try_get("slices")?;
-                    self.garbage(&mut tx, &s, "part-overwrite").await?;
-                    sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
-                        .bind(upload)
-                        .bind(p.num as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query(self.db.q(
-                    "INSERT INTO parts (upload, num, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ))
+        Meta::retry(false, || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            self.require_upload(&mut tx, upload).await?;
+            let old = sqlx::query(self.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ?"))
                 .bind(upload)
                 .bind(p.num as i64)
-                .bind(p.size as i64)
-                .bind(&p.etag)
-                .bind(p.modified_ms)
-                .bind(info_json(&p.info))
-                .bind(encode_slices(&p.slices))
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-                tx.commit().await?;
-                Ok(())
+            if let Some(r) = old {
+                let s: Vec<u8> = r.try_get("slices")?;
+                self.garbage(&mut tx, &s, "part-overwrite").await?;
+                sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
+                    .bind(upload)
+                    .bind(p.num as i64)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            .await;
-            match r {
-                Err(MetaError::Db(e)) if retryable(&e) && attempt < TX_ATTEMPTS => continue,
-                r => return r,
-            }
-        }
+            sqlx::query(
+                self.db.q(
+                    "INSERT INTO parts (upload, num, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ),
+            )
+            .bind(upload)
+            .bind(p.num as i64)
+            .bind(p.size as i64)
+            .bind(&p.etag)
+            .bind(p.modified_ms)
+            .bind(info_json(&p.info))
+            .bind(encode_slices(&p.slices))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn parts(&self, upload: &str, after: u32, limit: usize) -> Result<Vec<Part>> {
@@ -616,69 +615,34 @@ impl Meta {
         used: &[u32],
         cond: &WriteCondition,
     ) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r: Result<()> = async {
-                let (_turn, mut tx) = self.db.begin().await?;
-                let exists: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
-                    .bind(upload)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if exists == 0 {
-                    return Err(MetaError::NoSuchUpload);
-                }
-                let sel = match self.db.for_update() {
-                    "" => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ?",
-                    _ => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
-                };
-                let cur = sqlx::query(self.db.q(sel)).bind(bucket).bind(o.key.as_bytes()).fetch_optional(&mut *tx).await?;
-                let cur_etag: Option<String> = cur.as_ref().map(|r| r.try_get("etag")).transpose()?;
-                cond.check(cur_etag.as_deref())?;
-                if let Some(r) = &cur {
-                    let old: Vec<u8> = r.try_get("slices")?;
-                    self.garbage(&mut tx, &old, "overwrite").await?;
-                    sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
-                        .bind(bucket)
-                        .bind(o.key.as_bytes())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let unused = sqlx::query(self.db.q("SELECT num, slices FROM parts WHERE upload = ?"))
-                    .bind(upload)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                for r in unused {
-                    let num: i64 = r.try_get("num")?;
-                    if !used.contains(&(num as u32)) {
-                        let s: Vec<u8> = r.try_get("slices")?;
-                        self.garbage(&mut tx, &s, "unused-part").await?;
-                    }
-                }
-                sqlx::query(self.db.q(
-                    "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ))
-                .bind(bucket)
-                .bind(o.key.as_bytes())
-                .bind(o.size as i64)
-                .bind(&o.etag)
-                .bind(o.modified_ms)
-                .bind(info_json(&o.info))
-                .bind(encode_slices(&o.slices))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ?")).bind(upload).execute(&mut *tx).await?;
-                sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            .await;
-            match r {
-                Err(MetaError::Db(e)) if retryable(&e) && attempt < TX_ATTEMPTS => continue,
-                Err(MetaError::Db(e)) if retryable(&e) => return Err(MetaError::PreconditionFailed),
-                r => return r,
+        Meta::retry(cond.is_conditional(), || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            self.require_upload(&mut tx, upload).await?;
+            self.replace_object(&mut tx, bucket, o, cond).await?;
+            self.drop_parts(&mut tx, upload, used, "unused-part").await?;
+            sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes an upload's part records; the slices of parts not in `keep` become
+    /// garbage.
+    async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: &'static str) -> Result<()> {
+        let rows = sqlx::query(self.db.q("SELECT num, slices FROM parts WHERE upload = ?"))
+            .bind(upload)
+            .fetch_all(&mut **tx)
+            .await?;
+        for r in rows {
+            let num: i64 = r.try_get("num")?;
+            if !keep.contains(&(num as u32)) {
+                let s: Vec<u8> = r.try_get("slices")?;
+                self.garbage(tx, &s, reason).await?;
             }
         }
+        sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ?")).bind(upload).execute(&mut **tx).await?;
+        Ok(())
     }
 
     /// Drops an upload; its parts' slices become garbage.
@@ -688,15 +652,7 @@ impl Meta {
         if n.rows_affected() == 0 {
             return Err(MetaError::NoSuchUpload);
         }
-        let rows = sqlx::query(self.db.q("SELECT slices FROM parts WHERE upload = ?"))
-            .bind(upload)
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in rows {
-            let s: Vec<u8> = r.try_get("slices")?;
-            self.garbage(&mut tx, &s, "abort").await?;
-        }
-        sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ?")).bind(upload).execute(&mut *tx).await?;
+        self.drop_parts(&mut tx, upload, &[], "abort").await?;
         tx.commit().await?;
         Ok(())
     }

@@ -27,6 +27,103 @@ pub const PARTS_MAX: i32 = 10_000;
 /// How long a looked-up access key is trusted before it is looked up again.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// The checksum values of a request's headers (the inputs share field names).
+macro_rules! given {
+    ($i:expr) => {
+        checksum::Given {
+            crc32: $i.checksum_crc32.clone(),
+            crc32c: $i.checksum_crc32c.clone(),
+            crc64nvme: $i.checksum_crc64nvme.clone(),
+            sha1: $i.checksum_sha1.clone(),
+            sha256: $i.checksum_sha256.clone(),
+        }
+    };
+}
+
+/// `info_from` over a request's content headers, metadata and storage class.
+macro_rules! info_of {
+    ($i:expr) => {
+        info_from(
+            $i.content_type.clone(),
+            $i.content_encoding.clone(),
+            $i.content_disposition.clone(),
+            $i.content_language.clone(),
+            $i.cache_control.clone(),
+            $i.expires.clone(),
+            $i.metadata.clone(),
+            $i.storage_class.clone(),
+        )
+    };
+}
+
+/// The source object of a CopyObject or UploadPartCopy, as (bucket, key, object): in a
+/// bucket of the caller's tenant, meeting the `x-amz-copy-source-if-*` conditions
+/// (a failed one is 412, never 304).
+macro_rules! copy_source {
+    ($gw:expr, $tenant:expr, $i:expr) => {{
+        let CopySource::Bucket { bucket, key, .. } = &$i.copy_source else {
+            return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
+        };
+        $gw.meta.owned_bucket(&$tenant, bucket).await.map_err(meta_err)?;
+        let src = $gw.object(bucket, key).await?;
+        read_conditions(
+            &src.etag,
+            src.modified_ms,
+            &$i.copy_source_if_match,
+            &$i.copy_source_if_none_match,
+            &$i.copy_source_if_modified_since,
+            &$i.copy_source_if_unmodified_since,
+        )
+        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        (bucket.to_string(), key.to_string(), src)
+    }};
+}
+
+/// The headers GET and HEAD answer with (the outputs share field names): the object's
+/// content headers and metadata, the range served, and its checksum when asked for
+/// and the whole object is served.
+macro_rules! object_output {
+    ($ty:ident, $o:expr, $r:expr, $part_number:expr, $checksum_mode:expr) => {{
+        let (o, r): (&Object, &Served) = (&$o, &$r);
+        let mut out = $ty {
+            content_length: Some((r.end - r.start) as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&o.etag)),
+            last_modified: Some(ts(o.modified_ms)),
+            content_type: o.info.content_type.as_ref().and_then(|c| c.parse().ok()),
+            content_encoding: o.info.content_encoding.clone(),
+            content_disposition: o.info.content_disposition.clone(),
+            content_language: o.info.content_language.clone(),
+            cache_control: o.info.cache_control.clone(),
+            expires: parse_expires(&o.info.expires),
+            metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
+            storage_class: o.info.storage_class.clone().map(StorageClass::from),
+            parts_count: $part_number.map(|_| o.info.parts.len().max(1) as i32),
+            ..Default::default()
+        };
+        if r.partial {
+            out.content_range = Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), o.size));
+        }
+        let want = $checksum_mode.as_ref().is_some_and(|m: &ChecksumMode| m.as_str() == ChecksumMode::ENABLED);
+        if let (true, false, Some((a, v))) = (want, r.partial, &o.info.checksum) {
+            set_checksum!(out, a, v.clone());
+            out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
+        }
+        let mut resp = S3Response::new(out);
+        if r.partial {
+            resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        resp
+    }};
+}
+
+/// The bytes `[start, end)` of an object a GET or HEAD serves.
+struct Served {
+    start: u64,
+    end: u64,
+    partial: bool,
+}
+
 pub struct Gateway {
     pub meta: Meta,
     pub data: Arc<Data>,
@@ -558,23 +655,8 @@ impl S3 for Gateway {
         validate_key(&req.input.key)?;
         let i = &req.input;
         let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
-        let mut info = info_from(
-            i.content_type.clone(),
-            i.content_encoding.clone(),
-            i.content_disposition.clone(),
-            i.content_language.clone(),
-            i.cache_control.clone(),
-            i.expires.clone(),
-            i.metadata.clone(),
-            i.storage_class.clone(),
-        )?;
-        let given = checksum::Given {
-            crc32: i.checksum_crc32.clone(),
-            crc32c: i.checksum_crc32c.clone(),
-            crc64nvme: i.checksum_crc64nvme.clone(),
-            sha1: i.checksum_sha1.clone(),
-            sha256: i.checksum_sha256.clone(),
-        };
+        let mut info = info_of!(i)?;
+        let given = given!(i);
         let (algorithm, md5h, len) = (i.checksum_algorithm.clone(), i.content_md5.clone(), i.content_length);
         let (bucket, key) = (i.bucket.clone(), i.key.clone());
         let mut req = req;
@@ -589,7 +671,7 @@ impl S3 for Gateway {
         self.meta.put_object(&bucket, &o, &cond).await.map_err(meta_err)?;
         let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
         if let Some((a, v)) = &o.info.checksum {
-            checksum::set_put_output(&mut out, a, v.clone());
+            set_checksum!(out, a, v.clone());
             out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
         }
         Ok(S3Response::new(out))
@@ -607,51 +689,10 @@ impl S3 for Gateway {
             &i.if_modified_since,
             &i.if_unmodified_since,
         )?;
-        let (start, end, partial) = match (&i.range, i.part_number) {
-            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given")),
-            (Some(r), None) => {
-                let rg = r.check(o.size).map_err(|_| {
-                    let mut e = s3_error!(InvalidRange);
-                    e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-                    e
-                })?;
-                (rg.start, rg.end, true)
-            }
-            (None, Some(n)) => part_range(&o, n)?,
-            (None, None) => (0, o.size, false),
-        };
-        let body = self.data.get(&o.slices, start, end);
-        let mut out = GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body)),
-            content_length: Some((end - start) as i64),
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&o.etag)),
-            last_modified: Some(ts(o.modified_ms)),
-            content_type: o.info.content_type.as_ref().and_then(|c| c.parse().ok()),
-            content_encoding: o.info.content_encoding.clone(),
-            content_disposition: o.info.content_disposition.clone(),
-            content_language: o.info.content_language.clone(),
-            cache_control: o.info.cache_control.clone(),
-            expires: parse_expires(&o.info.expires),
-            metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
-            storage_class: o.info.storage_class.clone().map(StorageClass::from),
-            parts_count: i.part_number.map(|_| o.info.parts.len().max(1) as i32),
-            ..Default::default()
-        };
-        if partial {
-            out.content_range = Some(format!("bytes {}-{}/{}", start, end.saturating_sub(1), o.size));
-        }
-        let want_checksum = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        if want_checksum && !partial {
-            if let Some((a, v)) = &o.info.checksum {
-                checksum::set_get_output(&mut out, a, v.clone());
-                out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
-            }
-        }
-        let mut resp = S3Response::new(out);
-        if partial {
-            resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
-        }
+        let r = served(&o, &i.range, i.part_number)?;
+        let body = self.data.get(&o.slices, r.start, r.end);
+        let mut resp = object_output!(GetObjectOutput, o, r, i.part_number, i.checksum_mode);
+        resp.output.body = Some(StreamingBlob::wrap(body));
         Ok(resp)
     }
 
@@ -667,44 +708,8 @@ impl S3 for Gateway {
             &i.if_modified_since,
             &i.if_unmodified_since,
         )?;
-        let (start, end, partial) = match (&i.range, i.part_number) {
-            (Some(r), _) => {
-                let rg = r.check(o.size).map_err(|_| s3_error!(InvalidRange))?;
-                (rg.start, rg.end, true)
-            }
-            (None, Some(n)) => part_range(&o, n)?,
-            (None, None) => (0, o.size, false),
-        };
-        let mut out = HeadObjectOutput {
-            content_length: Some((end - start) as i64),
-            accept_ranges: Some("bytes".into()),
-            e_tag: Some(etag(&o.etag)),
-            last_modified: Some(ts(o.modified_ms)),
-            content_type: o.info.content_type.as_ref().and_then(|c| c.parse().ok()),
-            content_encoding: o.info.content_encoding.clone(),
-            content_disposition: o.info.content_disposition.clone(),
-            content_language: o.info.content_language.clone(),
-            cache_control: o.info.cache_control.clone(),
-            expires: parse_expires(&o.info.expires),
-            metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
-            storage_class: o.info.storage_class.clone().map(StorageClass::from),
-            parts_count: i.part_number.map(|_| o.info.parts.len().max(1) as i32),
-            ..Default::default()
-        };
-        if partial {
-            out.content_range = Some(format!("bytes {}-{}/{}", start, end.saturating_sub(1), o.size));
-        }
-        if i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && !partial {
-            if let Some((a, v)) = &o.info.checksum {
-                checksum::set_head_output(&mut out, a, v.clone());
-                out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
-            }
-        }
-        let mut resp = S3Response::new(out);
-        if partial {
-            resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
-        }
-        Ok(resp)
+        let r = served(&o, &i.range, i.part_number)?;
+        Ok(object_output!(HeadObjectOutput, o, r, i.part_number, i.checksum_mode))
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
@@ -757,41 +762,15 @@ impl S3 for Gateway {
         let tenant = self.bucket_of(&req, &req.input.bucket).await?;
         let i = &req.input;
         validate_key(&i.key)?;
-        let CopySource::Bucket { bucket: sb, key: sk, .. } = &i.copy_source else {
-            return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
-        };
-        self.meta.owned_bucket(&tenant, sb).await.map_err(meta_err)?;
-        let src = self.object(sb, sk).await?;
-        read_conditions(
-            &src.etag,
-            src.modified_ms,
-            &i.copy_source_if_match,
-            &i.copy_source_if_none_match,
-            &i.copy_source_if_modified_since,
-            &i.copy_source_if_unmodified_since,
-        )
-        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let (sb, sk, src) = copy_source!(self, tenant, i);
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if **sb == *i.bucket && **sk == *i.key && !replace && i.storage_class.is_none() {
+        if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
-        let mut info = if replace {
-            info_from(
-                i.content_type.clone(),
-                i.content_encoding.clone(),
-                i.content_disposition.clone(),
-                i.content_language.clone(),
-                i.cache_control.clone(),
-                i.expires.clone(),
-                i.metadata.clone(),
-                i.storage_class.clone(),
-            )?
-        } else {
-            src.info.clone()
-        };
+        let mut info = if replace { info_of!(i)? } else { src.info.clone() };
         info.checksum = src.info.checksum.clone();
         info.checksum_type = src.info.checksum_type.clone();
         info.parts = src.info.parts.clone();
@@ -906,16 +885,7 @@ impl S3 for Gateway {
         self.bucket_of(&req, &req.input.bucket).await?;
         let i = &req.input;
         validate_key(&i.key)?;
-        let mut info = info_from(
-            i.content_type.clone(),
-            i.content_encoding.clone(),
-            i.content_disposition.clone(),
-            i.content_language.clone(),
-            i.cache_control.clone(),
-            i.expires.clone(),
-            i.metadata.clone(),
-            i.storage_class.clone(),
-        )?;
+        let mut info = info_of!(i)?;
         if let Some(a) = &i.checksum_algorithm {
             let algo = checksum::requested(Some(a.as_str()), &checksum::Given::default(), None)?;
             info.checksum = algo.map(|a| (a.name().to_string(), String::new()));
@@ -946,13 +916,7 @@ impl S3 for Gateway {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
         }
         let up = self.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
-        let given = checksum::Given {
-            crc32: i.checksum_crc32.clone(),
-            crc32c: i.checksum_crc32c.clone(),
-            crc64nvme: i.checksum_crc64nvme.clone(),
-            sha1: i.checksum_sha1.clone(),
-            sha256: i.checksum_sha256.clone(),
-        };
+        let given = given!(i);
         // The upload's algorithm, if it named one, is computed for every part.
         let algorithm = i
             .checksum_algorithm
@@ -973,7 +937,7 @@ impl S3 for Gateway {
         self.meta.put_part(&upload_id, &p).await.map_err(meta_err)?;
         let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
         if let Some((a, v)) = &p.info.checksum {
-            checksum::set_part_output(&mut out, a, v.clone());
+            set_checksum!(out, a, v.clone());
         }
         Ok(S3Response::new(out))
     }
@@ -988,20 +952,7 @@ impl S3 for Gateway {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
         }
         let up = self.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
-        let CopySource::Bucket { bucket: sb, key: sk, .. } = &i.copy_source else {
-            return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
-        };
-        self.meta.owned_bucket(&tenant, sb).await.map_err(meta_err)?;
-        let src = self.object(sb, sk).await?;
-        read_conditions(
-            &src.etag,
-            src.modified_ms,
-            &i.copy_source_if_match,
-            &i.copy_source_if_none_match,
-            &i.copy_source_if_modified_since,
-            &i.copy_source_if_unmodified_since,
-        )
-        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let (_, _, src) = copy_source!(self, tenant, i);
         let (start, end) = match &i.copy_source_range {
             None => (0, src.size),
             Some(r) => copy_range(r, src.size)?,
@@ -1034,7 +985,7 @@ impl S3 for Gateway {
         let mut r =
             CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
         if let Some((a, v)) = &p.info.checksum {
-            checksum::set_copy_part(&mut r, a, v.clone());
+            set_checksum!(r, a, v.clone());
         }
         Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
     }
@@ -1104,13 +1055,7 @@ impl S3 for Gateway {
             info.checksum_type = None;
         }
         // A whole-object checksum the client computed must match the one made of the parts.
-        let given = checksum::Given {
-            crc32: i.checksum_crc32.clone(),
-            crc32c: i.checksum_crc32c.clone(),
-            crc64nvme: i.checksum_crc64nvme.clone(),
-            sha1: i.checksum_sha1.clone(),
-            sha256: i.checksum_sha256.clone(),
-        };
+        let given = given!(i);
         if let Some((a, v)) = &info.checksum {
             if let Some(g) = Algo::from_name(a).and_then(|al| given.get(al)) {
                 let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
@@ -1132,7 +1077,7 @@ impl S3 for Gateway {
             ..Default::default()
         };
         if let Some((a, v)) = &o.info.checksum {
-            checksum::set_complete_output(&mut out, a, v.clone());
+            set_checksum!(out, a, v.clone());
             out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
         }
         Ok(S3Response::new(out))
@@ -1184,7 +1129,7 @@ impl S3 for Gateway {
                             ..Default::default()
                         };
                         if let Some((a, v)) = &p.info.checksum {
-                            checksum::set_part(&mut x, a, v.clone());
+                            set_checksum!(x, a, v.clone());
                         }
                         x
                     })
@@ -1249,6 +1194,24 @@ fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
         return Err(s3_error!(InvalidRange, "x-amz-copy-source-range is outside the source object"));
     }
     Ok((a, b + 1))
+}
+
+/// What a GET or HEAD with `range` or `part_number` serves of `o`.
+fn served(o: &Object, range: &Option<Range>, part_number: Option<i32>) -> S3Result<Served> {
+    let (start, end, partial) = match (range, part_number) {
+        (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given")),
+        (Some(r), None) => {
+            let rg = r.check(o.size).map_err(|_| {
+                let mut e = s3_error!(InvalidRange);
+                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                e
+            })?;
+            (rg.start, rg.end, true)
+        }
+        (None, Some(n)) => part_range(o, n)?,
+        (None, None) => (0, o.size, false),
+    };
+    Ok(Served { start, end, partial })
 }
 
 /// The byte range of part `n` of an object (a single-part object has part 1 only).

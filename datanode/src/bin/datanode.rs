@@ -44,19 +44,10 @@ fn run() -> anyhow::Result<()> {
             tokio::spawn(datanode::heartbeat::run(store.clone(), cfg.node_id, advertise, meta));
         }
         let server = Arc::new(Server::new(store.clone(), cfg.node_id));
-        server.serve(listener, shutdown_signal()).await;
+        server.serve(listener, client::shutdown_signal()).await;
         tracing::info!("shutting down");
         anyhow::Ok(())
     })?;
     store.shutdown();
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

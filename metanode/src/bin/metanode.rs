@@ -182,7 +182,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let _ =
                 writeln!(out, "metanode {} listening on {}", s.id, listener.local_addr()?).and_then(|()| out.flush());
             let app = metanode::api::router(node.clone());
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            axum::serve(listener, app).with_graceful_shutdown(client::shutdown_signal()).await?;
             tracing::info!("shutting down");
             node.raft.shutdown().await.ok();
         }
@@ -222,14 +222,5 @@ mod erased {
         fn json(&self) -> String {
             serde_json::to_string_pretty(self).expect("serializable")
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -135,7 +135,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             datanode::config::parse_size(&device_size).context("--device-size")?;
             let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill, db, domains: domain };
-            standalone::run(s, shutdown_signal()).await?;
+            standalone::run(s, client::shutdown_signal()).await?;
         }
         Cmd::Serve { db, meta, listen, name, streams, policy, domain } => {
             let master_key = MasterKey::load(&db.master_key)?;
@@ -147,7 +147,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             use std::io::Write;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
-            server::serve(l, svc, shutdown_signal()).await;
+            server::serve(l, svc, client::shutdown_signal()).await;
         }
         Cmd::MasterKeyCreate { path } => {
             MasterKey::load_or_create(&path)?;
@@ -175,13 +175,4 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
