@@ -363,19 +363,29 @@ impl MetaNode {
         let results = client::join_all(fences).await;
         let mut length = u64::MAX;
         let mut reached = Vec::new();
+        let mut answered = 0;
         for (r, res) in e.replicas.iter().zip(results) {
             match res {
                 Ok((c, l)) => {
                     length = length.min(l);
                     reached.extend(c);
+                    answered += 1;
                 }
                 Err(why) => tracing::warn!("extent {}: replica on datanode {} unreachable: {why}", e.id, r.node),
             }
         }
-        if length == u64::MAX {
+        // Any one replica holds every acknowledged byte; an EC extent needs K shards to
+        // be sure that what lies below the smallest length can be decoded.
+        let need = match e.policy {
+            Policy::Replica { .. } => 1,
+            Policy::Ec { k, .. } => k as usize,
+        };
+        if answered < need {
             return Err(MetaError::unavailable(format!(
-                "no replica of extent {} is reachable to seal it; retry the open",
-                e.id
+                "{answered} of the {} copies of extent {} ({}) are reachable, {need} are needed to seal it; retry the open",
+                e.replicas.len(),
+                e.id,
+                e.policy
             )));
         }
         for c in reached {

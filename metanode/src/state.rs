@@ -246,10 +246,11 @@ impl State {
                 return Err(MetaError::conflict(format!("extent {t} is still open: seal it before allocating")));
             }
         }
-        self.check_replicas(s.policy, &replicas)?;
+        let policy = s.policy;
+        self.check_replicas(policy, &replicas)?;
         self.counters.next_extent += 1;
         let id = self.counters.next_extent;
-        let e = ExtentInfo { id, stream, replicas, epoch, sealed_len: None, bad: Vec::new() };
+        let e = ExtentInfo { id, stream, policy, replicas, epoch, sealed_len: None, bad: Vec::new() };
         self.extents.insert(id, e.clone());
         self.streams.get_mut(&stream).expect("checked").extents.push(id);
         dirty.extend([Key::Extent(id), Key::Stream(stream), Key::Counters]);

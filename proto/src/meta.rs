@@ -151,11 +151,14 @@ pub struct Replica {
 pub struct ExtentInfo {
     pub id: ExtentId,
     pub stream: StreamId,
+    /// The stream's policy: how an append's bytes lie on `replicas`.
+    pub policy: Policy,
     /// Replicas in order; for `ec:K+M`, shard i is on `replicas[i]` (data shards first).
     pub replicas: Vec<Replica>,
     /// The stream epoch the extent was allocated under.
     pub epoch: Epoch,
-    /// `Some(len)` once sealed: the extent's final length, immutable.
+    /// `Some(len)` once sealed: the extent's final length, immutable. For `ec:K+M` it is
+    /// the length of each shard (every shard of an extent has the same length).
     pub sealed_len: Option<u64>,
     /// Datanodes whose copy a reader found bad (checksum mismatch or corruption the
     /// datanode reported): readers try them last, and repair will replace them.
