@@ -8,6 +8,9 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+/// Idle encoders (and decoders) a `Simd` codec keeps for reuse.
+const CODERS_POOLED_MAX: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("ec:{k}+{m} is not supported by this codec")]
@@ -87,13 +90,14 @@ impl Codec for Matrix {
     }
 }
 
-/// `reed-solomon-simd` (O(n log n) codec over GF(2^16), SIMD). Its encoder and decoder
-/// keep their work buffers between stripes (reset, not rebuilt).
+/// `reed-solomon-simd` (O(n log n) codec over GF(2^16), SIMD). Encoders and decoders
+/// keep their work buffers between stripes (reset, not rebuilt); each call takes one
+/// from a small pool, so concurrent callers code in parallel.
 pub struct Simd {
     k: usize,
     m: usize,
-    enc: parking_lot::Mutex<Option<reed_solomon_simd::ReedSolomonEncoder>>,
-    dec: parking_lot::Mutex<Option<reed_solomon_simd::ReedSolomonDecoder>>,
+    enc: parking_lot::Mutex<Vec<reed_solomon_simd::ReedSolomonEncoder>>,
+    dec: parking_lot::Mutex<Vec<reed_solomon_simd::ReedSolomonDecoder>>,
 }
 
 impl Simd {
@@ -118,32 +122,36 @@ impl Codec for Simd {
     }
     fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, CodecError> {
         let len = data.first().map(|d| d.len()).unwrap_or(0);
-        let mut guard = self.enc.lock();
-        let enc = match guard.as_mut() {
-            Some(e) => {
+        let pooled = self.enc.lock().pop();
+        let mut enc = match pooled {
+            Some(mut e) => {
                 e.reset(self.k, self.m, len).map_err(simd_err)?;
                 e
             }
-            None => guard.insert(reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(simd_err)?),
+            None => reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(simd_err)?,
         };
         for d in data {
             enc.add_original_shard(d).map_err(simd_err)?;
         }
-        let out = enc.encode().map_err(simd_err)?;
-        Ok(out.recovery_iter().map(<[u8]>::to_vec).collect())
+        let parity = enc.encode().map_err(simd_err)?.recovery_iter().map(<[u8]>::to_vec).collect();
+        let mut pool = self.enc.lock();
+        if pool.len() < CODERS_POOLED_MAX {
+            pool.push(enc);
+        }
+        Ok(parity)
     }
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
         let len = check(shards, self.k, self.m)?;
         if shards[..self.k].iter().all(Option::is_some) {
             return Ok(());
         }
-        let mut guard = self.dec.lock();
-        let dec = match guard.as_mut() {
-            Some(d) => {
+        let pooled = self.dec.lock().pop();
+        let mut dec = match pooled {
+            Some(mut d) => {
                 d.reset(self.k, self.m, len).map_err(simd_err)?;
                 d
             }
-            None => guard.insert(reed_solomon_simd::ReedSolomonDecoder::new(self.k, self.m, len).map_err(simd_err)?),
+            None => reed_solomon_simd::ReedSolomonDecoder::new(self.k, self.m, len).map_err(simd_err)?,
         };
         for (i, s) in shards[..self.k].iter().enumerate() {
             if let Some(s) = s {
@@ -160,6 +168,10 @@ impl Codec for Simd {
         drop(out);
         for (i, s) in restored {
             shards[i] = Some(s);
+        }
+        let mut pool = self.dec.lock();
+        if pool.len() < CODERS_POOLED_MAX {
+            pool.push(dec);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod ec;
 pub mod meta;
 pub mod stream;
+mod stripe;
 
 pub use conn::{ClientError, DataNodeClient};
 pub use meta::MetaClient;

@@ -5,9 +5,15 @@
 //! healthy nodes and re-appends. Readers verify each slice's CRC32C and fall back to
 //! another replica on error or mismatch.
 //!
+//! `ec:K+M` streams (issue 6) go the same way with one shard per replica: the writer
+//! encodes each append into K+M shards (`stripe.rs`, in the caller's `submit`) and sends
+//! shard i to replica i; an append is acknowledged when all K+M shards are durable.
+//! Reads go to the data shards and decode from any K of K+M when one is missing, slow
+//! or corrupt; a whole slice is always checked against its CRC32C.
+//!
 //! Extent locations are cached per `StreamClient` (the writer's own allocations, and
 //! whatever reads learnt), and refreshed from the metanode when a read through them
-//! fails. Not yet: EC policies.
+//! fails.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -18,10 +24,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo, StreamView};
-use proto::{Epoch, ExtentError, ExtentId, NodeId, Response, APPEND_BYTES_MAX, READ_BYTES_MAX};
+use proto::{Epoch, ExtentError, ExtentId, NodeId, Request, Response, APPEND_BYTES_MAX, READ_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::error::Elapsed;
 
+use crate::ec::{shard_len, Codec, Simd};
+use crate::stripe::{data_pieces, Layout, Payloads};
 use crate::{ClientError, DataNodeClient, MetaClient};
 
 /// Where an append's bytes are: enough to read them back and check them.
@@ -43,10 +51,12 @@ pub enum StreamError {
     TooLarge(usize),
     #[error("the cluster could not take the write within {deadline:?}: {last}")]
     Unavailable { deadline: Duration, last: String },
-    #[error("no replica of extent {extent} returned good bytes for {offset}+{len}: {why}")]
+    #[error("cannot read {offset}+{len} of extent {extent}: {why}")]
     Unreadable { extent: ExtentId, offset: u64, len: u32, why: String },
-    #[error("only ec:K+M needs erasure coding, which this client cannot write yet: {0}")]
+    #[error("this client's erasure codec cannot code {0}")]
     Unsupported(Policy),
+    #[error("erasure coding failed: {0}")]
+    Codec(String),
 }
 
 #[derive(Debug, Clone)]
@@ -96,12 +106,45 @@ pub struct StreamClient {
     nodes: Arc<Mutex<HashMap<NodeId, NodeInfo>>>,
     /// Extent locations learnt from the metanode, refreshed when they fail a read.
     extents: Arc<Mutex<HashMap<ExtentId, ExtentInfo>>>,
+    /// Decoders for EC reads, by (K, M).
+    codecs: Arc<Codecs>,
     pub config: StreamConfig,
+}
+
+type Codecs = Mutex<HashMap<(usize, usize), Arc<Simd>>>;
+
+/// What a read asks of one extent.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// A whole slice, checked against its CRC.
+    Slice(Slice),
+    /// Bytes `[off, off + len)` of a slice.
+    Part { s: Slice, off: u64, len: u64 },
+    /// Any appended bytes of a replicated extent.
+    Range { offset: u64, len: u32 },
+}
+
+/// The first `len` bytes of `pieces` joined (data shards without their padding).
+fn join_data<'a>(pieces: impl Iterator<Item = &'a (impl AsRef<[u8]> + 'a)>, len: usize) -> Bytes {
+    let mut out = bytes::BytesMut::with_capacity(len);
+    for p in pieces {
+        let p = p.as_ref();
+        let take = p.len().min(len - out.len());
+        out.extend_from_slice(&p[..take]);
+    }
+    out.freeze()
 }
 
 impl StreamClient {
     pub fn new(meta: MetaClient, config: StreamConfig) -> StreamClient {
-        StreamClient { meta, pool: Arc::default(), nodes: Arc::default(), extents: Arc::default(), config }
+        StreamClient {
+            meta,
+            pool: Arc::default(),
+            nodes: Arc::default(),
+            extents: Arc::default(),
+            codecs: Arc::default(),
+            config,
+        }
     }
 
     pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo, StreamError> {
@@ -112,9 +155,7 @@ impl StreamClient {
     /// open extent sealed by the metanode).
     pub async fn open_writer(&self, id: StreamId, writer: &str) -> Result<StreamWriter, StreamError> {
         let v = self.meta.open_stream(id, writer).await?;
-        if let Policy::Ec { .. } = v.stream.policy {
-            return Err(StreamError::Unsupported(v.stream.policy));
-        }
+        let layout = Layout::new(v.stream.policy)?;
         self.remember(&v.nodes);
         let tail = Tail { open: None, last: v.stream.extents.last().copied() };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -130,7 +171,7 @@ impl StreamClient {
             last_error: String::new(),
         };
         tokio::spawn(driver.run(rx));
-        Ok(StreamWriter { id, epoch: v.stream.epoch, tx })
+        Ok(StreamWriter { id, epoch: v.stream.epoch, policy: v.stream.policy, layout, tx })
     }
 
     fn remember(&self, nodes: &[NodeInfo]) {
@@ -166,80 +207,257 @@ impl StreamClient {
         }
     }
 
-    /// Reads a slice from one of its replicas, checking its CRC32C; on an error or a
-    /// mismatch it reports the bad copy and tries the next replica.
+    /// Reads a slice and checks it against its CRC32C. `replica:N`: from one replica,
+    /// falling back to the next on an error or a mismatch (and reporting the bad copy).
+    /// `ec:K+M`: from its data shards; when one is missing, slow or corrupt, from any K
+    /// of the K+M shards, decoded. Never returns bytes that fail the CRC.
     pub async fn read(&self, s: Slice) -> Result<Bytes, StreamError> {
-        self.read_at(s.extent, s.offset, s.len, Some(s.crc)).await
+        self.located(s.extent, Want::Slice(s)).await
     }
 
-    /// Reads `len` bytes of `extent` from `offset`: any range of appended bytes, e.g. part
-    /// of a slice. The datanode checks the CRCs it stored over what it returns; a replica
-    /// that reports corruption is reported and the next one tried. Ranges longer than
-    /// one read (`READ_BYTES_MAX`) are read piece by piece.
-    pub async fn read_range(&self, extent: ExtentId, offset: u64, len: u64) -> Result<Bytes, StreamError> {
-        if len <= READ_BYTES_MAX as u64 {
-            return self.read_at(extent, offset, len as u32, None).await;
+    /// Bytes `[off, off + len)` of slice `s` (a ranged GET, a copied range). The
+    /// datanodes check their stored CRCs over what they return; a part cannot be checked
+    /// against the slice's own CRC (an EC part read that fails falls back to decoding the
+    /// whole slice, which is).
+    pub async fn read_part(&self, s: Slice, off: u64, len: u64) -> Result<Bytes, StreamError> {
+        if off + len > s.len as u64 || len == 0 {
+            let why = format!("bytes {off}+{len} are not inside the slice");
+            return Err(StreamError::Unreadable { extent: s.extent, offset: s.offset, len: s.len, why });
         }
+        if len == s.len as u64 {
+            return self.read(s).await;
+        }
+        self.located(s.extent, Want::Part { s, off, len }).await
+    }
+
+    /// Reads `len` bytes of a `replica:N` extent from `offset`: any range of appended
+    /// bytes, e.g. a whole extent. The datanode checks the CRCs it stored over what it
+    /// returns; a replica that reports corruption is reported and the next one tried.
+    /// Ranges longer than one read (`READ_BYTES_MAX`) are read piece by piece. An EC
+    /// extent is read by slice (`read`, `read_part`).
+    pub async fn read_range(&self, extent: ExtentId, offset: u64, len: u64) -> Result<Bytes, StreamError> {
         let mut out = bytes::BytesMut::with_capacity(len as usize);
         let mut at = offset;
         while at < offset + len {
-            let n = (offset + len - at).min(READ_BYTES_MAX as u64);
-            out.extend_from_slice(&self.read_at(extent, at, n as u32, None).await?);
-            at += n;
+            let n = (offset + len - at).min(READ_BYTES_MAX as u64) as u32;
+            let piece = self.located(extent, Want::Range { offset: at, len: n }).await?;
+            if len <= READ_BYTES_MAX as u64 {
+                return Ok(piece);
+            }
+            out.extend_from_slice(&piece);
+            at += n as u64;
         }
         Ok(out.freeze())
     }
 
-    async fn read_at(&self, extent: ExtentId, offset: u64, len: u32, crc: Option<u32>) -> Result<Bytes, StreamError> {
+    /// Reads through the cached locations of `extent`, and when that fails, through
+    /// fresh ones from the metanode (replicas may have moved).
+    async fn located(&self, extent: ExtentId, want: Want) -> Result<Bytes, StreamError> {
         let cached = self.extents.lock().get(&extent).cloned();
         if let Some(e) = cached {
-            match self.read_from(&e, offset, len, crc).await {
+            match self.read_in(&e, want).await {
                 Ok(b) => return Ok(b),
-                // The replicas may have moved: ask the metanode once more below.
                 Err(err) => tracing::debug!("read from cached locations failed: {err}"),
             }
         }
         let e = self.meta.extent(extent).await?;
         self.extents.lock().insert(e.id, e.clone());
-        self.read_from(&e, offset, len, crc).await
+        self.read_in(&e, want).await
+    }
+
+    async fn read_in(&self, e: &ExtentInfo, want: Want) -> Result<Bytes, StreamError> {
+        match (e.policy, want) {
+            (Policy::Replica { .. }, Want::Slice(s)) => self.read_replicas(e, s.offset, s.len, Some(s.crc)).await,
+            (Policy::Replica { .. }, Want::Part { s, off, len }) => {
+                self.read_replicas(e, s.offset + off, len as u32, None).await
+            }
+            (Policy::Replica { .. }, Want::Range { offset, len }) => self.read_replicas(e, offset, len, None).await,
+            (Policy::Ec { k, .. }, Want::Slice(s)) => self.read_stripe(e, k as usize, s).await,
+            (Policy::Ec { k, .. }, Want::Part { s, off, len }) => {
+                self.read_stripe_part(e, k as usize, s, off, len).await
+            }
+            (Policy::Ec { .. }, Want::Range { offset, len }) => Err(StreamError::Unreadable {
+                extent: e.id,
+                offset,
+                len,
+                why: format!("extent {} is {}: read it by slice", e.id, e.policy),
+            }),
+        }
     }
 
     /// Tries the replicas in turn, starting from one chosen by offset (spreading reads
     /// of one extent over its copies), copies known to be bad last.
-    async fn read_from(&self, e: &ExtentInfo, offset: u64, len: u32, crc: Option<u32>) -> Result<Bytes, StreamError> {
+    async fn read_replicas(
+        &self,
+        e: &ExtentInfo,
+        offset: u64,
+        len: u32,
+        crc: Option<u32>,
+    ) -> Result<Bytes, StreamError> {
         let n = e.replicas.len();
         let first = (offset / 4096 + e.id) as usize % n.max(1);
         let mut order: Vec<_> = (0..n).map(|i| e.replicas[(first + i) % n]).collect();
         order.sort_by_key(|r| e.bad.contains(&r.node));
         let mut why = Vec::new();
         for r in order {
-            let c = match self.conn(r.node).await {
-                Ok(c) => c,
-                Err(w) => {
-                    why.push(w);
-                    continue;
-                }
-            };
-            let read = tokio::time::timeout(self.config.replica_timeout, c.read(e.id, offset, len));
-            let Ok(read) = read.await else {
-                why.push(format!("datanode {}: no answer within {:?}", r.node, self.config.replica_timeout));
-                continue;
-            };
-            let bad = match read {
-                Ok(b) if b.len() == len as usize && crc.is_none_or(|c| proto::crc32c(&b) == c) => return Ok(b),
-                Ok(b) if b.len() != len as usize => format!("returned {} bytes for {len}", b.len()),
-                Ok(_) => format!("bytes at {offset}+{len} do not match their CRC"),
-                Err(err @ ClientError::Extent(ExtentError::ChecksumMismatch { .. })) => err.to_string(),
-                Err(err) => {
-                    why.push(format!("datanode {}: {err}", r.node));
-                    continue;
-                }
-            };
-            tracing::warn!("extent {} on datanode {}: {bad}", e.id, r.node);
-            self.report_bad(e.id, r.node, bad.clone());
-            why.push(format!("datanode {}: {bad}", r.node));
+            match self.read_copy(e.id, r.node, offset, len, crc).await {
+                Ok(b) => return Ok(b),
+                Err(w) => why.push(w),
+            }
         }
         Err(StreamError::Unreadable { extent: e.id, offset, len, why: why.join("; ") })
+    }
+
+    /// Reads `len` bytes at `offset` of `node`'s copy (or shard) of `extent`. Bytes of
+    /// the wrong length, that fail `crc`, or that the datanode found corrupt, are
+    /// reported as a bad copy; every failure comes back as the reason.
+    async fn read_copy(
+        &self,
+        extent: ExtentId,
+        node: NodeId,
+        offset: u64,
+        len: u32,
+        crc: Option<u32>,
+    ) -> Result<Bytes, String> {
+        let c = self.conn(node).await?;
+        let t = self.config.replica_timeout;
+        let Ok(read) = tokio::time::timeout(t, c.read(extent, offset, len)).await else {
+            return Err(format!("datanode {node}: no answer within {t:?}"));
+        };
+        let bad = match read {
+            Ok(b) if b.len() == len as usize && crc.is_none_or(|c| proto::crc32c(&b) == c) => return Ok(b),
+            Ok(b) if b.len() != len as usize => format!("returned {} bytes for {len}", b.len()),
+            Ok(_) => format!("bytes at {offset}+{len} do not match their CRC"),
+            Err(err @ ClientError::Extent(ExtentError::ChecksumMismatch { .. })) => err.to_string(),
+            Err(err) => return Err(format!("datanode {node}: {err}")),
+        };
+        tracing::warn!("extent {extent} on datanode {node}: {bad}");
+        self.report_bad(extent, node, bad.clone());
+        Err(format!("datanode {node}: {bad}"))
+    }
+
+    /// A whole EC slice: its data shards, joined and checked; decoded when that fails.
+    async fn read_stripe(&self, e: &ExtentInfo, k: usize, s: Slice) -> Result<Bytes, StreamError> {
+        let sl = shard_len(s.len as usize, k) as u64;
+        // A short slice leaves the last data shards all padding: they are not read.
+        let holding = (s.len as u64).div_ceil(sl) as usize;
+        let reads = (0..holding).map(|i| self.read_copy(e.id, e.replicas[i].node, s.offset, sl as u32, None));
+        let mut shards: Vec<Option<Bytes>> = vec![None; e.replicas.len()];
+        let mut why = Vec::new();
+        for (i, r) in crate::join_all(reads).await.into_iter().enumerate() {
+            match r {
+                Ok(b) => shards[i] = Some(b),
+                Err(w) => why.push(format!("shard {i}: {w}")),
+            }
+        }
+        if why.is_empty() {
+            let joined = join_data(shards[..holding].iter().flatten(), s.len as usize);
+            if proto::crc32c(&joined) == s.crc {
+                return Ok(joined);
+            }
+            why.push("the data shards do not match the slice's CRC".into());
+        }
+        self.decode_stripe(e, k, s, sl, shards, why).await
+    }
+
+    /// Reads the shards not yet in `shards` and rebuilds the slice from any K of them,
+    /// checked against its CRC. If the K+ shards present do not give the right bytes
+    /// together, each is left out in turn (one shard gone bad silently is found and
+    /// reported); no combination that fails the CRC is ever returned.
+    async fn decode_stripe(
+        &self,
+        e: &ExtentInfo,
+        k: usize,
+        s: Slice,
+        sl: u64,
+        mut shards: Vec<Option<Bytes>>,
+        mut why: Vec<String>,
+    ) -> Result<Bytes, StreamError> {
+        let missing: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_none()).collect();
+        let reads = missing.iter().map(|&i| self.read_copy(e.id, e.replicas[i].node, s.offset, sl as u32, None));
+        for (&i, r) in missing.iter().zip(crate::join_all(reads).await) {
+            match r {
+                Ok(b) => shards[i] = Some(b),
+                Err(w) if i < k && (i as u64) * sl >= s.len as u64 => why.push(format!("shard {i} (padding): {w}")),
+                Err(w) if i < k => why.push(format!("shard {i}: {w}")),
+                Err(w) => why.push(format!("parity shard {i}: {w}")),
+            }
+        }
+        let unreadable = |why: Vec<String>| StreamError::Unreadable {
+            extent: e.id,
+            offset: s.offset,
+            len: s.len,
+            why: format!("ec:{k}+{}: {}", shards.len() - k, why.join("; ")),
+        };
+        let present: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_some()).collect();
+        if present.len() < k {
+            why.push(format!("only {} good shards, {k} needed", present.len()));
+            return Err(unreadable(why));
+        }
+        let codec = self.codec(k, shards.len() - k)?;
+        // First every shard present, then (when more than K are) each left out in turn.
+        let spare = if present.len() > k { present.len() } else { 0 };
+        let leave_out = std::iter::once(None).chain(present.iter().copied().map(Some).take(spare));
+        for skip in leave_out {
+            let mut work: Vec<Option<Vec<u8>>> = shards
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b.as_ref().filter(|_| Some(i) != skip).map(|b| b.to_vec()))
+                .collect();
+            if let Err(err) = codec.reconstruct(&mut work) {
+                why.push(format!("decoding: {err}"));
+                continue;
+            }
+            let joined = join_data(work[..k].iter().flatten(), s.len as usize);
+            if proto::crc32c(&joined) == s.crc {
+                if let Some(bad) = skip {
+                    let node = e.replicas[bad].node;
+                    self.report_bad(e.id, node, format!("shard {bad} at {}+{sl} disagrees with the others", s.offset));
+                }
+                return Ok(joined);
+            }
+        }
+        why.push("no K of the shards read give bytes matching the slice's CRC".into());
+        Err(unreadable(why))
+    }
+
+    /// Part of an EC slice, from the data shards that hold it; the whole slice, decoded,
+    /// when one of them fails.
+    async fn read_stripe_part(
+        &self,
+        e: &ExtentInfo,
+        k: usize,
+        s: Slice,
+        off: u64,
+        len: u64,
+    ) -> Result<Bytes, StreamError> {
+        let sl = shard_len(s.len as usize, k) as u64;
+        let reads = data_pieces(sl, off, len)
+            .map(|(i, at, n)| self.read_copy(e.id, e.replicas[i].node, s.offset + at, n as u32, None));
+        let got: Result<Vec<Bytes>, String> = crate::join_all(reads).await.into_iter().collect();
+        match got {
+            Ok(pieces) => Ok(join_data(pieces.iter(), len as usize)),
+            Err(why) => {
+                tracing::debug!(
+                    "extent {}: reading {off}+{len} of a slice from its data shards: {why}; decoding",
+                    e.id
+                );
+                let whole = self.read_stripe(e, k, s).await?;
+                Ok(whole.slice(off as usize..(off + len) as usize))
+            }
+        }
+    }
+
+    /// The decoder for `ec:k+m`, shared by every read of this client.
+    fn codec(&self, k: usize, m: usize) -> Result<Arc<Simd>, StreamError> {
+        let mut codecs = self.codecs.lock();
+        if let Some(c) = codecs.get(&(k, m)) {
+            return Ok(c.clone());
+        }
+        let policy = Policy::Ec { k: k as u8, m: m as u8 };
+        let c = Arc::new(Simd::new(k, m).map_err(|_| StreamError::Unsupported(policy))?);
+        codecs.insert((k, m), c.clone());
+        Ok(c)
     }
 
     /// Tells the metanode, in the background, that `node`'s copy of `extent` is bad, and
@@ -301,8 +519,9 @@ pub const WRITER_IN_FLIGHT_MAX: usize = 64;
 pub const WRITER_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 
 struct Req {
-    data: Bytes,
-    crc: u32,
+    /// Bytes appended (the slice's length).
+    len: u32,
+    payloads: Payloads,
     reply: oneshot::Sender<Result<Slice, StreamError>>,
 }
 
@@ -341,6 +560,8 @@ struct InFlight {
 pub struct StreamWriter {
     pub id: StreamId,
     pub epoch: Epoch,
+    pub policy: Policy,
+    layout: Layout,
     tx: mpsc::UnboundedSender<Item>,
 }
 
@@ -348,14 +569,17 @@ impl StreamWriter {
     /// Queues `data` now (appends land in the order of these calls) and returns the
     /// future of its slice, ready once every replica made it durable. The queue is not
     /// bounded here: a caller bounds what it has outstanding (`WRITER_IN_FLIGHT_MAX`
-    /// are on the wire at once).
+    /// are on the wire at once). CRCs, and for `ec:K+M` the shards and their parity, are
+    /// computed here, on the caller's thread.
     pub fn submit(&self, data: Bytes) -> impl Future<Output = Result<Slice, StreamError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let queued = if data.is_empty() || data.len() > APPEND_BYTES_MAX as usize {
             Err(StreamError::TooLarge(data.len()))
         } else {
-            let crc = proto::crc32c(&data);
-            self.tx.send(Item::Append(Req { data, crc, reply })).map_err(|_| stopped())
+            self.layout.payloads(&data).and_then(|payloads| {
+                let req = Req { len: data.len() as u32, payloads, reply };
+                self.tx.send(Item::Append(req)).map_err(|_| stopped())
+            })
         };
         async move {
             queued?;
@@ -457,7 +681,7 @@ impl Driver {
         let cfg = self.client.config.clone();
         while let Some(front) = self.queue.front() {
             let len = match front {
-                Item::Append(r) => r.data.len() as u64,
+                Item::Append(r) => r.payloads.advance(),
                 Item::Seal { .. } if !self.inflight.is_empty() => return Ok(Next::Go),
                 Item::Seal { .. } => {
                     self.seal_open().await?;
@@ -500,12 +724,14 @@ impl Driver {
             let sends: Vec<_> = o
                 .conns
                 .iter()
-                .map(|c| {
-                    let r = DataNodeClient::append_request(extent, offset, self.epoch, req.data.clone());
+                .enumerate()
+                .map(|(i, c)| {
+                    let (crc32c, payload) = req.payloads.target(i);
+                    let r = Request::Append { extent, expected_offset: offset, epoch: self.epoch, crc32c, payload };
                     tokio::time::timeout(cfg.replica_timeout, c.submit(r))
                 })
                 .collect();
-            self.inflight_bytes += req.data.len();
+            self.inflight_bytes += req.payloads.bytes();
             self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(crate::join_all(sends)) });
         }
         Ok(Next::Go)
@@ -520,7 +746,7 @@ impl Driver {
     /// The oldest append's answers from every replica.
     async fn settle(&mut self, res: Vec<Result<Result<Response, ClientError>, Elapsed>>) -> Result<(), StreamError> {
         let f = self.inflight.pop_front().expect("settling the oldest");
-        self.inflight_bytes -= f.req.data.len();
+        self.inflight_bytes -= f.req.payloads.bytes();
         let o = self.tail.open.as_ref().expect("in flight on the open extent");
         let mut failure = None;
         for (r, res) in o.info.replicas.iter().zip(res) {
@@ -540,12 +766,11 @@ impl Driver {
         }
         match failure {
             None => {
-                let len = f.req.data.len() as u64;
                 let o = self.tail.open.as_mut().expect("open");
                 debug_assert_eq!(o.len, f.offset);
-                o.len = f.offset + len;
+                o.len = f.offset + f.req.payloads.advance();
                 self.failing_since = None;
-                let slice = Slice { extent: f.extent, offset: f.offset, len: len as u32, crc: f.req.crc };
+                let slice = Slice { extent: f.extent, offset: f.offset, len: f.req.len, crc: f.req.payloads.crc() };
                 let _ = f.req.reply.send(Ok(slice));
                 Ok(())
             }
