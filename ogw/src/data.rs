@@ -1,9 +1,11 @@
-//! Object bytes on LogStreams. A gateway owns a few streams (recorded in SQL under its
-//! name, reopened with a new epoch at start); a body is cut into chunks that go to the
-//! streams in turn, several in flight, so a large object is spread over the streams and
-//! written in parallel while memory per request stays bounded. GETs read the slices in
-//! order with a few reads ahead.
+//! Object bytes on LogStreams. A gateway owns a few streams per redundancy policy
+//! (recorded in SQL under its name, reopened with a new epoch at start; a policy's
+//! streams are created the first time an object needs it); a body is cut into chunks
+//! that go to the streams of its policy in turn, several in flight, so a large object is
+//! spread over the streams and written in parallel while memory per request stays
+//! bounded. GETs read the slices in order with a few reads ahead.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,38 +36,90 @@ struct Lane {
     writer: Mutex<Arc<StreamWriter>>,
 }
 
+/// The gateway's streams of one policy.
+type Lanes = Arc<Vec<Lane>>;
+
 pub struct Data {
     pub sc: StreamClient,
+    meta: Meta,
     owner: String,
-    lanes: Vec<Lane>,
+    /// Streams per policy; at least `width` each.
+    lanes: Mutex<HashMap<Policy, Lanes>>,
+    width: usize,
+    /// Held while a policy's streams are being created.
+    creating: tokio::sync::Mutex<()>,
     next: AtomicUsize,
 }
 
 impl Data {
-    /// Opens (creating as needed) `n` streams owned by `owner`.
+    /// Opens every stream `owner` has (grouped by policy), creating `n` of `policy` if
+    /// it has fewer; other policies get `n` streams when first asked for.
     pub async fn open(sc: StreamClient, meta: &Meta, owner: &str, n: usize, policy: Policy) -> anyhow::Result<Data> {
-        let mut ids = meta.streams_of(owner).await?;
-        while ids.len() < n {
-            let s = sc.create_stream(policy).await?;
-            meta.add_stream(s.id, owner).await?;
-            ids.push(s.id);
-        }
-        let mut lanes = Vec::new();
-        for id in ids {
+        let mut by_policy: HashMap<Policy, Vec<Lane>> = HashMap::new();
+        for id in meta.streams_of(owner).await? {
             let w = sc.open_writer(id, owner).await?;
-            lanes.push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
+            by_policy.entry(w.policy).or_default().push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
         }
-        Ok(Data { sc, owner: owner.to_string(), lanes, next: AtomicUsize::new(0) })
+        let lanes = by_policy.into_iter().map(|(p, l)| (p, Arc::new(l))).collect();
+        let d = Data {
+            sc,
+            meta: meta.clone(),
+            owner: owner.to_string(),
+            lanes: Mutex::new(lanes),
+            width: n.max(1),
+            creating: Default::default(),
+            next: AtomicUsize::new(0),
+        };
+        d.lanes(policy).await?;
+        Ok(d)
+    }
+
+    /// The streams of `policy`, created (`width` of them) the first time.
+    async fn lanes(&self, policy: Policy) -> Result<Lanes, StreamError> {
+        let have = |d: &Data| d.lanes.lock().get(&policy).filter(|l| l.len() >= d.width).cloned();
+        if let Some(l) = have(self) {
+            return Ok(l);
+        }
+        let _turn = self.creating.lock().await;
+        if let Some(l) = have(self) {
+            return Ok(l);
+        }
+        // Fewer than `width` (the gateway was restarted with more): keep them, add more.
+        let mut lanes: Vec<Lane> = match self.lanes.lock().get(&policy) {
+            Some(old) => {
+                old.iter().map(|l| Lane { stream: l.stream, writer: Mutex::new(l.writer.lock().clone()) }).collect()
+            }
+            None => Vec::new(),
+        };
+        while lanes.len() < self.width {
+            let s = self.sc.create_stream(policy).await?;
+            self.meta.add_stream(s.id, &self.owner).await.map_err(|e| StreamError::Unavailable {
+                deadline: std::time::Duration::ZERO,
+                last: format!("recording stream {}: {e}", s.id),
+            })?;
+            let w = self.sc.open_writer(s.id, &self.owner).await?;
+            lanes.push(Lane { stream: s.id, writer: Mutex::new(Arc::new(w)) });
+        }
+        let lanes = Arc::new(lanes);
+        self.lanes.lock().insert(policy, lanes.clone());
+        Ok(lanes)
     }
 
     /// Appends one chunk to lane `i`: queued on the lane's writer now (so appends of
     /// one request leave in order and at once), awaited later. A lane whose writer
     /// stopped is reopened and the chunk tried again.
-    fn append(&self, i: usize, chunk: Bytes) -> impl std::future::Future<Output = Result<Slice, StreamError>> + '_ {
-        let lane = &self.lanes[i % self.lanes.len()];
-        let w = lane.writer.lock().clone();
+    fn append(
+        &self,
+        lanes: &Lanes,
+        i: usize,
+        chunk: Bytes,
+    ) -> impl std::future::Future<Output = Result<Slice, StreamError>> + '_ {
+        let lanes = lanes.clone();
+        let lane_ix = i % lanes.len();
+        let w = lanes[lane_ix].writer.lock().clone();
         let first = w.submit(chunk.clone());
         async move {
+            let lane = &lanes[lane_ix];
             let mut last = match first.await {
                 Ok(s) => return Ok(s),
                 Err(e) => e,
@@ -90,11 +144,12 @@ impl Data {
         }
     }
 
-    /// Writes a body: returns its slices in order and feeds every byte to `sink`
-    /// (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond). The
-    /// body keeps being read while up to `PUT_WINDOW` chunks are on their way.
+    /// Writes a body with `policy`: returns its slices in order and feeds every byte to
+    /// `sink` (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond).
+    /// The body keeps being read while up to `PUT_WINDOW` chunks are on their way.
     pub async fn put<S, E>(
         &self,
+        policy: Policy,
         mut body: S,
         limit: u64,
         mut sink: impl FnMut(&[u8]),
@@ -103,6 +158,7 @@ impl Data {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let lanes = self.lanes(policy).await?;
         let base = self.next.fetch_add(1, Ordering::Relaxed);
         let mut inflight = futures::stream::FuturesOrdered::new();
         let mut slices = Vec::new();
@@ -128,7 +184,7 @@ impl Data {
                     while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
                         let take = buf.len().min(CHUNK_BYTES);
                         let chunk = buf.split_to(take).freeze();
-                        inflight.push_back(self.append(base + n, chunk));
+                        inflight.push_back(self.append(&lanes, base + n, chunk));
                         n += 1;
                     }
                 }
@@ -142,17 +198,24 @@ impl Data {
 
     /// Slices holding the bytes `[start, end)` of an object made of `slices`, sharing
     /// every slice that lies wholly inside the range; the partial slices at its edges
-    /// are read and appended anew (a slice's CRC covers the whole append, so it cannot
-    /// be cut).
-    pub async fn share_range(&self, slices: &[Slice], start: u64, end: u64) -> Result<Vec<Slice>, StreamError> {
+    /// are read and appended anew with `policy` (a slice's CRC covers the whole append,
+    /// so it cannot be cut).
+    pub async fn share_range(
+        &self,
+        policy: Policy,
+        slices: &[Slice],
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Slice>, StreamError> {
         let mut out = Vec::new();
+        let lanes = self.lanes(policy).await?;
         let lane = self.next.fetch_add(1, Ordering::Relaxed);
         for (s, off, len) in pieces(slices, start, end) {
             if len == s.len as u64 {
                 out.push(s);
             } else {
-                let bytes = self.sc.read_range(s.extent, s.offset + off, len).await?;
-                out.push(self.append(lane, bytes).await?);
+                let bytes = self.sc.read_part(s, off, len).await?;
+                out.push(self.append(&lanes, lane, bytes).await?);
             }
         }
         Ok(out)
@@ -167,13 +230,7 @@ impl Data {
         tokio::spawn(async move {
             let reads = futures::stream::iter(pieces).map(|(s, off, len)| {
                 let me = me.clone();
-                async move {
-                    if off == 0 && len == s.len as u64 {
-                        me.sc.read(s).await
-                    } else {
-                        me.sc.read_range(s.extent, s.offset + off, len).await
-                    }
-                }
+                async move { me.sc.read_part(s, off, len).await }
             });
             let mut reads = reads.buffered(GET_AHEAD);
             while let Some(r) = reads.next().await {
@@ -184,7 +241,16 @@ impl Data {
                 }
             }
         });
-        ByteStream(rx)
+        ByteStream { first: None, rx }
+    }
+
+    /// As `get`, but waits for the first piece: an object whose first bytes cannot be
+    /// read fails before any response header is sent (a clear S3 error instead of a
+    /// body cut short).
+    pub async fn get_started(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> io::Result<ByteStream> {
+        let mut s = self.get(slices, start, end);
+        s.first = s.rx.recv().await.transpose()?;
+        Ok(s)
     }
 }
 
@@ -212,12 +278,18 @@ pub enum PutError {
     Stream(#[from] StreamError),
 }
 
-/// Bytes arriving from a reader task.
-pub struct ByteStream(mpsc::Receiver<io::Result<Bytes>>);
+/// Bytes arriving from a reader task (after `first`, when it was taken early).
+pub struct ByteStream {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
 
 impl Stream for ByteStream {
     type Item = io::Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        if let Some(b) = self.first.take() {
+            return Poll::Ready(Some(Ok(b)));
+        }
+        self.rx.poll_recv(cx)
     }
 }

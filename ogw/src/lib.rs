@@ -5,6 +5,7 @@
 
 #[macro_use]
 pub mod checksum;
+pub mod class;
 pub mod data;
 pub mod db;
 pub mod meta;

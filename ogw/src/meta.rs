@@ -40,6 +40,10 @@ pub struct ObjectInfo {
     pub parts: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// The redundancy policy the bytes were written with (`replica:3`, `ec:4+2`); None
+    /// for objects written before storage classes mapped to policies (the standard one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +62,8 @@ pub struct Bucket {
     pub name: String,
     pub tenant: String,
     pub created_ms: i64,
+    /// Redundancy policy of objects PUT without a storage class (`replica:3`, `ec:4+2`).
+    pub policy: String,
 }
 
 #[derive(Debug, Clone)]
@@ -288,7 +294,7 @@ impl Meta {
     }
 
     pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {
-        let row = sqlx::query(self.db.q("SELECT name, tenant, created FROM buckets WHERE name = ?"))
+        let row = sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE name = ?"))
             .bind(name)
             .fetch_optional(&self.db.pool)
             .await?;
@@ -297,6 +303,7 @@ impl Meta {
                 name: r.try_get("name")?,
                 tenant: r.try_get("tenant")?,
                 created_ms: r.try_get("created")?,
+                policy: r.try_get("policy")?,
             }),
             None => None,
         })
@@ -304,6 +311,20 @@ impl Meta {
 
     /// The bucket if `tenant` owns it: `NoSuchBucket` when it does not exist,
     /// `NotOwner` when another tenant owns it.
+    /// Sets the policy of a bucket's objects PUT without a storage class (admin).
+    pub async fn set_bucket_policy(&self, name: &str, policy: &str) -> Result<()> {
+        // (MySQL counts changed rows, not matched ones: ask first.)
+        if self.bucket(name).await?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        sqlx::query(self.db.q("UPDATE buckets SET policy = ? WHERE name = ?"))
+            .bind(policy)
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn owned_bucket(&self, tenant: &str, name: &str) -> Result<Bucket> {
         match self.bucket(name).await? {
             None => Err(MetaError::NoSuchBucket),
@@ -313,13 +334,19 @@ impl Meta {
     }
 
     pub async fn buckets(&self, tenant: &str) -> Result<Vec<Bucket>> {
-        let rows = sqlx::query(self.db.q("SELECT name, tenant, created FROM buckets WHERE tenant = ? ORDER BY name"))
-            .bind(tenant)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let rows =
+            sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE tenant = ? ORDER BY name"))
+                .bind(tenant)
+                .fetch_all(&self.db.pool)
+                .await?;
         rows.iter()
             .map(|r| {
-                Ok(Bucket { name: r.try_get("name")?, tenant: r.try_get("tenant")?, created_ms: r.try_get("created")? })
+                Ok(Bucket {
+                    name: r.try_get("name")?,
+                    tenant: r.try_get("tenant")?,
+                    created_ms: r.try_get("created")?,
+                    policy: r.try_get("policy")?,
+                })
             })
             .collect()
     }

@@ -15,6 +15,9 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use crate::checksum::{self, Algo};
+use crate::class::Classes;
+/// A redundancy policy (`s3s::dto` has a `Policy` of its own: bucket policy JSON).
+type Redundancy = proto::meta::Policy;
 use crate::data::{Data, PutError};
 use crate::db::now_ms;
 use crate::meta::{Meta, MetaError, Object, ObjectInfo, Part as PartRec, WriteCondition};
@@ -97,7 +100,8 @@ macro_rules! object_output {
             cache_control: o.info.cache_control.clone(),
             expires: parse_expires(&o.info.expires),
             metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
-            storage_class: o.info.storage_class.clone().map(StorageClass::from),
+            // S3 names the class only when it is not STANDARD.
+            storage_class: o.info.storage_class.clone().filter(|c| c != "STANDARD").map(StorageClass::from),
             parts_count: $part_number.map(|_| o.info.parts.len().max(1) as i32),
             ..Default::default()
         };
@@ -129,6 +133,8 @@ pub struct Gateway {
     pub data: Arc<Data>,
     /// Default policy of new buckets (e.g. `replica:3`).
     pub policy: String,
+    /// Storage classes and their policies.
+    pub classes: Classes,
     keys: KeyCache,
 }
 
@@ -194,6 +200,10 @@ fn put_err(e: PutError) -> S3Error {
             S3Error::with_message(S3ErrorCode::InvalidRequest, format!("malformed aws-chunked body: {m}"))
         }
         PutError::Body(m) => S3Error::with_message(S3ErrorCode::IncompleteBody, m),
+        // The cluster has fewer datanodes than the class's policy is wide.
+        PutError::Stream(client::StreamError::Meta(e @ proto::meta::MetaError::NotEnoughNodes { .. })) => {
+            S3Error::with_message(S3ErrorCode::InvalidStorageClass, format!("this cluster cannot store the class: {e}"))
+        }
         PutError::Stream(e) => {
             tracing::error!("writing object data: {e}");
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("cannot store the data now: {e}"))
@@ -345,9 +355,10 @@ struct Stored {
 
 impl Gateway {
     /// The gateway and the authenticator that shares its key cache.
-    pub fn new(meta: Meta, data: Arc<Data>, policy: String) -> (Gateway, Auth) {
+    pub fn new(meta: Meta, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
         let keys = KeyCache::default();
-        (Gateway { meta: meta.clone(), data, policy, keys: keys.clone() }, Auth { meta, keys })
+        let policy = classes.standard.to_string();
+        (Gateway { meta: meta.clone(), data, policy, classes, keys: keys.clone() }, Auth { meta, keys })
     }
 
     /// The caller's tenant (the key was looked up by the signature check just before).
@@ -368,9 +379,27 @@ impl Gateway {
     }
 
     async fn bucket_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<String> {
+        Ok(self.owned(req, bucket).await?.tenant)
+    }
+
+    /// The bucket, if the caller's tenant owns it.
+    async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<crate::meta::Bucket> {
         let tenant = self.tenant(req).await?;
-        self.meta.owned_bucket(&tenant, bucket).await.map_err(meta_err)?;
-        Ok(tenant)
+        self.meta.owned_bucket(&tenant, bucket).await.map_err(meta_err)
+    }
+
+    /// The policy an object's bytes were written with.
+    fn policy_of(&self, info: &ObjectInfo) -> Redundancy {
+        info.policy.as_deref().and_then(|p| p.parse().ok()).unwrap_or(self.classes.standard)
+    }
+
+    /// Sets a new object's storage class and policy: the class asked for, else the
+    /// bucket's default.
+    fn classify(&self, info: &mut ObjectInfo, bucket: &crate::meta::Bucket) -> S3Result<Redundancy> {
+        let (class, policy) = self.classes.resolve(info.storage_class.as_deref(), &bucket.policy)?;
+        info.storage_class = Some(class);
+        info.policy = Some(policy.to_string());
+        Ok(policy)
     }
 
     async fn object(&self, bucket: &str, key: &str) -> S3Result<Object> {
@@ -383,6 +412,7 @@ impl Gateway {
     async fn store_body<T>(
         &self,
         req: &S3Request<T>,
+        policy: Redundancy,
         body: Option<StreamingBlob>,
         limit: u64,
         content_md5: &Option<String>,
@@ -407,7 +437,7 @@ impl Gateway {
         let algo = checksum::requested(algorithm.as_ref().map(|a| a.as_str()), given, trailer.as_deref())?;
         let mut h = Hashing::new(algo);
         let (slices, size) = match body {
-            Some(b) => self.data.put(b, limit, |x| h.update(x)).await.map_err(put_err)?,
+            Some(b) => self.data.put(policy, b, limit, |x| h.update(x)).await.map_err(put_err)?,
             None => (Vec::new(), 0),
         };
         if content_length.is_some_and(|l| l as u64 != size) {
@@ -651,17 +681,18 @@ impl S3 for Gateway {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        self.bucket_of(&req, &req.input.bucket).await?;
+        let b = self.owned(&req, &req.input.bucket).await?;
         validate_key(&req.input.key)?;
         let i = &req.input;
         let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
         let mut info = info_of!(i)?;
+        let policy = self.classify(&mut info, &b)?;
         let given = given!(i);
         let (algorithm, md5h, len) = (i.checksum_algorithm.clone(), i.content_md5.clone(), i.content_length);
         let (bucket, key) = (i.bucket.clone(), i.key.clone());
         let mut req = req;
         let body = req.input.body.take();
-        let st = self.store_body(&req, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
+        let st = self.store_body(&req, policy, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
         info.checksum = st.checksum.clone();
         if info.checksum.is_some() {
             info.checksum_type = Some("FULL_OBJECT".into());
@@ -690,7 +721,10 @@ impl S3 for Gateway {
             &i.if_unmodified_since,
         )?;
         let r = served(&o, &i.range, i.part_number)?;
-        let body = self.data.get(&o.slices, r.start, r.end);
+        let body = self.data.get_started(&o.slices, r.start, r.end).await.map_err(|e| {
+            tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
+        })?;
         let mut resp = object_output!(GetObjectOutput, o, r, i.part_number, i.checksum_mode);
         resp.output.body = Some(StreamingBlob::wrap(body));
         Ok(resp)
@@ -759,7 +793,8 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let tenant = self.bucket_of(&req, &req.input.bucket).await?;
+        let b = self.owned(&req, &req.input.bucket).await?;
+        let tenant = b.tenant.clone();
         let i = &req.input;
         validate_key(&i.key)?;
         let (sb, sk, src) = copy_source!(self, tenant, i);
@@ -774,15 +809,19 @@ impl S3 for Gateway {
         info.checksum = src.info.checksum.clone();
         info.checksum_type = src.info.checksum_type.clone();
         info.parts = src.info.parts.clone();
-        // The bytes are shared: the new object names the same slices.
-        let o = Object {
-            key: i.key.clone(),
-            size: src.size,
-            etag: src.etag.clone(),
-            modified_ms: now_ms(),
-            info,
-            slices: src.slices,
+        // The copy's class is the one asked for, else the bucket's default (as S3 does).
+        info.storage_class = i.storage_class.as_ref().map(|c| c.as_str().to_string());
+        let policy = self.classify(&mut info, &b)?;
+        let slices = if self.policy_of(&src.info) == policy {
+            // The bytes are shared: the new object names the same slices.
+            src.slices
+        } else {
+            // Another policy: the bytes are written anew, coded the copy's way.
+            let body = self.data.get(&src.slices, 0, src.size);
+            self.data.put(policy, body, src.size, |_| {}).await.map_err(put_err)?.0
         };
+        let o =
+            Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
         self.meta.put_object(&i.bucket, &o, &WriteCondition::default()).await.map_err(meta_err)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -882,10 +921,11 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.bucket_of(&req, &req.input.bucket).await?;
+        let b = self.owned(&req, &req.input.bucket).await?;
         let i = &req.input;
         validate_key(&i.key)?;
         let mut info = info_of!(i)?;
+        self.classify(&mut info, &b)?;
         if let Some(a) = &i.checksum_algorithm {
             let algo = checksum::requested(Some(a.as_str()), &checksum::Given::default(), None)?;
             info.checksum = algo.map(|a| (a.name().to_string(), String::new()));
@@ -925,7 +965,8 @@ impl S3 for Gateway {
         let (md5h, len, num, upload_id) = (i.content_md5.clone(), i.content_length, i.part_number, i.upload_id.clone());
         let mut req = req;
         let body = req.input.body.take();
-        let st = self.store_body(&req, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
+        let policy = self.policy_of(&up.info);
+        let st = self.store_body(&req, policy, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
         let p = PartRec {
             num: num as u32,
             size: st.size,
@@ -968,7 +1009,14 @@ impl S3 for Gateway {
         while let Some(chunk) = futures::StreamExt::next(&mut body).await {
             h.update(&chunk.map_err(internal)?);
         }
-        let slices = self.data.share_range(&src.slices, start, end).await.map_err(|e| put_err(PutError::Stream(e)))?;
+        let policy = self.policy_of(&up.info);
+        let slices = if self.policy_of(&src.info) == policy {
+            self.data.share_range(policy, &src.slices, start, end).await.map_err(|e| put_err(PutError::Stream(e)))?
+        } else {
+            // Another policy: the bytes are written anew, coded the part's way.
+            let body = self.data.get(&src.slices, start, end);
+            self.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await.map_err(put_err)?.0
+        };
         let md5: [u8; 16] = h.md5.finalize().into();
         let p = PartRec {
             num: i.part_number as u32,

@@ -11,6 +11,7 @@ use proto::meta::Policy;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
+use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
 use crate::meta::Meta;
@@ -27,8 +28,10 @@ pub struct Options {
     pub name: String,
     /// Streams a body is spread over.
     pub streams: usize,
-    /// Policy of the gateway's streams.
+    /// Policy of STANDARD objects (and of buckets' defaults).
     pub policy: Policy,
+    /// Policy of the infrequent-access classes (STANDARD_IA, ...).
+    pub ec_policy: Policy,
     /// Base domains for virtual-host style requests (`bucket.DOMAIN`).
     pub domains: Vec<String>,
 }
@@ -40,7 +43,8 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Meta)> {
     let sc = StreamClient::new(MetaClient::new(o.meta.clone()), StreamConfig::default());
     let data =
         Data::open(sc, &meta, &o.name, o.streams.max(1), o.policy).await.context("opening the gateway's LogStreams")?;
-    let (gw, auth) = Gateway::new(meta.clone(), Arc::new(data), o.policy.to_string());
+    let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
+    let (gw, auth) = Gateway::new(meta.clone(), Arc::new(data), classes);
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     if !o.domains.is_empty() {

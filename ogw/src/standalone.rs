@@ -36,6 +36,9 @@ pub struct Standalone {
     pub db: Option<String>,
     /// Base domains for virtual-host style requests.
     pub domains: Vec<String>,
+    /// Policy of the infrequent-access classes; by default the widest of ec:4+2,
+    /// ec:2+1 and ec:1+1 that the datanodes can hold.
+    pub ec_policy: Option<Policy>,
 }
 
 pub const TENANT: &str = "default";
@@ -112,6 +115,11 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         name: "standalone".into(),
         streams: 4,
         policy,
+        ec_policy: s.ec_policy.unwrap_or(match s.datanodes {
+            6.. => Policy::Ec { k: 4, m: 2 },
+            3.. => Policy::Ec { k: 2, m: 1 },
+            _ => Policy::Ec { k: 1, m: 1 },
+        }),
         domains: s.domains.clone(),
     })
     .await?;

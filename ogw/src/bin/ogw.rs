@@ -55,6 +55,11 @@ enum Cmd {
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]
         domain: Vec<String>,
+        /// Policy of the infrequent-access storage classes (STANDARD_IA, ONEZONE_IA,
+        /// INTELLIGENT_TIERING, GLACIER_IR); default: ec:4+2 with 6 or more datanodes,
+        /// else ec:2+1 (3 to 5), else ec:1+1.
+        #[arg(long)]
+        ec_policy: Option<Policy>,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -71,12 +76,24 @@ enum Cmd {
         /// LogStreams a body is spread over.
         #[arg(long, default_value_t = 4)]
         streams: usize,
-        /// Policy of this gateway's LogStreams.
+        /// Policy of STANDARD objects and of new buckets' default.
         #[arg(long, default_value = "replica:3")]
         policy: Policy,
+        /// Policy of the infrequent-access storage classes (STANDARD_IA, ONEZONE_IA,
+        /// INTELLIGENT_TIERING, GLACIER_IR).
+        #[arg(long, default_value = "ec:4+2")]
+        ec_policy: Policy,
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]
         domain: Vec<String>,
+    },
+    /// Set a bucket's default policy: what objects PUT without a storage class are
+    /// written with (e.g. ec:4+2; they then report STANDARD_IA).
+    BucketPolicy {
+        #[command(flatten)]
+        db: DbArgs,
+        bucket: String,
+        policy: Policy,
     },
     /// Create the master key file if it does not exist.
     MasterKeyCreate { path: PathBuf },
@@ -129,25 +146,40 @@ async fn open_meta(d: &DbArgs) -> anyhow::Result<Meta> {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db, domain } => {
+        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db, domain, ec_policy } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
             }
             datanode::config::parse_size(&device_size).context("--device-size")?;
-            let s = Standalone { data, s3_addr, device_size, datanodes, zero_fill: !no_zero_fill, db, domains: domain };
+            if let Some(p) = ec_policy.filter(|p| p.width() > datanodes) {
+                bail!("--ec-policy {p} needs {} datanodes; --datanodes is {datanodes}", p.width());
+            }
+            let s = Standalone {
+                data,
+                s3_addr,
+                device_size,
+                datanodes,
+                zero_fill: !no_zero_fill,
+                db,
+                domains: domain,
+                ec_policy,
+            };
             standalone::run(s, client::shutdown_signal()).await?;
         }
-        Cmd::Serve { db, meta, listen, name, streams, policy, domain } => {
+        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain } => {
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            let (svc, _) =
-                server::build(Options { meta, db: db.db, master_key, name, streams, policy, domains: domain }).await?;
+            let o = Options { meta, db: db.db, master_key, name, streams, policy, ec_policy, domains: domain };
+            let (svc, _) = server::build(o).await?;
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
             server::serve(l, svc, client::shutdown_signal()).await;
+        }
+        Cmd::BucketPolicy { db, bucket, policy } => {
+            open_meta(&db).await?.set_bucket_policy(&bucket, &policy.to_string()).await?;
         }
         Cmd::MasterKeyCreate { path } => {
             MasterKey::load_or_create(&path)?;
