@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo, StreamView};
 use proto::{Epoch, ExtentError, ExtentId, NodeId, Request, Response, APPEND_BYTES_MAX, READ_BYTES_MAX};
@@ -67,6 +68,9 @@ pub struct StreamConfig {
     pub replica_timeout: Duration,
     /// How long one append keeps sealing, allocating and retrying before giving up.
     pub append_deadline: Duration,
+    /// An EC read whose data shards are not all in by then also reads the parity shards
+    /// and decodes from the first K (and so does a ranged read, from the whole slice).
+    pub ec_hedge: Duration,
 }
 
 impl Default for StreamConfig {
@@ -75,6 +79,7 @@ impl Default for StreamConfig {
             extent_bytes_max: 256 << 20,
             replica_timeout: Duration::from_secs(5),
             append_deadline: Duration::from_secs(30),
+            ec_hedge: Duration::from_millis(250),
         }
     }
 }
@@ -122,6 +127,25 @@ enum Want {
     Part { s: Slice, off: u64, len: u64 },
     /// Any appended bytes of a replicated extent.
     Range { offset: u64, len: u32 },
+}
+
+/// Slice `s` decoded from the shards present (but `skip`), if that gives bytes matching
+/// its CRC; otherwise why not.
+fn decode(
+    codec: &dyn Codec,
+    k: usize,
+    shards: &[Option<Bytes>],
+    skip: Option<usize>,
+    s: Slice,
+) -> Result<Bytes, String> {
+    let mut work: Vec<Option<Vec<u8>>> =
+        shards.iter().enumerate().map(|(i, b)| b.as_ref().filter(|_| Some(i) != skip).map(|b| b.to_vec())).collect();
+    codec.reconstruct(&mut work).map_err(|e| format!("decoding: {e}"))?;
+    let joined = join_data(work[..k].iter().flatten(), s.len as usize);
+    if proto::crc32c(&joined) != s.crc {
+        return Err("the decoded bytes do not match the slice's CRC".into());
+    }
+    Ok(joined)
 }
 
 /// The first `len` bytes of `pieces` joined (data shards without their padding).
@@ -336,89 +360,93 @@ impl StreamClient {
         Err(format!("datanode {node}: {bad}"))
     }
 
-    /// A whole EC slice: its data shards, joined and checked; decoded when that fails.
+    /// A whole EC slice. The data shards holding its bytes are read first; if one fails,
+    /// or they are not all in within `ec_hedge`, the other shards are read too, and the
+    /// slice is decoded from the first K that arrive (a slow shard is not waited for).
+    /// Whatever comes back must match the slice's CRC: when the shards present do not
+    /// give the right bytes together, each is left out in turn (one shard gone bad
+    /// silently is found and reported). Fewer than K good shards is `Unreadable`.
     async fn read_stripe(&self, e: &ExtentInfo, k: usize, s: Slice) -> Result<Bytes, StreamError> {
+        let n = e.replicas.len();
         let sl = shard_len(s.len as usize, k) as u64;
-        // A short slice leaves the last data shards all padding: they are not read.
+        // A short slice leaves the last data shards all padding: they are read only to decode.
         let holding = (s.len as u64).div_ceil(sl) as usize;
-        let reads = (0..holding).map(|i| self.read_copy(e.id, e.replicas[i].node, s.offset, sl as u32, None));
-        let mut shards: Vec<Option<Bytes>> = vec![None; e.replicas.len()];
+        let read = |i: usize| {
+            let r = self.read_copy(e.id, e.replicas[i].node, s.offset, sl as u32, None);
+            async move { (i, r.await) }
+        };
+        let mut pending: FuturesUnordered<_> = (0..holding).map(read).collect();
+        let mut asked = holding;
+        let hedge = tokio::time::sleep(self.config.ec_hedge);
+        tokio::pin!(hedge);
+        let mut shards: Vec<Option<Bytes>> = vec![None; n];
         let mut why = Vec::new();
-        for (i, r) in crate::join_all(reads).await.into_iter().enumerate() {
-            match r {
-                Ok(b) => shards[i] = Some(b),
-                Err(w) => why.push(format!("shard {i}: {w}")),
+        let mut tried_with = 0; // shards present at the last failed decode
+        let codec = self.codec(k, n - k)?;
+        loop {
+            let mut widen = false;
+            tokio::select! {
+                got = pending.next(), if !pending.is_empty() => {
+                    let (i, r) = got.expect("not empty");
+                    match r {
+                        Ok(b) => shards[i] = Some(b),
+                        Err(w) => {
+                            why.push(format!("shard {i}: {w}"));
+                            widen = true;
+                        }
+                    }
+                }
+                _ = &mut hedge, if asked < n => {
+                    why.push(format!("data shards not all in within {:?}", self.config.ec_hedge));
+                    widen = true;
+                }
+                else => {}
+            }
+            let present = shards.iter().flatten().count();
+            if asked == holding && shards[..holding].iter().all(Option::is_some) {
+                let joined = join_data(shards[..holding].iter().flatten(), s.len as usize);
+                if proto::crc32c(&joined) == s.crc {
+                    return Ok(joined);
+                }
+                why.push("the data shards do not match the slice's CRC".into());
+                widen = true;
+                tried_with = present;
+            } else if asked > holding && present >= k && present > tried_with {
+                match decode(codec.as_ref(), k, &shards, None, s) {
+                    Ok(b) => return Ok(b),
+                    Err(w) => why.push(w),
+                }
+                tried_with = present;
+            }
+            if widen && asked < n {
+                pending.extend((asked..n).map(read));
+                asked = n;
+            }
+            if pending.is_empty() && asked == n {
+                break;
             }
         }
-        if why.is_empty() {
-            let joined = join_data(shards[..holding].iter().flatten(), s.len as usize);
-            if proto::crc32c(&joined) == s.crc {
-                return Ok(joined);
+        // Every shard answered and no decode of all of them gave the slice: leave each
+        // out in turn.
+        let present: Vec<usize> = (0..n).filter(|&i| shards[i].is_some()).collect();
+        if present.len() < k {
+            why.push(format!("only {} good shards, {k} needed", present.len()));
+        } else if present.len() > k {
+            for &skip in &present {
+                if let Ok(b) = decode(codec.as_ref(), k, &shards, Some(skip), s) {
+                    let node = e.replicas[skip].node;
+                    self.report_bad(e.id, node, format!("shard {skip} at {}+{sl} disagrees with the others", s.offset));
+                    return Ok(b);
+                }
             }
-            why.push("the data shards do not match the slice's CRC".into());
+            why.push("no K of the shards read give bytes matching the slice's CRC".into());
         }
-        self.decode_stripe(e, k, s, sl, shards, why).await
-    }
-
-    /// Reads the shards not yet in `shards` and rebuilds the slice from any K of them,
-    /// checked against its CRC. If the K+ shards present do not give the right bytes
-    /// together, each is left out in turn (one shard gone bad silently is found and
-    /// reported); no combination that fails the CRC is ever returned.
-    async fn decode_stripe(
-        &self,
-        e: &ExtentInfo,
-        k: usize,
-        s: Slice,
-        sl: u64,
-        mut shards: Vec<Option<Bytes>>,
-        mut why: Vec<String>,
-    ) -> Result<Bytes, StreamError> {
-        let missing: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_none()).collect();
-        let reads = missing.iter().map(|&i| self.read_copy(e.id, e.replicas[i].node, s.offset, sl as u32, None));
-        for (&i, r) in missing.iter().zip(crate::join_all(reads).await) {
-            match r {
-                Ok(b) => shards[i] = Some(b),
-                Err(w) if i < k && (i as u64) * sl >= s.len as u64 => why.push(format!("shard {i} (padding): {w}")),
-                Err(w) if i < k => why.push(format!("shard {i}: {w}")),
-                Err(w) => why.push(format!("parity shard {i}: {w}")),
-            }
-        }
-        let unreadable = |why: Vec<String>| StreamError::Unreadable {
+        Err(StreamError::Unreadable {
             extent: e.id,
             offset: s.offset,
             len: s.len,
-            why: format!("ec:{k}+{}: {}", shards.len() - k, why.join("; ")),
-        };
-        let present: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_some()).collect();
-        if present.len() < k {
-            why.push(format!("only {} good shards, {k} needed", present.len()));
-            return Err(unreadable(why));
-        }
-        let codec = self.codec(k, shards.len() - k)?;
-        // First every shard present, then (when more than K are) each left out in turn.
-        let spare = if present.len() > k { present.len() } else { 0 };
-        let leave_out = std::iter::once(None).chain(present.iter().copied().map(Some).take(spare));
-        for skip in leave_out {
-            let mut work: Vec<Option<Vec<u8>>> = shards
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b.as_ref().filter(|_| Some(i) != skip).map(|b| b.to_vec()))
-                .collect();
-            if let Err(err) = codec.reconstruct(&mut work) {
-                why.push(format!("decoding: {err}"));
-                continue;
-            }
-            let joined = join_data(work[..k].iter().flatten(), s.len as usize);
-            if proto::crc32c(&joined) == s.crc {
-                if let Some(bad) = skip {
-                    let node = e.replicas[bad].node;
-                    self.report_bad(e.id, node, format!("shard {bad} at {}+{sl} disagrees with the others", s.offset));
-                }
-                return Ok(joined);
-            }
-        }
-        why.push("no K of the shards read give bytes matching the slice's CRC".into());
-        Err(unreadable(why))
+            why: format!("ec:{k}+{}: {}", n - k, why.join("; ")),
+        })
     }
 
     /// Part of an EC slice, from the data shards that hold it; the whole slice, decoded,
@@ -434,7 +462,10 @@ impl StreamClient {
         let sl = shard_len(s.len as usize, k) as u64;
         let reads = data_pieces(sl, off, len)
             .map(|(i, at, n)| self.read_copy(e.id, e.replicas[i].node, s.offset + at, n as u32, None));
-        let got: Result<Vec<Bytes>, String> = crate::join_all(reads).await.into_iter().collect();
+        let got = match tokio::time::timeout(self.config.ec_hedge, crate::join_all(reads)).await {
+            Ok(all) => all.into_iter().collect::<Result<Vec<Bytes>, String>>(),
+            Err(_) => Err(format!("not all in within {:?}", self.config.ec_hedge)),
+        };
         match got {
             Ok(pieces) => Ok(join_data(pieces.iter(), len as usize)),
             Err(why) => {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::ec::shard_len;
@@ -39,7 +39,9 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let sc = StreamClient::new(
         cl.client(),
         // Shard extents of 1 MiB: an extent holds 4 MiB of data, so the stream rotates.
-        StreamConfig { extent_bytes_max: 1 << 20, replica_timeout: Duration::from_secs(2), ..Default::default() },
+        // A replica timeout far above the hedge: a read that waited for a stopped shard
+        // would take at least this long.
+        StreamConfig { extent_bytes_max: 1 << 20, replica_timeout: Duration::from_secs(10), ..Default::default() },
     );
     let mut dns = cl.datanodes(7).await;
     // Wider than the cluster: refused when the stream is created.
@@ -123,6 +125,22 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     }
     common::wait_datanodes_up(&sc.meta, 7).await;
     check_all(&sc, &acked, "after the datanodes came back").await;
+
+    // A slow shard (its datanode stopped, connections open, nothing answered): reads
+    // decode from the other shards after `ec_hedge` instead of waiting it out.
+    let (slice, data) = acked.iter().rev().find(|(s, _)| s.len > 100_000).unwrap().clone();
+    let e = sc.meta.extent(slice.extent).await.unwrap();
+    let slow = e.replicas[0].node;
+    sc.read(slice).await.unwrap(); // connections to every shard's datanode are open
+    dns[slow as usize - 1].signal("STOP");
+    let t = Instant::now();
+    assert_eq!(sc.read(slice).await.unwrap(), data);
+    let part = sc.read_part(slice, 10, 1000).await.unwrap();
+    assert_eq!(&part[..], &data[10..1010]);
+    let took = t.elapsed();
+    dns[slow as usize - 1].signal("CONT");
+    assert!(took < sc.config.replica_timeout, "reads around a stopped shard took {took:?}");
+    println!("two reads around a stopped shard took {took:?}");
 
     // A shard corrupted on disk: the datanode refuses it (CRC), the reader decodes
     // from the others and reports the bad copy to the metanode.

@@ -115,6 +115,19 @@ fn admin(args: &[String]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A master key and a SQLite database under `dir` for gateways of a cluster: the flags
+/// (`--db`, `--master-key`) that `serve` and the admin commands take.
+fn sqlite_db(dir: &Path) -> Vec<String> {
+    let key = dir.join("master.key");
+    admin(&["master-key-create".into(), key.display().to_string()]);
+    vec![
+        "--db".to_string(),
+        format!("sqlite://{}", dir.join("ogw.db").display()),
+        "--master-key".into(),
+        key.display().to_string(),
+    ]
+}
+
 /// A second tenant with its own key: (access, secret).
 fn other_tenant(db: &[String], name: &str) -> (String, String) {
     admin(&[&["tenant-create".to_string()][..], db, &[name.to_string()]].concat());
@@ -291,14 +304,7 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     let _dns: Vec<DataNode> =
         (1..=4).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "1G", false)).collect();
     common::wait_datanodes_up(&cl.client(), 4).await;
-    let key = cl.dir.path().join("master.key");
-    admin(&["master-key-create".into(), key.display().to_string()]);
-    let db = vec![
-        "--db".to_string(),
-        format!("sqlite://{}", cl.dir.path().join("ogw.db").display()),
-        "--master-key".into(),
-        key.display().to_string(),
-    ];
+    let db = sqlite_db(cl.dir.path());
     let (a1, s1) = other_tenant(&db, "tenant1");
     let (a2, s2) = other_tenant(&db, "tenant2");
     let gw = |name: &str| {
@@ -472,14 +478,7 @@ async fn storage_classes_are_erasure_coded_and_survive_m_dead_datanodes() {
     let mut dns: Vec<DataNode> =
         (1..=7).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "512M", false)).collect();
     common::wait_datanodes_up(&cl.client(), 7).await;
-    let key = cl.dir.path().join("master.key");
-    admin(&["master-key-create".into(), key.display().to_string()]);
-    let db = vec![
-        "--db".to_string(),
-        format!("sqlite://{}", cl.dir.path().join("ogw.db").display()),
-        "--master-key".into(),
-        key.display().to_string(),
-    ];
+    let db = sqlite_db(cl.dir.path());
     let (a, s) = other_tenant(&db, "tenant1");
     let args: Vec<String> = [
         &["serve".to_string()][..],

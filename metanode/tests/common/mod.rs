@@ -316,6 +316,14 @@ impl DataNode {
             c.wait().unwrap();
         }
     }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the process: a stopped datanode keeps its
+    /// connections open and answers nothing (a slow node, not a dead one).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(ok.success(), "kill -{signal} {pid}");
+    }
 }
 
 impl Drop for DataNode {
