@@ -50,6 +50,17 @@ impl Gen {
     }
 
     async fn send(&self, method: &str, path_query: &str, body: Bytes) -> reqwest::Response {
+        self.send_with(method, path_query, &[], body).await
+    }
+
+    /// With extra headers, signed along with `host`.
+    async fn send_with(
+        &self,
+        method: &str,
+        path_query: &str,
+        extra: &[(&str, &str)],
+        body: Bytes,
+    ) -> reqwest::Response {
         let url = format!("{}{}", self.t.endpoint, path_query);
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -64,11 +75,15 @@ impl Gen {
             .unwrap()
             .into();
         let host = url.split('/').nth(2).unwrap().to_string();
-        let headers = [("host", host.as_str())];
+        let headers: Vec<(&str, &str)> =
+            std::iter::once(("host", host.as_str())).chain(extra.iter().copied()).collect();
         let signable =
             SignableRequest::new(method, &url, headers.iter().copied(), SignableBody::UnsignedPayload).unwrap();
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         let mut req = self.http.request(method.parse().unwrap(), &url).body(body);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
         for (k, v) in instructions.headers() {
             req = req.header(k, v);
         }
@@ -248,11 +263,12 @@ fn target_dir() -> PathBuf {
     std::env::current_exe().unwrap().parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-fn start_strata(dir: &Path) -> (Proc, Target) {
+fn start_strata(dir: &Path, extra: &[&str]) -> (Proc, Target) {
     let bin = std::env::var_os("OGW_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("ogw"));
     let mut child = Command::new(&bin)
-        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--device-size", "4G", "--data"])
+        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--data"])
         .arg(dir)
+        .args(if extra.is_empty() { &["--device-size", "4G"][..] } else { extra })
         .env_remove("STRATA_ACCESS_KEY")
         .env_remove("STRATA_SECRET_KEY")
         .stdout(Stdio::piped())
@@ -350,15 +366,65 @@ api_bind_addr = "127.0.0.1:{admin}"
     (child, Target { name: "garage", endpoint: format!("http://127.0.0.1:{s3}"), access, secret, create_bucket: false })
 }
 
-fn main() {
-    let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
-    let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let root = target_dir().parent().unwrap().join("bench-data").join("s3");
+/// A fresh data directory `bench-data/DIR` beside the target directory, the runtime the
+/// load generator runs on, and the disk's sequential write bandwidth (printed).
+fn setup(suite: &str, dir: &str, secs: f64) -> (PathBuf, tokio::runtime::Runtime, f64) {
+    let root = target_dir().parent().unwrap().join("bench-data").join(dir);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let seq = baseline::device_seq_write(&root, secs.min(5.0));
-    emit(json!({"suite": "s3", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
+    emit(json!({"suite": suite, "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
+    (root, rt, seq)
+}
+
+/// `STRATA_BENCH_S3_MODE=ec` (`scripts/bench.sh ec`): PUT throughput of 64 MiB objects,
+/// 16 in flight, as STANDARD (`replica:3`) and as STANDARD_IA (`ec:4+2`) on one
+/// standalone with 7 datanodes, in alternating rounds (replica, ec, replica, ec) so that
+/// both see the same machine; with the device's sequential write bandwidth.
+fn ec_compare(secs: f64) {
+    let (root, rt, seq) = setup("ec", "s3-ec", secs);
+    let (child, t) =
+        start_strata(&root.join("strata"), &["--datanodes", "7", "--device-size", "2G", "--ec-policy", "ec:4+2"]);
+    let g = Arc::new(Gen::new(Arc::new(t)));
+    let base = Bytes::from((0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<u8>>());
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    rt.block_on(g.send("PUT", "/ec", Bytes::new()));
+    // bytes and seconds per class, over the rounds
+    let mut totals = [(0u64, 0f64); 2];
+    for round in 0..4u64 {
+        let which = (round % 2) as usize;
+        let class = ["STANDARD", "STANDARD_IA"][which];
+        let (g2, base2) = (g.clone(), base.clone());
+        // At most 12 objects a round: 2 GiB devices hold every round of both classes.
+        let (n, el, _) = rt.block_on(drive(16, secs / 2.0, 12, move |i| {
+            let (g, body) = (g2.clone(), unique(&base2, 64 << 20, seed + round, i));
+            async move {
+                g.send_with("PUT", &format!("/ec/{class}/{round}/{i}"), &[("x-amz-storage-class", class)], body).await;
+            }
+        }));
+        eprintln!("round {round}: {class}: {n} objects in {el:.1} s");
+        totals[which].0 += n * (64 << 20);
+        totals[which].1 += el;
+    }
+    drop(child);
+    let mbps = |(b, s): (u64, f64)| b as f64 / 1e6 / s;
+    let (replica, ec) = (mbps(totals[0]), mbps(totals[1]));
+    emit(json!({"suite": "ec", "case": "s3_put_64m_c16_replica3", "value": replica, "unit": "MB/s",
+        "device_seq_write_over_3": seq / 3.0, "ratio_to_device_over_3": replica / (seq / 3.0)}));
+    emit(json!({"suite": "ec", "case": "s3_put_64m_c16_ec4+2", "value": ec, "unit": "MB/s",
+        "baseline": "replica:3", "baseline_value": replica, "ratio": ec / replica, "target": 1.8,
+        "device_seq_write_over_1.5": seq / 1.5, "ratio_to_device_over_1.5": ec / (seq / 1.5)}));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn main() {
+    let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    if std::env::var("STRATA_BENCH_S3_MODE").as_deref() == Ok("ec") {
+        return ec_compare(secs);
+    }
+    let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let (root, rt, seq) = setup("s3", "s3", secs);
 
     let garage = std::env::var_os("GARAGE_BIN").map(PathBuf::from);
     let peer = garage.map(|bin| {
@@ -371,7 +437,7 @@ fn main() {
         eprintln!("GARAGE_BIN is not set: Strata only, no peer ratios (scripts/bench.sh s3 installs Garage)");
     }
     let _ = std::fs::remove_dir_all(root.join("garage"));
-    let (child, t) = start_strata(&root.join("strata"));
+    let (child, t) = start_strata(&root.join("strata"), &[]);
     let me = rt.block_on(run(Arc::new(t), secs, list_keys));
     drop(child);
 
