@@ -79,6 +79,46 @@ pub struct Args {
     /// Heartbeat interval to the metanode, ms.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// Storage backend: `portable` (files and block devices, the default) or `spdk`
+    /// (SPDK's BlobStore on bdevs; needs a binary built with `--features spdk`).
+    #[arg(long, default_value = "portable")]
+    pub backend: Backend,
+    /// spdk: an AIO bdev over PATH (a file, created with SIZE if missing, or a block
+    /// device), one device each; repeatable.
+    #[arg(long = "spdk-aio", value_name = "PATH[:SIZE]")]
+    pub spdk_aio: Vec<String>,
+    /// spdk: an SPDK JSON configuration that creates bdevs (e.g. bdev_nvme_attach_controller
+    /// for an NVMe SSD); name the ones to use with --spdk-bdev.
+    #[arg(long)]
+    pub spdk_config: Option<PathBuf>,
+    /// spdk: a bdev of --spdk-config to use as a device; repeatable.
+    #[arg(long = "spdk-bdev")]
+    pub spdk_bdevs: Vec<String>,
+    /// spdk: memory for SPDK's environment, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub spdk_mem_mb: u32,
+    /// spdk: use hugepages (reserved and mounted beforehand) instead of ordinary memory.
+    #[arg(long)]
+    pub spdk_hugepages: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Portable,
+    Spdk,
+}
+
+/// The SPDK backend's devices: bdevs made by `json`, each a BlobStore.
+#[derive(Debug, Clone)]
+pub struct SpdkConfig {
+    /// SPDK JSON configuration (`{"subsystems": [...]}`) that creates the bdevs.
+    pub json: String,
+    pub bdevs: Vec<String>,
+    /// Bdevs over files created just now: formatted without `--format`.
+    pub fresh: Vec<String>,
+    pub mem_mb: u32,
+    pub hugepages: bool,
+    pub cluster_bytes: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,7 +245,29 @@ impl Config {
                 });
             }
         }
-        if devices.is_empty() {
+        let spdk = match args.backend {
+            Backend::Portable => {
+                if !args.spdk_aio.is_empty() || args.spdk_config.is_some() || !args.spdk_bdevs.is_empty() {
+                    bail!("--spdk-aio, --spdk-config and --spdk-bdev need --backend spdk");
+                }
+                None
+            }
+            Backend::Spdk => {
+                if !cfg!(feature = "spdk") {
+                    bail!(
+                        "--backend spdk: this datanode was built without SPDK; build it with \
+                         `cargo build --release -p datanode --features spdk` against an SPDK installation \
+                         (SPDK_DIR, see README)"
+                    );
+                }
+                if !args.devices.is_empty() {
+                    bail!("--device is for the portable backend; with --backend spdk use --spdk-aio or --spdk-bdev");
+                }
+                devices.clear();
+                Some(spdk_config(args, cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT))?)
+            }
+        };
+        if devices.is_empty() && spdk.is_none() {
             bail!("no devices: give --device PATH[:SIZE] or [[device]] entries in the config file");
         }
         for (i, d) in devices.iter().enumerate() {
@@ -263,9 +325,64 @@ impl Config {
                 format_existing: args.format,
                 zero_fill: !args.no_zero_fill,
                 engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
+                spdk,
             },
         })
     }
+}
+
+/// The SPDK backend's configuration from the flags: AIO bdevs over files (created as
+/// needed) and the bdevs of a JSON configuration.
+fn spdk_config(args: &Args, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let mut bdevs = Vec::new();
+    let mut fresh = Vec::new();
+    let mut subsystems: Vec<serde_json::Value> = Vec::new();
+    if let Some(path) = &args.spdk_config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--spdk-config {}", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("--spdk-config {}: not JSON", path.display()))?;
+        let subs = v.get("subsystems").and_then(|s| s.as_array()).with_context(|| {
+            format!("--spdk-config {}: expected {{\"subsystems\": [...]}} as SPDK writes it", path.display())
+        })?;
+        subsystems.extend(subs.iter().cloned());
+        if args.spdk_bdevs.is_empty() {
+            bail!("--spdk-config needs --spdk-bdev NAME for each bdev to use");
+        }
+    } else if !args.spdk_bdevs.is_empty() {
+        bail!("--spdk-bdev names bdevs of --spdk-config, which is missing");
+    }
+    bdevs.extend(args.spdk_bdevs.iter().cloned());
+    for (i, d) in args.spdk_aio.iter().enumerate() {
+        let (path, size) = match d.rsplit_once(':') {
+            Some((p, s)) => (PathBuf::from(p), Some(parse_size(s).with_context(|| format!("--spdk-aio '{d}'"))?)),
+            None => (PathBuf::from(d), None),
+        };
+        let name = format!("aio{i}");
+        if !path.exists() {
+            let size = size.unwrap_or(DEVICE_BYTES_DEFAULT);
+            let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            f.set_len(size).with_context(|| format!("sizing {}", path.display()))?;
+            fresh.push(name.clone());
+        }
+        entries.push(serde_json::json!({"method": "bdev_aio_create",
+            "params": {"name": name, "filename": path, "block_size": 4096}}));
+        bdevs.push(name);
+    }
+    if bdevs.is_empty() {
+        bail!("--backend spdk needs devices: --spdk-aio PATH[:SIZE], or --spdk-config FILE with --spdk-bdev NAME");
+    }
+    if !entries.is_empty() {
+        subsystems.push(serde_json::json!({"subsystem": "bdev", "config": entries}));
+    }
+    Ok(SpdkConfig {
+        json: serde_json::json!({ "subsystems": subsystems }).to_string(),
+        bdevs,
+        fresh,
+        mem_mb: args.spdk_mem_mb,
+        hugepages: args.spdk_hugepages,
+        cluster_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -160,12 +160,7 @@ async fn kill9_during_appends_never_loses_an_acknowledged_byte() {
     println!("crash loop: seed {seed}, {runs} runs (replay with STRATA_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let args = vec![
-        "--device".into(),
-        format!("{}:256M", dir.path().join("dev0.img").display()),
-        "--device".into(),
-        format!("{}:256M", dir.path().join("dev1.img").display()),
-    ];
+    let args = common::device_args(dir.path(), &[("dev0.img", "256M"), ("dev1.img", "256M")]);
     let mut node = Node::start(dir.path(), args);
     let model: Arc<Mutex<Vec<Model>>> = Arc::new(Mutex::new(Vec::new()));
     let mut next_extent = 1u64;

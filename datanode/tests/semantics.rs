@@ -34,7 +34,11 @@ async fn every_operation_and_refusal(extra: &[&str]) {
     let mut args = default_args(dir.path());
     args.extend(extra.iter().map(|s| s.to_string()));
     let node = Node::start(dir.path(), args);
-    let engine = if extra.is_empty() { "io_uring" } else { "pwrite" };
+    let engine = match (common::spdk_backend(), extra.is_empty()) {
+        (true, _) => "SPDK bdev",
+        (false, true) => "io_uring",
+        (false, false) => "pwrite",
+    };
     assert!(node.log().contains(engine), "datanode runs on {engine}:\n{}", node.log());
     let c = node.client().await;
 

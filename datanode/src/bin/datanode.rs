@@ -49,5 +49,7 @@ fn run() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     store.shutdown();
+    #[cfg(feature = "spdk")]
+    datanode::blobstore::spdk::shutdown();
     Ok(())
 }

@@ -17,6 +17,8 @@ use crate::align::AlignedBuf;
 
 pub mod io;
 pub mod portable;
+#[cfg(feature = "spdk")]
+pub mod spdk;
 
 pub type BlobId = u64;
 

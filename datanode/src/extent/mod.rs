@@ -109,6 +109,8 @@ pub struct StoreConfig {
     /// Zero-fill device files created now (see `PortableOptions::zero_fill`).
     pub zero_fill: bool,
     pub engine: IoEngineKind,
+    /// The SPDK backend's bdevs instead of `devices` (feature `spdk`).
+    pub spdk: Option<crate::config::SpdkConfig>,
 }
 
 /// What a seal waits on (appends wait through `ExtentState::waiters`).
@@ -321,9 +323,26 @@ pub struct ExtentStore {
     pub recovery: Recovery,
 }
 
+#[cfg(feature = "spdk")]
+fn open_spdk(c: &crate::config::SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn BlobStore>>> {
+    crate::blobstore::spdk::open_all(c, format)
+}
+
+#[cfg(not(feature = "spdk"))]
+fn open_spdk(_: &crate::config::SpdkConfig, _: bool) -> anyhow::Result<Vec<Arc<dyn BlobStore>>> {
+    anyhow::bail!("this datanode was built without the `spdk` feature")
+}
+
 impl ExtentStore {
     /// Opens (formatting new files) every device and recovers every extent on them.
     pub fn open(cfg: &StoreConfig) -> anyhow::Result<ExtentStore> {
+        if let Some(spdk) = &cfg.spdk {
+            return Self::with_stores(
+                open_spdk(spdk, cfg.format_existing)?,
+                cfg.extent_bytes_max,
+                cfg.append_bytes_max,
+            );
+        }
         let mut stores: Vec<Arc<dyn BlobStore>> = Vec::new();
         for d in &cfg.devices {
             let s = PortableStore::open(&PortableOptions {

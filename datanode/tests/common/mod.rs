@@ -20,12 +20,25 @@ pub struct Node {
 
 /// Two 64 MiB devices with 1 MiB clusters.
 pub fn default_args(dir: &Path) -> Vec<String> {
-    vec![
-        "--device".into(),
-        format!("{}:64M", dir.join("dev0.img").display()),
-        "--device".into(),
-        format!("{}:64M", dir.join("dev1.img").display()),
-    ]
+    device_args(dir, &[("dev0.img", "64M"), ("dev1.img", "64M")])
+}
+
+/// Whether the tests run against the SPDK backend (`STRATA_TEST_BACKEND=spdk`).
+pub fn spdk_backend() -> bool {
+    std::env::var("STRATA_TEST_BACKEND").as_deref() == Ok("spdk")
+}
+
+/// Devices as files under `dir` for the backend under test: the portable one, or
+/// SPDK's (AIO bdevs over the same files) when `STRATA_TEST_BACKEND=spdk` and the
+/// datanode was built with `--features spdk`.
+pub fn device_args(dir: &Path, devices: &[(&str, &str)]) -> Vec<String> {
+    let spdk = spdk_backend();
+    let mut args: Vec<String> = if spdk { vec!["--backend".into(), "spdk".into()] } else { Vec::new() };
+    for (name, size) in devices {
+        args.push(if spdk { "--spdk-aio" } else { "--device" }.into());
+        args.push(format!("{}:{size}", dir.join(name).display()));
+    }
+    args
 }
 
 impl Node {
