@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec)
+# Usage: scripts/bench.sh SUITE   (suites: datanode [--backend spdk], metanode, logstream, s3, ec)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -8,7 +8,12 @@ suite="${1:-}"
 case "$suite" in
   datanode)
     scripts/setup.sh >&2
-    cargo bench -q -p datanode --bench datanode 2>/dev/null | grep '^{'
+    if [ "${2:-}" = "--backend" ] && [ "${3:-}" = "spdk" ]; then
+      # Portable and SPDK side by side; needs SPDK installed (SPDK_DIR, see README).
+      STRATA_BENCH_BACKEND=spdk cargo bench -q -p datanode --features spdk --bench datanode 2>/dev/null | grep '^{'
+    else
+      cargo bench -q -p datanode --bench datanode 2>/dev/null | grep '^{'
+    fi
     ;;
   metanode)
     scripts/setup.sh >&2

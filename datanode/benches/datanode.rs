@@ -19,6 +19,11 @@
 //! STRATA_BENCH_DEVICE_DIR (where the datanode's device file goes; e.g. tmpfs to take the
 //! device out of the picture and see the RPC path's own ceiling),
 //! STRATA_BENCH_LOG (the datanode's RUST_LOG; `datanode=debug` shows group-commit figures).
+//!
+//! `STRATA_BENCH_BACKEND=spdk` (`scripts/bench.sh datanode --backend spdk`, a datanode
+//! built with `--features spdk`): a few cases run on the portable backend and then on
+//! the SPDK backend (an AIO bdev, no hugepages) over the same prepared file, side by
+//! side; each SPDK line carries the portable figure as its baseline.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -210,10 +215,14 @@ async fn run_case(
 
 /// Starts the datanode under test with one device file in `device_dir`.
 fn start_datanode(device_dir: &Path, size: &str) -> (std::process::Child, String) {
+    start_datanode_with(&["--device".into(), format!("{}:{size}", device_dir.join("dev0.img").display())])
+}
+
+fn start_datanode_with(device: &[String]) -> (std::process::Child, String) {
     let bin = std::env::var("STRATA_BENCH_DATANODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_datanode").into());
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--device"])
-        .arg(format!("{}:{size}", device_dir.join("dev0.img").display()))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(device)
         .args(std::env::var("STRATA_BENCH_DATANODE_ARGS").unwrap_or_default().split_whitespace())
         .env("RUST_LOG", std::env::var("STRATA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
@@ -247,6 +256,9 @@ fn main() {
     let lo = rt.block_on(loopback_tcp(secs.min(2.0)));
     emit(json!({"suite": "datanode", "case": "loopback_tcp", "value": lo, "unit": "MB/s"}));
 
+    if std::env::var("STRATA_BENCH_BACKEND").as_deref() == Ok("spdk") {
+        return backends_side_by_side(&rt, dir.path(), secs, seq, sync);
+    }
     let (mut child, addr) = start_datanode(dir.path(), "6G");
     let only = std::env::var("STRATA_BENCH_CASES").ok();
     let next_extent = Arc::new(AtomicU64::new(1));
@@ -309,6 +321,54 @@ fn main() {
             emit(
                 json!({"suite": "datanode", "case": format!("rpc_ceiling_{label}_w{writers}"), "value": value, "unit": unit}),
             );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The portable and the SPDK backend over the same prepared 2 GiB file, case by case.
+fn backends_side_by_side(rt: &tokio::runtime::Runtime, dir: &Path, secs: f64, seq: f64, sync: f64) {
+    let file = dir.join("dev0.img");
+    let cases = [
+        (4usize << 10, "4k", 16usize, 1usize),
+        (64 << 10, "64k", 4, 1),
+        (1 << 20, "1m", 4, 1),
+        (4 << 20, "4m", 4, 1),
+        (1 << 20, "1m", 4, 4),
+    ];
+    let mut portable = Vec::new();
+    for backend in ["portable", "spdk"] {
+        let _ = std::fs::remove_file(&file);
+        drop(prepared(&file, 2 << 30));
+        let args: Vec<String> = if backend == "portable" {
+            vec!["--device".into(), file.display().to_string(), "--format".into()]
+        } else {
+            vec!["--backend".into(), "spdk".into(), "--spdk-aio".into(), file.display().to_string(), "--format".into()]
+        };
+        let (mut child, addr) = start_datanode_with(&args);
+        let next_extent = Arc::new(AtomicU64::new(1));
+        for (i, &(size, label, writers, depth)) in cases.iter().enumerate() {
+            let case = match depth {
+                1 => format!("{backend}_append_{label}_w{writers}"),
+                d => format!("{backend}_append_{label}_w{writers}_d{d}"),
+            };
+            let r = rt.block_on(run_case(&addr, size, writers, depth, secs, next_extent.clone()));
+            let (value, unit, limit, limit_name) = if size >= 1 << 20 {
+                (r.bytes as f64 / 1e6 / r.secs, "MB/s", seq, "device_seq_write")
+            } else {
+                (r.appends as f64 / r.secs, "appends/s", sync, "device_fdatasync_4k")
+            };
+            let mut v = json!({"suite": "datanode", "case": case, "value": value, "unit": unit,
+                "device_limit": limit_name, "device_limit_value": limit, "ratio_to_device": value / limit});
+            if backend == "portable" {
+                portable.push(value);
+            } else {
+                v["baseline"] = json!("portable");
+                v["baseline_value"] = json!(portable[i]);
+                v["ratio"] = json!(value / portable[i]);
+            }
+            emit(v);
         }
         let _ = child.kill();
         let _ = child.wait();
