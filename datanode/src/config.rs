@@ -412,6 +412,31 @@ mod tests {
         assert!(err(&["--device", "/a:12Q"]).contains("unknown unit"));
         assert!(err(&["--device", "/a", "--device", "/a"]).contains("listed twice"));
         assert!(err(&["--device", "/a", "--cluster-bytes", "5000"]).contains("power of two"));
+        assert!(err(&["--device", "/a", "--spdk-aio", "/b"]).contains("need --backend spdk"));
+    }
+
+    #[test]
+    fn the_spdk_backend_is_configured_or_refused_clearly() {
+        let err = |v: &[&str]| format!("{:#}", Config::from_args(&args(v)).unwrap_err());
+        if !cfg!(feature = "spdk") {
+            assert!(err(&["--backend", "spdk", "--spdk-aio", "/x"]).contains("built without SPDK"));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.img");
+        let c = Config::from_args(&args(&["--backend", "spdk", "--spdk-aio", &format!("{}:64M", f.display())]))
+            .unwrap();
+        let s = c.store.spdk.expect("spdk config");
+        assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".to_string()], vec!["aio0".to_string()]));
+        assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), 64 << 20, "the file is created at its size");
+        assert!(err(&["--backend", "spdk"]).contains("needs devices"));
+        assert!(err(&["--backend", "spdk", "--device", "/a"]).contains("--device is for the portable backend"));
+        assert!(err(&["--backend", "spdk", "--spdk-bdev", "Nvme0n1"]).contains("--spdk-config, which is missing"));
+        let j = dir.path().join("bad.json");
+        std::fs::write(&j, "{\"nope\": 1}").unwrap();
+        let e = err(&["--backend", "spdk", "--spdk-config", j.to_str().unwrap(), "--spdk-bdev", "N"]);
+        assert!(e.contains("expected {\"subsystems\""), "{e}");
     }
 
     #[test]
