@@ -42,8 +42,10 @@ case "$suite" in
     scripts/setup.sh >&2
     cargo bench -q -p client --bench ec 2>/dev/null | grep '^{'
     # S3 PUTs of 64 MiB objects, STANDARD (replica:3) against STANDARD_IA (ec:4+2).
-    cargo build --release -q -p ogw
+    cargo build --release -q -p ogw -p metanode -p datanode
     STRATA_BENCH_S3_MODE=ec cargo bench -q -p ogw --bench s3 | grep '^{'   # progress goes to stderr
+    # The same comparison at the LogStream layer (no HTTP, no MD5): 4 MiB appends.
+    STRATA_BENCH_LOGSTREAM_MODE=ec cargo bench -q -p client --bench logstream | grep '^{'
     ;;
   *)
     echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec)" >&2

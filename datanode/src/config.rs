@@ -424,8 +424,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("a.img");
-        let c = Config::from_args(&args(&["--backend", "spdk", "--spdk-aio", &format!("{}:64M", f.display())]))
-            .unwrap();
+        let c =
+            Config::from_args(&args(&["--backend", "spdk", "--spdk-aio", &format!("{}:64M", f.display())])).unwrap();
         let s = c.store.spdk.expect("spdk config");
         assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".to_string()], vec!["aio0".to_string()]));
         assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);

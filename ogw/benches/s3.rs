@@ -385,22 +385,23 @@ fn setup(suite: &str, dir: &str, secs: f64) -> (PathBuf, tokio::runtime::Runtime
 fn ec_compare(secs: f64) {
     let (root, rt, seq) = setup("ec", "s3-ec", secs);
     let (child, t) =
-        start_strata(&root.join("strata"), &["--datanodes", "7", "--device-size", "2G", "--ec-policy", "ec:4+2"]);
+        start_strata(&root.join("strata"), &["--datanodes", "7", "--device-size", "4G", "--ec-policy", "ec:4+2"]);
     let g = Arc::new(Gen::new(Arc::new(t)));
     let base = Bytes::from((0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<u8>>());
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    rt.block_on(g.send("PUT", "/ec", Bytes::new()));
+    rt.block_on(g.send("PUT", "/ecbench", Bytes::new()));
     // bytes and seconds per class, over the rounds
     let mut totals = [(0u64, 0f64); 2];
     for round in 0..4u64 {
         let which = (round % 2) as usize;
         let class = ["STANDARD", "STANDARD_IA"][which];
         let (g2, base2) = (g.clone(), base.clone());
-        // At most 12 objects a round: 2 GiB devices hold every round of both classes.
-        let (n, el, _) = rt.block_on(drive(16, secs / 2.0, 12, move |i| {
+        // At most 24 objects a round: 4 GiB devices hold every round of both classes.
+        let (n, el, _) = rt.block_on(drive(16, secs / 2.0, 24, move |i| {
             let (g, body) = (g2.clone(), unique(&base2, 64 << 20, seed + round, i));
             async move {
-                g.send_with("PUT", &format!("/ec/{class}/{round}/{i}"), &[("x-amz-storage-class", class)], body).await;
+                g.send_with("PUT", &format!("/ecbench/{class}/{round}/{i}"), &[("x-amz-storage-class", class)], body)
+                    .await;
             }
         }));
         eprintln!("round {round}: {class}: {n} objects in {el:.1} s");
