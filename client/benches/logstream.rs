@@ -119,23 +119,7 @@ fn main() {
         let limit = seq / 3.0;
         let payload = Bytes::from((0..1 << 20).map(|i: u32| (i * 7) as u8).collect::<Vec<u8>>());
         for depth in [4usize, 16] {
-            let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
-            let w = sc.open_writer(s.id, "bench").await.unwrap();
-            let mut window = VecDeque::new();
-            let t = Instant::now();
-            let mut done = 0u64;
-            while t.elapsed().as_secs_f64() < secs {
-                while window.len() < depth {
-                    window.push_back(w.submit(payload.clone()));
-                }
-                window.pop_front().unwrap().await.unwrap();
-                done += 1;
-            }
-            for f in window {
-                f.await.unwrap();
-                done += 1;
-            }
-            let mbps = done as f64 * payload.len() as f64 / 1e6 / t.elapsed().as_secs_f64();
+            let mbps = pipelined(&sc, Policy::Replica { n: 3 }, 1, depth, &payload, secs).await;
             emit(json!({"suite": "logstream", "case": format!("append_1m_d{depth}"), "value": mbps, "unit": "MB/s",
                 "baseline": "device_seq_write/3", "baseline_value": limit, "ratio": mbps / limit, "target": 0.9}));
         }
