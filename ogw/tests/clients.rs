@@ -136,7 +136,9 @@ fn other_tenant(db: &[String], name: &str) -> (String, String) {
     (it.next().unwrap().to_string(), it.next().unwrap().to_string())
 }
 
-fn run_boto3(endpoint: &str, key: (&str, &str), other: (&str, &str)) {
+/// Runs the boto3 suite; on failure the message ends with the last lines of the
+/// gateway's log (`log`), which say why the server answered as it did.
+fn run_boto3(endpoint: &str, key: (&str, &str), other: (&str, &str), log: &Path) {
     let py = python();
     let out = Command::new(&py)
         .arg(suite("boto3_suite.py"))
@@ -144,7 +146,12 @@ fn run_boto3(endpoint: &str, key: (&str, &str), other: (&str, &str)) {
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", py.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "boto3 suite failed:\n{text}");
+    if !out.status.success() {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("boto3 suite failed:\n{text}\n--- gateway log (last 40 lines) ---\n{}", tail.join("\n"));
+    }
     assert!(text.contains("boto3 suite passed"), "{text}");
 }
 
@@ -167,7 +174,7 @@ fn run_awscli(aws: &Path, endpoint: &str, key: (&str, &str)) {
 fn standalone_serves_boto3() {
     let s = Standalone::start();
     let other = other_tenant(&s.db_args(), "other");
-    run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1));
+    run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1), &s.dir.path().join("ogw.log"));
 }
 
 /// kill -9 of the whole standalone process while clients PUT (single and multipart):
@@ -262,7 +269,7 @@ fn standalone_on_postgres_and_mariadb_serves_boto3() {
             s.dir.path().join("data/master.key").display().to_string(),
         ];
         let other = other_tenant(&db, "other");
-        run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1));
+        run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1), &s.dir.path().join("ogw.log"));
     }
 }
 
@@ -326,7 +333,7 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     let (mut g1, addr1) = gw("gw1");
     let (mut g2, addr2) = gw("gw2");
     let (e1, e2) = (format!("http://{addr1}"), format!("http://{addr2}"));
-    run_boto3(&e1, (&a1, &s1), (&a2, &s2));
+    run_boto3(&e1, (&a1, &s1), (&a2, &s2), &cl.dir.path().join("gw1.log"));
     run_awscli(Path::new("/usr/bin/aws"), &e2, (&a1, &s1));
     run_awscli(&awscli_v1(), &e1, (&a2, &s2));
     sdk_suite(&e2, &a2, &s2, "sdk-cluster").await;
