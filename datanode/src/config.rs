@@ -12,6 +12,14 @@
 //! size = "4G"                 # size of a file created here
 //! cluster_bytes = "1M"
 //!
+//! backend = "portable"        # portable | spdk (a build with --features spdk)
+//! [spdk]                      # the spdk backend's devices (instead of [[device]])
+//! aio = ["data/dev0.img:64G"] # AIO bdevs over files or block devices
+//! config = "nvme.json"        # an SPDK JSON configuration that creates bdevs ...
+//! bdevs = ["Nvme0n1"]         # ... and the ones to use
+//! mem_mb = 1024
+//! hugepages = false
+//!
 //! [metanode]                  # optional: register with a metanode group and heartbeat
 //! addrs = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
 //! advertise = "10.0.0.5:7100" # address clients reach this datanode at (default: listen)
@@ -81,8 +89,8 @@ pub struct Args {
     pub heartbeat_ms: Option<u64>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`
     /// (SPDK's BlobStore on bdevs; needs a binary built with `--features spdk`).
-    #[arg(long, default_value = "portable")]
-    pub backend: Backend,
+    #[arg(long)]
+    pub backend: Option<Backend>,
     /// spdk: an AIO bdev over PATH (a file, created with SIZE if missing, or a block
     /// device), one device each; repeatable.
     #[arg(long = "spdk-aio", value_name = "PATH[:SIZE]")]
@@ -94,15 +102,16 @@ pub struct Args {
     /// spdk: a bdev of --spdk-config to use as a device; repeatable.
     #[arg(long = "spdk-bdev")]
     pub spdk_bdevs: Vec<String>,
-    /// spdk: memory for SPDK's environment, MiB.
-    #[arg(long, default_value_t = 1024)]
-    pub spdk_mem_mb: u32,
+    /// spdk: memory for SPDK's environment, MiB (default 1024).
+    #[arg(long)]
+    pub spdk_mem_mb: Option<u32>,
     /// spdk: use hugepages (reserved and mounted beforehand) instead of ordinary memory.
     #[arg(long)]
     pub spdk_hugepages: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     Portable,
     Spdk,
@@ -131,6 +140,21 @@ struct FileConfig {
     #[serde(default)]
     device: Vec<FileDevice>,
     metanode: Option<FileMeta>,
+    backend: Option<Backend>,
+    spdk: Option<FileSpdk>,
+}
+
+/// The spdk backend's devices, from flags or from the file's `[spdk]` (flags win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpdk {
+    #[serde(default)]
+    aio: Vec<String>,
+    config: Option<PathBuf>,
+    #[serde(default)]
+    bdevs: Vec<String>,
+    mem_mb: Option<u32>,
+    hugepages: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,10 +269,18 @@ impl Config {
                 });
             }
         }
-        let spdk = match args.backend {
+        let fs = file.spdk.unwrap_or_default();
+        let spdk_flags = FileSpdk {
+            aio: if args.spdk_aio.is_empty() { fs.aio } else { args.spdk_aio.clone() },
+            config: args.spdk_config.clone().or(fs.config),
+            bdevs: if args.spdk_bdevs.is_empty() { fs.bdevs } else { args.spdk_bdevs.clone() },
+            mem_mb: args.spdk_mem_mb.or(fs.mem_mb),
+            hugepages: Some(args.spdk_hugepages || fs.hugepages.unwrap_or(false)),
+        };
+        let spdk = match args.backend.or(file.backend).unwrap_or(Backend::Portable) {
             Backend::Portable => {
-                if !args.spdk_aio.is_empty() || args.spdk_config.is_some() || !args.spdk_bdevs.is_empty() {
-                    bail!("--spdk-aio, --spdk-config and --spdk-bdev need --backend spdk");
+                if !spdk_flags.aio.is_empty() || spdk_flags.config.is_some() || !spdk_flags.bdevs.is_empty() {
+                    bail!("--spdk-aio, --spdk-config and --spdk-bdev (or [spdk]) need --backend spdk");
                 }
                 None
             }
@@ -260,11 +292,10 @@ impl Config {
                          (SPDK_DIR, see README)"
                     );
                 }
-                if !args.devices.is_empty() {
-                    bail!("--device is for the portable backend; with --backend spdk use --spdk-aio or --spdk-bdev");
+                if !devices.is_empty() {
+                    bail!("--device and [[device]] are for the portable backend; with --backend spdk use --spdk-aio or --spdk-bdev");
                 }
-                devices.clear();
-                Some(spdk_config(args, cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT))?)
+                Some(spdk_config(&spdk_flags, cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT))?)
             }
         };
         if devices.is_empty() && spdk.is_none() {
@@ -333,12 +364,12 @@ impl Config {
 
 /// The SPDK backend's configuration from the flags: AIO bdevs over files (created as
 /// needed) and the bdevs of a JSON configuration.
-fn spdk_config(args: &Args, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
+fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
     let mut entries: Vec<serde_json::Value> = Vec::new();
     let mut bdevs = Vec::new();
     let mut fresh = Vec::new();
     let mut subsystems: Vec<serde_json::Value> = Vec::new();
-    if let Some(path) = &args.spdk_config {
+    if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("--spdk-config {}", path.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("--spdk-config {}: not JSON", path.display()))?;
@@ -346,14 +377,14 @@ fn spdk_config(args: &Args, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
             format!("--spdk-config {}: expected {{\"subsystems\": [...]}} as SPDK writes it", path.display())
         })?;
         subsystems.extend(subs.iter().cloned());
-        if args.spdk_bdevs.is_empty() {
+        if args.bdevs.is_empty() {
             bail!("--spdk-config needs --spdk-bdev NAME for each bdev to use");
         }
-    } else if !args.spdk_bdevs.is_empty() {
+    } else if !args.bdevs.is_empty() {
         bail!("--spdk-bdev names bdevs of --spdk-config, which is missing");
     }
-    bdevs.extend(args.spdk_bdevs.iter().cloned());
-    for (i, d) in args.spdk_aio.iter().enumerate() {
+    bdevs.extend(args.bdevs.iter().cloned());
+    for (i, d) in args.aio.iter().enumerate() {
         let (path, size) = match d.rsplit_once(':') {
             Some((p, s)) => (PathBuf::from(p), Some(parse_size(s).with_context(|| format!("--spdk-aio '{d}'"))?)),
             None => (PathBuf::from(d), None),
@@ -379,8 +410,8 @@ fn spdk_config(args: &Args, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
         json: serde_json::json!({ "subsystems": subsystems }).to_string(),
         bdevs,
         fresh,
-        mem_mb: args.spdk_mem_mb,
-        hugepages: args.spdk_hugepages,
+        mem_mb: args.mem_mb.unwrap_or(1024),
+        hugepages: args.hugepages.unwrap_or(false),
         cluster_bytes,
     })
 }
@@ -431,8 +462,21 @@ mod tests {
         assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);
         assert_eq!(std::fs::metadata(&f).unwrap().len(), 64 << 20, "the file is created at its size");
         assert!(err(&["--backend", "spdk"]).contains("needs devices"));
-        assert!(err(&["--backend", "spdk", "--device", "/a"]).contains("--device is for the portable backend"));
+        assert!(err(&["--backend", "spdk", "--device", "/a"])
+            .contains("--device and [[device]] are for the portable backend"));
         assert!(err(&["--backend", "spdk", "--spdk-bdev", "Nvme0n1"]).contains("--spdk-config, which is missing"));
+        // The same from a config file's [spdk] table; a flag replaces the file's list.
+        let toml = dir.path().join("dn.toml");
+        let g = dir.path().join("b.img");
+        std::fs::write(&toml, format!("backend = \"spdk\"\n[spdk]\naio = [\"{}:32M\"]\nmem_mb = 512\n", g.display()))
+            .unwrap();
+        let c = Config::from_args(&args(&["--config", toml.to_str().unwrap()])).unwrap();
+        let s = c.store.spdk.expect("spdk from the file");
+        assert_eq!((s.mem_mb, s.bdevs.len()), (512, 1));
+        assert!(s.json.contains("b.img"));
+        let c =
+            Config::from_args(&args(&["--config", toml.to_str().unwrap(), "--spdk-aio", f.to_str().unwrap()])).unwrap();
+        assert!(c.store.spdk.unwrap().json.contains("a.img"), "the flag wins");
         let j = dir.path().join("bad.json");
         std::fs::write(&j, "{\"nope\": 1}").unwrap();
         let e = err(&["--backend", "spdk", "--spdk-config", j.to_str().unwrap(), "--spdk-bdev", "N"]);
