@@ -64,13 +64,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let v1 = e.replicas[0].node;
     let futs: Vec<_> = (60..124u32).map(|i| (w.submit(record(i)), record(i))).collect();
     dns[v1 as usize - 1].kill9();
-    let mut prev = acked.last().unwrap().0;
-    for (f, data) in futs {
-        let s = f.await.unwrap();
-        assert!((s.extent, s.offset) > (prev.extent, prev.offset), "{s:?} landed before {prev:?}");
-        prev = s;
-        acked.push((s, data));
-    }
+    common::collect_in_order(futs, &mut acked).await;
     for i in 124..160u32 {
         acked.push((w.append(record(i)).await.unwrap(), record(i)));
     }

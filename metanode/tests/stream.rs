@@ -42,13 +42,7 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     acked.push((first, record(150)));
     // Many appends in flight at once: they land in the order they were submitted.
     let futs: Vec<_> = (151..300u32).map(|i| (w.submit(record(i)), record(i))).collect();
-    let mut prev = acked.last().unwrap().0;
-    for (f, data) in futs {
-        let s = f.await.unwrap();
-        assert!((s.extent, s.offset) > (prev.extent, prev.offset), "{s:?} landed before {prev:?}");
-        prev = s;
-        acked.push((s, data));
-    }
+    common::collect_in_order(futs, &mut acked).await;
     println!("appends resumed {resumed:?} after the kill");
     // The first victim comes back (four nodes again), then a second kill while 64
     // appends are on the wire: every one is acknowledged once, in order.
@@ -58,13 +52,7 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     let victim2 = sc.meta.extent(current).await.unwrap().replicas.iter().map(|r| r.node).find(|&n| n != victim);
     let futs: Vec<_> = (300..364u32).map(|i| (w.submit(record(i)), record(i))).collect();
     dns[victim2.unwrap() as usize - 1].kill9();
-    let mut prev = acked.last().unwrap().0;
-    for (f, data) in futs {
-        let s = f.await.unwrap();
-        assert!((s.extent, s.offset) > (prev.extent, prev.offset), "{s:?} landed before {prev:?}");
-        prev = s;
-        acked.push((s, data));
-    }
+    common::collect_in_order(futs, &mut acked).await;
     let v = sc.meta.stream(s.id).await.unwrap();
     assert!(v.extents.len() >= 3, "rotation by size and by failure: {} extents", v.extents.len());
     assert!(v.extents[..v.extents.len() - 1].iter().all(|e| e.sealed_len.is_some()));

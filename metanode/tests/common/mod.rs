@@ -331,3 +331,20 @@ impl Drop for DataNode {
         self.kill9();
     }
 }
+
+/// Awaits appends submitted together, checking that each landed after the one before
+/// (in stream order), and records each acknowledged slice with its bytes in `acked`.
+pub async fn collect_in_order<F>(futs: Vec<(F, bytes::Bytes)>, acked: &mut Vec<(client::Slice, bytes::Bytes)>)
+where
+    F: std::future::Future<Output = Result<client::Slice, client::StreamError>>,
+{
+    let mut prev = acked.last().map(|(s, _)| *s);
+    for (f, data) in futs {
+        let s = f.await.unwrap();
+        if let Some(p) = prev {
+            assert!((s.extent, s.offset) > (p.extent, p.offset), "{s:?} landed before {p:?}");
+        }
+        prev = Some(s);
+        acked.push((s, data));
+    }
+}
