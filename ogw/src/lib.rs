@@ -5,6 +5,7 @@
 
 #[macro_use]
 pub mod checksum;
+mod body;
 pub mod class;
 pub mod data;
 pub mod db;

@@ -11,6 +11,7 @@ use proto::meta::Policy;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
+use crate::body;
 use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
@@ -78,6 +79,19 @@ pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Fut
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let svc = svc.clone();
+            async move {
+                let version = req.version();
+                let (parts, body) = req.into_parts();
+                let (body, read) = body::Tracked::new(body);
+                let resp = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body))).await;
+                resp.map(|mut resp| {
+                    body::close_if_unread(version, &read, &mut resp);
+                    resp
+                })
+            }
+        });
         tokio::spawn(async move {
             let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // A request's header block may be at most this large (431 beyond).
