@@ -1,0 +1,192 @@
+//! LogStreams, first cut (issue 4 builds on this): a writer that owns a stream's epoch,
+//! fans every append out to all replicas itself, acknowledges only when every replica
+//! acknowledged, rotates to a new extent when one fills up, and on a replica failure
+//! seals the extent at the length every replica acknowledged, allocates a new one on
+//! healthy nodes and re-appends. Readers verify each slice's CRC32C and fall back to
+//! another replica on error or mismatch.
+//!
+//! `ec:K+M` streams (issue 6) go the same way with one shard per replica: the writer
+//! encodes each append into K+M shards (`stripe.rs`, in the caller's `submit`) and sends
+//! shard i to replica i; an append is acknowledged when all K+M shards are durable.
+//! Reads go to the data shards and decode from any K of K+M when one is missing, slow
+//! or corrupt; a whole slice is always checked against its CRC32C.
+//!
+//! Extent locations are cached per `StreamClient` (the writer's own allocations, and
+//! whatever reads learnt), and refreshed from the metanode when a read through them
+//! fails.
+//!
+//! This file holds what readers and writers share: the types callers see, the config,
+//! and the client's caches and connections. The reader (with the EC hedge) is `read.rs`,
+//! the writer and its driver task `write.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo, StreamView};
+use proto::{ExtentId, NodeId, APPEND_BYTES_MAX};
+
+use crate::ec::Simd;
+use crate::{ClientError, DataNodeClient, MetaClient};
+
+mod read;
+mod write;
+
+pub use write::{StreamWriter, WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
+
+/// Where an append's bytes are: enough to read them back and check them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub extent: ExtentId,
+    pub offset: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamError {
+    #[error("fenced: another writer opened the stream ({0})")]
+    Fenced(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("append of {0} bytes is larger than the {APPEND_BYTES_MAX}-byte limit")]
+    TooLarge(usize),
+    #[error("the cluster could not take the write within {deadline:?}: {last}")]
+    Unavailable { deadline: Duration, last: String },
+    #[error("cannot read {offset}+{len} of extent {extent}: {why}")]
+    Unreadable { extent: ExtentId, offset: u64, len: u32, why: String },
+    #[error("this client's erasure codec cannot code {0}")]
+    Unsupported(Policy),
+    #[error("erasure coding failed: {0}")]
+    Codec(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Rotate to a new extent before an append would take one past this size.
+    pub extent_bytes_max: u64,
+    /// A replica that has not answered an append within this is treated as failed.
+    pub replica_timeout: Duration,
+    /// How long one append keeps sealing, allocating and retrying before giving up.
+    pub append_deadline: Duration,
+    /// An EC read whose data shards are not all in by then also reads the parity shards
+    /// and decodes from the first K (and so does a ranged read, from the whole slice).
+    pub ec_hedge: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> StreamConfig {
+        StreamConfig {
+            extent_bytes_max: 256 << 20,
+            replica_timeout: Duration::from_secs(5),
+            append_deadline: Duration::from_secs(30),
+            ec_hedge: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Connections to datanodes by address, reused across streams.
+#[derive(Default)]
+struct Pool {
+    conns: Mutex<HashMap<String, DataNodeClient>>,
+}
+
+impl Pool {
+    async fn get(&self, addr: &str) -> Result<DataNodeClient, ClientError> {
+        if let Some(c) = self.conns.lock().get(addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout(Duration::from_secs(2), DataNodeClient::connect(addr))
+            .await
+            .map_err(|_| ClientError::Connection(format!("connecting to {addr} timed out")))??;
+        self.conns.lock().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// The client side of the cluster: metanode, datanode connections, locations.
+#[derive(Clone)]
+pub struct StreamClient {
+    pub meta: MetaClient,
+    pool: Arc<Pool>,
+    nodes: Arc<Mutex<HashMap<NodeId, NodeInfo>>>,
+    /// Extent locations learnt from the metanode, refreshed when they fail a read.
+    extents: Arc<Mutex<HashMap<ExtentId, ExtentInfo>>>,
+    /// Decoders for EC reads, by (K, M).
+    codecs: Arc<Codecs>,
+    pub config: StreamConfig,
+}
+
+type Codecs = Mutex<HashMap<(usize, usize), Arc<Simd>>>;
+
+impl StreamClient {
+    pub fn new(meta: MetaClient, config: StreamConfig) -> StreamClient {
+        StreamClient {
+            meta,
+            pool: Arc::default(),
+            nodes: Arc::default(),
+            extents: Arc::default(),
+            codecs: Arc::default(),
+            config,
+        }
+    }
+
+    pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo, StreamError> {
+        Ok(self.meta.create_stream(policy).await?)
+    }
+
+    fn remember(&self, nodes: &[NodeInfo]) {
+        let mut m = self.nodes.lock();
+        for n in nodes {
+            m.insert(n.id, n.clone());
+        }
+    }
+
+    async fn addr(&self, node: NodeId) -> Result<String, StreamError> {
+        if let Some(n) = self.nodes.lock().get(&node) {
+            return Ok(n.addr.clone());
+        }
+        let all = self.meta.nodes().await?;
+        self.remember(&all);
+        self.nodes
+            .lock()
+            .get(&node)
+            .map(|n| n.addr.clone())
+            .ok_or(StreamError::Meta(MetaError::NoSuchNode { id: node }))
+    }
+
+    /// A connection to `node`. When it cannot be made, the node's cached address is
+    /// forgotten (a restarted datanode may listen elsewhere) and asked for again next time.
+    async fn conn(&self, node: NodeId) -> Result<DataNodeClient, String> {
+        let addr = self.addr(node).await.map_err(|e| e.to_string())?;
+        match self.pool.get(&addr).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.nodes.lock().remove(&node);
+                Err(format!("datanode {node} at {addr}: {e}"))
+            }
+        }
+    }
+
+    /// Every stream, without extents.
+    pub async fn list_streams(&self) -> Result<Vec<StreamInfo>, StreamError> {
+        Ok(self.meta.streams().await?)
+    }
+
+    /// A stream with its extents (lengths once sealed) and where they are.
+    pub async fn stat(&self, id: StreamId) -> Result<StreamView, StreamError> {
+        let v = self.meta.stream(id).await?;
+        self.remember(&v.nodes);
+        let mut cache = self.extents.lock();
+        for e in &v.extents {
+            cache.insert(e.id, e.clone());
+        }
+        Ok(v)
+    }
+
+    /// Deletes a stream and its extents' records (the datanodes' copies are GC's to reclaim).
+    pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
+        Ok(self.meta.delete_stream(id).await?)
+    }
+}
