@@ -8,8 +8,7 @@
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-/// Idle encoders (and decoders) a `Simd` codec keeps for reuse.
-const CODERS_POOLED_MAX: usize = 8;
+use crate::limits::CODERS_POOLED_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {

@@ -28,12 +28,18 @@ use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo,
 use proto::{ExtentId, NodeId, APPEND_BYTES_MAX};
 
 use crate::ec::Simd;
+use crate::limits::{
+    ALLOCATE_PAUSE_DEFAULT, APPEND_DEADLINE_DEFAULT, CONNECT_TIMEOUT_DEFAULT, EC_HEDGE_DEFAULT,
+    EXTENT_BYTES_MAX_DEFAULT, REPLICA_TIMEOUT_DEFAULT, SEAL_TIMEOUT_DEFAULT,
+};
 use crate::{ClientError, DataNodeClient, MetaClient};
 
 mod read;
 mod write;
 
-pub use write::{StreamWriter, WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
+pub use write::StreamWriter;
+// Public here first; they live in `limits.rs` with the others.
+pub use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 
 /// Where an append's bytes are: enough to read them back and check them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +68,7 @@ pub enum StreamError {
     Codec(String),
 }
 
+/// How a `StreamClient` reads and writes; `default()` takes the defaults in `limits.rs`.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     /// Rotate to a new extent before an append would take one past this size.
@@ -73,15 +80,24 @@ pub struct StreamConfig {
     /// An EC read whose data shards are not all in by then also reads the parity shards
     /// and decodes from the first K (and so does a ranged read, from the whole slice).
     pub ec_hedge: Duration,
+    /// Connecting to a datanode gives up after this.
+    pub connect_timeout: Duration,
+    /// After a failed allocation, the writer waits this long before it asks again.
+    pub allocate_pause: Duration,
+    /// Each replica's best-effort seal waits this long (the metanode's seal is what counts).
+    pub seal_timeout: Duration,
 }
 
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
         StreamConfig {
-            extent_bytes_max: 256 << 20,
-            replica_timeout: Duration::from_secs(5),
-            append_deadline: Duration::from_secs(30),
-            ec_hedge: Duration::from_millis(250),
+            extent_bytes_max: EXTENT_BYTES_MAX_DEFAULT,
+            replica_timeout: REPLICA_TIMEOUT_DEFAULT,
+            append_deadline: APPEND_DEADLINE_DEFAULT,
+            ec_hedge: EC_HEDGE_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            allocate_pause: ALLOCATE_PAUSE_DEFAULT,
+            seal_timeout: SEAL_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -93,11 +109,11 @@ struct Pool {
 }
 
 impl Pool {
-    async fn get(&self, addr: &str) -> Result<DataNodeClient, ClientError> {
+    async fn get(&self, addr: &str, timeout: Duration) -> Result<DataNodeClient, ClientError> {
         if let Some(c) = self.conns.lock().get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(Duration::from_secs(2), DataNodeClient::connect(addr))
+        let c = tokio::time::timeout(timeout, DataNodeClient::connect(addr))
             .await
             .map_err(|_| ClientError::Connection(format!("connecting to {addr} timed out")))??;
         self.conns.lock().insert(addr.to_string(), c.clone());
@@ -160,7 +176,7 @@ impl StreamClient {
     /// forgotten (a restarted datanode may listen elsewhere) and asked for again next time.
     async fn conn(&self, node: NodeId) -> Result<DataNodeClient, String> {
         let addr = self.addr(node).await.map_err(|e| e.to_string())?;
-        match self.pool.get(&addr).await {
+        match self.pool.get(&addr, self.config.connect_timeout).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.nodes.lock().remove(&node);

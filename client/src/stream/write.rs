@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::error::Elapsed;
 
 use super::{Slice, StreamClient, StreamError};
+use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 use crate::stripe::{Layout, Payloads};
 use crate::{ClientError, DataNodeClient};
 
@@ -57,11 +58,6 @@ struct Tail {
     /// The stream's last extent (sealed), which the next allocation follows.
     last: Option<ExtentId>,
 }
-
-/// Appends sent but not yet answered, per stream, at most.
-pub const WRITER_IN_FLIGHT_MAX: usize = 64;
-/// Bytes of appends sent but not yet answered, per stream, at most.
-pub const WRITER_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 
 struct Req {
     /// Bytes appended (the slice's length).
@@ -258,7 +254,7 @@ impl Driver {
             if self.tail.open.is_none() {
                 if let Err(why) = self.allocate().await? {
                     self.failed(why);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(cfg.allocate_pause).await;
                     continue;
                 }
             }
@@ -349,7 +345,7 @@ impl Driver {
     async fn seal_open(&mut self) -> Result<(), StreamError> {
         let Some(o) = self.tail.open.take() else { return Ok(()) };
         for c in &o.conns {
-            let _ = tokio::time::timeout(Duration::from_secs(1), c.seal(o.info.id, o.len)).await;
+            let _ = tokio::time::timeout(self.client.config.seal_timeout, c.seal(o.info.id, o.len)).await;
         }
         match self.client.meta.seal_extent(o.info.id, self.epoch, o.len).await {
             Ok(_) => {}
