@@ -20,12 +20,13 @@
 //! the writer and its driver task `write.rs`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use proto::meta::{ExtentInfo, MetaError, NodeInfo, Policy, StreamId, StreamInfo, StreamView};
-use proto::{ExtentId, NodeId, APPEND_BYTES_MAX};
+use proto::{ExtentError, ExtentId, NodeId, APPEND_BYTES_MAX};
 
 use crate::ec::Simd;
 use crate::limits::{
@@ -66,6 +67,55 @@ pub enum StreamError {
     Unsupported(Policy),
     #[error("erasure coding failed: {0}")]
     Codec(String),
+}
+
+/// Why one replica (or EC shard) did not serve a request. A writer seals the extent and
+/// moves on, a reader tries another copy; a `Corrupt` copy is also reported as bad.
+#[derive(Debug, Clone, thiserror::Error)]
+enum ReplicaFailure {
+    /// No answer within the stream config's timeout.
+    #[error("datanode {node}: no answer within {after:?}")]
+    Timeout { node: NodeId, after: Duration },
+    /// No connection: the datanode's address is unknown or unreachable, or the connection
+    /// broke (what a request on it did is unknown).
+    #[error("datanode {node}: {why}")]
+    Connect { node: NodeId, why: String },
+    /// The copy's bytes are not what was written.
+    #[error("datanode {node}: {why}")]
+    Corrupt { node: NodeId, why: Corruption },
+    /// The datanode answered with its refusal (`ClientError::Extent`, as typed on the
+    /// wire), or with something this client did not ask for.
+    #[error("datanode {node}: {error}")]
+    Refused { node: NodeId, error: ClientError },
+}
+
+/// How a copy was found bad (what the metanode is told).
+#[derive(Debug, Clone, thiserror::Error)]
+enum Corruption {
+    #[error("returned {got} bytes for {want}")]
+    Length { got: usize, want: u32 },
+    #[error("bytes at {offset}+{len} do not match their CRC")]
+    Crc { offset: u64, len: u32 },
+    /// The datanode's check of the CRCs it stored failed (`ChecksumMismatch`).
+    #[error(transparent)]
+    Stored(ExtentError),
+    /// An EC shard that the others, decoded without it, prove wrong.
+    #[error("shard {shard} at {offset}+{len} disagrees with the others")]
+    Disagrees { shard: usize, offset: u64, len: u64 },
+}
+
+/// `request` to `node`, given up after `after`: its answer, or how the replica failed.
+async fn within<T>(
+    node: NodeId,
+    after: Duration,
+    request: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ReplicaFailure> {
+    match tokio::time::timeout(after, request).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e @ ClientError::Connection(_))) => Err(ReplicaFailure::Connect { node, why: e.to_string() }),
+        Ok(Err(error)) => Err(ReplicaFailure::Refused { node, error }),
+        Err(_) => Err(ReplicaFailure::Timeout { node, after }),
+    }
 }
 
 /// How a `StreamClient` reads and writes; `default()` takes the defaults in `limits.rs`.
@@ -174,13 +224,14 @@ impl StreamClient {
 
     /// A connection to `node`. When it cannot be made, the node's cached address is
     /// forgotten (a restarted datanode may listen elsewhere) and asked for again next time.
-    async fn conn(&self, node: NodeId) -> Result<DataNodeClient, String> {
-        let addr = self.addr(node).await.map_err(|e| e.to_string())?;
+    async fn conn(&self, node: NodeId) -> Result<DataNodeClient, ReplicaFailure> {
+        let addr =
+            self.addr(node).await.map_err(|e| ReplicaFailure::Connect { node, why: format!("no address: {e}") })?;
         match self.pool.get(&addr, self.config.connect_timeout).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.nodes.lock().remove(&node);
-                Err(format!("datanode {node} at {addr}: {e}"))
+                Err(ReplicaFailure::Connect { node, why: format!("at {addr}: {e}") })
             }
         }
     }

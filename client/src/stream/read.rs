@@ -11,7 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use proto::meta::{ExtentInfo, Policy};
 use proto::{ExtentError, ExtentId, NodeId, READ_BYTES_MAX};
 
-use super::{Slice, StreamClient, StreamError};
+use super::{within, Corruption, ReplicaFailure, Slice, StreamClient, StreamError};
 use crate::ec::{shard_len, Codec, Simd};
 use crate::limits::READ_SPREAD_BYTES;
 use crate::stripe::data_pieces;
@@ -154,7 +154,7 @@ impl StreamClient {
         for r in order {
             match self.read_copy(e.id, r.node, offset, len, crc).await {
                 Ok(b) => return Ok(b),
-                Err(w) => why.push(w),
+                Err(w) => why.push(w.to_string()),
             }
         }
         Err(StreamError::Unreadable { extent: e.id, offset, len, why: why.join("; ") })
@@ -170,22 +170,21 @@ impl StreamClient {
         offset: u64,
         len: u32,
         crc: Option<u32>,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, ReplicaFailure> {
         let c = self.conn(node).await?;
-        let t = self.config.replica_timeout;
-        let Ok(read) = tokio::time::timeout(t, c.read(extent, offset, len)).await else {
-            return Err(format!("datanode {node}: no answer within {t:?}"));
-        };
-        let bad = match read {
+        let why = match within(node, self.config.replica_timeout, c.read(extent, offset, len)).await {
             Ok(b) if b.len() == len as usize && crc.is_none_or(|c| proto::crc32c(&b) == c) => return Ok(b),
-            Ok(b) if b.len() != len as usize => format!("returned {} bytes for {len}", b.len()),
-            Ok(_) => format!("bytes at {offset}+{len} do not match their CRC"),
-            Err(err @ ClientError::Extent(ExtentError::ChecksumMismatch { .. })) => err.to_string(),
-            Err(err) => return Err(format!("datanode {node}: {err}")),
+            Ok(b) if b.len() != len as usize => Corruption::Length { got: b.len(), want: len },
+            Ok(_) => Corruption::Crc { offset, len },
+            Err(ReplicaFailure::Refused {
+                error: ClientError::Extent(e @ ExtentError::ChecksumMismatch { .. }),
+                ..
+            }) => Corruption::Stored(e),
+            Err(failure) => return Err(failure),
         };
-        tracing::warn!("extent {extent} on datanode {node}: {bad}");
-        self.report_bad(extent, node, bad.clone());
-        Err(format!("datanode {node}: {bad}"))
+        tracing::warn!("extent {extent} on datanode {node}: {why}");
+        self.report_bad(extent, node, why.clone());
+        Err(ReplicaFailure::Corrupt { node, why })
     }
 
     /// A whole EC slice. The data shards holding its bytes are read first; if one fails,
@@ -267,7 +266,7 @@ impl StreamClient {
             for &skip in &present {
                 if let Ok(b) = decode(codec.as_ref(), k, &shards, Some(skip), s) {
                     let node = e.replicas[skip].node;
-                    self.report_bad(e.id, node, format!("shard {skip} at {}+{sl} disagrees with the others", s.offset));
+                    self.report_bad(e.id, node, Corruption::Disagrees { shard: skip, offset: s.offset, len: sl });
                     return Ok(b);
                 }
             }
@@ -295,7 +294,7 @@ impl StreamClient {
         let reads = data_pieces(sl, off, len)
             .map(|(i, at, n)| self.read_copy(e.id, e.replicas[i].node, s.offset + at, n as u32, None));
         let got = match tokio::time::timeout(self.config.ec_hedge, crate::join_all(reads)).await {
-            Ok(all) => all.into_iter().collect::<Result<Vec<Bytes>, String>>(),
+            Ok(all) => all.into_iter().collect::<Result<Vec<Bytes>, _>>().map_err(|f| f.to_string()),
             Err(_) => Err(format!("not all in within {:?}", self.config.ec_hedge)),
         };
         match got {
@@ -325,7 +324,7 @@ impl StreamClient {
 
     /// Tells the metanode, in the background, that `node`'s copy of `extent` is bad, and
     /// remembers it so later reads try that copy last.
-    fn report_bad(&self, extent: ExtentId, node: NodeId, why: String) {
+    fn report_bad(&self, extent: ExtentId, node: NodeId, why: Corruption) {
         if let Some(e) = self.extents.lock().get_mut(&extent) {
             if !e.bad.contains(&node) {
                 e.bad.push(node);
@@ -333,7 +332,7 @@ impl StreamClient {
         }
         let meta = self.meta.clone();
         tokio::spawn(async move {
-            if let Err(err) = meta.report_bad(extent, node, &why).await {
+            if let Err(err) = meta.report_bad(extent, node, &why.to_string()).await {
                 tracing::warn!("could not report datanode {node}'s bad copy of extent {extent}: {err}");
             }
         });

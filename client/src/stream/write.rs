@@ -12,9 +12,8 @@ use bytes::Bytes;
 use proto::meta::{ExtentInfo, MetaError, Policy, StreamId};
 use proto::{Epoch, ExtentError, ExtentId, Request, Response, APPEND_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::error::Elapsed;
 
-use super::{Slice, StreamClient, StreamError};
+use super::{within, ReplicaFailure, Slice, StreamClient, StreamError};
 use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 use crate::stripe::{Layout, Payloads};
 use crate::{ClientError, DataNodeClient};
@@ -37,7 +36,7 @@ impl StreamClient {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             failing_since: None,
-            last_error: String::new(),
+            last_setback: None,
         };
         tokio::spawn(driver.run(rx));
         Ok(StreamWriter { id, epoch: v.stream.epoch, policy: v.stream.policy, layout, tx })
@@ -86,7 +85,8 @@ impl Item {
     }
 }
 
-type Acks = Pin<Box<dyn Future<Output = Vec<Result<Result<Response, ClientError>, Elapsed>>> + Send>>;
+/// Every replica's answer to one append, in replica order.
+type Acks = Pin<Box<dyn Future<Output = Vec<Result<Response, ReplicaFailure>>> + Send>>;
 
 struct InFlight {
     req: Req,
@@ -156,13 +156,33 @@ fn stopped() -> StreamError {
     StreamError::Unavailable { deadline: Duration::ZERO, last: "the writer stopped".into() }
 }
 
-fn fenced(e: &ClientError) -> bool {
-    matches!(e, ClientError::Extent(ExtentError::StaleEpoch { .. }))
-}
-
 enum Next {
     Go,
     Stop,
+}
+
+/// What `allocate` came to when the writer can go on.
+enum Allocation {
+    /// The next extent is open on every replica.
+    Open,
+    /// No extent for now; the writer pauses (`allocate_pause`) and asks again.
+    Retry(Setback),
+}
+
+/// Why the writer could not place appends for now. It keeps trying until
+/// `append_deadline` has passed since the first setback; the last one is what
+/// `StreamError::Unavailable` reports.
+#[derive(Debug, thiserror::Error)]
+enum Setback {
+    /// The metanode found too few datanodes for the policy.
+    #[error(transparent)]
+    NoPlacement(MetaError),
+    /// A replica could not create the new extent.
+    #[error("creating extent {extent}: {failure}")]
+    Create { extent: ExtentId, failure: ReplicaFailure },
+    /// A replica failed an append: the extent is sealed and the appends go again.
+    #[error("extent {extent}: {failure}; sealing it and sending again")]
+    Append { extent: ExtentId, failure: ReplicaFailure },
 }
 
 /// The writer's task: owns the open extent, sends appends to every replica in order,
@@ -177,7 +197,7 @@ struct Driver {
     inflight: VecDeque<InFlight>,
     inflight_bytes: usize,
     failing_since: Option<Instant>,
-    last_error: String,
+    last_setback: Option<Setback>,
 }
 
 impl Driver {
@@ -241,7 +261,7 @@ impl Driver {
                 if since.elapsed() > cfg.append_deadline {
                     return Err(StreamError::Unavailable {
                         deadline: cfg.append_deadline,
-                        last: std::mem::take(&mut self.last_error),
+                        last: self.last_setback.take().map(|s| s.to_string()).unwrap_or_default(),
                     });
                 }
             }
@@ -252,7 +272,7 @@ impl Driver {
                 self.seal_open().await?;
             }
             if self.tail.open.is_none() {
-                if let Err(why) = self.allocate().await? {
+                if let Allocation::Retry(why) = self.allocate().await? {
                     self.failed(why);
                     tokio::time::sleep(cfg.allocate_pause).await;
                     continue;
@@ -263,13 +283,15 @@ impl Driver {
             let (extent, offset) = (o.info.id, o.submitted);
             o.submitted += len;
             let sends: Vec<_> = o
-                .conns
+                .info
+                .replicas
                 .iter()
+                .zip(&o.conns)
                 .enumerate()
-                .map(|(i, c)| {
+                .map(|(i, (r, c))| {
                     let (crc32c, payload) = req.payloads.target(i);
-                    let r = Request::Append { extent, expected_offset: offset, epoch: self.epoch, crc32c, payload };
-                    tokio::time::timeout(cfg.replica_timeout, c.submit(r))
+                    let a = Request::Append { extent, expected_offset: offset, epoch: self.epoch, crc32c, payload };
+                    within(r.node, cfg.replica_timeout, c.submit(a))
                 })
                 .collect();
             self.inflight_bytes += req.payloads.bytes();
@@ -278,31 +300,28 @@ impl Driver {
         Ok(Next::Go)
     }
 
-    fn failed(&mut self, why: String) {
+    fn failed(&mut self, why: Setback) {
         tracing::warn!("stream {}: {why}", self.id);
         self.failing_since.get_or_insert_with(Instant::now);
-        self.last_error = why;
+        self.last_setback = Some(why);
     }
 
     /// The oldest append's answers from every replica.
-    async fn settle(&mut self, res: Vec<Result<Result<Response, ClientError>, Elapsed>>) -> Result<(), StreamError> {
+    async fn settle(&mut self, res: Vec<Result<Response, ReplicaFailure>>) -> Result<(), StreamError> {
         let f = self.inflight.pop_front().expect("settling the oldest");
         self.inflight_bytes -= f.req.payloads.bytes();
-        let o = self.tail.open.as_ref().expect("in flight on the open extent");
         let mut failure = None;
-        for (r, res) in o.info.replicas.iter().zip(res) {
+        for res in res {
             match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if fenced(&e) => {
+                Ok(_) => {}
+                Err(ReplicaFailure::Refused {
+                    error: e @ ClientError::Extent(ExtentError::StaleEpoch { .. }), ..
+                }) => {
                     // Answered with the error by `fail_all`, like everything after it.
                     self.queue.push_front(Item::Append(f.req));
                     return Err(StreamError::Fenced(e.to_string()));
                 }
-                Ok(Err(e)) => failure = Some(format!("datanode {}: {e}", r.node)),
-                Err(_) => {
-                    let t = self.client.config.replica_timeout;
-                    failure = Some(format!("datanode {}: no answer within {t:?}", r.node))
-                }
+                Err(e) => failure = Some(e),
             }
         }
         match failure {
@@ -315,9 +334,8 @@ impl Driver {
                 let _ = f.req.reply.send(Ok(slice));
                 Ok(())
             }
-            Some(why) => {
-                let extent = f.extent;
-                self.failed(format!("extent {extent}: {why}; sealing it and sending again"));
+            Some(failure) => {
+                self.failed(Setback::Append { extent: f.extent, failure });
                 // This append and every later one go again, in order, to a new extent.
                 let mut again: VecDeque<Item> = std::iter::once(Item::Append(f.req)).collect();
                 again.extend(self.inflight.drain(..).map(|i| Item::Append(i.req)));
@@ -356,34 +374,35 @@ impl Driver {
         Ok(())
     }
 
-    /// Allocates the next extent and creates it on every replica. `Ok(Err(why))`: a
-    /// replica could not create it (the extent is sealed empty; try again).
-    async fn allocate(&mut self) -> Result<Result<(), String>, StreamError> {
+    /// Allocates the next extent and creates it on every replica. When that fails for
+    /// now (no placement, or a replica could not create it: the extent is then sealed
+    /// empty), says why, and the writer tries again.
+    async fn allocate(&mut self) -> Result<Allocation, StreamError> {
         let info = match self.client.meta.allocate_extent(self.id, self.epoch, self.tail.last).await {
             Ok(i) => i,
             Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced("allocating".into())),
-            Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Err(e.to_string())),
+            Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Allocation::Retry(Setback::NoPlacement(e))),
             Err(e) => return Err(e.into()),
         };
         let mut conns = Vec::new();
         let mut failed = None;
         let timeout = self.client.config.replica_timeout;
         for r in &info.replicas {
-            match self.client.conn(r.node).await {
-                Ok(c) => match tokio::time::timeout(timeout, c.create(info.id, self.epoch, r.device)).await {
-                    Ok(Ok(())) => conns.push(c),
-                    Ok(Err(e)) => failed = Some(format!("creating extent {} on datanode {}: {e}", info.id, r.node)),
-                    Err(_) => failed = Some(format!("creating extent {} on datanode {} timed out", info.id, r.node)),
-                },
-                Err(why) => failed = Some(why),
+            let created = match self.client.conn(r.node).await {
+                Ok(c) => within(r.node, timeout, c.create(info.id, self.epoch, r.device)).await.map(|()| c),
+                Err(failure) => Err(failure),
+            };
+            match created {
+                Ok(c) => conns.push(c),
+                Err(failure) => failed = Some(Setback::Create { extent: info.id, failure }),
             }
         }
         self.client.extents.lock().insert(info.id, info.clone());
         self.tail.open = Some(OpenExtent { info, conns, len: 0, submitted: 0 });
         if let Some(why) = failed {
             self.seal_open().await?;
-            return Ok(Err(why));
+            return Ok(Allocation::Retry(why));
         }
-        Ok(Ok(()))
+        Ok(Allocation::Open)
     }
 }
