@@ -14,6 +14,8 @@ use proto::{Epoch, ExtentError, ExtentId, ExtentStat, NodeStat, Request, Respons
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::limits::CONN_READ_BUFFER_BYTES;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// The datanode refused or failed the request.
@@ -63,7 +65,7 @@ impl DataNodeClient {
         let sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let _ = sock.set_nodelay(true);
         let (rd, wr) = sock.into_split();
-        let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
+        let mut rd = tokio::io::BufReader::with_capacity(CONN_READ_BUFFER_BYTES, rd);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending { waiting: HashMap::new(), closed: None }),
             next_id: AtomicU64::new(1),

@@ -7,9 +7,9 @@
 //! what every codec accepts (a non-zero even number of bytes).
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
-/// Idle encoders (and decoders) a `Simd` codec keeps for reuse.
-const CODERS_POOLED_MAX: usize = 8;
+use crate::limits::CODERS_POOLED_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -39,6 +39,11 @@ pub trait Codec: Send + Sync {
 pub fn shard_len(len: usize, k: usize) -> usize {
     let per = len.div_ceil(k).max(1);
     per + per % 2
+}
+
+/// The length of the (equal) shards in `data`.
+fn shard_bytes(data: &[&[u8]]) -> usize {
+    data.first().map_or(0, |d| d.len())
 }
 
 fn check(shards: &[Option<Vec<u8>>], k: usize, m: usize) -> Result<usize, CodecError> {
@@ -78,7 +83,7 @@ impl Codec for Matrix {
         self.m
     }
     fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, CodecError> {
-        let len = data.first().map(|d| d.len()).unwrap_or(0);
+        let len = shard_bytes(data);
         let mut parity = vec![vec![0u8; len]; self.m];
         let mut refs: Vec<&mut [u8]> = parity.iter_mut().map(|p| p.as_mut_slice()).collect();
         self.rs.encode_sep(data, &mut refs).map_err(|e| CodecError::Codec(format!("{e:?}")))?;
@@ -96,21 +101,51 @@ impl Codec for Matrix {
 pub struct Simd {
     k: usize,
     m: usize,
-    enc: parking_lot::Mutex<Vec<reed_solomon_simd::ReedSolomonEncoder>>,
-    dec: parking_lot::Mutex<Vec<reed_solomon_simd::ReedSolomonDecoder>>,
+    enc: Coders<ReedSolomonEncoder>,
+    dec: Coders<ReedSolomonDecoder>,
 }
 
 impl Simd {
     pub fn new(k: usize, m: usize) -> Result<Simd, CodecError> {
-        if !reed_solomon_simd::ReedSolomonEncoder::supports(k, m) {
+        if !ReedSolomonEncoder::supports(k, m) {
             return Err(CodecError::Unsupported { k, m });
         }
-        Ok(Simd { k, m, enc: Default::default(), dec: Default::default() })
+        let enc = Coders { idle: Default::default(), new: ReedSolomonEncoder::new, reset: ReedSolomonEncoder::reset };
+        let dec = Coders { idle: Default::default(), new: ReedSolomonDecoder::new, reset: ReedSolomonDecoder::reset };
+        Ok(Simd { k, m, enc, dec })
     }
 }
 
 fn simd_err(e: reed_solomon_simd::Error) -> CodecError {
     CodecError::Codec(e.to_string())
+}
+
+/// Idle encoders (or decoders) of a `Simd` codec. Each keeps its work buffers, so
+/// resetting an idle one costs less than building a new one.
+struct Coders<T> {
+    idle: parking_lot::Mutex<Vec<T>>,
+    new: fn(usize, usize, usize) -> Result<T, reed_solomon_simd::Error>,
+    reset: fn(&mut T, usize, usize, usize) -> Result<(), reed_solomon_simd::Error>,
+}
+
+impl<T> Coders<T> {
+    /// One for `k`+`m` shards of `len` bytes: an idle one reset, or a new one.
+    fn take(&self, k: usize, m: usize, len: usize) -> Result<T, CodecError> {
+        let idle = self.idle.lock().pop();
+        match idle {
+            Some(mut c) => (self.reset)(&mut c, k, m, len).map(|()| c),
+            None => (self.new)(k, m, len),
+        }
+        .map_err(simd_err)
+    }
+
+    /// Keeps `c` for a later call, unless `CODERS_POOLED_MAX` are idle already.
+    fn give_back(&self, c: T) {
+        let mut idle = self.idle.lock();
+        if idle.len() < CODERS_POOLED_MAX {
+            idle.push(c);
+        }
+    }
 }
 
 impl Codec for Simd {
@@ -121,23 +156,13 @@ impl Codec for Simd {
         self.m
     }
     fn encode(&self, data: &[&[u8]]) -> Result<Vec<Vec<u8>>, CodecError> {
-        let len = data.first().map(|d| d.len()).unwrap_or(0);
-        let pooled = self.enc.lock().pop();
-        let mut enc = match pooled {
-            Some(mut e) => {
-                e.reset(self.k, self.m, len).map_err(simd_err)?;
-                e
-            }
-            None => reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(simd_err)?,
-        };
+        let len = shard_bytes(data);
+        let mut enc = self.enc.take(self.k, self.m, len)?;
         for d in data {
             enc.add_original_shard(d).map_err(simd_err)?;
         }
         let parity = enc.encode().map_err(simd_err)?.recovery_iter().map(<[u8]>::to_vec).collect();
-        let mut pool = self.enc.lock();
-        if pool.len() < CODERS_POOLED_MAX {
-            pool.push(enc);
-        }
+        self.enc.give_back(enc);
         Ok(parity)
     }
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), CodecError> {
@@ -145,14 +170,7 @@ impl Codec for Simd {
         if shards[..self.k].iter().all(Option::is_some) {
             return Ok(());
         }
-        let pooled = self.dec.lock().pop();
-        let mut dec = match pooled {
-            Some(mut d) => {
-                d.reset(self.k, self.m, len).map_err(simd_err)?;
-                d
-            }
-            None => reed_solomon_simd::ReedSolomonDecoder::new(self.k, self.m, len).map_err(simd_err)?,
-        };
+        let mut dec = self.dec.take(self.k, self.m, len)?;
         for (i, s) in shards[..self.k].iter().enumerate() {
             if let Some(s) = s {
                 dec.add_original_shard(i, s).map_err(simd_err)?;
@@ -169,10 +187,7 @@ impl Codec for Simd {
         for (i, s) in restored {
             shards[i] = Some(s);
         }
-        let mut pool = self.dec.lock();
-        if pool.len() < CODERS_POOLED_MAX {
-            pool.push(dec);
-        }
+        self.dec.give_back(dec);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod ec;
+pub mod limits;
 pub mod meta;
 pub mod stream;
 mod stripe;

@@ -16,13 +16,10 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Default time a call keeps retrying (leader changes, unreachable members) before it
-/// gives up with `Unavailable`.
-pub const META_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
-
-/// Longest one attempt waits for a member's answer; longer than the metanode's own
-/// commit timeout (5 s) plus an opener's fence timeout (3 s).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
+pub use crate::limits::META_DEADLINE_DEFAULT;
+use crate::limits::{
+    META_ATTEMPT_TIMEOUT, META_BACKOFF_MAX, META_BACKOFF_MIN, META_CONNECT_TIMEOUT, META_STATUS_TIMEOUT,
+};
 
 #[derive(Clone)]
 pub struct MetaClient {
@@ -56,7 +53,7 @@ impl MetaClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(META_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");
@@ -93,7 +90,7 @@ impl MetaClient {
         body: Option<&B>,
     ) -> Result<T, MetaError> {
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = META_BACKOFF_MIN;
         loop {
             let i = self.inner.leader.load(Ordering::Relaxed);
             let addr = {
@@ -105,7 +102,7 @@ impl MetaClient {
                 req = req.json(b);
             }
             // A member that hangs (cut off, overloaded) costs one attempt, not the deadline.
-            let attempt = ATTEMPT_TIMEOUT.min(self.inner.deadline);
+            let attempt = META_ATTEMPT_TIMEOUT.min(self.inner.deadline);
             let retry = match req.timeout(attempt).send().await {
                 Ok(r) if r.status().is_success() => {
                     return r.json().await.map_err(|e| MetaError::unavailable(format!("bad answer from {addr}: {e}")));
@@ -138,9 +135,7 @@ impl MetaClient {
                 )));
             }
             tokio::time::sleep(backoff).await;
-            // Short: during a failover the new leader is found within a few RTTs of
-            // its election.
-            backoff = (backoff * 2).min(Duration::from_millis(50));
+            backoff = (backoff * 2).min(META_BACKOFF_MAX);
         }
     }
 
@@ -150,7 +145,7 @@ impl MetaClient {
             .inner
             .http
             .get(format!("http://{addr}/v1/status"))
-            .timeout(Duration::from_secs(2))
+            .timeout(META_STATUS_TIMEOUT)
             .send()
             .await
             .map_err(|e| MetaError::unavailable(format!("{addr}: {e}")))?;

@@ -1,0 +1,408 @@
+//! Writing LogStreams: `StreamWriter`, the handle callers submit appends to, and its
+//! `Driver`, the task that owns the stream's open extent, fans appends out to every
+//! replica (or shard) in order, acknowledges them once all have them durably, rotates
+//! extents, and on a failure seals, allocates the next extent and sends again.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto::meta::{ExtentInfo, MetaError, Policy, StreamId};
+use proto::{Epoch, ExtentError, ExtentId, Request, Response, APPEND_BYTES_MAX};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{within, ReplicaFailure, Slice, StreamClient, StreamError};
+use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
+use crate::stripe::{Layout, Payloads};
+use crate::{ClientError, DataNodeClient};
+
+impl StreamClient {
+    /// Opens `id` for writing under a new epoch (the previous writer is fenced and its
+    /// open extent sealed by the metanode).
+    pub async fn open_writer(&self, id: StreamId, writer: &str) -> Result<StreamWriter, StreamError> {
+        let v = self.meta.open_stream(id, writer).await?;
+        let layout = Layout::new(v.stream.policy)?;
+        self.remember(&v.nodes);
+        let tail = Tail { open: None, last: v.stream.extents.last().copied() };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            client: self.clone(),
+            id,
+            epoch: v.stream.epoch,
+            tail,
+            queue: VecDeque::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            failing_since: None,
+            last_setback: None,
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(StreamWriter { id, epoch: v.stream.epoch, policy: v.stream.policy, layout, tx })
+    }
+}
+
+struct OpenExtent {
+    info: ExtentInfo,
+    conns: Vec<DataNodeClient>,
+    /// Bytes every replica acknowledged: the length a failure seals at.
+    len: u64,
+    /// Bytes sent (acknowledged or in flight): the next append's offset.
+    submitted: u64,
+}
+
+struct Tail {
+    open: Option<OpenExtent>,
+    /// The stream's last extent (sealed), which the next allocation follows.
+    last: Option<ExtentId>,
+}
+
+struct Req {
+    /// Bytes appended (the slice's length).
+    len: u32,
+    payloads: Payloads,
+    reply: oneshot::Sender<Result<Slice, StreamError>>,
+}
+
+/// What the writer's task is asked to do, in order.
+enum Item {
+    Append(Req),
+    /// Seal the open extent once every earlier append is acknowledged; stop after if
+    /// `close`.
+    Seal {
+        close: bool,
+        reply: oneshot::Sender<Result<(), StreamError>>,
+    },
+}
+
+impl Item {
+    fn fail(self, e: StreamError) {
+        match self {
+            Item::Append(r) => drop(r.reply.send(Err(e))),
+            Item::Seal { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// Every replica's answer to one append, in replica order.
+type Acks = Pin<Box<dyn Future<Output = Vec<Result<Response, ReplicaFailure>>> + Send>>;
+
+struct InFlight {
+    req: Req,
+    extent: ExtentId,
+    offset: u64,
+    acks: Acks,
+}
+
+/// The one writer of a stream, under its epoch. Appends may be issued concurrently
+/// (up to [`WRITER_IN_FLIGHT_MAX`] are on the wire at once); they land in the order
+/// they were issued, and each is acknowledged once every replica has it durably.
+pub struct StreamWriter {
+    pub id: StreamId,
+    pub epoch: Epoch,
+    pub policy: Policy,
+    layout: Layout,
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+impl StreamWriter {
+    /// Queues `data` now (appends land in the order of these calls) and returns the
+    /// future of its slice, ready once every replica made it durable. The queue is not
+    /// bounded here: a caller bounds what it has outstanding (`WRITER_IN_FLIGHT_MAX`
+    /// are on the wire at once). CRCs, and for `ec:K+M` the shards and their parity, are
+    /// computed here, on the caller's thread.
+    pub fn submit(&self, data: Bytes) -> impl Future<Output = Result<Slice, StreamError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let queued = if data.is_empty() || data.len() > APPEND_BYTES_MAX as usize {
+            Err(StreamError::TooLarge(data.len()))
+        } else {
+            self.layout.payloads(&data).and_then(|payloads| {
+                let req = Req { len: data.len() as u32, payloads, reply };
+                self.tx.send(Item::Append(req)).map_err(|_| stopped())
+            })
+        };
+        async move {
+            queued?;
+            rx.await.map_err(|_| stopped())?
+        }
+    }
+
+    /// Appends `data` and returns where it is once every replica made it durable.
+    pub async fn append(&self, data: Bytes) -> Result<Slice, StreamError> {
+        self.submit(data).await
+    }
+
+    /// Seals the open extent once every append submitted before this call is
+    /// acknowledged; the next append starts a new extent.
+    pub async fn seal(&self) -> Result<(), StreamError> {
+        self.control(false).await
+    }
+
+    /// Waits for every submitted append, seals the open extent (so a later writer need
+    /// not fence it) and stops the writer.
+    pub async fn close(self) -> Result<(), StreamError> {
+        self.control(true).await
+    }
+
+    async fn control(&self, close: bool) -> Result<(), StreamError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Item::Seal { close, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StreamError {
+    StreamError::Unavailable { deadline: Duration::ZERO, last: "the writer stopped".into() }
+}
+
+enum Next {
+    Go,
+    Stop,
+}
+
+/// What `allocate` came to when the writer can go on.
+enum Allocation {
+    /// The next extent is open on every replica.
+    Open,
+    /// No extent for now; the writer pauses (`allocate_pause`) and asks again.
+    Retry(Setback),
+}
+
+/// Why the writer could not place appends for now. It keeps trying until
+/// `append_deadline` has passed since the first setback; the last one is what
+/// `StreamError::Unavailable` reports.
+#[derive(Debug, thiserror::Error)]
+enum Setback {
+    /// The metanode found too few datanodes for the policy.
+    #[error(transparent)]
+    NoPlacement(MetaError),
+    /// A replica could not create the new extent.
+    #[error("creating extent {extent}: {failure}")]
+    Create { extent: ExtentId, failure: ReplicaFailure },
+    /// A replica failed an append: the extent is sealed and the appends go again.
+    #[error("extent {extent}: {failure}; sealing it and sending again")]
+    Append { extent: ExtentId, failure: ReplicaFailure },
+}
+
+/// The writer's task: owns the open extent, sends appends to every replica in order,
+/// and on a failure seals at the acknowledged length, moves to a new extent and sends
+/// every unacknowledged append again, in the same order.
+struct Driver {
+    client: StreamClient,
+    id: StreamId,
+    epoch: Epoch,
+    tail: Tail,
+    queue: VecDeque<Item>,
+    inflight: VecDeque<InFlight>,
+    inflight_bytes: usize,
+    failing_since: Option<Instant>,
+    last_setback: Option<Setback>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) {
+        let mut closed = false;
+        loop {
+            match self.submit().await {
+                Ok(Next::Go) => {}
+                Ok(Next::Stop) => return,
+                Err(e) => {
+                    self.fail_all(e, &mut rx).await;
+                    return;
+                }
+            }
+            if closed && self.queue.is_empty() && self.inflight.is_empty() {
+                return;
+            }
+            let room = self.queue.len() < WRITER_IN_FLIGHT_MAX;
+            let waiting = !self.inflight.is_empty();
+            tokio::select! {
+                r = rx.recv(), if !closed && room => match r {
+                    Some(req) => self.queue.push_back(req),
+                    None => closed = true,
+                },
+                res = async { (&mut self.inflight.front_mut().expect("waiting").acks).await }, if waiting => {
+                    if let Err(e) = self.settle(res).await {
+                        self.fail_all(e, &mut rx).await;
+                        return;
+                    }
+                }
+                else => {
+                    // Nothing on the wire and nothing can be received: an allocation is
+                    // being retried; `submit` sleeps between attempts.
+                }
+            }
+        }
+    }
+
+    /// Sends queued appends while the window allows, and carries out a seal once
+    /// everything before it is acknowledged.
+    async fn submit(&mut self) -> Result<Next, StreamError> {
+        let cfg = self.client.config.clone();
+        while let Some(front) = self.queue.front() {
+            let len = match front {
+                Item::Append(r) => r.payloads.advance(),
+                Item::Seal { .. } if !self.inflight.is_empty() => return Ok(Next::Go),
+                Item::Seal { .. } => {
+                    self.seal_open().await?;
+                    let Some(Item::Seal { close, reply }) = self.queue.pop_front() else { unreachable!() };
+                    let _ = reply.send(Ok(()));
+                    if close {
+                        return Ok(Next::Stop);
+                    }
+                    continue;
+                }
+            };
+            if self.inflight.len() >= WRITER_IN_FLIGHT_MAX || self.inflight_bytes >= WRITER_IN_FLIGHT_BYTES_MAX {
+                return Ok(Next::Go);
+            }
+            if let Some(since) = self.failing_since {
+                if since.elapsed() > cfg.append_deadline {
+                    return Err(StreamError::Unavailable {
+                        deadline: cfg.append_deadline,
+                        last: self.last_setback.take().map(|s| s.to_string()).unwrap_or_default(),
+                    });
+                }
+            }
+            if self.tail.open.as_ref().is_some_and(|o| o.submitted + len > cfg.extent_bytes_max) {
+                if !self.inflight.is_empty() {
+                    return Ok(Next::Go); // rotate once what is on the wire is answered
+                }
+                self.seal_open().await?;
+            }
+            if self.tail.open.is_none() {
+                if let Allocation::Retry(why) = self.allocate().await? {
+                    self.failed(why);
+                    tokio::time::sleep(cfg.allocate_pause).await;
+                    continue;
+                }
+            }
+            let Some(Item::Append(req)) = self.queue.pop_front() else { unreachable!("an append is in front") };
+            let o = self.tail.open.as_mut().expect("allocated");
+            let (extent, offset) = (o.info.id, o.submitted);
+            o.submitted += len;
+            let sends: Vec<_> = o
+                .info
+                .replicas
+                .iter()
+                .zip(&o.conns)
+                .enumerate()
+                .map(|(i, (r, c))| {
+                    let (crc32c, payload) = req.payloads.target(i);
+                    let a = Request::Append { extent, expected_offset: offset, epoch: self.epoch, crc32c, payload };
+                    within(r.node, cfg.replica_timeout, c.submit(a))
+                })
+                .collect();
+            self.inflight_bytes += req.payloads.bytes();
+            self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(crate::join_all(sends)) });
+        }
+        Ok(Next::Go)
+    }
+
+    fn failed(&mut self, why: Setback) {
+        tracing::warn!("stream {}: {why}", self.id);
+        self.failing_since.get_or_insert_with(Instant::now);
+        self.last_setback = Some(why);
+    }
+
+    /// The oldest append's answers from every replica.
+    async fn settle(&mut self, res: Vec<Result<Response, ReplicaFailure>>) -> Result<(), StreamError> {
+        let f = self.inflight.pop_front().expect("settling the oldest");
+        self.inflight_bytes -= f.req.payloads.bytes();
+        let mut failure = None;
+        for res in res {
+            match res {
+                Ok(_) => {}
+                Err(ReplicaFailure::Refused {
+                    error: e @ ClientError::Extent(ExtentError::StaleEpoch { .. }), ..
+                }) => {
+                    // Answered with the error by `fail_all`, like everything after it.
+                    self.queue.push_front(Item::Append(f.req));
+                    return Err(StreamError::Fenced(e.to_string()));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            None => {
+                let o = self.tail.open.as_mut().expect("open");
+                debug_assert_eq!(o.len, f.offset);
+                o.len = f.offset + f.req.payloads.advance();
+                self.failing_since = None;
+                let slice = Slice { extent: f.extent, offset: f.offset, len: f.req.len, crc: f.req.payloads.crc() };
+                let _ = f.req.reply.send(Ok(slice));
+                Ok(())
+            }
+            Some(failure) => {
+                self.failed(Setback::Append { extent: f.extent, failure });
+                // This append and every later one go again, in order, to a new extent.
+                let mut again: VecDeque<Item> = std::iter::once(Item::Append(f.req)).collect();
+                again.extend(self.inflight.drain(..).map(|i| Item::Append(i.req)));
+                self.inflight_bytes = 0;
+                again.append(&mut self.queue);
+                self.queue = again;
+                self.seal_open().await
+            }
+        }
+    }
+
+    async fn fail_all(&mut self, e: StreamError, rx: &mut mpsc::UnboundedReceiver<Item>) {
+        tracing::warn!("stream {} writer stopped: {e}", self.id);
+        for item in self.inflight.drain(..).map(|i| Item::Append(i.req)).chain(self.queue.drain(..)) {
+            item.fail(e.clone());
+        }
+        rx.close();
+        while let Some(item) = rx.recv().await {
+            item.fail(e.clone());
+        }
+    }
+
+    /// Seals the open extent at the length every replica acknowledged: on the
+    /// metanode (authoritative) and, best effort, on the replicas.
+    async fn seal_open(&mut self) -> Result<(), StreamError> {
+        let Some(o) = self.tail.open.take() else { return Ok(()) };
+        for c in &o.conns {
+            let _ = tokio::time::timeout(self.client.config.seal_timeout, c.seal(o.info.id, o.len)).await;
+        }
+        match self.client.meta.seal_extent(o.info.id, self.epoch, o.len).await {
+            Ok(_) => {}
+            Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced(format!("sealing extent {}", o.info.id))),
+            Err(e) => return Err(e.into()),
+        }
+        self.tail.last = Some(o.info.id);
+        Ok(())
+    }
+
+    /// Allocates the next extent and creates it on every replica. When that fails for
+    /// now (no placement, or a replica could not create it: the extent is then sealed
+    /// empty), says why, and the writer tries again.
+    async fn allocate(&mut self) -> Result<Allocation, StreamError> {
+        let info = match self.client.meta.allocate_extent(self.id, self.epoch, self.tail.last).await {
+            Ok(i) => i,
+            Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced("allocating".into())),
+            Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Allocation::Retry(Setback::NoPlacement(e))),
+            Err(e) => return Err(e.into()),
+        };
+        let mut conns = Vec::new();
+        let mut failed = None;
+        let timeout = self.client.config.replica_timeout;
+        for r in &info.replicas {
+            let created = match self.client.conn(r.node).await {
+                Ok(c) => within(r.node, timeout, c.create(info.id, self.epoch, r.device)).await.map(|()| c),
+                Err(failure) => Err(failure),
+            };
+            match created {
+                Ok(c) => conns.push(c),
+                Err(failure) => failed = Some(Setback::Create { extent: info.id, failure }),
+            }
+        }
+        self.client.extents.lock().insert(info.id, info.clone());
+        self.tail.open = Some(OpenExtent { info, conns, len: 0, submitted: 0 });
+        if let Some(why) = failed {
+            self.seal_open().await?;
+            return Ok(Allocation::Retry(why));
+        }
+        Ok(Allocation::Open)
+    }
+}
