@@ -34,9 +34,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::blobstore::backend::{BackendConfig, DeviceConfig, SpdkConfig};
 use crate::blobstore::io::IoEngineKind;
 use crate::blobstore::portable::CLUSTER_BYTES_DEFAULT;
-use crate::extent::{DeviceConfig, StoreConfig, EXTENT_BYTES_MAX_DEFAULT};
+use crate::extent::{StoreConfig, EXTENT_BYTES_MAX_DEFAULT};
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7100";
 pub const DEVICE_BYTES_DEFAULT: u64 = 1 << 30;
@@ -115,19 +116,6 @@ pub struct Args {
 pub enum Backend {
     Portable,
     Spdk,
-}
-
-/// The SPDK backend's devices: bdevs made by `json`, each a BlobStore.
-#[derive(Debug, Clone)]
-pub struct SpdkConfig {
-    /// SPDK JSON configuration (`{"subsystems": [...]}`) that creates the bdevs.
-    pub json: String,
-    pub bdevs: Vec<String>,
-    /// Bdevs over files created just now: formatted without `--format`.
-    pub fresh: Vec<String>,
-    pub mem_mb: u32,
-    pub hugepages: bool,
-    pub cluster_bytes: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,13 +338,15 @@ impl Config {
             listen,
             meta,
             store: StoreConfig {
-                devices,
+                backend: BackendConfig {
+                    devices,
+                    spdk,
+                    format_existing: args.format,
+                    zero_fill: !args.no_zero_fill,
+                    engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
+                },
                 extent_bytes_max,
                 append_bytes_max: proto::APPEND_BYTES_MAX,
-                format_existing: args.format,
-                zero_fill: !args.no_zero_fill,
-                engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
-                spdk,
             },
         })
     }
@@ -436,7 +426,7 @@ mod tests {
     #[test]
     fn flags_make_a_config_and_bad_ones_say_why() {
         let c = Config::from_args(&args(&["--device", "/tmp/a.img:64M", "--listen", "127.0.0.1:0"])).unwrap();
-        assert_eq!(c.store.devices[0].create_bytes, 64 << 20);
+        assert_eq!(c.store.backend.devices[0].create_bytes, 64 << 20);
         let err = |v: &[&str]| format!("{:#}", Config::from_args(&args(v)).unwrap_err());
         assert!(err(&[]).contains("no devices"));
         assert!(err(&["--device", "/a", "--listen", "nope"]).contains("not IP:PORT"));
@@ -457,7 +447,7 @@ mod tests {
         let f = dir.path().join("a.img");
         let c =
             Config::from_args(&args(&["--backend", "spdk", "--spdk-aio", &format!("{}:64M", f.display())])).unwrap();
-        let s = c.store.spdk.expect("spdk config");
+        let s = c.store.backend.spdk.expect("spdk config");
         assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".to_string()], vec!["aio0".to_string()]));
         assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);
         assert_eq!(std::fs::metadata(&f).unwrap().len(), 64 << 20, "the file is created at its size");
@@ -471,12 +461,12 @@ mod tests {
         std::fs::write(&toml, format!("backend = \"spdk\"\n[spdk]\naio = [\"{}:32M\"]\nmem_mb = 512\n", g.display()))
             .unwrap();
         let c = Config::from_args(&args(&["--config", toml.to_str().unwrap()])).unwrap();
-        let s = c.store.spdk.expect("spdk from the file");
+        let s = c.store.backend.spdk.expect("spdk from the file");
         assert_eq!((s.mem_mb, s.bdevs.len()), (512, 1));
         assert!(s.json.contains("b.img"));
         let c =
             Config::from_args(&args(&["--config", toml.to_str().unwrap(), "--spdk-aio", f.to_str().unwrap()])).unwrap();
-        assert!(c.store.spdk.unwrap().json.contains("a.img"), "the flag wins");
+        assert!(c.store.backend.spdk.unwrap().json.contains("a.img"), "the flag wins");
         let j = dir.path().join("bad.json");
         std::fs::write(&j, "{\"nope\": 1}").unwrap();
         let e = err(&["--backend", "spdk", "--spdk-config", j.to_str().unwrap(), "--spdk-bdev", "N"]);
@@ -490,7 +480,7 @@ mod tests {
         std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n")
             .unwrap();
         let c = Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap();
-        assert_eq!((c.node_id, c.store.devices[0].create_bytes), (7, 64 << 20));
+        assert_eq!((c.node_id, c.store.backend.devices[0].create_bytes), (7, 64 << 20));
         std::fs::write(&p, "nodeid = 7\n").unwrap();
         let e = format!("{:#}", Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap_err());
         assert!(e.contains("unknown field"), "{e}");

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use super::io::{fdatasync, pread_exact, IoEngine, IoEngineKind, Segment};
-use super::{BlobError, BlobId, BlobInfo, BlobStore, BlobWrite, Capacity, Result};
-use crate::align::{align_up, AlignedBuf, IO_UNIT_BYTES};
+use super::{check_clusters, BlobError, BlobId, BlobInfo, BlobStore, BlobWrite, Capacity, Result};
+use crate::align::{AlignedBuf, IO_UNIT_BYTES};
 
 const SUPER_MAGIC: &[u8; 8] = b"STRATASB";
 const SLOT_MAGIC: &[u8; 8] = b"STRBLOB1";
@@ -600,9 +600,7 @@ impl BlobStore for PortableStore {
     }
 
     fn create_blob(&self, xattrs: &[(&str, &[u8])], clusters: u64) -> Result<BlobId> {
-        if clusters > BLOB_CLUSTERS_MAX {
-            return Err(BlobError::TooManyClusters { clusters, max: BLOB_CLUSTERS_MAX });
-        }
+        check_clusters(clusters, BLOB_CLUSTERS_MAX)?;
         let md =
             BlobMd { clusters: Vec::new(), xattrs: xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect() };
         encode_xattrs(&md.xattrs)?;
@@ -621,9 +619,7 @@ impl BlobStore for PortableStore {
     }
 
     fn resize(&self, blob: BlobId, clusters: u64) -> Result<()> {
-        if clusters > BLOB_CLUSTERS_MAX {
-            return Err(BlobError::TooManyClusters { clusters, max: BLOB_CLUSTERS_MAX });
-        }
+        check_clusters(clusters, BLOB_CLUSTERS_MAX)?;
         let mut st = self.state.lock();
         let mut md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?.clone();
         let have = md.clusters.len() as u64;
@@ -737,11 +733,6 @@ impl BlobStore for PortableStore {
         st.pending_slots.push(blob_slot(blob));
         Ok(())
     }
-}
-
-/// Rounds `bytes` up to whole clusters.
-pub fn clusters_for(bytes: u64, cluster_bytes: u64) -> u64 {
-    align_up(bytes, cluster_bytes) / cluster_bytes
 }
 
 #[cfg(test)]

@@ -23,8 +23,7 @@ use tokio::sync::oneshot;
 use super::record::{encode_aligned_head, encode_batch, BatchHeader, Pending, RecordLoc};
 use super::{xattr, Extent};
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
-use crate::blobstore::portable::clusters_for;
-use crate::blobstore::{BlobError, BlobId, BlobStore, BlobWrite};
+use crate::blobstore::{clusters_for, BlobError, BlobId, BlobStore, BlobWrite};
 
 /// Most payload bytes one round takes before it writes.
 pub const ROUND_BYTES_MAX: u64 = 64 << 20;

@@ -6,7 +6,6 @@
 //! thread has published a durable length that covers them.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -17,9 +16,8 @@ use proto::{DeviceStat, Epoch, ExtentError, ExtentId, ExtentStat, APPEND_BYTES_M
 use tokio::sync::{oneshot, watch};
 
 use crate::align::{align_down, align_up, AlignedBuf, PooledBuf, IO_UNIT_BYTES};
-use crate::blobstore::io::IoEngineKind;
-use crate::blobstore::portable::{PortableOptions, PortableStore};
-use crate::blobstore::{BlobError, BlobId, BlobStore};
+use crate::blobstore::backend::BackendConfig;
+use crate::blobstore::{self, BlobError, BlobId, BlobStore};
 
 pub mod device;
 pub mod record;
@@ -94,23 +92,11 @@ pub mod xattr {
 }
 
 #[derive(Debug, Clone)]
-pub struct DeviceConfig {
-    pub path: PathBuf,
-    pub create_bytes: u64,
-    pub cluster_bytes: u64,
-}
-
-#[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub devices: Vec<DeviceConfig>,
+    /// The devices and the backend that serves them.
+    pub backend: BackendConfig,
     pub extent_bytes_max: u64,
     pub append_bytes_max: u32,
-    pub format_existing: bool,
-    /// Zero-fill device files created now (see `PortableOptions::zero_fill`).
-    pub zero_fill: bool,
-    pub engine: IoEngineKind,
-    /// The SPDK backend's bdevs instead of `devices` (feature `spdk`).
-    pub spdk: Option<crate::config::SpdkConfig>,
 }
 
 /// What a seal waits on (appends wait through `ExtentState::waiters`).
@@ -323,46 +309,10 @@ pub struct ExtentStore {
     pub recovery: Recovery,
 }
 
-#[cfg(feature = "spdk")]
-fn open_spdk(c: &crate::config::SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn BlobStore>>> {
-    crate::blobstore::spdk::open_all(c, format)
-}
-
-#[cfg(not(feature = "spdk"))]
-fn open_spdk(_: &crate::config::SpdkConfig, _: bool) -> anyhow::Result<Vec<Arc<dyn BlobStore>>> {
-    anyhow::bail!("this datanode was built without the `spdk` feature")
-}
-
 impl ExtentStore {
     /// Opens (formatting new files) every device and recovers every extent on them.
     pub fn open(cfg: &StoreConfig) -> anyhow::Result<ExtentStore> {
-        if let Some(spdk) = &cfg.spdk {
-            return Self::with_stores(
-                open_spdk(spdk, cfg.format_existing)?,
-                cfg.extent_bytes_max,
-                cfg.append_bytes_max,
-            );
-        }
-        let mut stores: Vec<Arc<dyn BlobStore>> = Vec::new();
-        for d in &cfg.devices {
-            let s = PortableStore::open(&PortableOptions {
-                path: d.path.clone(),
-                create_bytes: d.create_bytes,
-                cluster_bytes: d.cluster_bytes,
-                format_existing: cfg.format_existing,
-                zero_fill: cfg.zero_fill,
-                engine: cfg.engine,
-            })?;
-            tracing::info!(
-                "device {}: {} ({}, {})",
-                stores.len(),
-                d.path.display(),
-                s.engine_name(),
-                if s.is_direct() { "O_DIRECT" } else { "buffered" }
-            );
-            stores.push(Arc::new(s));
-        }
-        Self::with_stores(stores, cfg.extent_bytes_max, cfg.append_bytes_max)
+        Self::with_stores(blobstore::backend::open(&cfg.backend)?, cfg.extent_bytes_max, cfg.append_bytes_max)
     }
 
     pub fn with_stores(
@@ -378,7 +328,7 @@ impl ExtentStore {
         let mut extents = HashMap::new();
         let mut recovery = Recovery::default();
         for (di, store) in stores.iter().enumerate() {
-            let blob_max = store.blob_clusters_max() * store.cluster_bytes();
+            let blob_max = store.blob_bytes_max();
             anyhow::ensure!(
                 worst_case_phys(extent_bytes_max) <= blob_max,
                 "extent_bytes_max {extent_bytes_max} is more than one blob of device {di} can hold ({blob_max} bytes); lower it or use larger clusters"
@@ -617,7 +567,7 @@ impl ExtentStore {
             }
             let phys = worst_case_phys(len);
             let dev = &self.devices[ext.device as usize];
-            let blob_max = dev.store.blob_clusters_max() * dev.store.cluster_bytes();
+            let blob_max = dev.store.blob_bytes_max();
             let phys_needed = st.phys_end + st.pending_phys + phys;
             if phys_needed > blob_max {
                 return Err(ExtentError::ExtentFull { length: st.accepted_len, limit: st.accepted_len });
