@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use proto::{Epoch, ExtentError, ExtentId};
 use tokio::sync::oneshot;
 
-use super::record::{encode_aligned_head, encode_batch, BatchHeader, Pending, RecordLoc};
+use super::record::{self, BatchHeader, Pending, RecordLoc};
 use super::{xattr, Extent};
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::{clusters_for, BlobError, BlobId, BlobStore, BlobWrite};
@@ -38,7 +38,7 @@ pub struct AppendOp {
     pub logical: u64,
     pub epoch: Epoch,
     pub crc: u32,
-    /// Per-chunk CRCs for payloads longer than `record::CHUNK_BYTES`.
+    /// Per-chunk CRCs for payloads longer than `record::RECORD_CHUNK_BYTES`.
     pub chunks: Option<Arc<[u32]>>,
     pub payload: super::Payload,
 }
@@ -270,11 +270,7 @@ fn write_round(
             .iter()
             .map(|a| Pending { payload: a.payload.as_slice(), crc: a.crc, chunks: a.chunks.as_ref() })
             .collect();
-        let (image, locs) = if aligned {
-            encode_aligned_head(pool, &h, phys, &records)
-        } else {
-            encode_batch(pool, &h, phys, &records)
-        };
+        let (image, locs) = record::encode(pool, &h, phys, &records);
         let end = phys
             + image.len() as u64
             + if aligned {

@@ -768,8 +768,8 @@ fn needed(r: &RecordLoc, offset: u64, end: u64) -> (u64, u64) {
     let from = offset.max(r.logical) - r.logical;
     let to = end.min(r.end()) - r.logical;
     (
-        from / record::CHUNK_BYTES * record::CHUNK_BYTES,
-        (to.div_ceil(record::CHUNK_BYTES) * record::CHUNK_BYTES).min(r.len as u64),
+        from / record::RECORD_CHUNK_BYTES * record::RECORD_CHUNK_BYTES,
+        (to.div_ceil(record::RECORD_CHUNK_BYTES) * record::RECORD_CHUNK_BYTES).min(r.len as u64),
     )
 }
 
@@ -798,9 +798,9 @@ fn read_records(
                 }
             }
             Some(chunks) => {
-                for c in a / record::CHUNK_BYTES..b.div_ceil(record::CHUNK_BYTES) {
-                    let lo = c * record::CHUNK_BYTES;
-                    let hi = (lo + record::CHUNK_BYTES).min(r.len as u64);
+                for c in a / record::RECORD_CHUNK_BYTES..b.div_ceil(record::RECORD_CHUNK_BYTES) {
+                    let lo = c * record::RECORD_CHUNK_BYTES;
+                    let hi = (lo + record::RECORD_CHUNK_BYTES).min(r.len as u64);
                     if crc32c::crc32c(&buf[at(lo)..at(hi)]) != chunks[c as usize] {
                         return Err(ReadError::Checksum(r.logical + lo));
                     }
