@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::align::{align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
-use crate::extent::{ExtentStore, Payload};
+use crate::extent::{Append, ExtentStore, Payload};
 
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
@@ -120,7 +120,7 @@ impl Server {
                 let ack =
                     Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
                 let payload = Payload::Aligned { buf, len };
-                self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
+                self.store.submit_append(Append { extent, expected_offset, epoch, crc: crc32c, payload }, ack);
                 continue;
             }
             let body = match read_body(&mut rd, body_len).await {
@@ -143,7 +143,8 @@ impl Server {
                 // device's flusher) and goes straight to this connection's writer.
                 let ack =
                     Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
-                self.store.submit_append(extent, expected_offset, epoch, crc32c, Payload::Bytes(payload), ack);
+                let payload = Payload::Bytes(payload);
+                self.store.submit_append(Append { extent, expected_offset, epoch, crc: crc32c, payload }, ack);
                 continue;
             }
             let me = self.clone();
