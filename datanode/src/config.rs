@@ -36,8 +36,8 @@ use serde::Deserialize;
 
 use crate::blobstore::backend::{BackendConfig, DeviceConfig, SpdkConfig};
 use crate::blobstore::io::IoEngineKind;
-use crate::blobstore::portable::CLUSTER_BYTES_DEFAULT;
-use crate::extent::{StoreConfig, EXTENT_BYTES_MAX_DEFAULT};
+use crate::extent::StoreConfig;
+use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7100";
 pub const DEVICE_BYTES_DEFAULT: u64 = 1 << 30;

@@ -5,4 +5,5 @@ pub mod blobstore;
 pub mod config;
 pub mod extent;
 pub mod heartbeat;
+pub mod limits;
 pub mod server;

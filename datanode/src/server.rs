@@ -16,21 +16,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::align::{align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
 use crate::extent::{Append, ExtentStore, Payload};
-
-/// Requests one connection may have in flight before the server stops reading from it.
-pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
-/// Request body bytes one connection may have in flight (read, not yet answered) before
-/// the server stops reading from it.
-pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
-/// Granularity of the byte budget.
-const BUDGET_UNIT_BYTES: usize = 4096;
-// Any single frame fits the budget, so waiting for budget can never deadlock.
-const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= proto::FRAME_BODY_BYTES_MAX as usize + BUDGET_UNIT_BYTES);
-const READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// Appends at least this large are received into aligned buffers and written without a
-/// copy; smaller ones are packed together into one image per batch.
-pub const ALIGNED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
+use crate::limits::{
+    ALIGNED_PAYLOAD_BYTES_MIN, BUDGET_UNIT_BYTES, CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_MAX,
+    READ_BUFFER_BYTES,
+};
 
 pub struct Server {
     store: Arc<ExtentStore>,

@@ -6,6 +6,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types, IoUring};
 
+use crate::limits::URING_ENTRIES;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngineKind {
@@ -26,9 +28,6 @@ impl std::str::FromStr for IoEngineKind {
         }
     }
 }
-
-/// Ring depth: the most writes in flight at once.
-const URING_ENTRIES: u32 = 128;
 
 pub enum IoEngine {
     Uring(Box<IoUring>),

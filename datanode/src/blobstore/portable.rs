@@ -26,8 +26,8 @@ mod layout;
 mod open;
 
 use alloc::{SlotState, State};
+pub use layout::BLOB_CLUSTERS_MAX;
 use layout::*;
-pub use layout::{BLOB_CLUSTERS_MAX, CLUSTER_BYTES_DEFAULT};
 
 /// How to open (and, where allowed, format) a portable device.
 #[derive(Debug, Clone)]

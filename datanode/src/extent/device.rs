@@ -25,16 +25,9 @@ use super::record::RecordLoc;
 use super::Extent;
 use crate::align::{align_up, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::{BlobError, BlobId, BlobStore};
+use crate::limits::{GROW_CLUSTERS_MAX, ROUNDS_UNFLUSHED_MAX};
 
 mod writer;
-
-/// Most payload bytes one round takes before it writes.
-pub const ROUND_BYTES_MAX: u64 = 64 << 20;
-/// Most payload bytes of one extent in one batch; the rest waits for the next round, so
-/// that an extent's batches are written strictly one after another.
-pub const BATCH_BYTES_MAX: u64 = 16 << 20;
-/// Written rounds waiting for a flush before the writer waits too.
-const ROUNDS_UNFLUSHED_MAX: usize = 4;
 
 use writer::Writer;
 
@@ -74,9 +67,6 @@ pub fn blob_err(device: u32, e: BlobError) -> ExtentError {
         other => ExtentError::Io(other.to_string()),
     }
 }
-
-/// Most clusters one resize adds beyond what is needed now.
-const GROW_CLUSTERS_MAX: u64 = 8;
 
 /// How many clusters a blob holding `have` and needing `need` grows to: by doubling, up
 /// to `GROW_CLUSTERS_MAX` extra at a time, so a growing extent's clusters stay mostly

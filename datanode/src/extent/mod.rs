@@ -35,9 +35,6 @@ pub use recovery::Recovery;
 use state::ExtentState;
 pub use state::{Ack, Extent};
 
-/// Default cap on one extent's logical size.
-pub const EXTENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
-
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// The devices and the backend that serves them.

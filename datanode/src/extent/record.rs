@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
+use crate::limits::SCAN_WINDOW_BYTES;
 
 const BATCH_MAGIC: u32 = 0x5842_5453; // "STBX"
 const BATCH_VERSION: u16 = 1;
@@ -35,8 +36,6 @@ const HEADER_CRC_AT: usize = 60;
 /// io-unit boundary, padded with zeros to the next one (payloads received straight into
 /// aligned buffers are written as they are, without a copy).
 const FLAG_ALIGNED: u16 = 1;
-/// Size of the read window recovery scans with.
-const SCAN_WINDOW_BYTES: u64 = 4 << 20;
 
 /// Records longer than this carry a CRC32C per chunk of this many bytes besides the
 /// whole-record one, so a read checks (and reads) only the chunks it touches.

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::align::{AlignedBuf, IO_UNIT_BYTES};
 use crate::blobstore::{BlobError, BlobId, Result};
+use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
 
 const SUPER_MAGIC: &[u8; 8] = b"STRATASB";
 const SLOT_MAGIC: &[u8; 8] = b"STRBLOB1";
@@ -26,10 +27,12 @@ pub const XATTR_BYTES_MAX: usize = 512;
 const CLUSTERS_AT: usize = XATTR_AT + XATTR_BYTES_MAX;
 /// Clusters one blob can hold: what fits in a metadata slot.
 pub const BLOB_CLUSTERS_MAX: u64 = ((CRC_AT - CLUSTERS_AT) / 4) as u64;
+// With the default sizes a whole extent, written as one batch behind a header unit,
+// fits one blob: the check `ExtentStore` makes of every device at open passes.
+const _: () = assert!(EXTENT_BYTES_MAX_DEFAULT + IO_UNIT_BYTES <= BLOB_CLUSTERS_MAX * CLUSTER_BYTES_DEFAULT);
 const SLOTS_MAX: u64 = 1 << 20;
 pub(super) const STATE_LIVE: u32 = 1;
 pub(super) const STATE_DELETED: u32 = 2;
-pub const CLUSTER_BYTES_DEFAULT: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Geometry {

@@ -16,6 +16,7 @@ use super::{PortableOptions, PortableStore};
 use crate::align::{AlignedBuf, IO_UNIT_BYTES};
 use crate::blobstore::io::{fdatasync, pread_exact, pwrite_all_at, IoEngine};
 use crate::blobstore::{BlobError, Result};
+use crate::limits::DEVICE_LOCK_WAIT;
 
 fn open_file(path: &Path, create: bool) -> std::io::Result<(File, bool)> {
     let mut o = OpenOptions::new();
@@ -47,9 +48,6 @@ fn write_zeros(file: &File, path: &Path, from: u64, to: u64) -> std::io::Result<
     }
     fdatasync(file.as_raw_fd())
 }
-
-/// How long to wait for a device lock held by a process that is going away.
-const DEVICE_LOCK_WAIT: Duration = Duration::from_millis(if cfg!(test) { 200 } else { 10_000 });
 
 /// One datanode per device: a second opener would corrupt it. A process killed with
 /// SIGKILL can hold the lock a moment longer (its io_uring is torn down asynchronously),

@@ -13,9 +13,9 @@ use proto::{Epoch, ExtentError, ExtentId};
 use super::super::record::{self, BatchHeader, Pending, RecordLoc};
 use super::super::{xattr, Extent};
 use super::{blob_err, grow_to, AppendOp, DeviceOp, MetadataChange, Poison, Reply, Written};
-use super::{BATCH_BYTES_MAX, ROUND_BYTES_MAX};
 use crate::align::{AlignedBuf, BufPool};
 use crate::blobstore::{clusters_for, BlobError, BlobId, BlobStore, BlobWrite};
+use crate::limits::{BATCH_BYTES_MAX, ROUND_BYTES_MAX};
 
 /// What the writer keeps between rounds.
 pub(super) struct Writer<'a> {
