@@ -34,7 +34,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::align::IO_UNIT_BYTES;
 use crate::blobstore::backend::{BackendConfig, DeviceConfig, SpdkConfig};
+use crate::blobstore::cluster_bytes_ok;
 use crate::blobstore::io::IoEngineKind;
 use crate::extent::StoreConfig;
 use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
@@ -185,6 +187,15 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_size(&s).map_err(serde::de::Error::custom)
 }
 
+/// A device given as `PATH[:SIZE]` to `flag`: its path, and the size of a file created
+/// there.
+fn path_and_size(flag: &str, d: &str) -> anyhow::Result<(PathBuf, u64)> {
+    match d.rsplit_once(':') {
+        Some((p, s)) => Ok((PathBuf::from(p), parse_size(s).with_context(|| format!("{flag} '{d}'"))?)),
+        None => Ok((PathBuf::from(d), DEVICE_BYTES_DEFAULT)),
+    }
+}
+
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -238,13 +249,10 @@ impl Config {
         let mut devices = Vec::new();
         if !args.devices.is_empty() {
             for d in &args.devices {
-                let (path, size) = match d.rsplit_once(':') {
-                    Some((p, s)) => (p, Some(parse_size(s).with_context(|| format!("--device '{d}'"))?)),
-                    None => (d.as_str(), None),
-                };
+                let (path, create_bytes) = path_and_size("--device", d)?;
                 devices.push(DeviceConfig {
-                    path: PathBuf::from(path),
-                    create_bytes: size.unwrap_or(DEVICE_BYTES_DEFAULT),
+                    path,
+                    create_bytes,
                     cluster_bytes: cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT),
                 });
             }
@@ -293,9 +301,9 @@ impl Config {
             if devices[..i].iter().any(|o| o.path == d.path) {
                 bail!("device {} is listed twice", d.path.display());
             }
-            if d.cluster_bytes < 4096 || !d.cluster_bytes.is_power_of_two() {
+            if !cluster_bytes_ok(d.cluster_bytes) {
                 bail!(
-                    "cluster size {} of {} must be a power of two of at least 4096",
+                    "cluster size {} of {} must be a power of two of at least {IO_UNIT_BYTES}",
                     d.cluster_bytes,
                     d.path.display()
                 );
@@ -375,13 +383,9 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
     }
     bdevs.extend(args.bdevs.iter().cloned());
     for (i, d) in args.aio.iter().enumerate() {
-        let (path, size) = match d.rsplit_once(':') {
-            Some((p, s)) => (PathBuf::from(p), Some(parse_size(s).with_context(|| format!("--spdk-aio '{d}'"))?)),
-            None => (PathBuf::from(d), None),
-        };
+        let (path, size) = path_and_size("--spdk-aio", d)?;
         let name = format!("aio{i}");
         if !path.exists() {
-            let size = size.unwrap_or(DEVICE_BYTES_DEFAULT);
             let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             f.set_len(size).with_context(|| format!("sizing {}", path.display()))?;
             fresh.push(name.clone());

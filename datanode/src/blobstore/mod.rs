@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::align::{align_up, AlignedBuf};
+use crate::align::{align_up, AlignedBuf, IO_UNIT_BYTES};
 
 pub mod backend;
 pub mod io;
@@ -97,6 +97,11 @@ pub trait BlobStore: Send + Sync + 'static {
 /// Rounds `bytes` up to whole clusters.
 pub fn clusters_for(bytes: u64, cluster_bytes: u64) -> u64 {
     align_up(bytes, cluster_bytes) / cluster_bytes
+}
+
+/// Whether clusters of `bytes` fit the io unit: a power of two of at least one unit.
+pub fn cluster_bytes_ok(bytes: u64) -> bool {
+    bytes >= IO_UNIT_BYTES && bytes.is_power_of_two()
 }
 
 /// Refuses a blob of more than `max` clusters (each backend's own limit).

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::align::{AlignedBuf, IO_UNIT_BYTES};
-use crate::blobstore::{BlobError, BlobId, Result};
+use crate::blobstore::{cluster_bytes_ok, BlobError, BlobId, Result};
 use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
 
 const SUPER_MAGIC: &[u8; 8] = b"STRATASB";
@@ -44,7 +44,7 @@ pub(super) struct Geometry {
 
 impl Geometry {
     pub(super) fn plan(device_bytes: u64, cluster_bytes: u64) -> Result<Geometry> {
-        if cluster_bytes < IO_UNIT_BYTES || !cluster_bytes.is_power_of_two() {
+        if !cluster_bytes_ok(cluster_bytes) {
             return Err(BlobError::Format(format!(
                 "cluster size {cluster_bytes} must be a power of two of at least {IO_UNIT_BYTES}"
             )));
