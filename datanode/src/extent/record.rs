@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
+use crate::le::{u16_at, u32_at, u64_at};
 use crate::limits::SCAN_WINDOW_BYTES;
 
 const BATCH_MAGIC: u32 = 0x5842_5453; // "STBX"
@@ -242,19 +243,17 @@ fn header_crc(header_and_descriptors: &[u8]) -> u32 {
 }
 
 fn decode_header(b: &[u8]) -> Option<BatchHeader> {
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
-    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-    let flags = u16::from_le_bytes([b[6], b[7]]);
-    if u32_at(0) != BATCH_MAGIC || u16::from_le_bytes([b[4], b[5]]) != BATCH_VERSION || flags & !FLAG_ALIGNED != 0 {
+    let flags = u16_at(b, 6);
+    if u32_at(b, 0) != BATCH_MAGIC || u16_at(b, 4) != BATCH_VERSION || flags & !FLAG_ALIGNED != 0 {
         return None;
     }
     Some(BatchHeader {
-        blob: u64_at(8),
-        incarnation: u32_at(16),
-        n_records: u32_at(20),
-        logical_start: u64_at(24),
-        payload_bytes: u64_at(32),
-        epoch: u64_at(40),
+        blob: u64_at(b, 8),
+        incarnation: u32_at(b, 16),
+        n_records: u32_at(b, 20),
+        logical_start: u64_at(b, 24),
+        payload_bytes: u64_at(b, 32),
+        epoch: u64_at(b, 40),
         aligned: flags & FLAG_ALIGNED != 0,
     })
 }
@@ -319,9 +318,7 @@ where
         }
         let lens: Vec<(u32, u32)> = w.get(pos, desc_end)?[BATCH_HEADER_BYTES as usize..]
             .chunks_exact(DESCRIPTOR_BYTES as usize)
-            .map(|d| {
-                (u32::from_le_bytes(d[0..4].try_into().expect("4")), u32::from_le_bytes(d[4..8].try_into().expect("4")))
-            })
+            .map(|d| (u32_at(d, 0), u32_at(d, 4)))
             .collect();
         let head_len = head_bytes(lens.iter().map(|&(l, _)| l as u64));
         if pos + head_len > blob_bytes {
@@ -329,15 +326,13 @@ where
         }
         // The header CRC covers the header, the descriptors and the chunk CRCs.
         let head = w.get(pos, head_len)?;
-        let stored = u32::from_le_bytes(head[HEADER_CRC_AT..HEADER_CRC_AT + 4].try_into().expect("4"));
-        if stored != header_crc(head) {
+        if u32_at(head, HEADER_CRC_AT) != header_crc(head) {
             break;
         }
         if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
             break;
         }
-        let mut chunk_words =
-            head[desc_end as usize..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+        let mut chunk_words = head[desc_end as usize..].chunks_exact(4).map(|c| u32_at(c, 0));
         let chunks: Vec<Option<Arc<[u32]>>> = lens
             .iter()
             .map(|&(l, _)| match chunk_count(l as u64) {

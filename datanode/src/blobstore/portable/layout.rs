@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::align::{AlignedBuf, IO_UNIT_BYTES};
 use crate::blobstore::{cluster_bytes_ok, BlobError, BlobId, Result};
+use crate::le::{u32_at, u64_at};
 use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
 
 const SUPER_MAGIC: &[u8; 8] = b"STRATASB";
@@ -78,25 +79,19 @@ impl Geometry {
         b[24..32].copy_from_slice(&self.device_bytes.to_le_bytes());
         b[32..40].copy_from_slice(&self.md_slots.to_le_bytes());
         b[40..48].copy_from_slice(&self.clusters_total.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..CRC_AT]);
-        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        put_crc(&mut b);
         b
     }
 
     pub(super) fn decode(b: &[u8]) -> Option<Geometry> {
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-        if &b[0..8] != SUPER_MAGIC
-            || u32::from_le_bytes(b[CRC_AT..UNIT].try_into().expect("4")) != crc32c::crc32c(&b[..CRC_AT])
-            || u32::from_le_bytes(b[8..12].try_into().expect("4")) != FORMAT_VERSION
-            || u32::from_le_bytes(b[12..16].try_into().expect("4")) as u64 != IO_UNIT_BYTES
-        {
+        if !intact(b, SUPER_MAGIC) || u32_at(b, 8) != FORMAT_VERSION || u32_at(b, 12) as u64 != IO_UNIT_BYTES {
             return None;
         }
         Some(Geometry {
-            cluster_bytes: u64_at(16),
-            device_bytes: u64_at(24),
-            md_slots: u64_at(32),
-            clusters_total: u64_at(40),
+            cluster_bytes: u64_at(b, 16),
+            device_bytes: u64_at(b, 24),
+            md_slots: u64_at(b, 32),
+            clusters_total: u64_at(b, 40),
         })
     }
 }
@@ -151,6 +146,17 @@ pub(super) struct SlotCopy {
     pub(super) md: BlobMd,
 }
 
+/// Writes the CRC32C of everything before it into a unit's last four bytes.
+fn put_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[..CRC_AT]);
+    b[CRC_AT..UNIT].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether a unit starts with `magic` and holds the CRC32C `put_crc` wrote.
+fn intact(b: &[u8], magic: &[u8; 8]) -> bool {
+    &b[0..8] == magic && u32_at(b, CRC_AT) == crc32c::crc32c(&b[..CRC_AT])
+}
+
 pub(super) fn encode_slot(seq: u64, id: BlobId, state: u32, md: &BlobMd) -> Result<AlignedBuf> {
     let x = encode_xattrs(&md.xattrs)?;
     assert!(md.clusters.len() as u64 <= BLOB_CLUSTERS_MAX);
@@ -165,26 +171,24 @@ pub(super) fn encode_slot(seq: u64, id: BlobId, state: u32, md: &BlobMd) -> Resu
     for (i, c) in md.clusters.iter().enumerate() {
         b[CLUSTERS_AT + i * 4..CLUSTERS_AT + i * 4 + 4].copy_from_slice(&c.to_le_bytes());
     }
-    let crc = crc32c::crc32c(&b[..CRC_AT]);
-    b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    put_crc(&mut b);
     Ok(b)
 }
 
 pub(super) fn decode_slot(b: &[u8]) -> Option<SlotCopy> {
-    if &b[0..8] != SLOT_MAGIC || u32::from_le_bytes(b[CRC_AT..UNIT].try_into().ok()?) != crc32c::crc32c(&b[..CRC_AT]) {
+    if !intact(b, SLOT_MAGIC) {
         return None;
     }
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
-    let n = u32_at(28) as usize;
-    let xl = u32_at(32) as usize;
+    let n = u32_at(b, 28) as usize;
+    let xl = u32_at(b, 32) as usize;
     if n as u64 > BLOB_CLUSTERS_MAX || xl > XATTR_BYTES_MAX {
         return None;
     }
-    let clusters = (0..n).map(|i| u32_at(CLUSTERS_AT + i * 4)).collect();
+    let clusters = (0..n).map(|i| u32_at(b, CLUSTERS_AT + i * 4)).collect();
     Some(SlotCopy {
-        seq: u64::from_le_bytes(b[8..16].try_into().ok()?),
-        id: u64::from_le_bytes(b[16..24].try_into().ok()?),
-        state: u32_at(24),
+        seq: u64_at(b, 8),
+        id: u64_at(b, 16),
+        state: u32_at(b, 24),
         md: BlobMd { clusters, xattrs: decode_xattrs(&b[XATTR_AT..XATTR_AT + xl])? },
     })
 }
