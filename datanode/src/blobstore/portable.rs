@@ -82,7 +82,7 @@ impl PortableStore {
 
     /// Device segments for `len` bytes at `offset` of a blob.
     fn map(&self, st: &State, blob: BlobId, offset: u64, len: u64, out: &mut Vec<(u64, u64)>) -> Result<()> {
-        let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?;
+        let md = st.blob(blob)?;
         let size = md.clusters.len() as u64 * self.geo.cluster_bytes;
         if !offset.is_multiple_of(IO_UNIT_BYTES) || !len.is_multiple_of(IO_UNIT_BYTES) || offset + len > size {
             return Err(BlobError::BadRange { offset, len, size });
@@ -159,7 +159,7 @@ impl BlobStore for PortableStore {
     fn resize(&self, blob: BlobId, clusters: u64) -> Result<()> {
         check_clusters(clusters, BLOB_CLUSTERS_MAX)?;
         let mut st = self.state.lock();
-        let mut md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?.clone();
+        let mut md = st.blob(blob)?.clone();
         let have = md.clusters.len() as u64;
         if clusters <= have {
             return Ok(());
@@ -176,7 +176,7 @@ impl BlobStore for PortableStore {
 
     fn set_xattr(&self, blob: BlobId, name: &str, value: &[u8]) -> Result<()> {
         let mut st = self.state.lock();
-        let md = st.blobs.get_mut(&blob).ok_or(BlobError::NotFound(blob))?;
+        let md = st.blob_mut(blob)?;
         let mut x = md.xattrs.clone();
         x.insert(name.to_owned(), value.to_vec());
         encode_xattrs(&x)?;
@@ -186,7 +186,7 @@ impl BlobStore for PortableStore {
 
     fn sync_md(&self, blob: BlobId) -> Result<()> {
         let mut st = self.state.lock();
-        let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?.clone();
+        let md = st.blob(blob)?.clone();
         self.write_md(&mut st, blob, STATE_LIVE, &md)
     }
 
@@ -264,7 +264,7 @@ impl BlobStore for PortableStore {
 
     fn delete_blob(&self, blob: BlobId) -> Result<()> {
         let mut st = self.state.lock();
-        let md = st.blobs.get(&blob).ok_or(BlobError::NotFound(blob))?.clone();
+        let md = st.blob(blob)?.clone();
         self.write_md(&mut st, blob, STATE_DELETED, &BlobMd::default())?;
         st.blobs.remove(&blob);
         st.pending_clusters.extend_from_slice(&md.clusters);

@@ -105,18 +105,14 @@ impl ExtentStore {
         let Some(end) = expected_offset.checked_add(len) else {
             return Err(ExtentError::OffsetMismatch { expected_offset, length: st.accepted_len });
         };
-        if st.deleted {
-            return Err(ExtentError::NotFound { extent });
-        }
+        st.check_live(extent)?;
         if let Some(why) = &st.failed {
             return Err(ExtentError::Failed(why.clone()));
         }
         if let Some(why) = dev.poison.get() {
             return Err(ExtentError::Failed(format!("device failed: {why}")));
         }
-        if epoch < st.epoch {
-            return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
-        }
+        st.check_epoch(epoch)?;
         if let Some(length) = st.limit {
             return Err(ExtentError::Sealed { length });
         }

@@ -158,9 +158,7 @@ impl ExtentStore {
         let ext = self.get(extent)?;
         {
             let mut st = ext.st.lock();
-            if st.deleted {
-                return Err(ExtentError::NotFound { extent });
-            }
+            st.check_live(extent)?;
             match st.limit {
                 Some(l) if l != length => return Err(ExtentError::SealConflict { requested: length, length: l }),
                 Some(_) if st.sealed => return Ok(()),
@@ -193,12 +191,8 @@ impl ExtentStore {
         let ext = self.get(extent)?;
         let target = {
             let mut st = ext.st.lock();
-            if st.deleted {
-                return Err(ExtentError::NotFound { extent });
-            }
-            if epoch < st.epoch {
-                return Err(ExtentError::StaleEpoch { epoch, current: st.epoch });
-            }
+            st.check_live(extent)?;
+            st.check_epoch(epoch)?;
             st.epoch = epoch;
             st.limit.unwrap_or(st.accepted_len)
         };

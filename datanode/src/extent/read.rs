@@ -20,9 +20,7 @@ impl ExtentStore {
             offset.checked_add(len as u64).ok_or(ExtentError::OutOfRange { offset, len: len as u64, length: 0 })?;
         let locs: Vec<RecordLoc> = {
             let st = ext.st.lock();
-            if st.deleted {
-                return Err(ExtentError::NotFound { extent });
-            }
+            st.check_live(extent)?;
             let readable = st.readable_len();
             if end > readable {
                 return Err(ExtentError::OutOfRange { offset, len: len as u64, length: readable });

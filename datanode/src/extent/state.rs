@@ -99,6 +99,23 @@ impl ExtentState {
         Progress { durable_len: self.durable_len, failed: self.failed.clone(), deleted: self.deleted }
     }
 
+    /// Refuses an operation on a deleted extent (a request that looked it up before the
+    /// delete still holds it).
+    pub(super) fn check_live(&self, extent: ExtentId) -> Result<(), ExtentError> {
+        if self.deleted {
+            return Err(ExtentError::NotFound { extent });
+        }
+        Ok(())
+    }
+
+    /// Refuses a writer older than the newest one this extent has seen.
+    pub(super) fn check_epoch(&self, epoch: Epoch) -> Result<(), ExtentError> {
+        if epoch < self.epoch {
+            return Err(ExtentError::StaleEpoch { epoch, current: self.epoch });
+        }
+        Ok(())
+    }
+
     pub(super) fn readable_len(&self) -> u64 {
         self.limit.map_or(self.durable_len, |l| l.min(self.durable_len))
     }

@@ -43,6 +43,14 @@ impl State {
         }
     }
 
+    pub(super) fn blob(&self, id: BlobId) -> Result<&BlobMd> {
+        self.blobs.get(&id).ok_or(BlobError::NotFound(id))
+    }
+
+    pub(super) fn blob_mut(&mut self, id: BlobId) -> Result<&mut BlobMd> {
+        self.blobs.get_mut(&id).ok_or(BlobError::NotFound(id))
+    }
+
     /// Marks a live blob's clusters used, as found at open; `Err` names one that is out
     /// of range or already claimed.
     pub(super) fn claim(&mut self, clusters: &[u32], total: u64) -> std::result::Result<(), u32> {
