@@ -3,6 +3,8 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 
+use crate::limits::POOL_BYTES_MAX;
+
 /// The io unit every backend reads and writes in, in bytes.
 pub const IO_UNIT_BYTES: u64 = 4096;
 
@@ -90,9 +92,6 @@ pub struct BufPool {
     free: Vec<AlignedBuf>,
     free_bytes: usize,
 }
-
-/// Bytes of idle buffers kept for reuse at most (one full round's worth and a half).
-const POOL_BYTES_MAX: usize = 96 << 20;
 
 impl BufPool {
     /// A buffer of exactly `len` bytes (aligned); its contents are unspecified.

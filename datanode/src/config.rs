@@ -34,9 +34,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::align::IO_UNIT_BYTES;
+use crate::blobstore::backend::{BackendConfig, DeviceConfig, SpdkConfig};
+use crate::blobstore::cluster_bytes_ok;
 use crate::blobstore::io::IoEngineKind;
-use crate::blobstore::portable::CLUSTER_BYTES_DEFAULT;
-use crate::extent::{DeviceConfig, StoreConfig, EXTENT_BYTES_MAX_DEFAULT};
+use crate::extent::StoreConfig;
+use crate::limits::{CLUSTER_BYTES_DEFAULT, EXTENT_BYTES_MAX_DEFAULT};
 
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7100";
 pub const DEVICE_BYTES_DEFAULT: u64 = 1 << 30;
@@ -117,19 +120,6 @@ pub enum Backend {
     Spdk,
 }
 
-/// The SPDK backend's devices: bdevs made by `json`, each a BlobStore.
-#[derive(Debug, Clone)]
-pub struct SpdkConfig {
-    /// SPDK JSON configuration (`{"subsystems": [...]}`) that creates the bdevs.
-    pub json: String,
-    pub bdevs: Vec<String>,
-    /// Bdevs over files created just now: formatted without `--format`.
-    pub fresh: Vec<String>,
-    pub mem_mb: u32,
-    pub hugepages: bool,
-    pub cluster_bytes: u64,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -197,6 +187,15 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_size(&s).map_err(serde::de::Error::custom)
 }
 
+/// A device given as `PATH[:SIZE]` to `flag`: its path, and the size of a file created
+/// there.
+fn path_and_size(flag: &str, d: &str) -> anyhow::Result<(PathBuf, u64)> {
+    match d.rsplit_once(':') {
+        Some((p, s)) => Ok((PathBuf::from(p), parse_size(s).with_context(|| format!("{flag} '{d}'"))?)),
+        None => Ok((PathBuf::from(d), DEVICE_BYTES_DEFAULT)),
+    }
+}
+
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -250,13 +249,10 @@ impl Config {
         let mut devices = Vec::new();
         if !args.devices.is_empty() {
             for d in &args.devices {
-                let (path, size) = match d.rsplit_once(':') {
-                    Some((p, s)) => (p, Some(parse_size(s).with_context(|| format!("--device '{d}'"))?)),
-                    None => (d.as_str(), None),
-                };
+                let (path, create_bytes) = path_and_size("--device", d)?;
                 devices.push(DeviceConfig {
-                    path: PathBuf::from(path),
-                    create_bytes: size.unwrap_or(DEVICE_BYTES_DEFAULT),
+                    path,
+                    create_bytes,
                     cluster_bytes: cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT),
                 });
             }
@@ -305,9 +301,9 @@ impl Config {
             if devices[..i].iter().any(|o| o.path == d.path) {
                 bail!("device {} is listed twice", d.path.display());
             }
-            if d.cluster_bytes < 4096 || !d.cluster_bytes.is_power_of_two() {
+            if !cluster_bytes_ok(d.cluster_bytes) {
                 bail!(
-                    "cluster size {} of {} must be a power of two of at least 4096",
+                    "cluster size {} of {} must be a power of two of at least {IO_UNIT_BYTES}",
                     d.cluster_bytes,
                     d.path.display()
                 );
@@ -350,13 +346,15 @@ impl Config {
             listen,
             meta,
             store: StoreConfig {
-                devices,
+                backend: BackendConfig {
+                    devices,
+                    spdk,
+                    format_existing: args.format,
+                    zero_fill: !args.no_zero_fill,
+                    engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
+                },
                 extent_bytes_max,
                 append_bytes_max: proto::APPEND_BYTES_MAX,
-                format_existing: args.format,
-                zero_fill: !args.no_zero_fill,
-                engine: args.io_engine.or(file.io_engine).unwrap_or(IoEngineKind::Auto),
-                spdk,
             },
         })
     }
@@ -385,13 +383,9 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
     }
     bdevs.extend(args.bdevs.iter().cloned());
     for (i, d) in args.aio.iter().enumerate() {
-        let (path, size) = match d.rsplit_once(':') {
-            Some((p, s)) => (PathBuf::from(p), Some(parse_size(s).with_context(|| format!("--spdk-aio '{d}'"))?)),
-            None => (PathBuf::from(d), None),
-        };
+        let (path, size) = path_and_size("--spdk-aio", d)?;
         let name = format!("aio{i}");
         if !path.exists() {
-            let size = size.unwrap_or(DEVICE_BYTES_DEFAULT);
             let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             f.set_len(size).with_context(|| format!("sizing {}", path.display()))?;
             fresh.push(name.clone());
@@ -436,7 +430,7 @@ mod tests {
     #[test]
     fn flags_make_a_config_and_bad_ones_say_why() {
         let c = Config::from_args(&args(&["--device", "/tmp/a.img:64M", "--listen", "127.0.0.1:0"])).unwrap();
-        assert_eq!(c.store.devices[0].create_bytes, 64 << 20);
+        assert_eq!(c.store.backend.devices[0].create_bytes, 64 << 20);
         let err = |v: &[&str]| format!("{:#}", Config::from_args(&args(v)).unwrap_err());
         assert!(err(&[]).contains("no devices"));
         assert!(err(&["--device", "/a", "--listen", "nope"]).contains("not IP:PORT"));
@@ -457,7 +451,7 @@ mod tests {
         let f = dir.path().join("a.img");
         let c =
             Config::from_args(&args(&["--backend", "spdk", "--spdk-aio", &format!("{}:64M", f.display())])).unwrap();
-        let s = c.store.spdk.expect("spdk config");
+        let s = c.store.backend.spdk.expect("spdk config");
         assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".to_string()], vec!["aio0".to_string()]));
         assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);
         assert_eq!(std::fs::metadata(&f).unwrap().len(), 64 << 20, "the file is created at its size");
@@ -471,12 +465,12 @@ mod tests {
         std::fs::write(&toml, format!("backend = \"spdk\"\n[spdk]\naio = [\"{}:32M\"]\nmem_mb = 512\n", g.display()))
             .unwrap();
         let c = Config::from_args(&args(&["--config", toml.to_str().unwrap()])).unwrap();
-        let s = c.store.spdk.expect("spdk from the file");
+        let s = c.store.backend.spdk.expect("spdk from the file");
         assert_eq!((s.mem_mb, s.bdevs.len()), (512, 1));
         assert!(s.json.contains("b.img"));
         let c =
             Config::from_args(&args(&["--config", toml.to_str().unwrap(), "--spdk-aio", f.to_str().unwrap()])).unwrap();
-        assert!(c.store.spdk.unwrap().json.contains("a.img"), "the flag wins");
+        assert!(c.store.backend.spdk.unwrap().json.contains("a.img"), "the flag wins");
         let j = dir.path().join("bad.json");
         std::fs::write(&j, "{\"nope\": 1}").unwrap();
         let e = err(&["--backend", "spdk", "--spdk-config", j.to_str().unwrap(), "--spdk-bdev", "N"]);
@@ -490,7 +484,7 @@ mod tests {
         std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n")
             .unwrap();
         let c = Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap();
-        assert_eq!((c.node_id, c.store.devices[0].create_bytes), (7, 64 << 20));
+        assert_eq!((c.node_id, c.store.backend.devices[0].create_bytes), (7, 64 << 20));
         std::fs::write(&p, "nodeid = 7\n").unwrap();
         let e = format!("{:#}", Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap_err());
         assert!(e.contains("unknown field"), "{e}");

@@ -5,4 +5,6 @@ pub mod blobstore;
 pub mod config;
 pub mod extent;
 pub mod heartbeat;
+mod le;
+pub mod limits;
 pub mod server;

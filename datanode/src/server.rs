@@ -10,27 +10,16 @@ use std::sync::Arc;
 use proto::frame::{read_body, read_header, write_frames, FrameError, Outgoing};
 use proto::msg::{decode_append_fixed, encode_response, APPEND_FIXED_BYTES};
 use proto::{ExtentError, NodeId, NodeStat, Opcode, Request, Response};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::align::{align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
-use crate::extent::{ExtentStore, Payload};
-
-/// Requests one connection may have in flight before the server stops reading from it.
-pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
-/// Request body bytes one connection may have in flight (read, not yet answered) before
-/// the server stops reading from it.
-pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
-/// Granularity of the byte budget.
-const BUDGET_UNIT_BYTES: usize = 4096;
-// Any single frame fits the budget, so waiting for budget can never deadlock.
-const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= proto::FRAME_BODY_BYTES_MAX as usize + BUDGET_UNIT_BYTES);
-const READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// Appends at least this large are received into aligned buffers and written without a
-/// copy; smaller ones are packed together into one image per batch.
-pub const ALIGNED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
+use crate::extent::{Append, ExtentStore, Payload};
+use crate::limits::{
+    ALIGNED_PAYLOAD_BYTES_MIN, BUDGET_UNIT_BYTES, CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_MAX,
+    READ_BUFFER_BYTES,
+};
 
 pub struct Server {
     store: Arc<ExtentStore>,
@@ -101,56 +90,61 @@ impl Server {
                 drop((permit, bytes_permit));
             };
             let body_len = header.body_len as usize;
-            if opcode == Opcode::Append as u8 && body_len >= APPEND_FIXED_BYTES + ALIGNED_PAYLOAD_BYTES_MIN {
-                // A large append: its payload goes straight into an io-aligned buffer that
-                // the device writes as it is.
-                let mut fixed = [0u8; APPEND_FIXED_BYTES];
-                if let Err(e) = rd.read_exact(&mut fixed).await {
-                    tracing::debug!("{peer}: {e}");
-                    break;
+            let large_append =
+                opcode == Opcode::Append as u8 && body_len >= APPEND_FIXED_BYTES + ALIGNED_PAYLOAD_BYTES_MIN;
+            let append = if large_append {
+                match self.read_aligned_append(&mut rd, body_len).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!("{peer}: {e}");
+                        break;
+                    }
                 }
-                let (extent, expected_offset, epoch, crc32c) = decode_append_fixed(&fixed);
-                let len = body_len - APPEND_FIXED_BYTES;
-                let mut buf = PooledBuf::take(&self.recv_pool, align_up(len as u64, IO_UNIT_BYTES) as usize);
-                if let Err(e) = rd.read_exact(&mut buf[..len]).await {
-                    tracing::debug!("{peer}: {e}");
-                    break;
-                }
-                buf[len..].fill(0);
-                let ack =
-                    Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
-                let payload = Payload::Aligned { buf, len };
-                self.store.submit_append(extent, expected_offset, epoch, crc32c, payload, ack);
-                continue;
-            }
-            let body = match read_body(&mut rd, body_len).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!("{peer}: {e}");
-                    break;
-                }
-            };
-            let req = match Request::decode(opcode, body) {
-                Ok(r) => r,
-                Err(error) => {
-                    tracing::warn!("{peer}: {error}; closing the connection");
-                    reply(Err(error));
-                    break;
+            } else {
+                let body = match read_body(&mut rd, body_len).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!("{peer}: {e}");
+                        break;
+                    }
+                };
+                match Request::decode(opcode, body) {
+                    Ok(Request::Append { extent, expected_offset, epoch, crc32c, payload }) => {
+                        Append { extent, expected_offset, epoch, crc: crc32c, payload: Payload::Bytes(payload) }
+                    }
+                    Ok(req) => {
+                        let me = self.clone();
+                        tokio::spawn(async move { reply(me.handle(req).await) });
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!("{peer}: {error}; closing the connection");
+                        reply(Err(error));
+                        break;
+                    }
                 }
             };
-            if let Request::Append { extent, expected_offset, epoch, crc32c, payload } = req {
-                // The acknowledgement runs wherever the append is decided (usually the
-                // device's flusher) and goes straight to this connection's writer.
-                let ack =
-                    Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
-                self.store.submit_append(extent, expected_offset, epoch, crc32c, Payload::Bytes(payload), ack);
-                continue;
-            }
-            let me = self.clone();
-            tokio::spawn(async move { reply(me.handle(req).await) });
+            // Appends are queued here, in arrival order. The acknowledgement runs wherever
+            // the append is decided (usually the device's flusher) and goes straight to
+            // this connection's writer.
+            let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+            self.store.submit_append(append, ack);
         }
         drop(tx);
         let _ = writer.await;
+    }
+
+    /// Reads a large append's body: the fixed part, then the payload straight into an
+    /// io-aligned buffer that the device writes as it is.
+    async fn read_aligned_append(&self, rd: &mut (impl AsyncRead + Unpin), body_len: usize) -> std::io::Result<Append> {
+        let mut fixed = [0u8; APPEND_FIXED_BYTES];
+        rd.read_exact(&mut fixed).await?;
+        let (extent, expected_offset, epoch, crc) = decode_append_fixed(&fixed);
+        let len = body_len - APPEND_FIXED_BYTES;
+        let mut buf = PooledBuf::take(&self.recv_pool, align_up(len as u64, IO_UNIT_BYTES) as usize);
+        rd.read_exact(&mut buf[..len]).await?;
+        buf[len..].fill(0);
+        Ok(Append { extent, expected_offset, epoch, crc, payload: Payload::Aligned { buf, len } })
     }
 
     async fn handle(&self, req: Request) -> Result<Response, ExtentError> {

@@ -6,6 +6,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types, IoUring};
 
+use crate::limits::URING_ENTRIES;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngineKind {
@@ -26,9 +28,6 @@ impl std::str::FromStr for IoEngineKind {
         }
     }
 }
-
-/// Ring depth: the most writes in flight at once.
-const URING_ENTRIES: u32 = 128;
 
 pub enum IoEngine {
     Uring(Box<IoUring>),
@@ -126,33 +125,38 @@ impl IoEngine {
 
 /// # Safety
 /// `ptr..ptr+len` must be valid.
-pub unsafe fn pwrite_all(fd: RawFd, mut ptr: *const u8, mut len: usize, mut offset: u64) -> io::Result<()> {
-    while len > 0 {
-        let n = libc::pwrite(fd, ptr as *const libc::c_void, len, offset as libc::off_t);
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+pub unsafe fn pwrite_all(fd: RawFd, ptr: *const u8, len: usize, offset: u64) -> io::Result<()> {
+    positional(len, io::ErrorKind::WriteZero, "pwrite wrote nothing", |done| {
+        // SAFETY: `done < len`, so the rest lies inside the caller's valid range.
+        unsafe {
+            libc::pwrite(fd, ptr.add(done) as *const libc::c_void, len - done, (offset + done as u64) as libc::off_t)
         }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
-        }
-        ptr = ptr.add(n as usize);
-        len -= n as usize;
-        offset += n as u64;
-    }
-    Ok(())
+    })
 }
 
-pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+/// Writes all of `buf` at `offset`.
+pub fn pwrite_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    // SAFETY: the slice is valid for reads of its length.
+    unsafe { pwrite_all(fd, buf.as_ptr(), buf.len(), offset) }
+}
+
+pub fn pread_exact(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+    positional(len, io::ErrorKind::UnexpectedEof, "read past the device's end", |done| {
+        // SAFETY: `done < len`, so the rest lies inside the slice, valid for writes.
+        unsafe {
+            libc::pread(fd, ptr.add(done) as *mut libc::c_void, len - done, (offset + done as u64) as libc::off_t)
+        }
+    })
+}
+
+/// Repeats a positional read or write until `len` bytes are moved: `op(done)` moves
+/// some of the rest and returns how many bytes (or -1 with errno). Interrupted calls are
+/// retried; a call that moves nothing is the error `kind` (`what`).
+fn positional(len: usize, kind: io::ErrorKind, what: &str, mut op: impl FnMut(usize) -> isize) -> io::Result<()> {
     let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the slice is valid for writes of its length.
-        let n = unsafe {
-            libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, buf.len() - done, offset as libc::off_t)
-        };
+    while done < len {
+        let n = op(done);
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -161,10 +165,9 @@ pub fn pread_exact(fd: RawFd, buf: &mut [u8], mut offset: u64) -> io::Result<()>
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device's end"));
+            return Err(io::Error::new(kind, what));
         }
         done += n as usize;
-        offset += n as u64;
     }
     Ok(())
 }

@@ -13,8 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::align::AlignedBuf;
+use crate::align::{align_up, AlignedBuf, IO_UNIT_BYTES};
 
+pub mod backend;
 pub mod io;
 pub mod portable;
 #[cfg(feature = "spdk")]
@@ -72,6 +73,10 @@ pub trait BlobStore: Send + Sync + 'static {
     fn cluster_bytes(&self) -> u64;
     /// Largest number of clusters one blob may hold.
     fn blob_clusters_max(&self) -> u64;
+    /// Largest number of bytes one blob may hold.
+    fn blob_bytes_max(&self) -> u64 {
+        self.blob_clusters_max() * self.cluster_bytes()
+    }
     fn capacity(&self) -> Capacity;
     /// Every live blob, as found when the store was opened plus those created since.
     fn blobs(&self) -> Vec<BlobInfo>;
@@ -87,4 +92,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Makes everything written, synced or deleted before this call durable.
     fn flush(&self) -> Result<()>;
     fn delete_blob(&self, blob: BlobId) -> Result<()>;
+}
+
+/// Rounds `bytes` up to whole clusters.
+pub fn clusters_for(bytes: u64, cluster_bytes: u64) -> u64 {
+    align_up(bytes, cluster_bytes) / cluster_bytes
+}
+
+/// Whether clusters of `bytes` fit the io unit: a power of two of at least one unit.
+pub fn cluster_bytes_ok(bytes: u64) -> bool {
+    bytes >= IO_UNIT_BYTES && bytes.is_power_of_two()
+}
+
+/// Refuses a blob of more than `max` clusters (each backend's own limit).
+pub fn check_clusters(clusters: u64, max: u64) -> Result<()> {
+    if clusters > max {
+        return Err(BlobError::TooManyClusters { clusters, max });
+    }
+    Ok(())
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use spdk_ffi::{Blobstore, BlobstoreOptions, EnvOptions, Reactor, SpdkError};
 
-use super::{BlobError, BlobId, BlobInfo, BlobStore, BlobWrite, Capacity, Result};
+use super::backend::SpdkConfig;
+use super::{check_clusters, BlobError, BlobId, BlobInfo, BlobStore, BlobWrite, Capacity, Result};
 use crate::align::AlignedBuf;
-use crate::config::SpdkConfig;
 
 /// Clusters one blob may hold (SPDK has no per-blob slot limit like the portable
 /// store's; this bounds an extent at 64 GiB with 1 MiB clusters).
@@ -105,9 +105,7 @@ impl BlobStore for SpdkStore {
         self.blobs.lock().values().cloned().collect()
     }
     fn create_blob(&self, xattrs: &[(&str, &[u8])], clusters: u64) -> Result<BlobId> {
-        if clusters > SPDK_BLOB_CLUSTERS_MAX {
-            return Err(BlobError::TooManyClusters { clusters, max: SPDK_BLOB_CLUSTERS_MAX });
-        }
+        check_clusters(clusters, SPDK_BLOB_CLUSTERS_MAX)?;
         let id = self.bs.create_blob(xattrs, clusters).map_err(blob_err)?;
         let xattrs = xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
         self.blobs.lock().insert(id, BlobInfo { id, clusters, xattrs });
@@ -118,9 +116,7 @@ impl BlobStore for SpdkStore {
         if clusters <= have {
             return Ok(());
         }
-        if clusters > SPDK_BLOB_CLUSTERS_MAX {
-            return Err(BlobError::TooManyClusters { clusters, max: SPDK_BLOB_CLUSTERS_MAX });
-        }
+        check_clusters(clusters, SPDK_BLOB_CLUSTERS_MAX)?;
         self.bs.resize(blob, clusters).map_err(blob_err)?;
         if let Some(b) = self.blobs.lock().get_mut(&blob) {
             b.clusters = clusters;

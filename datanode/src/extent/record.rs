@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
+use crate::le::{u16_at, u32_at, u64_at};
+use crate::limits::SCAN_WINDOW_BYTES;
 
 const BATCH_MAGIC: u32 = 0x5842_5453; // "STBX"
 const BATCH_VERSION: u16 = 1;
@@ -35,19 +37,17 @@ const HEADER_CRC_AT: usize = 60;
 /// io-unit boundary, padded with zeros to the next one (payloads received straight into
 /// aligned buffers are written as they are, without a copy).
 const FLAG_ALIGNED: u16 = 1;
-/// Size of the read window recovery scans with.
-const SCAN_WINDOW_BYTES: u64 = 4 << 20;
 
 /// Records longer than this carry a CRC32C per chunk of this many bytes besides the
 /// whole-record one, so a read checks (and reads) only the chunks it touches.
-pub const CHUNK_BYTES: u64 = 64 << 10;
+pub const RECORD_CHUNK_BYTES: u64 = 64 << 10;
 
 /// Per-chunk CRCs a record of `len` bytes stores (0: the whole-record CRC suffices).
 pub fn chunk_count(len: u64) -> u64 {
-    if len <= CHUNK_BYTES {
+    if len <= RECORD_CHUNK_BYTES {
         0
     } else {
-        len.div_ceil(CHUNK_BYTES)
+        len.div_ceil(RECORD_CHUNK_BYTES)
     }
 }
 
@@ -57,11 +57,11 @@ pub fn checksums(payload: &[u8]) -> (u32, Option<Arc<[u32]>>) {
     if chunk_count(payload.len() as u64) == 0 {
         return (crc32c::crc32c(payload), None);
     }
-    let chunks: Arc<[u32]> = payload.chunks(CHUNK_BYTES as usize).map(crc32c::crc32c).collect();
-    let full_chunk = combine_op(CHUNK_BYTES);
+    let chunks: Arc<[u32]> = payload.chunks(RECORD_CHUNK_BYTES as usize).map(crc32c::crc32c).collect();
+    let full_chunk = combine_op(RECORD_CHUNK_BYTES);
     let mut whole = chunks[0];
-    for (c, part) in chunks.iter().zip(payload.chunks(CHUNK_BYTES as usize)).skip(1) {
-        let op = if part.len() as u64 == CHUNK_BYTES { full_chunk } else { combine_op(part.len() as u64) };
+    for (c, part) in chunks.iter().zip(payload.chunks(RECORD_CHUNK_BYTES as usize)).skip(1) {
+        let op = if part.len() as u64 == RECORD_CHUNK_BYTES { full_chunk } else { combine_op(part.len() as u64) };
         whole = mult_mod_p(op, whole) ^ c;
     }
     (whole, Some(chunks))
@@ -116,7 +116,7 @@ pub struct RecordLoc {
     pub len: u32,
     /// CRC32C of the whole payload (what the client sent; retries are matched on it).
     pub crc: u32,
-    /// CRC32C of each `CHUNK_BYTES` chunk, for records longer than one chunk.
+    /// CRC32C of each `RECORD_CHUNK_BYTES` chunk, for records longer than one chunk.
     pub chunks: Option<Arc<[u32]>>,
 }
 
@@ -137,6 +137,28 @@ pub struct BatchHeader {
     pub aligned: bool,
 }
 
+impl BatchHeader {
+    /// Where a batch's first payload starts after a header block of `head` bytes: an
+    /// aligned batch pads its header block to whole io units.
+    fn payloads_at(&self, head: u64) -> u64 {
+        if self.aligned {
+            align_up(head, IO_UNIT_BYTES)
+        } else {
+            head
+        }
+    }
+
+    /// Bytes a payload of `len` takes in the batch: an aligned batch pads each one to
+    /// whole io units.
+    fn payload_span(&self, len: u64) -> u64 {
+        if self.aligned {
+            align_up(len, IO_UNIT_BYTES)
+        } else {
+            len
+        }
+    }
+}
+
 /// Bytes of a batch's header block before its payloads (unpadded): the header, one
 /// descriptor per record, then the chunk CRCs of the records that have them.
 pub fn head_bytes(lens: impl Iterator<Item = u64>) -> u64 {
@@ -150,68 +172,37 @@ pub struct Pending<'a> {
     pub chunks: Option<&'a Arc<[u32]>>,
 }
 
-/// Builds a packed batch image in a buffer from `pool`; returns it with the records'
-/// locations, given that the batch will be written at blob offset `phys`.
-pub fn encode_batch(
-    pool: &mut BufPool,
-    h: &BatchHeader,
-    phys: u64,
-    records: &[Pending<'_>],
-) -> (AlignedBuf, Vec<RecordLoc>) {
+/// Builds a batch that will be written at blob offset `phys`, in a buffer from `pool`:
+/// the whole image of a packed batch, or the header block of an aligned one (its
+/// payloads, each padded to whole io units, follow the block on the device). Returns
+/// the buffer with the records' locations.
+pub fn encode(pool: &mut BufPool, h: &BatchHeader, phys: u64, records: &[Pending<'_>]) -> (AlignedBuf, Vec<RecordLoc>) {
     assert_eq!(phys % IO_UNIT_BYTES, 0);
     assert_eq!(h.n_records as usize, records.len());
     assert_eq!(h.payload_bytes, records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
-    assert!(!h.aligned);
     let head = head_bytes(records.iter().map(|r| r.payload.len() as u64));
-    let total = head + h.payload_bytes;
-    let mut buf = pool.take(align_up(total, IO_UNIT_BYTES) as usize);
+    let payloads_at = h.payloads_at(head);
+    // A packed image holds the payloads too; an aligned block ends where they start.
+    let written = if h.aligned { head } else { head + h.payload_bytes };
+    let mut buf = pool.take(align_up(written, IO_UNIT_BYTES) as usize);
     // Every byte is written below except the header's reserved bytes and the padding.
     buf[..BATCH_HEADER_BYTES as usize].fill(0);
-    buf[total as usize..].fill(0);
+    buf[written as usize..].fill(0);
     let d = put_header(&mut buf, h, records);
     debug_assert_eq!(d as u64, head);
-    let mut p = d;
+    let mut p = payloads_at;
     let mut logical = h.logical_start;
     let mut locs = Vec::with_capacity(records.len());
     for r in records {
         debug_assert_eq!(crc32c::crc32c(r.payload), r.crc, "crc checked before the write");
-        buf[p..p + r.payload.len()].copy_from_slice(r.payload);
-        let len = r.payload.len() as u32;
-        locs.push(RecordLoc { logical, phys: phys + p as u64, len, crc: r.crc, chunks: r.chunks.cloned() });
-        logical += r.payload.len() as u64;
-        p += r.payload.len();
+        let len = r.payload.len() as u64;
+        if !h.aligned {
+            buf[p as usize..(p + len) as usize].copy_from_slice(r.payload);
+        }
+        locs.push(RecordLoc { logical, phys: phys + p, len: len as u32, crc: r.crc, chunks: r.chunks.cloned() });
+        logical += len;
+        p += h.payload_span(len);
     }
-    (buf, locs)
-}
-
-/// Builds the header block of an aligned batch; the payloads, each padded to whole io
-/// units, follow it on the device. Returns the block and the records' locations, given
-/// that the batch will be written at blob offset `phys`.
-pub fn encode_aligned_head(
-    pool: &mut BufPool,
-    h: &BatchHeader,
-    phys: u64,
-    records: &[Pending<'_>],
-) -> (AlignedBuf, Vec<RecordLoc>) {
-    assert_eq!(phys % IO_UNIT_BYTES, 0);
-    assert!(h.aligned);
-    assert_eq!(h.n_records as usize, records.len());
-    let head = align_up(head_bytes(records.iter().map(|r| r.payload.len() as u64)), IO_UNIT_BYTES);
-    let mut buf = pool.take(head as usize);
-    buf.fill(0);
-    put_header(&mut buf, h, records);
-    let mut p = head;
-    let mut logical = h.logical_start;
-    let locs = records
-        .iter()
-        .map(|r| {
-            let len = r.payload.len() as u32;
-            let l = RecordLoc { logical, phys: phys + p, len, crc: r.crc, chunks: r.chunks.cloned() };
-            logical += len as u64;
-            p += align_up(len as u64, IO_UNIT_BYTES);
-            l
-        })
-        .collect();
     (buf, locs)
 }
 
@@ -252,19 +243,17 @@ fn header_crc(header_and_descriptors: &[u8]) -> u32 {
 }
 
 fn decode_header(b: &[u8]) -> Option<BatchHeader> {
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
-    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-    let flags = u16::from_le_bytes([b[6], b[7]]);
-    if u32_at(0) != BATCH_MAGIC || u16::from_le_bytes([b[4], b[5]]) != BATCH_VERSION || flags & !FLAG_ALIGNED != 0 {
+    let flags = u16_at(b, 6);
+    if u32_at(b, 0) != BATCH_MAGIC || u16_at(b, 4) != BATCH_VERSION || flags & !FLAG_ALIGNED != 0 {
         return None;
     }
     Some(BatchHeader {
-        blob: u64_at(8),
-        incarnation: u32_at(16),
-        n_records: u32_at(20),
-        logical_start: u64_at(24),
-        payload_bytes: u64_at(32),
-        epoch: u64_at(40),
+        blob: u64_at(b, 8),
+        incarnation: u32_at(b, 16),
+        n_records: u32_at(b, 20),
+        logical_start: u64_at(b, 24),
+        payload_bytes: u64_at(b, 32),
+        epoch: u64_at(b, 40),
         aligned: flags & FLAG_ALIGNED != 0,
     })
 }
@@ -329,9 +318,7 @@ where
         }
         let lens: Vec<(u32, u32)> = w.get(pos, desc_end)?[BATCH_HEADER_BYTES as usize..]
             .chunks_exact(DESCRIPTOR_BYTES as usize)
-            .map(|d| {
-                (u32::from_le_bytes(d[0..4].try_into().expect("4")), u32::from_le_bytes(d[4..8].try_into().expect("4")))
-            })
+            .map(|d| (u32_at(d, 0), u32_at(d, 4)))
             .collect();
         let head_len = head_bytes(lens.iter().map(|&(l, _)| l as u64));
         if pos + head_len > blob_bytes {
@@ -339,15 +326,13 @@ where
         }
         // The header CRC covers the header, the descriptors and the chunk CRCs.
         let head = w.get(pos, head_len)?;
-        let stored = u32::from_le_bytes(head[HEADER_CRC_AT..HEADER_CRC_AT + 4].try_into().expect("4"));
-        if stored != header_crc(head) {
+        if u32_at(head, HEADER_CRC_AT) != header_crc(head) {
             break;
         }
         if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
             break;
         }
-        let mut chunk_words =
-            head[desc_end as usize..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+        let mut chunk_words = head[desc_end as usize..].chunks_exact(4).map(|c| u32_at(c, 0));
         let chunks: Vec<Option<Arc<[u32]>>> = lens
             .iter()
             .map(|&(l, _)| match chunk_count(l as u64) {
@@ -355,14 +340,8 @@ where
                 k => Some(chunk_words.by_ref().take(k as usize).collect()),
             })
             .collect();
-        // An aligned batch pads its header block and each payload to whole io units.
-        let payload_start = if h.aligned { align_up(head_len, IO_UNIT_BYTES) } else { head_len };
-        let total = payload_start
-            + if h.aligned {
-                lens.iter().map(|&(l, _)| align_up(l as u64, IO_UNIT_BYTES)).sum::<u64>()
-            } else {
-                h.payload_bytes
-            };
+        let payload_start = h.payloads_at(head_len);
+        let total = payload_start + lens.iter().map(|&(l, _)| h.payload_span(l as u64)).sum::<u64>();
         if pos + total > blob_bytes {
             break;
         }
@@ -373,7 +352,9 @@ where
         for ((len, crc), chunks) in lens.into_iter().zip(chunks) {
             let payload = &body[p as usize..(p + len as u64) as usize];
             let ok = match &chunks {
-                Some(c) => payload.chunks(CHUNK_BYTES as usize).zip(c.iter()).all(|(b, &c)| crc32c::crc32c(b) == c),
+                Some(c) => {
+                    payload.chunks(RECORD_CHUNK_BYTES as usize).zip(c.iter()).all(|(b, &c)| crc32c::crc32c(b) == c)
+                }
                 None => crc32c::crc32c(payload) == crc,
             };
             if !ok {
@@ -382,7 +363,7 @@ where
             }
             s.records.push(RecordLoc { logical: s.length, phys: pos + p, len, crc, chunks });
             s.length += len as u64;
-            p += if h.aligned { align_up(len as u64, IO_UNIT_BYTES) } else { len as u64 };
+            p += h.payload_span(len as u64);
         }
         s.epoch_max = s.epoch_max.max(h.epoch);
         s.incarnation_max = h.incarnation;

@@ -45,7 +45,7 @@ impl Blob {
         };
         let pool = &mut crate::align::BufPool::default();
         let (img, locs) = if aligned {
-            let (head, locs) = encode_aligned_head(pool, &h, self.phys, &recs);
+            let (head, locs) = encode(pool, &h, self.phys, &recs);
             let mut img = head.to_vec();
             for p in payloads {
                 let mut padded = p.clone();
@@ -54,7 +54,7 @@ impl Blob {
             }
             (img, locs)
         } else {
-            let (img, locs) = encode_batch(pool, &h, self.phys, &recs);
+            let (img, locs) = encode(pool, &h, self.phys, &recs);
             (img.to_vec(), locs)
         };
         self.bytes[self.phys as usize..self.phys as usize + img.len()].copy_from_slice(&img);
@@ -127,10 +127,10 @@ fn checksums_combine_chunk_crcs_into_the_whole_payload_crc() {
         let (whole, chunks) = checksums(&payload);
         assert_eq!(whole, crc32c::crc32c(&payload), "len {len}");
         match chunks {
-            None => assert!(len as u64 <= CHUNK_BYTES),
+            None => assert!(len as u64 <= RECORD_CHUNK_BYTES),
             Some(c) => {
-                assert_eq!(c.len() as u64, len.div_ceil(CHUNK_BYTES as usize) as u64);
-                assert_eq!(c[c.len() - 1], crc32c::crc32c(&payload[(c.len() - 1) * CHUNK_BYTES as usize..]));
+                assert_eq!(c.len() as u64, len.div_ceil(RECORD_CHUNK_BYTES as usize) as u64);
+                assert_eq!(c[c.len() - 1], crc32c::crc32c(&payload[(c.len() - 1) * RECORD_CHUNK_BYTES as usize..]));
             }
         }
     }
@@ -148,7 +148,7 @@ fn chunked_records_keep_their_chunk_crcs_through_recovery_in_both_layouts() {
     assert!(s.records[1].chunks.is_none());
     assert_eq!(s.records[2].chunks.as_ref().map(|c| c.len()), Some(5));
     // A flipped byte in one chunk of a middle record flags that record as corrupt.
-    let at = s.records[0].phys as usize + 2 * CHUNK_BYTES as usize + 7;
+    let at = s.records[0].phys as usize + 2 * RECORD_CHUNK_BYTES as usize + 7;
     b.bytes[at] ^= 1;
     assert_eq!(b.scan(None).corrupt, vec![0]);
 }

@@ -1,0 +1,30 @@
+//! Blob xattrs that carry an extent's identity and state, so that start-up finds every
+//! extent on its blob alone: its id, the epoch it was created at, its writer
+//! incarnation and, once sealed, its sealed length (all little-endian).
+
+use proto::{Epoch, ExtentId};
+
+pub const EXTENT: &str = "extent";
+pub const EPOCH: &str = "epoch";
+pub const INCARNATION: &str = "incarnation";
+pub const SEALED: &str = "sealed";
+
+/// The incarnation of a new extent's first writer; each restart of an open extent
+/// takes a higher one.
+pub const INCARNATION_FIRST: u32 = 1;
+
+pub fn initial(extent: ExtentId, epoch: Epoch) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (EXTENT, extent.to_le_bytes().to_vec()),
+        (EPOCH, epoch.to_le_bytes().to_vec()),
+        (INCARNATION, INCARNATION_FIRST.to_le_bytes().to_vec()),
+    ]
+}
+
+pub fn u64_of(v: Option<&Vec<u8>>) -> Option<u64> {
+    Some(u64::from_le_bytes(v?.as_slice().try_into().ok()?))
+}
+
+pub fn u32_of(v: Option<&Vec<u8>>) -> Option<u32> {
+    Some(u32::from_le_bytes(v?.as_slice().try_into().ok()?))
+}

@@ -1,0 +1,75 @@
+//! The datanode's limits and size defaults in one place, each with its reason, and
+//! compile-time assertions of how they relate. The wire limits (`APPEND_BYTES_MAX`,
+//! `READ_BYTES_MAX`, `FRAME_BODY_BYTES_MAX`) are `proto`'s; the on-disk formats keep
+//! their own sizes (`record::RECORD_CHUNK_BYTES`, a portable slot's `BLOB_CLUSTERS_MAX`).
+
+use std::time::Duration;
+
+use proto::{APPEND_BYTES_MAX, FRAME_BODY_BYTES_MAX};
+
+use crate::align::IO_UNIT_BYTES;
+
+// Extents and devices.
+
+/// Default cap on one extent's logical size (`--extent-bytes-max`).
+pub const EXTENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
+/// Cluster size of devices formatted without `--cluster-bytes`: a blob grows by whole
+/// clusters, so this is the unit of contiguity on the device.
+pub const CLUSTER_BYTES_DEFAULT: u64 = 1 << 20;
+/// Most clusters one resize adds beyond what is needed now: blobs grow by doubling up to
+/// this step, so a growing extent stays mostly contiguous while small extents stay small.
+pub const GROW_CLUSTERS_MAX: u64 = 8;
+/// How long opening a device waits for its lock, held by a process that is going away
+/// (a process killed with SIGKILL tears its io_uring down asynchronously).
+pub const DEVICE_LOCK_WAIT: Duration = Duration::from_millis(if cfg!(test) { 200 } else { 10_000 });
+
+// Group commit (`extent::device`).
+
+/// Most payload bytes one round takes before it writes.
+pub const ROUND_BYTES_MAX: u64 = 64 << 20;
+/// Most payload bytes of one extent in one batch; the rest waits for the next round, so
+/// that an extent's batches are written strictly one after another.
+pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+/// Written rounds waiting for a flush before the writer waits too.
+pub const ROUNDS_UNFLUSHED_MAX: usize = 4;
+/// Bytes of idle batch buffers kept for reuse at most (one full round's worth and a
+/// half): fresh large allocations cost a page fault per page.
+pub const POOL_BYTES_MAX: usize = 96 << 20;
+/// io_uring depth: the most writes in flight at once.
+pub const URING_ENTRIES: u32 = 128;
+/// Size of the read window recovery scans a blob's batch chain with.
+pub const SCAN_WINDOW_BYTES: u64 = 4 << 20;
+
+// Connections (`server`).
+
+/// Requests one connection may have in flight before the server stops reading from it.
+pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
+/// Request body bytes one connection may have in flight (read, not yet answered) before
+/// the server stops reading from it.
+pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+/// Granularity of the byte budget.
+pub const BUDGET_UNIT_BYTES: usize = 4096;
+/// A connection's read buffer: small frames arrive many to a syscall.
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Appends at least this large are received into aligned buffers and written without a
+/// copy; smaller ones are packed together into one image per batch.
+pub const ALIGNED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
+
+// How they relate.
+
+// A batch fits a round, and the largest append fits a batch: no append is ever split or
+// written alone past the batch cap.
+const _: () = assert!(BATCH_BYTES_MAX <= ROUND_BYTES_MAX);
+const _: () = assert!(APPEND_BYTES_MAX as u64 <= BATCH_BYTES_MAX);
+// An extent holds at least the largest append.
+const _: () = assert!(APPEND_BYTES_MAX as u64 <= EXTENT_BYTES_MAX_DEFAULT);
+// The buffer pool keeps a whole round's buffers, so steady rounds allocate nothing.
+const _: () = assert!(POOL_BYTES_MAX as u64 >= ROUND_BYTES_MAX);
+// Clusters are whole io units (the portable store and SPDK both require it).
+const _: () = assert!(CLUSTER_BYTES_DEFAULT.is_power_of_two() && CLUSTER_BYTES_DEFAULT >= IO_UNIT_BYTES);
+// Any single frame fits a connection's byte budget, so waiting for budget can never
+// deadlock.
+const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= FRAME_BODY_BYTES_MAX as usize + BUDGET_UNIT_BYTES);
+// A payload received aligned is at least a read buffer long, so it is read past the
+// buffer rather than copied through it.
+const _: () = assert!(ALIGNED_PAYLOAD_BYTES_MIN >= READ_BUFFER_BYTES);
