@@ -149,9 +149,16 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let dev = cl.dir.path().join(format!("d{victim}.img"));
     let img = std::fs::read(&dev).unwrap();
     let shard = &marker[8192..16384];
-    let at = img.windows(shard.len()).position(|w| w == shard).expect("shard 1 is on its datanode's device");
+    // The device may hold the shard twice: the append can first go to an extent whose
+    // connections died with the restarts above (written on some shards, then sealed
+    // below it) and then to a new one. Corrupt every copy, so the one read is among them.
+    let copies: Vec<usize> =
+        img.windows(shard.len()).enumerate().filter(|(_, w)| *w == shard).map(|(at, _)| at).collect();
+    assert!(!copies.is_empty(), "shard 1 is on its datanode's device");
     let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
-    std::os::unix::fs::FileExt::write_at(&f, &[img[at + 100] ^ 0xff], (at + 100) as u64).unwrap();
+    for at in copies {
+        std::os::unix::fs::FileExt::write_at(&f, &[img[at + 100] ^ 0xff], (at + 100) as u64).unwrap();
+    }
     f.sync_all().unwrap();
     // A read that decodes from the first K shards to arrive (the hedge, on a loaded
     // machine) may not wait for the bad one: read until one meets it. Every read must
