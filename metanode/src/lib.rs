@@ -3,6 +3,7 @@
 //! `ARCHITECTURE.md` for the shape and `API.md` for the HTTP API.
 
 pub mod api;
+pub mod limits;
 pub mod network;
 pub mod node;
 pub mod placement;

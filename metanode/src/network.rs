@@ -1,8 +1,6 @@
 //! Raft RPCs between metanodes: JSON over HTTP (`POST /raft/{append,vote,snapshot}`),
 //! one pooled HTTP client for all peers.
 
-use std::time::Duration;
-
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -13,6 +11,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::limits::{PEER_CONNECT_TIMEOUT, PEER_POOL_IDLE};
 use crate::TypeConfig;
 
 type NodeId = u64;
@@ -31,9 +30,9 @@ impl Network {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(PEER_POOL_IDLE)
             .default_headers(headers)
             .build()
             .expect("a plain HTTP client builds");

@@ -18,6 +18,10 @@ use proto::{Epoch, ExtentError, ExtentId, NodeId};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use crate::limits::{
+    COMMIT_TIMEOUT, ELECTION_MS_DEFAULT, FENCE_TIMEOUT_DEFAULT, HEALTH_PERIOD_MIN, HEARTBEAT_MS_DEFAULT,
+    NODE_GRACE_DEFAULT, SNAPSHOT_LOGS_DEFAULT,
+};
 use crate::network::Network;
 use crate::placement::{self, Candidate};
 use crate::state::{Command, Reply};
@@ -54,12 +58,12 @@ impl Settings {
             advertise,
             data_dir,
             init: BTreeMap::new(),
-            heartbeat_ms: 50,
-            election_ms: (300, 600),
-            node_grace: Duration::from_secs(10),
-            snapshot_logs: 10_000,
+            heartbeat_ms: HEARTBEAT_MS_DEFAULT,
+            election_ms: ELECTION_MS_DEFAULT,
+            node_grace: NODE_GRACE_DEFAULT,
+            snapshot_logs: SNAPSHOT_LOGS_DEFAULT,
             placement_seed: None,
-            fence_timeout: Duration::from_secs(3),
+            fence_timeout: FENCE_TIMEOUT_DEFAULT,
             token: None,
         }
     }
@@ -84,10 +88,6 @@ pub struct MetaNode {
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
-
-/// Longest a write or a linearizable read waits for a majority before answering
-/// `NoQuorum` (so clients try elsewhere instead of hanging on a cut-off member).
-pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn not_leader(f: ForwardToLeader<u64, BasicNode>) -> MetaError {
     let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| Member { id, addr: n.addr });
@@ -498,6 +498,6 @@ async fn health_loop(node: std::sync::Weak<MetaNode>) {
             }
             None => return,
         };
-        tokio::time::sleep(period.max(Duration::from_millis(50))).await;
+        tokio::time::sleep(period.max(HEALTH_PERIOD_MIN)).await;
     }
 }

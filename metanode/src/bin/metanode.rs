@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use client::MetaClient;
-use metanode::{MetaNode, Settings};
+use metanode::{limits, MetaNode, Settings};
 use proto::meta::{NodeState, Policy, CLUSTER_TOKEN_ENV};
 
 #[derive(Parser)]
@@ -44,21 +44,41 @@ struct Serve {
     #[arg(long, value_delimiter = ',')]
     init: Vec<String>,
     /// Raft heartbeat interval, ms.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = limits::HEARTBEAT_MS_DEFAULT)]
     heartbeat_ms: u64,
     /// Raft election timeout range MIN-MAX, ms. A follower that stops hearing from the
     /// leader waits MAX (the leader's lease) plus a random MIN..MAX before it runs.
-    #[arg(long, default_value = "300-600")]
-    election_ms: String,
+    #[arg(long, default_value_t = MsRange(limits::ELECTION_MS_DEFAULT))]
+    election_ms: MsRange,
     /// A datanode silent this long is marked down, ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = limits::NODE_GRACE_DEFAULT.as_millis() as u64)]
     node_grace_ms: u64,
     /// Snapshot (and purge the log) every this many entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = limits::SNAPSHOT_LOGS_DEFAULT)]
     snapshot_logs: u64,
     /// Seed placement's random choices (tests).
     #[arg(long)]
     placement_seed: Option<u64>,
+}
+
+/// A range of milliseconds written `MIN-MAX`.
+#[derive(Clone, Copy)]
+struct MsRange((u64, u64));
+
+impl std::str::FromStr for MsRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MsRange, String> {
+        s.split_once('-')
+            .and_then(|(l, h)| Some(MsRange((l.parse().ok()?, h.parse().ok()?))))
+            .ok_or_else(|| format!("{s:?} is not MIN-MAX"))
+    }
+}
+
+impl std::fmt::Display for MsRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0 .0, self.0 .1)
+    }
 }
 
 #[derive(Subcommand)]
@@ -148,18 +168,14 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
     if !s.init.is_empty() && s.init.get(&a.id) != Some(&s.advertise) {
         bail!("--init must list this member as {}={}", a.id, s.advertise);
     }
-    let (lo, hi) = a
-        .election_ms
-        .split_once('-')
-        .and_then(|(l, h)| Some((l.parse::<u64>().ok()?, h.parse::<u64>().ok()?)))
-        .with_context(|| format!("--election-ms {:?} is not MIN-MAX", a.election_ms))?;
+    let MsRange((lo, hi)) = a.election_ms;
     if lo <= a.heartbeat_ms || hi <= lo {
         bail!("--election-ms needs heartbeat < MIN < MAX (heartbeat {} ms, got {lo}-{hi})", a.heartbeat_ms);
     }
     s.heartbeat_ms = a.heartbeat_ms;
     s.election_ms = (lo, hi);
     s.node_grace = Duration::from_millis(a.node_grace_ms);
-    s.snapshot_logs = a.snapshot_logs.max(10);
+    s.snapshot_logs = a.snapshot_logs.max(limits::SNAPSHOT_LOGS_MIN);
     s.placement_seed = a.placement_seed;
     s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
     if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {

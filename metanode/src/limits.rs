@@ -1,0 +1,49 @@
+//! The metanode's limits, timeouts and defaults in one place, each with its reason, and
+//! compile-time checks of how they relate (to each other and to the client's). The
+//! defaults serve both `Settings::new` and the `metanode serve` flags.
+
+use std::time::Duration;
+
+use client::limits::META_ATTEMPT_TIMEOUT;
+
+/// Raft heartbeat interval (`--heartbeat-ms`): a follower learns of commits this often.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 50;
+/// Raft election timeout range (`--election-ms`): a follower that stops hearing from the
+/// leader waits the maximum (the leader's lease) plus a random pick in the range.
+pub const ELECTION_MS_DEFAULT: (u64, u64) = (300, 600);
+/// A datanode silent this long is marked down (`--node-grace-ms`); several heartbeats
+/// (1 s apart by default) may be lost first.
+pub const NODE_GRACE_DEFAULT: Duration = Duration::from_secs(10);
+/// Build a snapshot, and purge the log before it, every this many entries
+/// (`--snapshot-logs`).
+pub const SNAPSHOT_LOGS_DEFAULT: u64 = 10_000;
+/// Fewest entries between snapshots whatever is asked: a snapshot per few entries would
+/// cost more than the log it saves.
+pub const SNAPSHOT_LOGS_MIN: u64 = 10;
+/// How long the opener of a stream waits for each replica's fence.
+pub const FENCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+/// Longest a write or a linearizable read waits for a majority before answering
+/// `NoQuorum` (so clients try elsewhere instead of hanging on a cut-off member).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest pause of the health loop (it runs every quarter of the grace otherwise).
+pub const HEALTH_PERIOD_MIN: Duration = Duration::from_millis(50);
+/// Connecting to a peer member: members are on the LAN, and a dead one must not hold up
+/// replication to the others.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Idle connections to peers are kept this long for reuse.
+pub const PEER_POOL_IDLE: Duration = Duration::from_secs(30);
+
+const fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+// Heartbeats come well inside an election timeout, and the range is a range.
+const _: () = assert!(HEARTBEAT_MS_DEFAULT < ELECTION_MS_DEFAULT.0 && ELECTION_MS_DEFAULT.0 < ELECTION_MS_DEFAULT.1);
+// A client's single attempt outlasts the slowest answer a member gives: a commit that
+// times out, after an opener's fence that timed out.
+const _: () = assert!(ms(COMMIT_TIMEOUT) + ms(FENCE_TIMEOUT_DEFAULT) < ms(META_ATTEMPT_TIMEOUT));
+// A peer that does not connect is given up before an election would be lost over it.
+const _: () = assert!(ms(PEER_CONNECT_TIMEOUT) < ELECTION_MS_DEFAULT.1 as u128);
+// The health loop looks several times within one grace period.
+const _: () = assert!(4 * ms(HEALTH_PERIOD_MIN) <= ms(NODE_GRACE_DEFAULT));
+const _: () = assert!(SNAPSHOT_LOGS_MIN <= SNAPSHOT_LOGS_DEFAULT);
