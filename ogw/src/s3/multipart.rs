@@ -1,0 +1,346 @@
+//! Multipart uploads: create, upload part, upload part copy (sharing whole slices of
+//! the source), complete (the parts' ETags, sizes and checksums checked and combined),
+//! abort, list parts, list uploads.
+
+use std::collections::HashMap;
+
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::conditions::{read_conditions, write_condition};
+use super::dto::{etag, info_from, ts};
+use super::errors::{internal, meta_err, put_err};
+use super::objects::{validate_key, Hashing};
+use super::{Gateway, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
+use crate::checksum::{self, Algo};
+use crate::data::PutError;
+use crate::db::now_ms;
+use crate::meta::{Object, ObjectInfo, Part as PartRec};
+
+pub(super) async fn create_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let b = gw.owned(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    validate_key(&i.key)?;
+    let mut info = info_of!(i)?;
+    gw.classify(&mut info, &b)?;
+    if let Some(a) = &i.checksum_algorithm {
+        let algo = checksum::requested(Some(a.as_str()), &checksum::Given::default(), None)?;
+        info.checksum = algo.map(|a| (a.name().to_string(), String::new()));
+        info.checksum_type =
+            Some(i.checksum_type.as_ref().map(|t| t.as_str().to_string()).unwrap_or_else(|| match algo {
+                Some(Algo::Crc64Nvme) => "FULL_OBJECT".into(),
+                _ => "COMPOSITE".into(),
+            }));
+        if info.checksum_type.as_deref() == Some("FULL_OBJECT") && matches!(algo, Some(Algo::Sha1 | Algo::Sha256)) {
+            return Err(s3_error!(InvalidRequest, "FULL_OBJECT checksums need a CRC algorithm"));
+        }
+    }
+    let id = gw.meta.create_upload(&i.bucket, &i.key, &info).await.map_err(meta_err)?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        upload_id: Some(id),
+        checksum_algorithm: i.checksum_algorithm.clone(),
+        checksum_type: info.checksum_type.map(ChecksumType::from),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn upload_part(
+    gw: &Gateway,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    if !(1..=PARTS_MAX).contains(&i.part_number) {
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+    }
+    let up = gw.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let given = given!(i);
+    // The upload's algorithm, if it named one, is computed for every part.
+    let algorithm = i
+        .checksum_algorithm
+        .clone()
+        .or_else(|| up.info.checksum.as_ref().map(|(a, _)| ChecksumAlgorithm::from(a.clone())));
+    let (md5h, len, num, upload_id) = (i.content_md5.clone(), i.content_length, i.part_number, i.upload_id.clone());
+    let mut req = req;
+    let body = req.input.body.take();
+    let policy = gw.policy_of(&up.info);
+    let st = gw.store_body(&req, policy, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
+    let p = PartRec {
+        num: num as u32,
+        size: st.size,
+        etag: hex::encode(st.md5),
+        modified_ms: now_ms(),
+        info: ObjectInfo { checksum: st.checksum.clone(), ..Default::default() },
+        slices: st.slices,
+    };
+    gw.meta.put_part(&upload_id, &p).await.map_err(meta_err)?;
+    let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
+    if let Some((a, v)) = &p.info.checksum {
+        set_checksum!(out, a, v.clone());
+    }
+    Ok(S3Response::new(out))
+}
+
+pub(super) async fn upload_part_copy(
+    gw: &Gateway,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    if !(1..=PARTS_MAX).contains(&i.part_number) {
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+    }
+    let up = gw.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let (_, _, src) = copy_source!(gw, tenant, i);
+    let (start, end) = match &i.copy_source_range {
+        None => (0, src.size),
+        Some(r) => copy_range(r, src.size)?,
+    };
+    if end - start > PUT_BYTES_MAX {
+        return Err(s3_error!(EntityTooLarge));
+    }
+    // The part's MD5 (its ETag) and checksum need its bytes: read them (cheap next to
+    // writing them three times); the slices themselves are shared where whole.
+    let algo = up.info.checksum.as_ref().and_then(|(a, _)| Algo::from_name(a));
+    let mut h = Hashing::new(algo);
+    let mut body = gw.data.get(&src.slices, start, end);
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        h.update(&chunk.map_err(internal)?);
+    }
+    let policy = gw.policy_of(&up.info);
+    let slices = if gw.policy_of(&src.info) == policy {
+        gw.data.share_range(policy, &src.slices, start, end).await.map_err(|e| put_err(PutError::Stream(e)))?
+    } else {
+        // Another policy: the bytes are written anew, coded the part's way.
+        let body = gw.data.get(&src.slices, start, end);
+        gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await.map_err(put_err)?.0
+    };
+    let md5: [u8; 16] = h.md5.finalize().into();
+    let p = PartRec {
+        num: i.part_number as u32,
+        size: end - start,
+        etag: hex::encode(md5),
+        modified_ms: now_ms(),
+        info: ObjectInfo {
+            checksum: h.algo.map(|(a, x)| (a.name().to_string(), x.finish_base64())),
+            ..Default::default()
+        },
+        slices,
+    };
+    gw.meta.put_part(&i.upload_id, &p).await.map_err(meta_err)?;
+    let mut r =
+        CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
+    if let Some((a, v)) = &p.info.checksum {
+        set_checksum!(r, a, v.clone());
+    }
+    Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
+}
+
+pub(super) async fn complete_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    let up = gw.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
+    let wanted = i.multipart_upload.as_ref().and_then(|m| m.parts.clone()).unwrap_or_default();
+    if wanted.is_empty() {
+        return Err(s3_error!(MalformedXML, "the part list is empty"));
+    }
+    let stored: HashMap<u32, PartRec> =
+        gw.meta.parts(&i.upload_id, 0, 10_001).await.map_err(meta_err)?.into_iter().map(|p| (p.num, p)).collect();
+    let mut prev = 0i32;
+    let mut slices = Vec::new();
+    let mut md5s = Vec::new();
+    let mut sizes = Vec::new();
+    let mut used = Vec::new();
+    let mut part_sums = Vec::new();
+    for (idx, w) in wanted.iter().enumerate() {
+        let n = w.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no number"))?;
+        if n <= prev {
+            return Err(s3_error!(InvalidPartOrder));
+        }
+        prev = n;
+        let p = stored.get(&(n as u32)).ok_or_else(|| s3_error!(InvalidPart, "part {n} was not uploaded"))?;
+        let want_etag = w.e_tag.as_ref().map(|e| e.value().to_string()).unwrap_or_default();
+        if want_etag != p.etag {
+            return Err(s3_error!(InvalidPart, "part {n}'s ETag does not match"));
+        }
+        if idx + 1 < wanted.len() && p.size < PART_BYTES_MIN {
+            return Err(s3_error!(EntityTooSmall, "part {n} is smaller than 5 MiB and not the last"));
+        }
+        if let Some((a, v)) = &p.info.checksum {
+            if let Some(given) = checksum::completed_part(w, a) {
+                if given != *v {
+                    return Err(s3_error!(InvalidPart, "part {n}'s checksum does not match"));
+                }
+            }
+            part_sums.push((v.clone(), p.size));
+        }
+        md5s.extend(hex::decode(&p.etag).map_err(internal)?);
+        slices.extend(p.slices.iter().copied());
+        sizes.push(p.size);
+        used.push(n as u32);
+    }
+    let size: u64 = sizes.iter().sum();
+    if i.mpu_object_size.is_some_and(|s| s as u64 != size) {
+        return Err(s3_error!(InvalidRequest, "x-amz-mp-object-size does not match the parts' total"));
+    }
+    let etag_ = format!("{}-{}", hex::encode(Md5::digest(&md5s)), wanted.len());
+    let mut info = up.info.clone();
+    info.parts = sizes;
+    info.checksum = match (&up.info.checksum, part_sums.len() == wanted.len()) {
+        (Some((a, _)), true) => {
+            let algo = Algo::from_name(a).ok_or_else(|| internal(format!("stored algorithm {a}")))?;
+            Some((a.clone(), checksum::combine(algo, info.checksum_type.as_deref(), &part_sums).map_err(internal)?))
+        }
+        _ => None,
+    };
+    if info.checksum.is_none() {
+        info.checksum_type = None;
+    }
+    // A whole-object checksum the client computed must match the one made of the parts.
+    let given = given!(i);
+    if let Some((a, v)) = &info.checksum {
+        if let Some(g) = Algo::from_name(a).and_then(|al| given.get(al)) {
+            let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
+            if base(&g) != base(v) {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    format!("the {a} you specified did not match the calculated checksum"),
+                ));
+            }
+        }
+    }
+    let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices };
+    gw.meta.complete_upload(&i.bucket, &i.upload_id, &o, &used, &cond).await.map_err(meta_err)?;
+    let mut out = CompleteMultipartUploadOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        e_tag: Some(etag(&o.etag)),
+        location: Some(format!("/{}/{}", i.bucket, i.key)),
+        ..Default::default()
+    };
+    if let Some((a, v)) = &o.info.checksum {
+        set_checksum!(out, a, v.clone());
+        out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
+    }
+    Ok(S3Response::new(out))
+}
+
+pub(super) async fn abort_multipart_upload(
+    gw: &Gateway,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    gw.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    gw.meta.abort_upload(&i.upload_id).await.map_err(meta_err)?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    let up = gw.meta.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let after = i.part_number_marker.unwrap_or(0).max(0) as u32;
+    let mut parts = gw.meta.parts(&i.upload_id, after, max + 1).await.map_err(meta_err)?;
+    let truncated = parts.len() > max;
+    parts.truncate(max);
+    let next = parts.last().map(|p| p.num as i32);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        upload_id: Some(i.upload_id.clone()),
+        max_parts: Some(max as i32),
+        part_number_marker: i.part_number_marker,
+        next_part_number_marker: next,
+        is_truncated: Some(truncated),
+        owner: Some(Gateway::owner(&tenant)),
+        initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
+        storage_class: Some(StorageClass::from(up.info.storage_class.clone().unwrap_or_else(|| "STANDARD".into()))),
+        checksum_algorithm: up.info.checksum.as_ref().map(|(a, _)| ChecksumAlgorithm::from(a.clone())),
+        checksum_type: up.info.checksum_type.clone().map(ChecksumType::from),
+        parts: Some(
+            parts
+                .iter()
+                .map(|p| {
+                    let mut x = Part {
+                        e_tag: Some(etag(&p.etag)),
+                        last_modified: Some(ts(p.modified_ms)),
+                        part_number: Some(p.num as i32),
+                        size: Some(p.size as i64),
+                        ..Default::default()
+                    };
+                    if let Some((a, v)) = &p.info.checksum {
+                        set_checksum!(x, a, v.clone());
+                    }
+                    x
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn list_multipart_uploads(
+    gw: &Gateway,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let km = i.key_marker.clone().unwrap_or_default();
+    let um = i.upload_id_marker.clone().unwrap_or_default();
+    // Without an upload-id marker, the key marker excludes every upload of that key.
+    let after_id = if i.upload_id_marker.is_some() { um.as_str() } else { "\u{10ffff}" };
+    let after = if km.is_empty() { ("", "") } else { (km.as_str(), after_id) };
+    let mut ups = gw.meta.uploads(&i.bucket, &prefix, after, max + 1).await.map_err(meta_err)?;
+    let truncated = ups.len() > max;
+    ups.truncate(max);
+    let last = ups.last().map(|u| (u.key.clone(), u.id.clone()));
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(i.bucket.clone()),
+        prefix: Some(prefix),
+        key_marker: i.key_marker.clone(),
+        upload_id_marker: i.upload_id_marker.clone(),
+        max_uploads: Some(max as i32),
+        is_truncated: Some(truncated),
+        next_key_marker: truncated.then(|| last.clone().map(|l| l.0)).flatten(),
+        next_upload_id_marker: truncated.then(|| last.map(|l| l.1)).flatten(),
+        uploads: Some(
+            ups.into_iter()
+                .map(|u| MultipartUpload {
+                    key: Some(u.key),
+                    upload_id: Some(u.id),
+                    initiated: Some(ts(u.created_ms)),
+                    owner: Some(Gateway::owner(&tenant)),
+                    initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
+                    storage_class: Some(StorageClass::from(u.info.storage_class.unwrap_or_else(|| "STANDARD".into()))),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+/// `bytes=FIRST-LAST` of `x-amz-copy-source-range`, inside an object of `size` bytes.
+fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
+    let (a, b) = r.strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(s3_error!(InvalidRange, "x-amz-copy-source-range is outside the source object"));
+    }
+    Ok((a, b + 1))
+}
