@@ -12,7 +12,7 @@ use s3s::{s3_error, S3Request, S3Result};
 
 use super::errors::internal;
 use super::Gateway;
-use crate::meta::Meta;
+use crate::catalog::Catalog;
 
 /// How long a looked-up access key is trusted before it is looked up again.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -23,14 +23,14 @@ pub(super) type KeyCache = Arc<Mutex<HashMap<String, (String, Instant)>>>;
 /// Looks up secrets for s3s's signature checks; remembers each key's tenant for the
 /// operation that follows.
 pub struct Auth {
-    pub(super) meta: Meta,
+    pub(super) catalog: Catalog,
     pub(super) keys: KeyCache,
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.meta.key(access_key).await {
+        match self.catalog.key(access_key).await {
             Ok(Some((tenant, secret))) => {
                 self.keys.lock().insert(access_key.to_string(), (tenant, Instant::now()));
                 Ok(SecretKey::from(secret))
@@ -50,7 +50,7 @@ impl Gateway {
                 return Ok(t.clone());
             }
         }
-        match self.meta.key(&c.access_key).await.map_err(internal)? {
+        match self.catalog.key(&c.access_key).await.map_err(internal)? {
             Some((t, _)) => {
                 self.keys.lock().insert(c.access_key.clone(), (t.clone(), Instant::now()));
                 Ok(t)

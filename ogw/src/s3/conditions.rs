@@ -7,7 +7,7 @@ use s3s::{s3_error, S3Result};
 
 use super::dto::ms_of;
 use super::errors::not_modified;
-use crate::meta::WriteCondition;
+use crate::catalog::WriteCondition;
 
 /// Whether a read of an object with `etag` modified at `modified_ms` goes on, per the
 /// request's conditions (RFC 7232 order, as S3 applies it).

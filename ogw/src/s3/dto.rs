@@ -6,7 +6,7 @@ use std::time::Duration;
 use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
-use crate::meta::ObjectInfo;
+use crate::catalog::ObjectInfo;
 
 pub(super) fn ts(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))

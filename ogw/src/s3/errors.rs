@@ -3,24 +3,24 @@
 
 use s3s::{s3_error, S3Error, S3ErrorCode};
 
+use crate::catalog::CatalogError;
 use crate::data::PutError;
-use crate::meta::MetaError;
 
 pub(super) fn internal(e: impl std::fmt::Display) -> S3Error {
     tracing::error!("internal error: {e}");
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }
 
-pub(super) fn meta_err(e: MetaError) -> S3Error {
+pub(super) fn meta_err(e: CatalogError) -> S3Error {
     match e {
-        MetaError::NoSuchBucket => s3_error!(NoSuchBucket),
-        MetaError::NotOwner => s3_error!(AccessDenied, "the bucket belongs to another account"),
-        MetaError::BucketExists { owned_by_you: true } => s3_error!(BucketAlreadyOwnedByYou),
-        MetaError::BucketExists { owned_by_you: false } => s3_error!(BucketAlreadyExists),
-        MetaError::BucketNotEmpty => s3_error!(BucketNotEmpty),
-        MetaError::NoSuchUpload => s3_error!(NoSuchUpload),
-        MetaError::PreconditionFailed => s3_error!(PreconditionFailed),
-        MetaError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+        CatalogError::NoSuchBucket => s3_error!(NoSuchBucket),
+        CatalogError::NotOwner => s3_error!(AccessDenied, "the bucket belongs to another account"),
+        CatalogError::BucketExists { owned_by_you: true } => s3_error!(BucketAlreadyOwnedByYou),
+        CatalogError::BucketExists { owned_by_you: false } => s3_error!(BucketAlreadyExists),
+        CatalogError::BucketNotEmpty => s3_error!(BucketNotEmpty),
+        CatalogError::NoSuchUpload => s3_error!(NoSuchUpload),
+        CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
+        CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
         e => internal(e),
     }
 }

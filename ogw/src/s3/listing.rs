@@ -9,7 +9,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::dto::{etag, ts};
 use super::errors::{internal, meta_err};
 use super::Gateway;
-use crate::meta::Object;
+use crate::catalog::Object;
 
 impl Gateway {
     /// The keys and common prefixes of one page of a listing, seeking past each common
@@ -47,7 +47,7 @@ impl Gateway {
                 None => return Ok((objects, prefixes, None)),
             }
         }
-        let mut l = self.meta.lister().await.map_err(meta_err)?;
+        let mut l = self.catalog.lister().await.map_err(meta_err)?;
         // Rows per query of whole objects: with a delimiter, batches start small (a batch
         // that runs into a common prefix is cut there) and grow while they yield keys.
         let mut batch = if delim.is_some() { 8 } else { 1000 };

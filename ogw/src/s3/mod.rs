@@ -14,8 +14,8 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use crate::class::Classes;
 /// A redundancy policy (`s3s::dto` has a `Policy` of its own: bucket policy JSON).
 type Redundancy = proto::meta::Policy;
+use crate::catalog::{Catalog, Object, ObjectInfo};
 use crate::data::Data;
-use crate::meta::{Meta, Object, ObjectInfo};
 
 /// Largest object a single PUT takes, and largest part.
 pub const PUT_BYTES_MAX: u64 = 5 << 30;
@@ -60,7 +60,7 @@ macro_rules! copy_source {
         let CopySource::Bucket { bucket, key, .. } = &$i.copy_source else {
             return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
         };
-        $gw.meta.owned_bucket(&$tenant, bucket).await.map_err(meta_err)?;
+        $gw.catalog.owned_bucket(&$tenant, bucket).await.map_err(meta_err)?;
         let src = $gw.object(bucket, key).await?;
         read_conditions(
             &src.etag,
@@ -128,7 +128,7 @@ use auth::KeyCache;
 use errors::meta_err;
 
 pub struct Gateway {
-    pub meta: Meta,
+    pub catalog: Catalog,
     pub data: Arc<Data>,
     /// Default policy of new buckets (e.g. `replica:3`).
     pub policy: String,
@@ -139,10 +139,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// The gateway and the authenticator that shares its key cache.
-    pub fn new(meta: Meta, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
+    pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
         let keys = KeyCache::default();
         let policy = classes.standard.to_string();
-        (Gateway { meta: meta.clone(), data, policy, classes, keys: keys.clone() }, Auth { meta, keys })
+        (Gateway { catalog: catalog.clone(), data, policy, classes, keys: keys.clone() }, Auth { catalog, keys })
     }
 
     pub(super) async fn bucket_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<String> {
@@ -150,9 +150,9 @@ impl Gateway {
     }
 
     /// The bucket, if the caller's tenant owns it.
-    pub(super) async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<crate::meta::Bucket> {
+    pub(super) async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<crate::catalog::Bucket> {
         let tenant = self.tenant(req).await?;
-        self.meta.owned_bucket(&tenant, bucket).await.map_err(meta_err)
+        self.catalog.owned_bucket(&tenant, bucket).await.map_err(meta_err)
     }
 
     /// The policy an object's bytes were written with.
@@ -162,7 +162,7 @@ impl Gateway {
 
     /// Sets a new object's storage class and policy: the class asked for, else the
     /// bucket's default.
-    pub(super) fn classify(&self, info: &mut ObjectInfo, bucket: &crate::meta::Bucket) -> S3Result<Redundancy> {
+    pub(super) fn classify(&self, info: &mut ObjectInfo, bucket: &crate::catalog::Bucket) -> S3Result<Redundancy> {
         let (class, policy) = self.classes.resolve(info.storage_class.as_deref(), &bucket.policy)?;
         info.storage_class = Some(class);
         info.policy = Some(policy.to_string());
@@ -170,7 +170,7 @@ impl Gateway {
     }
 
     pub(super) async fn object(&self, bucket: &str, key: &str) -> S3Result<Object> {
-        self.meta.object(bucket, key).await.map_err(meta_err)?.ok_or_else(|| s3_error!(NoSuchKey))
+        self.catalog.object(bucket, key).await.map_err(meta_err)?.ok_or_else(|| s3_error!(NoSuchKey))
     }
 
     pub(super) fn owner(tenant: &str) -> Owner {

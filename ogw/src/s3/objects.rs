@@ -11,9 +11,9 @@ use super::conditions::{read_conditions, write_condition};
 use super::dto::{etag, info_from, parse_expires, ts};
 use super::errors::{invalid_part_number, meta_err, put_err};
 use super::{Gateway, Redundancy, PUT_BYTES_MAX};
+use crate::catalog::{Object, WriteCondition};
 use crate::checksum::{self, Algo};
 use crate::db::now_ms;
-use crate::meta::{Object, WriteCondition};
 
 /// The bytes `[start, end)` of an object a GET or HEAD serves.
 struct Served {
@@ -142,7 +142,7 @@ pub(super) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> 
         info.checksum_type = Some("FULL_OBJECT".into());
     }
     let o = Object { key, size: st.size, etag: hex::encode(st.md5), modified_ms: now_ms(), info, slices: st.slices };
-    gw.meta.put_object(&bucket, &o, &cond).await.map_err(meta_err)?;
+    gw.catalog.put_object(&bucket, &o, &cond).await.map_err(meta_err)?;
     let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
     if let Some((a, v)) = &o.info.checksum {
         set_checksum!(out, a, v.clone());
@@ -199,7 +199,7 @@ pub(super) async fn delete_object(
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     if let Some(c) = &i.if_match {
-        let cur = gw.meta.object(&i.bucket, &i.key).await.map_err(meta_err)?;
+        let cur = gw.catalog.object(&i.bucket, &i.key).await.map_err(meta_err)?;
         let ok = match (c, &cur) {
             (_, None) => false,
             (ETagCondition::Any, Some(_)) => true,
@@ -209,7 +209,7 @@ pub(super) async fn delete_object(
             return Err(s3_error!(PreconditionFailed));
         }
     }
-    gw.meta.delete_object(&i.bucket, &i.key).await.map_err(meta_err)?;
+    gw.catalog.delete_object(&i.bucket, &i.key).await.map_err(meta_err)?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -226,7 +226,7 @@ pub(super) async fn delete_objects(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for o in &i.delete.objects {
-        match gw.meta.delete_object(&i.bucket, &o.key).await {
+        match gw.catalog.delete_object(&i.bucket, &o.key).await {
             Ok(_) if quiet => {}
             Ok(_) => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
             Err(e) => errors.push(s3s::dto::Error {
@@ -276,7 +276,7 @@ pub(super) async fn copy_object(
         gw.data.put(policy, body, src.size, |_| {}).await.map_err(put_err)?.0
     };
     let o = Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
-    gw.meta.put_object(&i.bucket, &o, &WriteCondition::default()).await.map_err(meta_err)?;
+    gw.catalog.put_object(&i.bucket, &o, &WriteCondition::default()).await.map_err(meta_err)?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&o.etag)),
