@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Request, S3Result};
 
-use super::errors::internal;
 use super::Gateway;
 use crate::catalog::Catalog;
 
@@ -30,14 +29,9 @@ pub struct Auth {
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.catalog.key(access_key).await {
-            Ok(Some((tenant, secret))) => {
-                self.keys.lock().insert(access_key.to_string(), (tenant, Instant::now()));
-                Ok(SecretKey::from(secret))
-            }
-            Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
-            Err(e) => Err(internal(e)),
-        }
+        let (tenant, secret) = self.catalog.key(access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        self.keys.lock().insert(access_key.to_string(), (tenant, Instant::now()));
+        Ok(SecretKey::from(secret))
     }
 }
 
@@ -50,12 +44,8 @@ impl Gateway {
                 return Ok(t.clone());
             }
         }
-        match self.catalog.key(&c.access_key).await.map_err(internal)? {
-            Some((t, _)) => {
-                self.keys.lock().insert(c.access_key.clone(), (t.clone(), Instant::now()));
-                Ok(t)
-            }
-            None => Err(s3_error!(InvalidAccessKeyId)),
-        }
+        let (t, _) = self.catalog.key(&c.access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+        self.keys.lock().insert(c.access_key.clone(), (t.clone(), Instant::now()));
+        Ok(t)
     }
 }

@@ -4,7 +4,6 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::dto::ts;
-use super::errors::meta_err;
 use super::Gateway;
 
 fn validate_bucket_name(name: &str) -> S3Result<()> {
@@ -26,7 +25,7 @@ pub(super) async fn list_buckets(
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let tenant = gw.tenant(&req).await?;
-    let buckets = gw.catalog.buckets(&tenant).await.map_err(meta_err)?;
+    let buckets = gw.catalog.buckets(&tenant).await?;
     let prefix = req.input.prefix.clone().unwrap_or_default();
     let list = buckets
         .into_iter()
@@ -46,7 +45,7 @@ pub(super) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let tenant = gw.tenant(&req).await?;
     validate_bucket_name(&req.input.bucket)?;
-    gw.catalog.create_bucket(&tenant, &req.input.bucket, &gw.policy).await.map_err(meta_err)?;
+    gw.catalog.create_bucket(&tenant, &req.input.bucket, &gw.policy).await?;
     Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
 }
 
@@ -71,6 +70,6 @@ pub(super) async fn delete_bucket(
     req: S3Request<DeleteBucketInput>,
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
     let tenant = gw.tenant(&req).await?;
-    gw.catalog.delete_bucket(&tenant, &req.input.bucket).await.map_err(meta_err)?;
+    gw.catalog.delete_bucket(&tenant, &req.input.bucket).await?;
     Ok(S3Response::new(DeleteBucketOutput::default()))
 }

@@ -7,7 +7,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::dto::{etag, ts};
-use super::errors::{internal, meta_err};
+use super::errors::internal;
 use super::Gateway;
 use crate::catalog::Object;
 
@@ -47,20 +47,20 @@ impl Gateway {
                 None => return Ok((objects, prefixes, None)),
             }
         }
-        let mut l = self.catalog.lister().await.map_err(meta_err)?;
+        let mut l = self.catalog.lister().await?;
         // Rows per query of whole objects: with a delimiter, batches start small (a batch
         // that runs into a common prefix is cut there) and grow while they yield keys.
         let mut batch = if delim.is_some() { 8 } else { 1000 };
         loop {
             if objects.len() + prefixes.len() >= max {
                 // One more entry exists? Then the listing is truncated at `last`.
-                let more = l.next_key(bucket, &from, inclusive, upper.as_deref()).await.map_err(meta_err)?;
+                let more = l.next_key(bucket, &from, inclusive, upper.as_deref()).await?;
                 return Ok((objects, prefixes, more.map(|_| last)));
             }
             if delim.is_some() {
                 // Seek: read the next key alone; a key under a common prefix stands for the
                 // whole prefix, and the listing continues after all of its keys.
-                let Some(k) = l.next_key(bucket, &from, inclusive, upper.as_deref()).await.map_err(meta_err)? else {
+                let Some(k) = l.next_key(bucket, &from, inclusive, upper.as_deref()).await? else {
                     return Ok((objects, prefixes, None));
                 };
                 if let Some(cp) = common(&k) {
@@ -79,7 +79,7 @@ impl Gateway {
                 }
             }
             let want = (max - objects.len() - prefixes.len()).min(batch);
-            let rows = l.range(bucket, &from, inclusive, upper.as_deref(), want).await.map_err(meta_err)?;
+            let rows = l.range(bucket, &from, inclusive, upper.as_deref(), want).await?;
             let full = rows.len() == want;
             if rows.is_empty() {
                 return Ok((objects, prefixes, None));

@@ -60,7 +60,7 @@ macro_rules! copy_source {
         let CopySource::Bucket { bucket, key, .. } = &$i.copy_source else {
             return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
         };
-        $gw.catalog.owned_bucket(&$tenant, bucket).await.map_err(meta_err)?;
+        $gw.catalog.owned_bucket(&$tenant, bucket).await?;
         let src = $gw.object(bucket, key).await?;
         read_conditions(
             &src.etag,
@@ -125,7 +125,6 @@ mod objects;
 
 pub use auth::Auth;
 use auth::KeyCache;
-use errors::meta_err;
 
 pub struct Gateway {
     pub catalog: Catalog,
@@ -152,7 +151,7 @@ impl Gateway {
     /// The bucket, if the caller's tenant owns it.
     pub(super) async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<crate::catalog::Bucket> {
         let tenant = self.tenant(req).await?;
-        self.catalog.owned_bucket(&tenant, bucket).await.map_err(meta_err)
+        Ok(self.catalog.owned_bucket(&tenant, bucket).await?)
     }
 
     /// The policy an object's bytes were written with.
@@ -170,7 +169,7 @@ impl Gateway {
     }
 
     pub(super) async fn object(&self, bucket: &str, key: &str) -> S3Result<Object> {
-        self.catalog.object(bucket, key).await.map_err(meta_err)?.ok_or_else(|| s3_error!(NoSuchKey))
+        self.catalog.object(bucket, key).await?.ok_or_else(|| s3_error!(NoSuchKey))
     }
 
     pub(super) fn owner(tenant: &str) -> Owner {

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::conditions::{read_conditions, write_condition};
 use super::dto::{etag, info_from, ts};
-use super::errors::{internal, meta_err, put_err};
+use super::errors::{bad_digest, internal};
 use super::objects::{validate_key, Hashing};
 use super::{Gateway, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
 use crate::catalog::{Object, ObjectInfo, Part as PartRec};
@@ -39,7 +39,7 @@ pub(super) async fn create_multipart_upload(
             return Err(s3_error!(InvalidRequest, "FULL_OBJECT checksums need a CRC algorithm"));
         }
     }
-    let id = gw.catalog.create_upload(&i.bucket, &i.key, &info).await.map_err(meta_err)?;
+    let id = gw.catalog.create_upload(&i.bucket, &i.key, &info).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -59,7 +59,7 @@ pub(super) async fn upload_part(
     if !(1..=PARTS_MAX).contains(&i.part_number) {
         return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
     }
-    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let given = given!(i);
     // The upload's algorithm, if it named one, is computed for every part.
     let algorithm = i
@@ -79,7 +79,7 @@ pub(super) async fn upload_part(
         info: ObjectInfo { checksum: st.checksum.clone(), ..Default::default() },
         slices: st.slices,
     };
-    gw.catalog.put_part(&upload_id, &p).await.map_err(meta_err)?;
+    gw.catalog.put_part(&upload_id, &p).await?;
     let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
     if let Some((a, v)) = &p.info.checksum {
         set_checksum!(out, a, v.clone());
@@ -96,7 +96,7 @@ pub(super) async fn upload_part_copy(
     if !(1..=PARTS_MAX).contains(&i.part_number) {
         return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
     }
-    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let (_, _, src) = copy_source!(gw, tenant, i);
     let (start, end) = match &i.copy_source_range {
         None => (0, src.size),
@@ -115,11 +115,11 @@ pub(super) async fn upload_part_copy(
     }
     let policy = gw.policy_of(&up.info);
     let slices = if gw.policy_of(&src.info) == policy {
-        gw.data.share_range(policy, &src.slices, start, end).await.map_err(|e| put_err(PutError::Stream(e)))?
+        gw.data.share_range(policy, &src.slices, start, end).await.map_err(PutError::from)?
     } else {
         // Another policy: the bytes are written anew, coded the part's way.
         let body = gw.data.get(&src.slices, start, end);
-        gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await.map_err(put_err)?.0
+        gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await?.0
     };
     let md5: [u8; 16] = h.md5.finalize().into();
     let p = PartRec {
@@ -133,7 +133,7 @@ pub(super) async fn upload_part_copy(
         },
         slices,
     };
-    gw.catalog.put_part(&i.upload_id, &p).await.map_err(meta_err)?;
+    gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut r =
         CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
     if let Some((a, v)) = &p.info.checksum {
@@ -148,14 +148,14 @@ pub(super) async fn complete_multipart_upload(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
     let wanted = i.multipart_upload.as_ref().and_then(|m| m.parts.clone()).unwrap_or_default();
     if wanted.is_empty() {
         return Err(s3_error!(MalformedXML, "the part list is empty"));
     }
     let stored: HashMap<u32, PartRec> =
-        gw.catalog.parts(&i.upload_id, 0, 10_001).await.map_err(meta_err)?.into_iter().map(|p| (p.num, p)).collect();
+        gw.catalog.parts(&i.upload_id, 0, 10_001).await?.into_iter().map(|p| (p.num, p)).collect();
     let mut prev = 0i32;
     let mut slices = Vec::new();
     let mut md5s = Vec::new();
@@ -209,18 +209,15 @@ pub(super) async fn complete_multipart_upload(
     // A whole-object checksum the client computed must match the one made of the parts.
     let given = given!(i);
     if let Some((a, v)) = &info.checksum {
-        if let Some(g) = Algo::from_name(a).and_then(|al| given.get(al)) {
+        if let Some((algo, g)) = Algo::from_name(a).and_then(|al| Some((al, given.get(al)?))) {
             let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
             if base(&g) != base(v) {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::BadDigest,
-                    format!("the {a} you specified did not match the calculated checksum"),
-                ));
+                return Err(bad_digest(algo));
             }
         }
     }
     let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices };
-    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &used, &cond).await.map_err(meta_err)?;
+    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &used, &cond).await?;
     let mut out = CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -241,18 +238,18 @@ pub(super) async fn abort_multipart_upload(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
-    gw.catalog.abort_upload(&i.upload_id).await.map_err(meta_err)?;
+    gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
+    gw.catalog.abort_upload(&i.upload_id).await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
 pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await.map_err(meta_err)?;
+    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let after = i.part_number_marker.unwrap_or(0).max(0) as u32;
-    let mut parts = gw.catalog.parts(&i.upload_id, after, max + 1).await.map_err(meta_err)?;
+    let mut parts = gw.catalog.parts(&i.upload_id, after, max + 1).await?;
     let truncated = parts.len() > max;
     parts.truncate(max);
     let next = parts.last().map(|p| p.num as i32);
@@ -304,7 +301,7 @@ pub(super) async fn list_multipart_uploads(
     // Without an upload-id marker, the key marker excludes every upload of that key.
     let after_id = if i.upload_id_marker.is_some() { um.as_str() } else { "\u{10ffff}" };
     let after = if km.is_empty() { ("", "") } else { (km.as_str(), after_id) };
-    let mut ups = gw.catalog.uploads(&i.bucket, &prefix, after, max + 1).await.map_err(meta_err)?;
+    let mut ups = gw.catalog.uploads(&i.bucket, &prefix, after, max + 1).await?;
     let truncated = ups.len() > max;
     ups.truncate(max);
     let last = ups.last().map(|u| (u.key.clone(), u.id.clone()));

@@ -5,11 +5,11 @@
 use base64::Engine;
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::conditions::{read_conditions, write_condition};
 use super::dto::{etag, info_from, parse_expires, ts};
-use super::errors::{invalid_part_number, meta_err, put_err};
+use super::errors::{bad_digest, invalid_part_number, invalid_range, unreadable};
 use super::{Gateway, Redundancy, PUT_BYTES_MAX};
 use crate::catalog::{Object, WriteCondition};
 use crate::checksum::{self, Algo};
@@ -81,7 +81,7 @@ impl Gateway {
         let algo = checksum::requested(algorithm.as_ref().map(|a| a.as_str()), given, trailer.as_deref())?;
         let mut h = Hashing::new(algo);
         let (slices, size) = match body {
-            Some(b) => self.data.put(policy, b, limit, |x| h.update(x)).await.map_err(put_err)?,
+            Some(b) => self.data.put(policy, b, limit, |x| h.update(x)).await?,
             None => (Vec::new(), 0),
         };
         if content_length.is_some_and(|l| l as u64 != size) {
@@ -104,10 +104,7 @@ impl Gateway {
                 });
                 if let Some(e) = expected {
                     if e != got {
-                        return Err(S3Error::with_message(
-                            S3ErrorCode::BadDigest,
-                            format!("the {} you specified did not match the calculated checksum", a.name()),
-                        ));
+                        return Err(bad_digest(a));
                     }
                 }
                 Some((a.name().to_string(), got))
@@ -142,7 +139,7 @@ pub(super) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> 
         info.checksum_type = Some("FULL_OBJECT".into());
     }
     let o = Object { key, size: st.size, etag: hex::encode(st.md5), modified_ms: now_ms(), info, slices: st.slices };
-    gw.catalog.put_object(&bucket, &o, &cond).await.map_err(meta_err)?;
+    gw.catalog.put_object(&bucket, &o, &cond).await?;
     let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
     if let Some((a, v)) = &o.info.checksum {
         set_checksum!(out, a, v.clone());
@@ -166,7 +163,7 @@ pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
     let r = served(&o, &i.range, i.part_number)?;
     let body = gw.data.get_started(&o.slices, r.start, r.end).await.map_err(|e| {
         tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
-        S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
+        unreadable(e)
     })?;
     let mut resp = object_output!(GetObjectOutput, o, r, i.part_number, i.checksum_mode);
     resp.output.body = Some(StreamingBlob::wrap(body));
@@ -199,7 +196,7 @@ pub(super) async fn delete_object(
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     if let Some(c) = &i.if_match {
-        let cur = gw.catalog.object(&i.bucket, &i.key).await.map_err(meta_err)?;
+        let cur = gw.catalog.object(&i.bucket, &i.key).await?;
         let ok = match (c, &cur) {
             (_, None) => false,
             (ETagCondition::Any, Some(_)) => true,
@@ -209,7 +206,7 @@ pub(super) async fn delete_object(
             return Err(s3_error!(PreconditionFailed));
         }
     }
-    gw.catalog.delete_object(&i.bucket, &i.key).await.map_err(meta_err)?;
+    gw.catalog.delete_object(&i.bucket, &i.key).await?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -273,10 +270,10 @@ pub(super) async fn copy_object(
     } else {
         // Another policy: the bytes are written anew, coded the copy's way.
         let body = gw.data.get(&src.slices, 0, src.size);
-        gw.data.put(policy, body, src.size, |_| {}).await.map_err(put_err)?.0
+        gw.data.put(policy, body, src.size, |_| {}).await?.0
     };
     let o = Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
-    gw.catalog.put_object(&i.bucket, &o, &WriteCondition::default()).await.map_err(meta_err)?;
+    gw.catalog.put_object(&i.bucket, &o, &WriteCondition::default()).await?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&o.etag)),
@@ -292,11 +289,7 @@ fn served(o: &Object, range: &Option<Range>, part_number: Option<i32>) -> S3Resu
     let (start, end, partial) = match (range, part_number) {
         (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given")),
         (Some(r), None) => {
-            let rg = r.check(o.size).map_err(|_| {
-                let mut e = s3_error!(InvalidRange);
-                e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-                e
-            })?;
+            let rg = r.check(o.size).map_err(|_| invalid_range())?;
             (rg.start, rg.end, true)
         }
         (None, Some(n)) => part_range(o, n)?,
