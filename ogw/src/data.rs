@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
 
-/// Bytes per append (one slice).
-pub const CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of an object's body per append (one slice; not the datanode's record chunk).
+pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
 /// Chunks of one request on the wire at once: memory per PUT is at most this many
 /// chunks (plus the one being filled).
 pub const PUT_WINDOW: usize = 4;
@@ -187,8 +187,8 @@ impl Data {
                         }
                         None => done = true,
                     }
-                    while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
-                        let take = buf.len().min(CHUNK_BYTES);
+                    while buf.len() >= OBJECT_CHUNK_BYTES || (done && !buf.is_empty()) {
+                        let take = buf.len().min(OBJECT_CHUNK_BYTES);
                         let chunk = buf.split_to(take).freeze();
                         inflight.push_back(self.append(&lanes, base + n, chunk));
                         n += 1;

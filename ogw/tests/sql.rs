@@ -12,6 +12,9 @@ use client::Slice;
 use ogw::catalog::{Catalog, CatalogError, Object, ObjectInfo, Part, WriteCondition};
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
+use proto::meta::Policy;
+
+const REPLICA3: Policy = Policy::Replica { n: 3 };
 
 fn slice(extent: u64, len: u32) -> Slice {
     Slice { extent, offset: extent * 1000, len, crc: extent as u32 }
@@ -46,13 +49,13 @@ async fn exercise(url: &str) {
     assert_eq!(catalog.key("AKIANONE").await.unwrap(), None);
 
     // Buckets.
-    catalog.create_bucket("t1", "b1", "replica:3").await.unwrap();
+    catalog.create_bucket("t1", "b1", REPLICA3).await.unwrap();
     assert!(matches!(
-        catalog.create_bucket("t1", "b1", "replica:3").await,
+        catalog.create_bucket("t1", "b1", REPLICA3).await,
         Err(CatalogError::BucketExists { owned_by_you: true })
     ));
     assert!(matches!(
-        catalog.create_bucket("t2", "b1", "replica:3").await,
+        catalog.create_bucket("t2", "b1", REPLICA3).await,
         Err(CatalogError::BucketExists { owned_by_you: false })
     ));
     assert!(matches!(catalog.owned_bucket("t2", "b1").await, Err(CatalogError::NotOwner)));

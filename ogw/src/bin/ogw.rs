@@ -180,7 +180,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             server::serve(l, svc, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
-            open_catalog(&db).await?.set_bucket_policy(&bucket, &policy.to_string()).await?;
+            open_catalog(&db).await?.set_bucket_policy(&bucket, policy).await?;
         }
         Cmd::MasterKeyCreate { path } => {
             MasterKey::load_or_create(&path)?;

@@ -1,18 +1,19 @@
 //! Buckets: each belongs to one tenant and has a default redundancy policy for
 //! objects PUT without a storage class.
 
+use proto::meta::Policy;
 use sqlx::Row;
 
 use super::{Bucket, Catalog, CatalogError, Result};
 use crate::db::now_ms;
 
 impl Catalog {
-    pub async fn create_bucket(&self, tenant: &str, name: &str, policy: &str) -> Result<()> {
+    pub async fn create_bucket(&self, tenant: &str, name: &str, policy: Policy) -> Result<()> {
         let r = sqlx::query(self.db.q("INSERT INTO buckets (name, tenant, created, policy) VALUES (?, ?, ?, ?)"))
             .bind(name)
             .bind(tenant)
             .bind(now_ms())
-            .bind(policy)
+            .bind(policy.to_string())
             .execute(&self.db.pool)
             .await;
         match r {
@@ -34,13 +35,13 @@ impl Catalog {
     }
 
     /// Sets the policy of a bucket's objects PUT without a storage class (admin).
-    pub async fn set_bucket_policy(&self, name: &str, policy: &str) -> Result<()> {
+    pub async fn set_bucket_policy(&self, name: &str, policy: Policy) -> Result<()> {
         // (MySQL counts changed rows, not matched ones: ask first.)
         if self.bucket(name).await?.is_none() {
             return Err(CatalogError::NoSuchBucket);
         }
         sqlx::query(self.db.q("UPDATE buckets SET policy = ? WHERE name = ?"))
-            .bind(policy)
+            .bind(policy.to_string())
             .bind(name)
             .execute(&self.db.pool)
             .await?;
@@ -100,6 +101,6 @@ fn bucket_from_row(r: &sqlx::any::AnyRow) -> Result<Bucket> {
         name: r.try_get("name")?,
         tenant: r.try_get("tenant")?,
         created_ms: r.try_get("created")?,
-        policy: r.try_get("policy")?,
+        policy: r.try_get::<String, _>("policy")?.parse().map_err(CatalogError::Other)?,
     })
 }

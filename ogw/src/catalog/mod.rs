@@ -14,46 +14,54 @@ mod uploads;
 use std::collections::BTreeMap;
 
 use client::Slice;
+use proto::meta::Policy;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use crate::checksum::{Checksum, Kind};
+use crate::class::StorageClass;
 use crate::db::{now_ms, retryable, Db, Tx};
 use crate::secrets::MasterKey;
 pub use objects::Lister;
 
-/// What an object (or a part) carries besides its bytes.
+/// What an object (or a part, or an upload) carries besides its bytes; stored as JSON
+/// in the `info` column. Every field is left out when empty, and every typed value is
+/// written by its S3 name, as it was when they were strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ObjectInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_disposition: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<String>,
     /// HTTP date, as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
-    /// Flexible checksum: algorithm (CRC32, CRC32C, CRC64NVME, SHA1, SHA256) and its
-    /// base64 value; for multipart objects with the `-N` suffix when COMPOSITE.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<(String, String)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum_type: Option<String>,
+    /// Flexible checksum, `["CRC32", "base64"]`; for multipart objects with the `-N`
+    /// suffix when COMPOSITE. An upload records the algorithm its parts are checked
+    /// with here, with an empty value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+    /// How `checksum` covers the object (S3's `x-amz-checksum-type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<Kind>,
     /// Part sizes of a multipart object, in order (for `partNumber` GETs).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<StorageClass>,
     /// The redundancy policy the bytes were written with (`replica:3`, `ec:4+2`); None
     /// for objects written before storage classes mapped to policies (the standard one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,8 +80,8 @@ pub struct Bucket {
     pub name: String,
     pub tenant: String,
     pub created_ms: i64,
-    /// Redundancy policy of objects PUT without a storage class (`replica:3`, `ec:4+2`).
-    pub policy: String,
+    /// Redundancy policy of objects PUT without a storage class.
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -249,5 +257,33 @@ impl Catalog {
             out.extend(decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_info_reads_back_as_it_was_stored() {
+        // As written before checksums, kinds, classes and policies were typed.
+        let stored = [
+            r#"{"content_type":"text/plain","user":{"a":"b"},"checksum":["CRC64NVME","AAAAAAAAAAA="],"checksum_type":"FULL_OBJECT","parts":[5242880,3],"storage_class":"STANDARD_IA","policy":"ec:4+2"}"#,
+            r#"{"checksum":["SHA256","x-3"],"checksum_type":"COMPOSITE","storage_class":"REDUCED_REDUNDANCY"}"#,
+            r#"{"checksum":["CRC32",""],"checksum_type":"COMPOSITE","storage_class":"GLACIER_IR","policy":"replica:3"}"#,
+            r#"{}"#,
+        ];
+        for s in stored {
+            let info = parse_info(s).unwrap();
+            assert_eq!(info_json(&info), s);
+        }
+        let info = parse_info(stored[0]).unwrap();
+        assert_eq!(
+            info.checksum,
+            Some(Checksum { algo: crate::checksum::Algo::Crc64Nvme, value: "AAAAAAAAAAA=".into() })
+        );
+        assert_eq!(info.checksum_type, Some(Kind::FullObject));
+        assert_eq!(info.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(info.policy, Some(Policy::Ec { k: 4, m: 2 }));
     }
 }

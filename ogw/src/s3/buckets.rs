@@ -45,7 +45,7 @@ pub(super) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let tenant = gw.tenant(&req).await?;
     validate_bucket_name(&req.input.bucket)?;
-    gw.catalog.create_bucket(&tenant, &req.input.bucket, &gw.policy).await?;
+    gw.catalog.create_bucket(&tenant, &req.input.bucket, gw.classes.standard).await?;
     Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
 }
 

@@ -31,7 +31,6 @@ pub(super) fn info_from(
     cache_control: Option<String>,
     expires: Option<Timestamp>,
     metadata: Option<Metadata>,
-    storage_class: Option<StorageClass>,
 ) -> S3Result<ObjectInfo> {
     // The aws-chunked framing is transport, not a property of the object.
     let content_encoding = content_encoding
@@ -57,7 +56,6 @@ pub(super) fn info_from(
         cache_control,
         expires,
         user,
-        storage_class: storage_class.map(|s| s.as_str().to_string()),
         ..Default::default()
     })
 }

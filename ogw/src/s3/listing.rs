@@ -141,12 +141,12 @@ fn list_object(o: &Object, owner: Option<Owner>) -> s3s::dto::Object {
         e_tag: Some(etag(&o.etag)),
         last_modified: Some(ts(o.modified_ms)),
         size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from(
-            o.info.storage_class.clone().unwrap_or_else(|| "STANDARD".into()),
+        storage_class: Some(ObjectStorageClass::from_static(
+            o.info.storage_class.unwrap_or(crate::class::StorageClass::Standard).name(),
         )),
         owner,
-        checksum_algorithm: o.info.checksum.as_ref().map(|(a, _)| vec![ChecksumAlgorithm::from(a.clone())]),
-        checksum_type: o.info.checksum_type.clone().map(ChecksumType::from),
+        checksum_algorithm: o.info.checksum.as_ref().map(|c| vec![ChecksumAlgorithm::from_static(c.algo.name())]),
+        checksum_type: o.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
         ..Default::default()
     }
 }

@@ -47,7 +47,6 @@ macro_rules! info_of {
             $i.cache_control.clone(),
             $i.expires.clone(),
             $i.metadata.clone(),
-            $i.storage_class.clone(),
         )
     };
 }
@@ -94,7 +93,11 @@ macro_rules! object_output {
             expires: parse_expires(&o.info.expires),
             metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
             // S3 names the class only when it is not STANDARD.
-            storage_class: o.info.storage_class.clone().filter(|c| c != "STANDARD").map(StorageClass::from),
+            storage_class: o
+                .info
+                .storage_class
+                .filter(|c| *c != crate::class::StorageClass::Standard)
+                .map(|c| StorageClass::from_static(c.name())),
             parts_count: $part_number.map(|_| o.info.parts.len().max(1) as i32),
             ..Default::default()
         };
@@ -102,9 +105,9 @@ macro_rules! object_output {
             out.content_range = Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), o.size));
         }
         let want = $checksum_mode.as_ref().is_some_and(|m: &ChecksumMode| m.as_str() == ChecksumMode::ENABLED);
-        if let (true, false, Some((a, v))) = (want, r.partial, &o.info.checksum) {
-            set_checksum!(out, a, v.clone());
-            out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
+        if let (true, false, Some(c)) = (want, r.partial, &o.info.checksum) {
+            set_checksum!(out, c);
+            out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
         }
         let mut resp = S3Response::new(out);
         if r.partial {
@@ -129,9 +132,7 @@ use auth::KeyCache;
 pub struct Gateway {
     pub catalog: Catalog,
     pub data: Arc<Data>,
-    /// Default policy of new buckets (e.g. `replica:3`).
-    pub policy: String,
-    /// Storage classes and their policies.
+    /// Storage classes and their policies (the standard one is new buckets' default).
     pub classes: Classes,
     keys: KeyCache,
 }
@@ -140,8 +141,7 @@ impl Gateway {
     /// The gateway and the authenticator that shares its key cache.
     pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
         let keys = KeyCache::default();
-        let policy = classes.standard.to_string();
-        (Gateway { catalog: catalog.clone(), data, policy, classes, keys: keys.clone() }, Auth { catalog, keys })
+        (Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone() }, Auth { catalog, keys })
     }
 
     pub(super) async fn bucket_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<String> {
@@ -156,15 +156,20 @@ impl Gateway {
 
     /// The policy an object's bytes were written with.
     pub(super) fn policy_of(&self, info: &ObjectInfo) -> Redundancy {
-        info.policy.as_deref().and_then(|p| p.parse().ok()).unwrap_or(self.classes.standard)
+        info.policy.unwrap_or(self.classes.standard)
     }
 
     /// Sets a new object's storage class and policy: the class asked for, else the
     /// bucket's default.
-    pub(super) fn classify(&self, info: &mut ObjectInfo, bucket: &crate::catalog::Bucket) -> S3Result<Redundancy> {
-        let (class, policy) = self.classes.resolve(info.storage_class.as_deref(), &bucket.policy)?;
+    pub(super) fn classify(
+        &self,
+        info: &mut ObjectInfo,
+        requested: Option<&StorageClass>,
+        bucket: &crate::catalog::Bucket,
+    ) -> S3Result<Redundancy> {
+        let (class, policy) = self.classes.resolve(requested.map(|c| c.as_str()), bucket.policy)?;
         info.storage_class = Some(class);
-        info.policy = Some(policy.to_string());
+        info.policy = Some(policy);
         Ok(policy)
     }
 

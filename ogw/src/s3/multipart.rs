@@ -14,7 +14,8 @@ use super::errors::{bad_digest, internal};
 use super::objects::{validate_key, Hashing};
 use super::{Gateway, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
 use crate::catalog::{Object, ObjectInfo, Part as PartRec};
-use crate::checksum::{self, Algo};
+use crate::checksum::{self, Checksum, Kind};
+use crate::class::StorageClass as Class;
 use crate::data::PutError;
 use crate::db::now_ms;
 
@@ -26,18 +27,11 @@ pub(super) async fn create_multipart_upload(
     let i = &req.input;
     validate_key(&i.key)?;
     let mut info = info_of!(i)?;
-    gw.classify(&mut info, &b)?;
-    if let Some(a) = &i.checksum_algorithm {
-        let algo = checksum::requested(Some(a.as_str()), &checksum::Given::default(), None)?;
-        info.checksum = algo.map(|a| (a.name().to_string(), String::new()));
-        info.checksum_type =
-            Some(i.checksum_type.as_ref().map(|t| t.as_str().to_string()).unwrap_or_else(|| match algo {
-                Some(Algo::Crc64Nvme) => "FULL_OBJECT".into(),
-                _ => "COMPOSITE".into(),
-            }));
-        if info.checksum_type.as_deref() == Some("FULL_OBJECT") && matches!(algo, Some(Algo::Sha1 | Algo::Sha256)) {
-            return Err(s3_error!(InvalidRequest, "FULL_OBJECT checksums need a CRC algorithm"));
-        }
+    gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
+    // The upload records the algorithm (its value empty) and kind every part is checked with.
+    if let Some(algo) = checksum::named(i.checksum_algorithm.as_ref().map(|a| a.as_str()))? {
+        info.checksum = Some(Checksum { algo, value: String::new() });
+        info.checksum_type = Some(Kind::of_upload(algo, i.checksum_type.as_ref().map(|t| t.as_str()))?);
     }
     let id = gw.catalog.create_upload(&i.bucket, &i.key, &info).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -45,7 +39,7 @@ pub(super) async fn create_multipart_upload(
         key: Some(i.key.clone()),
         upload_id: Some(id),
         checksum_algorithm: i.checksum_algorithm.clone(),
-        checksum_type: info.checksum_type.map(ChecksumType::from),
+        checksum_type: info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
         ..Default::default()
     }))
 }
@@ -65,7 +59,7 @@ pub(super) async fn upload_part(
     let algorithm = i
         .checksum_algorithm
         .clone()
-        .or_else(|| up.info.checksum.as_ref().map(|(a, _)| ChecksumAlgorithm::from(a.clone())));
+        .or_else(|| up.info.checksum.as_ref().map(|c| ChecksumAlgorithm::from_static(c.algo.name())));
     let (md5h, len, num, upload_id) = (i.content_md5.clone(), i.content_length, i.part_number, i.upload_id.clone());
     let mut req = req;
     let body = req.input.body.take();
@@ -81,8 +75,8 @@ pub(super) async fn upload_part(
     };
     gw.catalog.put_part(&upload_id, &p).await?;
     let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
-    if let Some((a, v)) = &p.info.checksum {
-        set_checksum!(out, a, v.clone());
+    if let Some(c) = &p.info.checksum {
+        set_checksum!(out, c);
     }
     Ok(S3Response::new(out))
 }
@@ -107,7 +101,7 @@ pub(super) async fn upload_part_copy(
     }
     // The part's MD5 (its ETag) and checksum need its bytes: read them (cheap next to
     // writing them three times); the slices themselves are shared where whole.
-    let algo = up.info.checksum.as_ref().and_then(|(a, _)| Algo::from_name(a));
+    let algo = up.info.checksum.as_ref().map(|c| c.algo);
     let mut h = Hashing::new(algo);
     let mut body = gw.data.get(&src.slices, start, end);
     while let Some(chunk) = futures::StreamExt::next(&mut body).await {
@@ -127,17 +121,14 @@ pub(super) async fn upload_part_copy(
         size: end - start,
         etag: hex::encode(md5),
         modified_ms: now_ms(),
-        info: ObjectInfo {
-            checksum: h.algo.map(|(a, x)| (a.name().to_string(), x.finish_base64())),
-            ..Default::default()
-        },
+        info: ObjectInfo { checksum: h.algo.map(|(_, x)| x.finish()), ..Default::default() },
         slices,
     };
     gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut r =
         CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
-    if let Some((a, v)) = &p.info.checksum {
-        set_checksum!(r, a, v.clone());
+    if let Some(c) = &p.info.checksum {
+        set_checksum!(r, c);
     }
     Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
 }
@@ -176,13 +167,13 @@ pub(super) async fn complete_multipart_upload(
         if idx + 1 < wanted.len() && p.size < PART_BYTES_MIN {
             return Err(s3_error!(EntityTooSmall, "part {n} is smaller than 5 MiB and not the last"));
         }
-        if let Some((a, v)) = &p.info.checksum {
-            if let Some(given) = checksum::completed_part(w, a) {
-                if given != *v {
+        if let Some(c) = &p.info.checksum {
+            if let Some(given) = checksum::completed_part(w, c.algo) {
+                if given != c.value {
                     return Err(s3_error!(InvalidPart, "part {n}'s checksum does not match"));
                 }
             }
-            part_sums.push((v.clone(), p.size));
+            part_sums.push((c.value.clone(), p.size));
         }
         md5s.extend(hex::decode(&p.etag).map_err(internal)?);
         slices.extend(p.slices.iter().copied());
@@ -197,9 +188,9 @@ pub(super) async fn complete_multipart_upload(
     let mut info = up.info.clone();
     info.parts = sizes;
     info.checksum = match (&up.info.checksum, part_sums.len() == wanted.len()) {
-        (Some((a, _)), true) => {
-            let algo = Algo::from_name(a).ok_or_else(|| internal(format!("stored algorithm {a}")))?;
-            Some((a.clone(), checksum::combine(algo, info.checksum_type.as_deref(), &part_sums).map_err(internal)?))
+        (Some(c), true) => {
+            let kind = info.checksum_type.unwrap_or(Kind::Composite);
+            Some(Checksum { algo: c.algo, value: checksum::combine(c.algo, kind, &part_sums).map_err(internal)? })
         }
         _ => None,
     };
@@ -208,11 +199,11 @@ pub(super) async fn complete_multipart_upload(
     }
     // A whole-object checksum the client computed must match the one made of the parts.
     let given = given!(i);
-    if let Some((a, v)) = &info.checksum {
-        if let Some((algo, g)) = Algo::from_name(a).and_then(|al| Some((al, given.get(al)?))) {
+    if let Some(c) = &info.checksum {
+        if let Some(g) = given.get(c.algo) {
             let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
-            if base(&g) != base(v) {
-                return Err(bad_digest(algo));
+            if base(&g) != base(&c.value) {
+                return Err(bad_digest(c.algo));
             }
         }
     }
@@ -225,9 +216,9 @@ pub(super) async fn complete_multipart_upload(
         location: Some(format!("/{}/{}", i.bucket, i.key)),
         ..Default::default()
     };
-    if let Some((a, v)) = &o.info.checksum {
-        set_checksum!(out, a, v.clone());
-        out.checksum_type = o.info.checksum_type.clone().map(ChecksumType::from);
+    if let Some(c) = &o.info.checksum {
+        set_checksum!(out, c);
+        out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
     }
     Ok(S3Response::new(out))
 }
@@ -263,9 +254,9 @@ pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
         is_truncated: Some(truncated),
         owner: Some(Gateway::owner(&tenant)),
         initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
-        storage_class: Some(StorageClass::from(up.info.storage_class.clone().unwrap_or_else(|| "STANDARD".into()))),
-        checksum_algorithm: up.info.checksum.as_ref().map(|(a, _)| ChecksumAlgorithm::from(a.clone())),
-        checksum_type: up.info.checksum_type.clone().map(ChecksumType::from),
+        storage_class: Some(StorageClass::from_static(up.info.storage_class.unwrap_or(Class::Standard).name())),
+        checksum_algorithm: up.info.checksum.as_ref().map(|c| ChecksumAlgorithm::from_static(c.algo.name())),
+        checksum_type: up.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
         parts: Some(
             parts
                 .iter()
@@ -277,8 +268,8 @@ pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
                         size: Some(p.size as i64),
                         ..Default::default()
                     };
-                    if let Some((a, v)) = &p.info.checksum {
-                        set_checksum!(x, a, v.clone());
+                    if let Some(c) = &p.info.checksum {
+                        set_checksum!(x, c);
                     }
                     x
                 })
@@ -322,7 +313,9 @@ pub(super) async fn list_multipart_uploads(
                     initiated: Some(ts(u.created_ms)),
                     owner: Some(Gateway::owner(&tenant)),
                     initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
-                    storage_class: Some(StorageClass::from(u.info.storage_class.unwrap_or_else(|| "STANDARD".into()))),
+                    storage_class: Some(StorageClass::from_static(
+                        u.info.storage_class.unwrap_or(Class::Standard).name(),
+                    )),
                     ..Default::default()
                 })
                 .collect(),

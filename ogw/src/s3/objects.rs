@@ -12,7 +12,7 @@ use super::dto::{etag, info_from, parse_expires, ts};
 use super::errors::{bad_digest, invalid_part_number, invalid_range, unreadable};
 use super::{Gateway, Redundancy, PUT_BYTES_MAX};
 use crate::catalog::{Object, WriteCondition};
-use crate::checksum::{self, Algo};
+use crate::checksum::{self, Algo, Checksum, Kind};
 use crate::db::now_ms;
 
 /// The bytes `[start, end)` of an object a GET or HEAD serves.
@@ -46,7 +46,7 @@ pub(super) struct Stored {
     pub(super) size: u64,
     pub(super) slices: Vec<client::Slice>,
     pub(super) md5: [u8; 16],
-    pub(super) checksum: Option<(String, String)>,
+    pub(super) checksum: Option<Checksum>,
 }
 
 impl Gateway {
@@ -78,7 +78,7 @@ impl Gateway {
             ),
         };
         let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
-        let algo = checksum::requested(algorithm.as_ref().map(|a| a.as_str()), given, trailer.as_deref())?;
+        let algo = checksum::requested(algorithm.as_ref().map(|a| a.as_str()), given.present(), trailer.as_deref())?;
         let mut h = Hashing::new(algo);
         let (slices, size) = match body {
             Some(b) => self.data.put(policy, b, limit, |x| h.update(x)).await?,
@@ -96,18 +96,18 @@ impl Gateway {
         let checksum = match h.algo {
             None => None,
             Some((a, hasher)) => {
-                let got = hasher.finish_base64();
+                let got = hasher.finish();
                 let expected = given.get(a).or_else(|| {
                     req.trailing_headers.as_ref().and_then(|t| {
                         t.read(|hs| hs.get(a.header()).and_then(|v| v.to_str().ok()).map(str::to_string)).flatten()
                     })
                 });
                 if let Some(e) = expected {
-                    if e != got {
+                    if e != got.value {
                         return Err(bad_digest(a));
                     }
                 }
-                Some((a.name().to_string(), got))
+                Some(got)
             }
         };
         Ok(Stored { size, slices, md5, checksum })
@@ -127,7 +127,7 @@ pub(super) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> 
     let i = &req.input;
     let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
     let mut info = info_of!(i)?;
-    let policy = gw.classify(&mut info, &b)?;
+    let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let given = given!(i);
     let (algorithm, md5h, len) = (i.checksum_algorithm.clone(), i.content_md5.clone(), i.content_length);
     let (bucket, key) = (i.bucket.clone(), i.key.clone());
@@ -136,13 +136,13 @@ pub(super) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> 
     let st = gw.store_body(&req, policy, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
     info.checksum = st.checksum.clone();
     if info.checksum.is_some() {
-        info.checksum_type = Some("FULL_OBJECT".into());
+        info.checksum_type = Some(Kind::FullObject);
     }
     let o = Object { key, size: st.size, etag: hex::encode(st.md5), modified_ms: now_ms(), info, slices: st.slices };
     gw.catalog.put_object(&bucket, &o, &cond).await?;
     let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
-    if let Some((a, v)) = &o.info.checksum {
-        set_checksum!(out, a, v.clone());
+    if let Some(c) = &o.info.checksum {
+        set_checksum!(out, c);
         out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
     }
     Ok(S3Response::new(out))
@@ -259,11 +259,10 @@ pub(super) async fn copy_object(
     }
     let mut info = if replace { info_of!(i)? } else { src.info.clone() };
     info.checksum = src.info.checksum.clone();
-    info.checksum_type = src.info.checksum_type.clone();
+    info.checksum_type = src.info.checksum_type;
     info.parts = src.info.parts.clone();
     // The copy's class is the one asked for, else the bucket's default (as S3 does).
-    info.storage_class = i.storage_class.as_ref().map(|c| c.as_str().to_string());
-    let policy = gw.classify(&mut info, &b)?;
+    let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let slices = if gw.policy_of(&src.info) == policy {
         // The bytes are shared: the new object names the same slices.
         src.slices
