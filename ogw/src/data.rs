@@ -20,16 +20,7 @@ use proto::meta::Policy;
 use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
-
-/// Bytes of an object's body per append (one slice; not the datanode's record chunk).
-pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
-/// Chunks of one request on the wire at once: memory per PUT is at most this many
-/// chunks (plus the one being filled).
-pub const PUT_WINDOW: usize = 4;
-/// Slices read ahead of the one being sent, per GET.
-pub const GET_AHEAD: usize = 3;
-/// Attempts of one chunk (a writer that stopped is reopened between attempts).
-const CHUNK_ATTEMPTS: usize = 3;
+use crate::limits::{CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW};
 
 struct Lane {
     stream: u64,

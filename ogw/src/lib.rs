@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod class;
 pub mod data;
 pub mod db;
+pub mod limits;
 pub mod s3;
 pub mod secrets;
 pub mod server;

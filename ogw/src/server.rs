@@ -16,8 +16,16 @@ use crate::catalog::Catalog;
 use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
+use crate::limits::HEADER_BYTES_MAX;
 use crate::s3::Gateway;
 use crate::secrets::MasterKey;
+
+/// LogStreams per policy a gateway spreads bodies over, unless told otherwise.
+pub const STREAMS_DEFAULT: usize = 4;
+/// Policy of STANDARD objects and of new buckets' default, unless told otherwise.
+pub const POLICY_DEFAULT: Policy = Policy::Replica { n: 3 };
+/// Policy of the infrequent-access classes, unless told otherwise.
+pub const EC_POLICY_DEFAULT: Policy = Policy::Ec { k: 4, m: 2 };
 
 pub struct Options {
     /// Metanode addresses.
@@ -59,10 +67,6 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     }
     Ok((b.build(), catalog))
 }
-
-/// Largest header block a request may send (S3 allows 8 KB of user metadata; SigV4
-/// headers and long keys need more).
-pub const HEADER_BYTES_MAX: usize = 64 << 10;
 
 /// Serves S3 on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Future<Output = ()>) {

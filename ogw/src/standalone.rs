@@ -21,8 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
+use crate::limits::DATANODES_UP_TIMEOUT;
 use crate::secrets::MasterKey;
-use crate::server::{self, Options};
+use crate::server::{self, Options, EC_POLICY_DEFAULT, POLICY_DEFAULT, STREAMS_DEFAULT};
 
 pub struct Standalone {
     pub data: PathBuf,
@@ -107,19 +108,17 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     // The gateway.
     let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
     let db = s.db.clone().unwrap_or_else(|| format!("sqlite://{}", s.data.join("ogw.db").display()));
-    let policy = Policy::Replica { n: s.datanodes.min(3) as u8 };
+    // The default policies, narrowed to the datanodes there are.
+    let policy = Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 };
+    let ec_default = [EC_POLICY_DEFAULT, Policy::Ec { k: 2, m: 1 }].into_iter().find(|p| p.width() <= s.datanodes);
     let (svc, catalog) = server::build(Options {
         metanodes: vec![maddr.clone()],
         db,
         master_key: key,
         name: "standalone".into(),
-        streams: 4,
+        streams: STREAMS_DEFAULT,
         policy,
-        ec_policy: s.ec_policy.unwrap_or(match s.datanodes {
-            6.. => Policy::Ec { k: 4, m: 2 },
-            3.. => Policy::Ec { k: 2, m: 1 },
-            _ => Policy::Ec { k: 1, m: 1 },
-        }),
+        ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
         domains: s.domains.clone(),
     })
     .await?;
@@ -156,8 +155,8 @@ async fn wait_nodes_up(mc: &MetaClient, n: usize) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!("the datanodes did not register with the metanode within 60 s");
+        if t.elapsed() > DATANODES_UP_TIMEOUT {
+            bail!("the datanodes did not register with the metanode within {} s", DATANODES_UP_TIMEOUT.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

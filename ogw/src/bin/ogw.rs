@@ -74,14 +74,14 @@ enum Cmd {
         #[arg(long)]
         name: String,
         /// LogStreams a body is spread over.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = server::STREAMS_DEFAULT)]
         streams: usize,
         /// Policy of STANDARD objects and of new buckets' default.
-        #[arg(long, default_value = "replica:3")]
+        #[arg(long, default_value_t = server::POLICY_DEFAULT)]
         policy: Policy,
         /// Policy of the infrequent-access storage classes (STANDARD_IA, ONEZONE_IA,
         /// INTELLIGENT_TIERING, GLACIER_IR).
-        #[arg(long, default_value = "ec:4+2")]
+        #[arg(long, default_value_t = server::EC_POLICY_DEFAULT)]
         ec_policy: Policy,
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]

@@ -21,6 +21,7 @@ use sqlx::Row;
 use crate::checksum::{Checksum, Kind};
 use crate::class::StorageClass;
 use crate::db::{now_ms, retryable, Db, Tx};
+use crate::limits::TX_ATTEMPTS;
 use crate::secrets::MasterKey;
 pub use objects::Lister;
 
@@ -203,9 +204,6 @@ impl WriteCondition {
         Ok(())
     }
 }
-
-/// Up to this many attempts of a transaction that lost a race.
-const TX_ATTEMPTS: usize = 5;
 
 /// The catalog in one SQL database; secrets sealed with `key`.
 #[derive(Clone)]

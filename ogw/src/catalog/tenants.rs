@@ -4,12 +4,15 @@ use sqlx::Row;
 
 use super::{taken, Catalog, CatalogError, Result};
 use crate::db::now_ms;
+use crate::limits::{ACCESS_KEY_BYTES, SECRET_KEY_BYTES, TENANT_NAME_BYTES};
 
 impl Catalog {
     pub async fn create_tenant(&self, name: &str) -> Result<()> {
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        let (min, max) = (TENANT_NAME_BYTES.start(), TENANT_NAME_BYTES.end());
+        if !TENANT_NAME_BYTES.contains(&name.len())
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(CatalogError::Invalid("a tenant name is 1-128 of A-Z a-z 0-9 - _ .".into()));
+            return Err(CatalogError::Invalid(format!("a tenant name is {min}-{max} of A-Z a-z 0-9 - _ .")));
         }
         sqlx::query(self.db.q("INSERT INTO tenants (name, created) VALUES (?, ?)"))
             .bind(name)
@@ -37,11 +40,13 @@ impl Catalog {
         if !self.tenant_exists(tenant).await? {
             return Err(CatalogError::Invalid(format!("no tenant {tenant}")));
         }
-        if access_key.len() < 3 || access_key.len() > 128 || !access_key.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(CatalogError::Invalid("an access key is 3-128 of A-Z a-z 0-9".into()));
+        if !ACCESS_KEY_BYTES.contains(&access_key.len()) || !access_key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let (min, max) = (ACCESS_KEY_BYTES.start(), ACCESS_KEY_BYTES.end());
+            return Err(CatalogError::Invalid(format!("an access key is {min}-{max} of A-Z a-z 0-9")));
         }
-        if secret.len() < 8 || secret.len() > 128 || !secret.is_ascii() {
-            return Err(CatalogError::Invalid("a secret key is 8-128 ASCII characters".into()));
+        if !SECRET_KEY_BYTES.contains(&secret.len()) || !secret.is_ascii() {
+            let (min, max) = (SECRET_KEY_BYTES.start(), SECRET_KEY_BYTES.end());
+            return Err(CatalogError::Invalid(format!("a secret key is {min}-{max} ASCII characters")));
         }
         sqlx::query(self.db.q("INSERT INTO access_keys (access_key, tenant, secret, created) VALUES (?, ?, ?, ?)"))
             .bind(access_key)

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use s3s::auth::{S3Auth, SecretKey};
@@ -12,9 +12,7 @@ use s3s::{s3_error, S3Request, S3Result};
 
 use super::Gateway;
 use crate::catalog::Catalog;
-
-/// How long a looked-up access key is trusted before it is looked up again.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+use crate::limits::KEY_CACHE_TTL;
 
 /// Access key -> (tenant, when it was looked up).
 pub(super) type KeyCache = Arc<Mutex<HashMap<String, (String, Instant)>>>;

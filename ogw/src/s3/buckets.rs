@@ -5,9 +5,10 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::dto::ts;
 use super::Gateway;
+use crate::limits::BUCKET_NAME_BYTES;
 
 fn validate_bucket_name(name: &str) -> S3Result<()> {
-    let ok = (3..=63).contains(&name.len())
+    let ok = BUCKET_NAME_BYTES.contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()

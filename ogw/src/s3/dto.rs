@@ -7,6 +7,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
 use crate::catalog::ObjectInfo;
+use crate::limits::USER_METADATA_BYTES_MAX;
 
 pub(super) fn ts(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
@@ -44,8 +45,8 @@ pub(super) fn info_from(
         String::from_utf8_lossy(&buf).into_owned()
     });
     let user: std::collections::BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
-    let meta_bytes: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if meta_bytes > 2048 {
+    let user_bytes: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if user_bytes > USER_METADATA_BYTES_MAX {
         return Err(s3_error!(MetadataTooLarge, "user metadata is limited to 2 KB"));
     }
     Ok(ObjectInfo {

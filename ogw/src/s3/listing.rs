@@ -10,6 +10,7 @@ use super::dto::{etag, ts};
 use super::errors::internal;
 use super::Gateway;
 use crate::catalog::Object;
+use crate::limits::{LIST_BATCH_GROWTH, LIST_BATCH_MIN, LIST_ENTRIES_MAX};
 
 impl Gateway {
     /// The keys and common prefixes of one page of a listing, seeking past each common
@@ -50,7 +51,8 @@ impl Gateway {
         let mut l = self.catalog.lister().await?;
         // Rows per query of whole objects: with a delimiter, batches start small (a batch
         // that runs into a common prefix is cut there) and grow while they yield keys.
-        let mut batch = if delim.is_some() { 8 } else { 1000 };
+        let batch_max = LIST_ENTRIES_MAX as usize;
+        let mut batch = if delim.is_some() { LIST_BATCH_MIN } else { batch_max };
         loop {
             if objects.len() + prefixes.len() >= max {
                 // One more entry exists? Then the listing is truncated at `last`.
@@ -71,7 +73,7 @@ impl Gateway {
                         Some(n) => {
                             from = n;
                             inclusive = true;
-                            batch = 8;
+                            batch = LIST_BATCH_MIN;
                             continue;
                         }
                         None => return Ok((objects, prefixes, None)),
@@ -103,7 +105,7 @@ impl Gateway {
                 return Ok((objects, prefixes, None));
             }
             if !cut {
-                batch = (batch * 4).min(1000);
+                batch = (batch * LIST_BATCH_GROWTH).min(batch_max);
             }
         }
     }
@@ -157,7 +159,7 @@ pub(super) async fn list_objects_v2(
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let max = i.max_keys.unwrap_or(1000);
+    let max = i.max_keys.unwrap_or(LIST_ENTRIES_MAX);
     if max < 0 {
         return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
     }
@@ -169,7 +171,7 @@ pub(super) async fn list_objects_v2(
         None => i.start_after.clone().unwrap_or_default().into_bytes(),
     };
     let (objects, prefixes, next) =
-        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(1000) as usize).await?;
+        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(LIST_ENTRIES_MAX) as usize).await?;
     let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let enc = |s: String| if url { url_encode(&s) } else { s };
     let owner = i.fetch_owner.unwrap_or(false).then(|| Gateway::owner(&tenant));
@@ -206,14 +208,14 @@ pub(super) async fn list_objects(
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let max = i.max_keys.unwrap_or(1000);
+    let max = i.max_keys.unwrap_or(LIST_ENTRIES_MAX);
     if max < 0 {
         return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
     }
     let prefix = i.prefix.clone().unwrap_or_default();
     let after = i.marker.clone().unwrap_or_default().into_bytes();
     let (objects, prefixes, next) =
-        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(1000) as usize).await?;
+        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(LIST_ENTRIES_MAX) as usize).await?;
     let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let enc = |s: String| if url { url_encode(&s) } else { s };
     let owner = Some(Gateway::owner(&tenant));

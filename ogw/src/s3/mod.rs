@@ -17,12 +17,6 @@ type Redundancy = proto::meta::Policy;
 use crate::catalog::{Catalog, Object, ObjectInfo};
 use crate::data::Data;
 
-/// Largest object a single PUT takes, and largest part.
-pub const PUT_BYTES_MAX: u64 = 5 << 30;
-/// Smallest part but the last.
-pub const PART_BYTES_MIN: u64 = 5 << 20;
-pub const PARTS_MAX: i32 = 10_000;
-
 /// The checksum values of a request's headers (the inputs share field names).
 macro_rules! given {
     ($i:expr) => {

@@ -12,12 +12,13 @@ use super::conditions::{read_conditions, write_condition};
 use super::dto::{etag, info_from, ts};
 use super::errors::{bad_digest, internal};
 use super::objects::{validate_key, Hashing};
-use super::{Gateway, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
+use super::Gateway;
 use crate::catalog::{Object, ObjectInfo, Part as PartRec};
 use crate::checksum::{self, Checksum, Kind};
 use crate::class::StorageClass as Class;
 use crate::data::PutError;
 use crate::db::now_ms;
+use crate::limits::{LIST_ENTRIES_MAX, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
 
 pub(super) async fn create_multipart_upload(
     gw: &Gateway,
@@ -51,7 +52,7 @@ pub(super) async fn upload_part(
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     if !(1..=PARTS_MAX).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to {PARTS_MAX}"));
     }
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let given = given!(i);
@@ -88,7 +89,7 @@ pub(super) async fn upload_part_copy(
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     if !(1..=PARTS_MAX).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to {PARTS_MAX}"));
     }
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let (_, _, src) = copy_source!(gw, tenant, i);
@@ -146,7 +147,7 @@ pub(super) async fn complete_multipart_upload(
         return Err(s3_error!(MalformedXML, "the part list is empty"));
     }
     let stored: HashMap<u32, PartRec> =
-        gw.catalog.parts(&i.upload_id, 0, 10_001).await?.into_iter().map(|p| (p.num, p)).collect();
+        gw.catalog.parts(&i.upload_id, 0, PARTS_MAX as usize + 1).await?.into_iter().map(|p| (p.num, p)).collect();
     let mut prev = 0i32;
     let mut slices = Vec::new();
     let mut md5s = Vec::new();
@@ -238,7 +239,7 @@ pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
-    let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+    let max = i.max_parts.unwrap_or(LIST_ENTRIES_MAX).clamp(0, LIST_ENTRIES_MAX) as usize;
     let after = i.part_number_marker.unwrap_or(0).max(0) as u32;
     let mut parts = gw.catalog.parts(&i.upload_id, after, max + 1).await?;
     let truncated = parts.len() > max;
@@ -285,7 +286,7 @@ pub(super) async fn list_multipart_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+    let max = i.max_uploads.unwrap_or(LIST_ENTRIES_MAX).clamp(0, LIST_ENTRIES_MAX) as usize;
     let prefix = i.prefix.clone().unwrap_or_default();
     let km = i.key_marker.clone().unwrap_or_default();
     let um = i.upload_id_marker.clone().unwrap_or_default();

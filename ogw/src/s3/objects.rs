@@ -10,10 +10,11 @@ use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 use super::conditions::{read_conditions, write_condition};
 use super::dto::{etag, info_from, parse_expires, ts};
 use super::errors::{bad_digest, invalid_part_number, invalid_range, unreadable};
-use super::{Gateway, Redundancy, PUT_BYTES_MAX};
+use super::{Gateway, Redundancy};
 use crate::catalog::{Object, WriteCondition};
 use crate::checksum::{self, Algo, Checksum, Kind};
 use crate::db::now_ms;
+use crate::limits::{DELETE_KEYS_MAX, KEY_BYTES_MAX, PUT_BYTES_MAX};
 
 /// The bytes `[start, end)` of an object a GET or HEAD serves.
 struct Served {
@@ -115,8 +116,8 @@ impl Gateway {
 }
 
 pub(super) fn validate_key(key: &str) -> S3Result<()> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(s3_error!(KeyTooLongError, "keys are 1 to 1024 bytes"));
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(s3_error!(KeyTooLongError, "keys are 1 to {KEY_BYTES_MAX} bytes"));
     }
     Ok(())
 }
@@ -216,8 +217,8 @@ pub(super) async fn delete_objects(
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    if i.delete.objects.len() > 1000 {
-        return Err(s3_error!(MalformedXML, "at most 1000 keys per request"));
+    if i.delete.objects.len() > DELETE_KEYS_MAX {
+        return Err(s3_error!(MalformedXML, "at most {DELETE_KEYS_MAX} keys per request"));
     }
     let quiet = i.delete.quiet.unwrap_or(false);
     let mut deleted = Vec::new();
