@@ -277,58 +277,6 @@ pub fn combine(a: Algo, kind: Kind, parts: &[(String, u64)]) -> Result<String, S
     Ok(format!("{}-{}", h.finish().value, parts.len()))
 }
 
-/// Checksum values given in request headers.
-#[derive(Debug, Default, Clone)]
-pub struct Given {
-    pub crc32: Option<String>,
-    pub crc32c: Option<String>,
-    pub crc64nvme: Option<String>,
-    pub sha1: Option<String>,
-    pub sha256: Option<String>,
-}
-
-impl Given {
-    pub fn get(&self, a: Algo) -> Option<String> {
-        match a {
-            Algo::Crc32 => self.crc32.clone(),
-            Algo::Crc32c => self.crc32c.clone(),
-            Algo::Crc64Nvme => self.crc64nvme.clone(),
-            Algo::Sha1 => self.sha1.clone(),
-            Algo::Sha256 => self.sha256.clone(),
-        }
-    }
-
-    pub fn present(&self) -> Vec<Algo> {
-        Algo::ALL.into_iter().filter(|a| self.get(*a).is_some()).collect()
-    }
-}
-
-/// The checksum a CompleteMultipartUpload part entry gives for `algo`, if any.
-pub fn completed_part(p: &s3s::dto::CompletedPart, algo: Algo) -> Option<String> {
-    match algo {
-        Algo::Crc32 => p.checksum_crc32.clone(),
-        Algo::Crc32c => p.checksum_crc32c.clone(),
-        Algo::Crc64Nvme => p.checksum_crc64nvme.clone(),
-        Algo::Sha1 => p.checksum_sha1.clone(),
-        Algo::Sha256 => p.checksum_sha256.clone(),
-    }
-}
-
-/// Sets the field of checksum `c` on any S3 output or part type: they all name the
-/// fields `checksum_crc32` ... `checksum_sha256`.
-macro_rules! set_checksum {
-    ($o:expr, $c:expr) => {{
-        let c: &$crate::checksum::Checksum = $c;
-        match c.algo {
-            $crate::checksum::Algo::Crc32 => $o.checksum_crc32 = Some(c.value.clone()),
-            $crate::checksum::Algo::Crc32c => $o.checksum_crc32c = Some(c.value.clone()),
-            $crate::checksum::Algo::Crc64Nvme => $o.checksum_crc64nvme = Some(c.value.clone()),
-            $crate::checksum::Algo::Sha1 => $o.checksum_sha1 = Some(c.value.clone()),
-            $crate::checksum::Algo::Sha256 => $o.checksum_sha256 = Some(c.value.clone()),
-        }
-    }};
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

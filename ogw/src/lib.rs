@@ -3,10 +3,9 @@
 //! multipart uploads in SQL (`db`, `catalog`) and object bytes as slices in LogStreams
 //! (`data`), and can run a whole cluster in one process (`standalone`).
 
-#[macro_use]
-pub mod checksum;
 mod body;
 pub mod catalog;
+pub mod checksum;
 pub mod class;
 pub mod data;
 pub mod db;

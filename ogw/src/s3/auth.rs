@@ -1,6 +1,6 @@
 //! Who is calling: s3s asks `Auth` for an access key's secret to check the signature;
 //! the operation that follows asks the gateway for the key's tenant, remembered from
-//! that lookup for a while.
+//! that lookup for `KEY_CACHE_TTL`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

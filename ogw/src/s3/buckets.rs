@@ -3,23 +3,9 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::dto::ts;
+use super::dto::{owner, ts};
 use super::Gateway;
 use crate::limits::BUCKET_NAME_BYTES;
-
-fn validate_bucket_name(name: &str) -> S3Result<()> {
-    let ok = BUCKET_NAME_BYTES.contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
-        && !name.contains("..")
-        && name.parse::<std::net::Ipv4Addr>().is_err();
-    if ok {
-        Ok(())
-    } else {
-        Err(s3_error!(InvalidBucketName))
-    }
-}
 
 pub(super) async fn list_buckets(
     gw: &Gateway,
@@ -33,11 +19,7 @@ pub(super) async fn list_buckets(
         .filter(|b| b.name.starts_with(&prefix))
         .map(|b| Bucket { name: Some(b.name), creation_date: Some(ts(b.created_ms)), bucket_region: None })
         .collect();
-    Ok(S3Response::new(ListBucketsOutput {
-        buckets: Some(list),
-        owner: Some(Gateway::owner(&tenant)),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(ListBucketsOutput { buckets: Some(list), owner: Some(owner(&tenant)), ..Default::default() }))
 }
 
 pub(super) async fn create_bucket(
@@ -73,4 +55,20 @@ pub(super) async fn delete_bucket(
     let tenant = gw.tenant(&req).await?;
     gw.catalog.delete_bucket(&tenant, &req.input.bucket).await?;
     Ok(S3Response::new(DeleteBucketOutput::default()))
+}
+
+/// S3's bucket naming rules: 3 to 63 of a-z 0-9 - ., starting and ending with a letter
+/// or digit, no `..`, not an IPv4 address.
+fn validate_bucket_name(name: &str) -> S3Result<()> {
+    let ok = BUCKET_NAME_BYTES.contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err();
+    if ok {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidBucketName))
+    }
 }

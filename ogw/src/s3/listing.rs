@@ -1,22 +1,139 @@
-//! Listing objects (v1 and v2): prefixes, delimiters, markers, continuation tokens and
-//! `encoding-type=url`, over a page engine that seeks past common prefixes instead of
-//! reading the keys under them.
+//! Listing objects, v1 and v2, both answered from one page: prefix, delimiter, the
+//! cursor to start after (v1's marker, v2's start-after or continuation token),
+//! `encoding-type=url`. The page engine seeks past common prefixes instead of reading
+//! the keys under them.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
 use base64::Engine;
-use s3s::dto::*;
+use s3s::dto::{self, *};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::dto::{etag, ts};
+use super::dto::{checksum_algorithm, class_name, etag, owner, ts};
 use super::errors::internal;
 use super::Gateway;
 use crate::catalog::Object;
 use crate::limits::{LIST_BATCH_GROWTH, LIST_BATCH_MIN, LIST_ENTRIES_MAX};
 
+pub(super) async fn list_objects_v2(
+    gw: &Gateway,
+    req: S3Request<ListObjectsV2Input>,
+) -> S3Result<S3Response<ListObjectsV2Output>> {
+    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    let after: Vec<u8> = match &i.continuation_token {
+        Some(t) => TOKEN.decode(t).map_err(|_| s3_error!(InvalidArgument, "the continuation token is not valid"))?,
+        None => i.start_after.clone().unwrap_or_default().into_bytes(),
+    };
+    let owner = i.fetch_owner.unwrap_or(false).then(|| owner(&tenant));
+    let query =
+        Query { bucket: &i.bucket, prefix: &i.prefix, delimiter: &i.delimiter, encoding_type: &i.encoding_type };
+    let (mut out, next, enc) = page(gw, query, i.max_keys, &after, owner).await?;
+    out.key_count = Some((out.contents.iter().flatten().count() + out.common_prefixes.iter().flatten().count()) as i32);
+    out.continuation_token = i.continuation_token.clone();
+    out.start_after = i.start_after.clone().map(|s| enc.apply(s));
+    out.next_continuation_token = next.map(|k| TOKEN.encode(k));
+    Ok(S3Response::new(out))
+}
+
+pub(super) async fn list_objects(
+    gw: &Gateway,
+    req: S3Request<ListObjectsInput>,
+) -> S3Result<S3Response<ListObjectsOutput>> {
+    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    let marker = i.marker.clone().unwrap_or_default();
+    let query =
+        Query { bucket: &i.bucket, prefix: &i.prefix, delimiter: &i.delimiter, encoding_type: &i.encoding_type };
+    let (v2, next, enc) = page(gw, query, i.max_keys, marker.as_bytes(), Some(owner(&tenant))).await?;
+    Ok(S3Response::new(ListObjectsOutput {
+        name: v2.name,
+        prefix: v2.prefix,
+        delimiter: v2.delimiter,
+        marker: Some(enc.apply(marker)),
+        max_keys: v2.max_keys,
+        is_truncated: v2.is_truncated,
+        next_marker: next.map(|k| enc.apply(String::from_utf8_lossy(&k).into_owned())),
+        contents: v2.contents,
+        common_prefixes: v2.common_prefixes,
+        encoding_type: v2.encoding_type,
+        ..Default::default()
+    }))
+}
+
+/// What both versions ask, besides the cursor.
+struct Query<'a> {
+    bucket: &'a str,
+    prefix: &'a Option<String>,
+    delimiter: &'a Option<String>,
+    encoding_type: &'a Option<EncodingType>,
+}
+
+/// `encoding-type=url`: keys, prefixes, delimiter and markers percent-encoded.
+#[derive(Clone, Copy)]
+struct Encoding {
+    url: bool,
+}
+
+impl Encoding {
+    fn apply(self, s: String) -> String {
+        if self.url {
+            url_encode(&s)
+        } else {
+            s
+        }
+    }
+}
+
+/// One page after `after`, as a v2 answer (v1 takes the same fields), with the cursor
+/// of the next page when there is one and the encoding the answer's keys are in.
+async fn page(
+    gw: &Gateway,
+    q: Query<'_>,
+    max_keys: Option<i32>,
+    after: &[u8],
+    owner: Option<Owner>,
+) -> S3Result<(ListObjectsV2Output, Option<Vec<u8>>, Encoding)> {
+    let max = max_keys.unwrap_or(LIST_ENTRIES_MAX);
+    if max < 0 {
+        return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
+    }
+    let prefix = q.prefix.clone().unwrap_or_default();
+    let (objects, prefixes, next) =
+        gw.list_page(q.bucket, &prefix, q.delimiter.as_deref(), after, max.min(LIST_ENTRIES_MAX) as usize).await?;
+    let enc = Encoding { url: q.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL) };
+    let out = ListObjectsV2Output {
+        name: Some(q.bucket.to_string()),
+        prefix: Some(enc.apply(prefix)),
+        delimiter: q.delimiter.clone().map(|d| enc.apply(d)),
+        max_keys: Some(max),
+        is_truncated: Some(next.is_some()),
+        contents: Some(objects.iter().map(|o| list_entry(o, owner.clone(), enc)).collect()),
+        common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc.apply(p)) }).collect()),
+        encoding_type: q.encoding_type.clone(),
+        ..Default::default()
+    };
+    Ok((out, next, enc))
+}
+
+fn list_entry(o: &Object, owner: Option<Owner>, enc: Encoding) -> dto::Object {
+    dto::Object {
+        key: Some(enc.apply(o.key.clone())),
+        e_tag: Some(etag(&o.etag)),
+        last_modified: Some(ts(o.modified_ms)),
+        size: Some(o.size as i64),
+        storage_class: Some(ObjectStorageClass::from_static(class_name(o.info.storage_class))),
+        owner,
+        checksum_algorithm: o.info.checksum.as_ref().map(|c| vec![checksum_algorithm(c.algo)]),
+        checksum_type: o.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
+        ..Default::default()
+    }
+}
+
 impl Gateway {
     /// The keys and common prefixes of one page of a listing, seeking past each common
     /// prefix instead of reading the keys under it. Returns the entries and, when
     /// there are more, the cursor to continue from (exclusive).
-    pub(super) async fn list_page(
+    async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
@@ -135,110 +252,4 @@ fn url_encode(s: &str) -> String {
         }
     }
     out
-}
-
-fn list_object(o: &Object, owner: Option<Owner>) -> s3s::dto::Object {
-    s3s::dto::Object {
-        key: Some(o.key.clone()),
-        e_tag: Some(etag(&o.etag)),
-        last_modified: Some(ts(o.modified_ms)),
-        size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from_static(
-            o.info.storage_class.unwrap_or(crate::class::StorageClass::Standard).name(),
-        )),
-        owner,
-        checksum_algorithm: o.info.checksum.as_ref().map(|c| vec![ChecksumAlgorithm::from_static(c.algo.name())]),
-        checksum_type: o.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
-        ..Default::default()
-    }
-}
-
-pub(super) async fn list_objects_v2(
-    gw: &Gateway,
-    req: S3Request<ListObjectsV2Input>,
-) -> S3Result<S3Response<ListObjectsV2Output>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
-    let i = &req.input;
-    let max = i.max_keys.unwrap_or(LIST_ENTRIES_MAX);
-    if max < 0 {
-        return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
-    }
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let after: Vec<u8> = match &i.continuation_token {
-        Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(t)
-            .map_err(|_| s3_error!(InvalidArgument, "the continuation token is not valid"))?,
-        None => i.start_after.clone().unwrap_or_default().into_bytes(),
-    };
-    let (objects, prefixes, next) =
-        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(LIST_ENTRIES_MAX) as usize).await?;
-    let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
-    let enc = |s: String| if url { url_encode(&s) } else { s };
-    let owner = i.fetch_owner.unwrap_or(false).then(|| Gateway::owner(&tenant));
-    let key_count = (objects.len() + prefixes.len()) as i32;
-    Ok(S3Response::new(ListObjectsV2Output {
-        name: Some(i.bucket.clone()),
-        prefix: Some(enc(prefix)),
-        delimiter: i.delimiter.clone().map(enc),
-        max_keys: Some(max),
-        key_count: Some(key_count),
-        continuation_token: i.continuation_token.clone(),
-        start_after: i.start_after.clone().map(enc),
-        is_truncated: Some(next.is_some()),
-        next_continuation_token: next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
-        contents: Some(
-            objects
-                .iter()
-                .map(|o| {
-                    let mut x = list_object(o, owner.clone());
-                    x.key = x.key.map(enc);
-                    x
-                })
-                .collect(),
-        ),
-        common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
-        encoding_type: i.encoding_type.clone(),
-        ..Default::default()
-    }))
-}
-
-pub(super) async fn list_objects(
-    gw: &Gateway,
-    req: S3Request<ListObjectsInput>,
-) -> S3Result<S3Response<ListObjectsOutput>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
-    let i = &req.input;
-    let max = i.max_keys.unwrap_or(LIST_ENTRIES_MAX);
-    if max < 0 {
-        return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
-    }
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let after = i.marker.clone().unwrap_or_default().into_bytes();
-    let (objects, prefixes, next) =
-        gw.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max.min(LIST_ENTRIES_MAX) as usize).await?;
-    let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
-    let enc = |s: String| if url { url_encode(&s) } else { s };
-    let owner = Some(Gateway::owner(&tenant));
-    Ok(S3Response::new(ListObjectsOutput {
-        name: Some(i.bucket.clone()),
-        prefix: Some(enc(prefix)),
-        delimiter: i.delimiter.clone().map(enc),
-        marker: Some(enc(i.marker.clone().unwrap_or_default())),
-        max_keys: Some(max),
-        is_truncated: Some(next.is_some()),
-        next_marker: next.map(|k| enc(String::from_utf8_lossy(&k).into_owned())),
-        contents: Some(
-            objects
-                .iter()
-                .map(|o| {
-                    let mut x = list_object(o, owner.clone());
-                    x.key = x.key.map(enc);
-                    x
-                })
-                .collect(),
-        ),
-        common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
-        encoding_type: i.encoding_type.clone(),
-        ..Default::default()
-    }))
 }

@@ -1,21 +1,22 @@
-//! Multipart uploads: create, upload part, upload part copy (sharing whole slices of
-//! the source), complete (the parts' ETags, sizes and checksums checked and combined),
-//! abort, list parts, list uploads.
+//! Multipart uploads: create, upload part, upload part copy (sharing the source's whole
+//! slices), complete (the parts' order, ETags, sizes and checksums checked, their
+//! checksums combined), abort, list parts, list uploads.
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::conditions::{read_conditions, write_condition};
-use super::dto::{etag, info_from, ts};
+use super::conditions::write_condition;
+use super::dto::{checksum_algorithm, class_name, etag, initiator, owner, ts, Checksums, ContentHeaders, Given};
 use super::errors::{bad_digest, internal};
-use super::objects::{validate_key, Hashing};
+use super::ingest::Hashing;
+use super::objects::{copy_source, validate_key};
 use super::Gateway;
 use crate::catalog::{Object, ObjectInfo, Part as PartRec};
 use crate::checksum::{self, Checksum, Kind};
-use crate::class::StorageClass as Class;
 use crate::data::PutError;
 use crate::db::now_ms;
 use crate::limits::{LIST_ENTRIES_MAX, PARTS_MAX, PART_BYTES_MIN, PUT_BYTES_MAX};
@@ -27,7 +28,7 @@ pub(super) async fn create_multipart_upload(
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = &req.input;
     validate_key(&i.key)?;
-    let mut info = info_of!(i)?;
+    let mut info = ContentHeaders::from(i).info()?;
     gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     // The upload records the algorithm (its value empty) and kind every part is checked with.
     if let Some(algo) = checksum::named(i.checksum_algorithm.as_ref().map(|a| a.as_str()))? {
@@ -47,37 +48,20 @@ pub(super) async fn create_multipart_upload(
 
 pub(super) async fn upload_part(
     gw: &Gateway,
-    req: S3Request<UploadPartInput>,
+    mut req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
+    let blob = req.input.body.take();
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    if !(1..=PARTS_MAX).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "part numbers are 1 to {PARTS_MAX}"));
-    }
+    check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
-    let given = given!(i);
     // The upload's algorithm, if it named one, is computed for every part.
-    let algorithm = i
-        .checksum_algorithm
-        .clone()
-        .or_else(|| up.info.checksum.as_ref().map(|c| ChecksumAlgorithm::from_static(c.algo.name())));
-    let (md5h, len, num, upload_id) = (i.content_md5.clone(), i.content_length, i.part_number, i.upload_id.clone());
-    let mut req = req;
-    let body = req.input.body.take();
-    let policy = gw.policy_of(&up.info);
-    let st = gw.store_body(&req, policy, body, PUT_BYTES_MAX, &md5h, &algorithm, &given, len).await?;
-    let p = PartRec {
-        num: num as u32,
-        size: st.size,
-        etag: hex::encode(st.md5),
-        modified_ms: now_ms(),
-        info: ObjectInfo { checksum: st.checksum.clone(), ..Default::default() },
-        slices: st.slices,
-    };
-    gw.catalog.put_part(&upload_id, &p).await?;
+    let st = gw.store_body(&req, gw.policy_of(&up.info), blob, up.info.checksum.as_ref().map(|c| c.algo)).await?;
+    let p = part(i.part_number, st.size, st.md5, st.checksum, st.slices);
+    gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
     if let Some(c) = &p.info.checksum {
-        set_checksum!(out, c);
+        Checksums::from(&mut out).set(c);
     }
     Ok(S3Response::new(out))
 }
@@ -88,11 +72,9 @@ pub(super) async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    if !(1..=PARTS_MAX).contains(&i.part_number) {
-        return Err(s3_error!(InvalidArgument, "part numbers are 1 to {PARTS_MAX}"));
-    }
+    check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
-    let (_, _, src) = copy_source!(gw, tenant, i);
+    let (_, _, src) = copy_source(gw, &tenant, i.into()).await?;
     let (start, end) = match &i.copy_source_range {
         None => (0, src.size),
         Some(r) => copy_range(r, src.size)?,
@@ -102,10 +84,9 @@ pub(super) async fn upload_part_copy(
     }
     // The part's MD5 (its ETag) and checksum need its bytes: read them (cheap next to
     // writing them three times); the slices themselves are shared where whole.
-    let algo = up.info.checksum.as_ref().map(|c| c.algo);
-    let mut h = Hashing::new(algo);
+    let mut h = Hashing::new(up.info.checksum.as_ref().map(|c| c.algo));
     let mut body = gw.data.get(&src.slices, start, end);
-    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+    while let Some(chunk) = body.next().await {
         h.update(&chunk.map_err(internal)?);
     }
     let policy = gw.policy_of(&up.info);
@@ -116,22 +97,39 @@ pub(super) async fn upload_part_copy(
         let body = gw.data.get(&src.slices, start, end);
         gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await?.0
     };
-    let md5: [u8; 16] = h.md5.finalize().into();
-    let p = PartRec {
-        num: i.part_number as u32,
-        size: end - start,
-        etag: hex::encode(md5),
-        modified_ms: now_ms(),
-        info: ObjectInfo { checksum: h.algo.map(|(_, x)| x.finish()), ..Default::default() },
-        slices,
-    };
+    let (md5, checksum) = h.finish();
+    let p = part(i.part_number, end - start, md5, checksum, slices);
     gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut r =
         CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
     if let Some(c) = &p.info.checksum {
-        set_checksum!(r, c);
+        Checksums::from(&mut r).set(c);
     }
     Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
+}
+
+fn check_part_number(n: i32) -> S3Result<()> {
+    if !(1..=PARTS_MAX).contains(&n) {
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to {PARTS_MAX}"));
+    }
+    Ok(())
+}
+
+/// A part's record; its ETag is the hex MD5 of its bytes.
+fn part(num: i32, size: u64, md5: [u8; 16], checksum: Option<Checksum>, slices: Vec<client::Slice>) -> PartRec {
+    let info = ObjectInfo { checksum, ..Default::default() };
+    PartRec { num: num as u32, size, etag: hex::encode(md5), modified_ms: now_ms(), info, slices }
+}
+
+/// `bytes=FIRST-LAST` of `x-amz-copy-source-range`, inside an object of `size` bytes.
+fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
+    let (a, b) = r.strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(s3_error!(InvalidRange, "x-amz-copy-source-range is outside the source object"));
+    }
+    Ok((a, b + 1))
 }
 
 pub(super) async fn complete_multipart_upload(
@@ -141,19 +139,73 @@ pub(super) async fn complete_multipart_upload(
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
-    let cond = write_condition(i.if_match.clone(), i.if_none_match.clone())?;
+    let cond = write_condition(&i.if_match, &i.if_none_match)?;
     let wanted = i.multipart_upload.as_ref().and_then(|m| m.parts.clone()).unwrap_or_default();
     if wanted.is_empty() {
         return Err(s3_error!(MalformedXML, "the part list is empty"));
     }
     let stored: HashMap<u32, PartRec> =
         gw.catalog.parts(&i.upload_id, 0, PARTS_MAX as usize + 1).await?.into_iter().map(|p| (p.num, p)).collect();
+    let a = assemble(&wanted, &stored)?;
+    let size: u64 = a.sizes.iter().sum();
+    if i.mpu_object_size.is_some_and(|s| s as u64 != size) {
+        return Err(s3_error!(InvalidRequest, "x-amz-mp-object-size does not match the parts' total"));
+    }
+    let etag_ = format!("{}-{}", hex::encode(Md5::digest(&a.md5s)), wanted.len());
+    let mut info = up.info.clone();
+    info.parts = a.sizes;
+    info.checksum = match (&up.info.checksum, a.part_sums.len() == wanted.len()) {
+        (Some(c), true) => {
+            let kind = info.checksum_type.unwrap_or(Kind::Composite);
+            Some(Checksum { algo: c.algo, value: checksum::combine(c.algo, kind, &a.part_sums).map_err(internal)? })
+        }
+        _ => None,
+    };
+    if info.checksum.is_none() {
+        info.checksum_type = None;
+    }
+    // A whole-object checksum the client computed must match the one made of the parts.
+    if let Some(c) = &info.checksum {
+        if let Some(g) = Given::from(i).get(c.algo) {
+            let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
+            if base(g) != base(&c.value) {
+                return Err(bad_digest(c.algo));
+            }
+        }
+    }
+    let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices };
+    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &a.used, &cond).await?;
+    let mut out = CompleteMultipartUploadOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        e_tag: Some(etag(&o.etag)),
+        location: Some(format!("/{}/{}", i.bucket, i.key)),
+        ..Default::default()
+    };
+    if let Some(c) = &o.info.checksum {
+        Checksums::from(&mut out).set(c);
+        out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
+    }
+    Ok(S3Response::new(out))
+}
+
+/// What the parts named by a CompleteMultipartUpload make.
+#[derive(Default)]
+struct Assembled {
+    slices: Vec<client::Slice>,
+    /// The parts' MD5s, concatenated (the object's ETag is their MD5).
+    md5s: Vec<u8>,
+    sizes: Vec<u64>,
+    used: Vec<u32>,
+    /// Each part's checksum and size, when every part has one.
+    part_sums: Vec<(String, u64)>,
+}
+
+/// The parts `wanted`, checked against those `stored`: in increasing order, uploaded,
+/// with the ETag and checksum given, all but the last at least `PART_BYTES_MIN`.
+fn assemble(wanted: &[CompletedPart], stored: &HashMap<u32, PartRec>) -> S3Result<Assembled> {
+    let mut a = Assembled::default();
     let mut prev = 0i32;
-    let mut slices = Vec::new();
-    let mut md5s = Vec::new();
-    let mut sizes = Vec::new();
-    let mut used = Vec::new();
-    let mut part_sums = Vec::new();
     for (idx, w) in wanted.iter().enumerate() {
         let n = w.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no number"))?;
         if n <= prev {
@@ -169,59 +221,17 @@ pub(super) async fn complete_multipart_upload(
             return Err(s3_error!(EntityTooSmall, "part {n} is smaller than 5 MiB and not the last"));
         }
         if let Some(c) = &p.info.checksum {
-            if let Some(given) = checksum::completed_part(w, c.algo) {
-                if given != c.value {
-                    return Err(s3_error!(InvalidPart, "part {n}'s checksum does not match"));
-                }
+            if Given::from(w).get(c.algo).is_some_and(|g| g != c.value) {
+                return Err(s3_error!(InvalidPart, "part {n}'s checksum does not match"));
             }
-            part_sums.push((c.value.clone(), p.size));
+            a.part_sums.push((c.value.clone(), p.size));
         }
-        md5s.extend(hex::decode(&p.etag).map_err(internal)?);
-        slices.extend(p.slices.iter().copied());
-        sizes.push(p.size);
-        used.push(n as u32);
+        a.md5s.extend(hex::decode(&p.etag).map_err(internal)?);
+        a.slices.extend(p.slices.iter().copied());
+        a.sizes.push(p.size);
+        a.used.push(n as u32);
     }
-    let size: u64 = sizes.iter().sum();
-    if i.mpu_object_size.is_some_and(|s| s as u64 != size) {
-        return Err(s3_error!(InvalidRequest, "x-amz-mp-object-size does not match the parts' total"));
-    }
-    let etag_ = format!("{}-{}", hex::encode(Md5::digest(&md5s)), wanted.len());
-    let mut info = up.info.clone();
-    info.parts = sizes;
-    info.checksum = match (&up.info.checksum, part_sums.len() == wanted.len()) {
-        (Some(c), true) => {
-            let kind = info.checksum_type.unwrap_or(Kind::Composite);
-            Some(Checksum { algo: c.algo, value: checksum::combine(c.algo, kind, &part_sums).map_err(internal)? })
-        }
-        _ => None,
-    };
-    if info.checksum.is_none() {
-        info.checksum_type = None;
-    }
-    // A whole-object checksum the client computed must match the one made of the parts.
-    let given = given!(i);
-    if let Some(c) = &info.checksum {
-        if let Some(g) = given.get(c.algo) {
-            let base = |x: &str| x.split('-').next().unwrap_or_default().to_string();
-            if base(&g) != base(&c.value) {
-                return Err(bad_digest(c.algo));
-            }
-        }
-    }
-    let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices };
-    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &used, &cond).await?;
-    let mut out = CompleteMultipartUploadOutput {
-        bucket: Some(i.bucket.clone()),
-        key: Some(i.key.clone()),
-        e_tag: Some(etag(&o.etag)),
-        location: Some(format!("/{}/{}", i.bucket, i.key)),
-        ..Default::default()
-    };
-    if let Some(c) = &o.info.checksum {
-        set_checksum!(out, c);
-        out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
-    }
-    Ok(S3Response::new(out))
+    Ok(a)
 }
 
 pub(super) async fn abort_multipart_upload(
@@ -245,6 +255,19 @@ pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
     let truncated = parts.len() > max;
     parts.truncate(max);
     let next = parts.last().map(|p| p.num as i32);
+    let entry = |p: &PartRec| {
+        let mut x = Part {
+            e_tag: Some(etag(&p.etag)),
+            last_modified: Some(ts(p.modified_ms)),
+            part_number: Some(p.num as i32),
+            size: Some(p.size as i64),
+            ..Default::default()
+        };
+        if let Some(c) = &p.info.checksum {
+            Checksums::from(&mut x).set(c);
+        }
+        x
+    };
     Ok(S3Response::new(ListPartsOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -253,29 +276,12 @@ pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
         part_number_marker: i.part_number_marker,
         next_part_number_marker: next,
         is_truncated: Some(truncated),
-        owner: Some(Gateway::owner(&tenant)),
-        initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
-        storage_class: Some(StorageClass::from_static(up.info.storage_class.unwrap_or(Class::Standard).name())),
-        checksum_algorithm: up.info.checksum.as_ref().map(|c| ChecksumAlgorithm::from_static(c.algo.name())),
+        owner: Some(owner(&tenant)),
+        initiator: Some(initiator(&tenant)),
+        storage_class: Some(StorageClass::from_static(class_name(up.info.storage_class))),
+        checksum_algorithm: up.info.checksum.as_ref().map(|c| checksum_algorithm(c.algo)),
         checksum_type: up.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
-        parts: Some(
-            parts
-                .iter()
-                .map(|p| {
-                    let mut x = Part {
-                        e_tag: Some(etag(&p.etag)),
-                        last_modified: Some(ts(p.modified_ms)),
-                        part_number: Some(p.num as i32),
-                        size: Some(p.size as i64),
-                        ..Default::default()
-                    };
-                    if let Some(c) = &p.info.checksum {
-                        set_checksum!(x, c);
-                    }
-                    x
-                })
-                .collect(),
-        ),
+        parts: Some(parts.iter().map(entry).collect()),
         ..Default::default()
     }))
 }
@@ -312,26 +318,13 @@ pub(super) async fn list_multipart_uploads(
                     key: Some(u.key),
                     upload_id: Some(u.id),
                     initiated: Some(ts(u.created_ms)),
-                    owner: Some(Gateway::owner(&tenant)),
-                    initiator: Some(Initiator { display_name: Some(tenant.clone()), id: Some(tenant.clone()) }),
-                    storage_class: Some(StorageClass::from_static(
-                        u.info.storage_class.unwrap_or(Class::Standard).name(),
-                    )),
+                    owner: Some(owner(&tenant)),
+                    initiator: Some(initiator(&tenant)),
+                    storage_class: Some(StorageClass::from_static(class_name(u.info.storage_class))),
                     ..Default::default()
                 })
                 .collect(),
         ),
         ..Default::default()
     }))
-}
-
-/// `bytes=FIRST-LAST` of `x-amz-copy-source-range`, inside an object of `size` bytes.
-fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
-    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
-    let (a, b) = r.strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-    if a > b || b >= size {
-        return Err(s3_error!(InvalidRange, "x-amz-copy-source-range is outside the source object"));
-    }
-    Ok((a, b + 1))
 }
