@@ -205,6 +205,31 @@ impl WriteCondition {
     }
 }
 
+/// Why slices became garbage (the `garbage.reason` column, by these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// The object was replaced by a PUT, copy or completed upload.
+    Overwrite,
+    Delete,
+    /// A part was uploaded again under the same number.
+    PartOverwrite,
+    /// A part uploaded but left out of the completed object.
+    UnusedPart,
+    Abort,
+}
+
+impl Dropped {
+    fn name(self) -> &'static str {
+        match self {
+            Dropped::Overwrite => "overwrite",
+            Dropped::Delete => "delete",
+            Dropped::PartOverwrite => "part-overwrite",
+            Dropped::UnusedPart => "unused-part",
+            Dropped::Abort => "abort",
+        }
+    }
+}
+
 /// The catalog in one SQL database; secrets sealed with `key`.
 #[derive(Clone)]
 pub struct Catalog {
@@ -213,13 +238,14 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    async fn garbage(&self, tx: &mut Tx, slices: &[u8], reason: &'static str) -> Result<()> {
+    /// Records `slices` (encoded) as garbage in `tx`.
+    async fn garbage(&self, tx: &mut Tx, slices: &[u8], reason: Dropped) -> Result<()> {
         if slices.is_empty() {
             return Ok(());
         }
         sqlx::query(self.db.q("INSERT INTO garbage (slices, reason, created) VALUES (?, ?, ?)"))
             .bind(slices)
-            .bind(reason)
+            .bind(reason.name())
             .bind(now_ms())
             .execute(&mut **tx)
             .await?;

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Object, Result, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Dropped, Object, Result, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -36,7 +36,7 @@ impl Catalog {
 
     /// Drops the object row at `key`, if any, recording its slices as garbage; whether
     /// there was one.
-    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: &'static str) -> Result<bool> {
+    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: Dropped) -> Result<bool> {
         let Some((_, old)) = self.current(tx, bucket, key).await? else { return Ok(false) };
         self.garbage(tx, &old, reason).await?;
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
@@ -59,7 +59,7 @@ impl Catalog {
         let cur = self.current(tx, bucket, &o.key).await?;
         cond.check(cur.as_ref().map(|(etag, _)| etag.as_str()))?;
         if cur.is_some() {
-            self.drop_current(tx, bucket, &o.key, "overwrite").await?;
+            self.drop_current(tx, bucket, &o.key, Dropped::Overwrite).await?;
         }
         sqlx::query(
             self.db.q(
@@ -95,7 +95,7 @@ impl Catalog {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            let dropped = self.drop_current(&mut tx, bucket, key, "delete").await?;
+            let dropped = self.drop_current(&mut tx, bucket, key, Dropped::Delete).await?;
             tx.commit().await?;
             Ok(dropped)
         })

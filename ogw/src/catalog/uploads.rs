@@ -5,8 +5,8 @@
 use sqlx::Row;
 
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Object, ObjectInfo, Part,
-    Result, Upload, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Dropped, Object,
+    ObjectInfo, Part, Result, Upload, WriteCondition,
 };
 use crate::db::{now_ms, Tx};
 
@@ -85,7 +85,7 @@ impl Catalog {
                 .await?;
             if let Some(r) = old {
                 let s: Vec<u8> = r.try_get("slices")?;
-                self.garbage(&mut tx, &s, "part-overwrite").await?;
+                self.garbage(&mut tx, &s, Dropped::PartOverwrite).await?;
                 sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
                     .bind(upload)
                     .bind(p.num as i64)
@@ -139,7 +139,7 @@ impl Catalog {
             let (_turn, mut tx) = self.db.begin().await?;
             self.require_upload(&mut tx, upload).await?;
             self.replace_object(&mut tx, bucket, o, cond).await?;
-            self.drop_parts(&mut tx, upload, used, "unused-part").await?;
+            self.drop_parts(&mut tx, upload, used, Dropped::UnusedPart).await?;
             sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
@@ -149,7 +149,7 @@ impl Catalog {
 
     /// Deletes an upload's part records; the slices of parts not in `keep` become
     /// garbage.
-    async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: &'static str) -> Result<()> {
+    async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: Dropped) -> Result<()> {
         let rows = sqlx::query(self.db.q("SELECT num, slices FROM parts WHERE upload = ?"))
             .bind(upload)
             .fetch_all(&mut **tx)
@@ -172,7 +172,7 @@ impl Catalog {
         if n.rows_affected() == 0 {
             return Err(CatalogError::NoSuchUpload);
         }
-        self.drop_parts(&mut tx, upload, &[], "abort").await?;
+        self.drop_parts(&mut tx, upload, &[], Dropped::Abort).await?;
         tx.commit().await?;
         Ok(())
     }
