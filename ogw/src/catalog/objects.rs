@@ -102,18 +102,6 @@ impl Catalog {
         .await
     }
 
-    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order.
-    pub async fn objects_range(
-        &self,
-        bucket: &str,
-        from: &[u8],
-        inclusive: bool,
-        to: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Object>> {
-        self.lister().await?.range(bucket, from, inclusive, to, limit).await
-    }
-
     /// One connection for the many small queries of a listing page.
     pub async fn lister(&self) -> Result<Lister> {
         Ok(Lister { conn: self.db.pool.acquire().await?, db: self.db.clone() })
