@@ -7,11 +7,13 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use crc_fast::{CrcAlgorithm, Digest as Crc};
-use s3s::dto::CompletedPart;
 use s3s::{s3_error, S3Result};
+use serde::{Deserialize, Serialize};
 use sha1::Digest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A checksum algorithm; stored and sent by its S3 name (`CRC32`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Algo {
     Crc32,
     Crc32c,
@@ -21,15 +23,11 @@ pub enum Algo {
 }
 
 impl Algo {
+    /// Every algorithm, in declaration order (`a as usize` indexes this).
+    pub const ALL: [Algo; 5] = [Algo::Crc32, Algo::Crc32c, Algo::Crc64Nvme, Algo::Sha1, Algo::Sha256];
+
     pub fn from_name(s: &str) -> Option<Algo> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "CRC32" => Algo::Crc32,
-            "CRC32C" => Algo::Crc32c,
-            "CRC64NVME" => Algo::Crc64Nvme,
-            "SHA1" => Algo::Sha1,
-            "SHA256" => Algo::Sha256,
-            _ => return None,
-        })
+        Algo::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(s))
     }
 
     pub fn name(self) -> &'static str {
@@ -78,6 +76,97 @@ impl Algo {
     }
 }
 
+impl TryFrom<String> for Algo {
+    type Error = String;
+    fn try_from(s: String) -> Result<Algo, String> {
+        Algo::from_name(&s).ok_or_else(|| format!("unknown checksum algorithm {s}"))
+    }
+}
+
+impl From<Algo> for &'static str {
+    fn from(a: Algo) -> &'static str {
+        a.name()
+    }
+}
+
+/// How an object's checksum covers it (S3's `x-amz-checksum-type`); stored and sent by
+/// its S3 name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "&'static str")]
+pub enum Kind {
+    /// A checksum of the parts' checksums, with a `-N` suffix.
+    Composite,
+    /// The checksum of every byte of the object: a single PUT's, or a multipart
+    /// object's part CRCs combined.
+    FullObject,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Composite => "COMPOSITE",
+            Kind::FullObject => "FULL_OBJECT",
+        }
+    }
+
+    /// The kind named `s`: anything but FULL_OBJECT is COMPOSITE (as S3 combines parts
+    /// by default; uploads stored the name as the client gave it before it was typed).
+    fn of_name(s: &str) -> Kind {
+        if s == Kind::FullObject.name() {
+            Kind::FullObject
+        } else {
+            Kind::Composite
+        }
+    }
+
+    /// The kind of a multipart upload's checksum: the one asked for, else FULL_OBJECT
+    /// for CRC64NVME (S3 makes it no other way) and COMPOSITE for the others.
+    pub fn of_upload(algo: Algo, asked: Option<&str>) -> S3Result<Kind> {
+        let kind = match asked {
+            Some(n) => Kind::of_name(n),
+            None if algo == Algo::Crc64Nvme => Kind::FullObject,
+            None => Kind::Composite,
+        };
+        if kind == Kind::FullObject && algo.crc().is_none() {
+            return Err(s3_error!(InvalidRequest, "FULL_OBJECT checksums need a CRC algorithm"));
+        }
+        Ok(kind)
+    }
+}
+
+impl From<Kind> for &'static str {
+    fn from(k: Kind) -> &'static str {
+        k.name()
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        Ok(Kind::of_name(&String::deserialize(d)?))
+    }
+}
+
+/// A stored checksum: the algorithm and its base64 value (a COMPOSITE one ends in
+/// `-N`). Stored as `[algorithm, value]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(Algo, String)", into = "(Algo, String)")]
+pub struct Checksum {
+    pub algo: Algo,
+    pub value: String,
+}
+
+impl From<(Algo, String)> for Checksum {
+    fn from((algo, value): (Algo, String)) -> Checksum {
+        Checksum { algo, value }
+    }
+}
+
+impl From<Checksum> for (Algo, String) {
+    fn from(c: Checksum) -> (Algo, String) {
+        (c.algo, c.value)
+    }
+}
+
 pub enum Hasher {
     Crc(Algo, Crc),
     Sha1(sha1::Sha1),
@@ -93,11 +182,21 @@ impl Hasher {
         }
     }
 
-    pub fn finish_base64(self) -> String {
-        B64.encode(self.finish())
+    pub fn algo(&self) -> Algo {
+        match self {
+            Hasher::Crc(a, _) => *a,
+            Hasher::Sha1(_) => Algo::Sha1,
+            Hasher::Sha256(_) => Algo::Sha256,
+        }
     }
 
-    fn finish(self) -> Vec<u8> {
+    /// The checksum of everything passed to `update`.
+    pub fn finish(self) -> Checksum {
+        let algo = self.algo();
+        Checksum { algo, value: B64.encode(self.finish_bytes()) }
+    }
+
+    fn finish_bytes(self) -> Vec<u8> {
         match self {
             Hasher::Crc(a, c) => crc_bytes(a, c.finalize()),
             Hasher::Sha1(h) => h.finalize().to_vec(),
@@ -114,39 +213,21 @@ fn crc_bytes(a: Algo, v: u64) -> Vec<u8> {
     }
 }
 
-/// Checksum values given in request headers.
-#[derive(Debug, Default, Clone)]
-pub struct Given {
-    pub crc32: Option<String>,
-    pub crc32c: Option<String>,
-    pub crc64nvme: Option<String>,
-    pub sha1: Option<String>,
-    pub sha256: Option<String>,
-}
-
-impl Given {
-    pub fn get(&self, a: Algo) -> Option<String> {
-        match a {
-            Algo::Crc32 => self.crc32.clone(),
-            Algo::Crc32c => self.crc32c.clone(),
-            Algo::Crc64Nvme => self.crc64nvme.clone(),
-            Algo::Sha1 => self.sha1.clone(),
-            Algo::Sha256 => self.sha256.clone(),
+/// The algorithm named by `x-amz-sdk-checksum-algorithm` (or an upload's), if any.
+pub fn named(algorithm: Option<&str>) -> S3Result<Option<Algo>> {
+    match algorithm {
+        None => Ok(None),
+        Some(n) => {
+            Ok(Some(Algo::from_name(n).ok_or_else(|| s3_error!(InvalidRequest, "unknown checksum algorithm {n}"))?))
         }
     }
-
-    fn present(&self) -> Vec<Algo> {
-        [Algo::Crc32, Algo::Crc32c, Algo::Crc64Nvme, Algo::Sha1, Algo::Sha256]
-            .into_iter()
-            .filter(|a| self.get(*a).is_some())
-            .collect()
-    }
 }
 
-/// Which checksum to compute: the one whose value was sent (header or announced
-/// trailer), else the one named by `x-amz-sdk-checksum-algorithm`.
-pub fn requested(algorithm: Option<&str>, given: &Given, trailer: Option<&str>) -> S3Result<Option<Algo>> {
-    let mut found = given.present();
+/// Which checksum to compute: the one whose value was sent (`sent`: the algorithms
+/// with a header; or the announced trailer), else the one named by
+/// `x-amz-sdk-checksum-algorithm`.
+pub fn requested(algorithm: Option<&str>, sent: Vec<Algo>, trailer: Option<&str>) -> S3Result<Option<Algo>> {
+    let mut found = sent;
     if let Some(t) = trailer {
         for name in t.split(',').map(str::trim) {
             let a = name
@@ -159,10 +240,7 @@ pub fn requested(algorithm: Option<&str>, given: &Given, trailer: Option<&str>) 
     if found.len() > 1 {
         return Err(s3_error!(InvalidRequest, "expecting a single checksum"));
     }
-    let named = match algorithm {
-        None => None,
-        Some(n) => Some(Algo::from_name(n).ok_or_else(|| s3_error!(InvalidRequest, "unknown checksum algorithm {n}"))?),
-    };
+    let named = named(algorithm)?;
     match (found.first().copied(), named) {
         (Some(f), Some(n)) if f != n => {
             Err(s3_error!(InvalidRequest, "the checksum sent does not match x-amz-sdk-checksum-algorithm"))
@@ -173,12 +251,12 @@ pub fn requested(algorithm: Option<&str>, given: &Given, trailer: Option<&str>) 
 }
 
 /// The object checksum from its parts' (base64 value, size) in order.
-pub fn combine(a: Algo, kind: Option<&str>, parts: &[(String, u64)]) -> Result<String, String> {
+pub fn combine(a: Algo, kind: Kind, parts: &[(String, u64)]) -> Result<String, String> {
     let decoded: Vec<Vec<u8>> = parts
         .iter()
         .map(|(v, _)| B64.decode(v).map_err(|e| format!("stored part checksum is not base64: {e}")))
         .collect::<Result<_, _>>()?;
-    if kind == Some("FULL_OBJECT") {
+    if kind == Kind::FullObject {
         let c = a.crc().ok_or("FULL_OBJECT needs a CRC")?;
         let mut acc: Option<u64> = None;
         for (d, (_, size)) in decoded.iter().zip(parts) {
@@ -196,33 +274,7 @@ pub fn combine(a: Algo, kind: Option<&str>, parts: &[(String, u64)]) -> Result<S
     for d in &decoded {
         h.update(d);
     }
-    Ok(format!("{}-{}", h.finish_base64(), parts.len()))
-}
-
-/// The checksum a CompleteMultipartUpload part entry gives for `algo`, if any.
-pub fn completed_part(p: &CompletedPart, algo: &str) -> Option<String> {
-    match Algo::from_name(algo)? {
-        Algo::Crc32 => p.checksum_crc32.clone(),
-        Algo::Crc32c => p.checksum_crc32c.clone(),
-        Algo::Crc64Nvme => p.checksum_crc64nvme.clone(),
-        Algo::Sha1 => p.checksum_sha1.clone(),
-        Algo::Sha256 => p.checksum_sha256.clone(),
-    }
-}
-
-/// Sets the checksum field for algorithm `algo` (a name) on any S3 output or part
-/// type: they all name the fields `checksum_crc32` ... `checksum_sha256`.
-macro_rules! set_checksum {
-    ($o:expr, $algo:expr, $v:expr) => {
-        match $crate::checksum::Algo::from_name($algo) {
-            Some($crate::checksum::Algo::Crc32) => $o.checksum_crc32 = Some($v),
-            Some($crate::checksum::Algo::Crc32c) => $o.checksum_crc32c = Some($v),
-            Some($crate::checksum::Algo::Crc64Nvme) => $o.checksum_crc64nvme = Some($v),
-            Some($crate::checksum::Algo::Sha1) => $o.checksum_sha1 = Some($v),
-            Some($crate::checksum::Algo::Sha256) => $o.checksum_sha256 = Some($v),
-            None => {}
-        }
-    };
+    Ok(format!("{}-{}", h.finish().value, parts.len()))
 }
 
 #[cfg(test)]
@@ -236,18 +288,18 @@ mod tests {
             let whole = {
                 let mut h = a.hasher();
                 h.update(&data);
-                h.finish_base64()
+                h.finish().value
             };
             let parts: Vec<(String, u64)> = data
                 .chunks(30_000)
                 .map(|c| {
                     let mut h = a.hasher();
                     h.update(c);
-                    (h.finish_base64(), c.len() as u64)
+                    (h.finish().value, c.len() as u64)
                 })
                 .collect();
-            assert_eq!(combine(a, Some("FULL_OBJECT"), &parts).unwrap(), whole, "{a:?}");
-            let composite = combine(a, Some("COMPOSITE"), &parts).unwrap();
+            assert_eq!(combine(a, Kind::FullObject, &parts).unwrap(), whole, "{a:?}");
+            let composite = combine(a, Kind::Composite, &parts).unwrap();
             assert!(composite.ends_with("-4") && !composite.starts_with(&whole));
         }
     }
@@ -257,9 +309,26 @@ mod tests {
         // CRC32 ("123456789") = 0xCBF43926, CRC32C = 0xE3069283.
         let mut h = Algo::Crc32.hasher();
         h.update(b"123456789");
-        assert_eq!(h.finish(), 0xCBF4_3926u32.to_be_bytes());
+        assert_eq!(h.finish_bytes(), 0xCBF4_3926u32.to_be_bytes());
         let mut h = Algo::Crc32c.hasher();
         h.update(b"123456789");
-        assert_eq!(h.finish(), 0xE306_9283u32.to_be_bytes());
+        assert_eq!(h.finish_bytes(), 0xE306_9283u32.to_be_bytes());
+    }
+
+    #[test]
+    fn algorithms_and_kinds_are_stored_by_their_s3_names() {
+        for (i, a) in Algo::ALL.into_iter().enumerate() {
+            assert_eq!(a as usize, i, "ALL is in declaration order");
+            let c = Checksum { algo: a, value: "AAAA".into() };
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("[\"{}\",\"AAAA\"]", a.name()));
+            assert_eq!(serde_json::from_str::<Checksum>(&json).unwrap(), c);
+        }
+        for k in [Kind::Composite, Kind::FullObject] {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), k);
+        }
+        assert_eq!(serde_json::from_str::<Kind>("\"full_object\"").unwrap(), Kind::Composite);
     }
 }

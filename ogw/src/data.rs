@@ -19,17 +19,8 @@ use parking_lot::Mutex;
 use proto::meta::Policy;
 use tokio::sync::mpsc;
 
-use crate::meta::Meta;
-
-/// Bytes per append (one slice).
-pub const CHUNK_BYTES: usize = 4 << 20;
-/// Chunks of one request on the wire at once: memory per PUT is at most this many
-/// chunks (plus the one being filled).
-pub const PUT_WINDOW: usize = 4;
-/// Slices read ahead of the one being sent, per GET.
-pub const GET_AHEAD: usize = 3;
-/// Attempts of one chunk (a writer that stopped is reopened between attempts).
-const CHUNK_ATTEMPTS: usize = 3;
+use crate::catalog::Catalog;
+use crate::limits::{CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW};
 
 struct Lane {
     stream: u64,
@@ -41,7 +32,7 @@ type Lanes = Arc<Vec<Lane>>;
 
 pub struct Data {
     pub sc: StreamClient,
-    meta: Meta,
+    catalog: Catalog,
     owner: String,
     /// Streams per policy; at least `width` each.
     lanes: Mutex<HashMap<Policy, Lanes>>,
@@ -54,16 +45,22 @@ pub struct Data {
 impl Data {
     /// Opens every stream `owner` has (grouped by policy), creating `n` of `policy` if
     /// it has fewer; other policies get `n` streams when first asked for.
-    pub async fn open(sc: StreamClient, meta: &Meta, owner: &str, n: usize, policy: Policy) -> anyhow::Result<Data> {
+    pub async fn open(
+        sc: StreamClient,
+        catalog: &Catalog,
+        owner: &str,
+        n: usize,
+        policy: Policy,
+    ) -> anyhow::Result<Data> {
         let mut by_policy: HashMap<Policy, Vec<Lane>> = HashMap::new();
-        for id in meta.streams_of(owner).await? {
+        for id in catalog.streams_of(owner).await? {
             let w = sc.open_writer(id, owner).await?;
             by_policy.entry(w.policy).or_default().push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
         }
         let lanes = by_policy.into_iter().map(|(p, l)| (p, Arc::new(l))).collect();
         let d = Data {
             sc,
-            meta: meta.clone(),
+            catalog: catalog.clone(),
             owner: owner.to_string(),
             lanes: Mutex::new(lanes),
             width: n.max(1),
@@ -93,7 +90,7 @@ impl Data {
         };
         while lanes.len() < self.width {
             let s = self.sc.create_stream(policy).await?;
-            self.meta.add_stream(s.id, &self.owner).await.map_err(|e| StreamError::Unavailable {
+            self.catalog.add_stream(s.id, &self.owner).await.map_err(|e| StreamError::Unavailable {
                 deadline: std::time::Duration::ZERO,
                 last: format!("recording stream {}: {e}", s.id),
             })?;
@@ -181,8 +178,8 @@ impl Data {
                         }
                         None => done = true,
                     }
-                    while buf.len() >= CHUNK_BYTES || (done && !buf.is_empty()) {
-                        let take = buf.len().min(CHUNK_BYTES);
+                    while buf.len() >= OBJECT_CHUNK_BYTES || (done && !buf.is_empty()) {
+                        let take = buf.len().min(OBJECT_CHUNK_BYTES);
                         let chunk = buf.split_to(take).freeze();
                         inflight.push_back(self.append(&lanes, base + n, chunk));
                         n += 1;

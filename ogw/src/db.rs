@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Transaction};
+
+use crate::limits::{SQLITE_CONNECTIONS_MAX, SQL_ACQUIRE_TIMEOUT, SQL_CONNECTIONS_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -58,6 +59,10 @@ const SCHEMA_V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS streams (id BIGINT PRIMARY KEY, owner {ID} NOT NULL, created BIGINT NOT NULL)",
 ];
 
+/// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
+/// longest key (`KEY_BYTES_MAX`, checked by a test).
+const MYSQL_KEY: &str = "VARBINARY(1024)";
+
 impl Db {
     /// Connects and brings the schema up to date. `url`: `sqlite://PATH`,
     /// `postgres://...` or `mysql://...`.
@@ -77,9 +82,9 @@ impl Db {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.replacen("mariadb:", "mysql:", 1),
         };
-        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let mut opts = AnyPoolOptions::new().acquire_timeout(SQL_ACQUIRE_TIMEOUT);
         if backend == Backend::Sqlite {
-            opts = opts.max_connections(8).after_connect(|conn, _| {
+            opts = opts.max_connections(SQLITE_CONNECTIONS_MAX).after_connect(|conn, _| {
                 Box::pin(async move {
                     use sqlx::Executor;
                     // WAL: readers do not block the writer; FULL: a commit is durable
@@ -91,7 +96,7 @@ impl Db {
                 })
             });
         } else {
-            opts = opts.max_connections(32);
+            opts = opts.max_connections(SQL_CONNECTIONS_MAX);
         }
         let pool = opts.connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
         let db = Db { pool, backend, writer: Arc::default() };
@@ -103,9 +108,7 @@ impl Db {
         let (blob, key, id, text, serial) = match self.backend {
             Backend::Sqlite => ("BLOB", "BLOB", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
             Backend::Postgres => ("BYTEA", "BYTEA", "TEXT", "TEXT", "BIGSERIAL PRIMARY KEY"),
-            Backend::MySql => {
-                ("LONGBLOB", "VARBINARY(1024)", "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY")
-            }
+            Backend::MySql => ("LONGBLOB", MYSQL_KEY, "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY"),
         };
         sqlx::query(self.q("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))
             .execute(&self.pool)
@@ -184,4 +187,14 @@ pub fn retryable(e: &sqlx::Error) -> bool {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_key_column_holds_the_longest_key() {
+        assert_eq!(MYSQL_KEY, format!("VARBINARY({})", crate::limits::KEY_BYTES_MAX));
+    }
 }

@@ -1,15 +1,15 @@
 //! ogw: the stateless S3 gateway. The S3 protocol (routing, SigV4, aws-chunked bodies,
 //! XML, errors) comes from `s3s`; this crate keeps tenants, buckets, objects and
-//! multipart uploads in SQL (`db`, `meta`) and object bytes as slices in LogStreams
+//! multipart uploads in SQL (`db`, `catalog`) and object bytes as slices in LogStreams
 //! (`data`), and can run a whole cluster in one process (`standalone`).
 
-#[macro_use]
-pub mod checksum;
 mod body;
+pub mod catalog;
+pub mod checksum;
 pub mod class;
 pub mod data;
 pub mod db;
-pub mod meta;
+pub mod limits;
 pub mod s3;
 pub mod secrets;
 pub mod server;

@@ -17,8 +17,8 @@ pub struct MasterKey(Key);
 impl MasterKey {
     /// Reads the key file (64 hex digits), refusing one that others can read.
     pub fn load(path: &Path) -> anyhow::Result<MasterKey> {
-        let meta = std::fs::metadata(path).with_context(|| format!("master key file {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        let attrs = std::fs::metadata(path).with_context(|| format!("master key file {}", path.display()))?;
+        if attrs.permissions().mode() & 0o077 != 0 {
             bail!("master key file {} is readable by others: chmod 600 it", path.display());
         }
         let text = std::fs::read_to_string(path)?;

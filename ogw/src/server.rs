@@ -12,16 +12,24 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::body;
+use crate::catalog::Catalog;
 use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
-use crate::meta::Meta;
+use crate::limits::HEADER_BYTES_MAX;
 use crate::s3::Gateway;
 use crate::secrets::MasterKey;
 
+/// LogStreams per policy a gateway spreads bodies over, unless told otherwise.
+pub const STREAMS_DEFAULT: usize = 4;
+/// Policy of STANDARD objects and of new buckets' default, unless told otherwise.
+pub const POLICY_DEFAULT: Policy = Policy::Replica { n: 3 };
+/// Policy of the infrequent-access classes, unless told otherwise.
+pub const EC_POLICY_DEFAULT: Policy = Policy::Ec { k: 4, m: 2 };
+
 pub struct Options {
     /// Metanode addresses.
-    pub meta: Vec<String>,
+    pub metanodes: Vec<String>,
     /// Database URL (sqlite://, postgres://, mysql://).
     pub db: String,
     pub master_key: MasterKey,
@@ -37,15 +45,16 @@ pub struct Options {
     pub domains: Vec<String>,
 }
 
-/// The S3 service, and the metadata store it uses.
-pub async fn build(o: Options) -> anyhow::Result<(S3Service, Meta)> {
+/// The S3 service, and the catalog it uses.
+pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     let db = Db::connect(&o.db).await?;
-    let meta = Meta { db, key: o.master_key };
-    let sc = StreamClient::new(MetaClient::new(o.meta.clone()), StreamConfig::default());
-    let data =
-        Data::open(sc, &meta, &o.name, o.streams.max(1), o.policy).await.context("opening the gateway's LogStreams")?;
+    let catalog = Catalog { db, key: o.master_key };
+    let sc = StreamClient::new(MetaClient::new(o.metanodes.clone()), StreamConfig::default());
+    let data = Data::open(sc, &catalog, &o.name, o.streams.max(1), o.policy)
+        .await
+        .context("opening the gateway's LogStreams")?;
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
-    let (gw, auth) = Gateway::new(meta.clone(), Arc::new(data), classes);
+    let (gw, auth) = Gateway::new(catalog.clone(), Arc::new(data), classes);
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     if !o.domains.is_empty() {
@@ -56,12 +65,8 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Meta)> {
         }
         b.set_host(Domains(o.domains.iter().map(|d| d.to_ascii_lowercase()).collect()));
     }
-    Ok((b.build(), meta))
+    Ok((b.build(), catalog))
 }
-
-/// Largest header block a request may send (S3 allows 8 KB of user metadata; SigV4
-/// headers and long keys need more).
-pub const HEADER_BYTES_MAX: usize = 64 << 10;
 
 /// Serves S3 on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Future<Output = ()>) {

@@ -20,9 +20,10 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::meta::Meta;
+use crate::catalog::Catalog;
+use crate::limits::DATANODES_UP_TIMEOUT;
 use crate::secrets::MasterKey;
-use crate::server::{self, Options};
+use crate::server::{self, Options, EC_POLICY_DEFAULT, POLICY_DEFAULT, STREAMS_DEFAULT};
 
 pub struct Standalone {
     pub data: PathBuf,
@@ -32,7 +33,7 @@ pub struct Standalone {
     pub datanodes: usize,
     /// Zero-fill device files when creating them (faster flushes on most filesystems).
     pub zero_fill: bool,
-    /// Metadata database URL; SQLite under `data` when `None`.
+    /// Catalog database URL; SQLite under `data` when `None`.
     pub db: Option<String>,
     /// Base domains for virtual-host style requests.
     pub domains: Vec<String>,
@@ -92,8 +93,8 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         };
         let l = TcpListener::bind(cfg.listen).await?;
         let addr = l.local_addr()?.to_string();
-        let meta = cfg.meta.clone().expect("--metanode given");
-        tokio::spawn(datanode::heartbeat::run(store.clone(), i, addr, meta));
+        let metanode = cfg.meta.clone().expect("--metanode given");
+        tokio::spawn(datanode::heartbeat::run(store.clone(), i, addr, metanode));
         let srv = Arc::new(Server::new(store.clone(), i));
         let mut rx = stop_rx.clone();
         tokio::spawn(srv.serve(l, async move {
@@ -107,23 +108,21 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     // The gateway.
     let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
     let db = s.db.clone().unwrap_or_else(|| format!("sqlite://{}", s.data.join("ogw.db").display()));
-    let policy = Policy::Replica { n: s.datanodes.min(3) as u8 };
-    let (svc, meta) = server::build(Options {
-        meta: vec![maddr.clone()],
+    // The default policies, narrowed to the datanodes there are.
+    let policy = Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 };
+    let ec_default = [EC_POLICY_DEFAULT, Policy::Ec { k: 2, m: 1 }].into_iter().find(|p| p.width() <= s.datanodes);
+    let (svc, catalog) = server::build(Options {
+        metanodes: vec![maddr.clone()],
         db,
         master_key: key,
         name: "standalone".into(),
-        streams: 4,
+        streams: STREAMS_DEFAULT,
         policy,
-        ec_policy: s.ec_policy.unwrap_or(match s.datanodes {
-            6.. => Policy::Ec { k: 4, m: 2 },
-            3.. => Policy::Ec { k: 2, m: 1 },
-            _ => Policy::Ec { k: 1, m: 1 },
-        }),
+        ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
         domains: s.domains.clone(),
     })
     .await?;
-    let (access, secret) = credentials(&meta, &s.data.join("access-key")).await?;
+    let (access, secret) = credentials(&catalog, &s.data.join("access-key")).await?;
     let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
     let endpoint = format!("http://{}", l.local_addr()?);
     // Printed once; a closed stdout (the reader went away) must not stop the service.
@@ -156,8 +155,8 @@ async fn wait_nodes_up(mc: &MetaClient, n: usize) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!("the datanodes did not register with the metanode within 60 s");
+        if t.elapsed() > DATANODES_UP_TIMEOUT {
+            bail!("the datanodes did not register with the metanode within {} s", DATANODES_UP_TIMEOUT.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -165,17 +164,17 @@ async fn wait_nodes_up(mc: &MetaClient, n: usize) -> anyhow::Result<()> {
 
 /// The default tenant's credentials: from STRATA_ACCESS_KEY / STRATA_SECRET_KEY when
 /// set (added if new), else the key made on the first start, else a new random one.
-async fn credentials(meta: &Meta, remembered: &Path) -> anyhow::Result<(String, String)> {
-    if !meta.tenant_exists(TENANT).await? {
-        meta.create_tenant(TENANT).await?;
+async fn credentials(catalog: &Catalog, remembered: &Path) -> anyhow::Result<(String, String)> {
+    if !catalog.tenant_exists(TENANT).await? {
+        catalog.create_tenant(TENANT).await?;
     }
     let env = (std::env::var("STRATA_ACCESS_KEY").ok(), std::env::var("STRATA_SECRET_KEY").ok());
     match env {
         (Some(a), Some(s)) => {
-            match meta.key(&a).await? {
+            match catalog.key(&a).await? {
                 Some((t, old)) if t == TENANT && old == s => {}
                 Some(_) => bail!("access key {a} exists with another secret or tenant"),
-                None => meta.add_key(TENANT, &a, &s).await?,
+                None => catalog.add_key(TENANT, &a, &s).await?,
             }
             Ok((a, s))
         }
@@ -184,14 +183,14 @@ async fn credentials(meta: &Meta, remembered: &Path) -> anyhow::Result<(String, 
             // database).
             if let Ok(a) = std::fs::read_to_string(remembered) {
                 let a = a.trim().to_string();
-                if let Some((_, s)) = meta.key(&a).await? {
+                if let Some((_, s)) = catalog.key(&a).await? {
                     return Ok((a, s));
                 }
             }
             let mut rng = rand::thread_rng();
             let a = format!("STRATA{}", Alphanumeric.sample_string(&mut rng, 14).to_uppercase());
             let s = Alphanumeric.sample_string(&mut rng, 40);
-            meta.add_key(TENANT, &a, &s).await?;
+            catalog.add_key(TENANT, &a, &s).await?;
             std::fs::write(remembered, format!("{a}\n"))?;
             Ok((a, s))
         }

@@ -9,9 +9,12 @@ mod sqlservers;
 use std::sync::Arc;
 
 use client::Slice;
+use ogw::catalog::{Catalog, CatalogError, Object, ObjectInfo, Part, WriteCondition};
 use ogw::db::Db;
-use ogw::meta::{Meta, MetaError, Object, ObjectInfo, Part, WriteCondition};
 use ogw::secrets::MasterKey;
+use proto::meta::Policy;
+
+const REPLICA3: Policy = Policy::Replica { n: 3 };
 
 fn slice(extent: u64, len: u32) -> Slice {
     Slice { extent, offset: extent * 1000, len, crc: extent as u32 }
@@ -28,77 +31,82 @@ fn object(key: &str, etag: &str, slices: Vec<Slice>) -> Object {
     }
 }
 
+/// The keys of bucket `b1` in `[from, to)`, read through a listing's connection.
+async fn keys_in(catalog: &Catalog, from: &[u8], inclusive: bool, to: Option<&[u8]>) -> Vec<String> {
+    let objects = catalog.lister().await.unwrap().range("b1", from, inclusive, to, 100).await.unwrap();
+    objects.into_iter().map(|o| o.key).collect()
+}
+
 async fn exercise(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
-    let meta = Meta { db: Db::connect(url).await.unwrap(), key };
+    let catalog = Catalog { db: Db::connect(url).await.unwrap(), key };
     // Connecting again finds the schema in place.
     Db::connect(url).await.unwrap();
 
     // Tenants and keys.
-    meta.create_tenant("t1").await.unwrap();
-    meta.create_tenant("t2").await.unwrap();
-    assert!(matches!(meta.create_tenant("t1").await, Err(MetaError::Invalid(_))));
-    assert!(matches!(meta.create_tenant("bad name").await, Err(MetaError::Invalid(_))));
-    meta.add_key("t1", "AKIAONE", "secret-one-123").await.unwrap();
-    assert!(matches!(meta.add_key("nobody", "AKIATWO", "secret-two-123").await, Err(MetaError::Invalid(_))));
-    assert_eq!(meta.key("AKIAONE").await.unwrap(), Some(("t1".into(), "secret-one-123".into())));
-    assert_eq!(meta.key("AKIANONE").await.unwrap(), None);
+    catalog.create_tenant("t1").await.unwrap();
+    catalog.create_tenant("t2").await.unwrap();
+    assert!(matches!(catalog.create_tenant("t1").await, Err(CatalogError::Invalid(_))));
+    assert!(matches!(catalog.create_tenant("bad name").await, Err(CatalogError::Invalid(_))));
+    catalog.add_key("t1", "AKIAONE", "secret-one-123").await.unwrap();
+    assert!(matches!(catalog.add_key("nobody", "AKIATWO", "secret-two-123").await, Err(CatalogError::Invalid(_))));
+    assert_eq!(catalog.key("AKIAONE").await.unwrap(), Some(("t1".into(), "secret-one-123".into())));
+    assert_eq!(catalog.key("AKIANONE").await.unwrap(), None);
 
     // Buckets.
-    meta.create_bucket("t1", "b1", "replica:3").await.unwrap();
+    catalog.create_bucket("t1", "b1", REPLICA3).await.unwrap();
     assert!(matches!(
-        meta.create_bucket("t1", "b1", "replica:3").await,
-        Err(MetaError::BucketExists { owned_by_you: true })
+        catalog.create_bucket("t1", "b1", REPLICA3).await,
+        Err(CatalogError::BucketExists { owned_by_you: true })
     ));
     assert!(matches!(
-        meta.create_bucket("t2", "b1", "replica:3").await,
-        Err(MetaError::BucketExists { owned_by_you: false })
+        catalog.create_bucket("t2", "b1", REPLICA3).await,
+        Err(CatalogError::BucketExists { owned_by_you: false })
     ));
-    assert!(matches!(meta.owned_bucket("t2", "b1").await, Err(MetaError::NotOwner)));
-    assert!(matches!(meta.owned_bucket("t1", "nope").await, Err(MetaError::NoSuchBucket)));
-    assert_eq!(meta.buckets("t1").await.unwrap().len(), 1);
-    assert!(meta.buckets("t2").await.unwrap().is_empty());
+    assert!(matches!(catalog.owned_bucket("t2", "b1").await, Err(CatalogError::NotOwner)));
+    assert!(matches!(catalog.owned_bucket("t1", "nope").await, Err(CatalogError::NoSuchBucket)));
+    assert_eq!(catalog.buckets("t1").await.unwrap().len(), 1);
+    assert!(catalog.buckets("t2").await.unwrap().is_empty());
 
     // Overwrite and delete move the old slices to garbage.
     let none = WriteCondition::default();
-    meta.put_object("b1", &object("k", "e1", vec![slice(1, 10), slice(2, 20)]), &none).await.unwrap();
-    meta.put_object("b1", &object("k", "e2", vec![slice(3, 5)]), &none).await.unwrap();
-    let o = meta.object("b1", "k").await.unwrap().unwrap();
+    catalog.put_object("b1", &object("k", "e1", vec![slice(1, 10), slice(2, 20)]), &none).await.unwrap();
+    catalog.put_object("b1", &object("k", "e2", vec![slice(3, 5)]), &none).await.unwrap();
+    let o = catalog.object("b1", "k").await.unwrap().unwrap();
     assert_eq!((o.etag.as_str(), o.size, o.slices.clone()), ("e2", 5, vec![slice(3, 5)]));
     assert_eq!(o.info.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(meta.garbage_slices().await.unwrap(), vec![slice(1, 10), slice(2, 20)]);
-    assert!(meta.delete_object("b1", "k").await.unwrap());
-    assert!(!meta.delete_object("b1", "k").await.unwrap());
-    assert_eq!(meta.garbage_slices().await.unwrap().len(), 3);
+    assert_eq!(catalog.garbage_slices().await.unwrap(), vec![slice(1, 10), slice(2, 20)]);
+    assert!(catalog.delete_object("b1", "k").await.unwrap());
+    assert!(!catalog.delete_object("b1", "k").await.unwrap());
+    assert_eq!(catalog.garbage_slices().await.unwrap().len(), 3);
 
     // Keys come back in UTF-8 byte order on every backend.
     let mut keys = vec!["a", "a/b", "a/b/c", "ab", "b", "Z", "é", "ë/x", "\u{10348}", "~", "a b", "a+b"];
     for k in &keys {
-        meta.put_object("b1", &object(k, "e", vec![]), &none).await.unwrap();
+        catalog.put_object("b1", &object(k, "e", vec![]), &none).await.unwrap();
     }
     keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let listed: Vec<String> =
-        meta.objects_range("b1", b"", true, None, 100).await.unwrap().into_iter().map(|o| o.key).collect();
+    let listed = keys_in(&catalog, b"", true, None).await;
     assert_eq!(listed, keys);
-    let after_a: Vec<String> =
-        meta.objects_range("b1", b"a", false, Some(b"b"), 100).await.unwrap().into_iter().map(|o| o.key).collect();
+    let after_a = keys_in(&catalog, b"a", false, Some(b"b")).await;
     assert_eq!(after_a, vec!["a b", "a+b", "a/b", "a/b/c", "ab"]);
-    assert!(matches!(meta.delete_bucket("t1", "b1").await, Err(MetaError::BucketNotEmpty)));
-    assert!(matches!(meta.delete_bucket("t2", "b1").await, Err(MetaError::NotOwner)));
+    assert!(matches!(catalog.delete_bucket("t1", "b1").await, Err(CatalogError::BucketNotEmpty)));
+    assert!(matches!(catalog.delete_bucket("t2", "b1").await, Err(CatalogError::NotOwner)));
 
     // Conditional writes: of many concurrent writers, exactly one wins.
-    let meta = Arc::new(meta);
+    let catalog = Arc::new(catalog);
     // Each round's writers write ETags no earlier round wrote (a writer that rewrote the
     // current ETag would rightly let the next If-Match writer win too).
     let race = |cond: WriteCondition, round: &'static str| {
-        let meta = meta.clone();
+        let catalog = catalog.clone();
         async move {
             let tasks: Vec<_> = (0..16)
                 .map(|i| {
-                    let (meta, cond) = (meta.clone(), cond.clone());
+                    let (catalog, cond) = (catalog.clone(), cond.clone());
                     tokio::spawn(async move {
-                        meta.put_object("b1", &object("race", &format!("{round}{i}"), vec![slice(100 + i, 1)]), &cond)
+                        catalog
+                            .put_object("b1", &object("race", &format!("{round}{i}"), vec![slice(100 + i, 1)]), &cond)
                             .await
                     })
                 })
@@ -107,7 +115,7 @@ async fn exercise(url: &str) {
             for t in tasks {
                 match t.await.unwrap() {
                     Ok(()) => won += 1,
-                    Err(MetaError::PreconditionFailed) => {}
+                    Err(CatalogError::PreconditionFailed) => {}
                     Err(e) => panic!("unexpected: {e}"),
                 }
             }
@@ -115,13 +123,13 @@ async fn exercise(url: &str) {
         }
     };
     assert_eq!(race(WriteCondition { if_none_match_any: true, if_match: None }, "a").await, 1);
-    let cur = meta.object("b1", "race").await.unwrap().unwrap().etag;
+    let cur = catalog.object("b1", "race").await.unwrap().unwrap().etag;
     assert_eq!(race(WriteCondition { if_none_match_any: false, if_match: Some(cur.clone()) }, "b").await, 1);
-    assert_ne!(meta.object("b1", "race").await.unwrap().unwrap().etag, cur);
+    assert_ne!(catalog.object("b1", "race").await.unwrap().unwrap().etag, cur);
 
     // Multipart: complete with parts 1 and 3; part 2 becomes garbage, the upload goes.
-    let before = meta.garbage_slices().await.unwrap().len();
-    let up = meta.create_upload("b1", "mp", &ObjectInfo::default()).await.unwrap();
+    let before = catalog.garbage_slices().await.unwrap().len();
+    let up = catalog.create_upload("b1", "mp", &ObjectInfo::default()).await.unwrap();
     for n in 1..=3u32 {
         let p = Part {
             num: n,
@@ -131,37 +139,37 @@ async fn exercise(url: &str) {
             info: ObjectInfo::default(),
             slices: vec![slice(200 + n as u64, 10)],
         };
-        meta.put_part(&up, &p).await.unwrap();
+        catalog.put_part(&up, &p).await.unwrap();
     }
-    assert_eq!(meta.parts(&up, 0, 10).await.unwrap().iter().map(|p| p.num).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(meta.parts(&up, 1, 1).await.unwrap()[0].num, 2);
-    assert_eq!(meta.uploads("b1", "", ("", ""), 10).await.unwrap().len(), 1);
+    assert_eq!(catalog.parts(&up, 0, 10).await.unwrap().iter().map(|p| p.num).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(catalog.parts(&up, 1, 1).await.unwrap()[0].num, 2);
+    assert_eq!(catalog.uploads("b1", "", ("", ""), 10).await.unwrap().len(), 1);
     let o = object("mp", "x-2", vec![slice(201, 10), slice(203, 10)]);
-    meta.complete_upload("b1", &up, &o, &[1, 3], &none).await.unwrap();
-    assert_eq!(meta.object("b1", "mp").await.unwrap().unwrap().slices, o.slices);
-    let g = meta.garbage_slices().await.unwrap();
+    catalog.complete_upload("b1", &up, &o, &[1, 3], &none).await.unwrap();
+    assert_eq!(catalog.object("b1", "mp").await.unwrap().unwrap().slices, o.slices);
+    let g = catalog.garbage_slices().await.unwrap();
     assert_eq!(&g[before..], &[slice(202, 10)]);
-    assert!(matches!(meta.upload("b1", "mp", &up).await, Err(MetaError::NoSuchUpload)));
-    assert!(meta.uploads("b1", "", ("", ""), 10).await.unwrap().is_empty());
-    let up2 = meta.create_upload("b1", "mp2", &ObjectInfo::default()).await.unwrap();
-    meta.abort_upload(&up2).await.unwrap();
-    assert!(matches!(meta.abort_upload(&up2).await, Err(MetaError::NoSuchUpload)));
+    assert!(matches!(catalog.upload("b1", "mp", &up).await, Err(CatalogError::NoSuchUpload)));
+    assert!(catalog.uploads("b1", "", ("", ""), 10).await.unwrap().is_empty());
+    let up2 = catalog.create_upload("b1", "mp2", &ObjectInfo::default()).await.unwrap();
+    catalog.abort_upload(&up2).await.unwrap();
+    assert!(matches!(catalog.abort_upload(&up2).await, Err(CatalogError::NoSuchUpload)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_on_sqlite() {
+async fn catalog_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!("sqlite://{}", dir.path().join("m.db").display())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_on_postgres() {
+async fn catalog_on_postgres() {
     let pg = sqlservers::postgres();
     exercise(&pg.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_on_mariadb() {
+async fn catalog_on_mariadb() {
     let db = sqlservers::mariadb();
     exercise(&db.url).await;
 }

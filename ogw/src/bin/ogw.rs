@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use ogw::catalog::Catalog;
 use ogw::db::Db;
-use ogw::meta::Meta;
 use ogw::secrets::MasterKey;
 use ogw::server::{self, Options};
 use ogw::standalone::{self, Standalone};
@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct DbArgs {
-    /// Metadata database: sqlite://PATH, postgres://USER:PASS@HOST/DB or mysql://USER:PASS@HOST/DB.
+    /// Catalog database (tenants, keys, buckets, objects): sqlite://PATH, postgres://USER:PASS@HOST/DB or mysql://USER:PASS@HOST/DB.
     #[arg(long)]
     db: String,
     /// File holding the 32-byte master key (64 hex digits, mode 600) that seals secrets.
@@ -49,7 +49,7 @@ enum Cmd {
         /// Do not zero-fill new device files (starts faster; flushes may be slower).
         #[arg(long)]
         no_zero_fill: bool,
-        /// Metadata database URL instead of SQLite under --data (postgres://..., mysql://...).
+        /// Catalog database URL instead of SQLite under --data (postgres://..., mysql://...).
         #[arg(long)]
         db: Option<String>,
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
@@ -74,14 +74,14 @@ enum Cmd {
         #[arg(long)]
         name: String,
         /// LogStreams a body is spread over.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = server::STREAMS_DEFAULT)]
         streams: usize,
         /// Policy of STANDARD objects and of new buckets' default.
-        #[arg(long, default_value = "replica:3")]
+        #[arg(long, default_value_t = server::POLICY_DEFAULT)]
         policy: Policy,
         /// Policy of the infrequent-access storage classes (STANDARD_IA, ONEZONE_IA,
         /// INTELLIGENT_TIERING, GLACIER_IR).
-        #[arg(long, default_value = "ec:4+2")]
+        #[arg(long, default_value_t = server::EC_POLICY_DEFAULT)]
         ec_policy: Policy,
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]
@@ -139,9 +139,9 @@ fn main() {
     }
 }
 
-async fn open_meta(d: &DbArgs) -> anyhow::Result<Meta> {
+async fn open_catalog(d: &DbArgs) -> anyhow::Result<Catalog> {
     let key = MasterKey::load(&d.master_key)?;
-    Ok(Meta { db: Db::connect(&d.db).await?, key })
+    Ok(Catalog { db: Db::connect(&d.db).await?, key })
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -170,7 +170,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            let o = Options { meta, db: db.db, master_key, name, streams, policy, ec_policy, domains: domain };
+            let o =
+                Options { metanodes: meta, db: db.db, master_key, name, streams, policy, ec_policy, domains: domain };
             let (svc, _) = server::build(o).await?;
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
@@ -179,14 +180,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             server::serve(l, svc, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
-            open_meta(&db).await?.set_bucket_policy(&bucket, &policy.to_string()).await?;
+            open_catalog(&db).await?.set_bucket_policy(&bucket, policy).await?;
         }
         Cmd::MasterKeyCreate { path } => {
             MasterKey::load_or_create(&path)?;
         }
-        Cmd::TenantCreate { db, name } => open_meta(&db).await?.create_tenant(&name).await?,
+        Cmd::TenantCreate { db, name } => open_catalog(&db).await?.create_tenant(&name).await?,
         Cmd::Tenants { db } => {
-            for t in open_meta(&db).await?.tenants().await? {
+            for t in open_catalog(&db).await?.tenants().await? {
                 println!("{t}");
             }
         }
@@ -197,11 +198,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let s = secret_key
                 .or_else(|| std::env::var("STRATA_SECRET_KEY").ok())
                 .unwrap_or_else(|| Alphanumeric.sample_string(&mut rng, 40));
-            open_meta(&db).await?.add_key(&tenant, &a, &s).await?;
+            open_catalog(&db).await?.add_key(&tenant, &a, &s).await?;
             println!("{a} {s}");
         }
         Cmd::KeyDelete { db, access_key } => {
-            if !open_meta(&db).await?.delete_key(&access_key).await? {
+            if !open_catalog(&db).await?.delete_key(&access_key).await? {
                 bail!("no access key {access_key}");
             }
         }

@@ -1,0 +1,106 @@
+//! Buckets: each belongs to one tenant and has a default redundancy policy for
+//! objects PUT without a storage class.
+
+use proto::meta::Policy;
+use sqlx::Row;
+
+use super::{Bucket, Catalog, CatalogError, Result};
+use crate::db::now_ms;
+
+impl Catalog {
+    pub async fn create_bucket(&self, tenant: &str, name: &str, policy: Policy) -> Result<()> {
+        let r = sqlx::query(self.db.q("INSERT INTO buckets (name, tenant, created, policy) VALUES (?, ?, ?, ?)"))
+            .bind(name)
+            .bind(tenant)
+            .bind(now_ms())
+            .bind(policy.to_string())
+            .execute(&self.db.pool)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                let b = self.bucket(name).await?;
+                Err(CatalogError::BucketExists { owned_by_you: b.is_some_and(|b| b.tenant == tenant) })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {
+        let row = sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(bucket_from_row).transpose()
+    }
+
+    /// Sets the policy of a bucket's objects PUT without a storage class (admin).
+    pub async fn set_bucket_policy(&self, name: &str, policy: Policy) -> Result<()> {
+        // (MySQL counts changed rows, not matched ones: ask first.)
+        if self.bucket(name).await?.is_none() {
+            return Err(CatalogError::NoSuchBucket);
+        }
+        sqlx::query(self.db.q("UPDATE buckets SET policy = ? WHERE name = ?"))
+            .bind(policy.to_string())
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bucket if `tenant` owns it: `NoSuchBucket` when it does not exist,
+    /// `NotOwner` when another tenant owns it.
+    pub async fn owned_bucket(&self, tenant: &str, name: &str) -> Result<Bucket> {
+        match self.bucket(name).await? {
+            None => Err(CatalogError::NoSuchBucket),
+            Some(b) if b.tenant != tenant => Err(CatalogError::NotOwner),
+            Some(b) => Ok(b),
+        }
+    }
+
+    pub async fn buckets(&self, tenant: &str) -> Result<Vec<Bucket>> {
+        let rows =
+            sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE tenant = ? ORDER BY name"))
+                .bind(tenant)
+                .fetch_all(&self.db.pool)
+                .await?;
+        rows.iter().map(bucket_from_row).collect()
+    }
+
+    /// Deletes an empty bucket (no objects and no multipart uploads in progress).
+    pub async fn delete_bucket(&self, tenant: &str, name: &str) -> Result<()> {
+        let (_turn, mut tx) = self.db.begin().await?;
+        let row = sqlx::query(self.db.q("SELECT tenant FROM buckets WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Err(CatalogError::NoSuchBucket),
+            Some(r) if r.try_get::<String, _>("tenant")? != tenant => return Err(CatalogError::NotOwner),
+            Some(_) => {}
+        }
+        let objects: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM objects WHERE bucket = ?"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let uploads: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE bucket = ?"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if objects + uploads > 0 {
+            return Err(CatalogError::BucketNotEmpty);
+        }
+        sqlx::query(self.db.q("DELETE FROM buckets WHERE name = ?")).bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn bucket_from_row(r: &sqlx::any::AnyRow) -> Result<Bucket> {
+    Ok(Bucket {
+        name: r.try_get("name")?,
+        tenant: r.try_get("tenant")?,
+        created_ms: r.try_get("created")?,
+        policy: r.try_get::<String, _>("policy")?.parse().map_err(CatalogError::Other)?,
+    })
+}

@@ -1,0 +1,313 @@
+//! The gateway's catalog: tenants, access keys, buckets, objects, multipart uploads and
+//! garbage in SQL (`db`). Every change that replaces or drops object bytes runs in one
+//! transaction that also records the dropped slices in `garbage` (what GC will reclaim).
+//! The records, the error and what the families share are here; one file per family:
+//! `tenants` (and their keys), `buckets`, `objects` (and the listing reader),
+//! `uploads` (multipart), `streams` (the gateway's own LogStreams).
+
+mod buckets;
+mod objects;
+mod streams;
+mod tenants;
+mod uploads;
+
+use std::collections::BTreeMap;
+
+use client::Slice;
+use proto::meta::Policy;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::checksum::{Checksum, Kind};
+use crate::class::StorageClass;
+use crate::db::{now_ms, retryable, Db, Tx};
+use crate::limits::TX_ATTEMPTS;
+use crate::secrets::MasterKey;
+pub use objects::Lister;
+
+/// What an object (or a part, or an upload) carries besides its bytes; stored as JSON
+/// in the `info` column. Every field is left out when empty, and every typed value is
+/// written by its S3 name, as it was when they were strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// HTTP date, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+    /// Flexible checksum, `["CRC32", "base64"]`; for multipart objects with the `-N`
+    /// suffix when COMPOSITE. An upload records the algorithm its parts are checked
+    /// with here, with an empty value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
+    /// How `checksum` covers the object (S3's `x-amz-checksum-type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<Kind>,
+    /// Part sizes of a multipart object, in order (for `partNumber` GETs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<StorageClass>,
+    /// The redundancy policy the bytes were written with (`replica:3`, `ec:4+2`); None
+    /// for objects written before storage classes mapped to policies (the standard one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+    pub modified_ms: i64,
+    pub info: ObjectInfo,
+    pub slices: Vec<Slice>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub name: String,
+    pub tenant: String,
+    pub created_ms: i64,
+    /// Redundancy policy of objects PUT without a storage class.
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub created_ms: i64,
+    pub info: ObjectInfo,
+}
+
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub num: u32,
+    pub size: u64,
+    pub etag: String,
+    pub modified_ms: i64,
+    pub info: ObjectInfo,
+    pub slices: Vec<Slice>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("bucket belongs to another tenant")]
+    NotOwner,
+    #[error("bucket already exists")]
+    BucketExists { owned_by_you: bool },
+    #[error("bucket not empty")]
+    BucketNotEmpty,
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// 24 bytes a slice: extent, offset, len, crc (little-endian).
+pub fn encode_slices(s: &[Slice]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 24);
+    for x in s {
+        out.extend_from_slice(&x.extent.to_le_bytes());
+        out.extend_from_slice(&x.offset.to_le_bytes());
+        out.extend_from_slice(&x.len.to_le_bytes());
+        out.extend_from_slice(&x.crc.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_slices(b: &[u8]) -> Result<Vec<Slice>> {
+    if !b.len().is_multiple_of(24) {
+        return Err(CatalogError::Other(format!("slice list of {} bytes is not a multiple of 24", b.len())));
+    }
+    Ok(b.chunks_exact(24)
+        .map(|c| Slice {
+            extent: u64::from_le_bytes(c[0..8].try_into().expect("8")),
+            offset: u64::from_le_bytes(c[8..16].try_into().expect("8")),
+            len: u32::from_le_bytes(c[16..20].try_into().expect("4")),
+            crc: u32::from_le_bytes(c[20..24].try_into().expect("4")),
+        })
+        .collect())
+}
+
+/// A unique-key violation as `Invalid(msg)` (the name is taken); other errors as they are.
+fn taken(e: sqlx::Error, msg: String) -> CatalogError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => CatalogError::Invalid(msg),
+        _ => e.into(),
+    }
+}
+
+fn info_json(i: &ObjectInfo) -> String {
+    serde_json::to_string(i).expect("plain data")
+}
+
+fn parse_info(s: &str) -> Result<ObjectInfo> {
+    serde_json::from_str(s).map_err(|e| CatalogError::Other(format!("stored object info is not valid: {e}")))
+}
+
+/// An object's key as stored (bytes, so every backend orders keys as S3 lists them).
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<String> {
+    let key: Vec<u8> = r.try_get("okey")?;
+    String::from_utf8(key).map_err(|_| CatalogError::Other("stored key is not UTF-8".into()))
+}
+
+/// A condition on the current object that a write must meet, checked in the write's
+/// transaction (so of concurrent conditional writes exactly one wins).
+#[derive(Debug, Clone, Default)]
+pub struct WriteCondition {
+    /// `If-None-Match: *`: the key must not exist.
+    pub if_none_match_any: bool,
+    /// `If-Match: etag`: the key must exist with this ETag (`*`: must exist).
+    pub if_match: Option<String>,
+}
+
+impl WriteCondition {
+    pub fn is_conditional(&self) -> bool {
+        self.if_none_match_any || self.if_match.is_some()
+    }
+
+    fn check(&self, current: Option<&str>) -> Result<()> {
+        if self.if_none_match_any && current.is_some() {
+            return Err(CatalogError::PreconditionFailed);
+        }
+        if let Some(want) = &self.if_match {
+            match current {
+                Some(etag) if want == "*" || want == etag => {}
+                _ => return Err(CatalogError::PreconditionFailed),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why slices became garbage (the `garbage.reason` column, by these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// The object was replaced by a PUT, copy or completed upload.
+    Overwrite,
+    Delete,
+    /// A part was uploaded again under the same number.
+    PartOverwrite,
+    /// A part uploaded but left out of the completed object.
+    UnusedPart,
+    Abort,
+}
+
+impl Dropped {
+    fn name(self) -> &'static str {
+        match self {
+            Dropped::Overwrite => "overwrite",
+            Dropped::Delete => "delete",
+            Dropped::PartOverwrite => "part-overwrite",
+            Dropped::UnusedPart => "unused-part",
+            Dropped::Abort => "abort",
+        }
+    }
+}
+
+/// The catalog in one SQL database; secrets sealed with `key`.
+#[derive(Clone)]
+pub struct Catalog {
+    pub db: Db,
+    pub key: MasterKey,
+}
+
+impl Catalog {
+    /// Records `slices` (encoded) as garbage in `tx`.
+    async fn garbage(&self, tx: &mut Tx, slices: &[u8], reason: Dropped) -> Result<()> {
+        if slices.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(self.db.q("INSERT INTO garbage (slices, reason, created) VALUES (?, ?, ?)"))
+            .bind(slices)
+            .bind(reason.name())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a transaction again while it loses a race (unique key, deadlock,
+    /// serialization), up to `TX_ATTEMPTS` times. A race still lost then by a
+    /// conditional write means another conditional writer won: `PreconditionFailed`.
+    async fn retry<T, F, Fut>(conditional: bool, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Err(CatalogError::Db(e)) if retryable(&e) && n < TX_ATTEMPTS => continue,
+                Err(CatalogError::Db(e)) if retryable(&e) && conditional => {
+                    return Err(CatalogError::PreconditionFailed)
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Bytes recorded as garbage (for tests and the GC issue).
+    pub async fn garbage_slices(&self) -> Result<Vec<Slice>> {
+        let rows = sqlx::query(self.db.q("SELECT slices FROM garbage ORDER BY id")).fetch_all(&self.db.pool).await?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.extend(decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_info_reads_back_as_it_was_stored() {
+        // As written before checksums, kinds, classes and policies were typed.
+        let stored = [
+            r#"{"content_type":"text/plain","user":{"a":"b"},"checksum":["CRC64NVME","AAAAAAAAAAA="],"checksum_type":"FULL_OBJECT","parts":[5242880,3],"storage_class":"STANDARD_IA","policy":"ec:4+2"}"#,
+            r#"{"checksum":["SHA256","x-3"],"checksum_type":"COMPOSITE","storage_class":"REDUCED_REDUNDANCY"}"#,
+            r#"{"checksum":["CRC32",""],"checksum_type":"COMPOSITE","storage_class":"GLACIER_IR","policy":"replica:3"}"#,
+            r#"{}"#,
+        ];
+        for s in stored {
+            let info = parse_info(s).unwrap();
+            assert_eq!(info_json(&info), s);
+        }
+        let info = parse_info(stored[0]).unwrap();
+        assert_eq!(
+            info.checksum,
+            Some(Checksum { algo: crate::checksum::Algo::Crc64Nvme, value: "AAAAAAAAAAA=".into() })
+        );
+        assert_eq!(info.checksum_type, Some(Kind::FullObject));
+        assert_eq!(info.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(info.policy, Some(Policy::Ec { k: 4, m: 2 }));
+    }
+}

@@ -1,0 +1,74 @@
+//! Buckets: list, create, head, location, delete (only when empty).
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::dto::{owner, ts};
+use super::Gateway;
+use crate::limits::BUCKET_NAME_BYTES;
+
+pub(super) async fn list_buckets(
+    gw: &Gateway,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
+    let tenant = gw.tenant(&req).await?;
+    let buckets = gw.catalog.buckets(&tenant).await?;
+    let prefix = req.input.prefix.clone().unwrap_or_default();
+    let list = buckets
+        .into_iter()
+        .filter(|b| b.name.starts_with(&prefix))
+        .map(|b| Bucket { name: Some(b.name), creation_date: Some(ts(b.created_ms)), bucket_region: None })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput { buckets: Some(list), owner: Some(owner(&tenant)), ..Default::default() }))
+}
+
+pub(super) async fn create_bucket(
+    gw: &Gateway,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
+    let tenant = gw.tenant(&req).await?;
+    validate_bucket_name(&req.input.bucket)?;
+    gw.catalog.create_bucket(&tenant, &req.input.bucket, gw.classes.standard).await?;
+    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
+}
+
+pub(super) async fn head_bucket(
+    gw: &Gateway,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    Ok(S3Response::new(HeadBucketOutput::default()))
+}
+
+pub(super) async fn get_bucket_location(
+    gw: &Gateway,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    Ok(S3Response::new(GetBucketLocationOutput::default()))
+}
+
+pub(super) async fn delete_bucket(
+    gw: &Gateway,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
+    let tenant = gw.tenant(&req).await?;
+    gw.catalog.delete_bucket(&tenant, &req.input.bucket).await?;
+    Ok(S3Response::new(DeleteBucketOutput::default()))
+}
+
+/// S3's bucket naming rules: 3 to 63 of a-z 0-9 - ., starting and ending with a letter
+/// or digit, no `..`, not an IPv4 address.
+fn validate_bucket_name(name: &str) -> S3Result<()> {
+    let ok = BUCKET_NAME_BYTES.contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err();
+    if ok {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidBucketName))
+    }
+}

@@ -1,0 +1,143 @@
+//! Every error the gateway answers with, mapped to its S3 code and HTTP status in one
+//! place: the catalog's and the data path's errors convert with `?`; the answers whose
+//! code or status s3s does not supply (304, 416, `InvalidPartNumber`,
+//! `XAmzContentSHA256Mismatch`) are made here.
+
+use s3s::{s3_error, S3Error, S3ErrorCode};
+
+use crate::catalog::CatalogError;
+use crate::checksum::Algo;
+use crate::data::PutError;
+
+impl From<CatalogError> for S3Error {
+    fn from(e: CatalogError) -> S3Error {
+        match e {
+            CatalogError::NoSuchBucket => s3_error!(NoSuchBucket),
+            CatalogError::NotOwner => s3_error!(AccessDenied, "the bucket belongs to another account"),
+            CatalogError::BucketExists { owned_by_you: true } => s3_error!(BucketAlreadyOwnedByYou),
+            CatalogError::BucketExists { owned_by_you: false } => s3_error!(BucketAlreadyExists),
+            CatalogError::BucketNotEmpty => s3_error!(BucketNotEmpty),
+            CatalogError::NoSuchUpload => s3_error!(NoSuchUpload),
+            CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
+            CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+            e @ (CatalogError::Db(_) | CatalogError::Other(_)) => internal(e),
+        }
+    }
+}
+
+impl From<PutError> for S3Error {
+    fn from(e: PutError) -> S3Error {
+        match e {
+            PutError::TooLarge => s3_error!(EntityTooLarge),
+            PutError::Body(m) => BodyError::of(m).into(),
+            // The cluster has fewer datanodes than the class's policy is wide.
+            PutError::Stream(client::StreamError::Meta(e @ proto::meta::MetaError::NotEnoughNodes { .. })) => {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidStorageClass,
+                    format!("this cluster cannot store the class: {e}"),
+                )
+            }
+            PutError::Stream(e) => {
+                tracing::error!("writing object data: {e}");
+                S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("cannot store the data now: {e}"))
+            }
+        }
+    }
+}
+
+/// Why a request body could not be read to its end.
+enum BodyError {
+    /// The body is not the one whose SHA256 was signed (`x-amz-content-sha256`).
+    ContentSha256Mismatch,
+    /// An aws-chunked chunk's signature does not match.
+    ChunkSignatureMismatch,
+    /// The aws-chunked framing is broken or beyond s3s's limits.
+    MalformedChunks(String),
+    /// The body ended early, or the connection failed.
+    Cut(String),
+}
+
+impl BodyError {
+    /// s3s's body errors are private types (`UploadStreamError`,
+    /// `AwsChunkedStreamError`); the variant's name in the message is all there is to
+    /// tell them apart by, and this is the one place that reads it.
+    fn of(message: String) -> BodyError {
+        let has = |s: &str| message.contains(s);
+        if has("Sha256Mismatch") {
+            BodyError::ContentSha256Mismatch
+        } else if has("SignatureMismatch") {
+            BodyError::ChunkSignatureMismatch
+        } else if has("FormatError") || has("TooLarge") || has("TooMany") {
+            BodyError::MalformedChunks(message)
+        } else {
+            BodyError::Cut(message)
+        }
+    }
+}
+
+impl From<BodyError> for S3Error {
+    fn from(e: BodyError) -> S3Error {
+        match e {
+            BodyError::ContentSha256Mismatch => with_status(
+                S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "the body does not match the x-amz-content-sha256 it was signed with",
+                http::StatusCode::BAD_REQUEST,
+            ),
+            BodyError::ChunkSignatureMismatch => {
+                S3Error::with_message(S3ErrorCode::SignatureDoesNotMatch, "a chunk signature does not match")
+            }
+            BodyError::MalformedChunks(m) => {
+                S3Error::with_message(S3ErrorCode::InvalidRequest, format!("malformed aws-chunked body: {m}"))
+            }
+            BodyError::Cut(m) => S3Error::with_message(S3ErrorCode::IncompleteBody, m),
+        }
+    }
+}
+
+fn with_status(code: S3ErrorCode, message: &'static str, status: http::StatusCode) -> S3Error {
+    let mut e = S3Error::with_message(code, message);
+    e.set_status_code(status);
+    e
+}
+
+/// A fault of the gateway or what it stands on (logged; the client sees 500).
+pub(super) fn internal(e: impl std::fmt::Display) -> S3Error {
+    tracing::error!("internal error: {e}");
+    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+}
+
+/// 304: a read's `If-None-Match` or `If-Modified-Since` says the client has it.
+pub(super) fn not_modified() -> S3Error {
+    let mut e = s3_error!(NotModified);
+    e.set_status_code(http::StatusCode::NOT_MODIFIED);
+    e
+}
+
+/// 416: a Range outside the object.
+pub(super) fn invalid_range() -> S3Error {
+    let mut e = s3_error!(InvalidRange);
+    e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    e
+}
+
+/// 416: a `partNumber` the object does not have.
+pub(super) fn invalid_part_number() -> S3Error {
+    with_status(
+        S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "The requested partnumber is not satisfiable",
+        http::StatusCode::RANGE_NOT_SATISFIABLE,
+    )
+}
+
+/// A checksum the client gave does not match the one computed.
+pub(super) fn bad_digest(a: Algo) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::BadDigest,
+        format!("the {} you specified did not match the calculated checksum", a.name()),
+    )
+}
+
+/// 503: an object's first bytes cannot be read now (no response header sent yet).
+pub(super) fn unreadable(e: impl std::fmt::Display) -> S3Error {
+    S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
+}

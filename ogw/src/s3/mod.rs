@@ -1,0 +1,187 @@
+//! The S3 operations, on `s3s` (which parses requests, verifies SigV4 in headers,
+//! presigned URLs and aws-chunked bodies, and writes the S3 XML and errors).
+//!
+//! A request reads from top to bottom: `auth` gives the caller's tenant, the operation
+//! resolves the bucket (a bucket of another tenant answers `AccessDenied`), then does
+//! its work. The one `impl S3 for Gateway` below names every operation offered and
+//! hands it to its family: `buckets`, `objects` (with `ingest`, how a body is stored),
+//! `listing`, `multipart`. `conditions` checks the `If-*` headers, `errors` maps every
+//! error to its S3 code and status, `dto` converts between s3s's types and the
+//! catalog's records.
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+#[macro_use]
+mod dto;
+mod auth;
+mod buckets;
+mod conditions;
+mod errors;
+mod ingest;
+mod listing;
+mod multipart;
+mod objects;
+
+pub use auth::Auth;
+use auth::KeyCache;
+
+use crate::catalog::{Bucket as BucketRec, Catalog, Object, ObjectInfo};
+use crate::class::Classes;
+use crate::data::Data;
+/// A redundancy policy (`s3s::dto` has a `Policy` of its own: bucket policy JSON).
+type Redundancy = proto::meta::Policy;
+
+pub struct Gateway {
+    pub catalog: Catalog,
+    pub data: Arc<Data>,
+    /// Storage classes and their policies (the standard one is new buckets' default).
+    pub classes: Classes,
+    keys: KeyCache,
+}
+
+impl Gateway {
+    /// The gateway and the authenticator that shares its key cache.
+    pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
+        let keys = KeyCache::default();
+        (Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone() }, Auth { catalog, keys })
+    }
+
+    /// The tenant that owns `bucket`, if it is the caller's.
+    async fn bucket_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<String> {
+        Ok(self.owned(req, bucket).await?.tenant)
+    }
+
+    /// The bucket, if the caller's tenant owns it.
+    async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<BucketRec> {
+        let tenant = self.tenant(req).await?;
+        Ok(self.catalog.owned_bucket(&tenant, bucket).await?)
+    }
+
+    /// The policy an object's bytes were written with (objects written before classes
+    /// mapped to policies have none recorded: the standard one).
+    fn policy_of(&self, info: &ObjectInfo) -> Redundancy {
+        info.policy.unwrap_or(self.classes.standard)
+    }
+
+    /// Sets a new object's storage class and policy: the class `requested`, else the
+    /// bucket's default.
+    fn classify(
+        &self,
+        info: &mut ObjectInfo,
+        requested: Option<&StorageClass>,
+        bucket: &BucketRec,
+    ) -> S3Result<Redundancy> {
+        let (class, policy) = self.classes.resolve(requested.map(|c| c.as_str()), bucket.policy)?;
+        info.storage_class = Some(class);
+        info.policy = Some(policy);
+        Ok(policy)
+    }
+
+    async fn object(&self, bucket: &str, key: &str) -> S3Result<Object> {
+        self.catalog.object(bucket, key).await?.ok_or_else(|| s3_error!(NoSuchKey))
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        buckets::list_buckets(self, req).await
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        buckets::create_bucket(self, req).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        buckets::head_bucket(self, req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        buckets::get_bucket_location(self, req).await
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        buckets::delete_bucket(self, req).await
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        objects::put_object(self, req).await
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        objects::get_object(self, req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        objects::head_object(self, req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        objects::delete_object(self, req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        objects::delete_objects(self, req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        objects::copy_object(self, req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        listing::list_objects_v2(self, req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        listing::list_objects(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_multipart_uploads(self, req).await
+    }
+}

@@ -1,0 +1,361 @@
+//! Objects: PUT, GET and HEAD (one read path: conditions, Range or partNumber, the
+//! headers both answer with), DELETE, DeleteObjects, and CopyObject (sharing the
+//! source's slices when the policy is the same). How a body is stored is in `ingest`.
+
+use s3s::dto::{self, *};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::conditions::{delete_allowed, write_condition, ReadConditions};
+use super::dto::{etag, parse_expires, ts, Checksums, ContentHeaders};
+use super::errors::{invalid_part_number, invalid_range, unreadable};
+use super::Gateway;
+use crate::catalog::{Object, WriteCondition};
+use crate::checksum::Kind;
+use crate::class::StorageClass as Class;
+use crate::db::now_ms;
+use crate::limits::{DELETE_KEYS_MAX, KEY_BYTES_MAX};
+
+pub(super) async fn put_object(
+    gw: &Gateway,
+    mut req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let blob = req.input.body.take();
+    let b = gw.owned(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    validate_key(&i.key)?;
+    let cond = write_condition(&i.if_match, &i.if_none_match)?;
+    let mut info = ContentHeaders::from(i).info()?;
+    let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
+    let st = gw.store_body(&req, policy, blob, None).await?;
+    info.checksum = st.checksum;
+    info.checksum_type = info.checksum.is_some().then_some(Kind::FullObject);
+    let o = Object {
+        key: i.key.clone(),
+        size: st.size,
+        etag: hex::encode(st.md5),
+        modified_ms: now_ms(),
+        info,
+        slices: st.slices,
+    };
+    gw.catalog.put_object(&i.bucket, &o, &cond).await?;
+    let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
+    if let Some(c) = &o.info.checksum {
+        Checksums::from(&mut out).set(c);
+        out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+    }
+    Ok(S3Response::new(out))
+}
+
+pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let i = &req.input;
+    let (o, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    let body = gw.data.get_started(&o.slices, served.start, served.end).await.map_err(|e| {
+        tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
+        unreadable(e)
+    })?;
+    Ok(respond(get_output(head, StreamingBlob::wrap(body)), &served))
+}
+
+pub(super) async fn head_object(
+    gw: &Gateway,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let i = &req.input;
+    let (_, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    Ok(respond(head, &served))
+}
+
+view! {
+    /// What GET and HEAD ask of an object (besides its `ReadConditions`).
+    pub(super) struct Read {
+        bucket: String,
+        key: String,
+        range: Option<Range>,
+        part_number: Option<PartNumber>,
+        checksum_mode: Option<ChecksumMode>,
+    } for GetObjectInput, HeadObjectInput
+}
+
+/// The bytes `[start, end)` of an object a GET or HEAD serves.
+struct Served {
+    start: u64,
+    end: u64,
+    partial: bool,
+}
+
+/// The object a GET or HEAD asks for, what of it is served, and the headers both
+/// answer with.
+async fn read<T>(
+    gw: &Gateway,
+    req: &S3Request<T>,
+    r: Read<'_>,
+    conditions: ReadConditions<'_>,
+) -> S3Result<(Object, Served, HeadObjectOutput)> {
+    gw.bucket_of(req, r.bucket).await?;
+    let o = gw.object(r.bucket, r.key).await?;
+    conditions.check(&o)?;
+    let s = served(&o, r.range, *r.part_number)?;
+    let out = head_output(&o, &s, *r.part_number, r.checksum_mode);
+    Ok((o, s, out))
+}
+
+/// The headers of a GET or HEAD serving `s` of `o`: its content headers and metadata,
+/// the range served, and its checksum when asked for and the whole object is served.
+fn head_output(o: &Object, s: &Served, part_number: Option<i32>, mode: &Option<ChecksumMode>) -> HeadObjectOutput {
+    let mut out = HeadObjectOutput {
+        content_length: Some((s.end - s.start) as i64),
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(etag(&o.etag)),
+        last_modified: Some(ts(o.modified_ms)),
+        content_type: o.info.content_type.as_ref().and_then(|c| c.parse().ok()),
+        content_encoding: o.info.content_encoding.clone(),
+        content_disposition: o.info.content_disposition.clone(),
+        content_language: o.info.content_language.clone(),
+        cache_control: o.info.cache_control.clone(),
+        expires: parse_expires(&o.info.expires),
+        metadata: (!o.info.user.is_empty()).then(|| o.info.user.clone().into_iter().collect()),
+        // S3 names the class only when it is not STANDARD.
+        storage_class: o
+            .info
+            .storage_class
+            .filter(|c| *c != Class::Standard)
+            .map(|c| dto::StorageClass::from_static(c.name())),
+        parts_count: part_number.map(|_| o.info.parts.len().max(1) as i32),
+        ..Default::default()
+    };
+    if s.partial {
+        out.content_range = Some(format!("bytes {}-{}/{}", s.start, s.end.saturating_sub(1), o.size));
+    }
+    let want = mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    if let (true, false, Some(c)) = (want, s.partial, &o.info.checksum) {
+        Checksums::from(&mut out).set(c);
+        out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
+    }
+    out
+}
+
+/// GET answers with HEAD's headers (every field `head_output` sets) and the body.
+fn get_output(h: HeadObjectOutput, body: StreamingBlob) -> GetObjectOutput {
+    GetObjectOutput {
+        body: Some(body),
+        content_length: h.content_length,
+        accept_ranges: h.accept_ranges,
+        e_tag: h.e_tag,
+        last_modified: h.last_modified,
+        content_type: h.content_type,
+        content_encoding: h.content_encoding,
+        content_disposition: h.content_disposition,
+        content_language: h.content_language,
+        cache_control: h.cache_control,
+        expires: h.expires,
+        metadata: h.metadata,
+        storage_class: h.storage_class,
+        parts_count: h.parts_count,
+        content_range: h.content_range,
+        checksum_crc32: h.checksum_crc32,
+        checksum_crc32c: h.checksum_crc32c,
+        checksum_crc64nvme: h.checksum_crc64nvme,
+        checksum_sha1: h.checksum_sha1,
+        checksum_sha256: h.checksum_sha256,
+        checksum_type: h.checksum_type,
+        ..Default::default()
+    }
+}
+
+/// The answer, 206 when only part of the object is served.
+fn respond<O>(out: O, s: &Served) -> S3Response<O> {
+    let mut resp = S3Response::new(out);
+    if s.partial {
+        resp.status = Some(http::StatusCode::PARTIAL_CONTENT);
+    }
+    resp
+}
+
+/// What a GET or HEAD with `range` or `part_number` serves of `o`.
+fn served(o: &Object, range: &Option<Range>, part_number: Option<i32>) -> S3Result<Served> {
+    let (start, end, partial) = match (range, part_number) {
+        (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given")),
+        (Some(r), None) => {
+            let rg = r.check(o.size).map_err(|_| invalid_range())?;
+            (rg.start, rg.end, true)
+        }
+        (None, Some(n)) => part_range(o, n)?,
+        (None, None) => (0, o.size, false),
+    };
+    Ok(Served { start, end, partial })
+}
+
+/// The byte range of part `n` of an object (a single-part object has part 1 only).
+fn part_range(o: &Object, n: i32) -> S3Result<(u64, u64, bool)> {
+    if o.info.parts.is_empty() {
+        return if n == 1 { Ok((0, o.size, false)) } else { Err(invalid_part_number()) };
+    }
+    if n < 1 || n as usize > o.info.parts.len() {
+        return Err(invalid_part_number());
+    }
+    let start: u64 = o.info.parts[..n as usize - 1].iter().sum();
+    Ok((start, start + o.info.parts[n as usize - 1], true))
+}
+
+pub(super) async fn delete_object(
+    gw: &Gateway,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    if let Some(c) = &i.if_match {
+        let current = gw.catalog.object(&i.bucket, &i.key).await?;
+        if !delete_allowed(c, current.as_ref()) {
+            return Err(s3_error!(PreconditionFailed));
+        }
+    }
+    gw.catalog.delete_object(&i.bucket, &i.key).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+pub(super) async fn delete_objects(
+    gw: &Gateway,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    gw.bucket_of(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    if i.delete.objects.len() > DELETE_KEYS_MAX {
+        return Err(s3_error!(MalformedXML, "at most {DELETE_KEYS_MAX} keys per request"));
+    }
+    let quiet = i.delete.quiet.unwrap_or(false);
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for o in &i.delete.objects {
+        match gw.catalog.delete_object(&i.bucket, &o.key).await {
+            Ok(_) if quiet => {}
+            Ok(_) => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
+            Err(e) => errors.push(dto::Error {
+                code: Some("InternalError".into()),
+                key: Some(o.key.clone()),
+                message: Some(e.to_string()),
+                version_id: None,
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: (!errors.is_empty()).then_some(errors),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn copy_object(
+    gw: &Gateway,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let b = gw.owned(&req, &req.input.bucket).await?;
+    let i = &req.input;
+    validate_key(&i.key)?;
+    let (sb, sk, src) = copy_source(gw, &b.tenant, i.into()).await?;
+    let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
+    let mut info = if replace { ContentHeaders::from(i).info()? } else { src.info.clone() };
+    info.checksum = src.info.checksum.clone();
+    info.checksum_type = src.info.checksum_type;
+    info.parts = src.info.parts.clone();
+    // The copy's class is the one asked for, else the bucket's default (as S3 does).
+    let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
+    let slices = if gw.policy_of(&src.info) == policy {
+        // The bytes are shared: the new object names the same slices.
+        src.slices
+    } else {
+        // Another policy: the bytes are written anew, coded the copy's way.
+        let body = gw.data.get(&src.slices, 0, src.size);
+        gw.data.put(policy, body, src.size, |_| {}).await?.0
+    };
+    let o = Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
+    gw.catalog.put_object(&i.bucket, &o, &WriteCondition::default()).await?;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(&o.etag)),
+            last_modified: Some(ts(o.modified_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+view! {
+    /// The source a CopyObject or UploadPartCopy names, and its conditions.
+    pub(super) struct CopySourceOf {
+        copy_source: CopySource,
+        copy_source_if_match: Option<CopySourceIfMatch>,
+        copy_source_if_none_match: Option<CopySourceIfNoneMatch>,
+        copy_source_if_modified_since: Option<CopySourceIfModifiedSince>,
+        copy_source_if_unmodified_since: Option<CopySourceIfUnmodifiedSince>,
+    } for CopyObjectInput, UploadPartCopyInput
+}
+
+/// The source object of a CopyObject or UploadPartCopy, as (bucket, key, object): in a
+/// bucket of the caller's tenant, meeting the `x-amz-copy-source-if-*` conditions (a
+/// failed one is 412, never 304).
+pub(super) async fn copy_source(gw: &Gateway, tenant: &str, s: CopySourceOf<'_>) -> S3Result<(String, String, Object)> {
+    let CopySource::Bucket { bucket, key, .. } = s.copy_source else {
+        return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
+    };
+    gw.catalog.owned_bucket(tenant, bucket).await?;
+    let src = gw.object(bucket, key).await?;
+    let conditions = ReadConditions {
+        if_match: s.copy_source_if_match,
+        if_none_match: s.copy_source_if_none_match,
+        if_modified_since: s.copy_source_if_modified_since,
+        if_unmodified_since: s.copy_source_if_unmodified_since,
+    };
+    conditions.check_source(&src)?;
+    Ok((bucket.to_string(), key.to_string(), src))
+}
+
+pub(super) fn validate_key(key: &str) -> S3Result<()> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(s3_error!(KeyTooLongError, "keys are 1 to {KEY_BYTES_MAX} bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ObjectInfo;
+    use crate::checksum::{Algo, Checksum};
+
+    /// GET carries every header `head_output` sets (s3s's Debug names the fields set).
+    #[test]
+    fn get_answers_with_every_header_of_head() {
+        let info = ObjectInfo {
+            content_type: Some("text/plain".into()),
+            content_encoding: Some("gzip".into()),
+            content_disposition: Some("inline".into()),
+            content_language: Some("en".into()),
+            cache_control: Some("no-cache".into()),
+            expires: Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+            user: [("k".to_string(), "v".to_string())].into(),
+            checksum: Some(Checksum { algo: Algo::Crc32, value: "AAAAAA==".into() }),
+            checksum_type: Some(Kind::FullObject),
+            parts: vec![5, 5],
+            storage_class: Some(Class::StandardIa),
+            policy: None,
+        };
+        let o = Object { key: "k".into(), size: 10, etag: "e".into(), modified_ms: 1, info, slices: vec![] };
+        let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));
+        for (s, part) in [
+            (Served { start: 0, end: 10, partial: false }, None),
+            (Served { start: 5, end: 10, partial: true }, Some(2)),
+        ] {
+            let head = format!("{:?}", head_output(&o, &s, part, &enabled));
+            let mut get = get_output(head_output(&o, &s, part, &enabled), StreamingBlob::from(s3s::Body::empty()));
+            get.body = None;
+            assert_eq!(format!("{get:?}").replace("GetObjectOutput", "HeadObjectOutput"), head);
+            assert!(head.contains(if s.partial { "content_range" } else { "checksum_crc32" }), "{head}");
+        }
+    }
+}
