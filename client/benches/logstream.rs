@@ -21,8 +21,6 @@
 
 #[path = "support/baseline.rs"]
 mod baseline;
-#[path = "../../metanode/tests/common/mod.rs"]
-mod common;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -30,9 +28,9 @@ use std::time::Instant;
 use baseline::{device_fdatasync_4k, device_seq_write, emit};
 use bytes::Bytes;
 use client::{StreamClient, StreamConfig};
-use common::Cluster;
 use proto::meta::Policy;
 use serde_json::json;
+use testkit::Cluster;
 
 /// MB/s of `writers` streams of `policy`, each keeping `depth` appends of `payload` in
 /// flight, for `secs`.
@@ -75,10 +73,10 @@ fn ec_compare(rt: &tokio::runtime::Runtime, secs: f64) {
         let cl = Cluster::start(1, &["--node-grace-ms", "600000"]);
         let seq = device_seq_write(cl.dir.path(), secs);
         emit(json!({"suite": "ec", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
-        let dns: Vec<common::DataNode> =
-            (1..=7).map(|i| common::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "4G", true)).collect();
+        let dns: Vec<testkit::DataNode> =
+            (1..=7).map(|i| testkit::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "4G", true)).collect();
         let sc = StreamClient::new(cl.client(), StreamConfig::default());
-        common::wait_datanodes_up(&sc.meta, 7).await;
+        testkit::wait_datanodes_up(&sc.meta, 7).await;
         let payload =
             Bytes::from((0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect::<Vec<u8>>());
         let mut sums = [0f64; 2];
@@ -112,10 +110,10 @@ fn main() {
         emit(json!({"suite": "logstream", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
         let sync = device_fdatasync_4k(cl.dir.path(), secs);
         emit(json!({"suite": "logstream", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
-        let dns: Vec<common::DataNode> =
-            (1..=4).map(|i| common::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "6G", true)).collect();
+        let dns: Vec<testkit::DataNode> =
+            (1..=4).map(|i| testkit::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "6G", true)).collect();
         let sc = StreamClient::new(cl.client(), StreamConfig::default());
-        common::wait_datanodes_up(&sc.meta, 4).await;
+        testkit::wait_datanodes_up(&sc.meta, 4).await;
         let limit = seq / 3.0;
         let payload = Bytes::from((0..1 << 20).map(|i: u32| (i * 7) as u8).collect::<Vec<u8>>());
         for depth in [4usize, 16] {

@@ -17,8 +17,6 @@
 
 #[path = "support/baseline.rs"]
 mod baseline;
-#[path = "../../metanode/tests/common/mod.rs"]
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use baseline::{device_fdatasync_4k, emit};
 use client::MetaClient;
-use common::{fake_datanode, Cluster};
 use proto::meta::Policy;
 use serde_json::json;
+use testkit::{fake_datanode, Cluster};
 
 /// The earliest a follower can run for leader after the leader dies, with the LAN
 /// timing the tests use (heartbeat 50 ms, election 300-600 ms): openraft waits out the
@@ -110,7 +108,7 @@ fn main() {
             // Each trial starts from a healthy group: every member caught up with the leader.
             let target = c.status().await.unwrap().last_applied;
             for m in &cl.members {
-                common::wait_for("member caught up", Duration::from_secs(30), || async {
+                testkit::wait_for("member caught up", Duration::from_secs(30), || async {
                     (c.status_of(&m.addr).await.ok()?.last_applied >= target).then_some(())
                 })
                 .await;

@@ -1,16 +1,14 @@
 //! Three (or more) metanode processes on loopback: leader kill -9 under load, whole
 //! cluster restart, membership changes under load, and validation of bad requests.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::MetaClient;
-use common::{fake_datanode, wait_for, Cluster};
 use parking_lot::Mutex;
 use proto::meta::{MetaError, Policy, StreamId};
+use testkit::{fake_datanode, wait_for, Cluster};
 use tokio::sync::watch;
 
 /// A writer that allocates and seals extents of one stream back to back, recording

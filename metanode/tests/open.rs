@@ -2,15 +2,13 @@
 //! and heartbeat: the open extent is fenced and sealed at the smallest length among the
 //! reachable replicas; the old writer is fenced; silent datanodes go down and come back.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use client::{ClientError, DataNodeClient, MetaClient};
-use common::{wait_for, Cluster};
 use proto::meta::{MetaError, NodeState, Policy};
 use proto::ExtentError;
+use testkit::{wait_for, Cluster};
 
 async fn append(c: &DataNodeClient, extent: u64, offset: u64, epoch: u64, data: &[u8]) -> Result<u64, ClientError> {
     c.append(extent, offset, epoch, Bytes::copy_from_slice(data)).await

@@ -4,8 +4,6 @@
 //! metadata database). The suites are in `tests/clients/`; `scripts/setup.sh` installs
 //! the clients (`STRATA_PYTHON`, `STRATA_AWSCLI1` point at them).
 
-#[path = "../../metanode/tests/common/mod.rs"]
-mod common;
 mod sqlservers;
 
 use std::io::{BufRead, BufReader};
@@ -14,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{spawn_listening, Cluster, DataNode};
+use testkit::{spawn_listening, Cluster, DataNode};
 
 fn ogw_bin() -> PathBuf {
     env!("CARGO_BIN_EXE_ogw").into()
@@ -343,7 +341,7 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     let cl = Cluster::start(3, &[]);
     let _dns: Vec<DataNode> =
         (1..=4).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "1G", false)).collect();
-    common::wait_datanodes_up(&cl.client(), 4).await;
+    testkit::wait_datanodes_up(&cl.client(), 4).await;
     let db = sqlite_db(cl.dir.path());
     let (a1, s1) = other_tenant(&db, "tenant1");
     let (a2, s2) = other_tenant(&db, "tenant2");
@@ -520,7 +518,7 @@ async fn storage_classes_are_erasure_coded_and_survive_m_dead_datanodes() {
     let cl = Cluster::start(1, &["--node-grace-ms", "1000"]);
     let mut dns: Vec<DataNode> =
         (1..=7).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "512M", false)).collect();
-    common::wait_datanodes_up(&cl.client(), 7).await;
+    testkit::wait_datanodes_up(&cl.client(), 7).await;
     let db = sqlite_db(cl.dir.path());
     let (a, s) = other_tenant(&db, "tenant1");
     let args: Vec<String> = [
@@ -576,7 +574,7 @@ async fn storage_classes_are_erasure_coded_and_survive_m_dead_datanodes() {
     for &v in &victims {
         dns[v as usize - 1].spawn();
     }
-    common::wait_datanodes_up(&cl.client(), 7).await;
+    testkit::wait_datanodes_up(&cl.client(), 7).await;
     phase("verify");
     let _ = gw.kill();
     let _ = gw.wait();

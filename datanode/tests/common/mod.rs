@@ -1,11 +1,9 @@
 //! Starts the real `datanode` binary on a loopback port over files in a temp dir.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::time::Duration;
 
 use client::DataNodeClient;
@@ -52,33 +50,10 @@ impl Node {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = self.dir.join(format!("datanode-{}.log", self.starts));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_datanode"))
-            .args(&self.args)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn datanode");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(a.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(a) => self.addr = a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                let mut s = String::new();
-                let _ = std::fs::File::open(&log).and_then(|mut f| f.read_to_string(&mut s));
-                panic!("datanode did not start; its log:\n{s}");
-            }
-        }
+        let mut args = self.args.clone();
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        let (child, addr) = testkit::spawn_listening(Path::new(env!("CARGO_BIN_EXE_datanode")), &args, &log);
+        self.addr = addr.parse().unwrap();
         self.child = Some(child);
     }
 

@@ -5,16 +5,14 @@
 //! bytes) and after they come back, a shard corrupted on disk (decoded around and
 //! reported), and a second writer fencing the first.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::ec::shard_len;
 use client::{Slice, StreamClient, StreamConfig, StreamError};
-use common::Cluster;
 use proto::meta::{MetaError, Policy};
 use proto::NodeId;
+use testkit::Cluster;
 
 /// Record `i`: sizes from 1 byte to ~200 KiB, most not a multiple of K.
 fn record(i: u32) -> Bytes {
@@ -64,7 +62,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let v1 = e.replicas[0].node;
     let futs: Vec<_> = (60..124u32).map(|i| (w.submit(record(i)), record(i))).collect();
     dns[v1 as usize - 1].kill9();
-    common::collect_in_order(futs, &mut acked).await;
+    testkit::collect_in_order(futs, &mut acked).await;
     for i in 124..160u32 {
         acked.push((w.append(record(i)).await.unwrap(), record(i)));
     }
@@ -121,7 +119,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     for v in dead {
         dns[v as usize - 1].spawn();
     }
-    common::wait_datanodes_up(&sc.meta, 7).await;
+    testkit::wait_datanodes_up(&sc.meta, 7).await;
     check_all(&sc, &acked, "after the datanodes came back").await;
 
     // A slow shard (its datanode stopped, connections open, nothing answered): reads
@@ -163,7 +161,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     // A read that decodes from the first K shards to arrive (the hedge, on a loaded
     // machine) may not wait for the bad one: read until one meets it. Every read must
     // return the right bytes.
-    common::wait_for("the bad shard reported", Duration::from_secs(30), || async {
+    testkit::wait_for("the bad shard reported", Duration::from_secs(30), || async {
         assert_eq!(sc.read(slice).await.unwrap().as_ref(), &marker[..]);
         let e = sc.meta.extent(slice.extent).await.ok()?;
         e.bad.contains(&victim).then_some(())

@@ -1,57 +1,18 @@
-//! Starts real `metanode` (and `datanode`) processes on loopback ports.
-#![allow(dead_code)]
+//! A metanode group of real processes (`Cluster`, `Member`) and datanode processes
+//! registered with it (`DataNode`), on loopback ports under one temporary directory.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use client::MetaClient;
 use proto::meta::{DeviceInfo, RegisterNode};
 
+use crate::process::{datanode_bin, free_port, metanode_bin, spawn_listening, spawn_listening_env};
+use crate::wait_for;
+
 /// LAN-tuned Raft timing used by the tests and the benchmark.
 pub const RAFT_ARGS: &[&str] = &["--heartbeat-ms", "50", "--election-ms", "300-600"];
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Spawns `bin` with `args`, waits for its "listening on" line and returns the child
-/// and the address it printed. Its stderr goes to `log`.
-pub fn spawn_listening(bin: &Path, args: &[String], log: &Path) -> (Child, String) {
-    spawn_listening_env(bin, args, log, &[])
-}
-
-pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .envs(envs.iter().cloned())
-        .env("RUST_LOG", "info,openraft=warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(a) = line.split("listening on ").nth(1) {
-                let _ = tx.send(a.trim().to_owned());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(a) => (child, a),
-        Err(_) => {
-            let _ = child.kill();
-            let mut s = String::new();
-            let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut s));
-            panic!("{} did not start; its log:\n{s}", bin.display());
-        }
-    }
-}
 
 pub struct Member {
     pub id: u64,
@@ -214,22 +175,6 @@ pub async fn wait_datanodes_up(meta: &MetaClient, n: usize) {
     .await
 }
 
-/// Polls `f` until it yields a value, panicking after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A datanode as the metanode sees it, without a process behind it (for tests of
 /// metadata alone). Registered with one 1 TiB device.
 pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
@@ -240,28 +185,6 @@ pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
         rack: String::new(),
         devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40 }],
     }
-}
-
-/// A binary of the workspace in the profile directory this test or benchmark runs
-/// from (`target/<profile>/deps/<exe>` -> `target/<profile>/<name>`).
-pub fn sibling_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(p.exists(), "{} is missing: build the workspace (cargo build --workspace) first", p.display());
-    p
-}
-
-pub fn metanode_bin() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_metanode") {
-        Some(p) => p.into(),
-        None => sibling_bin("metanode"),
-    }
-}
-
-/// The `datanode` binary (built by `cargo build --workspace` or
-/// `cargo nextest run --workspace`).
-pub fn datanode_bin() -> PathBuf {
-    sibling_bin("datanode")
 }
 
 /// A real datanode process with one 32 MiB device, registered with the metanodes.

@@ -2,14 +2,12 @@
 //! a datanode killed with -9 during appends, rotation by size, CRC checks on reads, and
 //! fencing by a second writer. Every acknowledged slice reads back byte-identical.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::{Slice, StreamClient, StreamConfig, StreamError};
-use common::{sibling_bin, Cluster};
 use proto::meta::Policy;
+use testkit::{sibling_bin, Cluster};
 
 fn record(i: u32) -> Bytes {
     let len = 100 + (i as usize * 7919) % 20_000;
@@ -42,17 +40,17 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     acked.push((first, record(150)));
     // Many appends in flight at once: they land in the order they were submitted.
     let futs: Vec<_> = (151..300u32).map(|i| (w.submit(record(i)), record(i))).collect();
-    common::collect_in_order(futs, &mut acked).await;
+    testkit::collect_in_order(futs, &mut acked).await;
     println!("appends resumed {resumed:?} after the kill");
     // The first victim comes back (four nodes again), then a second kill while 64
     // appends are on the wire: every one is acknowledged once, in order.
     dns[victim as usize - 1].spawn();
-    common::wait_datanodes_up(&sc.meta, 4).await;
+    testkit::wait_datanodes_up(&sc.meta, 4).await;
     let current = acked.last().unwrap().0.extent;
     let victim2 = sc.meta.extent(current).await.unwrap().replicas.iter().map(|r| r.node).find(|&n| n != victim);
     let futs: Vec<_> = (300..364u32).map(|i| (w.submit(record(i)), record(i))).collect();
     dns[victim2.unwrap() as usize - 1].kill9();
-    common::collect_in_order(futs, &mut acked).await;
+    testkit::collect_in_order(futs, &mut acked).await;
     let v = sc.meta.stream(s.id).await.unwrap();
     assert!(v.extents.len() >= 3, "rotation by size and by failure: {} extents", v.extents.len());
     assert!(v.extents[..v.extents.len() - 1].iter().all(|e| e.sealed_len.is_some()));
@@ -186,7 +184,7 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
     assert_eq!(sc.read(slice).await.unwrap().as_ref(), &marker[..]);
     // The reader reported the bad copy; the metanode keeps it with the extent.
     let meta = sc.meta.clone();
-    common::wait_for("the bad copy to be recorded", Duration::from_secs(10), || {
+    testkit::wait_for("the bad copy to be recorded", Duration::from_secs(10), || {
         let meta = meta.clone();
         async move { meta.extent(slice.extent).await.ok().filter(|e| e.bad == vec![victim]) }
     })

@@ -1,0 +1,28 @@
+//! Test support shared by every crate's tests and benchmarks: real processes started
+//! on loopback ports and waited for by their "listening on" line (`process`), waiting
+//! for a condition instead of sleeping (`wait_for`), and a metanode group with datanodes
+//! (`cluster`).
+
+pub mod cluster;
+pub mod process;
+
+pub use cluster::{collect_in_order, fake_datanode, wait_datanodes_up, Cluster, DataNode, Member, RAFT_ARGS};
+pub use process::{datanode_bin, free_port, log_tail, metanode_bin, sibling_bin, spawn_listening, spawn_listening_env};
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it yields a value, panicking after `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
