@@ -13,23 +13,16 @@ import time
 import urllib.parse
 import zlib
 
-import boto3
 import botocore
 import requests
-from botocore.config import Config
+import s3util
+from s3util import check, code
 
 endpoint, access, secret, other_access, other_secret = sys.argv[1:6]
 
 
 def client(a, s, **cfg):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=a,
-        aws_secret_access_key=s,
-        region_name="us-east-1",
-        config=Config(**cfg),
-    )
+    return s3util.client(endpoint, a, s, **cfg)
 
 
 s3 = client(access, secret)
@@ -37,18 +30,6 @@ other = client(other_access, other_secret)
 B = "boto-suite-%d" % (time.time_ns() % 10**9)
 
 
-def code(fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{fn.__name__} succeeded, expected an error")
-
-
-def check(name, cond, detail=""):
-    if not cond:
-        raise AssertionError(f"{name}: {detail}")
-    print(f"ok {name}")
 
 
 # --- buckets

@@ -10,39 +10,15 @@ Exits non-zero on the first failure.
 """
 import hashlib
 import json
-import os
 import sys
 
-import boto3
-import botocore
-from botocore.config import Config
+from s3util import check, client, code
 
 endpoint, access, secret, state_file, phase = sys.argv[1:6]
-s3 = boto3.client(
-    "s3",
-    endpoint_url=endpoint,
-    aws_access_key_id=access,
-    aws_secret_access_key=secret,
-    region_name="us-east-1",
-    # A read that fails must fail quickly and clearly, not be retried for minutes.
-    config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=60),
-)
+# A read that fails must fail quickly and clearly, not be retried for minutes.
+s3 = client(endpoint, access, secret, retries={"max_attempts": 1, "mode": "standard"}, read_timeout=60)
 B = "classes"
 MiB = 1 << 20
-
-
-def check(name, cond, detail=""):
-    if not cond:
-        raise AssertionError(f"{name}: {detail}")
-    print(f"ok {name}")
-
-
-def code(fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{fn.__name__} succeeded, expected an error")
 
 
 def body(n, seed):

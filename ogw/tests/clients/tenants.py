@@ -20,35 +20,20 @@ import sys
 import time
 import urllib.parse
 
-import boto3
-import botocore
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
+
+import s3util
+from s3util import code
 
 endpoint, access, secret, other_access, other_secret, workers, rounds = sys.argv[1:8]
 workers, rounds = int(workers), int(rounds)
 
 
 def client(a, s):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=a,
-        aws_secret_access_key=s,
-        region_name="us-east-1",
-        # A retry would hide a refused request behind a second attempt.
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
-    )
-
-
-def code(fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{fn.__name__} succeeded, expected an error")
+    # A retry would hide a refused request behind a second attempt.
+    return s3util.client(endpoint, a, s, retries={"max_attempts": 1, "mode": "standard"})
 
 
 def check(name, got, want):
