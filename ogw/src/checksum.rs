@@ -123,7 +123,11 @@ impl Kind {
     /// for CRC64NVME (S3 makes it no other way) and COMPOSITE for the others.
     pub fn of_upload(algo: Algo, asked: Option<&str>) -> S3Result<Kind> {
         let kind = match asked {
-            Some(n) => Kind::of_name(n),
+            Some(n) if n == Kind::FullObject.name() => Kind::FullObject,
+            Some(n) if n == Kind::Composite.name() => Kind::Composite,
+            Some(n) => {
+                return Err(s3_error!(InvalidRequest, "x-amz-checksum-type {n:?} is neither COMPOSITE nor FULL_OBJECT"))
+            }
             None if algo == Algo::Crc64Nvme => Kind::FullObject,
             None => Kind::Composite,
         };

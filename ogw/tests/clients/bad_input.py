@@ -74,6 +74,13 @@ r = signed("POST", f"/{B}/mp?uploadId={up}", body=b"<CompleteMultipartUpload><Pa
 check("malformed complete XML", r.status_code == 400 and error_code(r) == "MalformedXML", (r.status_code, r.content))
 check("nothing completed", absent("mp"))
 
+# A checksum type S3 does not have: refused, no upload started.
+before = len(s3.list_multipart_uploads(Bucket=B).get("Uploads", []))
+r = signed("POST", f"/{B}/mp-bogus?uploads",
+           headers={"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "BOGUS"})
+check("unknown checksum type", r.status_code == 400 and error_code(r) == "InvalidRequest", (r.status_code, r.content))
+check("no upload started", len(s3.list_multipart_uploads(Bucket=B).get("Uploads", [])) == before)
+
 # A payload that does not match its signed hash.
 r = signed("PUT", f"/{B}/hash", body=b"actual body", payload_hash=hashlib.sha256(b"other").hexdigest())
 check("payload hash mismatch", r.status_code == 400 and error_code(r) == "XAmzContentSHA256Mismatch",
