@@ -73,8 +73,9 @@ fn ec_compare(rt: &tokio::runtime::Runtime, secs: f64) {
         let cl = Cluster::start(1, &["--node-grace-ms", "600000"]);
         let seq = device_seq_write(cl.dir.path(), secs);
         emit(json!({"suite": "ec", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
-        let dns: Vec<testkit::DataNode> =
-            (1..=7).map(|i| testkit::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "4G", true)).collect();
+        let dns: Vec<testkit::DataNode> = (1..=7)
+            .map(|i| testkit::DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "4G", true))
+            .collect();
         let sc = StreamClient::new(cl.client(), StreamConfig::default());
         testkit::wait_datanodes_up(&sc.meta, 7).await;
         let payload =
@@ -110,8 +111,9 @@ fn main() {
         emit(json!({"suite": "logstream", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
         let sync = device_fdatasync_4k(cl.dir.path(), secs);
         emit(json!({"suite": "logstream", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
-        let dns: Vec<testkit::DataNode> =
-            (1..=4).map(|i| testkit::DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "6G", true)).collect();
+        let dns: Vec<testkit::DataNode> = (1..=4)
+            .map(|i| testkit::DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "6G", true))
+            .collect();
         let sc = StreamClient::new(cl.client(), StreamConfig::default());
         testkit::wait_datanodes_up(&sc.meta, 4).await;
         let limit = seq / 3.0;

@@ -75,7 +75,7 @@ fn main() {
         emit(json!({"suite": "metanode", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
         let c = cl.client();
         for id in 1..=6 {
-            c.register_node(&fake_datanode(id, &format!("z{}", id % 3))).await.unwrap();
+            c.register_node(&fake_datanode(proto::NodeId(id), &format!("z{}", id % 3))).await.unwrap();
         }
         for (writers, name) in [(1, "seq"), (16, "c16")] {
             let (a, s) = alloc_seal(&c, writers, secs).await;

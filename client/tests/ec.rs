@@ -61,7 +61,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let current = e.id;
     let v1 = e.replicas[0].node;
     let futs: Vec<_> = (60..124u32).map(|i| (w.submit(record(i)), record(i))).collect();
-    dns[v1 as usize - 1].kill9();
+    dns[v1.0 as usize - 1].kill9();
     testkit::collect_in_order(futs, &mut acked).await;
     for i in 124..160u32 {
         acked.push((w.append(record(i)).await.unwrap(), record(i)));
@@ -77,7 +77,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let e_kill = sc.meta.extent(current).await.unwrap();
     let others: Vec<NodeId> = e_kill.replicas.iter().map(|r| r.node).filter(|&n| n != v1).collect();
     let (v2, v3) = (others[0], others[1]);
-    dns[v2 as usize - 1].kill9();
+    dns[v2.0 as usize - 1].kill9();
     check_all(&sc, &acked, "with two shards' datanodes dead").await;
     // Parts of slices (ranged reads) across shard boundaries, also decoded around.
     for (slice, data) in acked.iter().filter(|(s, _)| s.len > 1000).take(12) {
@@ -89,7 +89,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     // M + 1 = 3 dead: a slice whose bytes all lie on live data shards still reads (a
     // short one fills only the first shards); any other slice of an extent with three
     // dead shards fails with a clear error. No read ever returns wrong bytes.
-    dns[v3 as usize - 1].kill9();
+    dns[v3.0 as usize - 1].kill9();
     let dead = [v1, v2, v3];
     let (mut failed, mut read) = (0, 0);
     for (slice, data) in &acked {
@@ -117,7 +117,7 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
 
     // The datanodes come back: everything reads again.
     for v in dead {
-        dns[v as usize - 1].spawn();
+        dns[v.0 as usize - 1].spawn();
     }
     testkit::wait_datanodes_up(&sc.meta, 7).await;
     check_all(&sc, &acked, "after the datanodes came back").await;
@@ -128,13 +128,13 @@ async fn ec_4_2_slices_survive_m_dead_shards_and_fail_clearly_past_m() {
     let e = sc.meta.extent(slice.extent).await.unwrap();
     let slow = e.replicas[0].node;
     sc.read(slice).await.unwrap(); // connections to every shard's datanode are open
-    dns[slow as usize - 1].signal("STOP");
+    dns[slow.0 as usize - 1].signal("STOP");
     let t = Instant::now();
     assert_eq!(sc.read(slice).await.unwrap(), data);
     let part = sc.read_part(slice, 10, 1000).await.unwrap();
     assert_eq!(&part[..], &data[10..1010]);
     let took = t.elapsed();
-    dns[slow as usize - 1].signal("CONT");
+    dns[slow.0 as usize - 1].signal("CONT");
     assert!(took < sc.config.replica_timeout, "reads around a stopped shard took {took:?}");
     println!("two reads around a stopped shard took {took:?}");
 

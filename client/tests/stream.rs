@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use client::{Slice, StreamClient, StreamConfig, StreamError};
 use proto::meta::Policy;
+use proto::ExtentId;
 use testkit::{sibling_bin, Cluster};
 
 fn record(i: u32) -> Bytes {
@@ -32,7 +33,7 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     // Kill a datanode holding the current extent; appends carry on elsewhere.
     let current = acked.last().unwrap().0.extent;
     let victim = sc.meta.extent(current).await.unwrap().replicas[0].node;
-    dns[victim as usize - 1].kill9();
+    dns[victim.0 as usize - 1].kill9();
     let killed = Instant::now();
     let first = w.append(record(150)).await.unwrap();
     let resumed = killed.elapsed();
@@ -44,12 +45,12 @@ async fn appends_survive_a_datanode_kill9_and_read_back_identical() {
     println!("appends resumed {resumed:?} after the kill");
     // The first victim comes back (four nodes again), then a second kill while 64
     // appends are on the wire: every one is acknowledged once, in order.
-    dns[victim as usize - 1].spawn();
+    dns[victim.0 as usize - 1].spawn();
     testkit::wait_datanodes_up(&sc.meta, 4).await;
     let current = acked.last().unwrap().0.extent;
     let victim2 = sc.meta.extent(current).await.unwrap().replicas.iter().map(|r| r.node).find(|&n| n != victim);
     let futs: Vec<_> = (300..364u32).map(|i| (w.submit(record(i)), record(i))).collect();
-    dns[victim2.unwrap() as usize - 1].kill9();
+    dns[victim2.unwrap().0 as usize - 1].kill9();
     testkit::collect_in_order(futs, &mut acked).await;
     let v = sc.meta.stream(s.id).await.unwrap();
     assert!(v.extents.len() >= 3, "rotation by size and by failure: {} extents", v.extents.len());
@@ -115,14 +116,14 @@ async fn a_writer_killed_with_kill9_loses_no_acknowledged_slice() {
     while acked.len() < 60 {
         let l = lines.next().expect("the writer printed a slice").unwrap();
         let f: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
-        acked.push(Slice { extent: f[0], offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
+        acked.push(Slice { extent: ExtentId(f[0]), offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
     }
     child.kill().unwrap();
     child.wait().unwrap();
     // Whatever the dead writer printed after our 60 was acknowledged too.
     for l in lines.map_while(Result::ok) {
         let f: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
-        acked.push(Slice { extent: f[0], offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
+        acked.push(Slice { extent: ExtentId(f[0]), offset: f[1], len: f[2] as u32, crc: f[3] as u32 });
     }
 
     // A new writer: higher epoch, the old extent sealed at or past every acked byte.
@@ -173,7 +174,7 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
     let slice = w.append(Bytes::from(marker.clone())).await.unwrap();
     let e = sc.meta.extent(slice.extent).await.unwrap();
     // The replica the reader asks first (the client spreads reads by offset and extent).
-    let first = (slice.offset / 4096 + slice.extent) as usize % e.replicas.len();
+    let first = (slice.offset / 4096 + slice.extent.0) as usize % e.replicas.len();
     let victim = e.replicas[first].node;
     let dev = cl.dir.path().join(format!("d{victim}.img"));
     let img = std::fs::read(&dev).unwrap();
@@ -192,7 +193,7 @@ async fn appends_resume_after_the_metanode_leader_is_killed_and_a_corrupt_replic
     // A range inside the slice (no slice CRC to check: the datanode's own CRCs catch it).
     let part = sc.read_range(slice.extent, slice.offset + 50, 4000).await.unwrap();
     assert_eq!(part.as_ref(), &marker[50..4050]);
-    let bad = client::DataNodeClient::connect(dns[victim as usize - 1].addr.as_str()).await.unwrap();
+    let bad = client::DataNodeClient::connect(dns[victim.0 as usize - 1].addr.as_str()).await.unwrap();
     let r = bad.read(slice.extent, slice.offset, slice.len).await;
     assert!(matches!(r, Err(client::ClientError::Extent(proto::ExtentError::ChecksumMismatch { .. }))), "{r:?}");
     for (slice, data) in &acked {

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use client::{ClientError, DataNodeClient};
 use datanode::align::AlignedBuf;
 use datanode::blobstore::io::{fdatasync, pwrite_all};
-use proto::ExtentError;
+use proto::{Epoch, ExtentError, ExtentId};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -154,8 +154,8 @@ async fn run_case(
     let mut clients = Vec::new();
     for _ in 0..writers {
         let c = DataNodeClient::connect(addr).await.unwrap();
-        let e = next_extent.fetch_add(1, Ordering::Relaxed);
-        c.create(e, 1, 0).await.unwrap();
+        let e = ExtentId(next_extent.fetch_add(1, Ordering::Relaxed));
+        c.create(e, Epoch(1), 0).await.unwrap();
         clients.push((c, e));
     }
     let t = Instant::now();
@@ -167,7 +167,7 @@ async fn run_case(
             let mut inflight = std::collections::VecDeque::new();
             loop {
                 while inflight.len() < depth && !stop.load(Ordering::Relaxed) {
-                    let req = DataNodeClient::append_request(extent, off, 1, payload.clone());
+                    let req = DataNodeClient::append_request(extent, off, Epoch(1), payload.clone());
                     inflight.push_back(c.submit(req));
                     off += payload.len() as u64;
                 }
@@ -185,8 +185,8 @@ async fn run_case(
                         // Free the space at once, as GC would, so long runs fit the device.
                         c.delete(extent).await.unwrap();
                         mine.retain(|&e| e != extent);
-                        extent = next.fetch_add(1, Ordering::Relaxed);
-                        c.create(extent, 1, 0).await.unwrap();
+                        extent = ExtentId(next.fetch_add(1, Ordering::Relaxed));
+                        c.create(extent, Epoch(1), 0).await.unwrap();
                         mine.push(extent);
                         off = 0;
                     }

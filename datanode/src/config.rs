@@ -32,6 +32,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use proto::NodeId;
 use serde::Deserialize;
 
 use crate::align::IO_UNIT_BYTES;
@@ -54,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     pub listen: Option<String>,
     #[arg(long)]
-    pub node_id: Option<u64>,
+    pub node_id: Option<NodeId>,
     /// A device as PATH or PATH:SIZE (size of a file created there, e.g. 4G). Repeat for
     /// several; replaces the config file's devices.
     #[arg(long = "device", value_name = "PATH[:SIZE]")]
@@ -123,7 +124,7 @@ pub enum Backend {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    node_id: Option<u64>,
+    node_id: Option<NodeId>,
     listen: Option<String>,
     extent_bytes_max: Option<Size>,
     io_engine: Option<IoEngineKind>,
@@ -214,7 +215,7 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub listen: SocketAddr,
     pub store: StoreConfig,
     /// Registration with a metanode group, if configured.
@@ -342,7 +343,7 @@ impl Config {
             })
         };
         Ok(Config {
-            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
             meta,
             store: StoreConfig {
@@ -484,7 +485,7 @@ mod tests {
         std::fs::write(&p, "node_id = 7\nlisten = \"127.0.0.1:0\"\n[[device]]\npath = \"x.img\"\nsize = \"64M\"\n")
             .unwrap();
         let c = Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap();
-        assert_eq!((c.node_id, c.store.backend.devices[0].create_bytes), (7, 64 << 20));
+        assert_eq!((c.node_id, c.store.backend.devices[0].create_bytes), (NodeId(7), 64 << 20));
         std::fs::write(&p, "nodeid = 7\n").unwrap();
         let e = format!("{:#}", Config::from_args(&args(&["--config", p.to_str().unwrap()])).unwrap_err());
         assert!(e.contains("unknown field"), "{e}");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use client::MetaClient;
 use proto::meta::{DeviceInfo, Heartbeat, MetaError, RegisterNode};
+use proto::NodeId;
 
 use crate::config::MetaConfig;
 use crate::extent::ExtentStore;
@@ -24,7 +25,7 @@ pub fn devices(store: &ExtentStore) -> Vec<DeviceInfo> {
 /// Registers with the metanode group (again whenever it forgets this node) and sends
 /// device usage every heartbeat interval. Failures are logged and retried: the
 /// datanode serves extents whether or not a metanode is reachable.
-pub async fn run(store: Arc<ExtentStore>, id: u64, addr: String, meta: MetaConfig) {
+pub async fn run(store: Arc<ExtentStore>, id: NodeId, addr: String, meta: MetaConfig) {
     let period = Duration::from_millis(meta.heartbeat_ms);
     let c = MetaClient::with_deadline(meta.addrs.clone(), period.max(Duration::from_secs(2)));
     let mut registered = false;

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use common::Node;
+use proto::{Epoch, ExtentId};
 
 struct Loop(String);
 
@@ -57,27 +58,30 @@ async fn extents_on_a_raw_block_device() {
     let c = node.client().await;
     let n = c.node_stat().await.unwrap();
     assert_eq!(n.devices[0].capacity_bytes, 63 << 20, "capacity comes from the device's own size");
-    c.create(1, 1, 0).await.unwrap();
-    c.create(2, 1, 0).await.unwrap();
+    c.create(ExtentId(1), Epoch(1), 0).await.unwrap();
+    c.create(ExtentId(2), Epoch(1), 0).await.unwrap();
     let mut off = 0;
     for i in 0..20 {
-        off = c.append(1, off, 1, Bytes::from(common::content(1, 1, off, 1000 + i * 3000))).await.unwrap();
+        off = c
+            .append(ExtentId(1), off, Epoch(1), Bytes::from(common::content(1, 1, off, 1000 + i * 3000)))
+            .await
+            .unwrap();
     }
-    c.append(2, 0, 1, Bytes::from_static(b"sealed here")).await.unwrap();
-    c.seal(2, 11).await.unwrap();
+    c.append(ExtentId(2), 0, Epoch(1), Bytes::from_static(b"sealed here")).await.unwrap();
+    c.seal(ExtentId(2), 11).await.unwrap();
     drop(c);
     node.kill9();
     // Restart without --format: the superblock is found and nothing is erased.
     let mut node = Node::start(dir.path(), vec!["--device".into(), dev.0.clone()]);
     let c = node.client().await;
-    assert_eq!(c.stat(1).await.unwrap().length, off);
+    assert_eq!(c.stat(ExtentId(1)).await.unwrap().length, off);
     let mut pos = 0u64;
     for i in 0..20 {
         let len = 1000 + i * 3000;
-        assert_eq!(c.read(1, pos, len as u32).await.unwrap(), common::content(1, 1, pos, len));
+        assert_eq!(c.read(ExtentId(1), pos, len as u32).await.unwrap(), common::content(1, 1, pos, len));
         pos += len as u64;
     }
-    let s = c.stat(2).await.unwrap();
+    let s = c.stat(ExtentId(2)).await.unwrap();
     assert!(s.sealed && s.length == 11);
     drop(c);
     node.kill9();

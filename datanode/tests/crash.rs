@@ -16,7 +16,7 @@ use client::{ClientError, DataNodeClient};
 use common::{content, Node};
 use parking_lot::Mutex;
 use proto::msg::ANY_DEVICE;
-use proto::ExtentError;
+use proto::{Epoch, ExtentError, ExtentId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -57,7 +57,7 @@ async fn verify(c: &DataNodeClient, m: &mut Model, seed: u64) {
     let e = m.extent;
     let ctx = format!("seed {seed}, extent {e}");
     if m.deleted || m.delete_sent {
-        match c.stat(e).await {
+        match c.stat(ExtentId(e)).await {
             Err(ClientError::Extent(ExtentError::NotFound { .. })) => {
                 m.deleted = true;
                 return;
@@ -66,7 +66,7 @@ async fn verify(c: &DataNodeClient, m: &mut Model, seed: u64) {
             other => panic!("{ctx}: deleted extent answers {other:?}"),
         }
     }
-    let s = c.stat(e).await.unwrap_or_else(|err| panic!("{ctx}: stat {err}"));
+    let s = c.stat(ExtentId(e)).await.unwrap_or_else(|err| panic!("{ctx}: stat {err}"));
     let len = s.length;
     assert!(len >= m.acked, "{ctx}: length {len} lost acknowledged bytes (acked {})", m.acked);
     assert!(
@@ -99,7 +99,7 @@ async fn verify(c: &DataNodeClient, m: &mut Model, seed: u64) {
     let mut pos = 0u64;
     while pos < len {
         let n = (len - pos).min(3 << 20) as u32;
-        let got = c.read(e, pos, n).await.unwrap_or_else(|err| panic!("{ctx}: read {pos}+{n}: {err}"));
+        let got = c.read(ExtentId(e), pos, n).await.unwrap_or_else(|err| panic!("{ctx}: read {pos}+{n}: {err}"));
         assert!(got[..] == want[pos as usize..(pos + n as u64) as usize], "{ctx}: bytes differ in {pos}+{n}");
         pos += n as u64;
     }
@@ -127,7 +127,10 @@ async fn writer(
             let len = payload_len(&mut rng);
             model.lock()[i].segs.push(Seg { start: off, len: len as u64, gen });
             let p = Bytes::from(content(extent, gen, off, len));
-            inflight.push_back((off + len as u64, c.submit(DataNodeClient::append_request(extent, off, gen, p))));
+            inflight.push_back((
+                off + len as u64,
+                c.submit(DataNodeClient::append_request(ExtentId(extent), off, Epoch(gen), p)),
+            ));
             off += len as u64;
             sent += 1;
         }
@@ -146,7 +149,7 @@ async fn writer(
     }
     // Everything sent is acknowledged: seal at the end.
     model.lock()[i].seal_sent = Some(off);
-    match c.seal(extent, off).await {
+    match c.seal(ExtentId(extent), off).await {
         Ok(()) => model.lock()[i].sealed = Some(off),
         Err(ClientError::Connection(_)) => {}
         Err(e) => panic!("seed {seed}: seal {extent} at {off}: {e}"),
@@ -177,7 +180,7 @@ async fn kill9_during_appends_never_loses_an_acknowledged_byte() {
         if let Some(m) = ms.iter_mut().find(|m| m.sealed.is_some() && !m.deleted && !m.delete_sent) {
             if rng.gen_bool(0.3) {
                 m.delete_sent = true;
-                c.delete(m.extent).await.unwrap();
+                c.delete(ExtentId(m.extent)).await.unwrap();
                 m.deleted = true;
             }
         }
@@ -187,7 +190,7 @@ async fn kill9_during_appends_never_loses_an_acknowledged_byte() {
             .collect();
         chosen.truncate(WRITERS);
         while chosen.len() < WRITERS {
-            c.create(next_extent, 0, ANY_DEVICE).await.unwrap();
+            c.create(ExtentId(next_extent), Epoch(0), ANY_DEVICE).await.unwrap();
             ms.push(Model { extent: next_extent, ..Default::default() });
             chosen.push(ms.len() - 1);
             next_extent += 1;

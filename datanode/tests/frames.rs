@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use common::{default_args, Node};
 use proto::frame::{read_frame, FrameHeader, HEADER_BYTES};
 use proto::msg::{decode_response, ANY_DEVICE};
-use proto::{ExtentError, FRAME_BODY_BYTES_MAX};
+use proto::{Epoch, ExtentError, ExtentId, FRAME_BODY_BYTES_MAX};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
@@ -43,7 +43,7 @@ async fn bad_frames_are_refused_and_only_their_connection_closes() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), default_args(dir.path()));
     let good = node.client().await;
-    good.create(1, 1, ANY_DEVICE).await.unwrap();
+    good.create(ExtentId(1), Epoch(1), ANY_DEVICE).await.unwrap();
 
     // Oversized: refused from the header alone.
     let h = header(2, 9, FRAME_BODY_BYTES_MAX + 1);
@@ -81,8 +81,8 @@ async fn bad_frames_are_refused_and_only_their_connection_closes() {
     }
 
     // The well-behaved connection opened before all this still works, as do new ones.
-    assert_eq!(good.append(1, 0, 1, Bytes::from_static(b"still here")).await.unwrap(), 10);
+    assert_eq!(good.append(ExtentId(1), 0, Epoch(1), Bytes::from_static(b"still here")).await.unwrap(), 10);
     let fresh = node.client().await;
-    assert_eq!(&fresh.read(1, 0, 10).await.unwrap()[..], b"still here");
+    assert_eq!(&fresh.read(ExtentId(1), 0, 10).await.unwrap()[..], b"still here");
     assert!(!node.log().contains("panicked"), "server log shows a panic");
 }

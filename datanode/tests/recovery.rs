@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use common::Node;
+use proto::{Epoch, ExtentId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_final_batch_is_dropped_and_written_over() {
@@ -16,12 +17,12 @@ async fn a_torn_final_batch_is_dropped_and_written_over() {
     let dev = dir.path().join("dev0.img");
     let mut node = Node::start(dir.path(), vec!["--device".into(), format!("{}:64M", dev.display())]);
     let c = node.client().await;
-    c.create(1, 1, 0).await.unwrap();
+    c.create(ExtentId(1), Epoch(1), 0).await.unwrap();
     let first = Bytes::from(common::content(1, 1, 0, 6000));
     let mut torn = b"THIS-BATCH-TEARS".to_vec();
     torn.extend_from_slice(&common::content(1, 2, 6000, 30_000));
-    assert_eq!(c.append(1, 0, 1, first.clone()).await.unwrap(), 6000);
-    assert_eq!(c.append(1, 6000, 1, Bytes::from(torn.clone())).await.unwrap(), 36_016);
+    assert_eq!(c.append(ExtentId(1), 0, Epoch(1), first.clone()).await.unwrap(), 6000);
+    assert_eq!(c.append(ExtentId(1), 6000, Epoch(1), Bytes::from(torn.clone())).await.unwrap(), 36_016);
     drop(c);
     node.kill9();
 
@@ -35,16 +36,16 @@ async fn a_torn_final_batch_is_dropped_and_written_over() {
     node.restart();
     assert!(node.log().contains("dropped a torn final write of 30016 bytes"), "{}", node.log());
     let c = node.client().await;
-    assert_eq!(c.stat(1).await.unwrap().length, 6000, "the torn batch is gone, the one before it stays");
+    assert_eq!(c.stat(ExtentId(1)).await.unwrap().length, 6000, "the torn batch is gone, the one before it stays");
     // New appends go where the torn batch was, under a new incarnation.
     let next = Bytes::from(common::content(1, 3, 6000, 700));
-    assert_eq!(c.append(1, 6000, 1, next.clone()).await.unwrap(), 6700);
+    assert_eq!(c.append(ExtentId(1), 6000, Epoch(1), next.clone()).await.unwrap(), 6700);
     drop(c);
     node.restart();
     let c = node.client().await;
-    let s = c.stat(1).await.unwrap();
+    let s = c.stat(ExtentId(1)).await.unwrap();
     assert_eq!(s.length, 6700, "leftovers of the torn batch beyond the new one never rejoin the chain");
-    let all = c.read(1, 0, 6700).await.unwrap();
+    let all = c.read(ExtentId(1), 0, 6700).await.unwrap();
     assert_eq!(&all[..6000], &first[..]);
     assert_eq!(&all[6000..], &next[..]);
     assert!(!node.log().contains("dropped a torn"), "nothing torn the second time");
@@ -78,16 +79,16 @@ async fn sigterm_stops_cleanly_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), common::default_args(dir.path()));
     let c = node.client().await;
-    c.create(1, 1, 0).await.unwrap();
+    c.create(ExtentId(1), Epoch(1), 0).await.unwrap();
     let mut off = 0;
     for i in 0..50 {
-        off = c.append(1, off, 1, Bytes::from(common::content(1, 1, off, 100 + i))).await.unwrap();
+        off = c.append(ExtentId(1), off, Epoch(1), Bytes::from(common::content(1, 1, off, 100 + i))).await.unwrap();
     }
     let status = node.terminate(std::time::Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
     assert!(node.log().contains("shutting down"));
     node.start_again();
     let c = node.client().await;
-    assert_eq!(c.stat(1).await.unwrap().length, off);
-    assert_eq!(c.read(1, 0, 100).await.unwrap(), common::content(1, 1, 0, 100));
+    assert_eq!(c.stat(ExtentId(1)).await.unwrap().length, off);
+    assert_eq!(c.read(ExtentId(1), 0, 100).await.unwrap(), common::content(1, 1, 0, 100));
 }

@@ -8,13 +8,12 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use proto::meta::MemberId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::limits::{PEER_CONNECT_TIMEOUT, PEER_POOL_IDLE};
 use crate::TypeConfig;
-
-type NodeId = u64;
 
 #[derive(Clone)]
 pub struct Network {
@@ -42,14 +41,14 @@ impl Network {
 
 pub struct Peer {
     http: reqwest::Client,
-    target: NodeId,
+    target: MemberId,
     node: BasicNode,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Peer {
         Peer { http: self.http.clone(), target, node: node.clone() }
     }
 }
@@ -60,7 +59,7 @@ impl Peer {
         what: &str,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<MemberId, BasicNode, RaftError<MemberId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -74,7 +73,7 @@ impl Peer {
                 RPCError::Network(NetworkError::new(&e))
             }
         })?;
-        let body: Result<Resp, RaftError<NodeId, E>> =
+        let body: Result<Resp, RaftError<MemberId, E>> =
             r.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         body.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
@@ -85,7 +84,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<MemberId>, RPCError<MemberId, BasicNode, RaftError<MemberId>>> {
         self.post("append", &rpc, &option).await
     }
 
@@ -93,16 +92,18 @@ impl RaftNetwork<TypeConfig> for Peer {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<MemberId>,
+        RPCError<MemberId, BasicNode, RaftError<MemberId, InstallSnapshotError>>,
+    > {
         self.post("snapshot", &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<MemberId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<MemberId>, RPCError<MemberId, BasicNode, RaftError<MemberId>>> {
         self.post("vote", &rpc, &option).await
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use proto::meta::{MetaError, NodeInfo, NodeState, Policy, Replica};
+use proto::NodeId;
 use rand::Rng;
 
 /// A node as placement sees it: its devices' free bytes (the freshest known).
@@ -29,10 +30,10 @@ pub enum Spread {
     Node,
 }
 
-fn domain(n: &NodeInfo, spread: Spread) -> (&str, &str, u64) {
+fn domain(n: &NodeInfo, spread: Spread) -> (&str, &str, NodeId) {
     match spread {
-        Spread::Zone => (&n.zone, "", 0),
-        Spread::Rack => (&n.zone, &n.rack, 0),
+        Spread::Zone => (&n.zone, "", NodeId(0)),
+        Spread::Rack => (&n.zone, &n.rack, NodeId(0)),
         Spread::Node => ("", "", n.id),
     }
 }
@@ -102,7 +103,7 @@ mod tests {
         spec.iter()
             .enumerate()
             .map(|(i, &(zone, rack, free, state))| NodeInfo {
-                id: i as u64 + 1,
+                id: NodeId(i as u64 + 1),
                 addr: format!("127.0.0.1:{}", 9000 + i),
                 zone: format!("z{zone}"),
                 rack: format!("r{rack}"),
@@ -147,17 +148,17 @@ mod tests {
                 Err(e) => prop_assert!(false, "unexpected {e:?}"),
                 Ok(rs) => {
                     prop_assert_eq!(rs.len(), width as usize);
-                    let ids: HashSet<u64> = rs.iter().map(|r| r.node).collect();
+                    let ids: HashSet<NodeId> = rs.iter().map(|r| r.node).collect();
                     prop_assert_eq!(ids.len(), rs.len(), "a node twice: {:?}", rs);
                     for r in &rs {
-                        let n = &ns[r.node as usize - 1];
+                        let n = &ns[r.node.0 as usize - 1];
                         prop_assert_eq!(n.state, NodeState::Up);
                         prop_assert!(r.device < 2);
                     }
                     // As many distinct zones (else racks) as the healthy nodes allow.
                     let h: Vec<Candidate<'_>> = healthy.iter().map(|c| (*c).clone()).collect();
                     let spread = spread_for(&h, rs.len());
-                    let doms: HashSet<_> = rs.iter().map(|r| domain(&ns[r.node as usize - 1], spread)).collect();
+                    let doms: HashSet<_> = rs.iter().map(|r| domain(&ns[r.node.0 as usize - 1], spread)).collect();
                     prop_assert_eq!(doms.len(), rs.len());
                     if spread != Spread::Zone {
                         let zones: HashSet<&str> = healthy.iter().map(|c| c.node.zone.as_str()).collect();
@@ -179,7 +180,7 @@ mod tests {
         let mut hits = [0u32; 4];
         for _ in 0..draws {
             let r = place(&cs, Policy::Replica { n: 1 }, &mut rng).unwrap();
-            hits[r[0].node as usize - 1] += 1;
+            hits[r[0].node.0 as usize - 1] += 1;
         }
         for (i, &h) in hits.iter().enumerate() {
             let expect = draws as f64 * (i + 1) as f64 / 10.0;

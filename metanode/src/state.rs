@@ -148,16 +148,16 @@ impl State {
                 if need > self.nodes.len() {
                     return Err(MetaError::NotEnoughNodes { policy: policy.to_string(), need, have: self.nodes.len() });
                 }
-                self.counters.next_stream += 1;
+                self.counters.next_stream = self.counters.next_stream.next();
                 let id = self.counters.next_stream;
-                let s = StreamInfo { id, policy, epoch: 0, writer: None, extents: Vec::new() };
+                let s = StreamInfo { id, policy, epoch: Epoch(0), writer: None, extents: Vec::new() };
                 self.streams.insert(id, s.clone());
                 dirty.extend([Key::Stream(id), Key::Counters]);
                 Ok(Reply::Stream(s))
             }
             Command::OpenStream { id, writer } => {
                 let s = self.streams.get_mut(&id).ok_or(MetaError::NoSuchStream { id })?;
-                s.epoch += 1;
+                s.epoch = s.epoch.next();
                 s.writer = Some(writer);
                 dirty.push(Key::Stream(id));
                 Ok(Reply::Stream(s.clone()))
@@ -225,7 +225,7 @@ impl State {
                 MetaError::invalid(format!("epoch {epoch} is newer than the stream's {}", s.epoch))
             });
         }
-        if s.epoch == 0 {
+        if s.epoch == Epoch(0) {
             return Err(MetaError::invalid(format!("stream {stream} is not open for writing")));
         }
         let tail = s.extents.last().copied();
@@ -248,7 +248,7 @@ impl State {
         }
         let policy = s.policy;
         self.check_replicas(policy, &replicas)?;
-        self.counters.next_extent += 1;
+        self.counters.next_extent = self.counters.next_extent.next();
         let id = self.counters.next_extent;
         let e = ExtentInfo { id, stream, policy, replicas, epoch, sealed_len: None, bad: Vec::new() };
         self.extents.insert(id, e.clone());
@@ -318,7 +318,7 @@ mod tests {
     fn node(id: NodeId) -> RegisterNode {
         RegisterNode {
             id,
-            addr: format!("127.0.0.1:{}", 9000 + id),
+            addr: format!("127.0.0.1:{}", 9000 + id.0),
             zone: String::new(),
             rack: String::new(),
             devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30 }],
@@ -336,15 +336,15 @@ mod tests {
         r
     }
 
-    fn replicas(nodes: &[NodeId]) -> Vec<Replica> {
-        nodes.iter().map(|&node| Replica { node, device: 0 }).collect()
+    fn replicas(nodes: &[u64]) -> Vec<Replica> {
+        nodes.iter().map(|&node| Replica { node: NodeId(node), device: 0 }).collect()
     }
 
     #[test]
     fn stream_lifecycle_with_fencing_and_idempotent_retries() {
         let mut st = State::default();
         for id in 1..=3 {
-            run(&mut st, Command::RegisterNode(node(id))).unwrap();
+            run(&mut st, Command::RegisterNode(node(NodeId(id)))).unwrap();
         }
         let too_wide = run(&mut st, Command::CreateStream { policy: "ec:4+2".parse().unwrap() });
         assert!(matches!(too_wide, Err(MetaError::NotEnoughNodes { need: 6, have: 3, .. })), "{too_wide:?}");
@@ -354,49 +354,60 @@ mod tests {
         };
         let alloc =
             |epoch, after| Command::AllocateExtent { stream: s.id, epoch, after, replicas: replicas(&[1, 2, 3]) };
-        assert!(matches!(run(&mut st, alloc(0, None)), Err(MetaError::Invalid { .. })), "allocated before open");
+        assert!(matches!(run(&mut st, alloc(Epoch(0), None)), Err(MetaError::Invalid { .. })), "allocated before open");
         run(&mut st, Command::OpenStream { id: s.id, writer: "w1".into() }).unwrap();
-        let Reply::Extent(e1) = run(&mut st, alloc(1, None)).unwrap() else { panic!() };
+        let Reply::Extent(e1) = run(&mut st, alloc(Epoch(1), None)).unwrap() else { panic!() };
         // The same allocation again (a retry) returns the same extent.
-        assert_eq!(run(&mut st, alloc(1, None)).unwrap(), Reply::Extent(e1.clone()));
-        assert!(matches!(run(&mut st, alloc(1, Some(e1.id))), Err(MetaError::Conflict { .. })), "tail still open");
-        run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 100 }).unwrap();
-        run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 100 }).unwrap();
+        assert_eq!(run(&mut st, alloc(Epoch(1), None)).unwrap(), Reply::Extent(e1.clone()));
+        assert!(
+            matches!(run(&mut st, alloc(Epoch(1), Some(e1.id))), Err(MetaError::Conflict { .. })),
+            "tail still open"
+        );
+        run(&mut st, Command::SealExtent { extent: e1.id, epoch: Epoch(1), length: 100 }).unwrap();
+        run(&mut st, Command::SealExtent { extent: e1.id, epoch: Epoch(1), length: 100 }).unwrap();
         assert!(matches!(
-            run(&mut st, Command::SealExtent { extent: e1.id, epoch: 1, length: 50 }),
+            run(&mut st, Command::SealExtent { extent: e1.id, epoch: Epoch(1), length: 50 }),
             Err(MetaError::Conflict { .. })
         ));
-        let dup =
-            Command::AllocateExtent { stream: s.id, epoch: 1, after: Some(e1.id), replicas: replicas(&[1, 1, 2]) };
+        let dup = Command::AllocateExtent {
+            stream: s.id,
+            epoch: Epoch(1),
+            after: Some(e1.id),
+            replicas: replicas(&[1, 1, 2]),
+        };
         assert!(matches!(run(&mut st, dup), Err(MetaError::Invalid { .. })));
-        let ghost =
-            Command::AllocateExtent { stream: s.id, epoch: 1, after: Some(e1.id), replicas: replicas(&[1, 2, 7]) };
-        assert!(matches!(run(&mut st, ghost), Err(MetaError::NoSuchNode { id: 7 })));
-        let Reply::Extent(e2) = run(&mut st, alloc(1, Some(e1.id))).unwrap() else { panic!() };
+        let ghost = Command::AllocateExtent {
+            stream: s.id,
+            epoch: Epoch(1),
+            after: Some(e1.id),
+            replicas: replicas(&[1, 2, 7]),
+        };
+        assert!(matches!(run(&mut st, ghost), Err(MetaError::NoSuchNode { id: NodeId(7) })));
+        let Reply::Extent(e2) = run(&mut st, alloc(Epoch(1), Some(e1.id))).unwrap() else { panic!() };
         // A second writer fences the first.
         run(&mut st, Command::OpenStream { id: s.id, writer: "w2".into() }).unwrap();
         assert!(matches!(
-            run(&mut st, Command::SealExtent { extent: e2.id, epoch: 1, length: 10 }),
-            Err(MetaError::Fenced { epoch: 1, current: 2 })
+            run(&mut st, Command::SealExtent { extent: e2.id, epoch: Epoch(1), length: 10 }),
+            Err(MetaError::Fenced { epoch: Epoch(1), current: Epoch(2) })
         ));
-        assert!(matches!(run(&mut st, alloc(1, Some(e2.id))), Err(MetaError::Fenced { .. })));
-        run(&mut st, Command::SealExtent { extent: e2.id, epoch: 2, length: 10 }).unwrap();
+        assert!(matches!(run(&mut st, alloc(Epoch(1), Some(e2.id))), Err(MetaError::Fenced { .. })));
+        run(&mut st, Command::SealExtent { extent: e2.id, epoch: Epoch(2), length: 10 }).unwrap();
         let view = st.stream_view(s.id).unwrap();
         assert_eq!(view.stream.extents, vec![e1.id, e2.id]);
         assert_eq!(view.extents.iter().map(|e| e.sealed_len).collect::<Vec<_>>(), vec![Some(100), Some(10)]);
         assert_eq!(view.nodes.len(), 3);
         // A bad copy is recorded once, and only for a node that holds one.
         let bad = |node| Command::ReportBad { extent: e1.id, node };
-        assert!(matches!(run(&mut st, bad(7)), Err(MetaError::Invalid { .. })));
-        let Reply::Extent(e) = run(&mut st, bad(2)).unwrap() else { panic!() };
-        assert_eq!(e.bad, vec![2]);
+        assert!(matches!(run(&mut st, bad(NodeId(7))), Err(MetaError::Invalid { .. })));
+        let Reply::Extent(e) = run(&mut st, bad(NodeId(2))).unwrap() else { panic!() };
+        assert_eq!(e.bad, vec![NodeId(2)]);
         let mut dirty = Vec::new();
-        st.apply(bad(2), &mut dirty).unwrap();
+        st.apply(bad(NodeId(2)), &mut dirty).unwrap();
         assert!(dirty.is_empty(), "a second report of the same copy changes nothing");
-        assert_eq!(st.extents[&e1.id].bad, vec![2]);
+        assert_eq!(st.extents[&e1.id].bad, vec![NodeId(2)]);
         // A down node takes no new extents.
-        run(&mut st, Command::NodeDown { id: 3 }).unwrap();
-        let r = run(&mut st, alloc(2, Some(e2.id)));
+        run(&mut st, Command::NodeDown { id: NodeId(3) }).unwrap();
+        let r = run(&mut st, alloc(Epoch(2), Some(e2.id)));
         assert!(matches!(r, Err(MetaError::Unavailable { .. })), "{r:?}");
         run(&mut st, Command::DeleteStream { id: s.id }).unwrap();
         assert!(st.extents.is_empty() && st.streams.is_empty());
@@ -406,29 +417,32 @@ mod tests {
     #[test]
     fn registration_is_validated() {
         let mut st = State::default();
-        let mut r = node(1);
+        let mut r = node(NodeId(1));
         r.devices.clear();
         assert!(run(&mut st, Command::RegisterNode(r)).is_err());
-        let mut r = node(1);
+        let mut r = node(NodeId(1));
         r.devices[0].free_bytes = u64::MAX;
         assert!(run(&mut st, Command::RegisterNode(r)).is_err());
-        run(&mut st, Command::RegisterNode(node(1))).unwrap();
-        let mut r = node(2);
-        r.addr = node(1).addr;
+        run(&mut st, Command::RegisterNode(node(NodeId(1)))).unwrap();
+        let mut r = node(NodeId(2));
+        r.addr = node(NodeId(1)).addr;
         assert!(matches!(run(&mut st, Command::RegisterNode(r)), Err(MetaError::Conflict { .. })));
         // Re-registering (a restart) keeps a draining node draining, and so does an
         // outage; an admin's `up` ends draining.
-        run(&mut st, Command::SetNodeState { id: 1, state: NodeState::Draining }).unwrap();
-        run(&mut st, Command::RegisterNode(node(1))).unwrap();
-        assert_eq!(st.nodes[&1].state, NodeState::Draining);
-        run(&mut st, Command::NodeDown { id: 1 }).unwrap();
-        assert_eq!(st.nodes[&1].state, NodeState::Down);
-        run(&mut st, Command::NodeAlive { id: 1 }).unwrap();
-        assert_eq!(st.nodes[&1].state, NodeState::Draining);
-        run(&mut st, Command::SetNodeState { id: 1, state: NodeState::Up }).unwrap();
-        run(&mut st, Command::NodeDown { id: 1 }).unwrap();
-        run(&mut st, Command::NodeAlive { id: 1 }).unwrap();
-        assert_eq!(st.nodes[&1].state, NodeState::Up);
-        assert!(matches!(run(&mut st, Command::NodeAlive { id: 9 }), Err(MetaError::NoSuchNode { id: 9 })));
+        run(&mut st, Command::SetNodeState { id: NodeId(1), state: NodeState::Draining }).unwrap();
+        run(&mut st, Command::RegisterNode(node(NodeId(1)))).unwrap();
+        assert_eq!(st.nodes[&NodeId(1)].state, NodeState::Draining);
+        run(&mut st, Command::NodeDown { id: NodeId(1) }).unwrap();
+        assert_eq!(st.nodes[&NodeId(1)].state, NodeState::Down);
+        run(&mut st, Command::NodeAlive { id: NodeId(1) }).unwrap();
+        assert_eq!(st.nodes[&NodeId(1)].state, NodeState::Draining);
+        run(&mut st, Command::SetNodeState { id: NodeId(1), state: NodeState::Up }).unwrap();
+        run(&mut st, Command::NodeDown { id: NodeId(1) }).unwrap();
+        run(&mut st, Command::NodeAlive { id: NodeId(1) }).unwrap();
+        assert_eq!(st.nodes[&NodeId(1)].state, NodeState::Up);
+        assert!(matches!(
+            run(&mut st, Command::NodeAlive { id: NodeId(9) }),
+            Err(MetaError::NoSuchNode { id: NodeId(9) })
+        ));
     }
 }

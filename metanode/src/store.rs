@@ -31,6 +31,7 @@ use openraft::{
     StorageError, StoredMembership, Vote,
 };
 use parking_lot::RwLock;
+use proto::meta::MemberId;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,8 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Counters, Key, Reply, State};
 use crate::TypeConfig;
 
-type NodeId = u64;
-type SErr = StorageError<NodeId>;
+type SErr = StorageError<MemberId>;
 
 const CF_LOGS: &str = "logs";
 const CF_STORE: &str = "store";
@@ -76,8 +76,8 @@ fn synced() -> WriteOptions {
     w
 }
 
-type SIo = openraft::StorageIOError<NodeId>;
-type Sig = Option<openraft::storage::SnapshotSignature<NodeId>>;
+type SIo = openraft::StorageIOError<MemberId>;
+type Sig = Option<openraft::storage::SnapshotSignature<MemberId>>;
 
 fn read_logs(e: impl Into<AnyError>) -> SErr {
     SIo::read_logs(e).into()
@@ -163,7 +163,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
-        let purged: Option<LogId<NodeId>> = self.get_store(K_PURGED).map_err(read_logs)?;
+        let purged: Option<LogId<MemberId>> = self.get_store(K_PURGED).map_err(read_logs)?;
         let last = match self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End).next() {
             Some(kv) => {
                 let (_, v) = kv.map_err(|e| read_logs(io(e)))?;
@@ -179,20 +179,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+    async fn save_vote(&mut self, vote: &Vote<MemberId>) -> Result<(), SErr> {
         self.put_store(K_VOTE, vote, true).map_err(|e| write_vote(io(e)))
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+    async fn read_vote(&mut self) -> Result<Option<Vote<MemberId>>, SErr> {
         self.get_store(K_VOTE).map_err(read_vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+    async fn save_committed(&mut self, committed: Option<LogId<MemberId>>) -> Result<(), SErr> {
         self.put_store(K_COMMITTED, &committed, false).map_err(|e| write_logs(io(e)))
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        Ok(self.get_store::<Option<LogId<NodeId>>>(K_COMMITTED).map_err(read_logs)?.flatten())
+    async fn read_committed(&mut self) -> Result<Option<LogId<MemberId>>, SErr> {
+        Ok(self.get_store::<Option<LogId<MemberId>>>(K_COMMITTED).map_err(read_logs)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
@@ -211,13 +211,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         failed.map_or(Ok(()), Err)
     }
 
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+    async fn truncate(&mut self, log_id: LogId<MemberId>) -> Result<(), SErr> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOGS), log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
         self.db.write_opt(batch, &synced()).map_err(|e| write_logs(io(e)))
     }
 
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+    async fn purge(&mut self, log_id: LogId<MemberId>) -> Result<(), SErr> {
         // Record the purge point first: a crash between the two leaves extra entries,
         // never a log that starts after its recorded start.
         self.put_store(K_PURGED, &log_id, true).map_err(|e| write_logs(io(e)))?;
@@ -231,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 // State machine
 
 /// The last applied log id and the membership it carries.
-pub type Applied = (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>);
+pub type Applied = (Option<LogId<MemberId>>, StoredMembership<MemberId, BasicNode>);
 
 /// The applied state, shared with the API handlers for reads.
 pub struct Shared {
@@ -246,7 +246,7 @@ struct SnapshotBlob {
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: SnapshotMeta<MemberId, BasicNode>,
     data: Vec<u8>,
 }
 
@@ -258,9 +258,9 @@ pub struct StateMachine {
 
 fn sm_key(k: Key) -> Vec<u8> {
     let (tag, id) = match k {
-        Key::Node(id) => (b'n', id),
-        Key::Stream(id) => (b's', id),
-        Key::Extent(id) => (b'e', id),
+        Key::Node(id) => (b'n', id.0),
+        Key::Stream(id) => (b's', id.0),
+        Key::Extent(id) => (b'e', id.0),
         Key::Counters => return K_COUNTERS.to_vec(),
     };
     let mut v = Vec::with_capacity(9);
@@ -403,7 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<MemberId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let data = snapshot.into_inner();
@@ -448,6 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use openraft::{CommittedLeaderId, RaftLogReader};
+    use proto::meta::StreamId;
 
     use super::*;
     use crate::state::Command;
@@ -455,7 +456,7 @@ mod tests {
     fn entry(index: u64) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
-            payload: EntryPayload::Normal(Command::DeleteStream { id: index }),
+            payload: EntryPayload::Normal(Command::DeleteStream { id: StreamId(index) }),
         }
     }
 

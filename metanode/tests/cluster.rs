@@ -8,20 +8,21 @@ use std::time::{Duration, Instant};
 use client::MetaClient;
 use parking_lot::Mutex;
 use proto::meta::{MetaError, Policy, StreamId};
+use proto::{Epoch, ExtentId, NodeId};
 use testkit::{fake_datanode, wait_for, Cluster};
 use tokio::sync::watch;
 
 /// A writer that allocates and seals extents of one stream back to back, recording
 /// every change the metanode acknowledged.
 struct Load {
-    acked: Arc<Mutex<Vec<(u64, u64, Instant)>>>,
+    acked: Arc<Mutex<Vec<(ExtentId, u64, Instant)>>>,
     progress: watch::Receiver<usize>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<(), MetaError>>,
 }
 
 impl Load {
-    fn start(c: MetaClient, stream: StreamId, epoch: u64, after: Option<u64>) -> Load {
+    fn start(c: MetaClient, stream: StreamId, epoch: Epoch, after: Option<ExtentId>) -> Load {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (tx, progress) = watch::channel(0);
         let stop = Arc::new(AtomicBool::new(false));
@@ -56,16 +57,16 @@ impl Load {
         }
     }
 
-    async fn finish(self) -> Vec<(u64, u64, Instant)> {
+    async fn finish(self) -> Vec<(ExtentId, u64, Instant)> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap().expect("the writer saw an error");
         Arc::try_unwrap(self.acked).unwrap().into_inner()
     }
 }
 
-async fn setup(c: &MetaClient) -> (StreamId, u64) {
+async fn setup(c: &MetaClient) -> (StreamId, Epoch) {
     for id in 1..=4 {
-        c.register_node(&fake_datanode(id, &format!("z{}", id % 3))).await.unwrap();
+        c.register_node(&fake_datanode(NodeId(id), &format!("z{}", id % 3))).await.unwrap();
     }
     let s = c.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     let v = c.open_stream(s.id, "test-writer").await.unwrap();
@@ -73,9 +74,9 @@ async fn setup(c: &MetaClient) -> (StreamId, u64) {
 }
 
 /// Every acknowledged change is in the stream, in order, with its sealed length.
-async fn check_acked(c: &MetaClient, stream: StreamId, acked: &[(u64, u64, Instant)]) {
+async fn check_acked(c: &MetaClient, stream: StreamId, acked: &[(ExtentId, u64, Instant)]) {
     let v = c.stream(stream).await.unwrap();
-    let ids: Vec<u64> = acked.iter().map(|a| a.0).collect();
+    let ids: Vec<ExtentId> = acked.iter().map(|a| a.0).collect();
     assert_eq!(v.stream.extents, ids, "the stream's extents differ from the acknowledged ones");
     for (e, &(id, len, _)) in v.extents.iter().zip(acked) {
         assert_eq!((e.id, e.sealed_len), (id, Some(len)));
@@ -191,29 +192,29 @@ async fn bad_requests_are_refused_and_change_nothing() {
     let before = c.status().await.unwrap();
     let r = c.create_stream("ec:4+2".parse().unwrap()).await;
     assert!(matches!(r, Err(MetaError::NotEnoughNodes { need: 6, have: 4, .. })), "{r:?}");
-    assert!(matches!(c.stream(999).await, Err(MetaError::NoSuchStream { id: 999 })));
-    assert!(matches!(c.extent(999).await, Err(MetaError::NoSuchExtent { id: 999 })));
-    assert!(matches!(c.allocate_extent(999, 1, None).await, Err(MetaError::NoSuchStream { .. })));
-    assert!(matches!(c.allocate_extent(stream, epoch + 1, None).await, Err(MetaError::Invalid { .. })));
-    assert!(matches!(c.seal_extent(12345, epoch, 0).await, Err(MetaError::NoSuchExtent { .. })));
-    let mut bad = fake_datanode(9, "z");
+    assert!(matches!(c.stream(StreamId(999)).await, Err(MetaError::NoSuchStream { id: StreamId(999) })));
+    assert!(matches!(c.extent(ExtentId(999)).await, Err(MetaError::NoSuchExtent { id: ExtentId(999) })));
+    assert!(matches!(c.allocate_extent(StreamId(999), Epoch(1), None).await, Err(MetaError::NoSuchStream { .. })));
+    assert!(matches!(c.allocate_extent(stream, epoch.next(), None).await, Err(MetaError::Invalid { .. })));
+    assert!(matches!(c.seal_extent(ExtentId(12345), epoch, 0).await, Err(MetaError::NoSuchExtent { .. })));
+    let mut bad = fake_datanode(NodeId(9), "z");
     bad.devices.clear();
     assert!(matches!(c.register_node(&bad).await, Err(MetaError::Invalid { .. })));
     assert!(matches!(
-        c.heartbeat(&proto::meta::Heartbeat { id: 77, devices: vec![] }).await,
-        Err(MetaError::NoSuchNode { id: 77 })
+        c.heartbeat(&proto::meta::Heartbeat { id: NodeId(77), devices: vec![] }).await,
+        Err(MetaError::NoSuchNode { id: NodeId(77) })
     ));
     // Opening while the tail extent's replicas are all unreachable (these datanodes are
     // fake) fails clearly; the epoch is bumped all the same, fencing the old writer.
     let e = c.allocate_extent(stream, epoch, None).await.unwrap();
     let r = c.open_stream(stream, "second").await;
     assert!(matches!(r, Err(MetaError::Unavailable { .. })), "{r:?}");
-    assert_eq!(c.stream(stream).await.unwrap().stream.epoch, epoch + 1);
+    assert_eq!(c.stream(stream).await.unwrap().stream.epoch, epoch.next());
     assert!(matches!(c.seal_extent(e.id, epoch, 4096).await, Err(MetaError::Fenced { .. })));
-    c.seal_extent(e.id, epoch + 1, 4096).await.unwrap();
+    c.seal_extent(e.id, epoch.next(), 4096).await.unwrap();
     let v = c.open_stream(stream, "third").await.unwrap();
-    assert_eq!((v.stream.epoch, v.extents[0].sealed_len), (epoch + 2, Some(4096)));
-    assert!(matches!(c.allocate_extent(stream, epoch + 1, Some(e.id)).await, Err(MetaError::Fenced { .. })));
+    assert_eq!((v.stream.epoch, v.extents[0].sealed_len), (Epoch(epoch.0 + 2), Some(4096)));
+    assert!(matches!(c.allocate_extent(stream, epoch.next(), Some(e.id)).await, Err(MetaError::Fenced { .. })));
     let after = c.status().await.unwrap();
     assert_eq!((after.nodes, after.streams), (before.nodes, before.streams));
     assert_eq!(after.extents, before.extents + 1);
@@ -254,14 +255,14 @@ async fn the_cluster_token_is_required_when_configured() {
         assert_eq!(r.status().as_u16(), 401);
     }
     let anonymous = cl.client();
-    let r = anonymous.register_node(&fake_datanode(1, "z")).await;
+    let r = anonymous.register_node(&fake_datanode(NodeId(1), "z")).await;
     assert!(matches!(r, Err(MetaError::Unauthorized { .. })), "{r:?}");
     // With it (nextest runs each test in its own process, so the variable is ours):
     // the members elected a leader among themselves, which needs the token too.
     std::env::set_var(proto::meta::CLUSTER_TOKEN_ENV, token);
     let c = cl.client();
     cl.leader().await;
-    c.register_node(&fake_datanode(1, "z")).await.unwrap();
+    c.register_node(&fake_datanode(NodeId(1), "z")).await.unwrap();
     assert_eq!(c.nodes().await.unwrap().len(), 1);
 }
 
@@ -272,7 +273,7 @@ async fn five_members_survive_two_failures_and_refuse_writes_without_a_majority(
     let (stream, epoch) = setup(&c).await;
     let mut after = None;
     let mut acked = Vec::new();
-    let step = |c: MetaClient, after: Option<u64>| async move {
+    let step = |c: MetaClient, after: Option<ExtentId>| async move {
         let e = c.allocate_extent(stream, epoch, after).await?;
         c.seal_extent(e.id, epoch, 4096).await?;
         Ok::<_, MetaError>(e.id)

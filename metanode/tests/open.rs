@@ -7,10 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use client::{ClientError, DataNodeClient, MetaClient};
 use proto::meta::{MetaError, NodeState, Policy};
-use proto::ExtentError;
+use proto::{Epoch, ExtentError, ExtentId, NodeId};
 use testkit::{wait_for, Cluster};
 
-async fn append(c: &DataNodeClient, extent: u64, offset: u64, epoch: u64, data: &[u8]) -> Result<u64, ClientError> {
+async fn append(
+    c: &DataNodeClient,
+    extent: ExtentId,
+    offset: u64,
+    epoch: Epoch,
+    data: &[u8],
+) -> Result<u64, ClientError> {
     c.append(extent, offset, epoch, Bytes::copy_from_slice(data)).await
 }
 
@@ -26,7 +32,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
     let epoch_a = a.stream.epoch;
     let e = meta.allocate_extent(s.id, epoch_a, None).await.unwrap();
     let nodes = meta.nodes().await.unwrap();
-    let addr = |node: u64| nodes.iter().find(|n| n.id == node).unwrap().addr.clone();
+    let addr = |node: NodeId| nodes.iter().find(|n| n.id == node).unwrap().addr.clone();
     let mut conns = Vec::new();
     for r in &e.replicas {
         let c = DataNodeClient::connect(addr(r.node).as_str()).await.unwrap();
@@ -49,7 +55,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
     // Writer B opens: the extent is sealed at the smallest length, the acked one.
     let b = meta.open_stream(s.id, "writer-b").await.unwrap();
     let epoch_b = b.stream.epoch;
-    assert_eq!(epoch_b, epoch_a + 1);
+    assert_eq!(epoch_b, epoch_a.next());
     assert_eq!(b.extents[0].sealed_len, Some(acked));
     for c in &conns {
         let st = c.stat(e.id).await.unwrap();
@@ -77,7 +83,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
     // The extra (unacknowledged) append reaches replica 0 only; replica 2's node dies.
     append(&conns2[0], e2.id, 3000, epoch_b, &[8u8; 500]).await.unwrap();
     let dead = e2.replicas[2].node;
-    dns[dead as usize - 1].kill9();
+    dns[dead.0 as usize - 1].kill9();
     let c = meta.open_stream(s.id, "writer-c").await.unwrap();
     assert_eq!(c.extents[1].sealed_len, Some(3000), "min over the reachable replicas");
 
@@ -93,7 +99,7 @@ async fn open_fences_and_seals_the_dead_writers_extent_at_the_smallest_reachable
         let x = meta.allocate_extent(s2.id, v.stream.epoch, None).await.unwrap();
         assert!(x.replicas.iter().all(|r| r.node != dead), "placed on a down node: {x:?}");
     }
-    dns[dead as usize - 1].spawn();
+    dns[dead.0 as usize - 1].spawn();
     wait_for("restarted datanode back up", Duration::from_secs(30), || async {
         let n = meta.nodes().await.ok()?;
         n.iter().any(|n| n.id == dead && n.state == NodeState::Up).then_some(())

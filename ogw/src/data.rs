@@ -16,14 +16,14 @@ use bytes::{Bytes, BytesMut};
 use client::{Slice, StreamClient, StreamError, StreamWriter};
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use proto::meta::Policy;
+use proto::meta::{Policy, StreamId};
 use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
 use crate::limits::{CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW};
 
 struct Lane {
-    stream: u64,
+    stream: StreamId,
     writer: Mutex<Arc<StreamWriter>>,
 }
 

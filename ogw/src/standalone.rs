@@ -16,6 +16,7 @@ use datanode::config::{Args as DnArgs, Config as DnConfig};
 use datanode::extent::ExtentStore;
 use datanode::server::Server;
 use proto::meta::{NodeState, Policy};
+use proto::NodeId;
 use rand::distributions::{Alphanumeric, DistString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -94,8 +95,8 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         let l = TcpListener::bind(cfg.listen).await?;
         let addr = l.local_addr()?.to_string();
         let metanode = cfg.meta.clone().expect("--metanode given");
-        tokio::spawn(datanode::heartbeat::run(store.clone(), i, addr, metanode));
-        let srv = Arc::new(Server::new(store.clone(), i));
+        tokio::spawn(datanode::heartbeat::run(store.clone(), NodeId(i), addr, metanode));
+        let srv = Arc::new(Server::new(store.clone(), NodeId(i)));
         let mut rx = stop_rx.clone();
         tokio::spawn(srv.serve(l, async move {
             let _ = rx.changed().await;

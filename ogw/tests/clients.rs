@@ -340,7 +340,7 @@ fn standalone_serves_aws_cli_v2_and_v1() {
 async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     let cl = Cluster::start(3, &[]);
     let _dns: Vec<DataNode> =
-        (1..=4).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "1G", false)).collect();
+        (1..=4).map(|i| DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "1G", false)).collect();
     testkit::wait_datanodes_up(&cl.client(), 4).await;
     let db = sqlite_db(cl.dir.path());
     let (a1, s1) = other_tenant(&db, "tenant1");
@@ -517,7 +517,7 @@ async fn storage_classes_are_erasure_coded_and_survive_m_dead_datanodes() {
 
     let cl = Cluster::start(1, &["--node-grace-ms", "1000"]);
     let mut dns: Vec<DataNode> =
-        (1..=7).map(|i| DataNode::start_sized(cl.dir.path(), i, &cl.addrs(), "512M", false)).collect();
+        (1..=7).map(|i| DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "512M", false)).collect();
     testkit::wait_datanodes_up(&cl.client(), 7).await;
     let db = sqlite_db(cl.dir.path());
     let (a, s) = other_tenant(&db, "tenant1");
@@ -555,7 +555,7 @@ async fn storage_classes_are_erasure_coded_and_survive_m_dead_datanodes() {
     }
     let e = ec_extent.expect("an ec:4+2 stream with data");
     assert_eq!(e.replicas.len(), 6);
-    let victims: Vec<u64> = e.replicas[..3].iter().map(|r| r.node).collect();
+    let victims: Vec<u64> = e.replicas[..3].iter().map(|r| r.node.0).collect();
 
     for &v in &victims[..2] {
         dns[v as usize - 1].kill9();

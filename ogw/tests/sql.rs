@@ -13,11 +13,12 @@ use ogw::catalog::{Catalog, CatalogError, Object, ObjectInfo, Part, WriteConditi
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
 use proto::meta::Policy;
+use proto::ExtentId;
 
 const REPLICA3: Policy = Policy::Replica { n: 3 };
 
 fn slice(extent: u64, len: u32) -> Slice {
-    Slice { extent, offset: extent * 1000, len, crc: extent as u32 }
+    Slice { extent: ExtentId(extent), offset: extent * 1000, len, crc: extent as u32 }
 }
 
 fn object(key: &str, etag: &str, slices: Vec<Slice>) -> Object {

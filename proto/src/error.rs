@@ -2,7 +2,7 @@
 //! two numbers and a message, so a client gets back exactly the variant the datanode
 //! produced.
 
-use crate::ExtentId;
+use crate::{Epoch, ExtentId};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtentError {
@@ -13,7 +13,7 @@ pub enum ExtentError {
     #[error("append at offset {expected_offset} refused: extent length is {length}")]
     OffsetMismatch { expected_offset: u64, length: u64 },
     #[error("epoch {epoch} is older than the extent's epoch {current}")]
-    StaleEpoch { epoch: u64, current: u64 },
+    StaleEpoch { epoch: Epoch, current: Epoch },
     #[error("extent is sealed at length {length}")]
     Sealed { length: u64 },
     #[error("append of {bytes} bytes exceeds the limit of {limit} bytes")]
@@ -57,10 +57,10 @@ impl ExtentError {
     pub fn to_wire(&self) -> (u16, u64, u64, String) {
         use ExtentError::*;
         match self {
-            NotFound { extent } => (1, *extent, 0, String::new()),
-            AlreadyExists { extent } => (2, *extent, 0, String::new()),
+            NotFound { extent } => (1, extent.0, 0, String::new()),
+            AlreadyExists { extent } => (2, extent.0, 0, String::new()),
             OffsetMismatch { expected_offset, length } => (3, *expected_offset, *length, String::new()),
-            StaleEpoch { epoch, current } => (4, *epoch, *current, String::new()),
+            StaleEpoch { epoch, current } => (4, epoch.0, current.0, String::new()),
             Sealed { length } => (5, *length, 0, String::new()),
             AppendTooLarge { bytes, limit } => (6, *bytes, *limit, String::new()),
             ExtentFull { length, limit } => (7, *length, *limit, String::new()),
@@ -85,10 +85,10 @@ impl ExtentError {
     pub fn from_wire(code: u16, a: u64, b: u64, msg: String) -> ExtentError {
         use ExtentError::*;
         match code {
-            1 => NotFound { extent: a },
-            2 => AlreadyExists { extent: a },
+            1 => NotFound { extent: ExtentId(a) },
+            2 => AlreadyExists { extent: ExtentId(a) },
             3 => OffsetMismatch { expected_offset: a, length: b },
-            4 => StaleEpoch { epoch: a, current: b },
+            4 => StaleEpoch { epoch: Epoch(a), current: Epoch(b) },
             5 => Sealed { length: a },
             6 => AppendTooLarge { bytes: a, limit: b },
             7 => ExtentFull { length: a, limit: b },

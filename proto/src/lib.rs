@@ -4,19 +4,14 @@
 
 pub mod error;
 pub mod frame;
+mod id;
 pub mod meta;
 pub mod msg;
 
 pub use error::ExtentError;
 pub use frame::{FrameError, FrameHeader};
+pub use id::{Epoch, ExtentId, NodeId, StreamId};
 pub use msg::{DeviceStat, ExtentStat, NodeStat, Opcode, Request, Response};
-
-/// Globally unique extent id, assigned by the metanode (or the caller in tests).
-pub type ExtentId = u64;
-/// Writer epoch: a stream's writer lease number. Datanodes refuse older ones.
-pub type Epoch = u64;
-/// Cluster-wide datanode id.
-pub type NodeId = u64;
 
 /// Largest payload of one append, in bytes.
 pub const APPEND_BYTES_MAX: u32 = 8 << 20;

@@ -7,10 +7,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::StreamId;
 use crate::{Epoch, ExtentId, NodeId};
 
-/// Cluster-wide LogStream id, assigned by the metanode.
-pub type StreamId = u64;
 /// Id of a metanode (a Raft member). Independent of datanode ids.
 pub type MemberId = u64;
 
@@ -323,7 +322,7 @@ mod tests {
 
     #[test]
     fn errors_carry_their_code() {
-        let e = MetaError::Fenced { epoch: 3, current: 4 };
+        let e = MetaError::Fenced { epoch: Epoch(3), current: Epoch(4) };
         let j = serde_json::to_string(&e).unwrap();
         assert_eq!(j, r#"{"code":"Fenced","epoch":3,"current":4}"#);
         assert_eq!(serde_json::from_str::<MetaError>(&j).unwrap(), e);

@@ -128,7 +128,7 @@ pub const APPEND_FIXED_BYTES: usize = 28;
 /// The fixed fields of an append body: (extent, expected_offset, epoch, crc32c).
 pub fn decode_append_fixed(b: &[u8; APPEND_FIXED_BYTES]) -> (ExtentId, u64, Epoch, u32) {
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-    (u64_at(0), u64_at(8), u64_at(16), u32::from_le_bytes(b[24..28].try_into().expect("4")))
+    (ExtentId(u64_at(0)), u64_at(8), Epoch(u64_at(16)), u32::from_le_bytes(b[24..28].try_into().expect("4")))
 }
 
 impl Request {
@@ -152,30 +152,30 @@ impl Request {
         let mut tail = None;
         match self {
             Request::Create { extent, epoch, device } => {
-                fixed.put_u64_le(*extent);
-                fixed.put_u64_le(*epoch);
+                fixed.put_u64_le(extent.0);
+                fixed.put_u64_le(epoch.0);
                 fixed.put_u32_le(*device);
             }
             Request::Append { extent, expected_offset, epoch, crc32c, payload } => {
-                fixed.put_u64_le(*extent);
+                fixed.put_u64_le(extent.0);
                 fixed.put_u64_le(*expected_offset);
-                fixed.put_u64_le(*epoch);
+                fixed.put_u64_le(epoch.0);
                 fixed.put_u32_le(*crc32c);
                 tail = Some(payload.clone());
             }
             Request::Read { extent, offset, len } => {
-                fixed.put_u64_le(*extent);
+                fixed.put_u64_le(extent.0);
                 fixed.put_u64_le(*offset);
                 fixed.put_u32_le(*len);
             }
             Request::Seal { extent, length } => {
-                fixed.put_u64_le(*extent);
+                fixed.put_u64_le(extent.0);
                 fixed.put_u64_le(*length);
             }
-            Request::Delete { extent } | Request::Stat { extent } => fixed.put_u64_le(*extent),
+            Request::Delete { extent } | Request::Stat { extent } => fixed.put_u64_le(extent.0),
             Request::Fence { extent, epoch } => {
-                fixed.put_u64_le(*extent);
-                fixed.put_u64_le(*epoch);
+                fixed.put_u64_le(extent.0);
+                fixed.put_u64_le(epoch.0);
             }
             Request::List | Request::NodeStat => {}
         }
@@ -187,19 +187,20 @@ impl Request {
         let op = Opcode::from_u8(opcode).ok_or_else(|| ExtentError::Malformed(format!("unknown opcode {opcode}")))?;
         let mut c = Cursor::new(&body);
         let req = match op {
-            Opcode::Create => Request::Create { extent: c.u64()?, epoch: c.u64()?, device: c.u32()? },
+            Opcode::Create => Request::Create { extent: ExtentId(c.u64()?), epoch: Epoch(c.u64()?), device: c.u32()? },
             Opcode::Append => {
-                let (extent, expected_offset, epoch, crc32c) = (c.u64()?, c.u64()?, c.u64()?, c.u32()?);
+                let (extent, expected_offset, epoch, crc32c) =
+                    (ExtentId(c.u64()?), c.u64()?, Epoch(c.u64()?), c.u32()?);
                 let payload = body.slice(c.pos()..);
                 return Ok(Request::Append { extent, expected_offset, epoch, crc32c, payload });
             }
-            Opcode::Read => Request::Read { extent: c.u64()?, offset: c.u64()?, len: c.u32()? },
-            Opcode::Seal => Request::Seal { extent: c.u64()?, length: c.u64()? },
-            Opcode::Delete => Request::Delete { extent: c.u64()? },
-            Opcode::Stat => Request::Stat { extent: c.u64()? },
+            Opcode::Read => Request::Read { extent: ExtentId(c.u64()?), offset: c.u64()?, len: c.u32()? },
+            Opcode::Seal => Request::Seal { extent: ExtentId(c.u64()?), length: c.u64()? },
+            Opcode::Delete => Request::Delete { extent: ExtentId(c.u64()?) },
+            Opcode::Stat => Request::Stat { extent: ExtentId(c.u64()?) },
             Opcode::List => Request::List,
             Opcode::NodeStat => Request::NodeStat,
-            Opcode::Fence => Request::Fence { extent: c.u64()?, epoch: c.u64()? },
+            Opcode::Fence => Request::Fence { extent: ExtentId(c.u64()?), epoch: Epoch(c.u64()?) },
         };
         c.finish()?;
         Ok(req)
@@ -214,15 +215,21 @@ fn frame(opcode: u8, request_id: u64, body_len: usize, fixed: BytesMut) -> Bytes
 }
 
 fn put_stat(out: &mut BytesMut, s: &ExtentStat) {
-    out.put_u64_le(s.extent);
-    out.put_u64_le(s.epoch);
+    out.put_u64_le(s.extent.0);
+    out.put_u64_le(s.epoch.0);
     out.put_u64_le(s.length);
     out.put_u8(s.sealed as u8);
     out.put_u32_le(s.device);
 }
 
 fn get_stat(c: &mut Cursor<'_>) -> Result<ExtentStat, ExtentError> {
-    Ok(ExtentStat { extent: c.u64()?, epoch: c.u64()?, length: c.u64()?, sealed: c.u8()? != 0, device: c.u32()? })
+    Ok(ExtentStat {
+        extent: ExtentId(c.u64()?),
+        epoch: Epoch(c.u64()?),
+        length: c.u64()?,
+        sealed: c.u8()? != 0,
+        device: c.u32()?,
+    })
 }
 
 /// Encodes a response (or a refusal) to the request `opcode`/`request_id`.
@@ -256,7 +263,7 @@ pub fn encode_response(
                     v.iter().for_each(|s| put_stat(&mut fixed, s));
                 }
                 Response::NodeStat(n) => {
-                    fixed.put_u64_le(n.node);
+                    fixed.put_u64_le(n.node.0);
                     fixed.put_u32_le(n.devices.len() as u32);
                     for d in &n.devices {
                         fixed.put_u32_le(d.device);
@@ -298,7 +305,7 @@ pub fn decode_response(opcode: u8, body: Bytes) -> Result<Result<Response, Exten
             Response::List((0..n).map(|_| get_stat(&mut c)).collect::<Result<_, _>>()?)
         }
         Opcode::NodeStat => {
-            let node = c.u64()?;
+            let node = NodeId(c.u64()?);
             let n = c.u32()? as usize;
             if n > body.len() / 24 {
                 return Err(ExtentError::Malformed(format!("node stat claims {n} devices")));

@@ -24,19 +24,19 @@ async fn roundtrip_request(req: Request) -> Request {
 #[tokio::test]
 async fn every_request_roundtrips() {
     let reqs = vec![
-        Request::Create { extent: 1, epoch: 2, device: msg::ANY_DEVICE },
+        Request::Create { extent: ExtentId(1), epoch: Epoch(2), device: msg::ANY_DEVICE },
         Request::Append {
-            extent: 3,
+            extent: ExtentId(3),
             expected_offset: 4096,
-            epoch: 9,
+            epoch: Epoch(9),
             crc32c: crc32c(b"hello"),
             payload: Bytes::from_static(b"hello"),
         },
-        Request::Read { extent: 3, offset: 10, len: 20 },
-        Request::Seal { extent: 3, length: 4101 },
-        Request::Fence { extent: 3, epoch: 9 },
-        Request::Delete { extent: 3 },
-        Request::Stat { extent: 3 },
+        Request::Read { extent: ExtentId(3), offset: 10, len: 20 },
+        Request::Seal { extent: ExtentId(3), length: 4101 },
+        Request::Fence { extent: ExtentId(3), epoch: Epoch(9) },
+        Request::Delete { extent: ExtentId(3) },
+        Request::Stat { extent: ExtentId(3) },
         Request::List,
         Request::NodeStat,
     ];
@@ -47,7 +47,7 @@ async fn every_request_roundtrips() {
 
 #[tokio::test]
 async fn every_response_and_error_roundtrips() {
-    let stat = ExtentStat { extent: 5, epoch: 6, length: 7, sealed: true, device: 1 };
+    let stat = ExtentStat { extent: ExtentId(5), epoch: Epoch(6), length: 7, sealed: true, device: 1 };
     let cases: Vec<(Opcode, Result<Response, ExtentError>)> = vec![
         (Opcode::Create, Ok(Response::Done)),
         (Opcode::Append, Ok(Response::Appended { length: 12 })),
@@ -57,14 +57,14 @@ async fn every_response_and_error_roundtrips() {
         (
             Opcode::NodeStat,
             Ok(Response::NodeStat(NodeStat {
-                node: 4,
+                node: NodeId(4),
                 devices: vec![DeviceStat { device: 0, capacity_bytes: 10, used_bytes: 3, extents: 1 }],
             })),
         ),
         (Opcode::Append, Err(ExtentError::OffsetMismatch { expected_offset: 1, length: 2 })),
         (Opcode::Read, Err(ExtentError::OutOfRange { offset: 1, len: 9, length: 2 })),
         (Opcode::Append, Err(ExtentError::Failed("disk gone".into()))),
-        (Opcode::Append, Err(ExtentError::StaleEpoch { epoch: 1, current: 2 })),
+        (Opcode::Append, Err(ExtentError::StaleEpoch { epoch: Epoch(1), current: Epoch(2) })),
     ];
     for (op, r) in cases {
         let wire = join(encode_response(op as u8, 5, &r));
@@ -128,7 +128,7 @@ proptest! {
     #[test]
     fn mutated_append_frames(pos in 0usize..64, val in any::<u8>(), len in 0usize..40) {
         let payload = Bytes::from(vec![7u8; len]);
-        let req = Request::Append { extent: 1, expected_offset: 0, epoch: 1, crc32c: crc32c(&payload), payload };
+        let req = Request::Append { extent: ExtentId(1), expected_offset: 0, epoch: Epoch(1), crc32c: crc32c(&payload), payload };
         let mut wire = join(req.encode(1));
         if pos < wire.len() { wire[pos] = val; }
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

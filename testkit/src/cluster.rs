@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use client::MetaClient;
 use proto::meta::{DeviceInfo, RegisterNode};
+use proto::NodeId;
 
 use crate::process::{datanode_bin, free_port, metanode_bin, spawn_listening, spawn_listening_env};
 use crate::wait_for;
@@ -110,7 +111,7 @@ impl Cluster {
 
     /// Datanodes 1..=`n` (32 MiB devices) registered with this group, once all are up.
     pub async fn datanodes(&self, n: u64) -> Vec<DataNode> {
-        let dns = (1..=n).map(|i| DataNode::start(self.dir.path(), i, &self.addrs())).collect();
+        let dns = (1..=n).map(|i| DataNode::start(self.dir.path(), NodeId(i), &self.addrs())).collect();
         wait_datanodes_up(&self.client(), n as usize).await;
         dns
     }
@@ -177,10 +178,10 @@ pub async fn wait_datanodes_up(meta: &MetaClient, n: usize) {
 
 /// A datanode as the metanode sees it, without a process behind it (for tests of
 /// metadata alone). Registered with one 1 TiB device.
-pub fn fake_datanode(id: u64, zone: &str) -> RegisterNode {
+pub fn fake_datanode(id: NodeId, zone: &str) -> RegisterNode {
     RegisterNode {
         id,
-        addr: format!("127.0.0.2:{}", 20000 + id),
+        addr: format!("127.0.0.2:{}", 20000 + id.0),
         zone: zone.into(),
         rack: String::new(),
         devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40 }],
@@ -197,12 +198,12 @@ pub struct DataNode {
 }
 
 impl DataNode {
-    pub fn start(dir: &std::path::Path, id: u64, meta: &[String]) -> DataNode {
+    pub fn start(dir: &std::path::Path, id: NodeId, meta: &[String]) -> DataNode {
         DataNode::start_sized(dir, id, meta, "32M", false)
     }
 
     /// With a device of `size`, zero-filled when created if `zero_fill`.
-    pub fn start_sized(dir: &std::path::Path, id: u64, meta: &[String], size: &str, zero_fill: bool) -> DataNode {
+    pub fn start_sized(dir: &std::path::Path, id: NodeId, meta: &[String], size: &str, zero_fill: bool) -> DataNode {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),

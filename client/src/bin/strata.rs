@@ -5,7 +5,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use client::{DataNodeClient, MetaClient};
+use proto::meta::StreamId;
 use proto::msg::ANY_DEVICE;
+use proto::{Epoch, ExtentId};
 
 #[derive(Parser)]
 #[command(name = "strata", about = "Talk to a Strata datanode")]
@@ -24,41 +26,41 @@ struct Cli {
 enum Cmd {
     /// Create an extent.
     Create {
-        extent: u64,
-        #[arg(long, default_value_t = 1)]
-        epoch: u64,
+        extent: ExtentId,
+        #[arg(long, default_value_t = Epoch(1))]
+        epoch: Epoch,
     },
     /// Append TEXT at OFFSET.
     Append {
-        extent: u64,
+        extent: ExtentId,
         offset: u64,
         text: String,
-        #[arg(long, default_value_t = 1)]
-        epoch: u64,
+        #[arg(long, default_value_t = Epoch(1))]
+        epoch: Epoch,
     },
     /// Read LEN bytes at OFFSET and print them.
     Read {
-        extent: u64,
+        extent: ExtentId,
         offset: u64,
         len: u32,
     },
     Seal {
-        extent: u64,
+        extent: ExtentId,
         length: u64,
     },
     Delete {
-        extent: u64,
+        extent: ExtentId,
     },
     Stat {
-        extent: u64,
+        extent: ExtentId,
     },
     List,
     /// Device capacity and usage.
     Node,
     /// Create an extent, append to it, read it back, seal it and show what is stored.
     Demo {
-        #[arg(long, default_value_t = 1)]
-        extent: u64,
+        #[arg(long, default_value_t = ExtentId(1))]
+        extent: ExtentId,
     },
     /// Through the metanode: a replica:3 stream, one extent on three datanodes, appends
     /// to every replica, then a second writer that fences the first and seals.
@@ -78,16 +80,16 @@ enum StreamCmd {
     /// Open STREAM for writing and append standard input in chunks of --chunk bytes;
     /// prints one line per acknowledged slice: EXTENT OFFSET LEN CRC.
     Put {
-        stream: u64,
+        stream: StreamId,
         #[arg(long, default_value_t = 1 << 20)]
         chunk: usize,
         #[arg(long, default_value = "strata-cli")]
         writer: String,
     },
     /// Read a slice (as printed by put) to standard output, CRC-checked.
-    Get { extent: u64, offset: u64, len: u32, crc: u32 },
+    Get { extent: ExtentId, offset: u64, len: u32, crc: u32 },
     /// Show a stream with its extents and their replicas.
-    Stat { stream: u64 },
+    Stat { stream: StreamId },
     /// List streams: ID POLICY EPOCH EXTENTS.
     List,
 }
@@ -120,16 +122,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(c: &DataNodeClient, extent: u64) -> anyhow::Result<()> {
-    c.create(extent, 1, ANY_DEVICE).await?;
+async fn demo(c: &DataNodeClient, extent: ExtentId) -> anyhow::Result<()> {
+    c.create(extent, Epoch(1), ANY_DEVICE).await?;
     println!("created extent {extent}");
     let lines = ["first log line\n", "second log line\n", "third log line\n"];
     let mut off = 0;
     for l in lines {
-        off = c.append(extent, off, 1, Bytes::from_static(l.as_bytes())).await?;
+        off = c.append(extent, off, Epoch(1), Bytes::from_static(l.as_bytes())).await?;
         println!("appended {:>2} bytes, extent length {off}", l.len());
     }
-    match c.append(extent, 0, 1, Bytes::from_static(b"late")).await {
+    match c.append(extent, 0, Epoch(1), Bytes::from_static(b"late")).await {
         Err(e) => println!("an append at a stale offset is refused: {e}"),
         Ok(_) => bail!("stale append was accepted"),
     }

@@ -147,7 +147,7 @@ impl StreamClient {
         crc: Option<u32>,
     ) -> Result<Bytes, StreamError> {
         let n = e.replicas.len();
-        let first = (offset / READ_SPREAD_BYTES + e.id) as usize % n.max(1);
+        let first = (offset / READ_SPREAD_BYTES + e.id.0) as usize % n.max(1);
         let mut order: Vec<_> = (0..n).map(|i| e.replicas[(first + i) % n]).collect();
         order.sort_by_key(|r| e.bad.contains(&r.node));
         let mut why = Vec::new();

@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use proto::Epoch;
+
 use crate::align::{align_up, AlignedBuf, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::BlobId;
 use crate::le::{u16_at, u32_at, u64_at};
@@ -133,7 +135,7 @@ pub struct BatchHeader {
     pub n_records: u32,
     pub logical_start: u64,
     pub payload_bytes: u64,
-    pub epoch: u64,
+    pub epoch: Epoch,
     pub aligned: bool,
 }
 
@@ -217,7 +219,7 @@ fn put_header(buf: &mut [u8], h: &BatchHeader, records: &[Pending<'_>]) -> usize
     buf[20..24].copy_from_slice(&h.n_records.to_le_bytes());
     buf[24..32].copy_from_slice(&h.logical_start.to_le_bytes());
     buf[32..40].copy_from_slice(&h.payload_bytes.to_le_bytes());
-    buf[40..48].copy_from_slice(&h.epoch.to_le_bytes());
+    buf[40..48].copy_from_slice(&h.epoch.0.to_le_bytes());
     let mut d = BATCH_HEADER_BYTES as usize;
     for r in records {
         buf[d..d + 4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
@@ -253,7 +255,7 @@ fn decode_header(b: &[u8]) -> Option<BatchHeader> {
         n_records: u32_at(b, 20),
         logical_start: u64_at(b, 24),
         payload_bytes: u64_at(b, 32),
-        epoch: u64_at(b, 40),
+        epoch: Epoch(u64_at(b, 40)),
         aligned: flags & FLAG_ALIGNED != 0,
     })
 }
@@ -266,7 +268,7 @@ pub struct Scan {
     /// Where the next batch goes.
     pub phys_end: u64,
     pub length: u64,
-    pub epoch_max: u64,
+    pub epoch_max: Epoch,
     pub incarnation_max: u32,
     /// Bytes of a torn final batch that were dropped.
     pub dropped_bytes: u64,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use proto::ExtentId;
+use proto::{Epoch, ExtentId};
 
 use super::record;
 use super::state::{Extent, ExtentState};
@@ -36,7 +36,7 @@ pub(super) fn recover_device(
             tracing::info!("device {device}: recovered {n} of {} extents", blobs.len());
             reported = std::time::Instant::now();
         }
-        let Some(id) = xattr::u64_of(info.xattrs.get(xattr::EXTENT)) else {
+        let Some(id) = xattr::u64_of(info.xattrs.get(xattr::EXTENT)).map(ExtentId) else {
             tracing::warn!("device {device}: blob {:#x} has no extent id; deleting the orphan", info.id);
             store.delete_blob(info.id)?;
             continue;
@@ -59,7 +59,7 @@ fn recover(
     info: &BlobInfo,
     rec: &mut Recovery,
 ) -> anyhow::Result<Extent> {
-    let epoch = xattr::u64_of(info.xattrs.get(xattr::EPOCH)).unwrap_or(0);
+    let epoch = Epoch(xattr::u64_of(info.xattrs.get(xattr::EPOCH)).unwrap_or(0));
     let sealed = xattr::u64_of(info.xattrs.get(xattr::SEALED));
     let incarnation = xattr::u32_of(info.xattrs.get(xattr::INCARNATION)).unwrap_or(xattr::INCARNATION_FIRST);
     let blob_bytes = info.clusters * store.cluster_bytes();

@@ -15,8 +15,8 @@ pub const INCARNATION_FIRST: u32 = 1;
 
 pub fn initial(extent: ExtentId, epoch: Epoch) -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        (EXTENT, extent.to_le_bytes().to_vec()),
-        (EPOCH, epoch.to_le_bytes().to_vec()),
+        (EXTENT, extent.0.to_le_bytes().to_vec()),
+        (EPOCH, epoch.0.to_le_bytes().to_vec()),
         (INCARNATION, INCARNATION_FIRST.to_le_bytes().to_vec()),
     ]
 }

@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use client::MetaClient;
 use metanode::{limits, MetaNode, Settings};
-use proto::meta::{NodeState, Policy, CLUSTER_TOKEN_ENV};
+use proto::meta::{NodeState, Policy, StreamId, CLUSTER_TOKEN_ENV};
+use proto::NodeId;
 
 #[derive(Parser)]
 #[command(
@@ -114,14 +115,14 @@ enum Cmd {
     NodeState {
         #[command(flatten)]
         t: Target,
-        id: u64,
+        id: NodeId,
         state: String,
     },
     /// List streams, or show one with its extents.
     Streams {
         #[command(flatten)]
         t: Target,
-        id: Option<u64>,
+        id: Option<StreamId>,
     },
     /// Create a stream with a policy (replica:N or ec:K+M).
     CreateStream {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use client::Slice;
 use proto::meta::Policy;
+use proto::ExtentId;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -132,7 +133,7 @@ pub type Result<T> = std::result::Result<T, CatalogError>;
 pub fn encode_slices(s: &[Slice]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() * 24);
     for x in s {
-        out.extend_from_slice(&x.extent.to_le_bytes());
+        out.extend_from_slice(&x.extent.0.to_le_bytes());
         out.extend_from_slice(&x.offset.to_le_bytes());
         out.extend_from_slice(&x.len.to_le_bytes());
         out.extend_from_slice(&x.crc.to_le_bytes());
@@ -146,7 +147,7 @@ pub fn decode_slices(b: &[u8]) -> Result<Vec<Slice>> {
     }
     Ok(b.chunks_exact(24)
         .map(|c| Slice {
-            extent: u64::from_le_bytes(c[0..8].try_into().expect("8")),
+            extent: ExtentId(u64::from_le_bytes(c[0..8].try_into().expect("8"))),
             offset: u64::from_le_bytes(c[8..16].try_into().expect("8")),
             len: u32::from_le_bytes(c[16..20].try_into().expect("4")),
             crc: u32::from_le_bytes(c[20..24].try_into().expect("4")),

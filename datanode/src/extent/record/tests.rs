@@ -40,7 +40,7 @@ impl Blob {
             n_records: recs.len() as u32,
             logical_start: self.length,
             payload_bytes: payloads.iter().map(|p| p.len() as u64).sum(),
-            epoch: 5,
+            epoch: Epoch(5),
             aligned,
         };
         let pool = &mut crate::align::BufPool::default();
@@ -98,7 +98,7 @@ fn a_chain_of_batches_is_recovered_whole() {
     assert_eq!(s.records.len(), 6);
     assert!(s.corrupt.is_empty());
     assert_eq!(s.incarnation_max, 2);
-    assert_eq!(s.epoch_max, 5);
+    assert_eq!(s.epoch_max, Epoch(5));
 }
 
 #[test]
