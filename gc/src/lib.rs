@@ -1,3 +1,168 @@
-//! gc: reclaims space from deleted objects, sparse sealed extents and stale uploads.
+//! gc: gives the space of deleted, overwritten and failed writes back.
 //!
-//! Not built yet (it needs the ogw's slice table). This crate holds no code on purpose.
+//! An extent is garbage when no row of the catalog names any of its bytes. GC finds the
+//! candidates in the metanode (sealed extents of the gateways' streams, below each
+//! gateway's low-water mark), **dooms** those the catalog finds unnamed (a transaction
+//! that also makes any later write naming them fail: `ogw/src/catalog/refs.rs`), and
+//! after a grace period deletes them: from the metanode (through Raft, leaving a
+//! tombstone per copy) and then from every datanode holding a copy. Stale multipart
+//! uploads are aborted. Every step is idempotent and its state is in the catalog or the
+//! metanode, so a GC killed at any point loses nothing and the next pass resumes.
+//!
+//! The catalog is reached through the [`Catalog`] trait (the gateway's SQL catalog
+//! implements it; `ogw` runs this crate in `ogw standalone` and as the `gc` binary), so
+//! this crate does not depend on the gateway.
+
+mod engine;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use proto::meta::{MetaError, StreamId};
+use proto::ExtentId;
+use serde::{Deserialize, Serialize};
+
+pub use engine::{Gc, PassReport};
+
+/// What GC needs of the catalog. Every method is one transaction (or a read).
+pub trait Catalog: Send + Sync + 'static {
+    /// Takes or renews the GC lease for `holder` until `ttl` from now; false when
+    /// another holder's lease has not run out.
+    fn try_lease(&self, holder: &str, ttl: Duration) -> impl Future<Output = Result<bool, GcError>> + Send;
+    /// Each writer's (gateway's) low-water mark: every write it has in flight names
+    /// only extents at or above it.
+    fn writers(&self) -> impl Future<Output = Result<HashMap<String, ExtentId>, GcError>> + Send;
+    /// The streams writers own, with their owner.
+    fn streams(&self) -> impl Future<Output = Result<Vec<(StreamId, String)>, GcError>> + Send;
+    /// Extents that some row names (and that are not doomed): not candidates.
+    fn named(&self) -> impl Future<Output = Result<std::collections::HashSet<ExtentId>, GcError>> + Send;
+    /// Dooms `extent` if no row names it; whether it is doomed now (by this call or an
+    /// earlier one).
+    fn doom(&self, extent: ExtentId, now_ms: i64) -> impl Future<Output = Result<bool, GcError>> + Send;
+    /// Doomed extents not yet deleted, with when they were doomed.
+    fn doomed(&self) -> impl Future<Output = Result<Vec<(ExtentId, i64)>, GcError>> + Send;
+    /// Records that `extents` are deleted from the metanode.
+    fn mark_deleted(&self, extents: &[ExtentId], now_ms: i64) -> impl Future<Output = Result<(), GcError>> + Send;
+    /// Multipart uploads created before `before_ms`.
+    fn stale_uploads(&self, before_ms: i64) -> impl Future<Output = Result<Vec<String>, GcError>> + Send;
+    /// Aborts an upload (its parts' bytes become garbage); false if it is gone already.
+    fn abort_upload(&self, id: &str) -> impl Future<Output = Result<bool, GcError>> + Send;
+    fn load_status(&self) -> impl Future<Output = Result<Option<Status>, GcError>> + Send;
+    fn save_status(&self, s: &Status) -> impl Future<Output = Result<(), GcError>> + Send;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GcError {
+    #[error("catalog: {0}")]
+    Catalog(String),
+    #[error("metanode: {0}")]
+    Meta(#[from] MetaError),
+}
+
+/// How GC runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This process's name in the lease (host and pid, say).
+    pub holder: String,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Time between dooming an extent and deleting it.
+    pub grace: Duration,
+    /// Multipart uploads older than this are aborted.
+    pub upload_age: Duration,
+}
+
+impl Config {
+    /// The defaults of a cluster's GC service.
+    pub fn cluster(holder: String) -> Config {
+        Config {
+            holder,
+            interval: limits::INTERVAL_CLUSTER,
+            grace: limits::GRACE_CLUSTER,
+            upload_age: limits::UPLOAD_AGE_DEFAULT,
+        }
+    }
+
+    /// The defaults inside `ogw standalone`.
+    pub fn standalone() -> Config {
+        Config {
+            holder: format!("standalone-{}", std::process::id()),
+            interval: limits::INTERVAL_STANDALONE,
+            grace: limits::GRACE_STANDALONE,
+            upload_age: limits::UPLOAD_AGE_DEFAULT,
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.interval * limits::LEASE_PASSES
+    }
+}
+
+/// What GC did and has left, saved by every pass (`gc status` prints it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    /// Who ran the last pass.
+    pub holder: String,
+    /// When the last pass ended (ms since the epoch).
+    pub last_pass_ms: i64,
+    pub passes: u64,
+    pub extents_doomed_total: u64,
+    pub extents_deleted_total: u64,
+    pub copies_deleted_total: u64,
+    /// Device bytes freed by the copies deleted.
+    pub bytes_reclaimed_total: u64,
+    pub uploads_aborted_total: u64,
+    /// Doomed extents waiting for their grace period to end.
+    pub extents_pending: u64,
+    /// Device bytes the doomed extents hold (all copies).
+    pub bytes_pending: u64,
+    /// When the oldest doomed extent was doomed.
+    pub oldest_pending_ms: Option<i64>,
+    /// Copies of deleted extents still on a datanode (down or unreachable).
+    pub copies_pending: u64,
+    /// The last pass's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A duration as operators write it: a number and a unit, `ms`, `s`, `m`, `h` or `d`
+/// (`90s`, `5m`, `1h`, `7d`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("bad duration {s:?}: write a number and a unit (ms, s, m, h, d), e.g. 90s or 1h");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_their_unit_and_bad_ones_are_refused() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in ["", "s", "10", "1.5h", "-1s", "10 years", "99999999999999999999d", "1w"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

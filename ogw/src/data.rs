@@ -5,10 +5,10 @@
 //! spread over the streams and written in parallel while memory per request stays
 //! bounded. GETs read the slices in order with a few reads ahead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -17,6 +17,7 @@ use client::{Slice, StreamClient, StreamError, StreamWriter};
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use proto::meta::{Policy, StreamId};
+use proto::ExtentId;
 use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
@@ -40,6 +41,22 @@ pub struct Data {
     /// Held while a policy's streams are being created.
     creating: tokio::sync::Mutex<()>,
     next: AtomicUsize,
+    /// The floor of every write in flight (`pin`), by ticket.
+    pinned: Mutex<BTreeMap<u64, ExtentId>>,
+    tickets: AtomicU64,
+}
+
+/// Held by a write from before its first append until its row is committed (or the
+/// write failed): keeps the extents it may name above the gateway's low-water mark.
+pub struct Pinned<'a> {
+    data: &'a Data,
+    ticket: u64,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.data.pinned.lock().remove(&self.ticket);
+    }
 }
 
 impl Data {
@@ -66,9 +83,54 @@ impl Data {
             width: n.max(1),
             creating: Default::default(),
             next: AtomicUsize::new(0),
+            pinned: Default::default(),
+            tickets: AtomicU64::new(0),
         };
         d.lanes(policy).await?;
         Ok(d)
+    }
+
+    /// The lowest extent any append submitted from now on can land in: the smallest
+    /// floor among the lanes that have an extent. A lane without one allocates a new
+    /// extent, whose id is above every extent that exists now, so above that floor too.
+    /// 0 when no lane has an extent yet (then nothing of this gateway is collected).
+    fn floor(&self) -> ExtentId {
+        let lanes = self.lanes.lock();
+        let floors = lanes.values().flat_map(|l| l.iter()).map(|l| l.writer.lock().floor());
+        floors.filter(|f| f.0 > 0).min().unwrap_or(ExtentId(0))
+    }
+
+    /// Pins the extents a write may name, from now until the guard is dropped: take it
+    /// before the write's first append and keep it until its row is committed.
+    pub fn pin(&self) -> Pinned<'_> {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let floor = self.floor();
+        self.pinned.lock().insert(ticket, floor);
+        Pinned { data: self, ticket }
+    }
+
+    /// This gateway's low-water mark: every write in flight, and every write started
+    /// later, names only extents at or above it (GC collects nothing at or above it).
+    /// Extent ids only grow, so a mark published earlier stays a safe (lower) bound.
+    pub fn low_water(&self) -> ExtentId {
+        let pinned = self.pinned.lock().values().min().copied();
+        let now = self.floor();
+        pinned.map_or(now, |p| p.min(now))
+    }
+
+    /// Publishes `low_water` in the catalog every `period`, for the life of the process.
+    pub async fn publish_low_water(self: Arc<Self>, period: std::time::Duration) {
+        let mut last = None;
+        loop {
+            let low = self.low_water();
+            if last != Some(low) {
+                match self.catalog.set_low_water(&self.owner, low).await {
+                    Ok(()) => last = Some(low),
+                    Err(e) => tracing::warn!("publishing the low-water mark: {e}"),
+                }
+            }
+            tokio::time::sleep(period).await;
+        }
     }
 
     /// The streams of `policy`, created (`width` of them) the first time.

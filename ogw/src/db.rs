@@ -59,6 +59,30 @@ const SCHEMA_V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS streams (id BIGINT PRIMARY KEY, owner {ID} NOT NULL, created BIGINT NOT NULL)",
 ];
 
+/// Schema version 2: what GC needs (`catalog/refs.rs`, `catalog/gc.rs`).
+/// - `objects.rid`: a row's own id, naming it in `extent_refs` (`o:RID`; a part is
+///   `p:UPLOAD:NUM`).
+/// - `extents`: per extent, the bytes rows name in it (`live`), and when GC doomed it
+///   (`doomed`, ms) and deleted it (`deleted`). The row is what a writer and GC both
+///   lock: a doom and a new reference to one extent never both commit.
+/// - `extent_refs`: which row names how many bytes of which extent.
+/// - `writers`: per gateway name, the lowest extent id its writes in flight may name.
+/// - `gc`: the GC lease and the status of the last pass (one row).
+const SCHEMA_V2: &[&str] = &[
+    "ALTER TABLE objects ADD COLUMN rid {ID}",
+    "CREATE INDEX IF NOT EXISTS objects_by_rid ON objects (rid)",
+    "CREATE TABLE IF NOT EXISTS extents (id BIGINT PRIMARY KEY, live BIGINT NOT NULL, doomed BIGINT, \
+     deleted BIGINT)",
+    "CREATE TABLE IF NOT EXISTS extent_refs (extent BIGINT NOT NULL, owner {ID} NOT NULL, bytes BIGINT NOT NULL, \
+     PRIMARY KEY (extent, owner))",
+    "CREATE TABLE IF NOT EXISTS writers (name {ID} PRIMARY KEY, low_water BIGINT NOT NULL, updated BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS gc (id BIGINT PRIMARY KEY, holder {ID} NOT NULL, until_ms BIGINT NOT NULL, \
+     status {TEXT} NOT NULL)",
+];
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
 /// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
 /// longest key (`KEY_BYTES_MAX`, checked by a test).
 const MYSQL_KEY: &str = "VARBINARY(1024)";
@@ -95,6 +119,19 @@ impl Db {
                     Ok(())
                 })
             });
+        } else if backend == Backend::MySql {
+            opts = opts.max_connections(SQL_CONNECTIONS_MAX).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    // READ COMMITTED, as PostgreSQL's default: InnoDB's REPEATABLE READ
+                    // takes gap locks on every `FOR UPDATE` of a key that is not there,
+                    // and writers of distinct new keys then deadlock on each other's
+                    // gaps. Nothing here relies on gap locks: a key is claimed by its
+                    // unique index, an object or extent by its row lock.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    Ok(())
+                })
+            });
         } else {
             opts = opts.max_connections(SQL_CONNECTIONS_MAX);
         }
@@ -105,20 +142,34 @@ impl Db {
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        let (blob, key, id, text, serial) = match self.backend {
-            Backend::Sqlite => ("BLOB", "BLOB", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
-            Backend::Postgres => ("BYTEA", "BYTEA", "TEXT", "TEXT", "BIGSERIAL PRIMARY KEY"),
-            Backend::MySql => ("LONGBLOB", MYSQL_KEY, "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY"),
-        };
         sqlx::query(self.q("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))
             .execute(&self.pool)
             .await?;
         let v: Option<i64> =
             sqlx::query_scalar(self.q("SELECT MAX(version) FROM schema_version")).fetch_one(&self.pool).await?;
-        if v.unwrap_or(0) >= 1 {
-            return Ok(());
+        let v = v.unwrap_or(0);
+        if v > SCHEMA_VERSION {
+            anyhow::bail!("the database has schema version {v}; this ogw knows up to {SCHEMA_VERSION}: upgrade ogw");
         }
-        for stmt in SCHEMA_V1 {
+        if v < 1 {
+            self.run_schema(SCHEMA_V1).await?;
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (1)")).execute(&self.pool).await?;
+        }
+        if v < 2 {
+            self.run_schema(SCHEMA_V2).await?;
+            crate::catalog::index_refs(self).await?;
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (2)")).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_schema(&self, stmts: &[&str]) -> anyhow::Result<()> {
+        let (blob, key, id, text, serial) = match self.backend {
+            Backend::Sqlite => ("BLOB", "BLOB", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            Backend::Postgres => ("BYTEA", "BYTEA", "TEXT", "TEXT", "BIGSERIAL PRIMARY KEY"),
+            Backend::MySql => ("LONGBLOB", MYSQL_KEY, "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY"),
+        };
+        for stmt in stmts {
             let mut s = stmt
                 .replace("{BLOB}", blob)
                 .replace("{KEY}", key)
@@ -129,9 +180,16 @@ impl Db {
                 // MySQL has no CREATE INDEX IF NOT EXISTS; the tables are new here anyway.
                 s = s.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX");
             }
-            sqlx::query(sqlx::AssertSqlSafe(s)).execute(&self.pool).await?;
+            match sqlx::query(sqlx::AssertSqlSafe(s.clone())).execute(&self.pool).await {
+                Ok(_) => {}
+                // A migration cut short and run again: the column is there already
+                // (MySQL commits DDL one statement at a time).
+                Err(sqlx::Error::Database(d))
+                    if s.starts_with("ALTER TABLE")
+                        && ["duplicate", "already exists"].iter().any(|m| d.message().to_lowercase().contains(m)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (1)")).execute(&self.pool).await?;
         Ok(())
     }
 

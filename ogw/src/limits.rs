@@ -46,6 +46,9 @@ pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
 pub const PUT_WINDOW: usize = 4;
 /// Attempts of one chunk (a writer that stopped is reopened between attempts).
 pub const CHUNK_ATTEMPTS: usize = 3;
+/// How often a gateway publishes its low-water mark for GC (only when it moved): GC
+/// collects nothing at or above the last one published, so a late one only delays GC.
+pub const LOW_WATER_PERIOD: Duration = Duration::from_secs(1);
 /// Slices read ahead of the one being sent, per GET.
 pub const GET_AHEAD: usize = 3;
 /// Rows of a listing's first query with a delimiter: a batch that runs into a common

@@ -29,6 +29,14 @@ impl MasterKey {
         Ok(MasterKey(*Key::from_slice(&bytes)))
     }
 
+    /// A random key for a process that reads and writes no secret (GC): whatever it
+    /// would seal could not be opened by anyone else.
+    pub fn ephemeral() -> MasterKey {
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        MasterKey(*Key::from_slice(&k))
+    }
+
     /// Loads the key file, creating it (mode 600) with a random key when missing.
     pub fn load_or_create(path: &Path) -> anyhow::Result<MasterKey> {
         if !path.exists() {

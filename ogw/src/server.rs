@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
-use crate::limits::HEADER_BYTES_MAX;
+use crate::limits::{HEADER_BYTES_MAX, LOW_WATER_PERIOD};
 use crate::s3::Gateway;
 use crate::secrets::MasterKey;
 
@@ -43,18 +43,22 @@ pub struct Options {
     pub ec_policy: Policy,
     /// Base domains for virtual-host style requests (`bucket.DOMAIN`).
     pub domains: Vec<String>,
+    /// How the gateway's LogStreams are written and read.
+    pub stream: StreamConfig,
 }
 
 /// The S3 service, and the catalog it uses.
 pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     let db = Db::connect(&o.db).await?;
     let catalog = Catalog { db, key: o.master_key };
-    let sc = StreamClient::new(MetaClient::new(o.metanodes.clone()), StreamConfig::default());
+    let sc = StreamClient::new(MetaClient::new(o.metanodes.clone()), o.stream.clone());
     let data = Data::open(sc, &catalog, &o.name, o.streams.max(1), o.policy)
         .await
         .context("opening the gateway's LogStreams")?;
+    let data = Arc::new(data);
+    tokio::spawn(data.clone().publish_low_water(LOW_WATER_PERIOD));
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
-    let (gw, auth) = Gateway::new(catalog.clone(), Arc::new(data), classes);
+    let (gw, auth) = Gateway::new(catalog.clone(), data, classes);
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     if !o.domains.is_empty() {

@@ -21,7 +21,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, GcCatalog};
 use crate::limits::DATANODES_UP_TIMEOUT;
 use crate::secrets::MasterKey;
 use crate::server::{self, Options, EC_POLICY_DEFAULT, POLICY_DEFAULT, STREAMS_DEFAULT};
@@ -41,6 +41,10 @@ pub struct Standalone {
     /// Policy of the infrequent-access classes; by default the widest of ec:4+2,
     /// ec:2+1 and ec:1+1 that the datanodes can hold.
     pub ec_policy: Option<Policy>,
+    /// How the in-process GC runs.
+    pub gc: gc::Config,
+    /// How the gateway's LogStreams are written.
+    pub stream: client::StreamConfig,
 }
 
 pub const TENANT: &str = "default";
@@ -121,9 +125,12 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         policy,
         ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
         domains: s.domains.clone(),
+        stream: s.stream.clone(),
     })
     .await?;
     let (access, secret) = credentials(&catalog, &s.data.join("access-key")).await?;
+    let gc = gc::Gc::new(GcCatalog(catalog.clone()), MetaClient::new([maddr.clone()]), s.gc.clone());
+    tokio::spawn(gc.run(stop_rx.clone()));
     let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
     let endpoint = format!("http://{}", l.local_addr()?);
     // Printed once; a closed stdout (the reader went away) must not stop the service.

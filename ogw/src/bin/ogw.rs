@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -29,6 +30,25 @@ struct DbArgs {
     /// File holding the 32-byte master key (64 hex digits, mode 600) that seals secrets.
     #[arg(long)]
     master_key: PathBuf,
+}
+
+/// How the gateway writes its LogStreams.
+#[derive(clap::Args)]
+struct StreamArgs {
+    /// Extents are sealed and a new one started at this size (e.g. 256M). Smaller
+    /// extents give space back sooner after deletes, at the cost of more metadata.
+    #[arg(long, default_value = "256M")]
+    extent_size: String,
+}
+
+impl StreamArgs {
+    fn config(&self) -> anyhow::Result<client::StreamConfig> {
+        let size = datanode::config::parse_size(&self.extent_size).context("--extent-size")?;
+        if size < proto::APPEND_BYTES_MAX as u64 {
+            bail!("--extent-size must be at least {} bytes (the largest append)", proto::APPEND_BYTES_MAX);
+        }
+        Ok(client::StreamConfig { extent_bytes_max: size, ..Default::default() })
+    }
 }
 
 #[derive(Subcommand)]
@@ -60,6 +80,18 @@ enum Cmd {
         /// else ec:2+1 (3 to 5), else ec:1+1.
         #[arg(long)]
         ec_policy: Option<Policy>,
+        /// GC: time between dooming unnamed data and deleting it (reads that started
+        /// before a delete finish within it).
+        #[arg(long, value_parser = gc::parse_duration, default_value = "60s")]
+        gc_grace: Duration,
+        /// GC: time between two passes.
+        #[arg(long, value_parser = gc::parse_duration, default_value = "15s")]
+        gc_interval: Duration,
+        /// GC: multipart uploads older than this are aborted.
+        #[arg(long, value_parser = gc::parse_duration, default_value = "7d")]
+        gc_upload_age: Duration,
+        #[command(flatten)]
+        streams: StreamArgs,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -86,6 +118,8 @@ enum Cmd {
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]
         domain: Vec<String>,
+        #[command(flatten)]
+        stream_args: StreamArgs,
     },
     /// Set a bucket's default policy: what objects PUT without a storage class are
     /// written with (e.g. ec:4+2; they then report STANDARD_IA).
@@ -146,7 +180,20 @@ async fn open_catalog(d: &DbArgs) -> anyhow::Result<Catalog> {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Standalone { data, s3_addr, device_size, datanodes, no_zero_fill, db, domain, ec_policy } => {
+        Cmd::Standalone {
+            data,
+            s3_addr,
+            device_size,
+            datanodes,
+            no_zero_fill,
+            db,
+            domain,
+            ec_policy,
+            gc_grace,
+            gc_interval,
+            gc_upload_age,
+            streams,
+        } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
             }
@@ -163,15 +210,31 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 db,
                 domains: domain,
                 ec_policy,
+                gc: gc::Config {
+                    grace: gc_grace,
+                    interval: gc_interval,
+                    upload_age: gc_upload_age,
+                    ..gc::Config::standalone()
+                },
+                stream: streams.config()?,
             };
             standalone::run(s, client::shutdown_signal()).await?;
         }
-        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain } => {
+        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain, stream_args } => {
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            let o =
-                Options { metanodes: meta, db: db.db, master_key, name, streams, policy, ec_policy, domains: domain };
+            let o = Options {
+                metanodes: meta,
+                db: db.db,
+                master_key,
+                name,
+                streams,
+                policy,
+                ec_policy,
+                domains: domain,
+                stream: stream_args.config()?,
+            };
             let (svc, _) = server::build(o).await?;
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;

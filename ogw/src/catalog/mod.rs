@@ -3,10 +3,13 @@
 //! transaction that also records the dropped slices in `garbage` (what GC will reclaim).
 //! The records, the error and what the families share are here; one file per family:
 //! `tenants` (and their keys), `buckets`, `objects` (and the listing reader),
-//! `uploads` (multipart), `streams` (the gateway's own LogStreams).
+//! `uploads` (multipart), `streams` (the gateway's own LogStreams); `refs` keeps which
+//! rows name which extents (in the same transactions), `gc` is what the GC service asks.
 
 mod buckets;
+mod gc;
 mod objects;
+mod refs;
 mod streams;
 mod tenants;
 mod uploads;
@@ -24,7 +27,9 @@ use crate::class::StorageClass;
 use crate::db::{now_ms, retryable, Db, Tx};
 use crate::limits::TX_ATTEMPTS;
 use crate::secrets::MasterKey;
+pub use gc::GcCatalog;
 pub use objects::Lister;
+pub use refs::{audit_refs, index_refs};
 
 /// What an object (or a part, or an upload) carries besides its bytes; stored as JSON
 /// in the `info` column. Every field is left out when empty, and every typed value is
@@ -119,6 +124,10 @@ pub enum CatalogError {
     NoSuchUpload,
     #[error("precondition failed")]
     PreconditionFailed,
+    /// GC doomed an extent the write names (the bytes were unnamed long enough to be
+    /// reclaimed); the row was not written. Retrying the request writes the bytes anew.
+    #[error("extent {0} is being reclaimed")]
+    Doomed(ExtentId),
     #[error("{0}")]
     Invalid(String),
     #[error("database: {0}")]

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::refs::{add_refs, drop_refs, new_rid, object_owner};
 use super::{
     decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Dropped, Object, Result, WriteCondition,
 };
@@ -20,24 +21,28 @@ impl Catalog {
         row.as_ref().map(object_from_row).transpose()
     }
 
-    /// The current object's ETag and encoded slices, locked for the rest of `tx`
-    /// (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
-    async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<(String, Vec<u8>)>> {
+    /// The current object's ETag, encoded slices and row id, locked for the rest of
+    /// `tx` (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
+    async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
         let sql = match self.db.backend {
-            Backend::Sqlite => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ?",
-            _ => "SELECT etag, slices FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            Backend::Sqlite => "SELECT etag, slices, rid FROM objects WHERE bucket = ? AND okey = ?",
+            _ => "SELECT etag, slices, rid FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
         Ok(match row {
-            Some(r) => Some((r.try_get("etag")?, r.try_get("slices")?)),
+            Some(r) => Some(Current { etag: r.try_get("etag")?, slices: r.try_get("slices")?, rid: r.try_get("rid")? }),
             None => None,
         })
     }
 
-    /// Drops the object row at `key`, if any, recording its slices as garbage; whether
-    /// there was one.
+    /// Drops the object row at `key`, if any, with its extent references, recording its
+    /// slices as garbage; whether there was one.
     async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: Dropped) -> Result<bool> {
-        let Some((_, old)) = self.current(tx, bucket, key).await? else { return Ok(false) };
+        let Some(cur) = self.current(tx, bucket, key).await? else { return Ok(false) };
+        let old = cur.slices;
+        // Every row has an id since schema version 2 (`index_refs` gave the older ones).
+        let rid = cur.rid.ok_or_else(|| super::CatalogError::Other(format!("object {key:?} has no row id")))?;
+        drop_refs(&self.db, tx, &object_owner(&rid), &decode_slices(&old)?).await?;
         self.garbage(tx, &old, reason).await?;
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
@@ -57,15 +62,15 @@ impl Catalog {
         cond: &WriteCondition,
     ) -> Result<()> {
         let cur = self.current(tx, bucket, &o.key).await?;
-        cond.check(cur.as_ref().map(|(etag, _)| etag.as_str()))?;
+        cond.check(cur.as_ref().map(|c| c.etag.as_str()))?;
         if cur.is_some() {
             self.drop_current(tx, bucket, &o.key, Dropped::Overwrite).await?;
         }
-        sqlx::query(
-            self.db.q(
-                "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ),
-        )
+        let rid = new_rid();
+        add_refs(&self.db, tx, &object_owner(&rid), &o.slices).await?;
+        sqlx::query(self.db.q(
+            "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices, rid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
         .bind(bucket)
         .bind(o.key.as_bytes())
         .bind(o.size as i64)
@@ -73,6 +78,7 @@ impl Catalog {
         .bind(o.modified_ms)
         .bind(info_json(&o.info))
         .bind(encode_slices(&o.slices))
+        .bind(&rid)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -106,6 +112,13 @@ impl Catalog {
     pub async fn lister(&self) -> Result<Lister> {
         Ok(Lister { conn: self.db.pool.acquire().await?, db: self.db.clone() })
     }
+}
+
+/// The object row a write replaces or drops.
+struct Current {
+    etag: String,
+    slices: Vec<u8>,
+    rid: Option<String>,
 }
 
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {

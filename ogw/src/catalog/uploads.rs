@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::refs::{add_refs, drop_refs, part_owner};
 use super::{
     decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Dropped, Object,
     ObjectInfo, Part, Result, Upload, WriteCondition,
@@ -83,8 +84,10 @@ impl Catalog {
                 .bind(p.num as i64)
                 .fetch_optional(&mut *tx)
                 .await?;
+            let owner = part_owner(upload, p.num);
             if let Some(r) = old {
                 let s: Vec<u8> = r.try_get("slices")?;
+                drop_refs(&self.db, &mut tx, &owner, &decode_slices(&s)?).await?;
                 self.garbage(&mut tx, &s, Dropped::PartOverwrite).await?;
                 sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
                     .bind(upload)
@@ -92,6 +95,7 @@ impl Catalog {
                     .execute(&mut *tx)
                     .await?;
             }
+            add_refs(&self.db, &mut tx, &owner, &p.slices).await?;
             sqlx::query(
                 self.db.q(
                     "INSERT INTO parts (upload, num, size, etag, modified, info, slices) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -147,8 +151,8 @@ impl Catalog {
         .await
     }
 
-    /// Deletes an upload's part records; the slices of parts not in `keep` become
-    /// garbage.
+    /// Deletes an upload's part records and their extent references; the slices of
+    /// parts not in `keep` become garbage.
     async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: Dropped) -> Result<()> {
         let rows = sqlx::query(self.db.q("SELECT num, slices FROM parts WHERE upload = ?"))
             .bind(upload)
@@ -156,8 +160,10 @@ impl Catalog {
             .await?;
         for r in rows {
             let num: i64 = r.try_get("num")?;
+            let s: Vec<u8> = r.try_get("slices")?;
+            // The completed object names the kept parts' slices itself (added first).
+            drop_refs(&self.db, tx, &part_owner(upload, num as u32), &decode_slices(&s)?).await?;
             if !keep.contains(&(num as u32)) {
-                let s: Vec<u8> = r.try_get("slices")?;
                 self.garbage(tx, &s, reason).await?;
             }
         }

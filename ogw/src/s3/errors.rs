@@ -20,6 +20,12 @@ impl From<CatalogError> for S3Error {
             CatalogError::NoSuchUpload => s3_error!(NoSuchUpload),
             CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
             CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+            // SDKs retry a 503; the retry writes the bytes anew (or, for a copy, finds
+            // the source gone).
+            e @ CatalogError::Doomed(_) => S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                format!("the request raced the reclaiming of deleted data ({e}); retry it"),
+            ),
             e @ (CatalogError::Db(_) | CatalogError::Other(_)) => internal(e),
         }
     }

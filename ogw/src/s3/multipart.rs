@@ -50,6 +50,8 @@ pub(super) async fn upload_part(
     gw: &Gateway,
     mut req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
+    // Held until the row is committed: GC leaves what this write names alone.
+    let _pinned = gw.data.pin();
     let blob = req.input.body.take();
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
@@ -70,6 +72,8 @@ pub(super) async fn upload_part_copy(
     gw: &Gateway,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    // Held until the row is committed: GC leaves what this write names alone.
+    let _pinned = gw.data.pin();
     let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
     check_part_number(i.part_number)?;

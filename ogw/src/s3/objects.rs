@@ -19,6 +19,8 @@ pub(super) async fn put_object(
     gw: &Gateway,
     mut req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
+    // Held until the row is committed: GC leaves what this write names alone.
+    let _pinned = gw.data.pin();
     let blob = req.input.body.take();
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = &req.input;
@@ -248,6 +250,8 @@ pub(super) async fn copy_object(
     gw: &Gateway,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
+    // Held until the row is committed: GC leaves what this write names alone.
+    let _pinned = gw.data.pin();
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = &req.input;
     validate_key(&i.key)?;

@@ -1,0 +1,258 @@
+//! One GC pass, and the loop that runs passes while this process holds the lease.
+//!
+//! A pass, in order (each step is idempotent; a pass cut short by a crash is finished
+//! by the next one):
+//! 1. **Doom**: every sealed extent of a writer's stream that is not the stream's last,
+//!    lies below the writer's low-water mark and is named by no row is doomed in the
+//!    catalog (from then on, no write naming it commits).
+//! 2. **Delete**: extents doomed at least `grace` ago are deleted from the metanode,
+//!    which keeps a tombstone per copy, then marked deleted in the catalog.
+//! 3. **Copies**: every tombstoned copy on a reachable datanode is deleted there, and
+//!    the metanode told; copies on down datanodes wait for a later pass.
+//! 4. **Uploads**: multipart uploads older than `upload_age` are aborted (their parts'
+//!    extents are then doomed by a later pass).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use client::{ClientError, DataNodeClient, MetaClient};
+use futures::StreamExt;
+use proto::meta::{MetaError, NodeInfo, NodeState, Tombstone};
+use proto::{ExtentError, ExtentId, NodeId};
+use tokio::sync::watch;
+
+use crate::limits::{DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX};
+use crate::{now_ms, Catalog, Config, GcError};
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub doomed: u64,
+    pub deleted: u64,
+    pub copies_deleted: u64,
+    pub bytes_reclaimed: u64,
+    pub uploads_aborted: u64,
+}
+
+impl PassReport {
+    pub fn is_empty(&self) -> bool {
+        *self == PassReport::default()
+    }
+}
+
+pub struct Gc<C> {
+    catalog: C,
+    meta: MetaClient,
+    cfg: Config,
+}
+
+impl<C: Catalog> Gc<C> {
+    pub fn new(catalog: C, meta: MetaClient, cfg: Config) -> Gc<C> {
+        Gc { catalog, meta, cfg }
+    }
+
+    /// Runs a pass every `interval` until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(
+            "gc {}: a pass every {:?}, grace {:?}, uploads aborted after {:?}",
+            self.cfg.holder,
+            self.cfg.interval,
+            self.cfg.grace,
+            self.cfg.upload_age
+        );
+        loop {
+            match self.pass().await {
+                Ok(Some(r)) if !r.is_empty() => tracing::info!(
+                    "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), aborted {} uploads",
+                    r.doomed,
+                    r.deleted,
+                    r.copies_deleted,
+                    r.bytes_reclaimed,
+                    r.uploads_aborted
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("gc pass failed: {e}");
+                    self.record_error(&e).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn record_error(&self, e: &GcError) {
+        if let Ok(Some(mut st)) = self.catalog.load_status().await {
+            st.last_error = Some(e.to_string());
+            let _ = self.catalog.save_status(&st).await;
+        }
+    }
+
+    /// One pass, if this process holds (or takes) the lease; None when another does.
+    pub async fn pass(&self) -> Result<Option<PassReport>, GcError> {
+        if !self.catalog.try_lease(&self.cfg.holder, self.cfg.lease()).await? {
+            return Ok(None);
+        }
+        let mut st = self.catalog.load_status().await?.unwrap_or_default();
+        let mut r = PassReport::default();
+        let now = now_ms();
+        let (doomed, sizes) = self.doom(now, &mut r).await?;
+        let grace = self.cfg.grace.as_millis() as i64;
+        let due: Vec<ExtentId> = doomed.iter().filter(|(_, &at)| at + grace <= now).map(|(&e, _)| e).collect();
+        for chunk in due.chunks(DELETE_BATCH_MAX) {
+            let deleted = self.meta.delete_extents(chunk).await?;
+            self.catalog.mark_deleted(chunk, now).await?;
+            r.deleted += deleted.len() as u64;
+        }
+        let copies_pending = self.delete_copies(&mut r).await?;
+        let before = now - self.cfg.upload_age.as_millis() as i64;
+        for id in self.catalog.stale_uploads(before).await? {
+            if self.catalog.abort_upload(&id).await? {
+                tracing::info!("gc: aborted multipart upload {id}, older than {:?}", self.cfg.upload_age);
+                r.uploads_aborted += 1;
+            }
+        }
+
+        let pending: Vec<(&ExtentId, &i64)> = doomed.iter().filter(|(e, _)| !due.contains(e)).collect();
+        st.holder = self.cfg.holder.clone();
+        st.last_pass_ms = now_ms();
+        st.passes += 1;
+        st.extents_doomed_total += r.doomed;
+        st.extents_deleted_total += r.deleted;
+        st.copies_deleted_total += r.copies_deleted;
+        st.bytes_reclaimed_total += r.bytes_reclaimed;
+        st.uploads_aborted_total += r.uploads_aborted;
+        st.extents_pending = pending.len() as u64;
+        st.bytes_pending = pending.iter().map(|(e, _)| sizes.get(*e).copied().unwrap_or(0)).sum();
+        st.oldest_pending_ms = pending.iter().map(|(_, &at)| at).min();
+        st.copies_pending = copies_pending;
+        st.last_error = None;
+        self.catalog.save_status(&st).await?;
+        Ok(Some(r))
+    }
+
+    /// Step 1. Returns every doomed extent not yet deleted (with when it was doomed),
+    /// and the device bytes of the sealed extents seen.
+    async fn doom(
+        &self,
+        now: i64,
+        r: &mut PassReport,
+    ) -> Result<(HashMap<ExtentId, i64>, HashMap<ExtentId, u64>), GcError> {
+        let writers = self.catalog.writers().await?;
+        let streams = self.catalog.streams().await?;
+        let named = self.catalog.named().await?;
+        let mut doomed: HashMap<ExtentId, i64> = self.catalog.doomed().await?.into_iter().collect();
+        let mut sizes = HashMap::new();
+        for (id, owner) in streams {
+            // A writer that never said how low its writes go: nothing of it is collected.
+            let Some(&low) = writers.get(&owner) else { continue };
+            let view = match self.meta.stream(id).await {
+                Ok(v) => v,
+                Err(MetaError::NoSuchStream { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // The last extent is never a candidate: the writer allocates after it.
+            let sealed = view.extents.iter().rev().skip(1);
+            for e in sealed {
+                let Some(len) = e.sealed_len else { continue };
+                sizes.insert(e.id, len * e.replicas.len() as u64);
+                if e.id >= low || named.contains(&e.id) || doomed.contains_key(&e.id) {
+                    continue;
+                }
+                if self.catalog.doom(e.id, now).await? {
+                    tracing::debug!("gc: extent {} of stream {id} doomed ({len} bytes a copy)", e.id);
+                    doomed.insert(e.id, now);
+                    r.doomed += 1;
+                }
+            }
+        }
+        Ok((doomed, sizes))
+    }
+
+    /// Step 3. Returns the copies still to delete.
+    async fn delete_copies(&self, r: &mut PassReport) -> Result<u64, GcError> {
+        let tombs = self.meta.tombstones().await?;
+        if tombs.is_empty() {
+            return Ok(0);
+        }
+        let nodes: HashMap<NodeId, NodeInfo> = self.meta.nodes().await?.into_iter().map(|n| (n.id, n)).collect();
+        let conns = Arc::new(connect_all(&tombs, &nodes).await);
+        let nodes = Arc::new(nodes);
+        // Futures that own what they use (the stream is polled inside a spawned task).
+        let deletes = tombs.into_iter().map(|t| {
+            let (conns, nodes) = (conns.clone(), nodes.clone());
+            async move {
+                let mut gone = Vec::new();
+                for c in &t.replicas {
+                    if !nodes.contains_key(&c.node) {
+                        // No such datanode any more: no copy to delete.
+                        gone.push(c.node);
+                    } else if let Some(Some(conn)) = conns.get(&c.node) {
+                        if delete_copy(conn, t.extent, c.node).await {
+                            gone.push(c.node);
+                        }
+                    }
+                }
+                (t, gone)
+            }
+        });
+        let results: Vec<(Tombstone, Vec<NodeId>)> =
+            futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT).collect().await;
+        let mut pending = 0;
+        for (t, gone) in results {
+            pending += (t.replicas.len() - gone.len()) as u64;
+            if gone.is_empty() {
+                continue;
+            }
+            self.meta.copies_gone(t.extent, &gone).await?;
+            r.copies_deleted += gone.len() as u64;
+            r.bytes_reclaimed += t.sealed_len.unwrap_or(0) * gone.len() as u64;
+        }
+        Ok(pending)
+    }
+}
+
+/// A connection to every datanode a tombstone names that is not down (None for one
+/// that could not be reached in time).
+async fn connect_all(tombs: &[Tombstone], nodes: &HashMap<NodeId, NodeInfo>) -> HashMap<NodeId, Option<DataNodeClient>> {
+    let mut wanted: Vec<NodeInfo> = tombs
+        .iter()
+        .flat_map(|t| t.replicas.iter())
+        .filter_map(|c| nodes.get(&c.node))
+        .filter(|n| n.state != NodeState::Down)
+        .cloned()
+        .collect();
+    wanted.sort_by_key(|n| n.id);
+    wanted.dedup_by_key(|n| n.id);
+    let connects = wanted.into_iter().map(|n| async move {
+        match tokio::time::timeout(DATANODE_TIMEOUT, DataNodeClient::connect(n.addr.as_str())).await {
+            Ok(Ok(c)) => (n.id, Some(c)),
+            Ok(Err(e)) => {
+                tracing::debug!("gc: datanode {} at {}: {e}", n.id, n.addr);
+                (n.id, None)
+            }
+            Err(_) => (n.id, None),
+        }
+    });
+    futures::stream::iter(connects).buffer_unordered(DELETES_IN_FLIGHT).collect().await
+}
+
+/// Deletes one copy; whether it is gone (deleted now, or not there).
+async fn delete_copy(conn: &DataNodeClient, extent: ExtentId, node: NodeId) -> bool {
+    match tokio::time::timeout(DATANODE_TIMEOUT, conn.delete(extent)).await {
+        Ok(Ok(())) | Ok(Err(ClientError::Extent(ExtentError::NotFound { .. }))) => true,
+        Ok(Err(e)) => {
+            tracing::warn!("gc: deleting extent {extent} on datanode {node}: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("gc: deleting extent {extent} on datanode {node}: no answer within {DATANODE_TIMEOUT:?}");
+            false
+        }
+    }
+}

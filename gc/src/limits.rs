@@ -1,0 +1,32 @@
+//! GC's defaults and limits, each with its reason.
+
+use std::time::Duration;
+
+/// A cluster's grace between dooming an extent and deleting it: a read looked up its
+/// slices before the object was deleted may still be reading them (a slow client
+/// streaming a large GET); an hour covers any read a gateway serves.
+pub const GRACE_CLUSTER: Duration = Duration::from_secs(3600);
+/// `ogw standalone`'s grace: one process, whose GETs of a few GiB finish well within a
+/// minute, and a user who deleted data to make room expects it back within minutes.
+pub const GRACE_STANDALONE: Duration = Duration::from_secs(60);
+/// Time between two passes in a cluster.
+pub const INTERVAL_CLUSTER: Duration = Duration::from_secs(60);
+/// Time between two passes in `ogw standalone`: with its grace, space comes back within
+/// about two minutes of a delete (the issue asks for five).
+pub const INTERVAL_STANDALONE: Duration = Duration::from_secs(15);
+/// Multipart uploads older than this are aborted (S3 has no default; a week is what
+/// MinIO and most lifecycle rules use).
+pub const UPLOAD_AGE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long one GC process holds the lease without renewing it: several passes, so a
+/// live holder renews in time, short enough that a killed one is replaced soon.
+pub const LEASE_PASSES: u32 = 3;
+/// One datanode delete (connect and answer) gives up after this; the copy is deleted on
+/// a later pass.
+pub const DATANODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Extents given to the metanode in one delete command.
+pub const DELETE_BATCH_MAX: usize = 256;
+/// Datanode deletes in flight at once.
+pub const DELETES_IN_FLIGHT: usize = 8;
+
+const _: () = assert!(GRACE_STANDALONE.as_secs() + 2 * INTERVAL_STANDALONE.as_secs() < 300);
+const _: () = assert!(LEASE_PASSES >= 2);

@@ -1,0 +1,172 @@
+//! Which rows name bytes of which extent, kept in the transaction that writes or drops
+//! the rows: `extent_refs` (one row per naming row and extent, with the bytes it names)
+//! and `extents` (per extent, the bytes named in all: `live`, and GC's `doomed`).
+//!
+//! **Invariant (no lost bytes)**: an extent is doomed only by a transaction that finds
+//! its `live` at 0 (`catalog/gc.rs`, `doom`), and a row naming an extent is written
+//! only by a transaction that finds the extent not doomed (`add_refs`). Both write the
+//! extent's `extents` row first, so the database orders them (a row lock on PostgreSQL
+//! and MySQL, the one writer on SQLite): either the doom comes first and the write is
+//! refused with `Doomed`, or the write comes first and the doom finds `live > 0`. GC
+//! deletes only doomed extents, so no row ever names a deleted extent.
+//!
+//! `live` counts a byte once per row that names it (a copy names its source's slices
+//! again); it is 0 exactly when no row names the extent.
+
+use std::collections::BTreeMap;
+
+use client::Slice;
+use proto::ExtentId;
+use sqlx::Row;
+
+use super::{decode_slices, CatalogError, Result};
+use crate::db::{Backend, Db, Tx};
+
+/// The owner name of an object row with id `rid`.
+pub(super) fn object_owner(rid: &str) -> String {
+    format!("o:{rid}")
+}
+
+/// The owner name of part `num` of upload `upload`.
+pub(super) fn part_owner(upload: &str, num: u32) -> String {
+    format!("p:{upload}:{num}")
+}
+
+/// A new object row id: 16 random bytes, hex.
+pub(super) fn new_rid() -> String {
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+    hex::encode(id)
+}
+
+/// Bytes named per extent, in ascending extent order: the order every transaction
+/// locks `extents` rows in, so two writers never wait on each other in a cycle.
+fn per_extent(slices: &[Slice]) -> BTreeMap<ExtentId, i64> {
+    let mut m = BTreeMap::new();
+    for s in slices {
+        *m.entry(s.extent).or_insert(0) += s.len as i64;
+    }
+    m
+}
+
+/// Records in `tx` that `owner` names `slices`. Refused with `Doomed` when GC has doomed
+/// one of their extents: the caller's transaction must then not commit its row.
+pub(super) async fn add_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice]) -> Result<()> {
+    let upsert = match db.backend {
+        Backend::MySql => "INSERT INTO extents (id, live) VALUES (?, ?) ON DUPLICATE KEY UPDATE live = live + VALUES(live)",
+        _ => "INSERT INTO extents (id, live) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET live = extents.live + excluded.live",
+    };
+    // A locking read: MySQL's plain SELECT would read the transaction's snapshot, which
+    // may predate a doom committed while the upsert waited for the row.
+    let state = match db.backend {
+        Backend::Sqlite => "SELECT doomed FROM extents WHERE id = ?",
+        _ => "SELECT doomed FROM extents WHERE id = ? FOR UPDATE",
+    };
+    for (extent, bytes) in per_extent(slices) {
+        let id = extent.0 as i64;
+        sqlx::query(db.q(upsert)).bind(id).bind(bytes).execute(&mut **tx).await?;
+        let doomed: Option<i64> = sqlx::query_scalar(db.q(state)).bind(id).fetch_one(&mut **tx).await?;
+        if doomed.is_some() {
+            return Err(CatalogError::Doomed(extent));
+        }
+        sqlx::query(db.q("INSERT INTO extent_refs (extent, owner, bytes) VALUES (?, ?, ?)"))
+            .bind(id)
+            .bind(owner)
+            .bind(bytes)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records in `tx` that `owner` no longer names `slices` (its row is being deleted or
+/// replaced).
+pub(super) async fn drop_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice]) -> Result<()> {
+    for (extent, bytes) in per_extent(slices) {
+        let id = extent.0 as i64;
+        sqlx::query(db.q("UPDATE extents SET live = live - ? WHERE id = ?"))
+            .bind(bytes)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(db.q("DELETE FROM extent_refs WHERE extent = ? AND owner = ?"))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Schema version 2 on a version 1 database: gives every object row an id and records
+/// what every object and part names. One transaction.
+pub async fn index_refs(db: &Db) -> Result<()> {
+    let (_turn, mut tx) = db.begin().await?;
+    let objects = sqlx::query(db.q("SELECT bucket, okey, slices FROM objects WHERE rid IS NULL"))
+        .fetch_all(&mut *tx)
+        .await?;
+    for r in &objects {
+        let bucket: String = r.try_get("bucket")?;
+        let key: Vec<u8> = r.try_get("okey")?;
+        let slices = decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?;
+        let rid = new_rid();
+        sqlx::query(db.q("UPDATE objects SET rid = ? WHERE bucket = ? AND okey = ?"))
+            .bind(&rid)
+            .bind(&bucket)
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        add_refs(db, &mut tx, &object_owner(&rid), &slices).await?;
+    }
+    let parts = sqlx::query(db.q("SELECT upload, num, slices FROM parts")).fetch_all(&mut *tx).await?;
+    for r in &parts {
+        let upload: String = r.try_get("upload")?;
+        let num: i64 = r.try_get("num")?;
+        let slices = decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?;
+        add_refs(db, &mut tx, &part_owner(&upload, num as u32), &slices).await?;
+    }
+    tx.commit().await?;
+    if !objects.is_empty() || !parts.is_empty() {
+        tracing::info!("indexed the extents named by {} objects and {} parts", objects.len(), parts.len());
+    }
+    Ok(())
+}
+
+/// What the references say, recomputed from the rows themselves, against what
+/// `extents` holds: the extents whose `live` differs, as (extent, recorded, from rows).
+/// Empty when the bookkeeping is right (tests and `gc audit` check it).
+pub async fn audit_refs(db: &Db) -> Result<Vec<(ExtentId, i64, i64)>> {
+    let mut from_rows: BTreeMap<ExtentId, i64> = BTreeMap::new();
+    for sql in ["SELECT slices FROM objects", "SELECT slices FROM parts"] {
+        for r in sqlx::query(db.q(sql)).fetch_all(&db.pool).await? {
+            for (e, b) in per_extent(&decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?) {
+                *from_rows.entry(e).or_insert(0) += b;
+            }
+        }
+    }
+    let mut recorded: BTreeMap<ExtentId, i64> = BTreeMap::new();
+    for r in sqlx::query(db.q("SELECT id, live FROM extents")).fetch_all(&db.pool).await? {
+        recorded.insert(ExtentId(r.try_get::<i64, _>("id")? as u64), r.try_get("live")?);
+    }
+    let mut wrong = Vec::new();
+    let ids: std::collections::BTreeSet<ExtentId> = from_rows.keys().chain(recorded.keys()).copied().collect();
+    for e in ids {
+        let (rec, rows) = (recorded.get(&e).copied().unwrap_or(0), from_rows.get(&e).copied().unwrap_or(0));
+        if rec != rows {
+            wrong.push((e, rec, rows));
+        }
+    }
+    Ok(wrong)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_summed_per_extent_in_extent_order() {
+        let s = |e: u64, len: u32| Slice { extent: ExtentId(e), offset: 0, len, crc: 0 };
+        let m = per_extent(&[s(9, 10), s(2, 5), s(9, 1), s(4, 7)]);
+        assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![(ExtentId(2), 5), (ExtentId(4), 7), (ExtentId(9), 11)]);
+    }
+}
