@@ -184,7 +184,7 @@ pub fn fake_datanode(id: NodeId, zone: &str) -> RegisterNode {
         addr: format!("127.0.0.2:{}", 20000 + id.0),
         zone: zone.into(),
         rack: String::new(),
-        devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40 }],
+        devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40, free_slots: None }],
     }
 }
 
