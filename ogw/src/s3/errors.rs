@@ -37,6 +37,19 @@ impl From<PutError> for S3Error {
                     format!("this cluster cannot store the class: {e}"),
                 )
             }
+            // As Ceph RGW answers ENOSPC (MinIO: 507 `XMinioStorageFull`, "delete a few
+            // objects to proceed"): a 5xx that clients do not retry at once, and a message
+            // saying what brings space back.
+            PutError::Stream(client::StreamError::NoSpace(why)) => {
+                tracing::warn!("the cluster is out of space: {why}");
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::Custom("InsufficientCapacity".into()),
+                    "the storage cluster is out of space; space comes back as deleted and overwritten data \
+                     is reclaimed, so retry later or delete objects",
+                );
+                e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+                e
+            }
             PutError::Stream(e) => {
                 tracing::error!("writing object data: {e}");
                 S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("cannot store the data now: {e}"))
