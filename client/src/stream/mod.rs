@@ -260,7 +260,7 @@ impl StreamClient {
         Ok(v)
     }
 
-    /// Deletes a stream and its extents' records (the datanodes' copies are GC's to reclaim).
+    /// Deletes a stream; its extents become tombstones (the datanodes' copies are GC's to reclaim).
     pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
         Ok(self.meta.delete_stream(id).await?)
     }
