@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use client::limits::NOSPACE_ALLOCATIONS_MAX;
 use client::{DataNodeClient, StreamClient, StreamConfig, StreamError};
 use proto::meta::Policy;
 use proto::NodeId;
@@ -85,4 +86,50 @@ async fn a_full_cluster_refuses_appends_fast_and_takes_them_again_once_space_is_
         w.append(chunk.clone()).await.unwrap();
     }
     assert_eq!(sc.read(slice).await.unwrap(), chunk);
+}
+
+/// With heartbeats too rare to show the devices filling, the metanode keeps placing
+/// extents on full devices and the datanodes refuse the appends: each refused append
+/// still fails fast, and costs at most `NOSPACE_ALLOCATIONS_MAX` new extents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_by_full_datanodes_cost_a_bounded_number_of_extents() {
+    let cl = Cluster::start(1, &["--node-grace-ms", "600000"]);
+    let meta = cl.client();
+    let _dns: Vec<DataNode> = (1..=3)
+        .map(|i| DataNode::start_heartbeat(cl.dir.path(), NodeId(i), &cl.addrs(), "48M", false, 600_000))
+        .collect();
+    wait_datanodes_up(&meta, 3).await;
+    let config = StreamConfig { extent_bytes_max: 4 << 20, ..Default::default() };
+    let sc = StreamClient::new(meta.clone(), config);
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let chunk = Bytes::from(vec![6u8; 1 << 20]);
+    let mut acked = 0usize;
+    let mut failures = 0usize;
+    let mut extents_at_first_failure = None;
+    for _ in 0..200 {
+        let t = Instant::now();
+        match w.append(chunk.clone()).await {
+            Ok(_) => acked += 1,
+            Err(StreamError::NoSpace(why)) => {
+                let took = t.elapsed();
+                assert!(took < Duration::from_secs(2), "a refusal took {took:?}: {why}");
+                if extents_at_first_failure.is_none() {
+                    extents_at_first_failure = Some(meta.status().await.unwrap().extents);
+                }
+                failures += 1;
+                if failures == FAILURES {
+                    break;
+                }
+            }
+            Err(e) => panic!("after {acked} appends: expected NoSpace, got {e:?}"),
+        }
+    }
+    assert_eq!(failures, FAILURES, "the cluster never filled ({acked} MiB acknowledged)");
+    let grown = meta.status().await.unwrap().extents - extents_at_first_failure.unwrap();
+    println!("{acked} MiB acknowledged, then {FAILURES} refusals; {grown} extents allocated meanwhile");
+    assert!(
+        grown <= FAILURES * NOSPACE_ALLOCATIONS_MAX as usize,
+        "{grown} extents allocated during {FAILURES} refused appends"
+    );
 }

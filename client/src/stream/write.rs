@@ -200,9 +200,10 @@ enum Allocation {
     NoSpace(MetaError),
 }
 
-/// Datanodes refused an append or a create for lack of space: what they said, and how
-/// many extents were allocated since (the metanode's view of free space is a heartbeat
-/// old, so it may pick a device that just filled).
+/// Datanodes refused an append or a create for lack of space, and no append was
+/// acknowledged since: what they said, and how many extents were allocated since (the
+/// metanode's view of free space is a heartbeat old, so it may pick a device that just
+/// filled). The count restarts for each batch of appends that fails.
 struct Full {
     why: String,
     allocations: u32,
@@ -337,8 +338,12 @@ impl Driver {
                 self.seal_open().await?;
             }
             if self.tail.open.is_none() {
-                if let Some(f) = self.full.take_if(|f| f.allocations >= NOSPACE_ALLOCATIONS_MAX) {
-                    self.fail_waiting(&f.why);
+                if let Some(f) = self.full.as_mut().filter(|f| f.allocations >= NOSPACE_ALLOCATIONS_MAX) {
+                    // The next appends may allocate as many; the first of them goes
+                    // straight to a new extent, so each failed append costs at most this.
+                    f.allocations = 0;
+                    let why = f.why.clone();
+                    self.fail_waiting(&why);
                     continue;
                 }
                 match self.allocate().await? {

@@ -154,3 +154,17 @@ pub(super) fn bad_digest(a: Algo) -> S3Error {
 pub(super) fn unreadable(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full cluster is a 507 that says so, not the 503 of a passing failure.
+    #[test]
+    fn no_space_is_insufficient_capacity() {
+        let e = S3Error::from(PutError::Stream(client::StreamError::NoSpace("no room".into())));
+        assert_eq!(e.code(), &S3ErrorCode::Custom("InsufficientCapacity".into()));
+        assert_eq!(e.status_code(), Some(http::StatusCode::INSUFFICIENT_STORAGE));
+        assert!(e.message().is_some_and(|m| m.contains("out of space")), "{:?}", e.message());
+    }
+}
