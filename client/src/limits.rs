@@ -34,6 +34,16 @@ pub const ALLOCATE_PAUSE_DEFAULT: Duration = Duration::from_millis(100);
 /// Sealing an extent on its replicas is best effort (the metanode's seal is what counts),
 /// so each replica gets this long, not a whole `replica_timeout`.
 pub const SEAL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// A writer seals its open extent after this long without appends
+/// (`StreamConfig::idle_seal`): the tail extent of a quiet writer holds bytes that may
+/// be dead (deleted objects), and GC collects only sealed extents. Long enough that a
+/// busy writer's pauses do not cut extents short.
+pub const IDLE_SEAL_DEFAULT: Duration = Duration::from_secs(30);
+/// Extents a writer allocates after a datanode refused an append or a create for lack
+/// of space, before it fails the waiting appends with `NoSpace`: the metanode's free
+/// space is a heartbeat old, so one new extent may still land on a device that just
+/// filled; allocating on and on is the loop that made a full cluster grow the metanode.
+pub const NOSPACE_ALLOCATIONS_MAX: u32 = 2;
 
 // --- Reads ---
 

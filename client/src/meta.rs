@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use proto::meta::{
-    AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
-    Policy, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+    AllocateExtent, CopiesGone, CreateStream, DeleteExtents, ExtentInfo, Heartbeat, Member, MemberId, MetaError,
+    NodeInfo, NodeState, OpenStream, Policy, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId,
+    StreamInfo, StreamView, Tombstone,
 };
 use proto::{Epoch, ExtentId, NodeId};
 use reqwest::Method;
@@ -225,6 +226,24 @@ impl MetaClient {
 
     pub async fn extent(&self, id: ExtentId) -> Result<ExtentInfo, MetaError> {
         self.get(&format!("/v1/extents/{id}")).await
+    }
+
+    /// Deletes the sealed extents of `ids` that are not their stream's last (the others
+    /// are skipped) and answers those this call deleted; idempotent. Their copies stay on
+    /// the datanodes until each is deleted there and reported with `copies_gone`.
+    pub async fn delete_extents(&self, ids: &[ExtentId]) -> Result<Vec<ExtentId>, MetaError> {
+        self.post("/v1/extents/delete", &DeleteExtents { extents: ids.to_vec() }).await
+    }
+
+    /// Deleted extents whose copies are not all confirmed gone.
+    pub async fn tombstones(&self) -> Result<Vec<Tombstone>, MetaError> {
+        self.get("/v1/tombstones").await
+    }
+
+    /// Tells the metanode that `nodes` deleted their copy of the deleted `extent`
+    /// (idempotent); the tombstone goes with its last copy.
+    pub async fn copies_gone(&self, extent: ExtentId, nodes: &[NodeId]) -> Result<(), MetaError> {
+        self.post(&format!("/v1/tombstones/{extent}/gone"), &CopiesGone { nodes: nodes.to_vec() }).await
     }
 
     pub async fn add_member(&self, id: MemberId, addr: &str) -> Result<(), MetaError> {

@@ -10,7 +10,10 @@ use proto::NodeId;
 use crate::config::MetaConfig;
 use crate::extent::ExtentStore;
 
+/// What placement needs of each device: free bytes, and free metadata slots where the
+/// store can run out of them before it runs out of bytes.
 pub fn devices(store: &ExtentStore) -> Vec<DeviceInfo> {
+    let slots = store.free_slots();
     store
         .device_stats()
         .iter()
@@ -18,6 +21,7 @@ pub fn devices(store: &ExtentStore) -> Vec<DeviceInfo> {
             id: d.device,
             capacity_bytes: d.capacity_bytes,
             free_bytes: d.capacity_bytes.saturating_sub(d.used_bytes),
+            free_slots: slots.get(d.device as usize).copied().flatten(),
         })
         .collect()
 }

@@ -13,8 +13,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use proto::meta::{
-    AllocateExtent, CreateStream, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, OpenStream,
-    RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+    AllocateExtent, CopiesGone, CreateStream, DeleteExtents, ExtentInfo, Heartbeat, Member, MemberId, MetaError,
+    NodeInfo, OpenStream, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
+    Tombstone,
 };
 use proto::{ExtentId, NodeId};
 
@@ -101,9 +102,12 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/streams/{id}", get(stream).delete(delete_stream))
         .route("/v1/streams/{id}/open", post(open_stream))
         .route("/v1/streams/{id}/extents", post(allocate))
+        .route("/v1/extents/delete", post(delete_extents))
         .route("/v1/extents/{id}", get(extent))
         .route("/v1/extents/{id}/seal", post(seal))
         .route("/v1/extents/{id}/bad", post(report_bad))
+        .route("/v1/tombstones", get(tombstones))
+        .route("/v1/tombstones/{id}/gone", post(copies_gone))
         .route("/v1/admin/members", post(add_member))
         .route("/v1/admin/members/{id}", delete(remove_member))
         .route("/v1/admin/nodes/{id}/state", post(set_node_state))
@@ -177,6 +181,18 @@ async fn report_bad(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<ReportBad
     Ok(Json(n.report_bad(id, r).await?))
 }
 
+async fn delete_extents(State(n): App, Body(r): Body<DeleteExtents>) -> ApiResult<Vec<ExtentId>> {
+    Ok(Json(n.delete_extents(r.extents).await?))
+}
+
+async fn tombstones(State(n): App) -> ApiResult<Vec<Tombstone>> {
+    Ok(Json(n.tombstones().await?))
+}
+
+async fn copies_gone(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<CopiesGone>) -> ApiResult<()> {
+    Ok(Json(n.copies_gone(id, r.nodes).await?))
+}
+
 async fn add_member(State(n): App, Body(m): Body<Member>) -> ApiResult<()> {
     Ok(Json(n.add_member(m).await?))
 }
@@ -198,5 +214,6 @@ async fn usage(State(n): App) -> Json<serde_json::Value> {
         "nodes": s.nodes,
         "streams": s.streams,
         "extents": s.extents,
+        "tombstones": s.tombstones,
     }))
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use client::limits::META_ATTEMPT_TIMEOUT;
+use proto::APPEND_BYTES_MAX;
 
 /// Raft heartbeat interval (`--heartbeat-ms`): a follower learns of commits this often.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 50;
@@ -32,6 +33,22 @@ pub const HEALTH_PERIOD_MIN: Duration = Duration::from_millis(50);
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Idle connections to peers are kept this long for reuse.
 pub const PEER_POOL_IDLE: Duration = Duration::from_secs(30);
+/// Most extents one `POST /v1/extents/delete` names: one Raft entry carries them all,
+/// and the entry is sent to every member and kept in the log until the next snapshot.
+pub const DELETE_EXTENTS_MAX: usize = 10_000;
+/// Free bytes a device must have, beyond what is reserved for extents placed on it
+/// since its last heartbeat, to take a new extent: room for the first batch of the
+/// largest append (`APPEND_BYTES_MAX`, 8 MiB) behind its header io unit, in whole
+/// clusters of the portable store's default size (1 MiB, `CLUSTER_BYTES_DEFAULT`; see
+/// `datanode/src/blobstore/portable/layout.rs`). With less, the first append to the
+/// new extent may be refused with `NoSpace`, and the writer would allocate again.
+pub const DEVICE_ROOM_BYTES_MIN: u64 = APPEND_BYTES_MAX as u64 + (1 << 20);
+/// What an extent placed on a device since its last heartbeat is charged until the
+/// next heartbeat reports the device's usage: its first cluster (a blob takes clusters
+/// as it fills, which heartbeats then show). Charging a whole `DEVICE_ROOM_BYTES_MIN`
+/// would let a small device take only a few extents per heartbeat, and writers that
+/// rotate fast would see `NoSpace` on a device that has room.
+pub const PLACED_EXTENT_RESERVE_BYTES: u64 = 1 << 20;
 
 const fn ms(d: Duration) -> u128 {
     d.as_millis()
@@ -47,3 +64,5 @@ const _: () = assert!(ms(PEER_CONNECT_TIMEOUT) < ELECTION_MS_DEFAULT.1 as u128);
 // The health loop looks several times within one grace period.
 const _: () = assert!(4 * ms(HEALTH_PERIOD_MIN) <= ms(NODE_GRACE_DEFAULT));
 const _: () = assert!(SNAPSHOT_LOGS_MIN <= SNAPSHOT_LOGS_DEFAULT);
+// A device with the minimum room takes several extents between two heartbeats.
+const _: () = assert!(4 * PLACED_EXTENT_RESERVE_BYTES <= DEVICE_ROOM_BYTES_MIN);

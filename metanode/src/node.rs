@@ -12,15 +12,15 @@ use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
 use proto::meta::{
     AllocateExtent, DeviceInfo, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
-    Policy, RegisterNode, ReportBad, SealExtent, Status, StreamId, StreamInfo, StreamView,
+    Policy, RegisterNode, ReportBad, SealExtent, Status, StreamId, StreamInfo, StreamView, Tombstone,
 };
 use proto::{Epoch, ExtentError, ExtentId, NodeId};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::limits::{
-    COMMIT_TIMEOUT, ELECTION_MS_DEFAULT, FENCE_TIMEOUT_DEFAULT, HEALTH_PERIOD_MIN, HEARTBEAT_MS_DEFAULT,
-    NODE_GRACE_DEFAULT, SNAPSHOT_LOGS_DEFAULT,
+    COMMIT_TIMEOUT, DELETE_EXTENTS_MAX, ELECTION_MS_DEFAULT, FENCE_TIMEOUT_DEFAULT, HEALTH_PERIOD_MIN,
+    HEARTBEAT_MS_DEFAULT, NODE_GRACE_DEFAULT, SNAPSHOT_LOGS_DEFAULT,
 };
 use crate::network::Network;
 use crate::placement::{self, Candidate};
@@ -75,6 +75,17 @@ struct Soft {
     /// When this member last became leader; silence is measured from here at most.
     leader_since: Option<Instant>,
     seen: HashMap<NodeId, (Instant, Vec<DeviceInfo>)>,
+    /// Extents placed per (node, device) since the node's last heartbeat: placement
+    /// reserves room for them until a heartbeat shows what they took.
+    placed: HashMap<(NodeId, u32), u64>,
+}
+
+impl Soft {
+    /// A fresh report of `node`'s devices, which shows the extents placed before it.
+    fn report(&mut self, node: NodeId, devices: Vec<DeviceInfo>) {
+        self.seen.insert(node, (Instant::now(), devices));
+        self.placed.retain(|k, _| k.0 != node);
+    }
 }
 
 pub struct MetaNode {
@@ -223,7 +234,7 @@ impl MetaNode {
         let devices = r.devices.clone();
         let id = r.id;
         let Reply::Node(n) = self.write(Command::RegisterNode(r)).await? else { unreachable!() };
-        self.soft.lock().seen.insert(id, (Instant::now(), devices));
+        self.soft.lock().report(id, devices);
         Ok(n)
     }
 
@@ -231,7 +242,7 @@ impl MetaNode {
         self.require_leader()?;
         let state = self.shared.state.read().nodes.get(&hb.id).map(|n| n.state);
         let Some(state) = state else { return Err(MetaError::NoSuchNode { id: hb.id }) };
-        self.soft.lock().seen.insert(hb.id, (Instant::now(), hb.devices));
+        self.soft.lock().report(hb.id, hb.devices);
         if state == NodeState::Down {
             tracing::info!("datanode {} is back up", hb.id);
             self.write(Command::NodeAlive { id: hb.id }).await?;
@@ -275,6 +286,29 @@ impl MetaNode {
         self.write(Command::DeleteStream { id }).await.map(|_| ())
     }
 
+    /// Deletes the sealed extents of `ids` that are not their stream's last; answers
+    /// those it deleted. Their copies stay on the datanodes, named by tombstones.
+    pub async fn delete_extents(&self, ids: Vec<ExtentId>) -> Result<Vec<ExtentId>> {
+        if ids.len() > DELETE_EXTENTS_MAX {
+            return Err(MetaError::invalid(format!("at most {DELETE_EXTENTS_MAX} extents per delete")));
+        }
+        let Reply::Deleted(d) = self.write(Command::DeleteExtents { extents: ids }).await? else { unreachable!() };
+        Ok(d)
+    }
+
+    pub async fn tombstones(&self) -> Result<Vec<Tombstone>> {
+        self.linearizable().await?;
+        Ok(self.shared.state.read().tombstones.values().cloned().collect())
+    }
+
+    /// Records that `nodes` deleted their copy of the deleted `extent`.
+    pub async fn copies_gone(&self, extent: ExtentId, nodes: Vec<NodeId>) -> Result<()> {
+        if nodes.len() > proto::meta::POLICY_WIDTH_MAX as usize {
+            return Err(MetaError::invalid(format!("an extent has at most {} copies", proto::meta::POLICY_WIDTH_MAX)));
+        }
+        self.write(Command::CopiesGone { extent, nodes }).await.map(|_| ())
+    }
+
     /// Chooses replicas on the leader (placement needs its heartbeat soft state) and
     /// commits the allocation.
     pub async fn allocate(&self, stream: StreamId, req: AllocateExtent) -> Result<ExtentInfo> {
@@ -282,16 +316,13 @@ impl MetaNode {
         let replicas = {
             let st = self.shared.state.read();
             let s = st.streams.get(&stream).ok_or(MetaError::NoSuchStream { id: stream })?;
-            let soft = self.soft.lock();
-            let cands: Vec<Candidate<'_>> = st
-                .nodes
-                .values()
-                .map(|n| {
-                    let devices = soft.seen.get(&n.id).map_or(&n.devices, |s| &s.1);
-                    Candidate { node: n, devices: devices.iter().map(|d| (d.id, d.free_bytes)).collect() }
-                })
-                .collect();
-            placement::place(&cands, s.policy, &mut *self.rng.lock())?
+            let mut soft = self.soft.lock();
+            let cands: Vec<Candidate<'_>> = st.nodes.values().map(|n| candidate(&soft, n)).collect();
+            let replicas = placement::place(&cands, s.policy, &mut *self.rng.lock())?;
+            for r in &replicas {
+                *soft.placed.entry((r.node, r.device)).or_default() += 1;
+            }
+            replicas
         };
         let cmd = Command::AllocateExtent { stream, epoch: req.epoch, after: req.after, replicas };
         let Reply::Extent(e) = self.write(cmd).await? else { unreachable!() };
@@ -449,6 +480,7 @@ impl MetaNode {
             nodes: st.nodes.len(),
             streams: st.streams.len(),
             extents: st.extents.len(),
+            tombstones: st.tombstones.len(),
         }
     }
 
@@ -487,6 +519,22 @@ impl MetaNode {
             }
         }
     }
+}
+
+/// `n` as placement sees it: the devices of its last heartbeat (else of its
+/// registration) and the extents placed on each since.
+fn candidate<'a>(soft: &Soft, n: &'a NodeInfo) -> Candidate<'a> {
+    let devices = soft.seen.get(&n.id).map_or(&n.devices, |s| &s.1);
+    let devices = devices
+        .iter()
+        .map(|d| placement::Device {
+            id: d.id,
+            free_bytes: d.free_bytes,
+            free_slots: d.free_slots,
+            placed: soft.placed.get(&(n.id, d.id)).copied().unwrap_or(0),
+        })
+        .collect();
+    Candidate { node: n, devices }
 }
 
 async fn health_loop(node: std::sync::Weak<MetaNode>) {

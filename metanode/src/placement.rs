@@ -1,6 +1,12 @@
 //! Where a new extent goes: a weighted random choice over healthy datanodes, weight
-//! by free bytes, never one node twice, and spread over distinct failure domains
-//! (zones, else racks) whenever the cluster has enough of them.
+//! by room for new extents, never one node twice, and spread over distinct failure
+//! domains (zones, else racks) whenever the cluster has enough of them.
+//!
+//! A device takes a new extent only if it has room for one: free bytes from its last
+//! heartbeat, less a reservation for the extents placed on it since (which the
+//! heartbeat does not show yet), of at least `DEVICE_ROOM_BYTES_MIN`, and a free
+//! metadata slot when its store counts them. Without this a full cluster made writers
+//! allocate extent after extent on devices that refused every append.
 
 use std::collections::HashSet;
 
@@ -8,17 +14,45 @@ use proto::meta::{MetaError, NodeInfo, NodeState, Policy, Replica};
 use proto::NodeId;
 use rand::Rng;
 
-/// A node as placement sees it: its devices' free bytes (the freshest known).
+use crate::limits::{DEVICE_ROOM_BYTES_MIN, PLACED_EXTENT_RESERVE_BYTES};
+
+/// One device as placement sees it: the freshest report, and what was placed on it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    pub id: u32,
+    pub free_bytes: u64,
+    /// `None` when the store does not count metadata slots.
+    pub free_slots: Option<u64>,
+    /// Extents placed on the device since its last heartbeat.
+    pub placed: u64,
+}
+
+impl Device {
+    /// Bytes a new extent can count on: each extent placed since the last heartbeat is
+    /// charged `PLACED_EXTENT_RESERVE_BYTES`, and `DEVICE_ROOM_BYTES_MIN` is kept for the
+    /// new one. Zero when the device cannot take a new extent.
+    fn room(&self) -> u64 {
+        let slots_left = self.free_slots.is_none_or(|s| s > self.placed);
+        let room = self.free_bytes.saturating_sub(self.placed.saturating_mul(PLACED_EXTENT_RESERVE_BYTES));
+        if slots_left && room >= DEVICE_ROOM_BYTES_MIN {
+            room
+        } else {
+            0
+        }
+    }
+}
+
+/// A node as placement sees it.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub node: &'a NodeInfo,
-    /// (device id, free bytes)
-    pub devices: Vec<(u32, u64)>,
+    pub devices: Vec<Device>,
 }
 
 impl Candidate<'_> {
-    fn free(&self) -> u64 {
-        self.devices.iter().map(|d| d.1).sum()
+    /// The node's room for a new extent, over its devices; zero if none can take one.
+    fn room(&self) -> u64 {
+        self.devices.iter().map(Device::room).sum()
     }
 }
 
@@ -49,12 +83,18 @@ pub fn spread_for(cands: &[Candidate<'_>], width: usize) -> Spread {
     Spread::Node
 }
 
-/// Chooses `policy.width()` replicas among the `Up` candidates with free space.
+/// Chooses `policy.width()` replicas among the `Up` candidates with room for an
+/// extent: `NotEnoughNodes` when too few are up, `NoSpace` when enough are up but too
+/// few have room.
 pub fn place(cands: &[Candidate<'_>], policy: Policy, rng: &mut impl Rng) -> Result<Vec<Replica>, MetaError> {
     let width = policy.width();
-    let healthy: Vec<&Candidate<'_>> = cands.iter().filter(|c| c.node.state == NodeState::Up && c.free() > 0).collect();
+    let up = cands.iter().filter(|c| c.node.state == NodeState::Up).count();
+    if up < width {
+        return Err(MetaError::NotEnoughNodes { policy: policy.to_string(), need: width, have: up });
+    }
+    let healthy: Vec<&Candidate<'_>> = cands.iter().filter(|c| c.node.state == NodeState::Up && c.room() > 0).collect();
     if healthy.len() < width {
-        return Err(MetaError::NotEnoughNodes { policy: policy.to_string(), need: width, have: healthy.len() });
+        return Err(MetaError::NoSpace { policy: policy.to_string(), need: width, have: healthy.len() });
     }
     let owned: Vec<Candidate<'_>> = healthy.iter().map(|c| (*c).clone()).collect();
     let spread = spread_for(&owned, width);
@@ -64,11 +104,11 @@ pub fn place(cands: &[Candidate<'_>], policy: Policy, rng: &mut impl Rng) -> Res
     while chosen.len() < width {
         let eligible: Vec<&Candidate<'_>> =
             left.iter().copied().filter(|c| !used_domains.contains(&domain(c.node, spread))).collect();
-        let c = weighted(&eligible, |c| c.free(), rng).expect("spread_for guarantees enough domains");
+        let c = weighted(&eligible, |c| c.room(), rng).expect("spread_for guarantees enough domains");
         used_domains.insert(domain(c.node, spread));
-        let devices: Vec<&(u32, u64)> = c.devices.iter().filter(|d| d.1 > 0).collect();
-        let dev = weighted(&devices, |d| d.1, rng).expect("free() > 0");
-        chosen.push(Replica { node: c.node.id, device: dev.0 });
+        let devices: Vec<&Device> = c.devices.iter().filter(|d| d.room() > 0).collect();
+        let dev = weighted(&devices, Device::room, rng).expect("room() > 0");
+        chosen.push(Replica { node: c.node.id, device: dev.id });
         left.retain(|o| o.node.id != c.node.id);
     }
     Ok(chosen)
@@ -108,8 +148,8 @@ mod tests {
                 zone: format!("z{zone}"),
                 rack: format!("r{rack}"),
                 devices: vec![
-                    DeviceInfo { id: 0, capacity_bytes: free, free_bytes: free / 2 },
-                    DeviceInfo { id: 1, capacity_bytes: free, free_bytes: free - free / 2 },
+                    DeviceInfo { id: 0, capacity_bytes: free, free_bytes: free / 2, free_slots: None },
+                    DeviceInfo { id: 1, capacity_bytes: free, free_bytes: free - free / 2, free_slots: None },
                 ],
                 state,
                 draining: state == NodeState::Draining,
@@ -119,9 +159,18 @@ mod tests {
 
     fn cands(ns: &[NodeInfo]) -> Vec<Candidate<'_>> {
         ns.iter()
-            .map(|n| Candidate { node: n, devices: n.devices.iter().map(|d| (d.id, d.free_bytes)).collect() })
+            .map(|n| Candidate {
+                node: n,
+                devices: n
+                    .devices
+                    .iter()
+                    .map(|d| Device { id: d.id, free_bytes: d.free_bytes, free_slots: None, placed: 0 })
+                    .collect(),
+            })
             .collect()
     }
+
+    const MIB: u64 = 1 << 20;
 
     fn state() -> impl Strategy<Value = NodeState> {
         prop_oneof![4 => Just(NodeState::Up), 1 => Just(NodeState::Down), 1 => Just(NodeState::Draining)]
@@ -130,7 +179,7 @@ mod tests {
     proptest! {
         #[test]
         fn replicas_are_distinct_healthy_and_spread(
-            spec in prop::collection::vec((0u8..4, 0u8..3, 1u64..1_000_000, state()), 1..16),
+            spec in prop::collection::vec((0u8..4, 0u8..3, (2 * DEVICE_ROOM_BYTES_MIN)..(1 << 40), state()), 1..16),
             width in 1u8..7,
             seed: u64,
         ) {
@@ -172,7 +221,7 @@ mod tests {
     #[test]
     fn draws_follow_free_space() {
         // One zone, so only weights matter: 1, 2, 3 and 4 units free.
-        let spec: Vec<_> = (1..=4).map(|w| (0u8, 0u8, w * 1_000_000, NodeState::Up)).collect();
+        let spec: Vec<_> = (1..=4).map(|w| (0u8, 0u8, w * 1_000 * MIB, NodeState::Up)).collect();
         let ns = nodes(&spec);
         let cs = cands(&ns);
         let mut rng = StdRng::seed_from_u64(7);
@@ -192,14 +241,56 @@ mod tests {
 
     #[test]
     fn full_nodes_and_seeds() {
-        let ns = nodes(&[(0, 0, 10, NodeState::Up), (1, 0, 10, NodeState::Up), (2, 0, 10, NodeState::Up)]);
+        let ns = nodes(&[
+            (0, 0, 100 * MIB, NodeState::Up),
+            (1, 0, 100 * MIB, NodeState::Up),
+            (2, 0, 100 * MIB, NodeState::Up),
+        ]);
         let mut cs = cands(&ns);
-        cs[1].devices.iter_mut().for_each(|d| d.1 = 0);
+        cs[1].devices.iter_mut().for_each(|d| d.free_bytes = 0);
         let r = place(&cs, Policy::Replica { n: 3 }, &mut StdRng::seed_from_u64(1));
+        assert!(matches!(r, Err(MetaError::NoSpace { need: 3, have: 2, .. })), "{r:?}");
+        // Too few nodes up is another error than too few with room.
+        let mut down = ns.clone();
+        down[0].state = NodeState::Down;
+        let r = place(&cands(&down), Policy::Replica { n: 3 }, &mut StdRng::seed_from_u64(1));
         assert!(matches!(r, Err(MetaError::NotEnoughNodes { need: 3, have: 2, .. })), "{r:?}");
         let cs = cands(&ns);
         let a = place(&cs, Policy::Ec { k: 1, m: 1 }, &mut StdRng::seed_from_u64(42)).unwrap();
         let b = place(&cs, Policy::Ec { k: 1, m: 1 }, &mut StdRng::seed_from_u64(42)).unwrap();
         assert_eq!(a, b, "the same seed places the same way");
+    }
+
+    /// A device with less than the minimum room, counting the extents placed on it
+    /// since its last heartbeat, or with no metadata slot left, takes no new extent.
+    #[test]
+    fn room_counts_reservations_and_slots() {
+        let dev = |free_bytes, free_slots, placed| Device { id: 0, free_bytes, free_slots, placed };
+        assert_eq!(dev(DEVICE_ROOM_BYTES_MIN, None, 0).room(), DEVICE_ROOM_BYTES_MIN);
+        assert_eq!(dev(DEVICE_ROOM_BYTES_MIN - 1, None, 0).room(), 0);
+        let free = DEVICE_ROOM_BYTES_MIN + 3 * PLACED_EXTENT_RESERVE_BYTES;
+        assert_eq!(dev(free, None, 3).room(), DEVICE_ROOM_BYTES_MIN);
+        assert_eq!(dev(free, None, 4).room(), 0, "reserved for the extents placed since the heartbeat");
+        assert_eq!(dev(free, Some(0), 0).room(), 0, "no metadata slot");
+        assert_eq!(dev(free, Some(2), 2).room(), 0, "the slots left were taken since the heartbeat");
+        assert!(dev(free, Some(3), 2).room() > 0);
+
+        // On one node with two devices, placement picks the one with room, and after
+        // enough placements without a heartbeat, none.
+        let ns = nodes(&[(0, 0, 0, NodeState::Up)]);
+        let mut cs = cands(&ns);
+        cs[0].devices = vec![dev(0, None, 0), Device { id: 1, ..dev(free, Some(100), 0) }];
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..4 {
+            let r = place(&cs, Policy::Replica { n: 1 }, &mut rng).unwrap();
+            assert_eq!(r, vec![Replica { node: NodeId(1), device: 1 }]);
+            cs[0].devices[1].placed += 1;
+        }
+        let r = place(&cs, Policy::Replica { n: 1 }, &mut rng);
+        assert!(matches!(r, Err(MetaError::NoSpace { need: 1, have: 0, .. })), "{r:?}");
+        // A heartbeat (placed back to zero) that shows no slot left: still no room.
+        cs[0].devices[1] = Device { id: 1, ..dev(free, Some(0), 0) };
+        let r = place(&cs, Policy::Replica { n: 1 }, &mut rng);
+        assert!(matches!(r, Err(MetaError::NoSpace { .. })), "{r:?}");
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use proto::meta::{
     ExtentInfo, MetaError, NodeInfo, NodeState, Policy, RegisterNode, Replica, StreamId, StreamInfo, StreamView,
+    Tombstone,
 };
 use proto::{Epoch, ExtentId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,7 @@ pub enum Command {
         epoch: Epoch,
         length: u64,
     },
+    /// The stream and its extents are forgotten; every extent becomes a tombstone.
     DeleteStream {
         id: StreamId,
     },
@@ -55,6 +57,17 @@ pub enum Command {
     ReportBad {
         extent: ExtentId,
         node: NodeId,
+    },
+    // New variants go last: the log stores commands by variant index.
+    /// GC found these extents dead: each sealed one that is not its stream's last
+    /// becomes a tombstone; the others are skipped (see `State::delete_extents`).
+    DeleteExtents {
+        extents: Vec<ExtentId>,
+    },
+    /// `nodes` confirmed that their copy of the deleted `extent` is gone.
+    CopiesGone {
+        extent: ExtentId,
+        nodes: Vec<NodeId>,
     },
 }
 
@@ -64,6 +77,8 @@ pub enum Reply {
     Node(NodeInfo),
     Stream(StreamInfo),
     Extent(ExtentInfo),
+    /// The extents a `DeleteExtents` deleted, in the order asked.
+    Deleted(Vec<ExtentId>),
     Done,
 }
 
@@ -75,6 +90,7 @@ pub enum Key {
     Node(NodeId),
     Stream(StreamId),
     Extent(ExtentId),
+    Tombstone(ExtentId),
     Counters,
 }
 
@@ -89,6 +105,9 @@ pub struct State {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     pub streams: BTreeMap<StreamId, StreamInfo>,
     pub extents: BTreeMap<ExtentId, ExtentInfo>,
+    /// Deleted extents whose copies are not all confirmed gone from their datanodes.
+    #[serde(default)]
+    pub tombstones: BTreeMap<ExtentId, Tombstone>,
     pub counters: Counters,
 }
 
@@ -201,12 +220,67 @@ impl State {
                 let s = self.streams.remove(&id).ok_or(MetaError::NoSuchStream { id })?;
                 dirty.push(Key::Stream(id));
                 for e in s.extents {
-                    self.extents.remove(&e);
-                    dirty.push(Key::Extent(e));
+                    self.bury(e, dirty);
                 }
                 Ok(Reply::Done)
             }
+            Command::DeleteExtents { extents } => Ok(Reply::Deleted(self.delete_extents(&extents, dirty))),
+            Command::CopiesGone { extent, nodes } => {
+                self.copies_gone(extent, &nodes, dirty);
+                Ok(Reply::Done)
+            }
         }
+    }
+
+    /// Deletes each extent of `ids` that is sealed and not its stream's last, and
+    /// returns those. The rest are skipped, not refused, so that one batch from GC is
+    /// not undone by a single extent: unknown ids and tombstones (a retry: already
+    /// deleted), open extents (a writer may still append) and a stream's last extent
+    /// (the next allocation follows it, and a writer's `floor` may be at it).
+    fn delete_extents(&mut self, ids: &[ExtentId], dirty: &mut Vec<Key>) -> Vec<ExtentId> {
+        let mut deleted = Vec::new();
+        for &id in ids {
+            let Some(e) = self.extents.get(&id) else { continue };
+            let s = &self.streams[&e.stream];
+            if e.sealed_len.is_none() || s.extents.last() == Some(&id) {
+                continue;
+            }
+            let stream = e.stream;
+            self.streams.get_mut(&stream).expect("checked").extents.retain(|&x| x != id);
+            dirty.push(Key::Stream(stream));
+            self.bury(id, dirty);
+            deleted.push(id);
+        }
+        deleted
+    }
+
+    /// Replaces extent `id` by its tombstone, which names every copy to delete.
+    fn bury(&mut self, id: ExtentId, dirty: &mut Vec<Key>) {
+        let Some(e) = self.extents.remove(&id) else { return };
+        dirty.extend([Key::Extent(id), Key::Tombstone(id)]);
+        let t = Tombstone {
+            extent: id,
+            stream: e.stream,
+            policy: e.policy,
+            replicas: e.replicas,
+            sealed_len: e.sealed_len,
+        };
+        self.tombstones.insert(id, t);
+    }
+
+    /// Forgets the copies of `extent` on `nodes`, and the tombstone with its last copy.
+    /// An unknown tombstone or node is a retry of a confirmation already applied.
+    fn copies_gone(&mut self, extent: ExtentId, nodes: &[NodeId], dirty: &mut Vec<Key>) {
+        let Some(t) = self.tombstones.get_mut(&extent) else { return };
+        let before = t.replicas.len();
+        t.replicas.retain(|r| !nodes.contains(&r.node));
+        if t.replicas.len() == before {
+            return;
+        }
+        if t.replicas.is_empty() {
+            self.tombstones.remove(&extent);
+        }
+        dirty.push(Key::Tombstone(extent));
     }
 
     fn allocate(
@@ -321,7 +395,7 @@ mod tests {
             addr: format!("127.0.0.1:{}", 9000 + id.0),
             zone: String::new(),
             rack: String::new(),
-            devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30 }],
+            devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30, free_slots: None }],
         }
     }
 
@@ -412,6 +486,82 @@ mod tests {
         run(&mut st, Command::DeleteStream { id: s.id }).unwrap();
         assert!(st.extents.is_empty() && st.streams.is_empty());
         assert!(matches!(run(&mut st, Command::DeleteStream { id: s.id }), Err(MetaError::NoSuchStream { .. })));
+    }
+
+    /// A stream of three replicated extents, the first two sealed, the last open.
+    fn three_extents(st: &mut State) -> (StreamId, [ExtentId; 3]) {
+        for id in 1..=3 {
+            run(st, Command::RegisterNode(node(NodeId(id)))).unwrap();
+        }
+        let Reply::Stream(s) = run(st, Command::CreateStream { policy: "replica:3".parse().unwrap() }).unwrap() else {
+            panic!()
+        };
+        run(st, Command::OpenStream { id: s.id, writer: "w".into() }).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let after = ids.last().copied();
+            let alloc =
+                Command::AllocateExtent { stream: s.id, epoch: Epoch(1), after, replicas: replicas(&[1, 2, 3]) };
+            let Reply::Extent(e) = run(st, alloc).unwrap() else { panic!() };
+            if i < 2 {
+                run(st, Command::SealExtent { extent: e.id, epoch: Epoch(1), length: 10 * (i + 1) }).unwrap();
+            }
+            ids.push(e.id);
+        }
+        (s.id, [ids[0], ids[1], ids[2]])
+    }
+
+    /// Applies `cmd`, which must succeed without changing anything.
+    fn no_change(st: &mut State, cmd: Command) -> Reply {
+        let before = st.clone();
+        let mut dirty = Vec::new();
+        let r = st.apply(cmd, &mut dirty).unwrap();
+        assert_eq!(*st, before, "a skipped command changed the state");
+        assert!(dirty.is_empty(), "{dirty:?}");
+        r
+    }
+
+    #[test]
+    fn deleted_extents_become_tombstones_until_every_copy_is_gone() {
+        let mut st = State::default();
+        let (s, [e1, e2, e3]) = three_extents(&mut st);
+        let del = |ids: &[ExtentId]| Command::DeleteExtents { extents: ids.to_vec() };
+        // The open last extent, unknown ids and an empty list: nothing is deleted.
+        assert_eq!(no_change(&mut st, del(&[e3, ExtentId(99)])), Reply::Deleted(vec![]));
+        assert_eq!(no_change(&mut st, del(&[])), Reply::Deleted(vec![]));
+        // Sealed, but its stream's last: skipped too.
+        run(&mut st, Command::SealExtent { extent: e3, epoch: Epoch(1), length: 5 }).unwrap();
+        assert_eq!(no_change(&mut st, del(&[e3])), Reply::Deleted(vec![]));
+        // One batch deletes what it may and skips the rest; the id twice counts once.
+        assert_eq!(run(&mut st, del(&[e1, e3, e1, e2])).unwrap(), Reply::Deleted(vec![e1, e2]));
+        assert_eq!(st.streams[&s].extents, vec![e3]);
+        assert!(!st.extents.contains_key(&e1) && !st.extents.contains_key(&e2));
+        let t = &st.tombstones[&e2];
+        assert_eq!((t.stream, t.sealed_len, t.replicas.clone()), (s, Some(20), replicas(&[1, 2, 3])));
+        assert_eq!(st.stream_view(s).unwrap().extents.len(), 1);
+        // A retry deletes nothing more.
+        assert_eq!(no_change(&mut st, del(&[e1, e2])), Reply::Deleted(vec![]));
+        // Copies confirmed gone leave the tombstone, the last one removes it.
+        let gone =
+            |extent, nodes: &[u64]| Command::CopiesGone { extent, nodes: nodes.iter().map(|&n| NodeId(n)).collect() };
+        run(&mut st, gone(e1, &[1, 3])).unwrap();
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[2]));
+        no_change(&mut st, gone(e1, &[1, 3, 7]));
+        run(&mut st, gone(e1, &[2])).unwrap();
+        assert!(!st.tombstones.contains_key(&e1));
+        no_change(&mut st, gone(e1, &[2]));
+        no_change(&mut st, gone(ExtentId(99), &[1]));
+        // The stream's later extents are allocated as before.
+        let alloc =
+            Command::AllocateExtent { stream: s, epoch: Epoch(1), after: Some(e3), replicas: replicas(&[1, 2, 3]) };
+        let Reply::Extent(e4) = run(&mut st, alloc).unwrap() else { panic!() };
+        assert_eq!(st.streams[&s].extents, vec![e3, e4.id]);
+        // Deleting the stream buries every extent it had, the open one too.
+        run(&mut st, Command::DeleteStream { id: s }).unwrap();
+        assert!(st.extents.is_empty() && st.streams.is_empty());
+        assert_eq!(st.tombstones.keys().copied().collect::<Vec<_>>(), vec![e2, e3, e4.id]);
+        assert_eq!(st.tombstones[&e4.id].sealed_len, None);
+        assert_eq!(st.tombstones[&e3].sealed_len, Some(5));
     }
 
     #[test]

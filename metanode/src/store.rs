@@ -4,7 +4,8 @@
 //!   synced before openraft is told they happened.
 //! - `store`: the vote (synced), the committed log id, the last purged log id and the
 //!   current snapshot.
-//! - `sm`: the state machine, one key per datanode, stream and extent, plus the
+//! - `sm`: the state machine, one key per datanode, stream, extent and tombstone (a
+//!   deleted extent whose copies are not all confirmed gone), plus the
 //!   counters, the applied log id and the membership. Each `apply` writes the keys it
 //!   changed and the applied log id in one batch, so the applied id never runs ahead of
 //!   or behind the state. These writes are not synced: they are ordered behind the
@@ -261,6 +262,7 @@ fn sm_key(k: Key) -> Vec<u8> {
         Key::Node(id) => (b'n', id.0),
         Key::Stream(id) => (b's', id.0),
         Key::Extent(id) => (b'e', id.0),
+        Key::Tombstone(id) => (b't', id.0),
         Key::Counters => return K_COUNTERS.to_vec(),
     };
     let mut v = Vec::with_capacity(9);
@@ -294,6 +296,10 @@ impl StateMachine {
                     let e: proto::meta::ExtentInfo = dec(&v)?;
                     state.extents.insert(e.id, e);
                 }
+                [b't', ..] => {
+                    let t: proto::meta::Tombstone = dec(&v)?;
+                    state.tombstones.insert(t.extent, t);
+                }
                 other => return Err(AnyError::error(format!("unknown state machine key {other:?}"))),
             }
         }
@@ -312,6 +318,7 @@ impl StateMachine {
             Key::Node(id) => state.nodes.get(&id).map(enc),
             Key::Stream(id) => state.streams.get(&id).map(enc),
             Key::Extent(id) => state.extents.get(&id).map(enc),
+            Key::Tombstone(id) => state.tombstones.get(&id).map(enc),
             Key::Counters => Some(enc(&state.counters)),
         };
         match v {
@@ -417,6 +424,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map(|&i| Key::Node(i))
             .chain(st.streams.keys().map(|&i| Key::Stream(i)))
             .chain(st.extents.keys().map(|&i| Key::Extent(i)))
+            .chain(st.tombstones.keys().map(|&i| Key::Tombstone(i)))
             .chain([Key::Counters]);
         for k in keys {
             self.put_value(&mut batch, st, k);

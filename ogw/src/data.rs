@@ -166,7 +166,8 @@ impl Data {
 
     /// Appends one chunk to lane `i`: queued on the lane's writer now (so appends of
     /// one request leave in order and at once), awaited later. A lane whose writer
-    /// stopped is reopened and the chunk tried again.
+    /// stopped is reopened and the chunk tried again; not for `NoSpace`, which leaves
+    /// the writer running.
     fn append(
         &self,
         lanes: &Lanes,
@@ -181,10 +182,15 @@ impl Data {
             let lane = &lanes[lane_ix];
             let mut last = match first.await {
                 Ok(s) => return Ok(s),
+                // The writer is fine and a new one would find no more room.
+                Err(e @ StreamError::NoSpace(_)) => return Err(e),
                 Err(e) => e,
             };
             let mut w = w;
             for _ in 1..CHUNK_ATTEMPTS {
+                if matches!(last, StreamError::NoSpace(_)) {
+                    break;
+                }
                 tracing::warn!("stream {}: append failed ({last}); reopening the writer", lane.stream);
                 let fresh = Arc::new(self.sc.open_writer(lane.stream, &self.owner).await?);
                 {

@@ -101,6 +101,11 @@ pub struct DeviceInfo {
     pub id: u32,
     pub capacity_bytes: u64,
     pub free_bytes: u64,
+    /// Metadata slots left for new extents, when the device's store has a fixed number
+    /// of them (the portable store): a device can run out of slots before bytes, and
+    /// placement skips it then. `None`: no such limit, or an older datanode.
+    #[serde(default)]
+    pub free_slots: Option<u64>,
 }
 
 /// A datanode as registered with the metanode.
@@ -218,6 +223,33 @@ pub struct ReportBad {
     pub why: String,
 }
 
+/// Body of `POST /v1/extents/delete`: sealed extents GC found dead. The answer lists
+/// the ids this call deleted; open extents and a stream's last extent are never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteExtents {
+    pub extents: Vec<ExtentId>,
+}
+
+/// Body of `POST /v1/tombstones/{id}/gone`: these datanodes no longer hold a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiesGone {
+    pub nodes: Vec<NodeId>,
+}
+
+/// A deleted extent whose copies may still be on datanodes. It lives until every
+/// replica's deletion is confirmed (`CopiesGone`), so that no copy is forgotten while
+/// its bytes still take space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub extent: ExtentId,
+    pub stream: StreamId,
+    pub policy: Policy,
+    /// The copies not yet confirmed deleted on their datanode.
+    pub replicas: Vec<Replica>,
+    /// The extent's length when it was deleted (`None`: deleted with its stream while open).
+    pub sealed_len: Option<u64>,
+}
+
 /// Body of `POST /v1/admin/nodes/{id}/state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetNodeState {
@@ -244,6 +276,9 @@ pub struct Status {
     pub nodes: usize,
     pub streams: usize,
     pub extents: usize,
+    /// Deleted extents with copies not yet confirmed gone.
+    #[serde(default)]
+    pub tombstones: usize,
 }
 
 /// Every refusal of the metanode. Serialized as `{"code": "...", ...fields}`.
@@ -262,6 +297,10 @@ pub enum MetaError {
     Fenced { epoch: Epoch, current: Epoch },
     #[error("not enough datanodes for {policy}: need {need}, {have} available")]
     NotEnoughNodes { policy: String, need: usize, have: usize },
+    /// Enough datanodes are up, but too few have room for a new extent: the cluster is
+    /// full until deleted data is reclaimed.
+    #[error("no space for {policy}: need {need} datanodes with room, {have} have it")]
+    NoSpace { policy: String, need: usize, have: usize },
     #[error("conflict: {msg}")]
     Conflict { msg: String },
     #[error("invalid request: {msg}")]
@@ -284,6 +323,7 @@ impl MetaError {
             MetaError::NoSuchNode { .. } | MetaError::NoSuchStream { .. } | MetaError::NoSuchExtent { .. } => 404,
             MetaError::Fenced { .. } | MetaError::Conflict { .. } => 409,
             MetaError::NotEnoughNodes { .. } | MetaError::Unavailable { .. } | MetaError::NoQuorum { .. } => 503,
+            MetaError::NoSpace { .. } => 507,
             MetaError::Invalid { .. } => 400,
             MetaError::Unauthorized { .. } => 401,
         }

@@ -184,7 +184,7 @@ pub fn fake_datanode(id: NodeId, zone: &str) -> RegisterNode {
         addr: format!("127.0.0.2:{}", 20000 + id.0),
         zone: zone.into(),
         rack: String::new(),
-        devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40 }],
+        devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40, free_slots: None }],
     }
 }
 
@@ -204,6 +204,19 @@ impl DataNode {
 
     /// With a device of `size`, zero-filled when created if `zero_fill`.
     pub fn start_sized(dir: &std::path::Path, id: NodeId, meta: &[String], size: &str, zero_fill: bool) -> DataNode {
+        DataNode::start_heartbeat(dir, id, meta, size, zero_fill, 100)
+    }
+
+    /// As `start_sized`, heartbeating every `heartbeat_ms` (a long period keeps the
+    /// metanode's view of the device's free space stale).
+    pub fn start_heartbeat(
+        dir: &std::path::Path,
+        id: NodeId,
+        meta: &[String],
+        size: &str,
+        zero_fill: bool,
+        heartbeat_ms: u64,
+    ) -> DataNode {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
@@ -214,7 +227,7 @@ impl DataNode {
             "--metanode".into(),
             meta.join(","),
             "--heartbeat-ms".into(),
-            "100".into(),
+            heartbeat_ms.to_string(),
             "--zone".into(),
             format!("z{id}"),
         ];

@@ -31,7 +31,7 @@ use proto::{ExtentError, ExtentId, NodeId, APPEND_BYTES_MAX};
 use crate::ec::Simd;
 use crate::limits::{
     ALLOCATE_PAUSE_DEFAULT, APPEND_DEADLINE_DEFAULT, CONNECT_TIMEOUT_DEFAULT, EC_HEDGE_DEFAULT,
-    EXTENT_BYTES_MAX_DEFAULT, REPLICA_TIMEOUT_DEFAULT, SEAL_TIMEOUT_DEFAULT,
+    EXTENT_BYTES_MAX_DEFAULT, IDLE_SEAL_DEFAULT, REPLICA_TIMEOUT_DEFAULT, SEAL_TIMEOUT_DEFAULT,
 };
 use crate::{ClientError, DataNodeClient, MetaClient};
 
@@ -61,6 +61,10 @@ pub enum StreamError {
     TooLarge(usize),
     #[error("the cluster could not take the write within {deadline:?}: {last}")]
     Unavailable { deadline: Duration, last: String },
+    /// The cluster has no room for the append: too few datanodes have space for a new
+    /// extent. Space comes back when GC reclaims deleted data; the writer stays usable.
+    #[error("the cluster is out of space: {0}")]
+    NoSpace(String),
     #[error("cannot read {offset}+{len} of extent {extent}: {why}")]
     Unreadable { extent: ExtentId, offset: u64, len: u32, why: String },
     #[error("this client's erasure codec cannot code {0}")]
@@ -136,6 +140,9 @@ pub struct StreamConfig {
     pub allocate_pause: Duration,
     /// Each replica's best-effort seal waits this long (the metanode's seal is what counts).
     pub seal_timeout: Duration,
+    /// A writer seals its open extent once it holds acknowledged bytes and no append
+    /// was queued or answered for this long (`None`: never for idleness).
+    pub idle_seal: Option<Duration>,
 }
 
 impl Default for StreamConfig {
@@ -148,6 +155,7 @@ impl Default for StreamConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             allocate_pause: ALLOCATE_PAUSE_DEFAULT,
             seal_timeout: SEAL_TIMEOUT_DEFAULT,
+            idle_seal: Some(IDLE_SEAL_DEFAULT),
         }
     }
 }
@@ -252,7 +260,7 @@ impl StreamClient {
         Ok(v)
     }
 
-    /// Deletes a stream and its extents' records (the datanodes' copies are GC's to reclaim).
+    /// Deletes a stream; its extents become tombstones (the datanodes' copies are GC's to reclaim).
     pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
         Ok(self.meta.delete_stream(id).await?)
     }

@@ -2,10 +2,22 @@
 //! `Driver`, the task that owns the stream's open extent, fans appends out to every
 //! replica (or shard) in order, acknowledges them once all have them durably, rotates
 //! extents, and on a failure seals, allocates the next extent and sends again.
+//!
+//! A full cluster fails appends fast instead: when the metanode finds no room, or
+//! datanodes refuse appends for lack of space and a few more extents do not help, the
+//! waiting appends fail with `StreamError::NoSpace` at once, and the writer stays up
+//! for the next appends (space comes back when GC reclaims deleted data).
+//!
+//! The writer publishes its `floor`, the smallest extent id a new append can land in
+//! (GC deletes nothing at or above it), and seals its open extent once idle for
+//! `StreamConfig::idle_seal`, so that the dead bytes of a quiet stream's tail become
+//! collectable.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +26,7 @@ use proto::{Epoch, ExtentError, ExtentId, Request, Response, APPEND_BYTES_MAX};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{within, ReplicaFailure, Slice, StreamClient, StreamError};
-use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
+use crate::limits::{NOSPACE_ALLOCATIONS_MAX, WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 use crate::stripe::{Layout, Payloads};
 use crate::{ClientError, DataNodeClient};
 
@@ -25,7 +37,10 @@ impl StreamClient {
         let v = self.meta.open_stream(id, writer).await?;
         let layout = Layout::new(v.stream.policy)?;
         self.remember(&v.nodes);
-        let tail = Tail { open: None, last: v.stream.extents.last().copied() };
+        let last = v.stream.extents.last().copied();
+        let tail = Tail { open: None, last };
+        // The open sealed the last extent: new appends go to a later one.
+        let floor = Arc::new(AtomicU64::new(last.map_or(0, |e| e.next().0)));
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver {
             client: self.clone(),
@@ -37,9 +52,12 @@ impl StreamClient {
             inflight_bytes: 0,
             failing_since: None,
             last_setback: None,
+            full: None,
+            floor: floor.clone(),
+            last_activity: Instant::now(),
         };
         tokio::spawn(driver.run(rx));
-        Ok(StreamWriter { id, epoch: v.stream.epoch, policy: v.stream.policy, layout, tx })
+        Ok(StreamWriter { id, epoch: v.stream.epoch, policy: v.stream.policy, layout, tx, floor })
     }
 }
 
@@ -104,6 +122,8 @@ pub struct StreamWriter {
     pub policy: Policy,
     layout: Layout,
     tx: mpsc::UnboundedSender<Item>,
+    /// See [`StreamWriter::floor`]; raised by the driver, never lowered.
+    floor: Arc<AtomicU64>,
 }
 
 impl StreamWriter {
@@ -126,6 +146,15 @@ impl StreamWriter {
             queued?;
             rx.await.map_err(|_| stopped())?
         }
+    }
+
+    /// The smallest extent id that an append submitted after this call can land in:
+    /// the open extent's, else the last sealed extent's + 1 (ids only grow), else 0 for
+    /// a stream without extents. It never decreases. GC deletes no extent at or above
+    /// the smallest floor of the live writers, so bytes being written are never taken
+    /// for dead ones.
+    pub fn floor(&self) -> ExtentId {
+        ExtentId(self.floor.load(Ordering::Acquire))
     }
 
     /// Appends `data` and returns where it is once every replica made it durable.
@@ -167,6 +196,17 @@ enum Allocation {
     Open,
     /// No extent for now; the writer pauses (`allocate_pause`) and asks again.
     Retry(Setback),
+    /// The metanode found no room for a new extent: the waiting appends fail now.
+    NoSpace(MetaError),
+}
+
+/// Datanodes refused an append or a create for lack of space, and no append was
+/// acknowledged since: what they said, and how many extents were allocated since (the
+/// metanode's view of free space is a heartbeat old, so it may pick a device that just
+/// filled). The count restarts for each batch of appends that fails.
+struct Full {
+    why: String,
+    allocations: u32,
 }
 
 /// Why the writer could not place appends for now. It keeps trying until
@@ -198,6 +238,11 @@ struct Driver {
     inflight_bytes: usize,
     failing_since: Option<Instant>,
     last_setback: Option<Setback>,
+    /// Set by a datanode's `NoSpace`, cleared by the next acknowledged append.
+    full: Option<Full>,
+    floor: Arc<AtomicU64>,
+    /// When an append was last queued or answered: idle sealing counts from here.
+    last_activity: Instant,
 }
 
 impl Driver {
@@ -217,13 +262,25 @@ impl Driver {
             }
             let room = self.queue.len() < WRITER_IN_FLIGHT_MAX;
             let waiting = !self.inflight.is_empty();
+            let idle = self.idle_seal_at();
             tokio::select! {
                 r = rx.recv(), if !closed && room => match r {
-                    Some(req) => self.queue.push_back(req),
+                    Some(req) => {
+                        self.last_activity = Instant::now();
+                        self.queue.push_back(req);
+                    }
                     None => closed = true,
                 },
                 res = async { (&mut self.inflight.front_mut().expect("waiting").acks).await }, if waiting => {
+                    self.last_activity = Instant::now();
                     if let Err(e) = self.settle(res).await {
+                        self.fail_all(e, &mut rx).await;
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(idle.unwrap_or_else(Instant::now).into()), if idle.is_some() => {
+                    tracing::debug!("stream {}: sealing the idle open extent", self.id);
+                    if let Err(e) = self.seal_open().await {
                         self.fail_all(e, &mut rx).await;
                         return;
                     }
@@ -234,6 +291,15 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// When to seal the open extent for idleness: `idle_seal` after the last activity,
+    /// if it holds acknowledged bytes and nothing is queued or in flight.
+    fn idle_seal_at(&self) -> Option<Instant> {
+        let after = self.client.config.idle_seal?;
+        let idle = self.queue.is_empty() && self.inflight.is_empty();
+        let holds_bytes = self.tail.open.as_ref().is_some_and(|o| o.len > 0);
+        (idle && holds_bytes).then(|| self.last_activity + after)
     }
 
     /// Sends queued appends while the window allows, and carries out a seal once
@@ -272,10 +338,26 @@ impl Driver {
                 self.seal_open().await?;
             }
             if self.tail.open.is_none() {
-                if let Allocation::Retry(why) = self.allocate().await? {
-                    self.failed(why);
-                    tokio::time::sleep(cfg.allocate_pause).await;
+                if let Some(f) = self.full.as_mut().filter(|f| f.allocations >= NOSPACE_ALLOCATIONS_MAX) {
+                    // The next appends may allocate as many; the first of them goes
+                    // straight to a new extent, so each failed append costs at most this.
+                    f.allocations = 0;
+                    let why = f.why.clone();
+                    self.fail_waiting(&why);
                     continue;
+                }
+                match self.allocate().await? {
+                    Allocation::Open => {}
+                    Allocation::Retry(why) => {
+                        self.failed(why);
+                        tokio::time::sleep(cfg.allocate_pause).await;
+                        continue;
+                    }
+                    Allocation::NoSpace(e) => {
+                        self.full = None;
+                        self.fail_waiting(&e.to_string());
+                        continue;
+                    }
                 }
             }
             let Some(Item::Append(req)) = self.queue.pop_front() else { unreachable!("an append is in front") };
@@ -298,6 +380,29 @@ impl Driver {
             self.inflight.push_back(InFlight { req, extent, offset, acks: Box::pin(crate::join_all(sends)) });
         }
         Ok(Next::Go)
+    }
+
+    /// Fails every queued append with `NoSpace` (a seal waiting behind them still runs).
+    /// The writer goes on: the next appends are tried again, as space may come back.
+    fn fail_waiting(&mut self, why: &str) {
+        tracing::warn!("stream {}: the cluster is out of space: {why}", self.id);
+        debug_assert!(self.inflight.is_empty(), "no extent is open");
+        let (appends, rest): (VecDeque<Item>, VecDeque<Item>) =
+            self.queue.drain(..).partition(|i| matches!(i, Item::Append(_)));
+        self.queue = rest;
+        for item in appends {
+            item.fail(StreamError::NoSpace(why.to_string()));
+        }
+        self.failing_since = None;
+        self.last_setback = None;
+    }
+
+    /// Notes a datanode's refusal for lack of space (the first since the last
+    /// acknowledged append counts).
+    fn note_full(&mut self, failure: &ReplicaFailure) {
+        if is_no_space(failure) && self.full.is_none() {
+            self.full = Some(Full { why: failure.to_string(), allocations: 0 });
+        }
     }
 
     fn failed(&mut self, why: Setback) {
@@ -330,11 +435,13 @@ impl Driver {
                 debug_assert_eq!(o.len, f.offset);
                 o.len = f.offset + f.req.payloads.advance();
                 self.failing_since = None;
+                self.full = None;
                 let slice = Slice { extent: f.extent, offset: f.offset, len: f.req.len, crc: f.req.payloads.crc() };
                 let _ = f.req.reply.send(Ok(slice));
                 Ok(())
             }
             Some(failure) => {
+                self.note_full(&failure);
                 self.failed(Setback::Append { extent: f.extent, failure });
                 // This append and every later one go again, in order, to a new extent.
                 let mut again: VecDeque<Item> = std::iter::once(Item::Append(f.req)).collect();
@@ -371,6 +478,7 @@ impl Driver {
             Err(e) => return Err(e.into()),
         }
         self.tail.last = Some(o.info.id);
+        self.floor.fetch_max(o.info.id.next().0, Ordering::AcqRel);
         Ok(())
     }
 
@@ -382,8 +490,13 @@ impl Driver {
             Ok(i) => i,
             Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced("allocating".into())),
             Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Allocation::Retry(Setback::NoPlacement(e))),
+            Err(e @ MetaError::NoSpace { .. }) => return Ok(Allocation::NoSpace(e)),
             Err(e) => return Err(e.into()),
         };
+        self.floor.fetch_max(info.id.0, Ordering::AcqRel);
+        if let Some(f) = &mut self.full {
+            f.allocations += 1;
+        }
         let mut conns = Vec::new();
         let mut failed = None;
         let timeout = self.client.config.replica_timeout;
@@ -394,7 +507,10 @@ impl Driver {
             };
             match created {
                 Ok(c) => conns.push(c),
-                Err(failure) => failed = Some(Setback::Create { extent: info.id, failure }),
+                Err(failure) => {
+                    self.note_full(&failure);
+                    failed = Some(Setback::Create { extent: info.id, failure });
+                }
             }
         }
         self.client.extents.lock().insert(info.id, info.clone());
@@ -405,4 +521,9 @@ impl Driver {
         }
         Ok(Allocation::Open)
     }
+}
+
+/// A datanode refused for lack of space (bytes or metadata slots).
+fn is_no_space(failure: &ReplicaFailure) -> bool {
+    matches!(failure, ReplicaFailure::Refused { error: ClientError::Extent(ExtentError::NoSpace { .. }), .. })
 }

@@ -78,6 +78,12 @@ pub trait BlobStore: Send + Sync + 'static {
         self.blob_clusters_max() * self.cluster_bytes()
     }
     fn capacity(&self) -> Capacity;
+    /// Metadata slots left for new blobs, for a store with a fixed number of them
+    /// (`create_blob` fails with `NoSlots` at zero); `None` when the store has no such
+    /// limit of its own. The metanode places no extent on a device without a slot.
+    fn free_slots(&self) -> Option<u64> {
+        None
+    }
     /// Every live blob, as found when the store was opened plus those created since.
     fn blobs(&self) -> Vec<BlobInfo>;
     fn create_blob(&self, xattrs: &[(&str, &[u8])], clusters: u64) -> Result<BlobId>;

@@ -126,6 +126,10 @@ impl BlobStore for PortableStore {
         }
     }
 
+    fn free_slots(&self) -> Option<u64> {
+        Some(self.state.lock().free_slots.len() as u64)
+    }
+
     fn blobs(&self) -> Vec<BlobInfo> {
         let st = self.state.lock();
         let mut v: Vec<BlobInfo> = st

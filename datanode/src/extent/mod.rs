@@ -238,6 +238,11 @@ impl ExtentStore {
             .collect()
     }
 
+    /// Each device's metadata slots left for new extents, where its store counts them.
+    pub fn free_slots(&self) -> Vec<Option<u64>> {
+        self.devices.iter().map(|d| d.store.free_slots()).collect()
+    }
+
     /// Stops the device threads after they finish what is queued.
     pub fn shutdown(&self) {
         for d in &self.devices {

@@ -43,6 +43,19 @@ impl From<PutError> for S3Error {
                     format!("this cluster cannot store the class: {e}"),
                 )
             }
+            // As Ceph RGW answers ENOSPC (MinIO: 507 `XMinioStorageFull`, "delete a few
+            // objects to proceed"): a 5xx that clients do not retry at once, and a message
+            // saying what brings space back.
+            PutError::Stream(client::StreamError::NoSpace(why)) => {
+                tracing::warn!("the cluster is out of space: {why}");
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::Custom("InsufficientCapacity".into()),
+                    "the storage cluster is out of space; space comes back as deleted and overwritten data \
+                     is reclaimed, so retry later or delete objects",
+                );
+                e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+                e
+            }
             PutError::Stream(e) => {
                 tracing::error!("writing object data: {e}");
                 S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("cannot store the data now: {e}"))
@@ -146,4 +159,18 @@ pub(super) fn bad_digest(a: Algo) -> S3Error {
 /// 503: an object's first bytes cannot be read now (no response header sent yet).
 pub(super) fn unreadable(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full cluster is a 507 that says so, not the 503 of a passing failure.
+    #[test]
+    fn no_space_is_insufficient_capacity() {
+        let e = S3Error::from(PutError::Stream(client::StreamError::NoSpace("no room".into())));
+        assert_eq!(e.code(), &S3ErrorCode::Custom("InsufficientCapacity".into()));
+        assert_eq!(e.status_code(), Some(http::StatusCode::INSUFFICIENT_STORAGE));
+        assert!(e.message().is_some_and(|m| m.contains("out of space")), "{:?}", e.message());
+    }
 }
