@@ -2,9 +2,9 @@
 //!
 //! A pass, in order (each step is idempotent; a pass cut short by a crash is finished
 //! by the next one):
-//! 1. **Doom**: every sealed extent of a writer's stream that is not the stream's last,
-//!    lies below the writer's low-water mark and is named by no row is doomed in the
-//!    catalog (from then on, no write naming it commits).
+//! 1. **Doom**: every sealed extent of a writer's stream that lies below the writer's
+//!    low-water mark and is named by no row is doomed in the catalog (from then on, no
+//!    write naming it commits).
 //! 2. **Delete**: extents doomed at least `grace` ago are deleted from the metanode,
 //!    which keeps a tombstone per copy, then marked deleted in the catalog.
 //! 3. **Copies**: every tombstoned copy on a reachable datanode is deleted there, and
@@ -156,9 +156,8 @@ impl<C: Catalog> Gc<C> {
                 Err(MetaError::NoSuchStream { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            // The last extent is never a candidate: the writer allocates after it.
-            let sealed = view.extents.iter().rev().skip(1);
-            for e in sealed {
+            // Open extents are never candidates (the metanode would refuse them too).
+            for e in &view.extents {
                 let Some(len) = e.sealed_len else { continue };
                 sizes.insert(e.id, len * e.replicas.len() as u64);
                 if e.id >= low || named.contains(&e.id) || doomed.contains_key(&e.id) {
@@ -219,7 +218,10 @@ impl<C: Catalog> Gc<C> {
 
 /// A connection to every datanode a tombstone names that is not down (None for one
 /// that could not be reached in time).
-async fn connect_all(tombs: &[Tombstone], nodes: &HashMap<NodeId, NodeInfo>) -> HashMap<NodeId, Option<DataNodeClient>> {
+async fn connect_all(
+    tombs: &[Tombstone],
+    nodes: &HashMap<NodeId, NodeInfo>,
+) -> HashMap<NodeId, Option<DataNodeClient>> {
     let mut wanted: Vec<NodeInfo> = tombs
         .iter()
         .flat_map(|t| t.replicas.iter())

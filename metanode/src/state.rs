@@ -169,7 +169,7 @@ impl State {
                 }
                 self.counters.next_stream = self.counters.next_stream.next();
                 let id = self.counters.next_stream;
-                let s = StreamInfo { id, policy, epoch: Epoch(0), writer: None, extents: Vec::new() };
+                let s = StreamInfo { id, policy, epoch: Epoch(0), writer: None, extents: Vec::new(), tail: None };
                 self.streams.insert(id, s.clone());
                 dirty.extend([Key::Stream(id), Key::Counters]);
                 Ok(Reply::Stream(s))
@@ -232,17 +232,17 @@ impl State {
         }
     }
 
-    /// Deletes each extent of `ids` that is sealed and not its stream's last, and
-    /// returns those. The rest are skipped, not refused, so that one batch from GC is
-    /// not undone by a single extent: unknown ids and tombstones (a retry: already
-    /// deleted), open extents (a writer may still append) and a stream's last extent
-    /// (the next allocation follows it, and a writer's `floor` may be at it).
+    /// Deletes each extent of `ids` that is sealed, and returns those. The rest are
+    /// skipped, not refused, so that one batch from GC is not undone by a single extent:
+    /// unknown ids and tombstones (a retry: already deleted) and open extents (a writer
+    /// may still append). A stream's last extent may go too once sealed: the stream's
+    /// `tail` keeps its id for the next allocation to follow (and a sealed tail holding
+    /// only deleted objects is exactly what idle sealing makes collectable).
     fn delete_extents(&mut self, ids: &[ExtentId], dirty: &mut Vec<Key>) -> Vec<ExtentId> {
         let mut deleted = Vec::new();
         for &id in ids {
             let Some(e) = self.extents.get(&id) else { continue };
-            let s = &self.streams[&e.stream];
-            if e.sealed_len.is_none() || s.extents.last() == Some(&id) {
+            if e.sealed_len.is_none() {
                 continue;
             }
             let stream = e.stream;
@@ -302,12 +302,12 @@ impl State {
         if s.epoch == Epoch(0) {
             return Err(MetaError::invalid(format!("stream {stream} is not open for writing")));
         }
-        let tail = s.extents.last().copied();
+        let tail = s.tail;
         if tail != after {
             // A retry whose first attempt committed: answer with the extent it made.
             let pos = after.map_or(Some(0), |a| s.extents.iter().position(|&x| x == a).map(|i| i + 1));
             if let Some(&next) = pos.and_then(|i| s.extents.get(i)) {
-                if pos == Some(s.extents.len() - 1) && self.extents[&next].epoch == epoch {
+                if Some(next) == tail && self.extents[&next].epoch == epoch {
                     return Ok(Reply::Extent(self.extents[&next].clone()));
                 }
             }
@@ -315,7 +315,8 @@ impl State {
                 "stream {stream} ends with extent {tail:?}, not {after:?}; refresh and retry"
             )));
         }
-        if let Some(t) = tail {
+        // A tail GC deleted was sealed.
+        if let Some(t) = tail.filter(|t| self.extents.contains_key(t)) {
             if self.extents[&t].sealed_len.is_none() {
                 return Err(MetaError::conflict(format!("extent {t} is still open: seal it before allocating")));
             }
@@ -326,7 +327,9 @@ impl State {
         let id = self.counters.next_extent;
         let e = ExtentInfo { id, stream, policy, replicas, epoch, sealed_len: None, bad: Vec::new() };
         self.extents.insert(id, e.clone());
-        self.streams.get_mut(&stream).expect("checked").extents.push(id);
+        let s = self.streams.get_mut(&stream).expect("checked");
+        s.extents.push(id);
+        s.tail = Some(id);
         dirty.extend([Key::Extent(id), Key::Stream(stream), Key::Counters]);
         Ok(Reply::Extent(e))
     }
@@ -529,12 +532,10 @@ mod tests {
         // The open last extent, unknown ids and an empty list: nothing is deleted.
         assert_eq!(no_change(&mut st, del(&[e3, ExtentId(99)])), Reply::Deleted(vec![]));
         assert_eq!(no_change(&mut st, del(&[])), Reply::Deleted(vec![]));
-        // Sealed, but its stream's last: skipped too.
-        run(&mut st, Command::SealExtent { extent: e3, epoch: Epoch(1), length: 5 }).unwrap();
-        assert_eq!(no_change(&mut st, del(&[e3])), Reply::Deleted(vec![]));
         // One batch deletes what it may and skips the rest; the id twice counts once.
         assert_eq!(run(&mut st, del(&[e1, e3, e1, e2])).unwrap(), Reply::Deleted(vec![e1, e2]));
         assert_eq!(st.streams[&s].extents, vec![e3]);
+        run(&mut st, Command::SealExtent { extent: e3, epoch: Epoch(1), length: 5 }).unwrap();
         assert!(!st.extents.contains_key(&e1) && !st.extents.contains_key(&e2));
         let t = &st.tombstones[&e2];
         assert_eq!((t.stream, t.sealed_len, t.replicas.clone()), (s, Some(20), replicas(&[1, 2, 3])));
@@ -553,14 +554,23 @@ mod tests {
         no_change(&mut st, gone(ExtentId(99), &[1]));
         // The stream's later extents are allocated as before.
         let alloc =
-            Command::AllocateExtent { stream: s, epoch: Epoch(1), after: Some(e3), replicas: replicas(&[1, 2, 3]) };
-        let Reply::Extent(e4) = run(&mut st, alloc).unwrap() else { panic!() };
+            |after| Command::AllocateExtent { stream: s, epoch: Epoch(1), after, replicas: replicas(&[1, 2, 3]) };
+        let Reply::Extent(e4) = run(&mut st, alloc(Some(e3))).unwrap() else { panic!() };
         assert_eq!(st.streams[&s].extents, vec![e3, e4.id]);
+        // A sealed last extent may go too: the stream's tail still names it, and the
+        // next allocation follows it.
+        assert_eq!(no_change(&mut st, del(&[e4.id])), Reply::Deleted(vec![]), "open");
+        run(&mut st, Command::SealExtent { extent: e4.id, epoch: Epoch(1), length: 1 }).unwrap();
+        assert_eq!(run(&mut st, del(&[e4.id])).unwrap(), Reply::Deleted(vec![e4.id]));
+        assert_eq!((st.streams[&s].extents.clone(), st.streams[&s].tail), (vec![e3], Some(e4.id)));
+        assert!(matches!(run(&mut st, alloc(Some(e3))), Err(MetaError::Conflict { .. })), "e3 is not the tail");
+        let Reply::Extent(e5) = run(&mut st, alloc(Some(e4.id))).unwrap() else { panic!() };
+        assert_eq!(st.streams[&s].extents, vec![e3, e5.id]);
         // Deleting the stream buries every extent it had, the open one too.
         run(&mut st, Command::DeleteStream { id: s }).unwrap();
         assert!(st.extents.is_empty() && st.streams.is_empty());
-        assert_eq!(st.tombstones.keys().copied().collect::<Vec<_>>(), vec![e2, e3, e4.id]);
-        assert_eq!(st.tombstones[&e4.id].sealed_len, None);
+        assert_eq!(st.tombstones.keys().copied().collect::<Vec<_>>(), vec![e2, e3, e4.id, e5.id]);
+        assert_eq!(st.tombstones[&e5.id].sealed_len, None);
         assert_eq!(st.tombstones[&e3].sealed_len, Some(5));
     }
 

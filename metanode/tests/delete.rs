@@ -1,6 +1,6 @@
 //! Deleting extents against real datanodes: a deleted extent leaves its stream at once
 //! and stays as a tombstone naming its copies until every datanode's deletion is
-//! reported; open extents and a stream's last extent are never deleted.
+//! reported; open extents are never deleted, a sealed last one may be.
 
 use std::collections::HashMap;
 
@@ -39,9 +39,7 @@ async fn deleted_extents_stay_tombstones_until_every_copy_is_gone() {
     let tail = w.append(Bytes::from_static(b"tail")).await.unwrap();
     assert!(ids.windows(2).all(|p| p[0] < p[1]) && ids[2] < tail.extent, "{ids:?} then {tail:?}");
 
-    // The open last extent, then the sealed last extent, are never deleted.
-    assert_eq!(meta.delete_extents(&[tail.extent]).await.unwrap(), vec![]);
-    w.seal().await.unwrap();
+    // The open last extent is never deleted, nor an unknown one.
     assert_eq!(meta.delete_extents(&[tail.extent, ExtentId(9999)]).await.unwrap(), vec![]);
     assert!(meta.tombstones().await.unwrap().is_empty());
 
@@ -83,10 +81,17 @@ async fn deleted_extents_stay_tombstones_until_every_copy_is_gone() {
         assert!(have.contains(&ids[2]) && have.contains(&tail.extent), "{addr} lost a live extent: {have:?}");
     }
 
+    // Once sealed, the last extent may go too, and the same writer appends after it.
+    w.seal().await.unwrap();
+    assert_eq!(meta.delete_extents(&[tail.extent]).await.unwrap(), vec![tail.extent]);
+    let next = w.append(Bytes::from_static(b"after the deleted tail")).await.unwrap();
+    assert!(next.extent > tail.extent);
+    assert_eq!(sc.read(next).await.unwrap(), Bytes::from_static(b"after the deleted tail"));
+
     // Deleting the stream turns its remaining extents into tombstones.
     drop(w);
     meta.delete_stream(s.id).await.unwrap();
     let tombs = meta.tombstones().await.unwrap();
-    assert_eq!(tombs.iter().map(|t| t.extent).collect::<Vec<_>>(), vec![ids[2], tail.extent]);
+    assert_eq!(tombs.iter().map(|t| t.extent).collect::<Vec<_>>(), vec![ids[2], tail.extent, next.extent]);
     assert!(tombs.iter().all(|t| t.replicas.len() == 3 && t.stream == s.id));
 }

@@ -154,7 +154,14 @@ async fn exercise(url: &str) {
     assert!(matches!(catalog.upload("b1", "mp", &up).await, Err(CatalogError::NoSuchUpload)));
     assert!(catalog.uploads("b1", "", ("", ""), 10).await.unwrap().is_empty());
     let up2 = catalog.create_upload("b1", "mp2", &ObjectInfo::default()).await.unwrap();
-    let p = Part { num: 1, size: 7, etag: "q".into(), modified_ms: 1, info: ObjectInfo::default(), slices: vec![slice(300, 7)] };
+    let p = Part {
+        num: 1,
+        size: 7,
+        etag: "q".into(),
+        modified_ms: 1,
+        info: ObjectInfo::default(),
+        slices: vec![slice(300, 7)],
+    };
     catalog.put_part(&up2, &p).await.unwrap();
     // A copy names its source's slices again.
     catalog.put_object("b1", &object("copy", "x-2", o.slices.clone()), &none).await.unwrap();
@@ -252,7 +259,10 @@ async fn doom_races(url: &str, seed: u64) {
         let doomed = doomer.await.unwrap();
         dooms += doomed.len();
         for (key, extent) in kept {
-            assert!(catalog.object("races", &key).await.unwrap().is_some(), "seed {seed}: {key} acknowledged, then lost");
+            assert!(
+                catalog.object("races", &key).await.unwrap().is_some(),
+                "seed {seed}: {key} acknowledged, then lost"
+            );
             assert!(!doomed.contains(&ExtentId(extent)), "seed {seed}: {key} names doomed extent {extent}");
         }
         let all: std::collections::HashSet<ExtentId> = gcc.doomed().await.unwrap().into_iter().map(|d| d.0).collect();
@@ -335,7 +345,11 @@ async fn a_version_1_catalog_gets_its_references_on_upgrade() {
                 .await
                 .unwrap();
         }
-        sqlx::query("INSERT INTO parts VALUES ('u', 1, 1, 'e', 1, '{}', ?)").bind(s(9, 4)).execute(&mut c).await.unwrap();
+        sqlx::query("INSERT INTO parts VALUES ('u', 1, 1, 'e', 1, '{}', ?)")
+            .bind(s(9, 4))
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
     let catalog = Catalog { db: Db::connect(&url).await.unwrap(), key: MasterKey::ephemeral() };
     assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);

@@ -178,8 +178,13 @@ pub struct StreamInfo {
     pub epoch: Epoch,
     /// Who opened the stream last (free text: host, process, purpose).
     pub writer: Option<String>,
-    /// Extent ids in stream order; only the last may be open.
+    /// Extent ids in stream order; only the last may be open. GC removes sealed ones
+    /// once nothing names their bytes, the last one too.
     pub extents: Vec<ExtentId>,
+    /// The last extent allocated, still in `extents` or deleted by GC since: the next
+    /// allocation follows it.
+    #[serde(default)]
+    pub tail: Option<ExtentId>,
 }
 
 /// A stream with its extents' locations: the answer of get and open.

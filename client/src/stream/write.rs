@@ -37,7 +37,7 @@ impl StreamClient {
         let v = self.meta.open_stream(id, writer).await?;
         let layout = Layout::new(v.stream.policy)?;
         self.remember(&v.nodes);
-        let last = v.stream.extents.last().copied();
+        let last = v.stream.tail;
         let tail = Tail { open: None, last };
         // The open sealed the last extent: new appends go to a later one.
         let floor = Arc::new(AtomicU64::new(last.map_or(0, |e| e.next().0)));

@@ -39,6 +39,10 @@ struct StreamArgs {
     /// extents give space back sooner after deletes, at the cost of more metadata.
     #[arg(long, default_value = "256M")]
     extent_size: String,
+    /// An extent that took no append for this long is sealed, so that GC can collect
+    /// what in it was deleted (e.g. 30s; 0s never seals an idle extent).
+    #[arg(long, value_parser = gc::parse_duration, default_value = "30s")]
+    idle_seal: Duration,
 }
 
 impl StreamArgs {
@@ -47,7 +51,8 @@ impl StreamArgs {
         if size < proto::APPEND_BYTES_MAX as u64 {
             bail!("--extent-size must be at least {} bytes (the largest append)", proto::APPEND_BYTES_MAX);
         }
-        Ok(client::StreamConfig { extent_bytes_max: size, ..Default::default() })
+        let idle_seal = (!self.idle_seal.is_zero()).then_some(self.idle_seal);
+        Ok(client::StreamConfig { extent_bytes_max: size, idle_seal, ..Default::default() })
     }
 }
 

@@ -38,12 +38,11 @@ impl Catalog {
 
     /// The extents GC doomed and has not deleted yet.
     pub async fn doomed_extents(&self) -> Result<Vec<(ExtentId, i64)>> {
-        let rows = sqlx::query(self.db.q("SELECT id, doomed FROM extents WHERE doomed IS NOT NULL AND deleted IS NULL"))
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((ExtentId(r.try_get::<i64, _>("id")? as u64), r.try_get::<i64, _>("doomed")?)))
-            .collect()
+        let rows =
+            sqlx::query(self.db.q("SELECT id, doomed FROM extents WHERE doomed IS NOT NULL AND deleted IS NULL"))
+                .fetch_all(&self.db.pool)
+                .await?;
+        rows.iter().map(|r| Ok((ExtentId(r.try_get::<i64, _>("id")? as u64), r.try_get::<i64, _>("doomed")?))).collect()
     }
 
     /// The status GC saved after its last pass.
@@ -79,19 +78,22 @@ impl GcCatalog {
         let now = now_ms();
         let until = now + ttl.as_millis() as i64;
         let (_turn, mut tx) = db.begin().await?;
-        let taken = sqlx::query(db.q("UPDATE gc SET holder = ?, until_ms = ? WHERE id = ? AND (holder = ? OR until_ms < ?)"))
-            .bind(holder)
-            .bind(until)
-            .bind(GC_ROW)
-            .bind(holder)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let taken =
+            sqlx::query(db.q("UPDATE gc SET holder = ?, until_ms = ? WHERE id = ? AND (holder = ? OR until_ms < ?)"))
+                .bind(holder)
+                .bind(until)
+                .bind(GC_ROW)
+                .bind(holder)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         let taken = taken || {
-            let exists: i64 =
-                sqlx::query_scalar(db.q("SELECT COUNT(*) FROM gc WHERE id = ?")).bind(GC_ROW).fetch_one(&mut *tx).await?;
+            let exists: i64 = sqlx::query_scalar(db.q("SELECT COUNT(*) FROM gc WHERE id = ?"))
+                .bind(GC_ROW)
+                .fetch_one(&mut *tx)
+                .await?;
             exists == 0 && {
                 sqlx::query(db.q("INSERT INTO gc (id, holder, until_ms, status) VALUES (?, ?, ?, '')"))
                     .bind(GC_ROW)
@@ -122,10 +124,8 @@ impl GcCatalog {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let doomed: Option<i64> = sqlx::query_scalar(db.q("SELECT doomed FROM extents WHERE id = ?"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let doomed: Option<i64> =
+            sqlx::query_scalar(db.q("SELECT doomed FROM extents WHERE id = ?")).bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(doomed.is_some())
     }

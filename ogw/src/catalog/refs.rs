@@ -102,9 +102,8 @@ pub(super) async fn drop_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice
 /// what every object and part names. One transaction.
 pub async fn index_refs(db: &Db) -> Result<()> {
     let (_turn, mut tx) = db.begin().await?;
-    let objects = sqlx::query(db.q("SELECT bucket, okey, slices FROM objects WHERE rid IS NULL"))
-        .fetch_all(&mut *tx)
-        .await?;
+    let objects =
+        sqlx::query(db.q("SELECT bucket, okey, slices FROM objects WHERE rid IS NULL")).fetch_all(&mut *tx).await?;
     for r in &objects {
         let bucket: String = r.try_get("bucket")?;
         let key: Vec<u8> = r.try_get("okey")?;

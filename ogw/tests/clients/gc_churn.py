@@ -56,9 +56,10 @@ def bump(name):
 
 
 def transient(e):
-    """A refusal a client retries: the write raced GC or the cluster was busy."""
+    """A refusal that leaves nothing behind: the write raced GC, the cluster was busy,
+    or it was full for a moment (GC behind a churn on a loaded machine)."""
     status = e.response["ResponseMetadata"]["HTTPStatusCode"]
-    return status in (500, 503)
+    return status in (500, 503, 507)
 
 
 class Writer:

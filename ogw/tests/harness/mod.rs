@@ -153,7 +153,6 @@ pub fn run_python_suite(name: &str, args: &[&str], passed: &str, log: &Path) {
     assert!(text.contains(passed), "{text}");
 }
 
-
 /// Polls `cond` (a check that runs a process, so not too often) until it holds or
 /// `within` has passed; whether it held.
 pub fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
