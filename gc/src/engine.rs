@@ -9,20 +9,25 @@
 //!    which keeps a tombstone per copy, then marked deleted in the catalog.
 //! 3. **Copies**: every tombstoned copy on a reachable datanode is deleted there, and
 //!    the metanode told; copies on down datanodes wait for a later pass.
-//! 4. **Uploads**: multipart uploads older than `upload_age` are aborted (their parts'
+//! 4. **Compact**: a sealed extent below the writer's mark whose named bytes are under
+//!    `compact_below` of its size has those bytes appended to GC's own stream of the
+//!    same policy, and every row naming them switched to the copies with a
+//!    compare-and-swap (a row changed meanwhile keeps its slices: the write wins, the
+//!    copy is garbage). The extent, then unnamed, is doomed by a later pass.
+//! 5. **Uploads**: multipart uploads older than `upload_age` are aborted (their parts'
 //!    extents are then doomed by a later pass).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use client::{ClientError, DataNodeClient, MetaClient};
+use client::{ClientError, DataNodeClient, MetaClient, Slice, StreamClient, StreamConfig, StreamWriter};
 use futures::StreamExt;
-use proto::meta::{MetaError, NodeInfo, NodeState, Tombstone};
+use proto::meta::{ExtentInfo, MetaError, NodeInfo, NodeState, Policy, Tombstone};
 use proto::{ExtentError, ExtentId, NodeId};
 use tokio::sync::watch;
 
-use crate::limits::{DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX};
-use crate::{now_ms, Catalog, Config, GcError};
+use crate::limits::{COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX};
+use crate::{now_ms, Catalog, Config, GcError, GC_WRITER};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +37,8 @@ pub struct PassReport {
     pub copies_deleted: u64,
     pub bytes_reclaimed: u64,
     pub uploads_aborted: u64,
+    pub compacted: u64,
+    pub bytes_compacted: u64,
 }
 
 impl PassReport {
@@ -43,12 +50,23 @@ impl PassReport {
 pub struct Gc<C> {
     catalog: C,
     meta: MetaClient,
+    sc: StreamClient,
     cfg: Config,
+    /// GC's own writers (compaction output), one per policy, opened when first needed.
+    writers: tokio::sync::Mutex<HashMap<Policy, StreamWriter>>,
+}
+
+/// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
+struct Sparse {
+    info: ExtentInfo,
+    live: u64,
+    size: u64,
 }
 
 impl<C: Catalog> Gc<C> {
     pub fn new(catalog: C, meta: MetaClient, cfg: Config) -> Gc<C> {
-        Gc { catalog, meta, cfg }
+        let sc = StreamClient::new(meta.clone(), StreamConfig::default());
+        Gc { catalog, meta, sc, cfg, writers: Default::default() }
     }
 
     /// Runs a pass every `interval` until `stop` turns true.
@@ -63,11 +81,14 @@ impl<C: Catalog> Gc<C> {
         loop {
             match self.pass().await {
                 Ok(Some(r)) if !r.is_empty() => tracing::info!(
-                    "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), aborted {} uploads",
+                    "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), compacted {} ({} bytes), \
+                     aborted {} uploads",
                     r.doomed,
                     r.deleted,
                     r.copies_deleted,
                     r.bytes_reclaimed,
+                    r.compacted,
+                    r.bytes_compacted,
                     r.uploads_aborted
                 ),
                 Ok(_) => {}
@@ -101,7 +122,7 @@ impl<C: Catalog> Gc<C> {
         let mut st = self.catalog.load_status().await?.unwrap_or_default();
         let mut r = PassReport::default();
         let now = now_ms();
-        let (doomed, sizes) = self.doom(now, &mut r).await?;
+        let (doomed, sizes, sparse) = self.doom(now, &mut r).await?;
         let grace = self.cfg.grace.as_millis() as i64;
         let due: Vec<ExtentId> = doomed.iter().filter(|(_, &at)| at + grace <= now).map(|(&e, _)| e).collect();
         for chunk in due.chunks(DELETE_BATCH_MAX) {
@@ -110,6 +131,7 @@ impl<C: Catalog> Gc<C> {
             r.deleted += deleted.len() as u64;
         }
         let copies_pending = self.delete_copies(&mut r).await?;
+        self.compact(sparse, &mut r).await?;
         let before = now - self.cfg.upload_age.as_millis() as i64;
         for id in self.catalog.stale_uploads(before).await? {
             if self.catalog.abort_upload(&id).await? {
@@ -127,6 +149,8 @@ impl<C: Catalog> Gc<C> {
         st.copies_deleted_total += r.copies_deleted;
         st.bytes_reclaimed_total += r.bytes_reclaimed;
         st.uploads_aborted_total += r.uploads_aborted;
+        st.extents_compacted_total += r.compacted;
+        st.bytes_compacted_total += r.bytes_compacted;
         st.extents_pending = pending.len() as u64;
         st.bytes_pending = pending.iter().map(|(e, _)| sizes.get(*e).copied().unwrap_or(0)).sum();
         st.oldest_pending_ms = pending.iter().map(|(_, &at)| at).min();
@@ -137,15 +161,12 @@ impl<C: Catalog> Gc<C> {
     }
 
     /// Step 1. Returns every doomed extent not yet deleted (with when it was doomed),
-    /// and the device bytes of the sealed extents seen.
-    async fn doom(
-        &self,
-        now: i64,
-        r: &mut PassReport,
-    ) -> Result<(HashMap<ExtentId, i64>, HashMap<ExtentId, u64>), GcError> {
+    /// the device bytes of the sealed extents seen, and the sparse ones, sparsest first.
+    async fn doom(&self, now: i64, r: &mut PassReport) -> Result<Doomed, GcError> {
         let writers = self.catalog.writers().await?;
         let streams = self.catalog.streams().await?;
-        let named = self.catalog.named().await?;
+        let live = self.catalog.live().await?;
+        let mut sparse = Vec::new();
         let mut doomed: HashMap<ExtentId, i64> = self.catalog.doomed().await?.into_iter().collect();
         let mut sizes = HashMap::new();
         for (id, owner) in streams {
@@ -160,7 +181,14 @@ impl<C: Catalog> Gc<C> {
             for e in &view.extents {
                 let Some(len) = e.sealed_len else { continue };
                 sizes.insert(e.id, len * e.replicas.len() as u64);
-                if e.id >= low || named.contains(&e.id) || doomed.contains_key(&e.id) {
+                if e.id >= low || doomed.contains_key(&e.id) {
+                    continue;
+                }
+                if let Some(&l) = live.get(&e.id) {
+                    let size = logical_size(e.policy, len);
+                    if (l as f64) < self.cfg.compact_below * size as f64 {
+                        sparse.push(Sparse { info: e.clone(), live: l, size });
+                    }
                     continue;
                 }
                 if self.catalog.doom(e.id, now).await? {
@@ -170,7 +198,91 @@ impl<C: Catalog> Gc<C> {
                 }
             }
         }
-        Ok((doomed, sizes))
+        // Sparsest first: the most space back for the bytes copied.
+        sparse.sort_by(|a, b| (a.live as f64 / a.size as f64).total_cmp(&(b.live as f64 / b.size as f64)));
+        Ok((doomed, sizes, sparse))
+    }
+
+    /// Step 4: the sparsest extents, up to `COMPACTIONS_PER_PASS`. An extent that
+    /// cannot be compacted now (a slice unreadable) is left for a later pass.
+    async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport) -> Result<(), GcError> {
+        for s in sparse.into_iter().take(COMPACTIONS_PER_PASS) {
+            match self.compact_one(&s.info).await {
+                Ok(bytes) => {
+                    tracing::info!(
+                        "gc: compacted extent {} ({} of {} bytes named, {bytes} copied)",
+                        s.info.id,
+                        s.live,
+                        s.size
+                    );
+                    r.compacted += 1;
+                    r.bytes_compacted += bytes;
+                }
+                Err(GcError::Stream(e)) => tracing::warn!("gc: compacting extent {}: {e}", s.info.id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the named slices of `e` to GC's stream of its policy and switches every
+    /// row naming them; returns the bytes copied.
+    async fn compact_one(&self, e: &ExtentInfo) -> Result<u64, GcError> {
+        let rows = self.catalog.naming(e.id).await?;
+        let mut writers = self.writers.lock().await;
+        let w = match writers.entry(e.policy) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(self.open_writer(e.policy).await?),
+        };
+        // Before the first append: what this compaction writes is at or above it.
+        self.catalog.set_low_water(GC_WRITER, w.floor()).await?;
+        let mut moved: HashMap<Slice, Slice> = HashMap::new();
+        let mut bytes = 0u64;
+        for s in rows.iter().flat_map(|n| &n.slices).filter(|s| s.extent == e.id) {
+            if moved.contains_key(s) {
+                continue;
+            }
+            let data = self.sc.read(*s).await?;
+            bytes += data.len() as u64;
+            let copy = match w.append(data).await {
+                Ok(c) => c,
+                Err(err) => {
+                    // A writer that failed is opened again on the next compaction.
+                    writers.remove(&e.policy);
+                    return Err(err.into());
+                }
+            };
+            moved.insert(*s, copy);
+        }
+        for n in &rows {
+            let new: Vec<Slice> = n.slices.iter().map(|s| moved.get(s).copied().unwrap_or(*s)).collect();
+            if !self.catalog.switch(&n.owner, &n.slices, &new).await? {
+                tracing::debug!("gc: {} changed while extent {} was compacted; its copy is garbage", n.owner, e.id);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// GC's writer of `policy`: its stream recorded under `GC_WRITER`, made the first
+    /// time. Opening fences a previous GC process's writer.
+    async fn open_writer(&self, policy: Policy) -> Result<StreamWriter, GcError> {
+        let mine: Vec<_> = self
+            .catalog
+            .streams()
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| owner == GC_WRITER)
+            .map(|(id, _)| id)
+            .collect();
+        for id in mine {
+            let v = self.meta.stream(id).await?;
+            if v.stream.policy == policy {
+                return Ok(self.sc.open_writer(id, GC_WRITER).await?);
+            }
+        }
+        let s = self.sc.create_stream(policy).await?;
+        self.catalog.add_stream(s.id, GC_WRITER).await?;
+        Ok(self.sc.open_writer(s.id, GC_WRITER).await?)
     }
 
     /// Step 3. Returns the copies still to delete.
@@ -213,6 +325,18 @@ impl<C: Catalog> Gc<C> {
             r.bytes_reclaimed += t.sealed_len.unwrap_or(0) * gone.len() as u64;
         }
         Ok(pending)
+    }
+}
+
+/// What step 1 found: doomed extents with when, device bytes per extent, sparse ones.
+type Doomed = (HashMap<ExtentId, i64>, HashMap<ExtentId, u64>, Vec<Sparse>);
+
+/// The bytes an extent sealed at `len` holds for its stream: its length for a replica,
+/// K shard lengths for `ec:K+M` (a shard's length is what is sealed).
+fn logical_size(policy: Policy, len: u64) -> u64 {
+    match policy {
+        Policy::Replica { .. } => len,
+        Policy::Ec { k, .. } => len * k as u64,
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use client::Slice;
 use proto::meta::{MetaError, StreamId};
 use proto::ExtentId;
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,18 @@ pub trait Catalog: Send + Sync + 'static {
     fn writers(&self) -> impl Future<Output = Result<HashMap<String, ExtentId>, GcError>> + Send;
     /// The streams writers own, with their owner.
     fn streams(&self) -> impl Future<Output = Result<Vec<(StreamId, String)>, GcError>> + Send;
-    /// Extents that some row names (and that are not doomed): not candidates.
-    fn named(&self) -> impl Future<Output = Result<std::collections::HashSet<ExtentId>, GcError>> + Send;
+    /// Extents that some row names (and that are not doomed), with the bytes named in
+    /// each: not candidates for deletion, and for compaction when sparse.
+    fn live(&self) -> impl Future<Output = Result<HashMap<ExtentId, u64>, GcError>> + Send;
+    /// Every row that names bytes of `extent`, with all the slices it names.
+    fn naming(&self, extent: ExtentId) -> impl Future<Output = Result<Vec<Named>, GcError>> + Send;
+    /// Makes the row `owner` name `new` instead of `old`, if it still names exactly
+    /// `old` (a compare-and-swap: a concurrent overwrite wins); whether it did.
+    fn switch(&self, owner: &str, old: &[Slice], new: &[Slice]) -> impl Future<Output = Result<bool, GcError>> + Send;
+    /// Publishes a writer's low-water mark (GC's own, for its compaction writes).
+    fn set_low_water(&self, writer: &str, low: ExtentId) -> impl Future<Output = Result<(), GcError>> + Send;
+    /// Records that `owner` owns stream `id`.
+    fn add_stream(&self, id: StreamId, owner: &str) -> impl Future<Output = Result<(), GcError>> + Send;
     /// Dooms `extent` if no row names it; whether it is doomed now (by this call or an
     /// earlier one).
     fn doom(&self, extent: ExtentId, now_ms: i64) -> impl Future<Output = Result<bool, GcError>> + Send;
@@ -53,13 +64,25 @@ pub trait Catalog: Send + Sync + 'static {
     fn save_status(&self, s: &Status) -> impl Future<Output = Result<(), GcError>> + Send;
 }
 
+/// A row of the catalog that names slices (an object or a part), by its owner name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub owner: String,
+    pub slices: Vec<Slice>,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GcError {
     #[error("catalog: {0}")]
     Catalog(String),
     #[error("metanode: {0}")]
     Meta(#[from] MetaError),
+    #[error("stream: {0}")]
+    Stream(#[from] client::StreamError),
 }
+
+/// The writer name GC's own streams (compaction output) are recorded under.
+pub const GC_WRITER: &str = "gc";
 
 /// How GC runs.
 #[derive(Debug, Clone)]
@@ -72,6 +95,10 @@ pub struct Config {
     pub grace: Duration,
     /// Multipart uploads older than this are aborted.
     pub upload_age: Duration,
+    /// Sealed extents whose named bytes are below this fraction of their size have
+    /// them rewritten elsewhere (0 never compacts; 1 compacts any extent with a dead
+    /// byte).
+    pub compact_below: f64,
 }
 
 impl Config {
@@ -82,6 +109,7 @@ impl Config {
             interval: limits::INTERVAL_CLUSTER,
             grace: limits::GRACE_CLUSTER,
             upload_age: limits::UPLOAD_AGE_DEFAULT,
+            compact_below: limits::COMPACT_BELOW_DEFAULT,
         }
     }
 
@@ -92,6 +120,7 @@ impl Config {
             interval: limits::INTERVAL_STANDALONE,
             grace: limits::GRACE_STANDALONE,
             upload_age: limits::UPLOAD_AGE_DEFAULT,
+            compact_below: limits::COMPACT_BELOW_DEFAULT,
         }
     }
 
@@ -115,6 +144,10 @@ pub struct Status {
     /// Device bytes freed by the copies deleted.
     pub bytes_reclaimed_total: u64,
     pub uploads_aborted_total: u64,
+    /// Sparse extents whose named bytes were rewritten elsewhere.
+    pub extents_compacted_total: u64,
+    /// Bytes those rewrites copied.
+    pub bytes_compacted_total: u64,
     /// Doomed extents waiting for their grace period to end.
     pub extents_pending: u64,
     /// Device bytes the doomed extents hold (all copies).
@@ -129,6 +162,21 @@ pub struct Status {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A fraction as operators write it: a percentage (`50%`, `100%`) or a number from 0
+/// to 1 (`0.5`).
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let bad = || format!("bad fraction {s:?}: write a percentage (50%) or a number from 0 to 1");
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => t.parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(0.0..=1.0).contains(&v) {
+        return Err(bad());
+    }
+    Ok(v)
 }
 
 /// A duration as operators write it: a number and a unit, `ms`, `s`, `m`, `h` or `d`
@@ -163,6 +211,17 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         for bad in ["", "s", "10", "1.5h", "-1s", "10 years", "99999999999999999999d", "1w"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fractions_parse_as_percentages_or_numbers() {
+        assert_eq!(parse_fraction("50%"), Ok(0.5));
+        assert_eq!(parse_fraction("100%"), Ok(1.0));
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert_eq!(parse_fraction("0"), Ok(0.0));
+        for bad in ["", "%", "101%", "1.5", "-0.1", "half", "NaN"] {
+            assert!(parse_fraction(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

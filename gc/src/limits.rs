@@ -23,6 +23,13 @@ pub const LEASE_PASSES: u32 = 3;
 /// One datanode delete (connect and answer) gives up after this; the copy is deleted on
 /// a later pass.
 pub const DATANODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sealed extents with less than this fraction of their bytes still named are
+/// compacted: at most 2x space for live data in sparse extents, and each compaction
+/// frees at least as much as it writes.
+pub const COMPACT_BELOW_DEFAULT: f64 = 0.5;
+/// Extents compacted in one pass at most, so a pass (which holds no lock but the lease)
+/// ends in bounded time and deletions are not held up behind a long rewrite.
+pub const COMPACTIONS_PER_PASS: usize = 16;
 /// Extents given to the metanode in one delete command.
 pub const DELETE_BATCH_MAX: usize = 256;
 /// Datanode deletes in flight at once.

@@ -175,6 +175,40 @@ async fn exercise(url: &str) {
     for (extent, bytes) in [(1, 0), (2, 0), (3, 0), (201, 20), (202, 0), (203, 20), (300, 0)] {
         assert_eq!(live(&catalog, extent).await, bytes, "extent {extent}");
     }
+    compaction_switches(&catalog).await;
+}
+
+/// GC's compaction: every row naming an extent is found, and switched to new slices
+/// only if it still names the old ones.
+async fn compaction_switches(catalog: &Catalog) {
+    use gc::Catalog as _;
+    let gcc = ogw::catalog::GcCatalog(catalog.clone());
+    let none = WriteCondition::default();
+    let (a, b) = (slice(400, 10), slice(401, 5));
+    catalog.put_object("b1", &object("cmp", "c", vec![a, b]), &none).await.unwrap();
+    let up = catalog.create_upload("b1", "cmp-mp", &ObjectInfo::default()).await.unwrap();
+    let p = Part { num: 2, size: 10, etag: "p".into(), modified_ms: 1, info: ObjectInfo::default(), slices: vec![a] };
+    catalog.put_part(&up, &p).await.unwrap();
+    let rows = gcc.naming(ExtentId(400)).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let moved = Slice { extent: ExtentId(500), offset: 0, len: 10, crc: a.crc };
+    for r in &rows {
+        let new: Vec<Slice> = r.slices.iter().map(|s| if *s == a { moved } else { *s }).collect();
+        assert!(gcc.switch(&r.owner, &r.slices, &new).await.unwrap(), "{}", r.owner);
+        // A second switch from the old slices finds them changed.
+        assert!(!gcc.switch(&r.owner, &r.slices, &new).await.unwrap(), "{}", r.owner);
+    }
+    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().slices, vec![moved, b]);
+    assert_eq!(catalog.parts(&up, 0, 10).await.unwrap()[0].slices, vec![moved]);
+    assert_eq!((live(catalog, 400).await, live(catalog, 500).await), (0, 20));
+    assert!(gcc.naming(ExtentId(400)).await.unwrap().is_empty());
+    // An overwrite between the read and the switch wins.
+    let rows = gcc.naming(ExtentId(401)).await.unwrap();
+    catalog.put_object("b1", &object("cmp", "d", vec![slice(402, 3)]), &none).await.unwrap();
+    let stale = gcc.switch(&rows[0].owner, &rows[0].slices, &[moved, slice(501, 5)]).await.unwrap();
+    assert!(!stale, "a switch over an overwritten row");
+    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().slices, vec![slice(402, 3)]);
+    assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
 }
 
 /// The bytes rows name in `extent`, as recorded.

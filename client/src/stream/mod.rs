@@ -43,7 +43,7 @@ pub use write::StreamWriter;
 pub use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 
 /// Where an append's bytes are: enough to read them back and check them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Slice {
     pub extent: ExtentId,
     pub offset: u64,

@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// TOML file with any of: db, meta (a list), name, grace, interval, upload_age.
+    /// TOML file with any of: db, meta (a list), name, grace, interval, upload_age,
+    /// compact_below.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Catalog database URL (the gateways' --db).
@@ -46,6 +47,10 @@ struct RunArgs {
     /// Multipart uploads older than this are aborted (default 7d).
     #[arg(long, value_parser = gc::parse_duration)]
     upload_age: Option<Duration>,
+    /// Sealed extents with less than this share of their bytes named are compacted
+    /// (default 50%; 0% never compacts).
+    #[arg(long, value_parser = gc::parse_fraction)]
+    compact_below: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +81,7 @@ struct File {
     grace: Option<String>,
     interval: Option<String>,
     upload_age: Option<String>,
+    compact_below: Option<String>,
 }
 
 fn main() {
@@ -162,6 +168,13 @@ fn settings(a: RunArgs) -> anyhow::Result<(String, Vec<String>, gc::Config)> {
     }
     if let Some(d) = dur(a.upload_age, "upload_age", &file.upload_age)? {
         cfg.upload_age = d;
+    }
+    match (a.compact_below, &file.compact_below) {
+        (Some(f), _) => cfg.compact_below = f,
+        (None, Some(s)) => {
+            cfg.compact_below = gc::parse_fraction(s).map_err(|e| anyhow::anyhow!("compact_below: {e}"))?
+        }
+        (None, None) => {}
     }
     if cfg.interval.is_zero() {
         bail!("interval must be more than 0");

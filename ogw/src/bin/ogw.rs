@@ -95,6 +95,10 @@ enum Cmd {
         /// GC: multipart uploads older than this are aborted.
         #[arg(long, value_parser = gc::parse_duration, default_value = "7d")]
         gc_upload_age: Duration,
+        /// GC: sealed extents with less than this share of their bytes still named are
+        /// rewritten (compacted); 0% never compacts.
+        #[arg(long, value_parser = gc::parse_fraction, default_value = "50%")]
+        gc_compact_below: f64,
         #[command(flatten)]
         streams: StreamArgs,
     },
@@ -197,6 +201,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             gc_grace,
             gc_interval,
             gc_upload_age,
+            gc_compact_below,
             streams,
         } => {
             if datanodes == 0 {
@@ -219,6 +224,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     grace: gc_grace,
                     interval: gc_interval,
                     upload_age: gc_upload_age,
+                    compact_below: gc_compact_below,
                     ..gc::Config::standalone()
                 },
                 stream: streams.config()?,

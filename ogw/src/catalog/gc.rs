@@ -2,15 +2,17 @@
 //! marks the gateways publish for it. Dooming is where GC meets the writers: see the
 //! invariant in `refs.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use gc::{GcError, Status};
+use client::Slice;
+use gc::{GcError, Named, Status};
 use proto::meta::StreamId;
 use proto::ExtentId;
 use sqlx::Row;
 
-use super::{Catalog, CatalogError, Result};
+use super::refs::{add_refs, drop_refs};
+use super::{decode_slices, encode_slices, Catalog, CatalogError, Result};
 use crate::db::{now_ms, Backend};
 
 /// The one row of the `gc` table.
@@ -131,6 +133,90 @@ impl GcCatalog {
     }
 }
 
+/// Where an owner's slices are: an object row by its id, or a part.
+enum Owner<'a> {
+    Object(&'a str),
+    Part(&'a str, i64),
+}
+
+fn row_of(owner: &str) -> Result<Owner<'_>> {
+    let bad = || CatalogError::Other(format!("malformed reference owner {owner:?}"));
+    if let Some(rid) = owner.strip_prefix("o:") {
+        return Ok(Owner::Object(rid));
+    }
+    let (upload, num) = owner.strip_prefix("p:").and_then(|p| p.rsplit_once(':')).ok_or_else(bad)?;
+    Ok(Owner::Part(upload, num.parse().map_err(|_| bad())?))
+}
+
+impl GcCatalog {
+    /// The encoded slices of `owner`'s row, if it exists (locked in `tx` but on SQLite,
+    /// whose writer lock covers the transaction).
+    async fn slices_of(&self, tx: &mut crate::db::Tx, owner: &str) -> Result<Option<Vec<u8>>> {
+        let lock = self.0.db.backend != Backend::Sqlite;
+        let q = match (row_of(owner)?, lock) {
+            (Owner::Object(rid), false) => {
+                sqlx::query_scalar(self.0.db.q("SELECT slices FROM objects WHERE rid = ?")).bind(rid)
+            }
+            (Owner::Object(rid), true) => {
+                sqlx::query_scalar(self.0.db.q("SELECT slices FROM objects WHERE rid = ? FOR UPDATE")).bind(rid)
+            }
+            (Owner::Part(up, num), false) => {
+                sqlx::query_scalar(self.0.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ?"))
+                    .bind(up)
+                    .bind(num)
+            }
+            (Owner::Part(up, num), true) => {
+                sqlx::query_scalar(self.0.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ? FOR UPDATE"))
+                    .bind(up)
+                    .bind(num)
+            }
+        };
+        Ok(q.fetch_optional(&mut **tx).await?)
+    }
+
+    async fn rows_naming(&self, extent: ExtentId) -> Result<Vec<Named>> {
+        let owners: Vec<String> = sqlx::query_scalar(self.0.db.q("SELECT owner FROM extent_refs WHERE extent = ?"))
+            .bind(extent.0 as i64)
+            .fetch_all(&self.0.db.pool)
+            .await?;
+        let mut out = Vec::new();
+        for owner in owners {
+            let (_turn, mut tx) = self.0.db.begin().await?;
+            let s = self.slices_of(&mut tx, &owner).await?;
+            tx.commit().await?;
+            // Gone since: nothing to switch.
+            if let Some(s) = s {
+                out.push(Named { owner, slices: decode_slices(&s)? });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One attempt of `switch`.
+    async fn switch_once(&self, owner: &str, old: &[Slice], new: &[Slice]) -> Result<bool> {
+        let db = &self.0.db;
+        let (_turn, mut tx) = db.begin().await?;
+        let current = self.slices_of(&mut tx, owner).await?;
+        if current.as_deref() != Some(encode_slices(old).as_slice()) {
+            return Ok(false);
+        }
+        drop_refs(db, &mut tx, owner, old).await?;
+        add_refs(db, &mut tx, owner, new).await?;
+        let q = match row_of(owner)? {
+            Owner::Object(rid) => {
+                sqlx::query(db.q("UPDATE objects SET slices = ? WHERE rid = ?")).bind(encode_slices(new)).bind(rid)
+            }
+            Owner::Part(up, num) => sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
+                .bind(encode_slices(new))
+                .bind(up)
+                .bind(num),
+        };
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 impl gc::Catalog for GcCatalog {
     async fn try_lease(&self, holder: &str, ttl: Duration) -> std::result::Result<bool, GcError> {
         match self.lease(holder, ttl).await {
@@ -162,12 +248,29 @@ impl gc::Catalog for GcCatalog {
             .map_err(db_err)
     }
 
-    async fn named(&self) -> std::result::Result<HashSet<ExtentId>, GcError> {
-        let ids: Vec<i64> = sqlx::query_scalar(self.0.db.q("SELECT id FROM extents WHERE live > 0"))
-            .fetch_all(&self.0.db.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(ids.into_iter().map(|i| ExtentId(i as u64)).collect())
+    async fn live(&self) -> std::result::Result<HashMap<ExtentId, u64>, GcError> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as(self.0.db.q("SELECT id, live FROM extents WHERE live > 0 AND doomed IS NULL"))
+                .fetch_all(&self.0.db.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(i, l)| (ExtentId(i as u64), l as u64)).collect())
+    }
+
+    async fn naming(&self, extent: ExtentId) -> std::result::Result<Vec<Named>, GcError> {
+        self.rows_naming(extent).await.map_err(err)
+    }
+
+    async fn switch(&self, owner: &str, old: &[Slice], new: &[Slice]) -> std::result::Result<bool, GcError> {
+        Catalog::retry(false, || self.switch_once(owner, old, new)).await.map_err(err)
+    }
+
+    async fn set_low_water(&self, writer: &str, low: ExtentId) -> std::result::Result<(), GcError> {
+        self.0.set_low_water(writer, low).await.map_err(err)
+    }
+
+    async fn add_stream(&self, id: StreamId, owner: &str) -> std::result::Result<(), GcError> {
+        self.0.add_stream(id, owner).await.map_err(err)
     }
 
     async fn doom(&self, extent: ExtentId, now_ms: i64) -> std::result::Result<bool, GcError> {
