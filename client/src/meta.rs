@@ -228,8 +228,7 @@ impl MetaClient {
         self.get(&format!("/v1/extents/{id}")).await
     }
 
-    /// Deletes the sealed extents of `ids` that are not their stream's last (the others
-    /// are skipped) and answers those this call deleted; idempotent. Their copies stay on
+    /// Deletes the sealed extents of `ids` (open ones are skipped) and answers those this call deleted; idempotent. Their copies stay on
     /// the datanodes until each is deleted there and reported with `copies_gone`.
     pub async fn delete_extents(&self, ids: &[ExtentId]) -> Result<Vec<ExtentId>, MetaError> {
         self.post("/v1/extents/delete", &DeleteExtents { extents: ids.to_vec() }).await

@@ -121,8 +121,13 @@ impl<C: Catalog> Gc<C> {
         }
         let mut st = self.catalog.load_status().await?.unwrap_or_default();
         let mut r = PassReport::default();
+        // GC's own writers are idle between passes: what they wrote is below their floors.
+        let floor = self.writers.lock().await.values().map(StreamWriter::floor).min();
+        if let Some(low) = floor {
+            self.catalog.set_low_water(GC_WRITER, low).await?;
+        }
         let now = now_ms();
-        let (doomed, sizes, sparse) = self.doom(now, &mut r).await?;
+        let (doomed, sizes, sparse) = self.doom(&mut r).await?;
         let grace = self.cfg.grace.as_millis() as i64;
         let due: Vec<ExtentId> = doomed.iter().filter(|(_, &at)| at + grace <= now).map(|(&e, _)| e).collect();
         for chunk in due.chunks(DELETE_BATCH_MAX) {
@@ -162,7 +167,7 @@ impl<C: Catalog> Gc<C> {
 
     /// Step 1. Returns every doomed extent not yet deleted (with when it was doomed),
     /// the device bytes of the sealed extents seen, and the sparse ones, sparsest first.
-    async fn doom(&self, now: i64, r: &mut PassReport) -> Result<Doomed, GcError> {
+    async fn doom(&self, r: &mut PassReport) -> Result<Doomed, GcError> {
         let writers = self.catalog.writers().await?;
         let streams = self.catalog.streams().await?;
         let live = self.catalog.live().await?;
@@ -191,9 +196,11 @@ impl<C: Catalog> Gc<C> {
                     }
                     continue;
                 }
-                if self.catalog.doom(e.id, now).await? {
+                // Stamped now, not at the pass's start: the grace counts from the doom.
+                let at = now_ms();
+                if self.catalog.doom(e.id, at).await? {
                     tracing::debug!("gc: extent {} of stream {id} doomed ({len} bytes a copy)", e.id);
-                    doomed.insert(e.id, now);
+                    doomed.insert(e.id, at);
                     r.doomed += 1;
                 }
             }

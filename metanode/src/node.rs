@@ -286,8 +286,7 @@ impl MetaNode {
         self.write(Command::DeleteStream { id }).await.map(|_| ())
     }
 
-    /// Deletes the sealed extents of `ids` that are not their stream's last; answers
-    /// those it deleted. Their copies stay on the datanodes, named by tombstones.
+    /// Deletes the sealed extents of `ids`; answers those it deleted. Their copies stay on the datanodes, named by tombstones.
     pub async fn delete_extents(&self, ids: Vec<ExtentId>) -> Result<Vec<ExtentId>> {
         if ids.len() > DELETE_EXTENTS_MAX {
             return Err(MetaError::invalid(format!("at most {DELETE_EXTENTS_MAX} extents per delete")));

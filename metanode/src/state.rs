@@ -59,8 +59,8 @@ pub enum Command {
         node: NodeId,
     },
     // New variants go last: the log stores commands by variant index.
-    /// GC found these extents dead: each sealed one that is not its stream's last
-    /// becomes a tombstone; the others are skipped (see `State::delete_extents`).
+    /// GC found these extents dead: each sealed one becomes a tombstone; the others
+    /// are skipped (see `State::delete_extents`).
     DeleteExtents {
         extents: Vec<ExtentId>,
     },
@@ -302,7 +302,8 @@ impl State {
         if s.epoch == Epoch(0) {
             return Err(MetaError::invalid(format!("stream {stream} is not open for writing")));
         }
-        let tail = s.tail;
+        // A stream from before `tail` was kept: its last extent is its tail.
+        let tail = s.tail.or(s.extents.last().copied());
         if tail != after {
             // A retry whose first attempt committed: answer with the extent it made.
             let pos = after.map_or(Some(0), |a| s.extents.iter().position(|&x| x == a).map(|i| i + 1));

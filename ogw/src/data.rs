@@ -113,8 +113,10 @@ impl Data {
     /// later, names only extents at or above it (GC collects nothing at or above it).
     /// Extent ids only grow, so a mark published earlier stays a safe (lower) bound.
     pub fn low_water(&self) -> ExtentId {
-        let pinned = self.pinned.lock().values().min().copied();
+        // The floor first: a write pinned after it was read appends after it too, so
+        // lands at or above it; read the other way, a pin could be missed.
         let now = self.floor();
+        let pinned = self.pinned.lock().values().min().copied();
         pinned.map_or(now, |p| p.min(now))
     }
 

@@ -157,8 +157,8 @@ impl Db {
         }
         if v < 2 {
             self.run_schema(SCHEMA_V2).await?;
+            // Records version 2 itself, in the transaction that indexes.
             crate::catalog::index_refs(self).await?;
-            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (2)")).execute(&self.pool).await?;
         }
         Ok(())
     }

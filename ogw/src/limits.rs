@@ -58,6 +58,9 @@ pub const LIST_BATCH_MIN: usize = 8;
 pub const LIST_BATCH_GROWTH: usize = 4;
 /// Attempts of a SQL transaction that lost a race (unique key, deadlock, serialization).
 pub const TX_ATTEMPTS: usize = 5;
+/// The pause before a transaction's retry is drawn from 1 ms to this times the attempt
+/// number: enough for the winner of a lock to commit.
+pub const TX_BACKOFF_MS: u64 = 5;
 /// SQL connections per gateway: SQLite has one writer at a time (they queue in the
 /// gateway), so a few connections serve its readers; a server database takes more.
 pub const SQLITE_CONNECTIONS_MAX: u32 = 8;

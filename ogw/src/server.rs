@@ -49,6 +49,9 @@ pub struct Options {
 
 /// The S3 service, and the catalog it uses.
 pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
+    if o.name == gc::GC_WRITER {
+        anyhow::bail!("--name {:?} is GC's own writer name; give the gateway another", o.name);
+    }
     let db = Db::connect(&o.db).await?;
     let catalog = Catalog { db, key: o.master_key };
     let sc = StreamClient::new(MetaClient::new(o.metanodes.clone()), o.stream.clone());

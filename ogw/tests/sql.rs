@@ -308,6 +308,7 @@ async fn doom_races(url: &str, seed: u64) {
         }
         assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![], "seed {seed}");
     }
+    part_races(&catalog, &mut rng).await;
     eprintln!("{dooms} extents doomed, {} writes refused", refused.load(Ordering::Relaxed));
     assert!(dooms > 0, "seed {seed}: the races doomed nothing");
     // The lease: one holder at a time, another once it runs out.
@@ -318,6 +319,51 @@ async fn doom_races(url: &str, seed: u64) {
     assert!(gcc.try_lease("a", std::time::Duration::ZERO).await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(gcc.try_lease("b", long).await.unwrap(), "the lease ran out");
+}
+
+/// The same part uploaded many times at once (an SDK's retries), racing an abort: the
+/// references stay exactly what the rows name, and an aborted upload keeps no part.
+async fn part_races(catalog: &Arc<Catalog>, rng: &mut rand::rngs::StdRng) {
+    use rand::Rng;
+    for round in 0..4u64 {
+        let up = catalog.create_upload("races", &format!("mp{round}"), &ObjectInfo::default()).await.unwrap();
+        let abort_after = rng.gen_range(0..20u32);
+        let tasks: Vec<_> = (0..6u64)
+            .map(|t| {
+                let (catalog, up) = (catalog.clone(), up.clone());
+                let plan: Vec<(u64, u32)> = (0..4).map(|_| (rng.gen_range(0..3), rng.gen_range(0..3))).collect();
+                tokio::spawn(async move {
+                    for (i, (extent, yields)) in plan.into_iter().enumerate() {
+                        for _ in 0..yields {
+                            tokio::task::yield_now().await;
+                        }
+                        let s = vec![slice(20_000 + round * 10 + extent, 4 + t as u32 + i as u32)];
+                        let p = Part {
+                            num: 1 + (t % 2) as u32,
+                            size: 4,
+                            etag: "e".into(),
+                            modified_ms: 1,
+                            info: ObjectInfo::default(),
+                            slices: s,
+                        };
+                        match catalog.put_part(&up, &p).await {
+                            Ok(()) | Err(CatalogError::NoSuchUpload) => {}
+                            Err(e) => panic!("part: {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..abort_after {
+            tokio::task::yield_now().await;
+        }
+        catalog.abort_upload(&up).await.unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(catalog.parts(&up, 0, 100).await.unwrap().len(), 0, "parts left in an aborted upload");
+        assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![], "round {round}");
+    }
 }
 
 /// The seed of a race test: `STRATA_SEED` to replay one, else a new one (printed).

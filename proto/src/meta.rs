@@ -229,7 +229,8 @@ pub struct ReportBad {
 }
 
 /// Body of `POST /v1/extents/delete`: sealed extents GC found dead. The answer lists
-/// the ids this call deleted; open extents and a stream's last extent are never deleted.
+/// the ids this call deleted; open extents are never deleted (a sealed last one may be:
+/// the stream's `tail` keeps its id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteExtents {
     pub extents: Vec<ExtentId>,

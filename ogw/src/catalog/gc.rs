@@ -11,7 +11,7 @@ use proto::meta::StreamId;
 use proto::ExtentId;
 use sqlx::Row;
 
-use super::refs::{add_refs, drop_refs};
+use super::refs::{add_refs, drop_refs, lock_extents};
 use super::{decode_slices, encode_slices, Catalog, CatalogError, Result};
 use crate::db::{now_ms, Backend};
 
@@ -77,6 +77,16 @@ fn db_err(e: sqlx::Error) -> GcError {
 impl GcCatalog {
     async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool> {
         let db = &self.0.db;
+        // Rows a gateway older than schema version 2 wrote name extents without
+        // references: collecting now could delete their bytes.
+        let unindexed: i64 =
+            sqlx::query_scalar(db.q("SELECT COUNT(*) FROM objects WHERE rid IS NULL")).fetch_one(&db.pool).await?;
+        if unindexed > 0 {
+            return Err(CatalogError::Other(format!(
+                "{unindexed} objects were written by a gateway older than this GC (no row id): \
+                 stop every old gateway; GC collects nothing until they are gone"
+            )));
+        }
         let now = now_ms();
         let until = now + ttl.as_millis() as i64;
         let (_turn, mut tx) = db.begin().await?;
@@ -121,11 +131,14 @@ impl GcCatalog {
         // A row for an extent no row ever named (the bytes of a failed PUT), so that
         // the doom below has a row to lock and mark.
         sqlx::query(db.q(insert)).bind(id).execute(&mut *tx).await?;
-        sqlx::query(db.q("UPDATE extents SET doomed = ? WHERE id = ? AND live = 0 AND doomed IS NULL"))
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // `live` is the rule; no reference left is a second check of the same fact.
+        sqlx::query(db.q("UPDATE extents SET doomed = ? WHERE id = ? AND live = 0 AND doomed IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM extent_refs WHERE extent = ?)"))
+        .bind(now)
+        .bind(id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let doomed: Option<i64> =
             sqlx::query_scalar(db.q("SELECT doomed FROM extents WHERE id = ?")).bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;
@@ -200,6 +213,7 @@ impl GcCatalog {
         if current.as_deref() != Some(encode_slices(old).as_slice()) {
             return Ok(false);
         }
+        lock_extents(db, &mut tx, old, new).await?;
         drop_refs(db, &mut tx, owner, old).await?;
         add_refs(db, &mut tx, owner, new).await?;
         let q = match row_of(owner)? {

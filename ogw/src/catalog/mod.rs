@@ -25,7 +25,7 @@ use sqlx::Row;
 use crate::checksum::{Checksum, Kind};
 use crate::class::StorageClass;
 use crate::db::{now_ms, retryable, Db, Tx};
-use crate::limits::TX_ATTEMPTS;
+use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
 pub use gc::GcCatalog;
 pub use objects::Lister;
@@ -274,7 +274,13 @@ impl Catalog {
         loop {
             n += 1;
             match attempt().await {
-                Err(CatalogError::Db(e)) if retryable(&e) && n < TX_ATTEMPTS => continue,
+                Err(CatalogError::Db(e)) if retryable(&e) && n < TX_ATTEMPTS => {
+                    // A random pause that grows: writers that keep meeting each other
+                    // (the same part uploaded at once) fall out of step.
+                    let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=TX_BACKOFF_MS * n as u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    continue;
+                }
                 Err(CatalogError::Db(e)) if retryable(&e) && conditional => {
                     return Err(CatalogError::PreconditionFailed)
                 }

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::refs::{add_refs, drop_refs, new_rid, object_owner};
+use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::{
     decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Dropped, Object, Result, WriteCondition,
 };
@@ -40,9 +40,11 @@ impl Catalog {
     async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: Dropped) -> Result<bool> {
         let Some(cur) = self.current(tx, bucket, key).await? else { return Ok(false) };
         let old = cur.slices;
-        // Every row has an id since schema version 2 (`index_refs` gave the older ones).
-        let rid = cur.rid.ok_or_else(|| super::CatalogError::Other(format!("object {key:?} has no row id")))?;
-        drop_refs(&self.db, tx, &object_owner(&rid), &decode_slices(&old)?).await?;
+        // A row without an id was written by a gateway older than schema version 2
+        // (`index_refs` gave ids to all rows there were then): it recorded no references.
+        if let Some(rid) = cur.rid {
+            drop_refs(&self.db, tx, &object_owner(&rid), &decode_slices(&old)?).await?;
+        }
         self.garbage(tx, &old, reason).await?;
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
@@ -63,6 +65,11 @@ impl Catalog {
     ) -> Result<()> {
         let cur = self.current(tx, bucket, &o.key).await?;
         cond.check(cur.as_ref().map(|c| c.etag.as_str()))?;
+        let was = match &cur {
+            Some(c) => decode_slices(&c.slices)?,
+            None => Vec::new(),
+        };
+        lock_extents(&self.db, tx, &was, &o.slices).await?;
         if cur.is_some() {
             self.drop_current(tx, bucket, &o.key, Dropped::Overwrite).await?;
         }

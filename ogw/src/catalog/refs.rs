@@ -39,14 +39,30 @@ pub(super) fn new_rid() -> String {
     hex::encode(id)
 }
 
-/// Bytes named per extent, in ascending extent order: the order every transaction
-/// locks `extents` rows in, so two writers never wait on each other in a cycle.
+/// Bytes named per extent, in ascending extent order, the order `add_refs` and
+/// `drop_refs` each lock `extents` rows in. (A transaction that drops some and adds
+/// others can still wait in a cycle with another; the database breaks it and the
+/// transaction is retried, `Catalog::retry`.)
 fn per_extent(slices: &[Slice]) -> BTreeMap<ExtentId, i64> {
     let mut m = BTreeMap::new();
     for s in slices {
         *m.entry(s.extent).or_insert(0) += s.len as i64;
     }
     m
+}
+
+/// Locks the `extents` rows of every extent in `a` and `b` that has one, in ascending
+/// order, before a transaction drops references to some and adds others: without it
+/// two such transactions could each hold a row the other wants next.
+pub(super) async fn lock_extents(db: &Db, tx: &mut Tx, a: &[Slice], b: &[Slice]) -> Result<()> {
+    if db.backend == Backend::Sqlite {
+        return Ok(()); // one writer at a time
+    }
+    let ids: std::collections::BTreeSet<i64> = a.iter().chain(b).map(|s| s.extent.0 as i64).collect();
+    for id in ids {
+        sqlx::query(db.q("SELECT id FROM extents WHERE id = ? FOR UPDATE")).bind(id).fetch_optional(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Records in `tx` that `owner` names `slices`. Refused with `Doomed` when GC has doomed
@@ -80,28 +96,43 @@ pub(super) async fn add_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice]
 }
 
 /// Records in `tx` that `owner` no longer names `slices` (its row is being deleted or
-/// replaced).
+/// replaced). Only references that are there are taken off `live`, so a drop that lost
+/// a race with another drop of the same row subtracts nothing twice.
 pub(super) async fn drop_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice]) -> Result<()> {
     for (extent, bytes) in per_extent(slices) {
         let id = extent.0 as i64;
+        let gone = sqlx::query(db.q("DELETE FROM extent_refs WHERE extent = ? AND owner = ?"))
+            .bind(id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            tracing::warn!("{owner} named extent {extent} without a reference; leaving its live bytes as they are");
+            continue;
+        }
         sqlx::query(db.q("UPDATE extents SET live = live - ? WHERE id = ?"))
             .bind(bytes)
             .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(db.q("DELETE FROM extent_refs WHERE extent = ? AND owner = ?"))
-            .bind(id)
-            .bind(owner)
             .execute(&mut **tx)
             .await?;
     }
     Ok(())
 }
 
-/// Schema version 2 on a version 1 database: gives every object row an id and records
-/// what every object and part names. One transaction.
+/// Schema version 2 on a version 1 database: gives every object row an id, records what
+/// every object and part names, and records version 2, in one transaction that first
+/// locks the version rows, so two processes upgrading at once index once.
 pub async fn index_refs(db: &Db) -> Result<()> {
     let (_turn, mut tx) = db.begin().await?;
+    let lock = match db.backend {
+        Backend::Sqlite => "SELECT version FROM schema_version",
+        _ => "SELECT version FROM schema_version FOR UPDATE",
+    };
+    let versions: Vec<i64> = sqlx::query_scalar(db.q(lock)).fetch_all(&mut *tx).await?;
+    if versions.iter().any(|&v| v >= 2) {
+        return Ok(());
+    }
     let objects =
         sqlx::query(db.q("SELECT bucket, okey, slices FROM objects WHERE rid IS NULL")).fetch_all(&mut *tx).await?;
     for r in &objects {
@@ -109,7 +140,7 @@ pub async fn index_refs(db: &Db) -> Result<()> {
         let key: Vec<u8> = r.try_get("okey")?;
         let slices = decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?;
         let rid = new_rid();
-        sqlx::query(db.q("UPDATE objects SET rid = ? WHERE bucket = ? AND okey = ?"))
+        sqlx::query(db.q("UPDATE objects SET rid = ? WHERE bucket = ? AND okey = ? AND rid IS NULL"))
             .bind(&rid)
             .bind(&bucket)
             .bind(&key)
@@ -124,6 +155,7 @@ pub async fn index_refs(db: &Db) -> Result<()> {
         let slices = decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?;
         add_refs(db, &mut tx, &part_owner(&upload, num as u32), &slices).await?;
     }
+    sqlx::query(db.q("INSERT INTO schema_version (version) VALUES (2)")).execute(&mut *tx).await?;
     tx.commit().await?;
     if !objects.is_empty() || !parts.is_empty() {
         tracing::info!("indexed the extents named by {} objects and {} parts", objects.len(), parts.len());

@@ -4,12 +4,12 @@
 
 use sqlx::Row;
 
-use super::refs::{add_refs, drop_refs, part_owner};
+use super::refs::{add_refs, drop_refs, lock_extents, part_owner};
 use super::{
     decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Dropped, Object,
     ObjectInfo, Part, Result, Upload, WriteCondition,
 };
-use crate::db::{now_ms, Tx};
+use crate::db::{now_ms, Backend, Tx};
 
 impl Catalog {
     pub async fn create_upload(&self, bucket: &str, key: &str, info: &ObjectInfo) -> Result<String> {
@@ -62,15 +62,24 @@ impl Catalog {
         Ok(out)
     }
 
-    async fn require_upload(&self, tx: &mut Tx, upload: &str) -> Result<()> {
-        let n: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE id = ?"))
-            .bind(upload)
-            .fetch_one(&mut **tx)
-            .await?;
-        if n == 0 {
-            return Err(CatalogError::NoSuchUpload);
-        }
-        Ok(())
+    /// Checks that `upload` exists and locks its row for the rest of `tx`: shared for a
+    /// part's write, exclusive for completing (so no part is written into an upload
+    /// being completed or aborted, where its references would be left behind). SQLite's
+    /// writer lock covers the whole transaction.
+    async fn require_upload(&self, tx: &mut Tx, upload: &str, exclusive: bool) -> Result<()> {
+        let sql = match (self.db.backend, exclusive) {
+            (Backend::Sqlite, _) => "SELECT id FROM uploads WHERE id = ?",
+            (_, true) => "SELECT id FROM uploads WHERE id = ? FOR UPDATE",
+            (Backend::MySql, false) => "SELECT id FROM uploads WHERE id = ? LOCK IN SHARE MODE",
+            (_, false) => "SELECT id FROM uploads WHERE id = ? FOR SHARE",
+        };
+        let found: Option<String> = sqlx::query_scalar(self.db.q(sql)).bind(upload).fetch_optional(&mut **tx).await?;
+        found.map(|_| ()).ok_or(CatalogError::NoSuchUpload)
+    }
+
+    /// A locking read where the backend has one (SQLite's writer lock covers all).
+    fn locking(&self, sqlite: &'static str, locked: &'static str) -> &'static str {
+        self.db.q(if self.db.backend == Backend::Sqlite { sqlite } else { locked })
     }
 
     /// Stores a part, replacing an earlier upload of the same number (whose slices
@@ -78,16 +87,24 @@ impl Catalog {
     pub async fn put_part(&self, upload: &str, p: &Part) -> Result<()> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            self.require_upload(&mut tx, upload).await?;
-            let old = sqlx::query(self.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ?"))
-                .bind(upload)
-                .bind(p.num as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
+            self.require_upload(&mut tx, upload, false).await?;
+            let old = sqlx::query(self.locking(
+                "SELECT slices FROM parts WHERE upload = ? AND num = ?",
+                "SELECT slices FROM parts WHERE upload = ? AND num = ? FOR UPDATE",
+            ))
+            .bind(upload)
+            .bind(p.num as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
             let owner = part_owner(upload, p.num);
+            let was = match &old {
+                Some(r) => decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+                None => Vec::new(),
+            };
+            lock_extents(&self.db, &mut tx, &was, &p.slices).await?;
             if let Some(r) = old {
                 let s: Vec<u8> = r.try_get("slices")?;
-                drop_refs(&self.db, &mut tx, &owner, &decode_slices(&s)?).await?;
+                drop_refs(&self.db, &mut tx, &owner, &was).await?;
                 self.garbage(&mut tx, &s, Dropped::PartOverwrite).await?;
                 sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
                     .bind(upload)
@@ -141,7 +158,7 @@ impl Catalog {
     ) -> Result<()> {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            self.require_upload(&mut tx, upload).await?;
+            self.require_upload(&mut tx, upload, true).await?;
             self.replace_object(&mut tx, bucket, o, cond).await?;
             self.drop_parts(&mut tx, upload, used, Dropped::UnusedPart).await?;
             sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
@@ -154,10 +171,14 @@ impl Catalog {
     /// Deletes an upload's part records and their extent references; the slices of
     /// parts not in `keep` become garbage.
     async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: Dropped) -> Result<()> {
-        let rows = sqlx::query(self.db.q("SELECT num, slices FROM parts WHERE upload = ?"))
-            .bind(upload)
-            .fetch_all(&mut **tx)
-            .await?;
+        // Locked: GC may be switching a part to compacted slices right now.
+        let rows = sqlx::query(self.locking(
+            "SELECT num, slices FROM parts WHERE upload = ?",
+            "SELECT num, slices FROM parts WHERE upload = ? FOR UPDATE",
+        ))
+        .bind(upload)
+        .fetch_all(&mut **tx)
+        .await?;
         for r in rows {
             let num: i64 = r.try_get("num")?;
             let s: Vec<u8> = r.try_get("slices")?;
