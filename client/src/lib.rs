@@ -12,7 +12,7 @@ mod stripe;
 
 pub use conn::{ClientError, DataNodeClient};
 pub use meta::MetaClient;
-pub use stream::{Slice, StreamClient, StreamConfig, StreamError, StreamWriter};
+pub use stream::{floor_of, Floor, Slice, StreamClient, StreamConfig, StreamError, StreamWriter};
 
 /// Runs the futures concurrently on the current task and returns their outputs in
 /// order (fan-out to replicas without spawning).

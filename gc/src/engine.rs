@@ -54,6 +54,9 @@ pub struct Gc<C> {
     cfg: Config,
     /// GC's own writers (compaction output), one per policy, opened when first needed.
     writers: tokio::sync::Mutex<HashMap<Policy, StreamWriter>>,
+    /// Extents whose compaction failed (a slice unreadable): not tried again by this
+    /// process, so that a few bad ones do not take every pass's compactions.
+    uncompactable: parking_lot::Mutex<std::collections::HashSet<ExtentId>>,
 }
 
 /// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
@@ -66,7 +69,7 @@ struct Sparse {
 impl<C: Catalog> Gc<C> {
     pub fn new(catalog: C, meta: MetaClient, cfg: Config) -> Gc<C> {
         let sc = StreamClient::new(meta.clone(), StreamConfig::default());
-        Gc { catalog, meta, sc, cfg, writers: Default::default() }
+        Gc { catalog, meta, sc, cfg, writers: Default::default(), uncompactable: Default::default() }
     }
 
     /// Runs a pass every `interval` until `stop` turns true.
@@ -122,7 +125,10 @@ impl<C: Catalog> Gc<C> {
         let mut st = self.catalog.load_status().await?.unwrap_or_default();
         let mut r = PassReport::default();
         // GC's own writers are idle between passes: what they wrote is below their floors.
-        let floor = self.writers.lock().await.values().map(StreamWriter::floor).min();
+        let floor = {
+            let ws = self.writers.lock().await;
+            (!ws.is_empty()).then(|| client::floor_of(ws.values()))
+        };
         if let Some(low) = floor {
             self.catalog.set_low_water(GC_WRITER, low).await?;
         }
@@ -213,7 +219,8 @@ impl<C: Catalog> Gc<C> {
     /// Step 4: the sparsest extents, up to `COMPACTIONS_PER_PASS`. An extent that
     /// cannot be compacted now (a slice unreadable) is left for a later pass.
     async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport) -> Result<(), GcError> {
-        for s in sparse.into_iter().take(COMPACTIONS_PER_PASS) {
+        let skip = self.uncompactable.lock().clone();
+        for s in sparse.into_iter().filter(|s| !skip.contains(&s.info.id)).take(COMPACTIONS_PER_PASS) {
             match self.compact_one(&s.info).await {
                 Ok(bytes) => {
                     tracing::info!(
@@ -225,7 +232,10 @@ impl<C: Catalog> Gc<C> {
                     r.compacted += 1;
                     r.bytes_compacted += bytes;
                 }
-                Err(GcError::Stream(e)) => tracing::warn!("gc: compacting extent {}: {e}", s.info.id),
+                Err(GcError::Stream(e)) => {
+                    tracing::warn!("gc: compacting extent {} failed, not trying it again: {e}", s.info.id);
+                    self.uncompactable.lock().insert(s.info.id);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -241,7 +251,8 @@ impl<C: Catalog> Gc<C> {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(self.open_writer(e.policy).await?),
         };
-        // Before the first append: what this compaction writes is at or above it.
+        // Before the first append: what this compaction writes is at or above it (the
+        // other writers of GC are idle now).
         self.catalog.set_low_water(GC_WRITER, w.floor()).await?;
         let mut moved: HashMap<Slice, Slice> = HashMap::new();
         let mut bytes = 0u64;

@@ -90,14 +90,13 @@ impl Data {
         Ok(d)
     }
 
-    /// The lowest extent any append submitted from now on can land in: the smallest
-    /// floor among the lanes that have an extent. A lane without one allocates a new
-    /// extent, whose id is above every extent that exists now, so above that floor too.
-    /// 0 when no lane has an extent yet (then nothing of this gateway is collected).
+    /// The lowest extent any append submitted from now on can land in, over every
+    /// lane's writer (`client::floor_of`); 0 when no lane has an extent yet (then
+    /// nothing of this gateway is collected).
     fn floor(&self) -> ExtentId {
-        let lanes = self.lanes.lock();
-        let floors = lanes.values().flat_map(|l| l.iter()).map(|l| l.writer.lock().floor());
-        floors.filter(|f| f.0 > 0).min().unwrap_or(ExtentId(0))
+        let writers: Vec<Arc<StreamWriter>> =
+            self.lanes.lock().values().flat_map(|l| l.iter()).map(|l| l.writer.lock().clone()).collect();
+        client::floor_of(writers.iter().map(|w| w.as_ref()))
     }
 
     /// Pins the extents a write may name, from now until the guard is dropped: take it

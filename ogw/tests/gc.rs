@@ -202,21 +202,30 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
     let mut gc = start_gc();
     let sql = ogw::db::Db::connect(&db_url).await.unwrap();
     let mc = cl.client();
-    let last = std::sync::Mutex::new(String::new());
-    testkit::wait_for("GC to leave nothing behind", Duration::from_secs(120), || async {
-        match leftovers(&db_url, &sql, &mc, &dns).await {
-            Ok(()) => Some(()),
-            Err(e) => {
-                let mut last = last.lock().unwrap();
-                if *last != e {
-                    eprintln!("not yet: {e}");
-                    *last = e;
-                }
-                None
-            }
+    let (start, mut last) = (std::time::Instant::now(), String::new());
+    while let Err(e) = leftovers(&db_url, &sql, &mc, &dns).await {
+        if e != last {
+            eprintln!("not yet: {e}");
+            last = e;
         }
-    })
-    .await;
+        if start.elapsed() > Duration::from_secs(120) {
+            let gw = testkit::log_tail(&cl.dir.path().join("gw.log"), 20);
+            let gc = testkit::log_tail(&gc_log, 20);
+            let marks: Vec<(String, i64)> =
+                sqlx::query_as("SELECT name, low_water FROM writers").fetch_all(&sql.pool).await.unwrap();
+            let mut tails = Vec::new();
+            for st in mc.streams().await.unwrap() {
+                let v = mc.stream(st.id).await.unwrap();
+                let open: Vec<_> = v.extents.iter().filter(|e| e.sealed_len.is_none()).map(|e| e.id).collect();
+                tails.push(format!("stream {} tail {:?} open {open:?} writer {:?}", st.id, st.tail, st.writer));
+            }
+            panic!(
+                "seed {seed}: GC left something behind: {last}\nmarks {marks:?}\n{}\n--- gateway ---\n{gw}\n--- gc ---\n{gc}",
+                tails.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gc.kill().unwrap();
     gc.wait().unwrap();
     let status = Command::new(gc_bin()).args(["status", "--db", &db_url]).output().unwrap();

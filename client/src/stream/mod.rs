@@ -38,7 +38,7 @@ use crate::{ClientError, DataNodeClient, MetaClient};
 mod read;
 mod write;
 
-pub use write::StreamWriter;
+pub use write::{floor_of, Floor, StreamWriter};
 // Public here first; they live in `limits.rs` with the others.
 pub use crate::limits::{WRITER_IN_FLIGHT_BYTES_MAX, WRITER_IN_FLIGHT_MAX};
 

@@ -30,6 +30,63 @@ use crate::limits::{NOSPACE_ALLOCATIONS_MAX, WRITER_IN_FLIGHT_BYTES_MAX, WRITER_
 use crate::stripe::{Layout, Payloads};
 use crate::{ClientError, DataNodeClient};
 
+/// Where a writer's next append can land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// In this open extent, or a later one.
+    Open(ExtentId),
+    /// No extent is open: in a new one, whose id is above every extent that exists
+    /// when it is allocated, so at least this (the last sealed one's + 1).
+    Idle(ExtentId),
+    /// The stream has no extent yet: in a new one, above every extent that exists.
+    Empty,
+}
+
+impl Floor {
+    /// One word, so it is read whole: the id shifted left, the low bit set when idle.
+    fn encode(self) -> u64 {
+        match self {
+            Floor::Open(e) => e.0 << 1,
+            Floor::Idle(e) => (e.0 << 1) | 1,
+            Floor::Empty => 0,
+        }
+    }
+
+    fn decode(v: u64) -> Floor {
+        match (v >> 1, v & 1) {
+            (0, _) => Floor::Empty,
+            (id, 0) => Floor::Open(ExtentId(id)),
+            (id, _) => Floor::Idle(ExtentId(id)),
+        }
+    }
+}
+
+/// The lowest extent any append submitted to `writers` after this call can land in,
+/// 0 when none has an extent (then nothing is safe to collect). An open writer appends
+/// at or above its open extent; an idle or empty one into a new extent, allocated after
+/// this call, so above every extent that exists now, which includes every idle
+/// writer's last one: the largest idle floor bounds them all, and a quiet writer does
+/// not hold back what the others wrote since.
+pub fn floor_of<'a>(writers: impl IntoIterator<Item = &'a StreamWriter>) -> ExtentId {
+    combine(writers.into_iter().map(StreamWriter::floor_state))
+}
+
+fn combine(states: impl IntoIterator<Item = Floor>) -> ExtentId {
+    let (mut open, mut idle) = (None::<ExtentId>, None::<ExtentId>);
+    for f in states {
+        match f {
+            Floor::Open(e) => open = Some(open.map_or(e, |o| o.min(e))),
+            Floor::Idle(e) => idle = Some(idle.map_or(e, |i| i.max(e))),
+            Floor::Empty => {}
+        }
+    }
+    match (open, idle) {
+        (Some(o), Some(i)) => o.min(i),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => ExtentId(0),
+    }
+}
+
 impl StreamClient {
     /// Opens `id` for writing under a new epoch (the previous writer is fenced and its
     /// open extent sealed by the metanode).
@@ -40,7 +97,7 @@ impl StreamClient {
         let last = v.stream.tail;
         let tail = Tail { open: None, last };
         // The open sealed the last extent: new appends go to a later one.
-        let floor = Arc::new(AtomicU64::new(last.map_or(0, |e| e.next().0)));
+        let floor = Arc::new(AtomicU64::new(last.map_or(0, |e| Floor::Idle(e.next()).encode())));
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = Driver {
             client: self.clone(),
@@ -151,10 +208,18 @@ impl StreamWriter {
     /// The smallest extent id that an append submitted after this call can land in:
     /// the open extent's, else the last sealed extent's + 1 (ids only grow), else 0 for
     /// a stream without extents. It never decreases. GC deletes no extent at or above
-    /// the smallest floor of the live writers, so bytes being written are never taken
-    /// for dead ones.
+    /// the floor of the live writers (`floor_of`), so bytes being written are never
+    /// taken for dead ones.
     pub fn floor(&self) -> ExtentId {
-        ExtentId(self.floor.load(Ordering::Acquire))
+        match self.floor_state() {
+            Floor::Open(e) | Floor::Idle(e) => e,
+            Floor::Empty => ExtentId(0),
+        }
+    }
+
+    /// The floor, and whether an extent is open (see `Floor`).
+    pub fn floor_state(&self) -> Floor {
+        Floor::decode(self.floor.load(Ordering::Acquire))
     }
 
     /// Appends `data` and returns where it is once every replica made it durable.
@@ -478,7 +543,8 @@ impl Driver {
             Err(e) => return Err(e.into()),
         }
         self.tail.last = Some(o.info.id);
-        self.floor.fetch_max(o.info.id.next().0, Ordering::AcqRel);
+        // Only this task stores it; the id part only grows.
+        self.floor.store(Floor::Idle(o.info.id.next()).encode(), Ordering::Release);
         Ok(())
     }
 
@@ -493,7 +559,7 @@ impl Driver {
             Err(e @ MetaError::NoSpace { .. }) => return Ok(Allocation::NoSpace(e)),
             Err(e) => return Err(e.into()),
         };
-        self.floor.fetch_max(info.id.0, Ordering::AcqRel);
+        self.floor.store(Floor::Open(info.id).encode(), Ordering::Release);
         if let Some(f) = &mut self.full {
             f.allocations += 1;
         }
@@ -526,4 +592,26 @@ impl Driver {
 /// A datanode refused for lack of space (bytes or metadata slots).
 fn is_no_space(failure: &ReplicaFailure) -> bool {
     matches!(failure, ReplicaFailure::Refused { error: ClientError::Extent(ExtentError::NoSpace { .. }), .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floors_encode_in_one_word_and_combine() {
+        for f in [Floor::Open(ExtentId(7)), Floor::Idle(ExtentId(7)), Floor::Empty, Floor::Idle(ExtentId(1 << 40))] {
+            assert_eq!(Floor::decode(f.encode()), f);
+        }
+        let (o, i) = (|n| Floor::Open(ExtentId(n)), |n| Floor::Idle(ExtentId(n)));
+        // Open writers: the smallest open extent.
+        assert_eq!(combine([o(9), o(4), Floor::Empty]), ExtentId(4));
+        // Idle writers allocate above every existing extent: the largest idle floor.
+        assert_eq!(combine([i(5), i(12), Floor::Empty]), ExtentId(12));
+        // Both: whichever is lower.
+        assert_eq!(combine([i(5), i(12), o(10)]), ExtentId(10));
+        assert_eq!(combine([i(5), o(30)]), ExtentId(5));
+        assert_eq!(combine([Floor::Empty]), ExtentId(0));
+        assert_eq!(combine([]), ExtentId(0));
+    }
 }
