@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode [--backend spdk], metanode, logstream, s3, ec)
+# Usage: scripts/bench.sh SUITE   (suites: datanode [--backend spdk], metanode, logstream, s3, ec, gc)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -47,8 +47,15 @@ case "$suite" in
     # The same comparison at the LogStream layer (no HTTP, no MD5): 4 MiB appends.
     STRATA_BENCH_LOGSTREAM_MODE=ec cargo bench -q -p client --bench logstream | grep '^{'
     ;;
+  gc)
+    scripts/setup.sh >&2
+    # GC on one standalone: space amplification, compaction and reclaim rates, PUTs
+    # while compacting (see ogw/benches/s3/gc.rs).
+    cargo build --release -q -p ogw
+    STRATA_BENCH_S3_MODE=gc cargo bench -q -p ogw --bench s3 | grep '^{'   # progress goes to stderr
+    ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec, gc)" >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,8 @@
 
 #[path = "../../client/benches/support/baseline.rs"]
 mod baseline;
+#[path = "s3/gc.rs"]
+mod gc;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ struct Target {
     secret: String,
     /// Buckets are created by the generator (Strata) or by the admin CLI (Garage).
     create_bucket: bool,
+    /// Strata standalone's metanode address.
+    meta: Option<String>,
 }
 
 struct Gen {
@@ -289,10 +293,12 @@ fn start_strata(dir: &Path, extra: &[&str]) -> (Proc, Target) {
             return v.trim().to_string();
         }
     };
+    let up = get("Strata standalone is up: metanode ");
+    let meta = up.split(',').next().map(str::to_string);
     let endpoint = get("S3 endpoint:");
     let access = get("Access key:");
     let secret = get("Secret key:");
-    (Proc(child), Target { name: "strata", endpoint, access, secret, create_bucket: true })
+    (Proc(child), Target { name: "strata", endpoint, access, secret, create_bucket: true, meta })
 }
 
 /// Garage, single node, with fsync of data and metadata on (as Strata always does).
@@ -363,7 +369,8 @@ api_bind_addr = "127.0.0.1:{admin}"
     let (access, secret) = (field("Key ID"), field("Secret key"));
     cli(&["bucket", "create", "bench"]);
     cli(&["bucket", "allow", "--read", "--write", "--owner", "bench", "--key", "bench"]);
-    (child, Target { name: "garage", endpoint: format!("http://127.0.0.1:{s3}"), access, secret, create_bucket: false })
+    let endpoint = format!("http://127.0.0.1:{s3}");
+    (child, Target { name: "garage", endpoint, access, secret, create_bucket: false, meta: None })
 }
 
 /// A fresh data directory `bench-data/DIR` beside the target directory, the runtime the
@@ -421,8 +428,10 @@ fn ec_compare(secs: f64) {
 
 fn main() {
     let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
-    if std::env::var("STRATA_BENCH_S3_MODE").as_deref() == Ok("ec") {
-        return ec_compare(secs);
+    match std::env::var("STRATA_BENCH_S3_MODE").as_deref() {
+        Ok("ec") => return ec_compare(secs),
+        Ok("gc") => return gc::bench(secs),
+        _ => {}
     }
     let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let (root, rt, seq) = setup("s3", "s3", secs);

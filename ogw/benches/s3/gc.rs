@@ -1,0 +1,173 @@
+//! `STRATA_BENCH_S3_MODE=gc` (`scripts/bench.sh gc`): GC on one standalone (3
+//! datanodes, replica:3, 64 MiB extents, grace 5 s, a pass every 2 s, compaction below
+//! the default 50 %), with the device's sequential write bandwidth measured in the same
+//! run:
+//! - space amplification after an overwrite-heavy workload (96 keys of 4 MiB written
+//!   4 times): bytes on the devices once GC is quiet / (live bytes × 3); target ≤ 1.5;
+//! - compaction rate (bytes GC copied / the time it kept copying) against the device's
+//!   bandwidth / 3 (each copied byte is written three times);
+//! - foreground PUTs of 1 MiB, 16 in flight, while compaction runs, against the same
+//!   right before on the quiet cluster; target ≥ 0.7;
+//! - reclaim rate after deleting everything (device bytes freed / the time after the
+//!   grace) against the device's bandwidth.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::{drive, emit, setup, start_strata, unique, Gen};
+
+const KEYS: u64 = 96;
+const SIZE: usize = 4 << 20;
+const ROUNDS: u64 = 4;
+const GRACE_S: f64 = 5.0;
+
+/// What `gc status` says now.
+fn status(data: &Path) -> Value {
+    let bin = super::target_dir().join("gc");
+    let db = format!("sqlite://{}", data.join("ogw.db").display());
+    let out = Command::new(&bin).args(["status", "--db", &db]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// Bytes on the devices: every extent's sealed length times its copies (the open ones
+/// count nothing; idle sealing closes them within seconds).
+async fn device_bytes(http: &reqwest::Client, meta: &str) -> u64 {
+    let streams: Value = http.get(format!("http://{meta}/v1/streams")).send().await.unwrap().json().await.unwrap();
+    let mut total = 0;
+    for s in streams.as_array().unwrap() {
+        let v: Value =
+            http.get(format!("http://{meta}/v1/streams/{}", s["id"])).send().await.unwrap().json().await.unwrap();
+        for e in v["extents"].as_array().unwrap() {
+            total += e["sealed_len"].as_u64().unwrap_or(0) * e["replicas"].as_array().unwrap().len() as u64;
+        }
+    }
+    total
+}
+
+/// Waits until GC is quiet: nothing pending, and no counter moved over three passes.
+/// Returns the status and when the last counter moved.
+fn quiet(data: &Path, since: Instant) -> (Value, Instant) {
+    let moving =
+        |v: &Value| (num(v, "bytes_compacted_total"), num(v, "bytes_reclaimed_total"), num(v, "extents_doomed_total"));
+    let (mut last, mut moved, mut still) = (status(data), since, 0);
+    while still < 7 && since.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = status(data);
+        let pending = num(&now, "extents_pending") + num(&now, "copies_pending");
+        if moving(&now) != moving(&last) || pending > 0 {
+            moved = Instant::now();
+            still = 0;
+        } else {
+            still += 1;
+        }
+        last = now;
+    }
+    (last, moved)
+}
+
+pub fn bench(secs: f64) {
+    let (root, rt, seq) = setup("gc", "s3-gc", secs);
+    let data = root.join("strata");
+    let args =
+        ["--device-size", "4G", "--extent-size", "64M", "--idle-seal", "2s", "--gc-grace", "5s", "--gc-interval", "2s"];
+    let (child, t) = start_strata(&data, &args);
+    let meta = t.meta.clone().expect("standalone prints its metanode");
+    let g = Arc::new(Gen::new(Arc::new(t)));
+    let http = reqwest::Client::new();
+    let base = Bytes::from((0..SIZE as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<u8>>());
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    rt.block_on(g.send("PUT", "/gcbench", Bytes::new()));
+    let put_all = |round: u64| {
+        let (g, base) = (g.clone(), base.clone());
+        rt.block_on(drive(16, 600.0, KEYS, move |i| {
+            let (g, body) = (g.clone(), unique(&base, SIZE, seed + round, i));
+            async move {
+                g.send("PUT", &format!("/gcbench/k{i}"), body).await;
+            }
+        }));
+    };
+
+    // Overwrites, then GC on its own until quiet.
+    for round in 0..ROUNDS {
+        put_all(round);
+    }
+    let before = status(&data);
+    let written = Instant::now();
+    let (after, moved) = quiet(&data, written);
+    let on_devices = rt.block_on(device_bytes(&http, &meta));
+    let live = KEYS * SIZE as u64;
+    emit(
+        json!({"suite": "gc", "case": "space_amplification_after_overwrites", "value": on_devices as f64 / (live * 3) as f64,
+        "unit": "x", "target": 1.5, "lower_is_better": true, "live_bytes": live, "device_bytes": on_devices,
+        "written_bytes": live * ROUNDS}),
+    );
+    let copied = num(&after, "bytes_compacted_total") - num(&before, "bytes_compacted_total");
+    let took = moved.duration_since(written).as_secs_f64().max(0.001);
+    emit(json!({"suite": "gc", "case": "compaction", "value": copied as f64 / 1e6 / took, "unit": "MB/s",
+        "baseline": "device_seq_write/3", "baseline_value": seq / 3.0, "ratio": copied as f64 / 1e6 / took / (seq / 3.0),
+        "bytes_copied": copied, "seconds": took}));
+
+    // Foreground PUTs, quiet cluster, then right after an overwrite round (compaction).
+    let fg = |tag: &'static str| {
+        let (g, base) = (g.clone(), base.clone());
+        let (n, el, _) = rt.block_on(drive(16, secs, u64::MAX, move |i| {
+            let (g, body) = (g.clone(), unique(&base, 1 << 20, seed ^ 0xf00d, i));
+            async move {
+                g.send("PUT", &format!("/gcbench/{tag}/{i}"), body).await;
+            }
+        }));
+        (n as f64 * (1 << 20) as f64 / 1e6 / el, n)
+    };
+    let (quiet_mbps, nq) = fg("quiet");
+    put_all(ROUNDS);
+    let c0 = num(&status(&data), "bytes_compacted_total");
+    let (busy_mbps, nb) = fg("busy");
+    let during = num(&status(&data), "bytes_compacted_total") - c0;
+    emit(json!({"suite": "gc", "case": "put_1m_c16_during_compaction", "value": busy_mbps, "unit": "MB/s",
+        "baseline": "put_1m_c16_quiet", "baseline_value": quiet_mbps, "ratio": busy_mbps / quiet_mbps, "target": 0.7,
+        "bytes_compacted_meanwhile": during}));
+
+    // Delete everything; time until the devices are free again.
+    let (_, _) = quiet(&data, Instant::now());
+    let held = rt.block_on(device_bytes(&http, &meta));
+    let r0 = num(&status(&data), "bytes_reclaimed_total");
+    let keys: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| format!("k{i}"))
+            .chain((0..nq).map(|i| format!("quiet/{i}")))
+            .chain((0..nb).map(|i| format!("busy/{i}")))
+            .collect(),
+    );
+    let t0 = Instant::now();
+    let (g2, k2) = (g.clone(), keys.clone());
+    rt.block_on(drive(16, 600.0, keys.len() as u64, move |i| {
+        let (g, path) = (g2.clone(), format!("/gcbench/{}", k2[i as usize]));
+        async move {
+            g.send("DELETE", &path, Bytes::new()).await;
+        }
+    }));
+    let mut freed = 0;
+    while t0.elapsed() < Duration::from_secs(300) {
+        freed = num(&status(&data), "bytes_reclaimed_total") - r0;
+        if freed as f64 >= held as f64 * 0.9 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after_grace = (t0.elapsed().as_secs_f64() - GRACE_S).max(0.001);
+    emit(json!({"suite": "gc", "case": "reclaim", "value": freed as f64 / 1e6 / after_grace, "unit": "MB/s",
+        "baseline": "device_seq_write", "baseline_value": seq, "ratio": freed as f64 / 1e6 / after_grace / seq,
+        "bytes_freed": freed, "seconds_after_delete": t0.elapsed().as_secs_f64(), "grace_s": GRACE_S,
+        "objects_deleted": keys.len()}));
+    drop(child);
+    let _ = std::fs::remove_dir_all(&root);
+}
