@@ -555,7 +555,11 @@ impl Driver {
         let info = match self.client.meta.allocate_extent(self.id, self.epoch, self.tail.last).await {
             Ok(i) => i,
             Err(MetaError::Fenced { .. }) => return Err(StreamError::Fenced("allocating".into())),
-            Err(e @ MetaError::NotEnoughNodes { .. }) => return Ok(Allocation::Retry(Setback::NoPlacement(e))),
+            // Too few nodes, or a chosen node went down between placement and commit
+            // (`Unavailable`): both pass; the append deadline bounds the retries.
+            Err(e @ (MetaError::NotEnoughNodes { .. } | MetaError::Unavailable { .. })) => {
+                return Ok(Allocation::Retry(Setback::NoPlacement(e)))
+            }
             Err(e @ MetaError::NoSpace { .. }) => return Ok(Allocation::NoSpace(e)),
             Err(e) => return Err(e.into()),
         };
