@@ -16,6 +16,10 @@
 //!    copy is garbage). The extent, then unnamed, is doomed by a later pass.
 //! 5. **Uploads**: multipart uploads older than `upload_age` are aborted (their parts'
 //!    extents are then doomed by a later pass).
+//! 6. **Transitions**: objects old enough for a transition rule are copied to GC's
+//!    stream of the rule's policy and their rows switched with the same
+//!    compare-and-swap (lazy erasure coding: hot data replicated, cold data coded). The
+//!    extents they leave are compacted or doomed by later passes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +30,10 @@ use proto::meta::{ExtentInfo, MetaError, NodeInfo, NodeState, Policy, Tombstone}
 use proto::{ExtentError, ExtentId, NodeId};
 use tokio::sync::watch;
 
-use crate::limits::{COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX};
+use crate::limits::{
+    COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX, TRANSITION_BYTES_PER_PASS,
+    TRANSITION_SCAN_ROWS,
+};
 use crate::{now_ms, Catalog, Config, GcError, GC_WRITER};
 
 /// What one pass did.
@@ -39,6 +46,8 @@ pub struct PassReport {
     pub uploads_aborted: u64,
     pub compacted: u64,
     pub bytes_compacted: u64,
+    pub transitioned: u64,
+    pub bytes_transitioned: u64,
 }
 
 impl PassReport {
@@ -57,6 +66,8 @@ pub struct Gc<C> {
     /// Extents whose compaction failed (a slice unreadable): not tried again by this
     /// process, so that a few bad ones do not take every pass's compactions.
     uncompactable: parking_lot::Mutex<std::collections::HashSet<ExtentId>>,
+    /// Per transition rule (bucket, prefix), the key its scan goes on after.
+    cursors: parking_lot::Mutex<HashMap<(String, String), String>>,
 }
 
 /// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
@@ -69,7 +80,15 @@ struct Sparse {
 impl<C: Catalog> Gc<C> {
     pub fn new(catalog: C, meta: MetaClient, cfg: Config) -> Gc<C> {
         let sc = StreamClient::new(meta.clone(), StreamConfig::default());
-        Gc { catalog, meta, sc, cfg, writers: Default::default(), uncompactable: Default::default() }
+        Gc {
+            catalog,
+            meta,
+            sc,
+            cfg,
+            writers: Default::default(),
+            uncompactable: Default::default(),
+            cursors: Default::default(),
+        }
     }
 
     /// Runs a pass every `interval` until `stop` turns true.
@@ -85,14 +104,16 @@ impl<C: Catalog> Gc<C> {
             match self.pass().await {
                 Ok(Some(r)) if !r.is_empty() => tracing::info!(
                     "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), compacted {} ({} bytes), \
-                     aborted {} uploads",
+                     aborted {} uploads, moved {} objects to another policy ({} bytes)",
                     r.doomed,
                     r.deleted,
                     r.copies_deleted,
                     r.bytes_reclaimed,
                     r.compacted,
                     r.bytes_compacted,
-                    r.uploads_aborted
+                    r.uploads_aborted,
+                    r.transitioned,
+                    r.bytes_transitioned
                 ),
                 Ok(_) => {}
                 Err(e) => {
@@ -150,6 +171,12 @@ impl<C: Catalog> Gc<C> {
                 r.uploads_aborted += 1;
             }
         }
+        // Last: a rule that cannot be served now (too few datanodes for its policy) does
+        // not hold up the rest, and says why in the status.
+        let transition_error = self.transition(&mut r).await.err().map(|e| {
+            tracing::warn!("gc: transitions: {e}");
+            format!("transitions: {e}")
+        });
 
         let pending: Vec<(&ExtentId, &i64)> = doomed.iter().filter(|(e, _)| !due.contains(e)).collect();
         st.holder = self.cfg.holder.clone();
@@ -162,11 +189,13 @@ impl<C: Catalog> Gc<C> {
         st.uploads_aborted_total += r.uploads_aborted;
         st.extents_compacted_total += r.compacted;
         st.bytes_compacted_total += r.bytes_compacted;
+        st.objects_transitioned_total += r.transitioned;
+        st.bytes_transitioned_total += r.bytes_transitioned;
         st.extents_pending = pending.len() as u64;
         st.bytes_pending = pending.iter().map(|(e, _)| sizes.get(*e).copied().unwrap_or(0)).sum();
         st.oldest_pending_ms = pending.iter().map(|(_, &at)| at).min();
         st.copies_pending = copies_pending;
-        st.last_error = None;
+        st.last_error = transition_error;
         self.catalog.save_status(&st).await?;
         Ok(Some(r))
     }
@@ -246,17 +275,36 @@ impl<C: Catalog> Gc<C> {
     /// row naming them; returns the bytes copied.
     async fn compact_one(&self, e: &ExtentInfo) -> Result<u64, GcError> {
         let rows = self.catalog.naming(e.id).await?;
-        let mut writers = self.writers.lock().await;
-        let w = match writers.entry(e.policy) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(self.open_writer(e.policy).await?),
-        };
-        // Before the first append: what this compaction writes is at or above it (the
-        // other writers of GC are idle now).
-        self.catalog.set_low_water(GC_WRITER, w.floor()).await?;
         let mut moved: HashMap<Slice, Slice> = HashMap::new();
+        let mine = rows.iter().flat_map(|n| &n.slices).filter(|s| s.extent == e.id);
+        let bytes = self.copy(e.policy, mine, &mut moved).await?;
+        for n in &rows {
+            let new: Vec<Slice> = n.slices.iter().map(|s| moved.get(s).copied().unwrap_or(*s)).collect();
+            if !self.catalog.switch(&n.owner, &n.slices, &new).await? {
+                tracing::debug!("gc: {} changed while extent {} was compacted; its copy is garbage", n.owner, e.id);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Appends each of `slices` not in `moved` to GC's stream of `policy` and records
+    /// where its copy is; returns the bytes copied.
+    async fn copy<'a>(
+        &self,
+        policy: Policy,
+        slices: impl Iterator<Item = &'a Slice>,
+        moved: &mut HashMap<Slice, Slice>,
+    ) -> Result<u64, GcError> {
+        let mut writers = self.writers.lock().await;
+        let w = match writers.entry(policy) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(self.open_writer(policy).await?),
+        };
+        // Before the first append: what this copy writes is at or above it (GC's other
+        // writers are idle now).
+        self.catalog.set_low_water(GC_WRITER, w.floor()).await?;
         let mut bytes = 0u64;
-        for s in rows.iter().flat_map(|n| &n.slices).filter(|s| s.extent == e.id) {
+        for s in slices {
             if moved.contains_key(s) {
                 continue;
             }
@@ -265,20 +313,72 @@ impl<C: Catalog> Gc<C> {
             let copy = match w.append(data).await {
                 Ok(c) => c,
                 Err(err) => {
-                    // A writer that failed is opened again on the next compaction.
-                    writers.remove(&e.policy);
+                    // A writer that failed is opened again on the next copy.
+                    writers.remove(&policy);
                     return Err(err.into());
                 }
             };
             moved.insert(*s, copy);
         }
-        for n in &rows {
-            let new: Vec<Slice> = n.slices.iter().map(|s| moved.get(s).copied().unwrap_or(*s)).collect();
-            if !self.catalog.switch(&n.owner, &n.slices, &new).await? {
-                tracing::debug!("gc: {} changed while extent {} was compacted; its copy is garbage", n.owner, e.id);
-            }
-        }
         Ok(bytes)
+    }
+
+    /// Step 6: objects old enough for a transition rule are copied to GC's stream of
+    /// the rule's policy and their rows switched (an object changed meanwhile keeps its
+    /// bytes; the copy is garbage). At most `TRANSITION_BYTES_PER_PASS` a pass; each
+    /// rule's scan goes on where the last pass left it. Copies sharing slices share
+    /// their new ones when moved in the same pass.
+    async fn transition(&self, r: &mut PassReport) -> Result<(), GcError> {
+        let mut budget = TRANSITION_BYTES_PER_PASS;
+        let mut copied = 0u64;
+        let mut moved: HashMap<(Policy, Slice), Slice> = HashMap::new();
+        for rule in self.catalog.transitions().await? {
+            if budget == 0 {
+                break;
+            }
+            let at = (rule.bucket.clone(), rule.prefix.clone());
+            let from = self.cursors.lock().get(&at).cloned();
+            let before = now_ms() - rule.after.as_millis() as i64;
+            let (due, next) = self.catalog.due(&rule, from.as_deref(), before, TRANSITION_SCAN_ROWS).await?;
+            let mut cursor = next;
+            let mut last = from;
+            for d in due {
+                if d.size > budget && copied > 0 {
+                    // The rest waits for the next pass, which starts after `last`.
+                    cursor = last;
+                    budget = 0;
+                    break;
+                }
+                let mut mine: HashMap<Slice, Slice> =
+                    d.slices.iter().filter_map(|s| moved.get(&(rule.policy, *s)).map(|c| (*s, *c))).collect();
+                let bytes = match self.copy(rule.policy, d.slices.iter(), &mut mine).await {
+                    Ok(b) => b,
+                    Err(GcError::Stream(e @ client::StreamError::Unreadable { .. })) => {
+                        tracing::warn!("gc: {}/{} cannot be read for its transition, skipped: {e}", rule.bucket, d.key);
+                        last = Some(d.key);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let new: Vec<Slice> = d.slices.iter().map(|s| mine[s]).collect();
+                if self.catalog.transit(&d.owner, &d.slices, &new, &rule).await? {
+                    tracing::debug!("gc: {}/{} moved to {} ({bytes} bytes copied)", rule.bucket, d.key, rule.policy);
+                    r.transitioned += 1;
+                    r.bytes_transitioned += bytes;
+                    moved.extend(mine.into_iter().map(|(s, c)| ((rule.policy, s), c)));
+                } else {
+                    tracing::debug!("gc: {}/{} changed during its transition; the copy is garbage", rule.bucket, d.key);
+                }
+                budget = budget.saturating_sub(bytes);
+                copied += bytes;
+                last = Some(d.key);
+            }
+            match cursor {
+                Some(c) => self.cursors.lock().insert(at, c),
+                None => self.cursors.lock().remove(&at),
+            };
+        }
+        Ok(())
     }
 
     /// GC's writer of `policy`: its stream recorded under `GC_WRITER`, made the first

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use client::Slice;
-use proto::meta::{MetaError, StreamId};
+use proto::meta::{MetaError, Policy, StreamId};
 use proto::ExtentId;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,29 @@ pub trait Catalog: Send + Sync + 'static {
     fn stale_uploads(&self, before_ms: i64) -> impl Future<Output = Result<Vec<String>, GcError>> + Send;
     /// Aborts an upload (its parts' bytes become garbage); false if it is gone already.
     fn abort_upload(&self, id: &str) -> impl Future<Output = Result<bool, GcError>> + Send;
+    /// Every rule that moves old objects to another policy (`ogw bucket-transition`;
+    /// lifecycle Transition rules).
+    fn transitions(&self) -> impl Future<Output = Result<Vec<Transition>, GcError>> + Send;
+    /// Objects `rule` says to move: in its bucket, under its prefix, with keys after
+    /// `after` (from the prefix's start when None), last modified before `before_ms`, and
+    /// not stored with the rule's policy; at most `limit` rows are looked at. Returns them
+    /// and the key to go on after next time (None when the scan reached the end).
+    fn due(
+        &self,
+        rule: &Transition,
+        after: Option<&str>,
+        before_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Due>, Option<String>), GcError>> + Send;
+    /// `switch` for an object moved by `rule`: the row also records the rule's policy
+    /// and storage class. Whether it did (false: the object changed meanwhile).
+    fn transit(
+        &self,
+        owner: &str,
+        old: &[Slice],
+        new: &[Slice],
+        rule: &Transition,
+    ) -> impl Future<Output = Result<bool, GcError>> + Send;
     fn load_status(&self) -> impl Future<Output = Result<Option<Status>, GcError>> + Send;
     fn save_status(&self, s: &Status) -> impl Future<Output = Result<(), GcError>> + Send;
 }
@@ -68,6 +91,30 @@ pub trait Catalog: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Named {
     pub owner: String,
+    pub slices: Vec<Slice>,
+}
+
+/// "Objects of `bucket` under `prefix` move to `policy` once `after` old": the bucket
+/// setting "erasure-code objects older than N days" and lifecycle Transition rules. The
+/// bytes are rewritten by GC (copy, then a compare-and-swap of the row), never
+/// converted in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub bucket: String,
+    pub prefix: String,
+    pub after: Duration,
+    pub policy: Policy,
+    /// The S3 storage class the moved objects report (`STANDARD_IA`).
+    pub class: String,
+}
+
+/// An object a transition rule says to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// Its row (`o:RID`).
+    pub owner: String,
+    pub key: String,
+    pub size: u64,
     pub slices: Vec<Slice>,
 }
 
@@ -148,6 +195,9 @@ pub struct Status {
     pub extents_compacted_total: u64,
     /// Bytes those rewrites copied.
     pub bytes_compacted_total: u64,
+    /// Objects moved to another policy by a transition rule, and their bytes.
+    pub objects_transitioned_total: u64,
+    pub bytes_transitioned_total: u64,
     /// Doomed extents waiting for their grace period to end.
     pub extents_pending: u64,
     /// Device bytes the doomed extents hold (all copies).

@@ -30,6 +30,11 @@ pub const COMPACT_BELOW_DEFAULT: f64 = 0.5;
 /// Extents compacted in one pass at most, so a pass (which holds no lock but the lease)
 /// ends in bounded time and deletions are not held up behind a long rewrite.
 pub const COMPACTIONS_PER_PASS: usize = 16;
+/// Bytes transition rules rewrite in one pass at most (more wait for the next pass):
+/// a pass ends in bounded time, and the rewrite takes a bounded share of the devices.
+pub const TRANSITION_BYTES_PER_PASS: u64 = 1 << 30;
+/// Object rows one transition scan looks at, per rule and pass.
+pub const TRANSITION_SCAN_ROWS: usize = 1000;
 /// Extents given to the metanode in one delete command.
 pub const DELETE_BATCH_MAX: usize = 256;
 /// Datanode deletes in flight at once.

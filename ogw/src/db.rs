@@ -80,8 +80,15 @@ const SCHEMA_V2: &[&str] = &[
      status {TEXT} NOT NULL)",
 ];
 
+/// Schema version 3: transition rules (`catalog/transitions.rs`): objects of `bucket`
+/// under `prefix` move to `policy` (reporting `class`) once `after_ms` old.
+const SCHEMA_V3: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS transitions (bucket {ID} NOT NULL, prefix {KEY} NOT NULL, after_ms BIGINT NOT NULL, \
+     policy {ID} NOT NULL, class {ID} NOT NULL, PRIMARY KEY (bucket, prefix))",
+];
+
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
 /// longest key (`KEY_BYTES_MAX`, checked by a test).
@@ -159,6 +166,11 @@ impl Db {
             self.run_schema(SCHEMA_V2).await?;
             // Records version 2 itself, in the transaction that indexes.
             crate::catalog::index_refs(self).await?;
+        }
+        if v < 3 {
+            self.run_schema(SCHEMA_V3).await?;
+            // Two processes upgrading at once both insert it: harmless (MAX is read).
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (3)")).execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -102,8 +102,8 @@ fn a_full_cluster_refuses_quickly_and_fills_again_after_deletes() {
 }
 
 /// A cluster of processes (a metanode, four datanodes, a gateway, the `gc` binary):
-/// churn through S3 while GC is killed with -9 at seeded random moments and a datanode
-/// is down for a while. Afterwards every object reads back as last written, the
+/// churn through S3, with objects moved to erasure coding by a transition rule, while GC
+/// is killed with -9 at seeded random moments and a datanode is down for a while. Afterwards every object reads back as last written, the
 /// references match the rows, and nothing leaks: no tombstone is left, every copy on a
 /// datanode belongs to an extent the metanode knows there, and every sealed extent is
 /// named by some row.
@@ -164,6 +164,17 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Objects of the replicated bucket move to ec:2+1 once a second old, so GC is also
+    // killed while it moves them. The rule is set as soon as the churn made the bucket.
+    let rule = [
+        &["bucket-transition".to_string()][..],
+        &db[..],
+        &["churn", "--after", "1s", "--policy", "ec:2+1"].map(String::from)[..],
+    ]
+    .concat();
+    let set =
+        poll_until(Duration::from_secs(30), || Command::new(ogw_bin()).args(&rule).output().unwrap().status.success());
+    assert!(set, "the churn did not create its bucket");
     let (tx, rx) = mpsc::channel();
     let out = churn.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -232,6 +243,7 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     eprintln!("gc status: {st}");
     assert!(field(&st, "extents_deleted_total") > 0 && field(&st, "copies_deleted_total") > 0, "{st}");
+    assert!(field(&st, "objects_transitioned_total") > 0, "{st}");
     writeln!(churn.stdin.take().unwrap()).unwrap();
     let rest: Vec<String> = rx.iter().collect();
     assert!(churn.wait().unwrap().success() && rest.iter().any(|l| l == "gc churn passed"), "seed {seed}: {rest:?}");
@@ -288,4 +300,79 @@ async fn leftovers(
         }
     }
     Ok(())
+}
+
+/// Lazy erasure coding: with `ogw bucket-transition --after 1s --policy ec:2+1`, GC
+/// moves every object (of every size, multipart, a copy sharing slices) to the coded
+/// policy while a reader checks every GET and a writer overwrites some; the replicas
+/// are then deleted: GC reclaims at least twice the live bytes (their three copies,
+/// less slack for extents still open) beyond three times the bytes overwritten.
+#[test]
+fn old_objects_move_to_erasure_coding_and_their_replicas_are_freed() {
+    let s = Standalone::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--gc-grace", "2s", "--gc-interval", "1s", "--idle-seal", "1s", "--extent-size", "8M"],
+    );
+    let seed = seed();
+    let errors = s.dir.path().join("transition.err");
+    let mut py = Command::new(python())
+        .arg(suite("gc_transition.py"))
+        .args([&s.endpoint, &s.access, &s.secret, &seed.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = py.stdin.take().unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let log = || {
+        let gw = testkit::log_tail(&s.dir.path().join("ogw.log"), 30);
+        format!("{}\n--- gateway log ---\n{gw}", std::fs::read_to_string(&errors).unwrap_or_default())
+    };
+    assert!(lines.by_ref().any(|l| l == "bucket ready"), "{}", log());
+    let db = s.db_args();
+    let transition =
+        |args: &[&str]| Command::new(ogw_bin()).arg("bucket-transition").args(&db).args(args).output().unwrap();
+    let rule = |extra: &[&str]| {
+        let out = transition(&[&["cold"][..], extra].concat());
+        assert!(out.status.success(), "bucket-transition {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Bad input is refused with a clear message and changes nothing.
+    let bad = transition(&["cold", "--after", "1 year"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("bad duration"));
+    let nobucket = transition(&["no-such-bucket", "--after", "1s"]);
+    let said = String::from_utf8_lossy(&nobucket.stderr);
+    assert!(!nobucket.status.success() && said.contains("no such bucket"), "a rule for no bucket: {said}");
+    assert_eq!(rule(&[]), "", "no rule yet");
+    rule(&["--after", "1s", "--policy", "ec:2+1"]);
+    assert_eq!(rule(&[]).trim(), "cold\t\"\"\t1s\tec:2+1\tSTANDARD_IA");
+    writeln!(stdin).unwrap();
+
+    let moved = lines.by_ref().find(|l| l.starts_with("moved "));
+    assert!(moved.is_some(), "seed {seed}: the objects did not move:\n{}", log());
+    let moved = moved.unwrap();
+    eprintln!("{moved}");
+    let number = |after: &str| -> u64 {
+        let rest = &moved[moved.find(after).unwrap() + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (live, overwritten) = (number("live "), number("overwritten "));
+    let want = 2 * live + 3 * overwritten;
+    let mut last = None;
+    let freed = poll_until(Duration::from_secs(120), || {
+        last = gc_status(&s);
+        last.as_ref().is_some_and(|v| field(v, "bytes_reclaimed_total") >= want && field(v, "extents_pending") == 0)
+    });
+    let last = last.expect("GC ran");
+    assert!(freed, "GC freed too little: want {want} bytes reclaimed; status {last}");
+    assert!(field(&last, "objects_transitioned_total") >= 18, "{last}");
+    assert!(last["last_error"].is_null(), "{last}");
+    eprintln!("gc status: {last}");
+    writeln!(stdin).unwrap();
+    let rest: Vec<String> = lines.collect();
+    let status = py.wait().unwrap();
+    assert!(status.success() && rest.iter().any(|l| l == "gc transition passed"), "seed {seed}: {rest:?}\n{}", log());
+    let out = Command::new(gc_bin()).args(["audit", "--db", &db[1]]).output().unwrap();
+    assert!(out.status.success(), "gc audit: {}", String::from_utf8_lossy(&out.stderr));
 }

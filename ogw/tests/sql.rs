@@ -176,6 +176,95 @@ async fn exercise(url: &str) {
         assert_eq!(live(&catalog, extent).await, bytes, "extent {extent}");
     }
     compaction_switches(&catalog).await;
+    transitions_switch_and_record_the_policy(&catalog).await;
+}
+
+/// Transition rules: set on existing buckets only, listed, scanned in pages by key,
+/// age and policy; a transit switches the row and records the new policy and class,
+/// loses to an overwrite, and the rules go with their bucket.
+async fn transitions_switch_and_record_the_policy(catalog: &Catalog) {
+    use gc::Catalog as _;
+    use std::time::Duration;
+    let gcc = ogw::catalog::GcCatalog(catalog.clone());
+    let ec = Policy::Ec { k: 2, m: 1 };
+    let rule = gc::Transition {
+        bucket: "tr".into(),
+        prefix: "logs/".into(),
+        after: Duration::from_secs(60),
+        policy: ec,
+        class: "STANDARD_IA".into(),
+    };
+    assert!(matches!(catalog.set_transition(&rule).await, Err(CatalogError::NoSuchBucket)));
+    catalog.create_bucket("t1", "tr", REPLICA3).await.unwrap();
+    let bad = gc::Transition { class: "GLACIER".into(), ..rule.clone() };
+    assert!(matches!(catalog.set_transition(&bad).await, Err(CatalogError::Invalid(_))));
+    catalog.set_transition(&rule).await.unwrap();
+    // Set again: replaced, not doubled.
+    catalog.set_transition(&rule).await.unwrap();
+    assert_eq!(catalog.transitions(Some("tr")).await.unwrap(), vec![rule.clone()]);
+    assert_eq!(gcc.transitions().await.unwrap(), vec![rule.clone()]);
+
+    let none = WriteCondition::default();
+    let put = |key: &str, extent: u64, modified_ms: i64, policy: Option<Policy>| {
+        let mut o = object(key, "e", vec![slice(extent, 7)]);
+        o.modified_ms = modified_ms;
+        o.info.policy = policy;
+        o
+    };
+    // Old enough: logs/a, logs/c, logs/d; logs/b is young, logs/e already coded, and
+    // "other" and "logt" are outside the prefix.
+    for o in [
+        put("logs/a", 600, 1_000, Some(REPLICA3)),
+        put("logs/b", 601, 90_000, Some(REPLICA3)),
+        put("logs/c", 602, 1_000, None),
+        put("logs/d", 603, 1_000, Some(REPLICA3)),
+        put("logs/e", 604, 1_000, Some(ec)),
+        put("logt", 605, 1_000, Some(REPLICA3)),
+        put("other", 606, 1_000, Some(REPLICA3)),
+    ] {
+        catalog.put_object("tr", &o, &none).await.unwrap();
+    }
+    let keys = |d: &[gc::Due]| d.iter().map(|d| d.key.clone()).collect::<Vec<_>>();
+    // Pages of two rows: the cursor carries the scan on; the end says None.
+    let (d, next) = gcc.due(&rule, None, 50_000, 2).await.unwrap();
+    assert_eq!((keys(&d), next.as_deref()), (vec!["logs/a".to_string()], Some("logs/b")));
+    let (d, next) = gcc.due(&rule, next.as_deref(), 50_000, 2).await.unwrap();
+    assert_eq!((keys(&d), next.as_deref()), (vec!["logs/c".to_string(), "logs/d".to_string()], Some("logs/d")));
+    let (d, next) = gcc.due(&rule, next.as_deref(), 50_000, 2).await.unwrap();
+    assert_eq!((keys(&d), next), (vec![], None));
+    let (all, _) = gcc.due(&rule, None, 50_000, 100).await.unwrap();
+    assert_eq!(keys(&all), ["logs/a", "logs/c", "logs/d"]);
+    assert_eq!(all[0].slices, vec![slice(600, 7)]);
+
+    let moved = |e: u64| vec![Slice { extent: ExtentId(e), offset: 0, len: 7, crc: 1 }];
+    assert!(gcc.transit(&all[0].owner, &all[0].slices, &moved(700), &rule).await.unwrap());
+    let a = catalog.object("tr", "logs/a").await.unwrap().unwrap();
+    assert_eq!(a.slices, moved(700));
+    assert_eq!((a.info.policy, a.info.storage_class.map(|c| c.name())), (Some(ec), Some("STANDARD_IA")));
+    assert_eq!(a.info.content_type.as_deref(), Some("text/plain"), "the rest of the info is kept");
+    assert_eq!((live(catalog, 600).await, live(catalog, 700).await), (0, 7));
+    // Moved: no longer due; the same switch again finds the row changed.
+    assert!(!gcc.transit(&all[0].owner, &all[0].slices, &moved(700), &rule).await.unwrap());
+    let (d, _) = gcc.due(&rule, None, 50_000, 100).await.unwrap();
+    assert_eq!(keys(&d), ["logs/c", "logs/d"]);
+    // An overwrite between the scan and the switch wins.
+    catalog.put_object("tr", &put("logs/c", 607, 2_000, Some(REPLICA3)), &none).await.unwrap();
+    assert!(!gcc.transit(&d[0].owner, &d[0].slices, &moved(701), &rule).await.unwrap());
+    let c = catalog.object("tr", "logs/c").await.unwrap().unwrap();
+    assert_eq!((c.slices, c.info.policy), (vec![slice(607, 7)], Some(REPLICA3)));
+    assert_eq!(live(catalog, 701).await, 0);
+    assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
+
+    // Off, and gone with the bucket.
+    assert!(catalog.remove_transition("tr", "logs/").await.unwrap());
+    assert!(!catalog.remove_transition("tr", "logs/").await.unwrap());
+    catalog.set_transition(&rule).await.unwrap();
+    for k in ["logs/a", "logs/b", "logs/c", "logs/d", "logs/e", "logt", "other"] {
+        catalog.delete_object("tr", k).await.unwrap();
+    }
+    catalog.delete_bucket("t1", "tr").await.unwrap();
+    catalog.create_bucket("t2", "tr", REPLICA3).await.unwrap();
+    assert_eq!(catalog.transitions(Some("tr")).await.unwrap(), vec![]);
 }
 
 /// GC's compaction: every row naming an extent is found, and switched to new slices

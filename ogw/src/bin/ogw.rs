@@ -138,6 +138,31 @@ enum Cmd {
         bucket: String,
         policy: Policy,
     },
+    /// Move a bucket's objects to another policy once they are old: "erasure-code
+    /// objects older than 30 days" is `bucket-transition BUCKET --after 30d`. GC rewrites
+    /// them (copy, then switch the row; hot data replicated, cold data coded). Without
+    /// --after or --off, prints the bucket's rules.
+    BucketTransition {
+        #[command(flatten)]
+        db: DbArgs,
+        bucket: String,
+        /// Age (since last written) at which objects move: 30d, 12h, 90s.
+        #[arg(long, value_parser = gc::parse_duration, conflicts_with = "off")]
+        after: Option<std::time::Duration>,
+        /// The policy they move to.
+        #[arg(long, default_value_t = ogw::server::EC_POLICY_DEFAULT)]
+        policy: Policy,
+        /// The storage class they report afterwards (default: STANDARD for a replica
+        /// policy, STANDARD_IA for an erasure-coded one).
+        #[arg(long)]
+        class: Option<String>,
+        /// Only keys under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Remove the rule of this bucket and prefix.
+        #[arg(long)]
+        off: bool,
+    },
     /// Create the master key file if it does not exist.
     MasterKeyCreate { path: PathBuf },
     /// Create a tenant.
@@ -255,6 +280,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
             open_catalog(&db).await?.set_bucket_policy(&bucket, policy).await?;
+        }
+        Cmd::BucketTransition { db, bucket, after, policy, class, prefix, off } => {
+            let catalog = open_catalog(&db).await?;
+            if off {
+                if !catalog.remove_transition(&bucket, &prefix).await? {
+                    bail!("bucket {bucket} has no transition rule for prefix {prefix:?}");
+                }
+            } else if let Some(after) = after {
+                let class = class.unwrap_or_else(|| ogw::class::class_of(policy).name().to_string());
+                let rule = gc::Transition { bucket, prefix, after, policy, class };
+                catalog.set_transition(&rule).await?;
+            } else {
+                for t in catalog.transitions(Some(&bucket)).await? {
+                    println!("{}\t{:?}\t{}s\t{}\t{}", t.bucket, t.prefix, t.after.as_secs(), t.policy, t.class);
+                }
+            }
         }
         Cmd::MasterKeyCreate { path } => {
             MasterKey::load_or_create(&path)?;

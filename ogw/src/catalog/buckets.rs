@@ -91,6 +91,8 @@ impl Catalog {
             return Err(CatalogError::BucketNotEmpty);
         }
         sqlx::query(self.db.q("DELETE FROM buckets WHERE name = ?")).bind(name).execute(&mut *tx).await?;
+        // A bucket made later under this name (by anyone) starts without them.
+        sqlx::query(self.db.q("DELETE FROM transitions WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

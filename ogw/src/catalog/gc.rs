@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use client::Slice;
-use gc::{GcError, Named, Status};
-use proto::meta::StreamId;
+use gc::{Due, GcError, Named, Status, Transition};
+use proto::meta::{Policy, StreamId};
 use proto::ExtentId;
 use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents};
-use super::{decode_slices, encode_slices, Catalog, CatalogError, Result};
+use super::{decode_slices, encode_slices, info_json, parse_info, Catalog, CatalogError, Result};
+use crate::class::StorageClass;
 use crate::db::{now_ms, Backend};
 
 /// The one row of the `gc` table.
@@ -205,8 +206,15 @@ impl GcCatalog {
         Ok(out)
     }
 
-    /// One attempt of `switch`.
-    async fn switch_once(&self, owner: &str, old: &[Slice], new: &[Slice]) -> Result<bool> {
+    /// One attempt of `switch`; with `to`, the object row also records that policy
+    /// and storage class (a transition).
+    async fn switch_once(
+        &self,
+        owner: &str,
+        old: &[Slice],
+        new: &[Slice],
+        to: Option<(Policy, StorageClass)>,
+    ) -> Result<bool> {
         let db = &self.0.db;
         let (_turn, mut tx) = db.begin().await?;
         let current = self.slices_of(&mut tx, owner).await?;
@@ -216,14 +224,33 @@ impl GcCatalog {
         lock_extents(db, &mut tx, old, new).await?;
         drop_refs(db, &mut tx, owner, old).await?;
         add_refs(db, &mut tx, owner, new).await?;
-        let q = match row_of(owner)? {
-            Owner::Object(rid) => {
+        let q = match (row_of(owner)?, to) {
+            (Owner::Object(rid), Some((policy, class))) => {
+                // The row is locked (by `slices_of`, or SQLite's writer lock).
+                let info: String = sqlx::query_scalar(db.q("SELECT info FROM objects WHERE rid = ?"))
+                    .bind(rid)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut info = parse_info(&info)?;
+                info.policy = Some(policy);
+                info.storage_class = Some(class);
+                sqlx::query(db.q("UPDATE objects SET slices = ?, info = ? WHERE rid = ?"))
+                    .bind(encode_slices(new))
+                    .bind(info_json(&info))
+                    .bind(rid)
+            }
+            (Owner::Part(..), Some(_)) => {
+                return Err(CatalogError::Other(format!("{owner}: only objects have transitions")));
+            }
+            (Owner::Object(rid), None) => {
                 sqlx::query(db.q("UPDATE objects SET slices = ? WHERE rid = ?")).bind(encode_slices(new)).bind(rid)
             }
-            Owner::Part(up, num) => sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
-                .bind(encode_slices(new))
-                .bind(up)
-                .bind(num),
+            (Owner::Part(up, num), None) => {
+                sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
+                    .bind(encode_slices(new))
+                    .bind(up)
+                    .bind(num)
+            }
         };
         q.execute(&mut *tx).await?;
         tx.commit().await?;
@@ -276,7 +303,33 @@ impl gc::Catalog for GcCatalog {
     }
 
     async fn switch(&self, owner: &str, old: &[Slice], new: &[Slice]) -> std::result::Result<bool, GcError> {
-        Catalog::retry(false, || self.switch_once(owner, old, new)).await.map_err(err)
+        Catalog::retry(false, || self.switch_once(owner, old, new, None)).await.map_err(err)
+    }
+
+    async fn transitions(&self) -> std::result::Result<Vec<Transition>, GcError> {
+        self.0.transitions(None).await.map_err(err)
+    }
+
+    async fn due(
+        &self,
+        rule: &Transition,
+        after: Option<&str>,
+        before_ms: i64,
+        limit: usize,
+    ) -> std::result::Result<(Vec<Due>, Option<String>), GcError> {
+        self.0.due(rule, after, before_ms, limit).await.map_err(err)
+    }
+
+    async fn transit(
+        &self,
+        owner: &str,
+        old: &[Slice],
+        new: &[Slice],
+        rule: &Transition,
+    ) -> std::result::Result<bool, GcError> {
+        let class = StorageClass::from_name(&rule.class)
+            .ok_or_else(|| GcError::Catalog(format!("unknown storage class {:?}", rule.class)))?;
+        Catalog::retry(false, || self.switch_once(owner, old, new, Some((rule.policy, class)))).await.map_err(err)
     }
 
     async fn set_low_water(&self, writer: &str, low: ExtentId) -> std::result::Result<(), GcError> {

@@ -12,6 +12,7 @@ mod objects;
 mod refs;
 mod streams;
 mod tenants;
+mod transitions;
 mod uploads;
 
 use std::collections::BTreeMap;
