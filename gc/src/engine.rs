@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use client::{ClientError, DataNodeClient, MetaClient, Slice, StreamClient, StreamConfig, StreamWriter};
 use futures::StreamExt;
@@ -31,10 +32,10 @@ use proto::{ExtentError, ExtentId, NodeId};
 use tokio::sync::watch;
 
 use crate::limits::{
-    COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX, TRANSITION_BYTES_PER_PASS,
-    TRANSITION_SCAN_ROWS,
+    COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX, PROGRESS_EVERY,
+    TRANSITION_BYTES_PER_PASS, TRANSITION_SCAN_ROWS,
 };
-use crate::{now_ms, Catalog, Config, GcError, GC_WRITER};
+use crate::{now_ms, Catalog, Config, GcError, Status, GC_WRITER};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,11 +49,15 @@ pub struct PassReport {
     pub bytes_compacted: u64,
     pub transitioned: u64,
     pub bytes_transitioned: u64,
+    /// Time spent compacting and moving objects (both copy bytes).
+    pub compaction_ms: u64,
+    pub transition_ms: u64,
 }
 
 impl PassReport {
+    /// Whether the pass did nothing (time spent looking is not doing).
     pub fn is_empty(&self) -> bool {
-        *self == PassReport::default()
+        PassReport { compaction_ms: 0, transition_ms: 0, ..self.clone() } == PassReport::default()
     }
 }
 
@@ -143,7 +148,8 @@ impl<C: Catalog> Gc<C> {
         if !self.catalog.try_lease(&self.cfg.holder, self.cfg.lease()).await? {
             return Ok(None);
         }
-        let mut st = self.catalog.load_status().await?.unwrap_or_default();
+        let base = self.catalog.load_status().await?.unwrap_or_default();
+        let mut progress = Progress { base, saved: Instant::now() };
         let mut r = PassReport::default();
         // GC's own writers are idle between passes: what they wrote is below their floors.
         let floor = {
@@ -163,7 +169,7 @@ impl<C: Catalog> Gc<C> {
             r.deleted += deleted.len() as u64;
         }
         let copies_pending = self.delete_copies(&mut r).await?;
-        self.compact(sparse, &mut r).await?;
+        self.compact(sparse, &mut r, &mut progress).await?;
         let before = now - self.cfg.upload_age.as_millis() as i64;
         for id in self.catalog.stale_uploads(before).await? {
             if self.catalog.abort_upload(&id).await? {
@@ -173,24 +179,18 @@ impl<C: Catalog> Gc<C> {
         }
         // Last: a rule that cannot be served now (too few datanodes for its policy) does
         // not hold up the rest, and says why in the status.
-        let transition_error = self.transition(&mut r).await.err().map(|e| {
+        let t = Instant::now();
+        let transition_error = self.transition(&mut r, &mut progress).await.err().map(|e| {
             tracing::warn!("gc: transitions: {e}");
             format!("transitions: {e}")
         });
+        r.transition_ms = t.elapsed().as_millis() as u64;
 
         let pending: Vec<(&ExtentId, &i64)> = doomed.iter().filter(|(e, _)| !due.contains(e)).collect();
+        let mut st = totals(&progress.base, &r);
         st.holder = self.cfg.holder.clone();
         st.last_pass_ms = now_ms();
         st.passes += 1;
-        st.extents_doomed_total += r.doomed;
-        st.extents_deleted_total += r.deleted;
-        st.copies_deleted_total += r.copies_deleted;
-        st.bytes_reclaimed_total += r.bytes_reclaimed;
-        st.uploads_aborted_total += r.uploads_aborted;
-        st.extents_compacted_total += r.compacted;
-        st.bytes_compacted_total += r.bytes_compacted;
-        st.objects_transitioned_total += r.transitioned;
-        st.bytes_transitioned_total += r.bytes_transitioned;
         st.extents_pending = pending.len() as u64;
         st.bytes_pending = pending.iter().map(|(e, _)| sizes.get(*e).copied().unwrap_or(0)).sum();
         st.oldest_pending_ms = pending.iter().map(|(_, &at)| at).min();
@@ -247,7 +247,8 @@ impl<C: Catalog> Gc<C> {
 
     /// Step 4: the sparsest extents, up to `COMPACTIONS_PER_PASS`. An extent that
     /// cannot be compacted now (a slice unreadable) is left for a later pass.
-    async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport) -> Result<(), GcError> {
+    async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport, p: &mut Progress) -> Result<(), GcError> {
+        let t = Instant::now();
         let skip = self.uncompactable.lock().clone();
         for s in sparse.into_iter().filter(|s| !skip.contains(&s.info.id)).take(COMPACTIONS_PER_PASS) {
             match self.compact_one(&s.info).await {
@@ -260,6 +261,8 @@ impl<C: Catalog> Gc<C> {
                     );
                     r.compacted += 1;
                     r.bytes_compacted += bytes;
+                    r.compaction_ms = t.elapsed().as_millis() as u64;
+                    p.tick(&self.catalog, r).await;
                 }
                 Err(GcError::Stream(e)) => {
                     tracing::warn!("gc: compacting extent {} failed, not trying it again: {e}", s.info.id);
@@ -268,6 +271,7 @@ impl<C: Catalog> Gc<C> {
                 Err(e) => return Err(e),
             }
         }
+        r.compaction_ms = t.elapsed().as_millis() as u64;
         Ok(())
     }
 
@@ -328,7 +332,8 @@ impl<C: Catalog> Gc<C> {
     /// bytes; the copy is garbage). At most `TRANSITION_BYTES_PER_PASS` a pass; each
     /// rule's scan goes on where the last pass left it. Copies sharing slices share
     /// their new ones when moved in the same pass.
-    async fn transition(&self, r: &mut PassReport) -> Result<(), GcError> {
+    async fn transition(&self, r: &mut PassReport, p: &mut Progress) -> Result<(), GcError> {
+        let t = Instant::now();
         let mut budget = TRANSITION_BYTES_PER_PASS;
         let mut copied = 0u64;
         let mut moved: HashMap<(Policy, Slice), Slice> = HashMap::new();
@@ -365,6 +370,8 @@ impl<C: Catalog> Gc<C> {
                     tracing::debug!("gc: {}/{} moved to {} ({bytes} bytes copied)", rule.bucket, d.key, rule.policy);
                     r.transitioned += 1;
                     r.bytes_transitioned += bytes;
+                    r.transition_ms = t.elapsed().as_millis() as u64;
+                    p.tick(&self.catalog, r).await;
                     moved.extend(mine.into_iter().map(|(s, c)| ((rule.policy, s), c)));
                 } else {
                     tracing::debug!("gc: {}/{} changed during its transition; the copy is garbage", rule.bucket, d.key);
@@ -444,6 +451,43 @@ impl<C: Catalog> Gc<C> {
         }
         Ok(pending)
     }
+}
+
+/// The status a pass started from; saved with the pass's counters so far while it
+/// copies (at most every `PROGRESS_EVERY`), so `gc status` shows a long pass move.
+struct Progress {
+    base: Status,
+    saved: Instant,
+}
+
+impl Progress {
+    async fn tick<C: Catalog>(&mut self, catalog: &C, r: &PassReport) {
+        if self.saved.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.saved = Instant::now();
+        // Best effort: the pass's own save at its end is the one that counts.
+        if let Err(e) = catalog.save_status(&totals(&self.base, r)).await {
+            tracing::debug!("gc: saving progress: {e}");
+        }
+    }
+}
+
+/// `base` with a pass's counters added.
+fn totals(base: &Status, r: &PassReport) -> Status {
+    let mut st = base.clone();
+    st.extents_doomed_total += r.doomed;
+    st.extents_deleted_total += r.deleted;
+    st.copies_deleted_total += r.copies_deleted;
+    st.bytes_reclaimed_total += r.bytes_reclaimed;
+    st.uploads_aborted_total += r.uploads_aborted;
+    st.extents_compacted_total += r.compacted;
+    st.bytes_compacted_total += r.bytes_compacted;
+    st.objects_transitioned_total += r.transitioned;
+    st.bytes_transitioned_total += r.bytes_transitioned;
+    st.compaction_ms_total += r.compaction_ms;
+    st.transition_ms_total += r.transition_ms;
+    st
 }
 
 /// What step 1 found: doomed extents with when, device bytes per extent, sparse ones.

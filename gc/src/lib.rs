@@ -198,6 +198,10 @@ pub struct Status {
     /// Objects moved to another policy by a transition rule, and their bytes.
     pub objects_transitioned_total: u64,
     pub bytes_transitioned_total: u64,
+    /// Time passes spent compacting, and moving objects by transition rules (the
+    /// copying rates are the bytes over these).
+    pub compaction_ms_total: u64,
+    pub transition_ms_total: u64,
     /// Doomed extents waiting for their grace period to end.
     pub extents_pending: u64,
     /// Device bytes the doomed extents hold (all copies).

@@ -35,6 +35,9 @@ pub const COMPACTIONS_PER_PASS: usize = 16;
 pub const TRANSITION_BYTES_PER_PASS: u64 = 1 << 30;
 /// Object rows one transition scan looks at, per rule and pass.
 pub const TRANSITION_SCAN_ROWS: usize = 1000;
+/// A pass that copies (compaction, transitions) saves its counters so far at most this
+/// often, so `gc status` shows it move.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Extents given to the metanode in one delete command.
 pub const DELETE_BATCH_MAX: usize = 256;
 /// Datanode deletes in flight at once.
