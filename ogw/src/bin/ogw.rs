@@ -86,19 +86,19 @@ enum Cmd {
         #[arg(long)]
         ec_policy: Option<Policy>,
         /// GC: time between dooming unnamed data and deleting it (reads that started
-        /// before a delete finish within it).
-        #[arg(long, value_parser = gc::parse_duration, default_value = "60s")]
-        gc_grace: Duration,
-        /// GC: time between two passes.
-        #[arg(long, value_parser = gc::parse_duration, default_value = "15s")]
-        gc_interval: Duration,
-        /// GC: multipart uploads older than this are aborted.
-        #[arg(long, value_parser = gc::parse_duration, default_value = "7d")]
-        gc_upload_age: Duration,
+        /// before a delete finish within it) [default: 60s].
+        #[arg(long, value_parser = gc::parse_duration)]
+        gc_grace: Option<Duration>,
+        /// GC: time between two passes [default: 15s].
+        #[arg(long, value_parser = gc::parse_duration)]
+        gc_interval: Option<Duration>,
+        /// GC: multipart uploads older than this are aborted [default: 7d].
+        #[arg(long, value_parser = gc::parse_duration)]
+        gc_upload_age: Option<Duration>,
         /// GC: sealed extents with less than this share of their bytes still named are
-        /// rewritten (compacted); 0% never compacts.
-        #[arg(long, value_parser = gc::parse_fraction, default_value = "50%")]
-        gc_compact_below: f64,
+        /// rewritten (compacted); 0% never compacts [default: 50%].
+        #[arg(long, value_parser = gc::parse_fraction)]
+        gc_compact_below: Option<f64>,
         #[command(flatten)]
         streams: StreamArgs,
     },
@@ -245,12 +245,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 db,
                 domains: domain,
                 ec_policy,
-                gc: gc::Config {
-                    grace: gc_grace,
-                    interval: gc_interval,
-                    upload_age: gc_upload_age,
-                    compact_below: gc_compact_below,
-                    ..gc::Config::standalone()
+                gc: {
+                    let d = gc::Config::standalone();
+                    gc::Config {
+                        grace: gc_grace.unwrap_or(d.grace),
+                        interval: gc_interval.unwrap_or(d.interval),
+                        upload_age: gc_upload_age.unwrap_or(d.upload_age),
+                        compact_below: gc_compact_below.unwrap_or(d.compact_below),
+                        ..d
+                    }
                 },
                 stream: streams.config()?,
             };

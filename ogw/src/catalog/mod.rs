@@ -1,6 +1,8 @@
-//! The gateway's catalog: tenants, access keys, buckets, objects, multipart uploads and
-//! garbage in SQL (`db`). Every change that replaces or drops object bytes runs in one
-//! transaction that also records the dropped slices in `garbage` (what GC will reclaim).
+//! The gateway's catalog: tenants, access keys, buckets, objects and multipart uploads in
+//! SQL (`db`). Every change that replaces or drops object bytes runs in one transaction
+//! that also drops the rows' extent references (`refs`: what GC trusts). The `garbage`
+//! table of schema version 1 is no longer written (it grew by a row per overwrite,
+//! forever, and GC never trusted it).
 //! The records, the error and what the families share are here; one file per family:
 //! `tenants` (and their keys), `buckets`, `objects` (and the listing reader),
 //! `uploads` (multipart), `streams` (the gateway's own LogStreams); `refs` keeps which
@@ -25,7 +27,7 @@ use sqlx::Row;
 
 use crate::checksum::{Checksum, Kind};
 use crate::class::StorageClass;
-use crate::db::{now_ms, retryable, Db, Tx};
+use crate::db::{retryable, Db};
 use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
 pub use gc::GcCatalog;
@@ -216,31 +218,6 @@ impl WriteCondition {
     }
 }
 
-/// Why slices became garbage (the `garbage.reason` column, by these names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dropped {
-    /// The object was replaced by a PUT, copy or completed upload.
-    Overwrite,
-    Delete,
-    /// A part was uploaded again under the same number.
-    PartOverwrite,
-    /// A part uploaded but left out of the completed object.
-    UnusedPart,
-    Abort,
-}
-
-impl Dropped {
-    fn name(self) -> &'static str {
-        match self {
-            Dropped::Overwrite => "overwrite",
-            Dropped::Delete => "delete",
-            Dropped::PartOverwrite => "part-overwrite",
-            Dropped::UnusedPart => "unused-part",
-            Dropped::Abort => "abort",
-        }
-    }
-}
-
 /// The catalog in one SQL database; secrets sealed with `key`.
 #[derive(Clone)]
 pub struct Catalog {
@@ -249,20 +226,6 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Records `slices` (encoded) as garbage in `tx`.
-    async fn garbage(&self, tx: &mut Tx, slices: &[u8], reason: Dropped) -> Result<()> {
-        if slices.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(self.db.q("INSERT INTO garbage (slices, reason, created) VALUES (?, ?, ?)"))
-            .bind(slices)
-            .bind(reason.name())
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
     /// Runs a transaction again while it loses a race (unique key, deadlock,
     /// serialization), up to `TX_ATTEMPTS` times. A race still lost then by a
     /// conditional write means another conditional writer won: `PreconditionFailed`.
@@ -288,16 +251,6 @@ impl Catalog {
                 r => return r,
             }
         }
-    }
-
-    /// Bytes recorded as garbage (for tests and the GC issue).
-    pub async fn garbage_slices(&self) -> Result<Vec<Slice>> {
-        let rows = sqlx::query(self.db.q("SELECT slices FROM garbage ORDER BY id")).fetch_all(&self.db.pool).await?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.extend(decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?);
-        }
-        Ok(out)
     }
 }
 

@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Dropped, Object, Result, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Object, Result, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -35,9 +35,9 @@ impl Catalog {
         })
     }
 
-    /// Drops the object row at `key`, if any, with its extent references, recording its
-    /// slices as garbage; whether there was one.
-    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str, reason: Dropped) -> Result<bool> {
+    /// Drops the object row at `key`, if any, with its extent references; whether there
+    /// was one.
+    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
         let Some(cur) = self.current(tx, bucket, key).await? else { return Ok(false) };
         let old = cur.slices;
         // A row without an id was written by a gateway older than schema version 2
@@ -45,7 +45,6 @@ impl Catalog {
         if let Some(rid) = cur.rid {
             drop_refs(&self.db, tx, &object_owner(&rid), &decode_slices(&old)?).await?;
         }
-        self.garbage(tx, &old, reason).await?;
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
             .bind(key.as_bytes())
@@ -55,7 +54,7 @@ impl Catalog {
     }
 
     /// Writes `o` in `tx` in place of the current object at its key, if `cond` allows;
-    /// the replaced object's slices become garbage.
+    /// the replaced object's slices are then named by nothing.
     pub(super) async fn replace_object(
         &self,
         tx: &mut Tx,
@@ -71,7 +70,7 @@ impl Catalog {
         };
         lock_extents(&self.db, tx, &was, &o.slices).await?;
         if cur.is_some() {
-            self.drop_current(tx, bucket, &o.key, Dropped::Overwrite).await?;
+            self.drop_current(tx, bucket, &o.key).await?;
         }
         let rid = new_rid();
         add_refs(&self.db, tx, &object_owner(&rid), &o.slices).await?;
@@ -92,7 +91,7 @@ impl Catalog {
     }
 
     /// Writes `o` under `bucket`, replacing what was there if `cond` allows; the
-    /// replaced object's slices become garbage. Atomic: of concurrent conditional
+    /// replaced object's slices are then named by nothing. Atomic: of concurrent conditional
     /// writes to one key, exactly one meets the condition.
     pub async fn put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
         Catalog::retry(cond.is_conditional(), || async {
@@ -104,11 +103,12 @@ impl Catalog {
         .await
     }
 
-    /// Deletes a key (nothing happens when it is absent); its slices become garbage.
+    /// Deletes a key (nothing happens when it is absent); its slices are then named by
+    /// nothing.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            let dropped = self.drop_current(&mut tx, bucket, key, Dropped::Delete).await?;
+            let dropped = self.drop_current(&mut tx, bucket, key).await?;
             tx.commit().await?;
             Ok(dropped)
         })

@@ -1,13 +1,13 @@
 //! Multipart uploads: create, find, list, store a part (replacing an earlier one of the
 //! same number), complete into an object, abort. The slices of parts that are replaced,
-//! left out of the completed object or aborted become garbage in the same transaction.
+//! left out of the completed object or aborted lose their references in the same transaction.
 
 use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, part_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Dropped, Object,
-    ObjectInfo, Part, Result, Upload, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Object, ObjectInfo, Part,
+    Result, Upload, WriteCondition,
 };
 use crate::db::{now_ms, Backend, Tx};
 
@@ -83,7 +83,7 @@ impl Catalog {
     }
 
     /// Stores a part, replacing an earlier upload of the same number (whose slices
-    /// become garbage).
+    /// are named by nothing).
     pub async fn put_part(&self, upload: &str, p: &Part) -> Result<()> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
@@ -102,10 +102,8 @@ impl Catalog {
                 None => Vec::new(),
             };
             lock_extents(&self.db, &mut tx, &was, &p.slices).await?;
-            if let Some(r) = old {
-                let s: Vec<u8> = r.try_get("slices")?;
+            if old.is_some() {
                 drop_refs(&self.db, &mut tx, &owner, &was).await?;
-                self.garbage(&mut tx, &s, Dropped::PartOverwrite).await?;
                 sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ? AND num = ?"))
                     .bind(upload)
                     .bind(p.num as i64)
@@ -146,21 +144,14 @@ impl Catalog {
     }
 
     /// Completes an upload: the object is written from `parts` (already validated by
-    /// the caller against `parts()`), the upload and all its part records go, and the
-    /// slices of parts not used become garbage. One transaction.
-    pub async fn complete_upload(
-        &self,
-        bucket: &str,
-        upload: &str,
-        o: &Object,
-        used: &[u32],
-        cond: &WriteCondition,
-    ) -> Result<()> {
+    /// the caller against `parts()`), the upload and all its part records go (the
+    /// slices of parts left out are then named by nothing). One transaction.
+    pub async fn complete_upload(&self, bucket: &str, upload: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
             self.require_upload(&mut tx, upload, true).await?;
             self.replace_object(&mut tx, bucket, o, cond).await?;
-            self.drop_parts(&mut tx, upload, used, Dropped::UnusedPart).await?;
+            self.drop_parts(&mut tx, upload).await?;
             sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
@@ -168,9 +159,9 @@ impl Catalog {
         .await
     }
 
-    /// Deletes an upload's part records and their extent references; the slices of
-    /// parts not in `keep` become garbage.
-    async fn drop_parts(&self, tx: &mut Tx, upload: &str, keep: &[u32], reason: Dropped) -> Result<()> {
+    /// Deletes an upload's part records and their extent references (the completed
+    /// object names the slices of the parts it kept itself, added first).
+    async fn drop_parts(&self, tx: &mut Tx, upload: &str) -> Result<()> {
         // Locked: GC may be switching a part to compacted slices right now.
         let rows = sqlx::query(self.locking(
             "SELECT num, slices FROM parts WHERE upload = ?",
@@ -182,24 +173,20 @@ impl Catalog {
         for r in rows {
             let num: i64 = r.try_get("num")?;
             let s: Vec<u8> = r.try_get("slices")?;
-            // The completed object names the kept parts' slices itself (added first).
             drop_refs(&self.db, tx, &part_owner(upload, num as u32), &decode_slices(&s)?).await?;
-            if !keep.contains(&(num as u32)) {
-                self.garbage(tx, &s, reason).await?;
-            }
         }
         sqlx::query(self.db.q("DELETE FROM parts WHERE upload = ?")).bind(upload).execute(&mut **tx).await?;
         Ok(())
     }
 
-    /// Drops an upload; its parts' slices become garbage.
+    /// Drops an upload; its parts' slices are then named by nothing.
     pub async fn abort_upload(&self, upload: &str) -> Result<()> {
         let (_turn, mut tx) = self.db.begin().await?;
         let n = sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
         if n.rows_affected() == 0 {
             return Err(CatalogError::NoSuchUpload);
         }
-        self.drop_parts(&mut tx, upload, &[], Dropped::Abort).await?;
+        self.drop_parts(&mut tx, upload).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -178,7 +178,7 @@ pub(super) async fn complete_multipart_upload(
         }
     }
     let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices };
-    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &a.used, &cond).await?;
+    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
     let mut out = CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -200,7 +200,6 @@ struct Assembled {
     /// The parts' MD5s, concatenated (the object's ETag is their MD5).
     md5s: Vec<u8>,
     sizes: Vec<u64>,
-    used: Vec<u32>,
     /// Each part's checksum and size, when every part has one.
     part_sums: Vec<(String, u64)>,
 }
@@ -233,7 +232,6 @@ fn assemble(wanted: &[CompletedPart], stored: &HashMap<u32, PartRec>) -> S3Resul
         a.md5s.extend(hex::decode(&p.etag).map_err(internal)?);
         a.slices.extend(p.slices.iter().copied());
         a.sizes.push(p.size);
-        a.used.push(n as u32);
     }
     Ok(a)
 }
