@@ -187,6 +187,22 @@ impl DataNodeClient {
         }
     }
 
+    /// The records of `extent`, in order, with their CRC32Cs.
+    pub async fn records(&self, extent: ExtentId) -> Result<Vec<proto::RecordStat>, ClientError> {
+        match self.call(Request::Records { extent }).await? {
+            Response::Records(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks this datanode to make its copy of a sealed extent from the others (repair).
+    pub async fn rebuild(&self, r: proto::Rebuild) -> Result<ExtentStat, ClientError> {
+        match self.call(Request::Rebuild(r)).await? {
+            Response::Stat(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn list(&self) -> Result<Vec<ExtentStat>, ClientError> {
         match self.call(Request::List).await? {
             Response::List(v) => Ok(v),

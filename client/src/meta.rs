@@ -235,6 +235,11 @@ impl MetaClient {
     }
 
     /// Deleted extents whose copies are not all confirmed gone.
+    /// What repair sees and does (the leader's view).
+    pub async fn repairs(&self) -> Result<proto::meta::RepairStatus, MetaError> {
+        self.get("/v1/repairs").await
+    }
+
     pub async fn tombstones(&self) -> Result<Vec<Tombstone>, MetaError> {
         self.get("/v1/tombstones").await
     }

@@ -7,4 +7,5 @@ pub mod extent;
 pub mod heartbeat;
 mod le;
 pub mod limits;
+pub mod rebuild;
 pub mod server;

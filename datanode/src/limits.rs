@@ -73,3 +73,11 @@ const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= FRAME_BODY_BYTES_MAX as 
 // A payload received aligned is at least a read buffer long, so it is read past the
 // buffer rather than copied through it.
 const _: () = assert!(ALIGNED_PAYLOAD_BYTES_MIN >= READ_BUFFER_BYTES);
+
+/// A rebuild (repair) gives up on a source that does not connect within this.
+pub const REBUILD_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// ... or answer one read (of at most `REBUILD_SPAN_BYTES`) within this.
+pub const REBUILD_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes a rebuild reads from each source and appends at once: whole records up to
+/// this (one record may be longer), so memory per rebuild stays bounded.
+pub const REBUILD_SPAN_BYTES: u64 = 4 << 20;

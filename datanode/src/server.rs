@@ -158,6 +158,8 @@ impl Server {
             Request::Fence { extent, epoch } => s.fence(extent, epoch).await.map(Response::Stat),
             Request::List => Ok(Response::List(s.list())),
             Request::NodeStat => Ok(Response::NodeStat(NodeStat { node: self.node, devices: s.device_stats() })),
+            Request::Records { extent } => s.records(extent).map(Response::Records),
+            Request::Rebuild(r) => crate::rebuild::rebuild(s, r).await.map(Response::Stat),
             Request::Append { .. } => unreachable!("appends are handled by the reader"),
         }
     }

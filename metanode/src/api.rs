@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use proto::meta::{
     AllocateExtent, CopiesGone, CreateStream, DeleteExtents, ExtentInfo, Heartbeat, Member, MemberId, MetaError,
-    NodeInfo, OpenStream, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId, StreamInfo, StreamView,
-    Tombstone,
+    NodeInfo, OpenStream, RegisterNode, RepairStatus, ReportBad, SealExtent, SetNodeState, Status, StreamId,
+    StreamInfo, StreamView, Tombstone,
 };
 use proto::{ExtentId, NodeId};
 
@@ -107,6 +107,7 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/extents/{id}/seal", post(seal))
         .route("/v1/extents/{id}/bad", post(report_bad))
         .route("/v1/tombstones", get(tombstones))
+        .route("/v1/repairs", get(repairs))
         .route("/v1/tombstones/{id}/gone", post(copies_gone))
         .route("/v1/admin/members", post(add_member))
         .route("/v1/admin/members/{id}", delete(remove_member))
@@ -183,6 +184,12 @@ async fn report_bad(State(n): App, Id(id): Id<ExtentId>, Body(r): Body<ReportBad
 
 async fn delete_extents(State(n): App, Body(r): Body<DeleteExtents>) -> ApiResult<Vec<ExtentId>> {
     Ok(Json(n.delete_extents(r.extents).await?))
+}
+
+/// What repair sees and does; the leader's view (repair runs there).
+async fn repairs(State(n): App) -> ApiResult<RepairStatus> {
+    n.linearizable().await?;
+    Ok(Json(n.repair_status()))
 }
 
 async fn tombstones(State(n): App) -> ApiResult<Vec<Tombstone>> {

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod network;
 pub mod node;
 pub mod placement;
+pub mod repair;
 pub mod state;
 pub mod store;
 

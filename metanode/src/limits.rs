@@ -66,3 +66,17 @@ const _: () = assert!(4 * ms(HEALTH_PERIOD_MIN) <= ms(NODE_GRACE_DEFAULT));
 const _: () = assert!(SNAPSHOT_LOGS_MIN <= SNAPSHOT_LOGS_DEFAULT);
 // A device with the minimum room takes several extents between two heartbeats.
 const _: () = assert!(4 * PLACED_EXTENT_RESERVE_BYTES <= DEVICE_ROOM_BYTES_MIN);
+
+/// A datanode down this long has its copies repaired elsewhere: long enough to wait out
+/// a restart or a short outage (Ceph and GFS wait minutes too), short enough that a
+/// second loss rarely comes first.
+pub const REPAIR_DELAY_DEFAULT: Duration = Duration::from_secs(600);
+/// Repairs in flight at once, cluster-wide.
+pub const REPAIR_CONCURRENCY_DEFAULT: usize = 4;
+/// Repairs writing onto one datanode at once, so that one new node is not flooded.
+pub const REPAIRS_PER_NODE: usize = 2;
+/// How often the leader looks for copies to repair.
+pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
+/// A datanode rebuilding one copy (at most an extent, 256 MiB by default) answers
+/// within this, or the repair is dropped and tried again.
+pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(600);

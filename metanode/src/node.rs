@@ -49,6 +49,10 @@ pub struct Settings {
     pub fence_timeout: Duration,
     /// Shared secret required on every request (and sent to peers), if any.
     pub token: Option<String>,
+    /// A datanode down this long has its copies repaired elsewhere.
+    pub repair_delay: Duration,
+    /// Repairs in flight at once, cluster-wide.
+    pub repair_concurrency: usize,
 }
 
 impl Settings {
@@ -65,6 +69,8 @@ impl Settings {
             placement_seed: None,
             fence_timeout: FENCE_TIMEOUT_DEFAULT,
             token: None,
+            repair_delay: crate::limits::REPAIR_DELAY_DEFAULT,
+            repair_concurrency: crate::limits::REPAIR_CONCURRENCY_DEFAULT,
         }
     }
 }
@@ -93,9 +99,10 @@ pub struct MetaNode {
     pub raft: Raft<TypeConfig>,
     pub shared: Arc<Shared>,
     sm: StateMachine,
-    settings: Settings,
+    pub(crate) settings: Settings,
     soft: Mutex<Soft>,
-    rng: Mutex<StdRng>,
+    pub(crate) rng: Mutex<StdRng>,
+    pub(crate) repair: Mutex<crate::repair::RepairSoft>,
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -137,9 +144,11 @@ impl MetaNode {
             settings,
             soft: Mutex::new(Soft::default()),
             rng: Mutex::new(rng),
+            repair: Mutex::default(),
         });
         node.maybe_initialize().await?;
         tokio::spawn(health_loop(Arc::downgrade(&node)));
+        tokio::spawn(crate::repair::repair_loop(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -481,6 +490,12 @@ impl MetaNode {
             extents: st.extents.len(),
             tombstones: st.tombstones.len(),
         }
+    }
+
+    /// Every datanode as placement sees it now.
+    pub(crate) fn candidates<'a>(&self, st: &'a crate::state::State) -> Vec<Candidate<'a>> {
+        let soft = self.soft.lock();
+        st.nodes.values().map(|n| candidate(&soft, n)).collect()
     }
 
     /// Bytes of RocksDB keys and values the state machine holds.

@@ -114,6 +114,34 @@ pub fn place(cands: &[Candidate<'_>], policy: Policy, rng: &mut impl Rng) -> Res
     Ok(chosen)
 }
 
+/// Where a copy made by repair goes: an `Up` candidate with room that is not in
+/// `exclude` (the nodes holding, or about to hold, a copy of the extent), in a failure
+/// domain none of `others` (the nodes of the copies that stay) is in when there is one.
+pub fn place_one(
+    cands: &[Candidate<'_>],
+    exclude: &[NodeId],
+    others: &[&NodeInfo],
+    width: usize,
+    rng: &mut impl Rng,
+) -> Result<Replica, MetaError> {
+    let healthy: Vec<&Candidate<'_>> = cands
+        .iter()
+        .filter(|c| c.node.state == NodeState::Up && !exclude.contains(&c.node.id) && c.room() > 0)
+        .collect();
+    if healthy.is_empty() {
+        return Err(MetaError::NoSpace { policy: "a repair".into(), need: 1, have: 0 });
+    }
+    let spread = spread_for(cands, width);
+    let taken: HashSet<_> = others.iter().map(|n| domain(n, spread)).collect();
+    let apart: Vec<&Candidate<'_>> =
+        healthy.iter().copied().filter(|c| !taken.contains(&domain(c.node, spread))).collect();
+    let pool = if apart.is_empty() { &healthy } else { &apart };
+    let c = weighted(pool, |c| c.room(), rng).expect("room() > 0");
+    let devices: Vec<&Device> = c.devices.iter().filter(|d| d.room() > 0).collect();
+    let dev = weighted(&devices, Device::room, rng).expect("room() > 0");
+    Ok(Replica { node: c.node.id, device: dev.id })
+}
+
 /// One item drawn with probability proportional to its weight (all weights > 0).
 fn weighted<'t, T>(items: &[&'t T], weight: impl Fn(&T) -> u64, rng: &mut impl Rng) -> Option<&'t T> {
     let total: u128 = items.iter().map(|i| weight(i) as u128).sum();

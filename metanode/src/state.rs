@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use proto::meta::{
-    ExtentInfo, MetaError, NodeInfo, NodeState, Policy, RegisterNode, Replica, StreamId, StreamInfo, StreamView,
-    Tombstone,
+    ExtentInfo, MetaError, NodeInfo, NodeState, Policy, RegisterNode, Repair, Replica, StreamId, StreamInfo,
+    StreamView, Tombstone,
 };
 use proto::{Epoch, ExtentId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,22 @@ pub enum Command {
         extent: ExtentId,
         nodes: Vec<NodeId>,
     },
+    /// Repair starts making `copy` to replace the copy in `slot` of the sealed `extent`.
+    BeginRepair {
+        extent: ExtentId,
+        slot: u32,
+        copy: Replica,
+        at_ms: u64,
+    },
+    /// The repair of `extent`'s `slot` by `copy` ended: `done` (the copy is written,
+    /// sealed and read back) makes it the replica and the old copy a stray to delete;
+    /// otherwise the copy is a stray.
+    EndRepair {
+        extent: ExtentId,
+        slot: u32,
+        copy: Replica,
+        done: bool,
+    },
 }
 
 /// What a command produced.
@@ -91,6 +107,7 @@ pub enum Key {
     Stream(StreamId),
     Extent(ExtentId),
     Tombstone(ExtentId),
+    Repairs(ExtentId),
     Counters,
 }
 
@@ -109,6 +126,9 @@ pub struct State {
     #[serde(default)]
     pub tombstones: BTreeMap<ExtentId, Tombstone>,
     pub counters: Counters,
+    /// Copies being made by repair, per extent (see `Repair`).
+    #[serde(default)]
+    pub repairs: BTreeMap<ExtentId, Vec<Repair>>,
 }
 
 impl State {
@@ -229,6 +249,94 @@ impl State {
                 self.copies_gone(extent, &nodes, dirty);
                 Ok(Reply::Done)
             }
+            Command::BeginRepair { extent, slot, copy, at_ms } => self.begin_repair(extent, slot, copy, at_ms, dirty),
+            Command::EndRepair { extent, slot, copy, done } => Ok(self.end_repair(extent, slot, copy, done, dirty)),
+        }
+    }
+
+    /// The nodes that hold, or may hold, a copy of `extent`: its replicas, the copies
+    /// repair is making, and those waiting for deletion.
+    pub fn holders(&self, extent: ExtentId) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> =
+            self.extents.get(&extent).map(|e| e.replicas.iter().map(|r| r.node).collect()).unwrap_or_default();
+        v.extend(self.repairs.get(&extent).into_iter().flatten().map(|r| r.copy.node));
+        v.extend(self.tombstones.get(&extent).into_iter().flat_map(|t| t.replicas.iter().map(|r| r.node)));
+        v
+    }
+
+    fn begin_repair(
+        &mut self,
+        extent: ExtentId,
+        slot: u32,
+        copy: Replica,
+        at_ms: u64,
+        dirty: &mut Vec<Key>,
+    ) -> Outcome {
+        let e = self.extents.get(&extent).ok_or(MetaError::NoSuchExtent { id: extent })?;
+        if e.sealed_len.is_none() {
+            return Err(MetaError::conflict(format!("extent {extent} is open: its writer seals it first")));
+        }
+        if slot as usize >= e.replicas.len() {
+            return Err(MetaError::invalid(format!("extent {extent} has no slot {slot}")));
+        }
+        if self.repairs.get(&extent).is_some_and(|v| v.iter().any(|r| r.slot == slot)) {
+            return Err(MetaError::conflict(format!("slot {slot} of extent {extent} is being repaired already")));
+        }
+        if self.holders(extent).contains(&copy.node) {
+            return Err(MetaError::conflict(format!("datanode {} holds a copy of extent {extent} already", copy.node)));
+        }
+        let n = self.nodes.get(&copy.node).ok_or(MetaError::NoSuchNode { id: copy.node })?;
+        if n.state != NodeState::Up {
+            return Err(MetaError::unavailable(format!("datanode {} is {:?}", copy.node, n.state)));
+        }
+        if !n.devices.iter().any(|d| d.id == copy.device) {
+            return Err(MetaError::invalid(format!("datanode {} has no device {}", copy.node, copy.device)));
+        }
+        self.repairs.entry(extent).or_default().push(Repair { slot, copy, since_ms: at_ms });
+        dirty.push(Key::Repairs(extent));
+        Ok(Reply::Done)
+    }
+
+    /// See `Command::EndRepair`. An extent deleted meanwhile took the copy into its
+    /// tombstone already, and a repair not in progress is a retry: both change nothing.
+    fn end_repair(&mut self, extent: ExtentId, slot: u32, copy: Replica, done: bool, dirty: &mut Vec<Key>) -> Reply {
+        let Some(v) = self.repairs.get_mut(&extent) else { return Reply::Done };
+        let Some(i) = v.iter().position(|r| r.slot == slot && r.copy == copy) else { return Reply::Done };
+        v.remove(i);
+        if v.is_empty() {
+            self.repairs.remove(&extent);
+        }
+        dirty.push(Key::Repairs(extent));
+        let e = self.extents.get_mut(&extent).expect("repairs are dropped with their extent");
+        let stray = if done {
+            let old = std::mem::replace(&mut e.replicas[slot as usize], copy);
+            e.bad.retain(|&n| n != old.node);
+            dirty.push(Key::Extent(extent));
+            old
+        } else {
+            copy
+        };
+        let (stream, policy, sealed_len) = (e.stream, e.policy, e.sealed_len);
+        let reply = Reply::Extent(e.clone());
+        self.add_strays(Tombstone { extent, stream, policy, replicas: vec![stray], sealed_len }, dirty);
+        reply
+    }
+
+    /// Adds `t`'s copies to the extent's tombstone (made if there is none).
+    fn add_strays(&mut self, t: Tombstone, dirty: &mut Vec<Key>) {
+        dirty.push(Key::Tombstone(t.extent));
+        match self.tombstones.get_mut(&t.extent) {
+            Some(have) => {
+                for r in t.replicas {
+                    if !have.replicas.contains(&r) {
+                        have.replicas.push(r);
+                    }
+                }
+                have.sealed_len = have.sealed_len.or(t.sealed_len);
+            }
+            None => {
+                self.tombstones.insert(t.extent, t);
+            }
         }
     }
 
@@ -254,18 +362,19 @@ impl State {
         deleted
     }
 
-    /// Replaces extent `id` by its tombstone, which names every copy to delete.
+    /// Replaces extent `id` by its tombstone, which names every copy to delete: its
+    /// replicas, the copies repair was making (whose repair ends with nothing to do)
+    /// and the strays a repair left.
     fn bury(&mut self, id: ExtentId, dirty: &mut Vec<Key>) {
         let Some(e) = self.extents.remove(&id) else { return };
-        dirty.extend([Key::Extent(id), Key::Tombstone(id)]);
-        let t = Tombstone {
-            extent: id,
-            stream: e.stream,
-            policy: e.policy,
-            replicas: e.replicas,
-            sealed_len: e.sealed_len,
-        };
-        self.tombstones.insert(id, t);
+        dirty.push(Key::Extent(id));
+        let mut replicas = e.replicas;
+        if let Some(v) = self.repairs.remove(&id) {
+            replicas.extend(v.iter().map(|r| r.copy));
+            dirty.push(Key::Repairs(id));
+        }
+        let t = Tombstone { extent: id, stream: e.stream, policy: e.policy, replicas, sealed_len: e.sealed_len };
+        self.add_strays(t, dirty);
     }
 
     /// Forgets the copies of `extent` on `nodes`, and the tombstone with its last copy.
@@ -573,6 +682,71 @@ mod tests {
         assert_eq!(st.tombstones.keys().copied().collect::<Vec<_>>(), vec![e2, e3, e4.id, e5.id]);
         assert_eq!(st.tombstones[&e5.id].sealed_len, None);
         assert_eq!(st.tombstones[&e3].sealed_len, Some(5));
+    }
+
+    #[test]
+    fn repair_replaces_a_copy_only_when_done_and_gc_takes_what_repair_was_making() {
+        let mut st = State::default();
+        let (s, [e1, e2, e3]) = three_extents(&mut st);
+        run(&mut st, Command::RegisterNode(node(NodeId(4)))).unwrap();
+        run(&mut st, Command::RegisterNode(node(NodeId(5)))).unwrap();
+        let begin = |extent, slot, n: u64| Command::BeginRepair {
+            extent,
+            slot,
+            copy: Replica { node: NodeId(n), device: 0 },
+            at_ms: 7,
+        };
+        let end = |extent, slot, n: u64, done| Command::EndRepair {
+            extent,
+            slot,
+            copy: Replica { node: NodeId(n), device: 0 },
+            done,
+        };
+        // Refused: an open extent, a slot out of range, a node holding a copy, an
+        // unknown or down node; a refusal changes nothing (checked by `run`).
+        assert!(matches!(run(&mut st, begin(e3, 0, 4)), Err(MetaError::Conflict { .. })), "open");
+        assert!(matches!(run(&mut st, begin(e1, 3, 4)), Err(MetaError::Invalid { .. })));
+        assert!(matches!(run(&mut st, begin(e1, 0, 2)), Err(MetaError::Conflict { .. })));
+        assert!(matches!(run(&mut st, begin(e1, 0, 9)), Err(MetaError::NoSuchNode { .. })));
+        run(&mut st, Command::NodeDown { id: NodeId(5) }).unwrap();
+        assert!(matches!(run(&mut st, begin(e1, 0, 5)), Err(MetaError::Unavailable { .. })));
+        run(&mut st, Command::NodeAlive { id: NodeId(5) }).unwrap();
+        // Slot 0 of e1 (on node 1, found bad) repaired onto node 4.
+        run(&mut st, Command::ReportBad { extent: e1, node: NodeId(1) }).unwrap();
+        run(&mut st, begin(e1, 0, 4)).unwrap();
+        assert!(matches!(run(&mut st, begin(e1, 0, 5)), Err(MetaError::Conflict { .. })), "slot busy");
+        assert!(matches!(run(&mut st, begin(e1, 1, 4)), Err(MetaError::Conflict { .. })), "node 4 is making one");
+        assert_eq!(st.extents[&e1].replicas, replicas(&[1, 2, 3]), "nothing changes before the end");
+        let Reply::Extent(e) = run(&mut st, end(e1, 0, 4, true)).unwrap() else { panic!() };
+        assert_eq!((e.replicas, e.bad), (replicas(&[4, 2, 3]), vec![]));
+        assert!(st.repairs.is_empty());
+        // The replaced copy is a stray to delete; a retried end changes nothing.
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[1]));
+        no_change(&mut st, end(e1, 0, 4, true));
+        // A failed repair leaves its partial copy as a stray, and the replicas alone.
+        run(&mut st, begin(e1, 1, 5)).unwrap();
+        run(&mut st, end(e1, 1, 5, false)).unwrap();
+        assert_eq!(st.extents[&e1].replicas, replicas(&[4, 2, 3]));
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[1, 5]));
+        // Node 1 and 5 still hold strays: no repair onto them until they are gone.
+        assert!(matches!(run(&mut st, begin(e1, 1, 5)), Err(MetaError::Conflict { .. })));
+        run(&mut st, Command::CopiesGone { extent: e1, nodes: vec![NodeId(1), NodeId(5)] }).unwrap();
+        assert!(!st.tombstones.contains_key(&e1) && st.extents.contains_key(&e1), "the extent lives on");
+        // GC deletes e2 while repair makes a copy on node 4: the copy goes into the
+        // tombstone with the replicas, and the repair's end changes nothing.
+        run(&mut st, begin(e2, 2, 4)).unwrap();
+        assert_eq!(run(&mut st, Command::DeleteExtents { extents: vec![e2] }).unwrap(), Reply::Deleted(vec![e2]));
+        assert_eq!(st.tombstones[&e2].replicas, replicas(&[1, 2, 3, 4]));
+        assert!(st.repairs.is_empty());
+        no_change(&mut st, end(e2, 2, 4, true));
+        assert!(matches!(run(&mut st, begin(e2, 2, 5)), Err(MetaError::NoSuchExtent { .. })));
+        // A stray tombstone of a live extent is merged when the extent is deleted.
+        run(&mut st, begin(e1, 1, 5)).unwrap();
+        run(&mut st, end(e1, 1, 5, true)).unwrap();
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[2]));
+        run(&mut st, Command::DeleteStream { id: s }).unwrap();
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[2, 4, 5, 3]));
+        assert_eq!(st.tombstones[&e1].sealed_len, Some(10));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use openraft::{
 };
 use parking_lot::RwLock;
 use proto::meta::MemberId;
+use proto::ExtentId;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -263,6 +264,7 @@ fn sm_key(k: Key) -> Vec<u8> {
         Key::Stream(id) => (b's', id.0),
         Key::Extent(id) => (b'e', id.0),
         Key::Tombstone(id) => (b't', id.0),
+        Key::Repairs(id) => (b'r', id.0),
         Key::Counters => return K_COUNTERS.to_vec(),
     };
     let mut v = Vec::with_capacity(9);
@@ -300,6 +302,10 @@ impl StateMachine {
                     let t: proto::meta::Tombstone = dec(&v)?;
                     state.tombstones.insert(t.extent, t);
                 }
+                [b'r', id @ ..] if id.len() == 8 => {
+                    let id = ExtentId(u64::from_be_bytes(id.try_into().expect("8 bytes")));
+                    state.repairs.insert(id, dec(&v)?);
+                }
                 other => return Err(AnyError::error(format!("unknown state machine key {other:?}"))),
             }
         }
@@ -319,6 +325,7 @@ impl StateMachine {
             Key::Stream(id) => state.streams.get(&id).map(enc),
             Key::Extent(id) => state.extents.get(&id).map(enc),
             Key::Tombstone(id) => state.tombstones.get(&id).map(enc),
+            Key::Repairs(id) => state.repairs.get(&id).map(enc),
             Key::Counters => Some(enc(&state.counters)),
         };
         match v {
@@ -425,6 +432,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .chain(st.streams.keys().map(|&i| Key::Stream(i)))
             .chain(st.extents.keys().map(|&i| Key::Extent(i)))
             .chain(st.tombstones.keys().map(|&i| Key::Tombstone(i)))
+            .chain(st.repairs.keys().map(|&i| Key::Repairs(i)))
             .chain([Key::Counters]);
         for k in keys {
             self.put_value(&mut batch, st, k);

@@ -11,7 +11,7 @@ pub mod msg;
 pub use error::ExtentError;
 pub use frame::{FrameError, FrameHeader};
 pub use id::{Epoch, ExtentId, NodeId, StreamId};
-pub use msg::{DeviceStat, ExtentStat, NodeStat, Opcode, Request, Response};
+pub use msg::{DeviceStat, ExtentStat, NodeStat, Opcode, Rebuild, RecordStat, Request, Response};
 
 /// Largest payload of one append, in bytes.
 pub const APPEND_BYTES_MAX: u32 = 8 << 20;

@@ -170,6 +170,17 @@ pub struct ExtentInfo {
     pub bad: Vec<NodeId>,
 }
 
+/// A copy being made (by repair) to replace the copy in `slot` of an extent's
+/// replicas. Until it is committed it is no replica: readers and writers never see it,
+/// and if the extent is deleted meanwhile, the copy goes with it (into the tombstone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub slot: u32,
+    pub copy: Replica,
+    /// When the repair began (ms since the epoch, the leader's clock).
+    pub since_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
     pub id: StreamId,
@@ -242,9 +253,10 @@ pub struct CopiesGone {
     pub nodes: Vec<NodeId>,
 }
 
-/// A deleted extent whose copies may still be on datanodes. It lives until every
-/// replica's deletion is confirmed (`CopiesGone`), so that no copy is forgotten while
-/// its bytes still take space.
+/// Copies of an extent to delete from their datanodes: every copy of a deleted extent,
+/// or the copies repair replaced (or abandoned) of one that lives on. It lives until
+/// every copy's deletion is confirmed (`CopiesGone`), so that no copy is forgotten
+/// while its bytes still take space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
     pub extent: ExtentId,
@@ -254,6 +266,36 @@ pub struct Tombstone {
     pub replicas: Vec<Replica>,
     /// The extent's length when it was deleted (`None`: deleted with its stream while open).
     pub sealed_len: Option<u64>,
+}
+
+/// Degraded extents of one policy with the same number of copies not readable (on a
+/// down or unknown datanode, or found bad).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degraded {
+    pub policy: Policy,
+    pub missing: usize,
+    pub extents: usize,
+    /// Their sealed bytes per copy (open extents count 0).
+    pub bytes: u64,
+}
+
+/// `GET /v1/repairs`: what repair sees and does (from the leader).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStatus {
+    /// Extents missing copies, by policy and copies missing.
+    pub degraded: Vec<Degraded>,
+    /// Copies to replace now (down longer than the delay, bad, or draining), not yet begun.
+    pub waiting: usize,
+    /// Extents with fewer readable copies than they need (data lost until a datanode
+    /// comes back).
+    pub unreadable: usize,
+    /// Copies being made.
+    pub in_flight: Vec<(ExtentId, Repair)>,
+    /// Since this member became leader: copies made, failed, and bytes written.
+    pub done_total: u64,
+    pub failed_total: u64,
+    pub bytes_total: u64,
+    pub last_error: Option<String>,
 }
 
 /// Body of `POST /v1/admin/nodes/{id}/state`.

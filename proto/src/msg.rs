@@ -19,6 +19,8 @@ pub enum Opcode {
     List = 7,
     NodeStat = 8,
     Fence = 9,
+    Records = 10,
+    Rebuild = 11,
 }
 
 impl Opcode {
@@ -34,6 +36,8 @@ impl Opcode {
             7 => List,
             8 => NodeStat,
             9 => Fence,
+            10 => Records,
+            11 => Rebuild,
             _ => return None,
         })
     }
@@ -80,6 +84,40 @@ pub enum Request {
         extent: ExtentId,
         epoch: Epoch,
     },
+    /// The records of an extent in order, up to its readable length: its appends (for
+    /// an erasure-coded extent, its stripes' shards), each with its CRC32C.
+    Records {
+        extent: ExtentId,
+    },
+    /// Make this datanode's copy of the sealed `extent` from the copies on other
+    /// datanodes (repair): `layout`'s slot `slot`, `length` bytes, created on `device`
+    /// (or any) under `epoch`, record by record as the sources hold them, sealed, then
+    /// read back and checked. Answers the new copy's stat.
+    Rebuild(Rebuild),
+}
+
+/// One record of an extent: its logical offset, length and the CRC32C of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStat {
+    pub offset: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+/// What a [`Request::Rebuild`] asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuild {
+    pub extent: ExtentId,
+    pub epoch: Epoch,
+    pub device: u32,
+    pub length: u64,
+    /// `k` = 0: a replica (every source holds the whole extent); else `ec:k+m`.
+    pub k: u8,
+    pub m: u8,
+    /// The slot (shard index) this copy takes.
+    pub slot: u8,
+    /// The other copies: (slot, datanode address).
+    pub sources: Vec<(u8, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +156,12 @@ pub enum Response {
     Stat(ExtentStat),
     List(Vec<ExtentStat>),
     NodeStat(NodeStat),
+    Records(Vec<RecordStat>),
 }
 
 const STAT_BYTES: usize = 29;
+/// Bytes of one record of a records answer.
+const RECORD_BYTES: usize = 16;
 
 /// Bytes of an append body before its payload: extent, expected offset, epoch, crc32c.
 pub const APPEND_FIXED_BYTES: usize = 28;
@@ -143,6 +184,8 @@ impl Request {
             Request::List => Opcode::List,
             Request::NodeStat => Opcode::NodeStat,
             Request::Fence { .. } => Opcode::Fence,
+            Request::Records { .. } => Opcode::Records,
+            Request::Rebuild(_) => Opcode::Rebuild,
         }
     }
 
@@ -172,7 +215,24 @@ impl Request {
                 fixed.put_u64_le(extent.0);
                 fixed.put_u64_le(*length);
             }
-            Request::Delete { extent } | Request::Stat { extent } => fixed.put_u64_le(extent.0),
+            Request::Delete { extent } | Request::Stat { extent } | Request::Records { extent } => {
+                fixed.put_u64_le(extent.0)
+            }
+            Request::Rebuild(r) => {
+                fixed.put_u64_le(r.extent.0);
+                fixed.put_u64_le(r.epoch.0);
+                fixed.put_u32_le(r.device);
+                fixed.put_u64_le(r.length);
+                fixed.put_u8(r.k);
+                fixed.put_u8(r.m);
+                fixed.put_u8(r.slot);
+                fixed.put_u8(r.sources.len() as u8);
+                for (slot, addr) in &r.sources {
+                    fixed.put_u8(*slot);
+                    fixed.put_u16_le(addr.len() as u16);
+                    fixed.extend_from_slice(addr.as_bytes());
+                }
+            }
             Request::Fence { extent, epoch } => {
                 fixed.put_u64_le(extent.0);
                 fixed.put_u64_le(epoch.0);
@@ -201,6 +261,20 @@ impl Request {
             Opcode::List => Request::List,
             Opcode::NodeStat => Request::NodeStat,
             Opcode::Fence => Request::Fence { extent: ExtentId(c.u64()?), epoch: Epoch(c.u64()?) },
+            Opcode::Records => Request::Records { extent: ExtentId(c.u64()?) },
+            Opcode::Rebuild => {
+                let (extent, epoch, device, length) = (ExtentId(c.u64()?), Epoch(c.u64()?), c.u32()?, c.u64()?);
+                let (k, m, slot, n) = (c.u8()?, c.u8()?, c.u8()?, c.u8()?);
+                let mut sources = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let slot = c.u8()?;
+                    let len = c.u16()? as usize;
+                    let addr = std::str::from_utf8(c.bytes(len)?)
+                        .map_err(|_| ExtentError::Malformed("a source address is not UTF-8".into()))?;
+                    sources.push((slot, addr.to_string()));
+                }
+                Request::Rebuild(Rebuild { extent, epoch, device, length, k, m, slot, sources })
+            }
         };
         c.finish()?;
         Ok(req)
@@ -262,6 +336,15 @@ pub fn encode_response(
                     fixed.put_u32_le(v.len() as u32);
                     v.iter().for_each(|s| put_stat(&mut fixed, s));
                 }
+                Response::Records(v) => {
+                    fixed.reserve(4 + v.len() * RECORD_BYTES);
+                    fixed.put_u32_le(v.len() as u32);
+                    for r in v {
+                        fixed.put_u64_le(r.offset);
+                        fixed.put_u32_le(r.len);
+                        fixed.put_u32_le(r.crc);
+                    }
+                }
                 Response::NodeStat(n) => {
                     fixed.put_u64_le(n.node.0);
                     fixed.put_u32_le(n.devices.len() as u32);
@@ -296,7 +379,15 @@ pub fn decode_response(opcode: u8, body: Bytes) -> Result<Result<Response, Exten
         Opcode::Create | Opcode::Seal | Opcode::Delete => Response::Done,
         Opcode::Append => Response::Appended { length: c.u64()? },
         Opcode::Read => return Ok(Ok(Response::Data(body.slice(1..)))),
-        Opcode::Stat | Opcode::Fence => Response::Stat(get_stat(&mut c)?),
+        Opcode::Stat | Opcode::Fence | Opcode::Rebuild => Response::Stat(get_stat(&mut c)?),
+        Opcode::Records => {
+            let n = c.u32()? as usize;
+            if n > body.len() / RECORD_BYTES {
+                return Err(ExtentError::Malformed(format!("records claims {n} entries")));
+            }
+            let rec = |c: &mut Cursor<'_>| Ok(RecordStat { offset: c.u64()?, len: c.u32()?, crc: c.u32()? });
+            Response::Records((0..n).map(|_| rec(&mut c)).collect::<Result<_, ExtentError>>()?)
+        }
         Opcode::List => {
             let n = c.u32()? as usize;
             if n > body.len() / STAT_BYTES {

@@ -39,6 +39,17 @@ async fn every_request_roundtrips() {
         Request::Stat { extent: ExtentId(3) },
         Request::List,
         Request::NodeStat,
+        Request::Records { extent: ExtentId(3) },
+        Request::Rebuild(Rebuild {
+            extent: ExtentId(3),
+            epoch: Epoch(2),
+            device: msg::ANY_DEVICE,
+            length: 1 << 30,
+            k: 4,
+            m: 2,
+            slot: 5,
+            sources: vec![(0, "10.0.0.1:7200".into()), (3, "[::1]:7201".into())],
+        }),
     ];
     for r in reqs {
         assert_eq!(roundtrip_request(r.clone()).await, r);
@@ -54,6 +65,15 @@ async fn every_response_and_error_roundtrips() {
         (Opcode::Read, Ok(Response::Data(Bytes::from_static(b"xyz")))),
         (Opcode::Stat, Ok(Response::Stat(stat))),
         (Opcode::List, Ok(Response::List(vec![stat, stat]))),
+        (
+            Opcode::Records,
+            Ok(Response::Records(vec![
+                RecordStat { offset: 0, len: 4096, crc: 7 },
+                RecordStat { offset: 4096, len: 17, crc: 9 },
+            ])),
+        ),
+        (Opcode::Records, Ok(Response::Records(vec![]))),
+        (Opcode::Rebuild, Ok(Response::Stat(stat))),
         (
             Opcode::NodeStat,
             Ok(Response::NodeStat(NodeStat {

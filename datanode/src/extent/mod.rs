@@ -210,6 +210,20 @@ impl ExtentStore {
         Ok(self.get(extent)?.stat())
     }
 
+    /// The records of `extent` below its readable length, with their CRC32Cs.
+    pub fn records(&self, extent: ExtentId) -> Result<Vec<proto::RecordStat>, ExtentError> {
+        let ext = self.get(extent)?;
+        let st = ext.st.lock();
+        st.check_live(extent)?;
+        let readable = st.readable_len();
+        Ok(st
+            .index
+            .iter()
+            .take_while(|r| r.end() <= readable)
+            .map(|r| proto::RecordStat { offset: r.logical, len: r.len, crc: r.crc })
+            .collect())
+    }
+
     pub fn list(&self) -> Vec<ExtentStat> {
         let mut v: Vec<ExtentStat> = self.extents.read().values().map(|e| e.stat()).collect();
         v.sort_by_key(|s| s.extent);

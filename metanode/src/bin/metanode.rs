@@ -60,6 +60,12 @@ struct Serve {
     /// Seed placement's random choices (tests).
     #[arg(long)]
     placement_seed: Option<u64>,
+    /// A datanode down this long has its copies repaired elsewhere, ms.
+    #[arg(long, default_value_t = limits::REPAIR_DELAY_DEFAULT.as_millis() as u64)]
+    repair_delay_ms: u64,
+    /// Repairs in flight at once, cluster-wide (0: no repair).
+    #[arg(long, default_value_t = limits::REPAIR_CONCURRENCY_DEFAULT)]
+    repair_concurrency: usize,
 }
 
 /// A range of milliseconds written `MIN-MAX`.
@@ -111,6 +117,9 @@ enum Cmd {
     },
     /// List datanodes.
     Nodes(Target),
+    /// What repair sees and does: degraded extents by policy and copies missing,
+    /// copies waiting and in flight, totals.
+    Repairs(Target),
     /// Set a datanode's state: up, down or draining.
     NodeState {
         #[command(flatten)]
@@ -178,6 +187,8 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
     s.node_grace = Duration::from_millis(a.node_grace_ms);
     s.snapshot_logs = a.snapshot_logs.max(limits::SNAPSHOT_LOGS_MIN);
     s.placement_seed = a.placement_seed;
+    s.repair_delay = Duration::from_millis(a.repair_delay_ms);
+    s.repair_concurrency = a.repair_concurrency;
     s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
     if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {
         bail!("{CLUSTER_TOKEN_ENV} holds characters not allowed in an HTTP header");
@@ -215,6 +226,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             c.remove_member(old).await?;
         }
         Cmd::Nodes(t) => json(&MetaClient::new(t.meta).nodes().await?),
+        Cmd::Repairs(t) => json(&MetaClient::new(t.meta).repairs().await?),
         Cmd::NodeState { t, id, state } => {
             let state = match state.as_str() {
                 "up" => NodeState::Up,

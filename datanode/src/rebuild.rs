@@ -1,0 +1,254 @@
+//! Repair on the datanode: a copy of a sealed extent made here from the copies on
+//! other datanodes (`Request::Rebuild`, sent by the metanode's repair), datanode to
+//! datanode. A replica is copied record by record; an erasure-coded shard is decoded
+//! stripe by stripe from K other shards (and, for a parity shard, encoded again). Every
+//! record keeps its source's boundaries, so that the new copy can itself serve a later
+//! rebuild; every byte read is checked against its source's record CRC32C; the copy is
+//! sealed at the asked length and read back whole before the answer. A copy that fails
+//! on the way is deleted here: the metanode then drops the repair.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use client::ec::{Codec, Simd};
+use client::DataNodeClient;
+use proto::{ExtentError, ExtentId, ExtentStat, Rebuild, RecordStat, READ_BYTES_MAX};
+use tokio::sync::oneshot;
+
+use crate::extent::{Append, ExtentStore, Payload};
+use crate::limits::{REBUILD_CONNECT_TIMEOUT, REBUILD_READ_TIMEOUT, REBUILD_SPAN_BYTES};
+
+/// A source copy: its slot, connection and records.
+struct Source {
+    slot: u8,
+    addr: String,
+    conn: DataNodeClient,
+    records: Vec<RecordStat>,
+}
+
+fn failed(msg: impl Into<String>) -> ExtentError {
+    ExtentError::Failed(msg.into())
+}
+
+pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild) -> Result<ExtentStat, ExtentError> {
+    // An earlier attempt: done if sealed at the asked length (read back again), else
+    // started over.
+    if let Ok(st) = store.stat(r.extent) {
+        if st.sealed && st.length == r.length {
+            read_back(store, r.extent, r.length).await?;
+            return Ok(st);
+        }
+        store.delete(r.extent).await?;
+    }
+    let sources = connect(&r).await;
+    let need = if r.k == 0 { 1 } else { r.k as usize };
+    if sources.len() < need {
+        return Err(failed(format!(
+            "rebuilding extent {}: {} of the {} sources answered, {need} needed",
+            r.extent,
+            sources.len(),
+            r.sources.len()
+        )));
+    }
+    store.create(r.extent, r.epoch, r.device).await?;
+    let made = match copy(store, &r, &sources).await {
+        Ok(()) => match store.seal(r.extent, r.length).await {
+            Ok(()) => read_back(store, r.extent, r.length).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = made {
+        tracing::warn!("rebuilding extent {} failed, dropping the partial copy: {e}", r.extent);
+        let _ = store.delete(r.extent).await;
+        return Err(e);
+    }
+    tracing::info!("rebuilt extent {} ({} bytes, slot {}) from {} sources", r.extent, r.length, r.slot, sources.len());
+    store.stat(r.extent)
+}
+
+/// Connects to every source and reads its records; a source that does not answer, or
+/// whose records do not end at `length`, is left out.
+async fn connect(r: &Rebuild) -> Vec<Source> {
+    let mut out = Vec::new();
+    for (slot, addr) in &r.sources {
+        let conn = match tokio::time::timeout(REBUILD_CONNECT_TIMEOUT, DataNodeClient::connect(addr.as_str())).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!("rebuild of {}: source {addr}: {e}", r.extent);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let records = match tokio::time::timeout(REBUILD_READ_TIMEOUT, conn.records(r.extent)).await {
+            Ok(Ok(v)) => v,
+            _ => continue,
+        };
+        if records.last().map_or(0, |x| x.offset + x.len as u64) < r.length {
+            tracing::warn!("rebuild of {}: source {addr} holds less than {} bytes", r.extent, r.length);
+            continue;
+        }
+        out.push(Source { slot: *slot, addr: addr.clone(), conn, records });
+    }
+    out
+}
+
+/// `records` in spans of whole records, each at most `REBUILD_SPAN_BYTES` unless one
+/// record is longer.
+fn spans(records: &[RecordStat]) -> Vec<&[RecordStat]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let first = records[start].offset;
+        let mut end = start + 1;
+        while end < records.len() && records[end].offset + records[end].len as u64 - first <= REBUILD_SPAN_BYTES {
+            end += 1;
+        }
+        out.push(&records[start..end]);
+        start = end;
+    }
+    out
+}
+
+/// Reads `[offset, offset+len)` of the extent from `s`, checked against its records.
+async fn read_checked(s: &Source, extent: ExtentId, span: &[RecordStat]) -> Result<Bytes, ExtentError> {
+    let (offset, end) = (span[0].offset, span[span.len() - 1].offset + span[span.len() - 1].len as u64);
+    let len =
+        u32::try_from(end - offset).ok().filter(|&l| l <= READ_BYTES_MAX).ok_or_else(|| failed("span too long"))?;
+    let data = tokio::time::timeout(REBUILD_READ_TIMEOUT, s.conn.read(extent, offset, len))
+        .await
+        .map_err(|_| failed(format!("source {}: no answer within {REBUILD_READ_TIMEOUT:?}", s.addr)))?
+        .map_err(|e| failed(format!("source {}: {e}", s.addr)))?;
+    // The source's own record boundaries and CRCs over the same range.
+    let first = s.records.partition_point(|x| x.offset < offset);
+    for x in s.records[first..].iter().take_while(|x| x.offset + x.len as u64 <= end) {
+        let at = (x.offset - offset) as usize;
+        if proto::crc32c(&data[at..at + x.len as usize]) != x.crc {
+            return Err(failed(format!("source {}: record at {} fails its CRC", s.addr, x.offset)));
+        }
+    }
+    Ok(data)
+}
+
+async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source]) -> Result<(), ExtentError> {
+    let codec = match r.k {
+        0 => None,
+        k => Some(Simd::new(k as usize, r.m as usize).map_err(|e| failed(e.to_string()))?),
+    };
+    // The records below the sealed length end exactly there (a seal is at an append
+    // boundary on every copy).
+    let layout = &sources[0].records;
+    let upto = layout.partition_point(|x| x.offset + x.len as u64 <= r.length);
+    if r.length > 0 && layout[..upto].last().map(|x| x.offset + x.len as u64) != Some(r.length) {
+        return Err(failed(format!("no record of extent {} ends at its sealed length {}", r.extent, r.length)));
+    }
+    for span in spans(&layout[..upto]) {
+        let records: Vec<Bytes> = match &codec {
+            None => {
+                let mut last = None;
+                let mut got = None;
+                for s in sources {
+                    match read_checked(s, r.extent, span).await {
+                        Ok(d) => {
+                            got = Some(d);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let data = got.ok_or_else(|| last.unwrap_or_else(|| failed("no source")))?;
+                let base = span[0].offset;
+                span.iter()
+                    .map(|x| data.slice((x.offset - base) as usize..(x.offset - base) as usize + x.len as usize))
+                    .collect()
+            }
+            Some(codec) => decode(codec, r, sources, span).await?,
+        };
+        append_all(store, r, span, records).await?;
+    }
+    Ok(())
+}
+
+/// The shard `r.slot` of each stripe of `span`, from K sources' shards.
+async fn decode(codec: &Simd, r: &Rebuild, sources: &[Source], span: &[RecordStat]) -> Result<Vec<Bytes>, ExtentError> {
+    let (k, m) = (r.k as usize, r.m as usize);
+    let mut got: Vec<(u8, Bytes)> = Vec::new();
+    let mut last = None;
+    for s in sources {
+        if got.len() == k {
+            break;
+        }
+        match read_checked(s, r.extent, span).await {
+            Ok(d) => got.push((s.slot, d)),
+            Err(e) => last = Some(e),
+        }
+    }
+    if got.len() < k {
+        return Err(last.unwrap_or_else(|| failed(format!("{} of {k} shards readable", got.len()))));
+    }
+    let base = span[0].offset;
+    let mut out = Vec::with_capacity(span.len());
+    for x in span {
+        let (a, b) = ((x.offset - base) as usize, (x.offset - base) as usize + x.len as usize);
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
+        for (slot, d) in &got {
+            shards[*slot as usize] = Some(d[a..b].to_vec());
+        }
+        codec.reconstruct(&mut shards).map_err(|e| failed(e.to_string()))?;
+        let data: Vec<&[u8]> = shards[..k].iter().map(|s| s.as_deref().expect("reconstructed")).collect();
+        let slot = r.slot as usize;
+        let mine = if slot < k {
+            shards[slot].clone().expect("reconstructed")
+        } else {
+            let parity = codec.encode(&data).map_err(|e| failed(e.to_string()))?;
+            // The parity shards read must be what the data encodes to: a check of the inputs.
+            for (s, d) in &got {
+                let s = *s as usize;
+                if s >= k && parity[s - k] != d[a..b] {
+                    return Err(failed(format!("stripe at {}: shard {s} disagrees with the others", x.offset)));
+                }
+            }
+            parity[slot - k].clone()
+        };
+        out.push(Bytes::from(mine));
+    }
+    Ok(out)
+}
+
+/// Appends one record per stripe (or source record), all in flight, and waits for them.
+async fn append_all(
+    store: &Arc<ExtentStore>,
+    r: &Rebuild,
+    span: &[RecordStat],
+    records: Vec<Bytes>,
+) -> Result<(), ExtentError> {
+    let mut acks = Vec::with_capacity(records.len());
+    for (x, data) in span.iter().zip(records) {
+        let (tx, rx) = oneshot::channel();
+        let crc = proto::crc32c(&data);
+        let a =
+            Append { extent: r.extent, expected_offset: x.offset, epoch: r.epoch, crc, payload: Payload::Bytes(data) };
+        store.submit_append(
+            a,
+            Box::new(move |res| {
+                let _ = tx.send(res);
+            }),
+        );
+        acks.push(rx);
+    }
+    for rx in acks {
+        rx.await.map_err(|_| failed("append dropped"))??;
+    }
+    Ok(())
+}
+
+/// Reads the whole copy back (every record's CRC is checked by the read).
+async fn read_back(store: &Arc<ExtentStore>, extent: ExtentId, length: u64) -> Result<(), ExtentError> {
+    let mut off = 0;
+    while off < length {
+        let n = (length - off).min(REBUILD_SPAN_BYTES) as u32;
+        store.read(extent, off, n).await?;
+        off += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! Repair (issue 15): the leader finds copies that need replacing and has a datanode
+//! make each new copy from the others (`Request::Rebuild`, datanode to datanode).
+//!
+//! A copy needs replacing when its datanode has been down longer than the repair delay
+//! (short outages are waited out), is unknown, is draining, or the copy was found bad.
+//! Most-lost-first: extents with the fewest readable copies beyond what they need go
+//! first. Each repair is two commands through Raft around the copy:
+//! `BeginRepair` records the copy being made (a datanode never holds a copy the
+//! metanode does not name: replicas, repairs in progress, tombstones), the target
+//! datanode rebuilds, seals and reads the copy back, and only then `EndRepair` makes it
+//! the replica; the copy it replaces becomes a stray in the extent's tombstone, deleted
+//! from its datanode when reachable (here, or by GC).
+//!
+//! Repair never races GC into losing bytes: GC deletes only extents no row names, and
+//! deleting an extent moves every copy repair is making into its tombstone, so a
+//! repair that ends after the delete changes nothing (`State::end_repair`). Repair
+//! never races a writer: only sealed extents are repaired, and their bytes never change.
+//! Readers holding an older view find the replaced copy gone and read another.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::DataNodeClient;
+use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RepairStatus, Replica, Tombstone};
+use proto::{ExtentId, NodeId, Rebuild};
+
+use crate::limits::{REBUILD_TIMEOUT, REPAIRS_PER_NODE, REPAIR_PERIOD};
+use crate::node::MetaNode;
+use crate::placement;
+use crate::state::{Command, State};
+
+/// The leader's memory of repair.
+#[derive(Default)]
+pub struct RepairSoft {
+    /// When this leader first saw each datanode down.
+    down_since: HashMap<NodeId, Instant>,
+    /// Repairs this leader started and has not ended.
+    in_flight: HashSet<(ExtentId, u32)>,
+    done_total: u64,
+    failed_total: u64,
+    bytes_total: u64,
+    last_error: Option<String>,
+}
+
+/// Why a copy is to be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Its datanode is unknown, or down for longer than the delay.
+    Gone,
+    Bad,
+    Draining,
+}
+
+/// One copy to replace.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub extent: ExtentInfo,
+    pub slot: u32,
+    pub why: Why,
+    /// Readable copies beyond the number the extent needs (1, or K for `ec:K+M`).
+    pub margin: i64,
+}
+
+/// Copies of `policy` an extent needs readable to be read at all.
+fn needed(policy: Policy) -> usize {
+    match policy {
+        Policy::Replica { .. } => 1,
+        Policy::Ec { k, .. } => k as usize,
+    }
+}
+
+/// Whether the copy of `e` in `slot` can be read (its node up or draining, not bad).
+fn readable(st: &State, e: &ExtentInfo, slot: usize) -> bool {
+    let r = e.replicas[slot];
+    st.nodes.get(&r.node).is_some_and(|n| n.state != NodeState::Down) && !e.bad.contains(&r.node)
+}
+
+/// What repair sees in `st`: the copies to replace now, most lost first (`delay`
+/// against `down_for`, how long each down node has been down), and the degraded
+/// summary.
+pub fn plan(st: &State, down_for: impl Fn(NodeId) -> Duration, delay: Duration) -> (Vec<Job>, Vec<Degraded>, usize) {
+    let mut jobs = Vec::new();
+    let mut degraded: BTreeMap<(String, usize), Degraded> = BTreeMap::new();
+    let mut unreadable = 0;
+    for e in st.extents.values() {
+        let ok = (0..e.replicas.len()).filter(|&i| readable(st, e, i)).count();
+        let missing = e.replicas.len() - ok;
+        if missing > 0 {
+            let d = degraded.entry((e.policy.to_string(), missing)).or_insert(Degraded {
+                policy: e.policy,
+                missing,
+                extents: 0,
+                bytes: 0,
+            });
+            d.extents += 1;
+            d.bytes += e.sealed_len.unwrap_or(0);
+            if ok < needed(e.policy) {
+                unreadable += 1;
+            }
+        }
+        // Open extents are the writer's (it seals and moves on, or its opener does).
+        if e.sealed_len.is_none() {
+            continue;
+        }
+        let repairing: Vec<u32> = st.repairs.get(&e.id).into_iter().flatten().map(|r| r.slot).collect();
+        let margin = ok as i64 - needed(e.policy) as i64;
+        for (i, r) in e.replicas.iter().enumerate() {
+            if repairing.contains(&(i as u32)) {
+                continue;
+            }
+            let why = match st.nodes.get(&r.node) {
+                None => Some(Why::Gone),
+                Some(n) if n.state == NodeState::Down && down_for(n.id) >= delay => Some(Why::Gone),
+                Some(_) if e.bad.contains(&r.node) => Some(Why::Bad),
+                Some(n) if n.draining && n.state != NodeState::Down => Some(Why::Draining),
+                _ => None,
+            };
+            if let Some(why) = why {
+                jobs.push(Job { extent: e.clone(), slot: i as u32, why, margin });
+            }
+        }
+    }
+    jobs.sort_by_key(|j| (j.margin, j.why == Why::Draining, j.extent.id));
+    (jobs, degraded.into_values().collect(), unreadable)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl MetaNode {
+    /// One round on the leader: forget repairs an earlier leader left, then start
+    /// repairs up to the concurrency allowed.
+    pub(crate) async fn repair_round(self: &Arc<Self>) {
+        let now = Instant::now();
+        let is_leader = self.raft.metrics().borrow().current_leader == Some(self.id);
+        if !is_leader {
+            let mut soft = self.repair.lock();
+            soft.down_since.clear();
+            return;
+        }
+        // Repairs this leader did not start: their datanode's answer will never be
+        // committed; the copy becomes a stray (deleted like any other).
+        let abandoned: Vec<(ExtentId, u32, Replica)> = {
+            let st = self.shared.state.read();
+            let soft = self.repair.lock();
+            st.repairs
+                .iter()
+                .flat_map(|(e, v)| v.iter().map(move |r| (*e, r.slot, r.copy)))
+                .filter(|(e, s, _)| !soft.in_flight.contains(&(*e, *s)))
+                .collect()
+        };
+        for (extent, slot, copy) in abandoned {
+            tracing::info!("repair of extent {extent} slot {slot} on datanode {} was abandoned", copy.node);
+            let _ = self.write(Command::EndRepair { extent, slot, copy, done: false }).await;
+        }
+        let starts = {
+            let st = self.shared.state.read();
+            let mut soft = self.repair.lock();
+            let down: HashSet<NodeId> =
+                st.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.id).collect();
+            soft.down_since.retain(|n, _| down.contains(n));
+            for n in down {
+                soft.down_since.entry(n).or_insert(now);
+            }
+            let since = soft.down_since.clone();
+            let (jobs, _, _) =
+                plan(&st, |n| since.get(&n).map_or(Duration::ZERO, |t| now - *t), self.settings.repair_delay);
+            let room = self.settings.repair_concurrency.saturating_sub(soft.in_flight.len());
+            let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+            for r in st.repairs.values().flatten() {
+                *per_node.entry(r.copy.node).or_default() += 1;
+            }
+            let mut starts = Vec::new();
+            let mut placed: HashMap<ExtentId, Vec<NodeId>> = HashMap::new();
+            for job in jobs {
+                if starts.len() >= room {
+                    break;
+                }
+                let e = &job.extent;
+                let sources: Vec<(u8, String)> = (0..e.replicas.len())
+                    .filter(|&i| i != job.slot as usize && readable(&st, e, i))
+                    .map(|i| (i as u8, st.nodes[&e.replicas[i].node].addr.clone()))
+                    .collect();
+                if sources.len() < needed(e.policy) {
+                    continue;
+                }
+                let mut exclude = st.holders(e.id);
+                exclude.extend(placed.get(&e.id).into_iter().flatten());
+                exclude.extend(per_node.iter().filter(|(_, &c)| c >= REPAIRS_PER_NODE).map(|(n, _)| *n));
+                let others: Vec<&proto::meta::NodeInfo> = (0..e.replicas.len())
+                    .filter(|&i| i != job.slot as usize)
+                    .filter_map(|i| st.nodes.get(&e.replicas[i].node))
+                    .collect();
+                let cands: Vec<placement::Candidate<'_>> = self.candidates(&st);
+                let target =
+                    match placement::place_one(&cands, &exclude, &others, e.replicas.len(), &mut *self.rng.lock()) {
+                        Ok(t) => t,
+                        Err(err) => {
+                            soft.last_error = Some(format!("extent {}: no datanode to repair onto: {err}", e.id));
+                            continue;
+                        }
+                    };
+                placed.entry(e.id).or_default().push(target.node);
+                *per_node.entry(target.node).or_default() += 1;
+                soft.in_flight.insert((e.id, job.slot));
+                starts.push((job, target, sources, st.nodes[&target.node].addr.clone()));
+            }
+            starts
+        };
+        for (job, target, sources, addr) in starts {
+            let (extent, slot) = (job.extent.id, job.slot);
+            let begin = Command::BeginRepair { extent, slot, copy: target, at_ms: now_ms() };
+            if let Err(e) = self.write(begin).await {
+                tracing::warn!("repair of extent {extent} slot {slot}: {e}");
+                let mut soft = self.repair.lock();
+                soft.in_flight.remove(&(extent, slot));
+                soft.last_error = Some(e.to_string());
+                continue;
+            }
+            tracing::info!(
+                "repairing extent {extent} slot {slot} ({:?}, {} copies to spare) onto datanode {}",
+                job.why,
+                job.margin,
+                target.node
+            );
+            let me = self.clone();
+            tokio::spawn(async move { me.run_repair(job, target, sources, addr).await });
+        }
+    }
+
+    /// Has `target` rebuild the copy, then ends the repair (done only if the copy is
+    /// sealed at the extent's length), and deletes the copy it replaced.
+    async fn run_repair(self: Arc<Self>, job: Job, target: Replica, sources: Vec<(u8, String)>, addr: String) {
+        let e = &job.extent;
+        let length = e.sealed_len.expect("only sealed extents are repaired");
+        let (k, m) = match e.policy {
+            Policy::Replica { .. } => (0, 0),
+            Policy::Ec { k, m } => (k, m),
+        };
+        let req = Rebuild {
+            extent: e.id,
+            epoch: e.epoch,
+            device: target.device,
+            length,
+            k,
+            m,
+            slot: job.slot as u8,
+            sources,
+        };
+        let made = tokio::time::timeout(REBUILD_TIMEOUT, async {
+            let c = DataNodeClient::connect(addr.as_str()).await?;
+            c.rebuild(req).await
+        })
+        .await;
+        let done = match &made {
+            Ok(Ok(s)) => s.sealed && s.length == length,
+            _ => false,
+        };
+        let why = match made {
+            Ok(Ok(s)) if !done => format!("the copy is {} bytes{}", s.length, if s.sealed { "" } else { ", open" }),
+            Ok(Ok(_)) => String::new(),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {REBUILD_TIMEOUT:?}"),
+        };
+        let ended = self.write(Command::EndRepair { extent: e.id, slot: job.slot, copy: target, done }).await;
+        {
+            let mut soft = self.repair.lock();
+            soft.in_flight.remove(&(e.id, job.slot));
+            if done && ended.is_ok() {
+                soft.done_total += 1;
+                soft.bytes_total += length;
+            } else {
+                soft.failed_total += 1;
+                let err = if !why.is_empty() { why.clone() } else { format!("{:?}", ended.as_ref().err()) };
+                soft.last_error = Some(format!("extent {} slot {} on datanode {}: {err}", e.id, job.slot, target.node));
+            }
+        }
+        match (done, ended) {
+            (true, Ok(_)) => {
+                tracing::info!("repaired extent {} slot {} onto datanode {}", e.id, job.slot, target.node);
+                self.delete_strays(e.id).await;
+            }
+            (_, Err(err)) => tracing::warn!("ending the repair of extent {}: {err}", e.id),
+            (false, _) => tracing::warn!("repair of extent {} slot {} failed: {why}", e.id, job.slot),
+        }
+    }
+
+    /// Deletes the stray copies of a live extent from datanodes that answer, and
+    /// records which are gone (GC does the same for every tombstone).
+    async fn delete_strays(&self, extent: ExtentId) {
+        let (t, addrs): (Option<Tombstone>, HashMap<NodeId, String>) = {
+            let st = self.shared.state.read();
+            (
+                st.tombstones.get(&extent).cloned(),
+                st.nodes.values().filter(|n| n.state != NodeState::Down).map(|n| (n.id, n.addr.clone())).collect(),
+            )
+        };
+        let Some(t) = t else { return };
+        let mut gone = Vec::new();
+        for r in &t.replicas {
+            let Some(addr) = addrs.get(&r.node) else { continue };
+            let deleted = tokio::time::timeout(Duration::from_secs(3), async {
+                let c = DataNodeClient::connect(addr.as_str()).await?;
+                c.delete(extent).await
+            })
+            .await;
+            match deleted {
+                Ok(Ok(())) | Ok(Err(client::ClientError::Extent(proto::ExtentError::NotFound { .. }))) => {
+                    gone.push(r.node)
+                }
+                _ => {}
+            }
+        }
+        if !gone.is_empty() {
+            let _ = self.write(Command::CopiesGone { extent, nodes: gone }).await;
+        }
+    }
+
+    /// What `GET /v1/repairs` answers.
+    pub fn repair_status(&self) -> RepairStatus {
+        let now = Instant::now();
+        let st = self.shared.state.read();
+        let soft = self.repair.lock();
+        let (jobs, degraded, unreadable) =
+            plan(&st, |n| soft.down_since.get(&n).map_or(Duration::ZERO, |t| now - *t), self.settings.repair_delay);
+        RepairStatus {
+            degraded,
+            waiting: jobs.len(),
+            unreadable,
+            in_flight: st.repairs.iter().flat_map(|(e, v)| v.iter().map(move |r| (*e, *r))).collect(),
+            done_total: soft.done_total,
+            failed_total: soft.failed_total,
+            bytes_total: soft.bytes_total,
+            last_error: soft.last_error.clone(),
+        }
+    }
+}
+
+pub(crate) async fn repair_loop(node: std::sync::Weak<MetaNode>) {
+    loop {
+        match node.upgrade() {
+            Some(n) => n.repair_round().await,
+            None => return,
+        }
+        tokio::time::sleep(REPAIR_PERIOD).await;
+    }
+}
