@@ -1,0 +1,201 @@
+//! Repair against real processes (issue 15): a metanode and six datanodes, with a
+//! replica:3 and an ec:2+1 stream of sealed extents.
+//! - Datanodes lost for good one at a time (kill -9 and the device file removed): after
+//!   each loss every extent is back to full redundancy on live datanodes, every copy
+//!   the metanode names is on its datanode sealed at the extent's length, replicas
+//!   hold the same bytes, every stripe's parity is what its data shards encode to, and
+//!   every acknowledged slice reads back byte-identical.
+//! - A copy reported bad is replaced and deleted from its datanode; a draining
+//!   datanode ends with no copy.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use client::ec::{Codec, Simd};
+use client::{DataNodeClient, MetaClient, Slice, StreamClient, StreamConfig};
+use proto::meta::{NodeState, Policy, RepairStatus};
+use proto::NodeId;
+use rand::{Rng, SeedableRng};
+use testkit::{wait_datanodes_up, wait_for, Cluster, DataNode};
+
+const NODES: u64 = 6;
+
+fn seed() -> u64 {
+    let s = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("seed {s} (replay with STRATA_SEED={s})");
+    s
+}
+
+/// A cluster whose leader repairs a copy 1 s after its datanode went down.
+async fn cluster() -> (Cluster, Vec<DataNode>, MetaClient) {
+    let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
+    let meta = cl.client();
+    let dns: Vec<DataNode> =
+        (1..=NODES).map(|i| DataNode::start_sized(cl.dir.path(), NodeId(i), &cl.addrs(), "64M", false)).collect();
+    wait_datanodes_up(&meta, NODES as usize).await;
+    (cl, dns, meta)
+}
+
+/// Appends records of seeded sizes to a new stream of `policy` (1 MiB extents, so it
+/// has many) and seals its last extent.
+async fn fill(sc: &StreamClient, policy: Policy, rng: &mut impl Rng) -> Vec<(Slice, Bytes)> {
+    let s = sc.create_stream(policy).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..60 {
+        let len = match rng.gen_range(0..4) {
+            0 => rng.gen_range(1..64),
+            1 => 4096,
+            _ => rng.gen_range(1000..200_000),
+        };
+        let data = Bytes::from((0..len).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+        acked.push((w.append(data.clone()).await.unwrap(), data));
+    }
+    w.seal().await.unwrap();
+    acked
+}
+
+/// Waits until repair has nothing left: no degraded extent, nothing waiting or in
+/// flight, and no stray copy on a datanode that is up.
+async fn healed(meta: &MetaClient, within: Duration) -> RepairStatus {
+    let mut last = None;
+    let r = tokio::time::timeout(within, async {
+        loop {
+            if let Ok(r) = meta.repairs().await {
+                let done = r.degraded.is_empty() && r.waiting == 0 && r.in_flight.is_empty();
+                last = Some(r.clone());
+                if done {
+                    return r;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("not healed within {within:?}; last status {last:?}"))
+}
+
+/// Every extent of every stream has all its copies on live datanodes, each sealed at
+/// the extent's length there, with the same bytes (replicas) or consistent parity
+/// (erasure-coded); and every slice reads back.
+async fn check(meta: &MetaClient, sc: &StreamClient, dead: &HashSet<NodeId>, acked: &[(Slice, Bytes)]) {
+    let nodes = meta.nodes().await.unwrap();
+    let addr = |n: NodeId| nodes.iter().find(|x| x.id == n).unwrap().addr.clone();
+    for s in meta.streams().await.unwrap() {
+        let v = meta.stream(s.id).await.unwrap();
+        for e in &v.extents {
+            let len = e.sealed_len.expect("every extent is sealed");
+            let holders: HashSet<NodeId> = e.replicas.iter().map(|r| r.node).collect();
+            assert_eq!(holders.len(), e.policy.width(), "extent {}: {:?}", e.id, e.replicas);
+            let mut copies = Vec::new();
+            for r in &e.replicas {
+                assert!(!dead.contains(&r.node), "extent {} still names dead datanode {}", e.id, r.node);
+                let c = DataNodeClient::connect(addr(r.node).as_str()).await.unwrap();
+                let st = c.stat(e.id).await.unwrap_or_else(|err| panic!("extent {} on {}: {err}", e.id, r.node));
+                assert!(st.sealed && st.length == len, "extent {} on {}: {st:?}, want sealed at {len}", e.id, r.node);
+                copies.push((c.read(e.id, 0, len as u32).await.unwrap(), c.records(e.id).await.unwrap()));
+            }
+            match e.policy {
+                // Every replica holds the same bytes.
+                Policy::Replica { .. } => assert!(copies.iter().all(|c| c.0 == copies[0].0), "extent {}", e.id),
+                // Every stripe's parity is what its data shards encode to.
+                Policy::Ec { k, m } => {
+                    let codec = Simd::new(k as usize, m as usize).unwrap();
+                    for x in &copies[0].1 {
+                        let (a, b) = (x.offset as usize, (x.offset + x.len as u64) as usize);
+                        let data: Vec<&[u8]> = copies[..k as usize].iter().map(|c| &c.0[a..b]).collect();
+                        let parity = codec.encode(&data).unwrap();
+                        for (i, p) in parity.iter().enumerate() {
+                            assert_eq!(&copies[k as usize + i].0[a..b], &p[..], "extent {} stripe at {a}", e.id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (slice, data) in acked {
+        assert_eq!(&sc.read(*slice).await.unwrap(), data, "{slice:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datanodes_lost_for_good_are_repaired_through_three_losses() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster().await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
+    let mut dead = HashSet::new();
+    check(&meta, &sc, &dead, &acked).await;
+    for round in 1..=3 {
+        // A victim among the datanodes holding copies.
+        let mut holding = Vec::new();
+        for s in meta.streams().await.unwrap() {
+            for e in meta.stream(s.id).await.unwrap().extents {
+                holding.extend(e.replicas.iter().map(|r| r.node.0));
+            }
+        }
+        holding.sort_unstable();
+        holding.dedup();
+        let victim = holding[rng.gen_range(0..holding.len())];
+        let before = meta.repairs().await.unwrap().done_total;
+        dns[victim as usize - 1].kill9();
+        std::fs::remove_file(cl.dir.path().join(format!("d{victim}.img"))).unwrap();
+        dead.insert(NodeId(victim));
+        eprintln!("round {round}: datanode {victim} lost for good");
+        wait_for("the loss to show", Duration::from_secs(20), || async {
+            let r = meta.repairs().await.map_err(|e| eprintln!("repairs: {e}")).ok()?;
+            (!r.degraded.is_empty() || r.done_total > before).then_some(())
+        })
+        .await;
+        let r = healed(&meta, Duration::from_secs(120)).await;
+        eprintln!(
+            "round {round}: healed: {} copies made ({} bytes), {} failed",
+            r.done_total, r.bytes_total, r.failed_total
+        );
+        check(&meta, &sc, &dead, &acked).await;
+    }
+    let r = meta.repairs().await.unwrap();
+    assert!(r.done_total > 0 && r.unreadable == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_cl, _dns, meta) = cluster().await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
+    let nodes = meta.nodes().await.unwrap();
+    let conn = |n: NodeId| {
+        let addr = nodes.iter().find(|x| x.id == n).unwrap().addr.clone();
+        async move { DataNodeClient::connect(addr.as_str()).await.unwrap() }
+    };
+    // A reader's report: the copy is replaced, and deleted from its datanode.
+    let s = &meta.streams().await.unwrap()[0];
+    let e = meta.extent(s.extents[0]).await.unwrap();
+    let bad = e.replicas[1].node;
+    meta.report_bad(e.id, bad, "test").await.unwrap();
+    healed(&meta, Duration::from_secs(60)).await;
+    let now = meta.extent(e.id).await.unwrap();
+    assert!(!now.replicas.iter().any(|r| r.node == bad) && now.bad.is_empty(), "{now:?}");
+    assert_eq!(now.replicas[0], e.replicas[0], "the other copies stay where they were");
+    let gone = wait_for("the bad copy deleted", Duration::from_secs(20), || async {
+        conn(bad).await.stat(e.id).await.is_err().then_some(())
+    });
+    gone.await;
+    check(&meta, &sc, &HashSet::new(), &acked).await;
+    // Draining: every copy moves off, and the datanode ends empty.
+    let drained = NodeId(rng.gen_range(1..=NODES));
+    meta.set_node_state(drained, NodeState::Draining).await.unwrap();
+    healed(&meta, Duration::from_secs(120)).await;
+    wait_for("the drained datanode empty", Duration::from_secs(30), || async {
+        conn(drained).await.list().await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    check(&meta, &sc, &[drained].into_iter().collect(), &acked).await;
+    assert!(meta.tombstones().await.unwrap().is_empty(), "every stray copy deleted");
+}
