@@ -21,6 +21,9 @@ pub const WRITER_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 pub const EXTENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
 /// A replica that has not answered an append (or a read) within this is treated as failed.
 pub const REPLICA_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// A datanode that did not answer a read is tried last by replica reads for this long
+/// (then it gets its turn again: it may be back).
+pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
 /// How long one append keeps sealing, allocating and retrying before giving up.
 pub const APPEND_DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
 /// An EC read waits this long for its data shards before it also reads the parity shards.

@@ -29,10 +29,16 @@ fn seed() -> u64 {
 
 /// A cluster whose leader repairs a copy 1 s after its datanode went down.
 async fn cluster() -> (Cluster, Vec<DataNode>, MetaClient) {
-    let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
+    cluster_with("1000", &[]).await
+}
+
+/// A cluster with a repair delay of `delay_ms`, datanodes started with `extra` flags.
+async fn cluster_with(delay_ms: &str, extra: &[&str]) -> (Cluster, Vec<DataNode>, MetaClient) {
+    let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", delay_ms]);
     let meta = cl.client();
-    let dns: Vec<DataNode> =
-        (1..=NODES).map(|i| DataNode::start_sized(cl.dir.path(), NodeId(i), &cl.addrs(), "64M", false)).collect();
+    let dns: Vec<DataNode> = (1..=NODES)
+        .map(|i| DataNode::start_with(cl.dir.path(), NodeId(i), &cl.addrs(), "64M", false, 100, extra))
+        .collect();
     wait_datanodes_up(&meta, NODES as usize).await;
     (cl, dns, meta)
 }
@@ -198,4 +204,101 @@ async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
     .await;
     check(&meta, &sc, &[drained].into_iter().collect(), &acked).await;
     assert!(meta.tombstones().await.unwrap().is_empty(), "every stray copy deleted");
+}
+
+/// A byte flipped on disk under one copy of a sealed extent: scrub finds it without
+/// any client reading, the copy is replaced and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_finds_a_flipped_byte_and_repair_heals_it_unread() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, _dns, meta) = cluster_with("1000", &["--scrub-rate", "64M", "--scrub-interval-ms", "300"]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let marker = Bytes::from((0..65536).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+    let slice = w.append(marker.clone()).await.unwrap();
+    w.seal().await.unwrap();
+    let e = meta.extent(slice.extent).await.unwrap();
+    let victim = e.replicas[rng.gen_range(0..3)].node;
+    let dev = cl.dir.path().join(format!("d{victim}.img"));
+    let img = std::fs::read(&dev).unwrap();
+    let at = img.windows(marker.len()).position(|w| *w == marker[..]).expect("the record is on the device");
+    let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+    let flip = at + rng.gen_range(0..marker.len());
+    std::os::unix::fs::FileExt::write_at(&f, &[img[flip] ^ 0x20], flip as u64).unwrap();
+    f.sync_all().unwrap();
+    eprintln!("flipped byte {flip} of datanode {victim}'s device, in extent {}", e.id);
+    wait_for("the bad copy replaced", Duration::from_secs(60), || async {
+        let now = meta.extent(e.id).await.ok()?;
+        (!now.replicas.iter().any(|r| r.node == victim)).then_some(())
+    })
+    .await;
+    let r = healed(&meta, Duration::from_secs(60)).await;
+    eprintln!("healed: {r:?}");
+    assert!(r.done_total >= 1, "{r:?}");
+    wait_for("the bad copy deleted", Duration::from_secs(20), || async {
+        meta.tombstones().await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    check(&meta, &sc, &HashSet::new(), &[(slice, marker)]).await;
+}
+
+/// A datanode stopped (SIGSTOP) for less than the repair delay is waited out: nothing
+/// is repaired. Stopped for longer, its copies are repaired elsewhere, and once it
+/// runs again the copies it still holds are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_outage_is_waited_out_and_a_long_one_repaired() {
+    let t0 = std::time::Instant::now();
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_cl, dns, meta) = cluster_with("4000", &[]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
+    let s = &meta.streams().await.unwrap()[0];
+    let victim = meta.extent(s.extents[0]).await.unwrap().replicas[0].node;
+    let state = |want: NodeState| {
+        let meta = meta.clone();
+        async move {
+            let n = meta.nodes().await.ok()?.into_iter().find(|n| n.id == victim)?;
+            (n.state == want).then_some(())
+        }
+    };
+    // Short: down for half the delay (many repair rounds), degraded, nothing repaired;
+    // then back up.
+    dns[victim.0 as usize - 1].signal("STOP");
+    let r = wait_for("the stopped datanode down for half the delay", Duration::from_secs(20), || async {
+        let r = meta.repairs().await.ok()?;
+        r.down_ms.iter().any(|&(n, ms)| n == victim && ms >= r.delay_ms / 2).then_some(r)
+    })
+    .await;
+    eprintln!("{:?} down", t0.elapsed());
+    assert!(!r.degraded.is_empty() && r.waiting == 0 && r.in_flight.is_empty() && r.done_total == 0, "{r:?}");
+    dns[victim.0 as usize - 1].signal("CONT");
+    wait_for("the datanode up again", Duration::from_secs(20), || state(NodeState::Up)).await;
+    eprintln!("{:?} up", t0.elapsed());
+    let r = healed(&meta, Duration::from_secs(10)).await;
+    assert_eq!((r.done_total, r.failed_total), (0, 0), "a short outage was repaired: {r:?}");
+    // Long: repaired elsewhere while it is stopped.
+    dns[victim.0 as usize - 1].signal("STOP");
+    wait_for("the stopped datanode down", Duration::from_secs(20), || state(NodeState::Down)).await;
+    eprintln!("{:?} down", t0.elapsed());
+    let r = healed(&meta, Duration::from_secs(120)).await;
+    assert!(r.done_total > 0, "{r:?}");
+    eprintln!("{:?} healed", t0.elapsed());
+    check(&meta, &sc, &[victim].into_iter().collect(), &acked).await;
+    // Back: what it still holds is stray, and deleted.
+    dns[victim.0 as usize - 1].signal("CONT");
+    wait_for("its stray copies deleted", Duration::from_secs(30), || async {
+        meta.tombstones().await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    let nodes = meta.nodes().await.unwrap();
+    let addr = nodes.iter().find(|n| n.id == victim).unwrap().addr.clone();
+    let left = DataNodeClient::connect(addr.as_str()).await.unwrap().list().await.unwrap();
+    for x in left {
+        let e = meta.extent(x.extent).await.unwrap();
+        assert!(e.replicas.iter().any(|r| r.node == victim), "datanode {victim} keeps extent {} it lost", x.extent);
+    }
 }

@@ -91,6 +91,14 @@ pub struct Args {
     /// Heartbeat interval to the metanode, ms.
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
+    /// Scrub: bytes per second the background re-read of sealed extents reads at most
+    /// (e.g. 16M; 0 turns scrub off). Copies that fail their CRCs are reported to the
+    /// metanode, whose repair replaces them.
+    #[arg(long)]
+    pub scrub_rate: Option<String>,
+    /// Scrub: time from the start of one pass over every sealed extent to the next, ms.
+    #[arg(long)]
+    pub scrub_interval_ms: Option<u64>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`
     /// (SPDK's BlobStore on bdevs; needs a binary built with `--features spdk`).
     #[arg(long)]
@@ -157,6 +165,8 @@ struct FileMeta {
     zone: Option<String>,
     rack: Option<String>,
     heartbeat_ms: Option<u64>,
+    scrub_rate: Option<Size>,
+    scrub_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +240,10 @@ pub struct MetaConfig {
     pub zone: String,
     pub rack: String,
     pub heartbeat_ms: u64,
+    /// Scrub's read rate, bytes per second (0: no scrub).
+    pub scrub_rate: u64,
+    /// Scrub's time between pass starts.
+    pub scrub_interval: std::time::Duration,
 }
 
 impl Config {
@@ -334,12 +348,22 @@ impl Config {
             if heartbeat_ms == 0 {
                 bail!("heartbeat_ms must be positive");
             }
+            let scrub_rate = match &args.scrub_rate {
+                Some(s) => parse_size(s).context("--scrub-rate")?,
+                None => fm.scrub_rate.map_or(crate::limits::SCRUB_RATE_DEFAULT, Size::get),
+            };
+            let scrub_interval = args
+                .scrub_interval_ms
+                .or(fm.scrub_interval_ms)
+                .map_or(crate::limits::SCRUB_INTERVAL_DEFAULT, std::time::Duration::from_millis);
             Some(MetaConfig {
                 addrs,
                 advertise: args.advertise.clone().or(fm.advertise),
                 zone: args.zone.clone().or(fm.zone).unwrap_or_default(),
                 rack: args.rack.clone().or(fm.rack).unwrap_or_default(),
                 heartbeat_ms,
+                scrub_rate,
+                scrub_interval,
             })
         };
         Ok(Config {

@@ -8,4 +8,5 @@ pub mod heartbeat;
 mod le;
 pub mod limits;
 pub mod rebuild;
+pub mod scrub;
 pub mod server;

@@ -81,3 +81,12 @@ pub const REBUILD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes a rebuild reads from each source and appends at once: whole records up to
 /// this (one record may be longer), so memory per rebuild stays bounded.
 pub const REBUILD_SPAN_BYTES: u64 = 4 << 20;
+
+/// Scrub's default read rate: a 4 TB device is re-read in about three days, at a
+/// small share of a disk's bandwidth.
+pub const SCRUB_RATE_DEFAULT: u64 = 16 << 20;
+/// Scrub's default time between pass starts (a pass slower than this starts the next
+/// right away): every sealed copy re-read about weekly, as Ceph's deep scrub does.
+pub const SCRUB_INTERVAL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Bytes scrub reads at once.
+pub const SCRUB_SPAN_BYTES: u64 = 4 << 20;

@@ -80,3 +80,5 @@ pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
 /// A datanode rebuilding one copy (at most an extent, 256 MiB by default) answers
 /// within this, or the repair is dropped and tried again.
 pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Live extents whose stray copies (replaced by repair) one repair round deletes at most.
+pub const STRAYS_PER_ROUND: usize = 16;

@@ -25,7 +25,7 @@ use client::DataNodeClient;
 use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RepairStatus, Replica, Tombstone};
 use proto::{ExtentId, NodeId, Rebuild};
 
-use crate::limits::{REBUILD_TIMEOUT, REPAIRS_PER_NODE, REPAIR_PERIOD};
+use crate::limits::{REBUILD_TIMEOUT, REPAIRS_PER_NODE, REPAIR_PERIOD, STRAYS_PER_ROUND};
 use crate::node::MetaNode;
 use crate::placement;
 use crate::state::{Command, State};
@@ -209,6 +209,22 @@ impl MetaNode {
             }
             starts
         };
+        // Copies repair replaced on a datanode that was down then: deleted once it is up.
+        let strays: Vec<ExtentId> = {
+            let st = self.shared.state.read();
+            st.tombstones
+                .values()
+                .filter(|t| st.extents.contains_key(&t.extent))
+                .filter(|t| {
+                    t.replicas.iter().any(|r| st.nodes.get(&r.node).is_some_and(|n| n.state != NodeState::Down))
+                })
+                .map(|t| t.extent)
+                .take(STRAYS_PER_ROUND)
+                .collect()
+        };
+        for extent in strays {
+            self.delete_strays(extent).await;
+        }
         for (job, target, sources, addr) in starts {
             let (extent, slot) = (job.extent.id, job.slot);
             let begin = Command::BeginRepair { extent, slot, copy: target, at_ms: now_ms() };
@@ -330,6 +346,13 @@ impl MetaNode {
             waiting: jobs.len(),
             unreadable,
             in_flight: st.repairs.iter().flat_map(|(e, v)| v.iter().map(move |r| (*e, *r))).collect(),
+            down_ms: {
+                let mut v: Vec<(NodeId, u64)> =
+                    soft.down_since.iter().map(|(n, t)| (*n, (now - *t).as_millis() as u64)).collect();
+                v.sort_unstable();
+                v
+            },
+            delay_ms: self.settings.repair_delay.as_millis() as u64,
             done_total: soft.done_total,
             failed_total: soft.failed_total,
             bytes_total: soft.bytes_total,

@@ -99,6 +99,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         let l = TcpListener::bind(cfg.listen).await?;
         let addr = l.local_addr()?.to_string();
         let metanode = cfg.meta.clone().expect("--metanode given");
+        tokio::spawn(datanode::scrub::run(store.clone(), NodeId(i), metanode.clone()));
         tokio::spawn(datanode::heartbeat::run(store.clone(), NodeId(i), addr, metanode));
         let srv = Arc::new(Server::new(store.clone(), NodeId(i)));
         let mut rx = stop_rx.clone();

@@ -281,6 +281,7 @@ pub struct Degraded {
 
 /// `GET /v1/repairs`: what repair sees and does (from the leader).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RepairStatus {
     /// Extents missing copies, by policy and copies missing.
     pub degraded: Vec<Degraded>,
@@ -291,6 +292,11 @@ pub struct RepairStatus {
     pub unreadable: usize,
     /// Copies being made.
     pub in_flight: Vec<(ExtentId, Repair)>,
+    /// Datanodes down, with how long (ms) as the leader saw it: their copies are
+    /// repaired once this passes the repair delay.
+    pub down_ms: Vec<(NodeId, u64)>,
+    /// The repair delay, ms.
+    pub delay_ms: u64,
     /// Since this member became leader: copies made, failed, and bytes written.
     pub done_total: u64,
     pub failed_total: u64,

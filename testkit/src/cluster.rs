@@ -217,6 +217,19 @@ impl DataNode {
         zero_fill: bool,
         heartbeat_ms: u64,
     ) -> DataNode {
+        DataNode::start_with(dir, id, meta, size, zero_fill, heartbeat_ms, &[])
+    }
+
+    /// As `start_heartbeat`, with `extra` flags.
+    pub fn start_with(
+        dir: &std::path::Path,
+        id: NodeId,
+        meta: &[String],
+        size: &str,
+        zero_fill: bool,
+        heartbeat_ms: u64,
+        extra: &[&str],
+    ) -> DataNode {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
@@ -236,6 +249,7 @@ impl DataNode {
             // unwritten extents).
             args.push("--no-zero-fill".into());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut d = DataNode { child: None, addr: String::new(), args, log: dir.join(format!("d{id}.log")) };
         d.spawn();
         d

@@ -189,6 +189,10 @@ pub struct StreamClient {
     extents: Arc<Mutex<HashMap<ExtentId, ExtentInfo>>>,
     /// Decoders for EC reads, by (K, M).
     codecs: Arc<Codecs>,
+    /// Datanodes that did not answer a read lately (timeout, no connection), with when:
+    /// replica reads try them last until `SUSPECT_FOR` has passed, so that a stopped
+    /// or partitioned node costs one timeout, not one per read.
+    suspects: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
     pub config: StreamConfig,
 }
 
@@ -202,6 +206,7 @@ impl StreamClient {
             nodes: Arc::default(),
             extents: Arc::default(),
             codecs: Arc::default(),
+            suspects: Arc::default(),
             config,
         }
     }

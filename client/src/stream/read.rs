@@ -13,7 +13,7 @@ use proto::{ExtentError, ExtentId, NodeId, READ_BYTES_MAX};
 
 use super::{within, Corruption, ReplicaFailure, Slice, StreamClient, StreamError};
 use crate::ec::{shard_len, Codec, Simd};
-use crate::limits::READ_SPREAD_BYTES;
+use crate::limits::{READ_SPREAD_BYTES, SUSPECT_FOR};
 use crate::stripe::data_pieces;
 use crate::ClientError;
 
@@ -149,12 +149,24 @@ impl StreamClient {
         let n = e.replicas.len();
         let first = (offset / READ_SPREAD_BYTES + e.id.0) as usize % n.max(1);
         let mut order: Vec<_> = (0..n).map(|i| e.replicas[(first + i) % n]).collect();
-        order.sort_by_key(|r| e.bad.contains(&r.node));
+        {
+            let mut suspects = self.suspects.lock();
+            suspects.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+            order.sort_by_key(|r| (e.bad.contains(&r.node), suspects.contains_key(&r.node)));
+        }
         let mut why = Vec::new();
         for r in order {
             match self.read_copy(e.id, r.node, offset, len, crc).await {
-                Ok(b) => return Ok(b),
-                Err(w) => why.push(w.to_string()),
+                Ok(b) => {
+                    self.suspects.lock().remove(&r.node);
+                    return Ok(b);
+                }
+                Err(w) => {
+                    if matches!(w, ReplicaFailure::Timeout { .. } | ReplicaFailure::Connect { .. }) {
+                        self.suspects.lock().insert(r.node, std::time::Instant::now());
+                    }
+                    why.push(w.to_string())
+                }
             }
         }
         Err(StreamError::Unreadable { extent: e.id, offset, len, why: why.join("; ") })

@@ -41,6 +41,7 @@ fn run() -> anyhow::Result<()> {
         let _ = writeln!(out, "datanode {} listening on {addr}", cfg.node_id).and_then(|()| out.flush());
         if let Some(meta) = cfg.meta.clone() {
             let advertise = meta.advertise.clone().unwrap_or_else(|| addr.to_string());
+            tokio::spawn(datanode::scrub::run(store.clone(), cfg.node_id, meta.clone()));
             tokio::spawn(datanode::heartbeat::run(store.clone(), cfg.node_id, advertise, meta));
         }
         let server = Arc::new(Server::new(store.clone(), cfg.node_id));
