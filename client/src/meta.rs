@@ -257,6 +257,11 @@ impl MetaClient {
     pub async fn remove_member(&self, id: MemberId) -> Result<(), MetaError> {
         self.call::<(), ()>(Method::DELETE, &format!("/v1/admin/members/{id}"), None).await
     }
+
+    /// Forgets a datanode that holds no copy any more (drained, or lost and repaired).
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), MetaError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/v1/admin/nodes/{id}"), None).await
+    }
 }
 
 fn tracing_free_warn(msg: &str) {

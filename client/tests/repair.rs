@@ -34,7 +34,12 @@ async fn cluster() -> (Cluster, Vec<DataNode>, MetaClient) {
 
 /// A cluster with a repair delay of `delay_ms`, datanodes started with `extra` flags.
 async fn cluster_with(delay_ms: &str, extra: &[&str]) -> (Cluster, Vec<DataNode>, MetaClient) {
-    let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", delay_ms]);
+    cluster_of(1, delay_ms, extra).await
+}
+
+/// As `cluster_with`, with `members` metanodes.
+async fn cluster_of(members: u64, delay_ms: &str, extra: &[&str]) -> (Cluster, Vec<DataNode>, MetaClient) {
+    let cl = Cluster::start(members, &["--node-grace-ms", "1000", "--repair-delay-ms", delay_ms]);
     let meta = cl.client();
     let dns: Vec<DataNode> = (1..=NODES)
         .map(|i| DataNode::start_with(cl.dir.path(), NodeId(i), &cl.addrs(), "64M", false, 100, extra))
@@ -165,6 +170,14 @@ async fn datanodes_lost_for_good_are_repaired_through_three_losses() {
     }
     let r = meta.repairs().await.unwrap();
     assert!(r.done_total > 0 && r.unreadable == 0, "{r:?}");
+    // The lost datanodes can go now, and the strays named on them with them; one
+    // holding a copy cannot.
+    let alive = (1..=NODES).map(NodeId).find(|n| !dead.contains(n)).unwrap();
+    assert!(matches!(meta.remove_node(alive).await, Err(proto::meta::MetaError::Conflict { .. })));
+    for n in &dead {
+        meta.remove_node(*n).await.unwrap();
+    }
+    assert!(meta.tombstones().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +210,8 @@ async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
     // Draining: every copy moves off, and the datanode ends empty.
     let drained = NodeId(rng.gen_range(1..=NODES));
     meta.set_node_state(drained, NodeState::Draining).await.unwrap();
-    healed(&meta, Duration::from_secs(120)).await;
+    let r = healed(&meta, Duration::from_secs(120)).await;
+    assert_eq!(r.draining, vec![(drained, 0)], "the drained datanode says it is empty");
     wait_for("the drained datanode empty", Duration::from_secs(30), || async {
         conn(drained).await.list().await.unwrap().is_empty().then_some(())
     })
@@ -300,5 +314,67 @@ async fn a_short_outage_is_waited_out_and_a_long_one_repaired() {
     for x in left {
         let e = meta.extent(x.extent).await.unwrap();
         assert!(e.replicas.iter().any(|r| r.node == victim), "datanode {victim} keeps extent {} it lost", x.extent);
+    }
+}
+
+/// The metanode leader and a datanode making a copy are killed with -9 in the middle of
+/// repairs (rebuilds slowed to 4 MiB/s per datanode so they are caught in flight): a
+/// new leader ends the abandoned repairs, repairs again and completes; no copy is
+/// committed that is not on disk, and the partial copy is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_survives_the_leader_and_the_rebuilding_datanode_killed() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut cl, mut dns, meta) = cluster_of(3, "500", &["--rebuild-rate", "4M"]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
+    // The datanode holding the most copies is lost for good.
+    let mut count = std::collections::HashMap::new();
+    for s in meta.streams().await.unwrap() {
+        for e in meta.stream(s.id).await.unwrap().extents {
+            for r in e.replicas {
+                *count.entry(r.node).or_insert(0) += 1;
+            }
+        }
+    }
+    let lost = *count.iter().max_by_key(|(n, c)| (**c, n.0)).unwrap().0;
+    dns[lost.0 as usize - 1].kill9();
+    std::fs::remove_file(cl.dir.path().join(format!("d{lost}.img"))).unwrap();
+    let r = wait_for("repairs in flight", Duration::from_secs(30), || async {
+        let r = meta.repairs().await.ok()?;
+        (!r.in_flight.is_empty()).then_some(r)
+    })
+    .await;
+    let rebuilding = r.in_flight[0].1.copy.node;
+    let leader = cl.leader().await;
+    eprintln!("killing metanode {leader} and datanode {rebuilding} with {} repairs in flight", r.in_flight.len());
+    cl.member_mut(leader).kill9();
+    dns[rebuilding.0 as usize - 1].kill9();
+    dns[rebuilding.0 as usize - 1].spawn();
+    cl.member_mut(leader).start();
+    let r = healed(&meta, Duration::from_secs(180)).await;
+    eprintln!("healed: {} copies made, {} failed", r.done_total, r.failed_total);
+    check(&meta, &sc, &[lost].into_iter().collect(), &acked).await;
+    // The lost datanode is forgotten (with the strays named on it), and the partial
+    // copy the killed datanode was making is deleted.
+    meta.remove_node(lost).await.unwrap();
+    wait_for("no stray copy left", Duration::from_secs(30), || async {
+        meta.tombstones().await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    let nodes = meta.nodes().await.unwrap();
+    assert!(!nodes.iter().any(|n| n.id == lost));
+    for n in &nodes {
+        let c = DataNodeClient::connect(n.addr.as_str()).await.unwrap();
+        for x in c.list().await.unwrap() {
+            let e = meta.extent(x.extent).await.unwrap();
+            assert!(
+                e.replicas.iter().any(|r| r.node == n.id),
+                "datanode {} keeps extent {} it does not hold",
+                n.id,
+                x.extent
+            );
+        }
     }
 }

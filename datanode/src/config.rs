@@ -99,6 +99,10 @@ pub struct Args {
     /// Scrub: time from the start of one pass over every sealed extent to the next, ms.
     #[arg(long)]
     pub scrub_interval_ms: Option<u64>,
+    /// Repair: bytes per second this datanode writes into copies it rebuilds for the
+    /// metanode's repair, all rebuilds together (e.g. 64M; 0: no limit).
+    #[arg(long)]
+    pub rebuild_rate: Option<String>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`
     /// (SPDK's BlobStore on bdevs; needs a binary built with `--features spdk`).
     #[arg(long)]
@@ -141,6 +145,7 @@ struct FileConfig {
     metanode: Option<FileMeta>,
     backend: Option<Backend>,
     spdk: Option<FileSpdk>,
+    rebuild_rate: Option<Size>,
 }
 
 /// The spdk backend's devices, from flags or from the file's `[spdk]` (flags win).
@@ -230,6 +235,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Registration with a metanode group, if configured.
     pub meta: Option<MetaConfig>,
+    /// Bytes per second rebuilds may write (0: no limit).
+    pub rebuild_rate: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -366,7 +373,12 @@ impl Config {
                 scrub_interval,
             })
         };
+        let rebuild_rate = match &args.rebuild_rate {
+            Some(s) => parse_size(s).context("--rebuild-rate")?,
+            None => file.rebuild_rate.map_or(crate::limits::REBUILD_RATE_DEFAULT, Size::get),
+        };
         Ok(Config {
+            rebuild_rate,
             node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
             meta,

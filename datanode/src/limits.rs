@@ -90,3 +90,7 @@ pub const SCRUB_RATE_DEFAULT: u64 = 16 << 20;
 pub const SCRUB_INTERVAL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Bytes scrub reads at once.
 pub const SCRUB_SPAN_BYTES: u64 = 4 << 20;
+/// Rebuilds (repair) write at most this many bytes per second on one datanode by
+/// default: about a third of a disk, so clients keep most of theirs while a lost node is
+/// re-protected (a 10 TB node's copies spread over many nodes still rebuild in hours).
+pub const REBUILD_RATE_DEFAULT: u64 = 64 << 20;

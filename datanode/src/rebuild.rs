@@ -8,6 +8,7 @@
 //! on the way is deleted here: the metanode then drops the repair.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::ec::{Codec, Simd};
@@ -30,7 +31,35 @@ fn failed(msg: impl Into<String>) -> ExtentError {
     ExtentError::Failed(msg.into())
 }
 
-pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild) -> Result<ExtentStat, ExtentError> {
+/// Paces the rebuilds of one datanode together: each span waits for its turn at
+/// `rate` bytes per second.
+pub struct Pacer {
+    rate: u64,
+    next: parking_lot::Mutex<Instant>,
+}
+
+impl Pacer {
+    /// `rate` bytes per second; 0 for no limit.
+    pub fn new(rate: u64) -> Pacer {
+        Pacer { rate, next: parking_lot::Mutex::new(Instant::now()) }
+    }
+
+    /// Waits until `bytes` more may be written.
+    async fn take(&self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let start = {
+            let mut next = self.next.lock();
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+}
+
+pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild, pacer: &Pacer) -> Result<ExtentStat, ExtentError> {
     // An earlier attempt: done if sealed at the asked length (read back again), else
     // started over.
     if let Ok(st) = store.stat(r.extent) {
@@ -51,7 +80,7 @@ pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild) -> Result<ExtentStat,
         )));
     }
     store.create(r.extent, r.epoch, r.device).await?;
-    let made = match copy(store, &r, &sources).await {
+    let made = match copy(store, &r, &sources, pacer).await {
         Ok(()) => match store.seal(r.extent, r.length).await {
             Ok(()) => read_back(store, r.extent, r.length).await,
             Err(e) => Err(e),
@@ -130,7 +159,7 @@ async fn read_checked(s: &Source, extent: ExtentId, span: &[RecordStat]) -> Resu
     Ok(data)
 }
 
-async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source]) -> Result<(), ExtentError> {
+async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source], pacer: &Pacer) -> Result<(), ExtentError> {
     let codec = match r.k {
         0 => None,
         k => Some(Simd::new(k as usize, r.m as usize).map_err(|e| failed(e.to_string()))?),
@@ -143,6 +172,8 @@ async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source]) -> Resu
         return Err(failed(format!("no record of extent {} ends at its sealed length {}", r.extent, r.length)));
     }
     for span in spans(&layout[..upto]) {
+        let (first, last) = (span[0].offset, span[span.len() - 1].offset + span[span.len() - 1].len as u64);
+        pacer.take(last - first).await;
         let records: Vec<Bytes> = match &codec {
             None => {
                 let mut last = None;

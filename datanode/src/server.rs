@@ -26,11 +26,24 @@ pub struct Server {
     node: NodeId,
     /// Receive buffers for large appends, reused between requests.
     recv_pool: Arc<parking_lot::Mutex<BufPool>>,
+    /// Paces rebuilds (repair) on this datanode.
+    rebuilds: crate::rebuild::Pacer,
 }
 
 impl Server {
     pub fn new(store: Arc<ExtentStore>, node: NodeId) -> Server {
-        Server { store, node, recv_pool: Arc::default() }
+        Server {
+            store,
+            node,
+            recv_pool: Arc::default(),
+            rebuilds: crate::rebuild::Pacer::new(crate::limits::REBUILD_RATE_DEFAULT),
+        }
+    }
+
+    /// Rebuilds write at most `rate` bytes per second together (0: no limit).
+    pub fn with_rebuild_rate(mut self, rate: u64) -> Server {
+        self.rebuilds = crate::rebuild::Pacer::new(rate);
+        self
     }
 
     /// Accepts connections until `shutdown` resolves.
@@ -159,7 +172,7 @@ impl Server {
             Request::List => Ok(Response::List(s.list())),
             Request::NodeStat => Ok(Response::NodeStat(NodeStat { node: self.node, devices: s.device_stats() })),
             Request::Records { extent } => s.records(extent).map(Response::Records),
-            Request::Rebuild(r) => crate::rebuild::rebuild(s, r).await.map(Response::Stat),
+            Request::Rebuild(r) => crate::rebuild::rebuild(s, r, &self.rebuilds).await.map(Response::Stat),
             Request::Append { .. } => unreachable!("appends are handled by the reader"),
         }
     }

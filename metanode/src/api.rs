@@ -112,6 +112,7 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/admin/members", post(add_member))
         .route("/v1/admin/members/{id}", delete(remove_member))
         .route("/v1/admin/nodes/{id}/state", post(set_node_state))
+        .route("/v1/admin/nodes/{id}", delete(remove_node))
         .route("/v1/admin/usage", get(usage))
         .fallback(|| async { ApiError(MetaError::invalid("no such endpoint")) })
         .layer(middleware::from_fn_with_state(node.clone(), authenticate))
@@ -206,6 +207,10 @@ async fn add_member(State(n): App, Body(m): Body<Member>) -> ApiResult<()> {
 
 async fn remove_member(State(n): App, Id(id): Id<MemberId>) -> ApiResult<()> {
     Ok(Json(n.remove_member(id).await?))
+}
+
+async fn remove_node(State(n): App, Id(id): Id<NodeId>) -> ApiResult<()> {
+    Ok(Json(n.remove_node(id).await?))
 }
 
 async fn set_node_state(State(n): App, Id(id): Id<NodeId>, Body(s): Body<SetNodeState>) -> ApiResult<NodeInfo> {

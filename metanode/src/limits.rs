@@ -73,8 +73,9 @@ const _: () = assert!(4 * PLACED_EXTENT_RESERVE_BYTES <= DEVICE_ROOM_BYTES_MIN);
 pub const REPAIR_DELAY_DEFAULT: Duration = Duration::from_secs(600);
 /// Repairs in flight at once, cluster-wide.
 pub const REPAIR_CONCURRENCY_DEFAULT: usize = 4;
-/// Repairs writing onto one datanode at once, so that one new node is not flooded.
-pub const REPAIRS_PER_NODE: usize = 2;
+/// Repairs writing onto one datanode at once by default, so that one new node is not
+/// flooded (each datanode also paces its rebuilds' bytes: `--rebuild-rate`).
+pub const REPAIRS_PER_NODE_DEFAULT: usize = 2;
 /// How often the leader looks for copies to repair.
 pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
 /// A datanode rebuilding one copy (at most an extent, 256 MiB by default) answers

@@ -53,6 +53,8 @@ pub struct Settings {
     pub repair_delay: Duration,
     /// Repairs in flight at once, cluster-wide.
     pub repair_concurrency: usize,
+    /// Repairs writing onto one datanode at once.
+    pub repair_per_node: usize,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Settings {
             token: None,
             repair_delay: crate::limits::REPAIR_DELAY_DEFAULT,
             repair_concurrency: crate::limits::REPAIR_CONCURRENCY_DEFAULT,
+            repair_per_node: crate::limits::REPAIRS_PER_NODE_DEFAULT,
         }
     }
 }
@@ -262,6 +265,13 @@ impl MetaNode {
     pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<NodeInfo> {
         let Reply::Node(n) = self.write(Command::SetNodeState { id, state }).await? else { unreachable!() };
         Ok(n)
+    }
+
+    /// Forgets a datanode that holds no copy any more.
+    pub async fn remove_node(&self, id: NodeId) -> Result<()> {
+        self.write(Command::RemoveNode { id }).await?;
+        self.soft.lock().seen.remove(&id);
+        Ok(())
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {

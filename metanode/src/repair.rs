@@ -25,7 +25,7 @@ use client::DataNodeClient;
 use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RepairStatus, Replica, Tombstone};
 use proto::{ExtentId, NodeId, Rebuild};
 
-use crate::limits::{REBUILD_TIMEOUT, REPAIRS_PER_NODE, REPAIR_PERIOD, STRAYS_PER_ROUND};
+use crate::limits::{REBUILD_TIMEOUT, REPAIR_PERIOD, STRAYS_PER_ROUND};
 use crate::node::MetaNode;
 use crate::placement;
 use crate::state::{Command, State};
@@ -188,7 +188,7 @@ impl MetaNode {
                 }
                 let mut exclude = st.holders(e.id);
                 exclude.extend(placed.get(&e.id).into_iter().flatten());
-                exclude.extend(per_node.iter().filter(|(_, &c)| c >= REPAIRS_PER_NODE).map(|(n, _)| *n));
+                exclude.extend(per_node.iter().filter(|(_, &c)| c >= self.settings.repair_per_node).map(|(n, _)| *n));
                 let others: Vec<&proto::meta::NodeInfo> = (0..e.replicas.len())
                     .filter(|&i| i != job.slot as usize)
                     .filter_map(|i| st.nodes.get(&e.replicas[i].node))
@@ -353,6 +353,12 @@ impl MetaNode {
                 v
             },
             delay_ms: self.settings.repair_delay.as_millis() as u64,
+            draining: st
+                .nodes
+                .values()
+                .filter(|n| n.draining)
+                .map(|n| (n.id, st.extents.values().filter(|e| e.replicas.iter().any(|r| r.node == n.id)).count()))
+                .collect(),
             done_total: soft.done_total,
             failed_total: soft.failed_total,
             bytes_total: soft.bytes_total,

@@ -76,6 +76,12 @@ pub enum Command {
         copy: Replica,
         at_ms: u64,
     },
+    /// An admin forgets a datanode that holds no copy any more (drained, or lost and
+    /// repaired): the copies tombstones still name there are forgotten with it (its
+    /// disk is gone, or is wiped before it joins again).
+    RemoveNode {
+        id: NodeId,
+    },
     /// The repair of `extent`'s `slot` by `copy` ended: `done` (the copy is written,
     /// sealed and read back) makes it the replica and the old copy a stray to delete;
     /// otherwise the copy is a stray.
@@ -251,6 +257,7 @@ impl State {
             }
             Command::BeginRepair { extent, slot, copy, at_ms } => self.begin_repair(extent, slot, copy, at_ms, dirty),
             Command::EndRepair { extent, slot, copy, done } => Ok(self.end_repair(extent, slot, copy, done, dirty)),
+            Command::RemoveNode { id } => self.remove_node(id, dirty),
         }
     }
 
@@ -320,6 +327,27 @@ impl State {
         let reply = Reply::Extent(e.clone());
         self.add_strays(Tombstone { extent, stream, policy, replicas: vec![stray], sealed_len }, dirty);
         reply
+    }
+
+    fn remove_node(&mut self, id: NodeId, dirty: &mut Vec<Key>) -> Outcome {
+        if !self.nodes.contains_key(&id) {
+            return Err(MetaError::NoSuchNode { id });
+        }
+        let holds = self.extents.values().filter(|e| e.replicas.iter().any(|r| r.node == id)).count()
+            + self.repairs.values().flatten().filter(|r| r.copy.node == id).count();
+        if holds > 0 {
+            return Err(MetaError::conflict(format!(
+                "datanode {id} still holds {holds} copies: drain it, or wait until repair has replaced them"
+            )));
+        }
+        self.nodes.remove(&id);
+        dirty.push(Key::Node(id));
+        let named: Vec<ExtentId> =
+            self.tombstones.values().filter(|t| t.replicas.iter().any(|r| r.node == id)).map(|t| t.extent).collect();
+        for extent in named {
+            self.copies_gone(extent, &[id], dirty);
+        }
+        Ok(Reply::Done)
     }
 
     /// Adds `t`'s copies to the extent's tombstone (made if there is none).
@@ -747,6 +775,22 @@ mod tests {
         run(&mut st, Command::DeleteStream { id: s }).unwrap();
         assert_eq!(st.tombstones[&e1].replicas, replicas(&[2, 4, 5, 3]));
         assert_eq!(st.tombstones[&e1].sealed_len, Some(10));
+        // A node holding no copy can go, with the strays named on it.
+        assert!(matches!(run(&mut st, Command::RemoveNode { id: NodeId(9) }), Err(MetaError::NoSuchNode { .. })));
+        run(&mut st, Command::RemoveNode { id: NodeId(2) }).unwrap();
+        assert_eq!(st.tombstones[&e1].replicas, replicas(&[4, 5, 3]));
+        assert!(!st.nodes.contains_key(&NodeId(2)));
+    }
+
+    #[test]
+    fn a_node_holding_copies_cannot_be_removed() {
+        let mut st = State::default();
+        let (_, [e1, ..]) = three_extents(&mut st);
+        assert!(matches!(run(&mut st, Command::RemoveNode { id: NodeId(1) }), Err(MetaError::Conflict { .. })));
+        run(&mut st, Command::RegisterNode(node(NodeId(4)))).unwrap();
+        let copy = Replica { node: NodeId(4), device: 0 };
+        run(&mut st, Command::BeginRepair { extent: e1, slot: 0, copy, at_ms: 1 }).unwrap();
+        assert!(matches!(run(&mut st, Command::RemoveNode { id: NodeId(4) }), Err(MetaError::Conflict { .. })));
     }
 
     #[test]

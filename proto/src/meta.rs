@@ -297,6 +297,8 @@ pub struct RepairStatus {
     pub down_ms: Vec<(NodeId, u64)>,
     /// The repair delay, ms.
     pub delay_ms: u64,
+    /// Draining datanodes, with the copies still on each (0: empty, it can go).
+    pub draining: Vec<(NodeId, usize)>,
     /// Since this member became leader: copies made, failed, and bytes written.
     pub done_total: u64,
     pub failed_total: u64,

@@ -66,6 +66,9 @@ struct Serve {
     /// Repairs in flight at once, cluster-wide (0: no repair).
     #[arg(long, default_value_t = limits::REPAIR_CONCURRENCY_DEFAULT)]
     repair_concurrency: usize,
+    /// Repairs writing onto one datanode at once.
+    #[arg(long, default_value_t = limits::REPAIRS_PER_NODE_DEFAULT)]
+    repair_per_node: usize,
 }
 
 /// A range of milliseconds written `MIN-MAX`.
@@ -117,6 +120,13 @@ enum Cmd {
     },
     /// List datanodes.
     Nodes(Target),
+    /// Forget a datanode that holds no copy any more (drained, or lost for good and
+    /// repaired); refused while it holds one.
+    RemoveNode {
+        #[command(flatten)]
+        t: Target,
+        id: NodeId,
+    },
     /// What repair sees and does: degraded extents by policy and copies missing,
     /// copies waiting and in flight, totals.
     Repairs(Target),
@@ -189,6 +199,7 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
     s.placement_seed = a.placement_seed;
     s.repair_delay = Duration::from_millis(a.repair_delay_ms);
     s.repair_concurrency = a.repair_concurrency;
+    s.repair_per_node = a.repair_per_node.max(1);
     s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
     if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {
         bail!("{CLUSTER_TOKEN_ENV} holds characters not allowed in an HTTP header");
@@ -227,6 +238,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Nodes(t) => json(&MetaClient::new(t.meta).nodes().await?),
         Cmd::Repairs(t) => json(&MetaClient::new(t.meta).repairs().await?),
+        Cmd::RemoveNode { t, id } => MetaClient::new(t.meta).remove_node(id).await?,
         Cmd::NodeState { t, id, state } => {
             let state = match state.as_str() {
                 "up" => NodeState::Up,
