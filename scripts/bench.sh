@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh SUITE   (suites: datanode [--backend spdk], metanode, logstream, s3, ec, gc)
+# Usage: scripts/bench.sh SUITE   (suites: datanode [--backend spdk], metanode, logstream, s3, ec, gc, repair)
 # Prints one JSON object per line: suite, case, value, unit, and where a baseline was
 # measured in the same run: baseline, baseline_value, ratio (higher is better), target.
 set -euo pipefail
@@ -47,6 +47,13 @@ case "$suite" in
     # The same comparison at the LogStream layer (no HTTP, no MD5): 4 MiB appends.
     STRATA_BENCH_LOGSTREAM_MODE=ec cargo bench -q -p client --bench logstream | grep '^{'
     ;;
+  repair)
+    scripts/setup.sh >&2
+    # Re-protection after a datanode loss, and client I/O while it runs (see
+    # client/benches/repair.rs).
+    cargo build --release -q -p metanode -p datanode
+    cargo bench -q -p client --bench repair | grep '^{'   # progress goes to stderr
+    ;;
   gc)
     scripts/setup.sh >&2
     # GC on one standalone: space amplification, compaction and reclaim rates, PUTs
@@ -55,7 +62,7 @@ case "$suite" in
     STRATA_BENCH_S3_MODE=gc cargo bench -q -p ogw --bench s3 | grep '^{'   # progress goes to stderr
     ;;
   *)
-    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec, gc)" >&2
+    echo "usage: scripts/bench.sh SUITE   (suites: datanode, metanode, logstream, s3, ec, gc, repair)" >&2
     exit 2
     ;;
 esac

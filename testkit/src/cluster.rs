@@ -255,6 +255,11 @@ impl DataNode {
         d
     }
 
+    /// A placeholder for a datanode lost for good (no process; `kill9` does nothing).
+    pub fn dead() -> DataNode {
+        DataNode { child: None, addr: String::new(), args: Vec::new(), log: std::path::PathBuf::new() }
+    }
+
     pub fn spawn(&mut self) {
         let (child, addr) = spawn_listening(&datanode_bin(), &self.args, &self.log);
         self.child = Some(child);
