@@ -1,12 +1,12 @@
 //! `scripts/bench.sh repair` (issue 15): re-protection after a datanode is lost, on a
-//! local cluster of real processes (a metanode, 5 datanodes with a 3 GiB device file
+//! local cluster of real processes (a metanode, 5 datanodes with a 4 GiB device file
 //! each, all on this machine's one disk), with the disk's sequential write bandwidth
 //! measured in the same run.
 //!
 //! 2 GiB of `replica:3` appends (1 MiB each, 64 MiB extents) are written and sealed.
 //! Then, twice, the datanode holding the most copies is killed and its device removed,
 //! and the copies it held are rebuilt on the others:
-//! - with the default pacing (64 MiB/s of rebuilds per datanode, 4 repairs at once):
+//! - with the default pacing (32 MiB/s of rebuilds per datanode, 4 repairs at once):
 //!   client appends (1 MiB, 4 in flight) and reads (1 MiB slices, 16 in flight) run
 //!   while repair does, against the same on the quiet cluster before the loss
 //!   (`*_during_repair`, target ≥ 0.7); and the time to re-protect;
@@ -132,7 +132,7 @@ fn main() {
         let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
         let seq = device_seq_write(cl.dir.path(), secs);
         emit(json!({"suite": "repair", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
-        let start = |id: u64, extra: &[&str]| DataNode::start_with(cl.dir.path(), NodeId(id), &cl.addrs(), "3G", true, 100, extra);
+        let start = |id: u64, extra: &[&str]| DataNode::start_with(cl.dir.path(), NodeId(id), &cl.addrs(), "4G", false, 100, extra);
         let mut dns: Vec<DataNode> = (1..=NODES).map(|i| start(i, &[])).collect();
         let meta = cl.client();
         testkit::wait_datanodes_up(&meta, NODES as usize).await;
@@ -162,7 +162,7 @@ fn main() {
                 stop.store(true, Ordering::Relaxed);
             })
         };
-        let (put_quiet, get_quiet) = load(&sc, slices.clone(), stop, 1024).await;
+        let (put_quiet, get_quiet) = load(&sc, slices.clone(), stop, 512).await;
         timer.await.unwrap();
         eprintln!("quiet: appends {put_quiet:.0} MB/s, reads {get_quiet:.0} MB/s");
 
@@ -171,7 +171,7 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let client_load = {
             let (sc, slices, stop) = (sc.clone(), slices.clone(), stop.clone());
-            tokio::spawn(async move { load(&sc, slices, stop, 1024).await })
+            tokio::spawn(async move { load(&sc, slices, stop, 512).await })
         };
         let took = lose(&cl, &mut dns, &meta, victim).await;
         stop.store(true, Ordering::Relaxed);
@@ -179,7 +179,7 @@ fn main() {
         let floor = bytes as f64 / 1e6 / seq;
         emit(json!({"suite": "repair", "case": "reprotect_paced", "value": took, "unit": "s", "lower_is_better": true,
             "bytes": bytes, "baseline": "bytes / device_seq_write", "baseline_value": floor, "ratio": floor / took,
-            "rebuild_rate_per_node": "64 MiB/s"}));
+            "rebuild_rate_per_node": "32 MiB/s"}));
         emit(json!({"suite": "repair", "case": "append_1m_d4_during_repair", "value": put_busy, "unit": "MB/s",
             "baseline": "append_1m_d4_quiet", "baseline_value": put_quiet, "ratio": put_busy / put_quiet, "target": 0.7}));
         emit(json!({"suite": "repair", "case": "read_1m_c16_during_repair", "value": get_busy, "unit": "MB/s",

@@ -378,3 +378,58 @@ async fn repair_survives_the_leader_and_the_rebuilding_datanode_killed() {
         }
     }
 }
+
+/// Two empty datanodes join three full ones: rebalancing moves copies until the used
+/// fractions are within 10 % of each other, moving at most 1.2 times the minimum; every
+/// byte still reads back and the moved copies are deleted from their old datanodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_new_datanodes_are_filled_by_rebalancing_with_little_more_than_the_minimum_moved() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cl = Cluster::start(
+        1,
+        &[
+            "--node-grace-ms",
+            "1000",
+            "--repair-delay-ms",
+            "1000",
+            "--rebalance-threshold-pct",
+            "10",
+            "--rebalance-min-mib",
+            "1",
+        ],
+    );
+    let meta = cl.client();
+    let start = |i: u64| DataNode::start_with(cl.dir.path(), NodeId(i), &cl.addrs(), "256M", false, 100, &[]);
+    let mut dns: Vec<DataNode> = (1..=3).map(start).collect();
+    wait_datanodes_up(&meta, 3).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "test").await.unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..200 {
+        let data = Bytes::from((0..256 << 10).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+        acked.push((w.append(data.clone()).await.unwrap(), data));
+    }
+    w.seal().await.unwrap();
+    assert_eq!(meta.repairs().await.unwrap().rebalance.planned_bytes, 0, "three nodes holding everything are even");
+    dns.extend((4..=5).map(start));
+    wait_datanodes_up(&meta, 5).await;
+    let before = meta.repairs().await.unwrap().rebalance;
+    eprintln!("two datanodes joined: {before:?}");
+    assert!(before.spread_permille > 900 && before.min_bytes > 0, "{before:?}");
+    let r = wait_for("the datanodes even", Duration::from_secs(120), || async {
+        let r = meta.repairs().await.ok()?;
+        (r.rebalance.spread_permille <= 100 && r.in_flight.is_empty()).then_some(r)
+    })
+    .await;
+    eprintln!("balanced: {:?}", r.rebalance);
+    let moved = r.rebalance.moved_bytes_total;
+    assert!(moved as f64 <= 1.2 * before.min_bytes as f64, "moved {moved}, minimum {}", before.min_bytes);
+    assert_eq!(r.done_total, 0, "nothing was repaired, only moved");
+    wait_for("the moved copies deleted", Duration::from_secs(30), || async {
+        meta.tombstones().await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    check(&meta, &sc, &HashSet::new(), &acked).await;
+}

@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(long)]
     pub scrub_interval_ms: Option<u64>,
     /// Repair: bytes per second this datanode writes into copies it rebuilds for the
-    /// metanode's repair, all rebuilds together (e.g. 64M; 0: no limit).
+    /// metanode's repair, all rebuilds together (default 32M; 0: no limit).
     #[arg(long)]
     pub rebuild_rate: Option<String>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`

@@ -83,3 +83,14 @@ pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
 pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Live extents whose stray copies (replaced by repair) one repair round deletes at most.
 pub const STRAYS_PER_ROUND: usize = 16;
+/// Rebalance while the datanodes' used fractions spread more than this ((max - min) /
+/// max): 10 %, as the issue asks of the end state.
+pub const REBALANCE_THRESHOLD_DEFAULT: f64 = 0.10;
+/// ... and at least this much must move to even them out: less is not worth the I/O.
+pub const REBALANCE_MIN_BYTES_DEFAULT: u64 = 1 << 30;
+/// Rebalancing moves in flight hold at most this share of the placed bytes (at least
+/// one move), so that clients keep the disks.
+pub const REBALANCE_SHARE: f64 = 0.05;
+/// An extent whose repair failed (or found no datanode with room) is tried again after
+/// this, not every round.
+pub const REPAIR_RETRY_BACKOFF: Duration = Duration::from_secs(5);

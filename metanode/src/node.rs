@@ -55,6 +55,11 @@ pub struct Settings {
     pub repair_concurrency: usize,
     /// Repairs writing onto one datanode at once.
     pub repair_per_node: usize,
+    /// Rebalance while (max - min) / max of the datanodes' used fractions is above
+    /// this (0: never).
+    pub rebalance_threshold: f64,
+    /// ... and the bytes that must move to even them out reach this.
+    pub rebalance_min_bytes: u64,
 }
 
 impl Settings {
@@ -74,6 +79,8 @@ impl Settings {
             repair_delay: crate::limits::REPAIR_DELAY_DEFAULT,
             repair_concurrency: crate::limits::REPAIR_CONCURRENCY_DEFAULT,
             repair_per_node: crate::limits::REPAIRS_PER_NODE_DEFAULT,
+            rebalance_threshold: crate::limits::REBALANCE_THRESHOLD_DEFAULT,
+            rebalance_min_bytes: crate::limits::REBALANCE_MIN_BYTES_DEFAULT,
         }
     }
 }

@@ -114,22 +114,25 @@ pub fn place(cands: &[Candidate<'_>], policy: Policy, rng: &mut impl Rng) -> Res
     Ok(chosen)
 }
 
-/// Where a copy made by repair goes: an `Up` candidate with room that is not in
-/// `exclude` (the nodes holding, or about to hold, a copy of the extent), in a failure
-/// domain none of `others` (the nodes of the copies that stay) is in when there is one.
+/// Where a copy of `bytes` made by repair goes: an `Up` candidate with a device that
+/// has room for it, not in `exclude` (the nodes holding, or about to hold, a copy of the
+/// extent), in a failure domain none of `others` (the nodes of the copies that stay) is
+/// in when there is one.
 pub fn place_one(
     cands: &[Candidate<'_>],
     exclude: &[NodeId],
     others: &[&NodeInfo],
     width: usize,
+    bytes: u64,
     rng: &mut impl Rng,
 ) -> Result<Replica, MetaError> {
+    let fits = |d: &Device| d.room() > bytes;
     let healthy: Vec<&Candidate<'_>> = cands
         .iter()
-        .filter(|c| c.node.state == NodeState::Up && !exclude.contains(&c.node.id) && c.room() > 0)
+        .filter(|c| c.node.state == NodeState::Up && !exclude.contains(&c.node.id) && c.devices.iter().any(fits))
         .collect();
     if healthy.is_empty() {
-        return Err(MetaError::NoSpace { policy: "a repair".into(), need: 1, have: 0 });
+        return Err(MetaError::NoSpace { policy: format!("a copy of {bytes} bytes"), need: 1, have: 0 });
     }
     let spread = spread_for(cands, width);
     let taken: HashSet<_> = others.iter().map(|n| domain(n, spread)).collect();
@@ -137,8 +140,8 @@ pub fn place_one(
         healthy.iter().copied().filter(|c| !taken.contains(&domain(c.node, spread))).collect();
     let pool = if apart.is_empty() { &healthy } else { &apart };
     let c = weighted(pool, |c| c.room(), rng).expect("room() > 0");
-    let devices: Vec<&Device> = c.devices.iter().filter(|d| d.room() > 0).collect();
-    let dev = weighted(&devices, Device::room, rng).expect("room() > 0");
+    let devices: Vec<&Device> = c.devices.iter().filter(|d| fits(d)).collect();
+    let dev = weighted(&devices, Device::room, rng).expect("room() > bytes");
     Ok(Replica { node: c.node.id, device: dev.id })
 }
 

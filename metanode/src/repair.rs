@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::DataNodeClient;
-use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RepairStatus, Replica, Tombstone};
+use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RebalanceStatus, RepairStatus, Replica, Tombstone};
 use proto::{ExtentId, NodeId, Rebuild};
 
-use crate::limits::{REBUILD_TIMEOUT, REPAIR_PERIOD, STRAYS_PER_ROUND};
+use crate::limits::{REBALANCE_SHARE, REBUILD_TIMEOUT, REPAIR_PERIOD, REPAIR_RETRY_BACKOFF, STRAYS_PER_ROUND};
 use crate::node::MetaNode;
 use crate::placement;
 use crate::state::{Command, State};
@@ -37,9 +37,13 @@ pub struct RepairSoft {
     down_since: HashMap<NodeId, Instant>,
     /// Repairs this leader started and has not ended.
     in_flight: HashSet<(ExtentId, u32)>,
+    /// Extents whose last repair failed, with when to try again.
+    retry_at: HashMap<ExtentId, Instant>,
     done_total: u64,
     failed_total: u64,
     bytes_total: u64,
+    moves_total: u64,
+    moved_bytes_total: u64,
     last_error: Option<String>,
 }
 
@@ -50,6 +54,8 @@ pub enum Why {
     Gone,
     Bad,
     Draining,
+    /// Moved from a fuller datanode to an emptier one (`plan_rebalance`).
+    Rebalance,
 }
 
 /// One copy to replace.
@@ -125,6 +131,106 @@ pub fn plan(st: &State, down_for: impl Fn(NodeId) -> Duration, delay: Duration) 
     (jobs, degraded.into_values().collect(), unreadable)
 }
 
+/// A rebalancing move: the copy in `slot` of `extent` to datanode `to`.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub extent: ExtentInfo,
+    pub slot: u32,
+    pub to: NodeId,
+    pub bytes: u64,
+}
+
+/// What rebalancing would do now.
+#[derive(Debug, Clone, Default)]
+pub struct Balance {
+    pub moves: Vec<Move>,
+    /// The least bytes any plan must move to bring every datanode down to the mean
+    /// fraction.
+    pub min_bytes: u64,
+    /// (max - min) / max of the datanodes' used fractions.
+    pub spread: f64,
+}
+
+/// Each datanode's bytes of sealed copies (what the metanode placed, not what a
+/// heartbeat saw: exact, and unaffected by strays not yet deleted).
+fn placed_bytes(st: &State) -> HashMap<NodeId, u64> {
+    let mut used: HashMap<NodeId, u64> = HashMap::new();
+    for e in st.extents.values() {
+        for r in &e.replicas {
+            *used.entry(r.node).or_default() += e.sealed_len.unwrap_or(0);
+        }
+    }
+    used
+}
+
+/// Plans moves of sealed copies from the fullest datanodes (by placed bytes over
+/// capacity) to the emptiest, each move the largest that does not overshoot, until
+/// the spread is within `threshold` or the imbalance is under `min_bytes`; none when a
+/// repair is due (repair first). Up datanodes only, not draining.
+pub fn plan_rebalance(st: &State, threshold: f64, min_bytes: u64) -> Balance {
+    let nodes: Vec<NodeId> = st
+        .nodes
+        .values()
+        .filter(|n| n.state == NodeState::Up && !n.draining)
+        .filter(|n| n.devices.iter().map(|d| d.capacity_bytes).sum::<u64>() > 0)
+        .map(|n| n.id)
+        .collect();
+    if nodes.len() < 2 {
+        return Balance::default();
+    }
+    let cap: HashMap<NodeId, f64> =
+        nodes.iter().map(|n| (*n, st.nodes[n].devices.iter().map(|d| d.capacity_bytes).sum::<u64>() as f64)).collect();
+    let placed = placed_bytes(st);
+    let mut used: HashMap<NodeId, f64> =
+        nodes.iter().map(|n| (*n, placed.get(n).copied().unwrap_or(0) as f64)).collect();
+    let frac = |used: &HashMap<NodeId, f64>, n: &NodeId| used[n] / cap[n];
+    let mean = used.values().sum::<f64>() / cap.values().sum::<f64>();
+    let min_needed: f64 = nodes.iter().map(|n| (used[n] - mean * cap[n]).max(0.0)).sum();
+    let spread_of = |used: &HashMap<NodeId, f64>| {
+        let (hi, lo) = nodes.iter().map(|n| frac(used, n)).fold((0f64, f64::MAX), |(h, l), f| (h.max(f), l.min(f)));
+        if hi > 0.0 {
+            (hi - lo) / hi
+        } else {
+            0.0
+        }
+    };
+    let mut b = Balance { moves: Vec::new(), min_bytes: min_needed as u64, spread: spread_of(&used) };
+    if (min_needed as u64) < min_bytes {
+        return b;
+    }
+    // Per extent, the slots this plan moves and the nodes it moves them to (one slot
+    // of an extent may move while another does: distinct nodes all the same).
+    let mut planned: HashMap<ExtentId, (Vec<usize>, Vec<NodeId>)> = HashMap::new();
+    loop {
+        if spread_of(&used) <= threshold {
+            break;
+        }
+        let hi = *nodes.iter().max_by(|a, b| frac(&used, a).total_cmp(&frac(&used, b))).expect("two nodes");
+        let lo = *nodes.iter().min_by(|a, b| frac(&used, a).total_cmp(&frac(&used, b))).expect("two nodes");
+        // The largest copy on `hi` whose move leaves `hi` no emptier than `lo`.
+        let room = (used[&hi] * cap[&lo] - used[&lo] * cap[&hi]) / (cap[&hi] + cap[&lo]);
+        let pick = st
+            .extents
+            .values()
+            .filter(|e| e.sealed_len.is_some_and(|l| l > 0 && l as f64 <= room) && !st.repairs.contains_key(&e.id))
+            .filter(|e| !st.holders(e.id).contains(&lo) && !planned.get(&e.id).is_some_and(|p| p.1.contains(&lo)))
+            .filter_map(|e| {
+                let slot = e.replicas.iter().position(|r| r.node == hi)?;
+                (!planned.get(&e.id).is_some_and(|p| p.0.contains(&slot))).then_some((e, slot))
+            })
+            .max_by_key(|(e, _)| (e.sealed_len, std::cmp::Reverse(e.id)));
+        let Some((e, slot)) = pick else { break };
+        let bytes = e.sealed_len.expect("sealed");
+        *used.get_mut(&hi).expect("node") -= bytes as f64;
+        *used.get_mut(&lo).expect("node") += bytes as f64;
+        let p = planned.entry(e.id).or_default();
+        p.0.push(slot);
+        p.1.push(lo);
+        b.moves.push(Move { extent: e.clone(), slot: slot as u32, to: lo, bytes });
+    }
+    b
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -168,17 +274,44 @@ impl MetaNode {
             let (jobs, _, _) =
                 plan(&st, |n| since.get(&n).map_or(Duration::ZERO, |t| now - *t), self.settings.repair_delay);
             let room = self.settings.repair_concurrency.saturating_sub(soft.in_flight.len());
+            // Rebalance only when there is nothing to repair and nothing in flight (its
+            // plan reads placements, which moves in flight are about to change), at
+            // most `REBALANCE_SHARE` of the placed bytes at once.
+            let mut jobs = jobs;
+            let mut targets: HashMap<(ExtentId, u32), NodeId> = HashMap::new();
+            if jobs.is_empty()
+                && soft.in_flight.is_empty()
+                && st.repairs.is_empty()
+                && self.settings.rebalance_threshold > 0.0
+            {
+                let b = plan_rebalance(&st, self.settings.rebalance_threshold, self.settings.rebalance_min_bytes);
+                let total: u64 = placed_bytes(&st).values().sum();
+                let cap = ((total as f64 * REBALANCE_SHARE) as u64).max(1);
+                let mut bytes = 0;
+                for m in b.moves {
+                    if bytes > 0 && bytes + m.bytes > cap {
+                        break;
+                    }
+                    bytes += m.bytes;
+                    targets.insert((m.extent.id, m.slot), m.to);
+                    jobs.push(Job { extent: m.extent, slot: m.slot, why: Why::Rebalance, margin: 0 });
+                }
+            }
             let mut per_node: HashMap<NodeId, usize> = HashMap::new();
             for r in st.repairs.values().flatten() {
                 *per_node.entry(r.copy.node).or_default() += 1;
             }
             let mut starts = Vec::new();
             let mut placed: HashMap<ExtentId, Vec<NodeId>> = HashMap::new();
+            soft.retry_at.retain(|_, at| *at > now);
             for job in jobs {
                 if starts.len() >= room {
                     break;
                 }
                 let e = &job.extent;
+                if soft.retry_at.contains_key(&e.id) {
+                    continue;
+                }
                 let sources: Vec<(u8, String)> = (0..e.replicas.len())
                     .filter(|&i| i != job.slot as usize && readable(&st, e, i))
                     .map(|i| (i as u8, st.nodes[&e.replicas[i].node].addr.clone()))
@@ -187,6 +320,10 @@ impl MetaNode {
                     continue;
                 }
                 let mut exclude = st.holders(e.id);
+                if let Some(to) = targets.get(&(e.id, job.slot)) {
+                    // A rebalancing move goes to the datanode its plan chose.
+                    exclude.extend(st.nodes.keys().filter(|n| *n != to));
+                }
                 exclude.extend(placed.get(&e.id).into_iter().flatten());
                 exclude.extend(per_node.iter().filter(|(_, &c)| c >= self.settings.repair_per_node).map(|(n, _)| *n));
                 let others: Vec<&proto::meta::NodeInfo> = (0..e.replicas.len())
@@ -194,14 +331,21 @@ impl MetaNode {
                     .filter_map(|i| st.nodes.get(&e.replicas[i].node))
                     .collect();
                 let cands: Vec<placement::Candidate<'_>> = self.candidates(&st);
-                let target =
-                    match placement::place_one(&cands, &exclude, &others, e.replicas.len(), &mut *self.rng.lock()) {
-                        Ok(t) => t,
-                        Err(err) => {
-                            soft.last_error = Some(format!("extent {}: no datanode to repair onto: {err}", e.id));
-                            continue;
-                        }
-                    };
+                let target = match placement::place_one(
+                    &cands,
+                    &exclude,
+                    &others,
+                    e.replicas.len(),
+                    e.sealed_len.unwrap_or(0),
+                    &mut *self.rng.lock(),
+                ) {
+                    Ok(t) => t,
+                    Err(err) => {
+                        soft.last_error = Some(format!("extent {}: no datanode to repair onto: {err}", e.id));
+                        soft.retry_at.insert(e.id, now + REPAIR_RETRY_BACKOFF);
+                        continue;
+                    }
+                };
                 placed.entry(e.id).or_default().push(target.node);
                 *per_node.entry(target.node).or_default() += 1;
                 soft.in_flight.insert((e.id, job.slot));
@@ -284,11 +428,15 @@ impl MetaNode {
         {
             let mut soft = self.repair.lock();
             soft.in_flight.remove(&(e.id, job.slot));
-            if done && ended.is_ok() {
+            if done && ended.is_ok() && job.why == Why::Rebalance {
+                soft.moves_total += 1;
+                soft.moved_bytes_total += length;
+            } else if done && ended.is_ok() {
                 soft.done_total += 1;
                 soft.bytes_total += length;
             } else {
                 soft.failed_total += 1;
+                soft.retry_at.insert(e.id, Instant::now() + REPAIR_RETRY_BACKOFF);
                 let err = if !why.is_empty() { why.clone() } else { format!("{:?}", ended.as_ref().err()) };
                 soft.last_error = Some(format!("extent {} slot {} on datanode {}: {err}", e.id, job.slot, target.node));
             }
@@ -353,6 +501,16 @@ impl MetaNode {
                 v
             },
             delay_ms: self.settings.repair_delay.as_millis() as u64,
+            rebalance: {
+                let b = plan_rebalance(&st, self.settings.rebalance_threshold, self.settings.rebalance_min_bytes);
+                RebalanceStatus {
+                    spread_permille: (b.spread * 1000.0) as u64,
+                    planned_bytes: b.moves.iter().map(|m| m.bytes).sum(),
+                    min_bytes: b.min_bytes,
+                    moves_total: soft.moves_total,
+                    moved_bytes_total: soft.moved_bytes_total,
+                }
+            },
             draining: st
                 .nodes
                 .values()
@@ -374,5 +532,122 @@ pub(crate) async fn repair_loop(node: std::sync::Weak<MetaNode>) {
             None => return,
         }
         tokio::time::sleep(REPAIR_PERIOD).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::meta::{DeviceInfo, RegisterNode};
+    use proto::Epoch;
+
+    use super::*;
+    use crate::state::Reply;
+
+    fn apply(st: &mut State, cmd: Command) -> Reply {
+        st.apply(cmd, &mut Vec::new()).unwrap()
+    }
+
+    /// Datanodes 1..=`n` of 1 GiB; `extents` sealed extents of `len` on nodes 1, 2, 3.
+    fn cluster(n: u64, extents: usize, len: u64) -> State {
+        let mut st = State::default();
+        for id in 1..=n {
+            let r = RegisterNode {
+                id: NodeId(id),
+                addr: format!("127.0.0.1:{}", 9000 + id),
+                zone: String::new(),
+                rack: String::new(),
+                devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30, free_slots: None }],
+            };
+            apply(&mut st, Command::RegisterNode(r));
+        }
+        let Reply::Stream(s) = apply(&mut st, Command::CreateStream { policy: Policy::Replica { n: 3 } }) else {
+            panic!()
+        };
+        apply(&mut st, Command::OpenStream { id: s.id, writer: "t".into() });
+        let mut after = None;
+        for _ in 0..extents {
+            let replicas = (1..=3).map(|i| Replica { node: NodeId(i), device: 0 }).collect();
+            let cmd = Command::AllocateExtent { stream: s.id, epoch: Epoch(1), after, replicas };
+            let Reply::Extent(e) = apply(&mut st, cmd) else { panic!() };
+            apply(&mut st, Command::SealExtent { extent: e.id, epoch: Epoch(1), length: len });
+            after = Some(e.id);
+        }
+        st
+    }
+
+    #[test]
+    fn rebalance_moves_little_more_than_the_minimum_and_evens_the_nodes_out() {
+        // Three full nodes and two new ones: each old node must shed 2/5 of its copies.
+        let mut st = cluster(5, 60, 8 << 20);
+        let b = plan_rebalance(&st, 0.10, 0);
+        assert_eq!(b.min_bytes, 3 * 60 * (8 << 20) * 2 / 5);
+        let moved: u64 = b.moves.iter().map(|m| m.bytes).sum();
+        assert!(moved as f64 <= 1.2 * b.min_bytes as f64, "moved {moved}, minimum {}", b.min_bytes);
+        // Applied as repairs would: the spread ends within the threshold, every extent
+        // keeps three copies on distinct nodes.
+        for m in &b.moves {
+            let copy = Replica { node: m.to, device: 0 };
+            apply(&mut st, Command::BeginRepair { extent: m.extent.id, slot: m.slot, copy, at_ms: 1 });
+            apply(&mut st, Command::EndRepair { extent: m.extent.id, slot: m.slot, copy, done: true });
+        }
+        for e in st.extents.values() {
+            let nodes: HashSet<NodeId> = e.replicas.iter().map(|r| r.node).collect();
+            assert_eq!(nodes.len(), 3, "{e:?}");
+        }
+        let after = plan_rebalance(&st, 0.10, 0);
+        assert!(
+            after.spread <= 0.10 && after.moves.is_empty(),
+            "spread {} after, moves {:?}",
+            after.spread,
+            after.moves.len()
+        );
+        // Under the minimum worth moving, nothing is planned.
+        let st = cluster(5, 60, 8 << 20);
+        assert!(plan_rebalance(&st, 0.10, 1 << 40).moves.is_empty());
+        // An even cluster plans nothing.
+        let st = cluster(3, 10, 8 << 20);
+        let b = plan_rebalance(&st, 0.10, 0);
+        assert!(b.moves.is_empty() && b.min_bytes == 0 && b.spread == 0.0);
+    }
+
+    /// Executed one move at a time, as the leader does under its cap on bytes in
+    /// flight, rebalancing ends: each move narrows the gap between the fullest and the
+    /// emptiest node.
+    #[test]
+    fn rebalance_one_move_at_a_time_converges() {
+        let mut st = cluster(5, 13, 4 << 20);
+        let min = plan_rebalance(&st, 0.10, 0).min_bytes;
+        let mut moved = 0;
+        for round in 0.. {
+            let b = plan_rebalance(&st, 0.10, 0);
+            let Some(m) = b.moves.first() else { break };
+            assert!(round < 100, "still moving after 100 moves ({moved} bytes, minimum {min})");
+            let copy = Replica { node: m.to, device: 0 };
+            apply(&mut st, Command::BeginRepair { extent: m.extent.id, slot: m.slot, copy, at_ms: 1 });
+            apply(&mut st, Command::EndRepair { extent: m.extent.id, slot: m.slot, copy, done: true });
+            moved += m.bytes;
+        }
+        assert!(moved as f64 <= 1.2 * min as f64, "moved {moved}, minimum {min}");
+    }
+
+    #[test]
+    fn repair_goes_most_lost_first() {
+        let mut st = cluster(5, 2, 8 << 20);
+        let ids: Vec<ExtentId> = st.extents.keys().copied().collect();
+        // Extent 0 loses one copy (node 1 bad); node 3 down for long: both lose one
+        // more, so extent 0 has one readable copy left and goes first.
+        apply(&mut st, Command::ReportBad { extent: ids[0], node: NodeId(1) });
+        apply(&mut st, Command::NodeDown { id: NodeId(3) });
+        let (jobs, degraded, unreadable) = plan(&st, |_| Duration::from_secs(3600), Duration::from_secs(600));
+        assert_eq!(unreadable, 0);
+        assert_eq!(jobs[0].extent.id, ids[0]);
+        assert_eq!(jobs[0].margin, 0);
+        assert_eq!(jobs.iter().filter(|j| j.extent.id == ids[0]).count(), 2);
+        assert_eq!(jobs.last().unwrap().margin, 1);
+        let missing: Vec<(usize, usize)> = degraded.iter().map(|d| (d.missing, d.extents)).collect();
+        assert_eq!(missing, vec![(1, 1), (2, 1)]);
+        // Down for less than the delay: degraded, nothing to do yet.
+        let (jobs, _, _) = plan(&st, |_| Duration::from_secs(1), Duration::from_secs(600));
+        assert!(jobs.iter().all(|j| j.why == Why::Bad), "{jobs:?}");
     }
 }

@@ -279,6 +279,21 @@ pub struct Degraded {
     pub bytes: u64,
 }
 
+/// Rebalancing: how uneven the datanodes are, and what it would move.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RebalanceStatus {
+    /// (max - min) / max of the datanodes' placed bytes over capacity, in thousandths.
+    pub spread_permille: u64,
+    /// What the plan would move now (before the cap on bytes in flight).
+    pub planned_bytes: u64,
+    /// The least any plan must move to bring every datanode down to the mean.
+    pub min_bytes: u64,
+    /// Since this member became leader.
+    pub moves_total: u64,
+    pub moved_bytes_total: u64,
+}
+
 /// `GET /v1/repairs`: what repair sees and does (from the leader).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -299,6 +314,7 @@ pub struct RepairStatus {
     pub delay_ms: u64,
     /// Draining datanodes, with the copies still on each (0: empty, it can go).
     pub draining: Vec<(NodeId, usize)>,
+    pub rebalance: RebalanceStatus,
     /// Since this member became leader: copies made, failed, and bytes written.
     pub done_total: u64,
     pub failed_total: u64,

@@ -69,6 +69,13 @@ struct Serve {
     /// Repairs writing onto one datanode at once.
     #[arg(long, default_value_t = limits::REPAIRS_PER_NODE_DEFAULT)]
     repair_per_node: usize,
+    /// Rebalance while the datanodes' used fractions spread more than this many percent
+    /// ((max - min) / max; 0: never).
+    #[arg(long, default_value_t = (limits::REBALANCE_THRESHOLD_DEFAULT * 100.0) as u32)]
+    rebalance_threshold_pct: u32,
+    /// ... and at least this many MiB must move to even them out.
+    #[arg(long, default_value_t = limits::REBALANCE_MIN_BYTES_DEFAULT >> 20)]
+    rebalance_min_mib: u64,
 }
 
 /// A range of milliseconds written `MIN-MAX`.
@@ -200,6 +207,11 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
     s.repair_delay = Duration::from_millis(a.repair_delay_ms);
     s.repair_concurrency = a.repair_concurrency;
     s.repair_per_node = a.repair_per_node.max(1);
+    if a.rebalance_threshold_pct > 100 {
+        bail!("--rebalance-threshold-pct is a percentage (0 to 100)");
+    }
+    s.rebalance_threshold = a.rebalance_threshold_pct as f64 / 100.0;
+    s.rebalance_min_bytes = a.rebalance_min_mib << 20;
     s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
     if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {
         bail!("{CLUSTER_TOKEN_ENV} holds characters not allowed in an HTTP header");
