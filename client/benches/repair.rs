@@ -1,9 +1,9 @@
 //! `scripts/bench.sh repair` (issue 15): re-protection after a datanode is lost, on a
-//! local cluster of real processes (a metanode, 5 datanodes with a 4 GiB device file
+//! local cluster of real processes (a metanode, 5 datanodes with a 3 GiB device file
 //! each, all on this machine's one disk), with the disk's sequential write bandwidth
 //! measured in the same run.
 //!
-//! 2 GiB of `replica:3` appends (1 MiB each, 64 MiB extents) are written and sealed.
+//! 1.5 GiB of `replica:3` appends (1 MiB each, 64 MiB extents) are written and sealed.
 //! Then, twice, the datanode holding the most copies is killed and its device removed,
 //! and the copies it held are rebuilt on the others:
 //! - with the default pacing (32 MiB/s of rebuilds per datanode, 4 repairs at once):
@@ -33,7 +33,7 @@ use serde_json::json;
 use testkit::{Cluster, DataNode};
 
 const NODES: u64 = 5;
-const DATA_BYTES: u64 = 2 << 30;
+const DATA_BYTES: u64 = 3 << 29;
 
 fn payload(seed: u32) -> Bytes {
     Bytes::from((0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8).collect::<Vec<u8>>())
@@ -132,7 +132,7 @@ fn main() {
         let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
         let seq = device_seq_write(cl.dir.path(), secs);
         emit(json!({"suite": "repair", "case": "device_seq_write", "value": seq, "unit": "MB/s"}));
-        let start = |id: u64, extra: &[&str]| DataNode::start_with(cl.dir.path(), NodeId(id), &cl.addrs(), "4G", false, 100, extra);
+        let start = |id: u64, extra: &[&str]| DataNode::start_with(cl.dir.path(), NodeId(id), &cl.addrs(), "3G", false, 100, extra);
         let mut dns: Vec<DataNode> = (1..=NODES).map(|i| start(i, &[])).collect();
         let meta = cl.client();
         testkit::wait_datanodes_up(&meta, NODES as usize).await;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -19,6 +19,7 @@ use proto::meta::{
 };
 use proto::{ExtentId, NodeId};
 
+use crate::limits::RAFT_BODY_BYTES_MAX;
 use crate::node::MetaNode;
 use crate::TypeConfig;
 
@@ -91,9 +92,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub fn router(node: Arc<MetaNode>) -> Router {
     Router::new()
-        .route("/raft/append", post(raft_append))
+        .route("/raft/append", post(raft_append).layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX)))
         .route("/raft/vote", post(raft_vote))
-        .route("/raft/snapshot", post(raft_snapshot))
+        .route("/raft/snapshot", post(raft_snapshot).layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX)))
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/register", post(register))

@@ -94,3 +94,8 @@ pub const REBALANCE_SHARE: f64 = 0.05;
 /// An extent whose repair failed (or found no datanode with room) is tried again after
 /// this, not every round.
 pub const REPAIR_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+/// Bytes of snapshot per `InstallSnapshot` request (openraft's default is 3 MiB, which
+/// as JSON passed the HTTP body limit once the state passed about 20k extents).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 << 10;
+/// Body limit of the Raft routes: a snapshot chunk as JSON, or a batch of log entries.
+pub const RAFT_BODY_BYTES_MAX: usize = 16 << 20;

@@ -137,6 +137,10 @@ impl MetaNode {
             election_timeout_max: settings.election_ms.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
             max_in_snapshot_log_to_keep: 1000,
+            // Chunks go as JSON (a byte array is a list of numbers, up to 4 bytes of
+            // text per byte): small enough that a chunk's request stays well under the
+            // Raft routes' body limit whatever the state's size.
+            snapshot_max_chunk_size: crate::limits::SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()?;

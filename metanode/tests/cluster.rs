@@ -303,3 +303,50 @@ async fn five_members_survive_two_failures_and_refuse_writes_without_a_majority(
     }
     check_acked(&c, stream, &acked).await;
 }
+
+/// A member added to a group whose state is several MiB (tens of thousands of extents)
+/// catches up through a snapshot: its chunks fit the Raft routes' body limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_catches_up_from_a_snapshot_of_a_large_state() {
+    let mut cl = Cluster::start(1, &["--snapshot-logs", "1000", "--node-grace-ms", "600000"]);
+    let c = cl.client();
+    for i in 1..=3 {
+        c.register_node(&testkit::fake_datanode(NodeId(i), "")).await.unwrap();
+    }
+    // Streams of sealed extents, built in parallel.
+    const STREAMS: usize = 16;
+    const PER_STREAM: usize = 1600;
+    let tasks: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let s = c.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+                let v = c.open_stream(s.id, "bench").await.unwrap();
+                let mut after = None;
+                for _ in 0..PER_STREAM {
+                    let e = c.allocate_extent(s.id, v.stream.epoch, after).await.unwrap();
+                    c.seal_extent(e.id, v.stream.epoch, 1 << 20).await.unwrap();
+                    after = Some(e.id);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = STREAMS * PER_STREAM;
+    let usage: serde_json::Value =
+        reqwest::get(format!("http://{}/v1/admin/usage", cl.addrs()[0])).await.unwrap().json().await.unwrap();
+    let bytes = usage["state_bytes"].as_u64().unwrap();
+    eprintln!("{total} extents, {bytes} bytes of state");
+    // A snapshot sent in one chunk, as JSON (up to 4 bytes of text per byte), would
+    // pass the default 2 MiB body limit.
+    assert!(bytes * 4 > 2 << 20, "the state ({bytes} bytes) is too small to matter");
+    let addr2 = cl.add_process(2, &["--snapshot-logs", "1000"]).addr.clone();
+    c.add_member(2, &addr2).await.unwrap();
+    wait_for("member 2 caught up", Duration::from_secs(60), || async {
+        let s = c.status_of(&addr2).await.ok()?;
+        (s.extents == total).then_some(())
+    })
+    .await;
+}
