@@ -19,6 +19,15 @@ use tokio::sync::oneshot;
 use crate::extent::{Append, ExtentStore, Payload};
 use crate::limits::{REBUILD_CONNECT_TIMEOUT, REBUILD_READ_TIMEOUT, REBUILD_SPAN_BYTES};
 
+/// Where a rebuild's time went.
+#[derive(Default)]
+struct Times {
+    read: Duration,
+    paced: Duration,
+    write: Duration,
+    back: Duration,
+}
+
 /// A source copy: its slot, connection and records.
 struct Source {
     slot: u8,
@@ -80,9 +89,16 @@ pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild, pacer: &Pacer) -> Res
         )));
     }
     store.create(r.extent, r.epoch, r.device).await?;
-    let made = match copy(store, &r, &sources, pacer).await {
+    let t = Instant::now();
+    let mut times = Times::default();
+    let made = match copy(store, &r, &sources, pacer, &mut times).await {
         Ok(()) => match store.seal(r.extent, r.length).await {
-            Ok(()) => read_back(store, r.extent, r.length).await,
+            Ok(()) => {
+                let b = Instant::now();
+                let back = read_back(store, r.extent, r.length).await;
+                times.back = b.elapsed();
+                back
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -92,7 +108,19 @@ pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild, pacer: &Pacer) -> Res
         let _ = store.delete(r.extent).await;
         return Err(e);
     }
-    tracing::info!("rebuilt extent {} ({} bytes, slot {}) from {} sources", r.extent, r.length, r.slot, sources.len());
+    tracing::info!(
+        "rebuilt extent {} ({} bytes, slot {}) from {} sources in {:.0?}: reading {:.0?}, paced {:.0?}, writing {:.0?}, \
+         reading back {:.0?}",
+        r.extent,
+        r.length,
+        r.slot,
+        sources.len(),
+        t.elapsed(),
+        times.read,
+        times.paced,
+        times.write,
+        times.back
+    );
     store.stat(r.extent)
 }
 
@@ -159,7 +187,13 @@ async fn read_checked(s: &Source, extent: ExtentId, span: &[RecordStat]) -> Resu
     Ok(data)
 }
 
-async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source], pacer: &Pacer) -> Result<(), ExtentError> {
+async fn copy(
+    store: &Arc<ExtentStore>,
+    r: &Rebuild,
+    sources: &[Source],
+    pacer: &Pacer,
+    times: &mut Times,
+) -> Result<(), ExtentError> {
     let codec = match r.k {
         0 => None,
         k => Some(Simd::new(k as usize, r.m as usize).map_err(|e| failed(e.to_string()))?),
@@ -173,7 +207,10 @@ async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source], pacer: 
     }
     for span in spans(&layout[..upto]) {
         let (first, last) = (span[0].offset, span[span.len() - 1].offset + span[span.len() - 1].len as u64);
+        let t = Instant::now();
         pacer.take(last - first).await;
+        times.paced += t.elapsed();
+        let t = Instant::now();
         let records: Vec<Bytes> = match &codec {
             None => {
                 let mut last = None;
@@ -195,7 +232,10 @@ async fn copy(store: &Arc<ExtentStore>, r: &Rebuild, sources: &[Source], pacer: 
             }
             Some(codec) => decode(codec, r, sources, span).await?,
         };
+        times.read += t.elapsed();
+        let t = Instant::now();
         append_all(store, r, span, records).await?;
+        times.write += t.elapsed();
     }
     Ok(())
 }
