@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use proto::frame::{read_frame, write_frames, FrameError, Outgoing, RESPONSE_BIT};
 use proto::msg::decode_response;
-use proto::{Epoch, ExtentError, ExtentId, ExtentStat, NodeStat, Request, Response};
+use proto::{Epoch, ExtentError, ExtentId, ExtentStat, NodeId, NodeStat, Request, Response};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,6 +61,18 @@ pub struct DataNodeClient {
 }
 
 impl DataNodeClient {
+    /// Connects to `addr` and checks that datanode `node` answers there: an address
+    /// can be taken over by another datanode (a restart on another port, a process of
+    /// another cluster), whose extents of the same ids are not this one's.
+    pub async fn connect_node(addr: &str, node: NodeId) -> Result<DataNodeClient, ClientError> {
+        let c = DataNodeClient::connect(addr).await?;
+        let there = c.node_stat().await?.node;
+        if there != node {
+            return Err(ClientError::Connection(format!("{addr} is datanode {there} now, not datanode {node}")));
+        }
+        Ok(c)
+    }
+
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<DataNodeClient, ClientError> {
         let sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let _ = sock.set_nodelay(true);

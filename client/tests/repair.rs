@@ -189,6 +189,11 @@ async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
     let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
     acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
     let nodes = meta.nodes().await.unwrap();
+    // A connection checks who answers: another datanode at the address is refused.
+    let n1 = &nodes[0];
+    DataNodeClient::connect_node(&n1.addr, n1.id).await.unwrap();
+    let other = DataNodeClient::connect_node(&n1.addr, NodeId(99)).await.err().expect("refused");
+    assert!(other.to_string().contains(&format!("is datanode {} now", n1.id)), "{other}");
     let conn = |n: NodeId| {
         let addr = nodes.iter().find(|x| x.id == n).unwrap().addr.clone();
         async move { DataNodeClient::connect(addr.as_str()).await.unwrap() }

@@ -128,8 +128,9 @@ pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild, pacer: &Pacer) -> Res
 /// whose records do not end at `length`, is left out.
 async fn connect(r: &Rebuild) -> Vec<Source> {
     let mut out = Vec::new();
-    for (slot, addr) in &r.sources {
-        let conn = match tokio::time::timeout(REBUILD_CONNECT_TIMEOUT, DataNodeClient::connect(addr.as_str())).await {
+    for (slot, node, addr) in &r.sources {
+        let conn = match tokio::time::timeout(REBUILD_CONNECT_TIMEOUT, DataNodeClient::connect_node(addr, *node)).await
+        {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::debug!("rebuild of {}: source {addr}: {e}", r.extent);

@@ -518,7 +518,7 @@ async fn connect_all(
     wanted.sort_by_key(|n| n.id);
     wanted.dedup_by_key(|n| n.id);
     let connects = wanted.into_iter().map(|n| async move {
-        match tokio::time::timeout(DATANODE_TIMEOUT, DataNodeClient::connect(n.addr.as_str())).await {
+        match tokio::time::timeout(DATANODE_TIMEOUT, DataNodeClient::connect_node(&n.addr, n.id)).await {
             Ok(Ok(c)) => (n.id, Some(c)),
             Ok(Err(e)) => {
                 tracing::debug!("gc: datanode {} at {}: {e}", n.id, n.addr);

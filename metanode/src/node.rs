@@ -409,7 +409,7 @@ impl MetaNode {
             async move {
                 let addr = addr.ok_or_else(|| format!("datanode {node} unknown"))?;
                 let fence = async {
-                    let c = DataNodeClient::connect(addr.as_str()).await.map_err(|e| e.to_string())?;
+                    let c = DataNodeClient::connect_node(&addr, node).await.map_err(|e| e.to_string())?;
                     match c.fence(extent, epoch).await {
                         Ok(st) => Ok((Some(c), st.length)),
                         // Never created there: the writer acknowledged nothing in it.

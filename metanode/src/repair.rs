@@ -312,9 +312,9 @@ impl MetaNode {
                 if soft.retry_at.contains_key(&e.id) {
                     continue;
                 }
-                let sources: Vec<(u8, String)> = (0..e.replicas.len())
+                let sources: Vec<(u8, NodeId, String)> = (0..e.replicas.len())
                     .filter(|&i| i != job.slot as usize && readable(&st, e, i))
-                    .map(|i| (i as u8, st.nodes[&e.replicas[i].node].addr.clone()))
+                    .map(|i| (i as u8, e.replicas[i].node, st.nodes[&e.replicas[i].node].addr.clone()))
                     .collect();
                 if sources.len() < needed(e.policy) {
                     continue;
@@ -392,7 +392,7 @@ impl MetaNode {
 
     /// Has `target` rebuild the copy, then ends the repair (done only if the copy is
     /// sealed at the extent's length), and deletes the copy it replaced.
-    async fn run_repair(self: Arc<Self>, job: Job, target: Replica, sources: Vec<(u8, String)>, addr: String) {
+    async fn run_repair(self: Arc<Self>, job: Job, target: Replica, sources: Vec<(u8, NodeId, String)>, addr: String) {
         let e = &job.extent;
         let length = e.sealed_len.expect("only sealed extents are repaired");
         let (k, m) = match e.policy {
@@ -410,7 +410,7 @@ impl MetaNode {
             sources,
         };
         let made = tokio::time::timeout(REBUILD_TIMEOUT, async {
-            let c = DataNodeClient::connect(addr.as_str()).await?;
+            let c = DataNodeClient::connect_node(&addr, target.node).await?;
             c.rebuild(req).await
         })
         .await;
@@ -466,7 +466,7 @@ impl MetaNode {
         for r in &t.replicas {
             let Some(addr) = addrs.get(&r.node) else { continue };
             let deleted = tokio::time::timeout(Duration::from_secs(3), async {
-                let c = DataNodeClient::connect(addr.as_str()).await?;
+                let c = DataNodeClient::connect_node(addr, r.node).await?;
                 c.delete(extent).await
             })
             .await;

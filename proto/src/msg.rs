@@ -116,8 +116,9 @@ pub struct Rebuild {
     pub m: u8,
     /// The slot (shard index) this copy takes.
     pub slot: u8,
-    /// The other copies: (slot, datanode address).
-    pub sources: Vec<(u8, String)>,
+    /// The other copies: (slot, datanode, its address). A source that answers as
+    /// another datanode is not used.
+    pub sources: Vec<(u8, NodeId, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +228,9 @@ impl Request {
                 fixed.put_u8(r.m);
                 fixed.put_u8(r.slot);
                 fixed.put_u8(r.sources.len() as u8);
-                for (slot, addr) in &r.sources {
+                for (slot, node, addr) in &r.sources {
                     fixed.put_u8(*slot);
+                    fixed.put_u64_le(node.0);
                     fixed.put_u16_le(addr.len() as u16);
                     fixed.extend_from_slice(addr.as_bytes());
                 }
@@ -267,11 +269,11 @@ impl Request {
                 let (k, m, slot, n) = (c.u8()?, c.u8()?, c.u8()?, c.u8()?);
                 let mut sources = Vec::with_capacity(n as usize);
                 for _ in 0..n {
-                    let slot = c.u8()?;
+                    let (slot, node) = (c.u8()?, NodeId(c.u64()?));
                     let len = c.u16()? as usize;
                     let addr = std::str::from_utf8(c.bytes(len)?)
                         .map_err(|_| ExtentError::Malformed("a source address is not UTF-8".into()))?;
-                    sources.push((slot, addr.to_string()));
+                    sources.push((slot, node, addr.to_string()));
                 }
                 Request::Rebuild(Rebuild { extent, epoch, device, length, k, m, slot, sources })
             }

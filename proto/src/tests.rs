@@ -48,7 +48,7 @@ async fn every_request_roundtrips() {
             k: 4,
             m: 2,
             slot: 5,
-            sources: vec![(0, "10.0.0.1:7200".into()), (3, "[::1]:7201".into())],
+            sources: vec![(0, NodeId(1), "10.0.0.1:7200".into()), (3, NodeId(9), "[::1]:7201".into())],
         }),
     ];
     for r in reqs {

@@ -167,11 +167,12 @@ struct Pool {
 }
 
 impl Pool {
-    async fn get(&self, addr: &str, timeout: Duration) -> Result<DataNodeClient, ClientError> {
+    /// A connection to datanode `node` at `addr` (checked to be that datanode).
+    async fn get(&self, addr: &str, node: NodeId, timeout: Duration) -> Result<DataNodeClient, ClientError> {
         if let Some(c) = self.conns.lock().get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(timeout, DataNodeClient::connect(addr))
+        let c = tokio::time::timeout(timeout, DataNodeClient::connect_node(addr, node))
             .await
             .map_err(|_| ClientError::Connection(format!("connecting to {addr} timed out")))??;
         self.conns.lock().insert(addr.to_string(), c.clone());
@@ -240,7 +241,7 @@ impl StreamClient {
     async fn conn(&self, node: NodeId) -> Result<DataNodeClient, ReplicaFailure> {
         let addr =
             self.addr(node).await.map_err(|e| ReplicaFailure::Connect { node, why: format!("no address: {e}") })?;
-        match self.pool.get(&addr, self.config.connect_timeout).await {
+        match self.pool.get(&addr, node, self.config.connect_timeout).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.nodes.lock().remove(&node);
