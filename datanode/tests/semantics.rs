@@ -326,3 +326,24 @@ async fn fence_refuses_older_epochs_and_reports_every_accepted_append() {
     c.seal(ExtentId(1), st.length).await.unwrap();
     assert_eq!(fencer.fence(ExtentId(1), Epoch(3)).await.unwrap().length, st.length);
 }
+
+/// A fence holds across a kill -9 and restart: the writer it fenced stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), default_args(dir.path()));
+    let c = node.client().await;
+    c.create(ExtentId(1), Epoch(1), ANY_DEVICE).await.unwrap();
+    c.append(ExtentId(1), 0, Epoch(1), b(b"before")).await.unwrap();
+    let st = c.fence(ExtentId(1), Epoch(5)).await.unwrap();
+    assert_eq!((st.length, st.epoch), (6, Epoch(5)));
+    node.kill9();
+    node.start_again();
+    let c = node.client().await;
+    assert!(matches!(
+        refused(c.append(ExtentId(1), 6, Epoch(4), b(b"late")).await),
+        ExtentError::StaleEpoch { epoch: Epoch(4), current: Epoch(5) }
+    ));
+    c.append(ExtentId(1), 6, Epoch(5), b(b"after")).await.unwrap();
+    assert_eq!(&c.read(ExtentId(1), 0, 11).await.unwrap()[..], b"beforeafter");
+}

@@ -46,16 +46,33 @@ pub type Reply<T> = oneshot::Sender<Result<T, ExtentError>>;
 
 pub enum DeviceOp {
     Append(AppendOp),
-    Create { extent: ExtentId, epoch: Epoch, reply: Reply<BlobId> },
-    Seal { ext: Arc<Extent>, length: u64, reply: Reply<()> },
-    Delete { ext: Arc<Extent>, reply: Reply<()> },
+    Create {
+        extent: ExtentId,
+        epoch: Epoch,
+        reply: Reply<BlobId>,
+    },
+    Seal {
+        ext: Arc<Extent>,
+        length: u64,
+        reply: Reply<()>,
+    },
+    Delete {
+        ext: Arc<Extent>,
+        reply: Reply<()>,
+    },
+    /// Persists a fence's epoch (the fence is in force in memory already).
+    Fence {
+        ext: Arc<Extent>,
+        epoch: Epoch,
+        reply: Reply<()>,
+    },
 }
 
 impl DeviceOp {
     fn extent(&self) -> Option<ExtentId> {
         match self {
             DeviceOp::Append(a) => Some(a.ext.id),
-            DeviceOp::Seal { ext, .. } | DeviceOp::Delete { ext, .. } => Some(ext.id),
+            DeviceOp::Seal { ext, .. } | DeviceOp::Delete { ext, .. } | DeviceOp::Fence { ext, .. } => Some(ext.id),
             DeviceOp::Create { .. } => None,
         }
     }

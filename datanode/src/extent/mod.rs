@@ -185,8 +185,8 @@ impl ExtentStore {
     /// before that is durable, and reports the extent with that length. An opener that
     /// fences every reachable replica and then seals at the smallest reported length
     /// keeps every append the previous writer had acknowledged (each was accepted by
-    /// every replica before its fence). The fence lives in memory: after a restart the
-    /// extent's epoch is the highest one on disk again.
+    /// every replica before its fence). The fence's epoch is persisted before the answer,
+    /// so it holds across a restart.
     pub async fn fence(&self, extent: ExtentId, epoch: Epoch) -> Result<ExtentStat, ExtentError> {
         let ext = self.get(extent)?;
         let target = {
@@ -197,6 +197,10 @@ impl ExtentStore {
             st.limit.unwrap_or(st.accepted_len)
         };
         ext.durable(target).await?;
+        // On disk before the answer: an opener seals at the fenced lengths believing no
+        // older writer can append again, a restart included.
+        let e = ext.clone();
+        self.device_of(&ext).ask(|reply| DeviceOp::Fence { ext: e, epoch, reply }).await?;
         Ok(ExtentStat { length: target, ..ext.stat() })
     }
 

@@ -59,7 +59,11 @@ fn recover(
     info: &BlobInfo,
     rec: &mut Recovery,
 ) -> anyhow::Result<Extent> {
-    let epoch = Epoch(xattr::u64_of(info.xattrs.get(xattr::EPOCH)).unwrap_or(0));
+    let epoch = Epoch(
+        xattr::u64_of(info.xattrs.get(xattr::EPOCH))
+            .unwrap_or(0)
+            .max(xattr::u64_of(info.xattrs.get(xattr::FENCE)).unwrap_or(0)),
+    );
     let sealed = xattr::u64_of(info.xattrs.get(xattr::SEALED));
     let incarnation = xattr::u32_of(info.xattrs.get(xattr::INCARNATION)).unwrap_or(xattr::INCARNATION_FIRST);
     let blob_bytes = info.clusters * store.cluster_bytes();

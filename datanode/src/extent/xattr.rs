@@ -1,6 +1,7 @@
 //! Blob xattrs that carry an extent's identity and state, so that start-up finds every
 //! extent on its blob alone: its id, the epoch it was created at, its writer
-//! incarnation and, once sealed, its sealed length (all little-endian).
+//! incarnation, the epoch of its last fence and, once sealed, its sealed length (all
+//! little-endian).
 
 use proto::{Epoch, ExtentId};
 
@@ -8,6 +9,9 @@ pub const EXTENT: &str = "extent";
 pub const EPOCH: &str = "epoch";
 pub const INCARNATION: &str = "incarnation";
 pub const SEALED: &str = "sealed";
+/// The highest epoch a fence raised the extent to: after a restart, appends of older
+/// writers stay refused.
+pub const FENCE: &str = "fence";
 
 /// The incarnation of a new extent's first writer; each restart of an open extent
 /// takes a higher one.

@@ -34,6 +34,7 @@ struct Round {
     batches: Vec<Batch>,
     seals: Vec<(Arc<Extent>, u64, Reply<()>)>,
     deletes: Vec<(Arc<Extent>, Reply<()>)>,
+    fences: Vec<(Arc<Extent>, Epoch, Reply<()>)>,
 }
 
 struct Batch {
@@ -118,6 +119,16 @@ impl Writer<'_> {
             let written = healthy.clone().and_then(|()| self.seal(&ext, length));
             out.metadata.push(MetadataChange { ext, sealed_at: Some(length), reply, written });
         }
+        for (ext, epoch, reply) in round.fences {
+            let store = self.store;
+            let written = healthy.clone().and_then(|()| {
+                store
+                    .set_xattr(ext.blob, xattr::FENCE, &epoch.0.to_le_bytes())
+                    .and_then(|_| store.sync_md(ext.blob))
+                    .map_err(|e| self.blob_err(e))
+            });
+            out.metadata.push(MetadataChange { ext, sealed_at: None, reply, written });
+        }
         for (ext, reply) in round.deletes {
             let written = healthy.clone().and_then(|()| self.store.delete_blob(ext.blob).map_err(|e| self.blob_err(e)));
             out.metadata.push(MetadataChange { ext, sealed_at: None, reply, written });
@@ -155,6 +166,7 @@ impl Writer<'_> {
                 DeviceOp::Create { extent, epoch, reply } => round.creates.push((extent, epoch, reply)),
                 DeviceOp::Seal { ext, length, reply } => round.seals.push((ext, length, reply)),
                 DeviceOp::Delete { ext, reply } => round.deletes.push((ext, reply)),
+                DeviceOp::Fence { ext, epoch, reply } => round.fences.push((ext, epoch, reply)),
             }
         }
         round
