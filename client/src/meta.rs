@@ -184,8 +184,18 @@ impl MetaClient {
         self.post(&format!("/v1/admin/nodes/{id}/state"), &SetNodeState { state }).await
     }
 
+    /// Creates a stream. The request carries a token of its own, so that the retries
+    /// this client makes after a lost answer create one stream, not several.
     pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo, MetaError> {
-        self.post("/v1/streams", &CreateStream { policy }).await
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        self.create_stream_once(policy, h.finish()).await
+    }
+
+    /// Creates a stream, or answers the one an earlier call with `token` made.
+    pub async fn create_stream_once(&self, policy: Policy, token: u64) -> Result<StreamInfo, MetaError> {
+        self.post("/v1/streams", &CreateStream { policy, token: Some(token) }).await
     }
 
     pub async fn streams(&self) -> Result<Vec<StreamInfo>, MetaError> {

@@ -153,7 +153,7 @@ async fn streams(State(n): App) -> ApiResult<Vec<StreamInfo>> {
 }
 
 async fn create_stream(State(n): App, Body(r): Body<CreateStream>) -> ApiResult<StreamInfo> {
-    Ok(Json(n.create_stream(r.policy).await?))
+    Ok(Json(n.create_stream(r.policy, r.token).await?))
 }
 
 async fn stream(State(n): App, Id(id): Id<StreamId>) -> ApiResult<StreamView> {

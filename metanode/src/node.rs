@@ -292,8 +292,13 @@ impl MetaNode {
 
     // ---- streams and extents
 
-    pub async fn create_stream(&self, policy: Policy) -> Result<StreamInfo> {
-        let Reply::Stream(s) = self.write(Command::CreateStream { policy }).await? else { unreachable!() };
+    /// Creates a stream; with a `token`, a retry with the same token gets the same one.
+    pub async fn create_stream(&self, policy: Policy, token: Option<u64>) -> Result<StreamInfo> {
+        let cmd = match token {
+            Some(token) => Command::CreateStreamOnce { policy, token },
+            None => Command::CreateStream { policy },
+        };
+        let Reply::Stream(s) = self.write(cmd).await? else { unreachable!() };
         Ok(s)
     }
 

@@ -82,6 +82,11 @@ pub enum Command {
     RemoveNode {
         id: NodeId,
     },
+    /// `CreateStream` that a retry with the same `token` answers with the same stream.
+    CreateStreamOnce {
+        policy: Policy,
+        token: u64,
+    },
     /// The repair of `extent`'s `slot` by `copy` ended: `done` (the copy is written,
     /// sealed and read back) makes it the replica and the old copy a stray to delete;
     /// otherwise the copy is a stray.
@@ -114,6 +119,7 @@ pub enum Key {
     Extent(ExtentId),
     Tombstone(ExtentId),
     Repairs(ExtentId),
+    Created(u64),
     Counters,
 }
 
@@ -135,6 +141,9 @@ pub struct State {
     /// Copies being made by repair, per extent (see `Repair`).
     #[serde(default)]
     pub repairs: BTreeMap<ExtentId, Vec<Repair>>,
+    /// The stream each `CreateStreamOnce` token made (while the stream exists).
+    #[serde(default)]
+    pub created: BTreeMap<u64, StreamId>,
 }
 
 impl State {
@@ -245,6 +254,11 @@ impl State {
             Command::DeleteStream { id } => {
                 let s = self.streams.remove(&id).ok_or(MetaError::NoSuchStream { id })?;
                 dirty.push(Key::Stream(id));
+                let tokens: Vec<u64> = self.created.iter().filter(|(_, s)| **s == id).map(|(t, _)| *t).collect();
+                for t in tokens {
+                    self.created.remove(&t);
+                    dirty.push(Key::Created(t));
+                }
                 for e in s.extents {
                     self.bury(e, dirty);
                 }
@@ -258,6 +272,17 @@ impl State {
             Command::BeginRepair { extent, slot, copy, at_ms } => self.begin_repair(extent, slot, copy, at_ms, dirty),
             Command::EndRepair { extent, slot, copy, done } => Ok(self.end_repair(extent, slot, copy, done, dirty)),
             Command::RemoveNode { id } => self.remove_node(id, dirty),
+            Command::CreateStreamOnce { policy, token } => {
+                if let Some(s) = self.created.get(&token).and_then(|id| self.streams.get(id)) {
+                    return Ok(Reply::Stream(s.clone()));
+                }
+                let r = self.apply(Command::CreateStream { policy }, dirty)?;
+                if let Reply::Stream(s) = &r {
+                    self.created.insert(token, s.id);
+                    dirty.push(Key::Created(token));
+                }
+                Ok(r)
+            }
         }
     }
 
@@ -791,6 +816,27 @@ mod tests {
         let copy = Replica { node: NodeId(4), device: 0 };
         run(&mut st, Command::BeginRepair { extent: e1, slot: 0, copy, at_ms: 1 }).unwrap();
         assert!(matches!(run(&mut st, Command::RemoveNode { id: NodeId(4) }), Err(MetaError::Conflict { .. })));
+    }
+
+    #[test]
+    fn a_create_retried_with_its_token_gets_the_same_stream() {
+        let mut st = State::default();
+        for id in 1..=3 {
+            run(&mut st, Command::RegisterNode(node(NodeId(id)))).unwrap();
+        }
+        let once = |token| Command::CreateStreamOnce { policy: "replica:3".parse().unwrap(), token };
+        let Reply::Stream(a) = run(&mut st, once(7)).unwrap() else { panic!() };
+        // The retry changes nothing and answers the same stream.
+        assert_eq!(no_change(&mut st, once(7)), Reply::Stream(a.clone()));
+        let Reply::Stream(b) = run(&mut st, once(8)).unwrap() else { panic!() };
+        assert_ne!(a.id, b.id);
+        assert_eq!(st.streams.len(), 2);
+        // Deleting the stream forgets its token.
+        run(&mut st, Command::DeleteStream { id: a.id }).unwrap();
+        assert!(!st.created.contains_key(&7));
+        let too_wide = Command::CreateStreamOnce { policy: "ec:4+2".parse().unwrap(), token: 9 };
+        assert!(matches!(run(&mut st, too_wide), Err(MetaError::NotEnoughNodes { .. })));
+        assert!(!st.created.contains_key(&9), "a refused create records no token");
     }
 
     #[test]

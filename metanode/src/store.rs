@@ -265,6 +265,7 @@ fn sm_key(k: Key) -> Vec<u8> {
         Key::Extent(id) => (b'e', id.0),
         Key::Tombstone(id) => (b't', id.0),
         Key::Repairs(id) => (b'r', id.0),
+        Key::Created(token) => (b'c', token),
         Key::Counters => return K_COUNTERS.to_vec(),
     };
     let mut v = Vec::with_capacity(9);
@@ -302,6 +303,9 @@ impl StateMachine {
                     let t: proto::meta::Tombstone = dec(&v)?;
                     state.tombstones.insert(t.extent, t);
                 }
+                [b'c', token @ ..] if token.len() == 8 => {
+                    state.created.insert(u64::from_be_bytes(token.try_into().expect("8 bytes")), dec(&v)?);
+                }
                 [b'r', id @ ..] if id.len() == 8 => {
                     let id = ExtentId(u64::from_be_bytes(id.try_into().expect("8 bytes")));
                     state.repairs.insert(id, dec(&v)?);
@@ -326,6 +330,7 @@ impl StateMachine {
             Key::Extent(id) => state.extents.get(&id).map(enc),
             Key::Tombstone(id) => state.tombstones.get(&id).map(enc),
             Key::Repairs(id) => state.repairs.get(&id).map(enc),
+            Key::Created(token) => state.created.get(&token).map(enc),
             Key::Counters => Some(enc(&state.counters)),
         };
         match v {
@@ -433,6 +438,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .chain(st.extents.keys().map(|&i| Key::Extent(i)))
             .chain(st.tombstones.keys().map(|&i| Key::Tombstone(i)))
             .chain(st.repairs.keys().map(|&i| Key::Repairs(i)))
+            .chain(st.created.keys().map(|&t| Key::Created(t)))
             .chain([Key::Counters]);
         for k in keys {
             self.put_value(&mut batch, st, k);

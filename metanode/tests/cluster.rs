@@ -350,3 +350,19 @@ async fn a_new_member_catches_up_from_a_snapshot_of_a_large_state() {
     })
     .await;
 }
+
+/// A create retried with its token (an answer lost on the way) makes one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stream_retried_with_its_token_makes_one_stream() {
+    let cl = Cluster::start(1, &["--node-grace-ms", "600000"]);
+    let c = cl.client();
+    for i in 1..=3 {
+        c.register_node(&fake_datanode(NodeId(i), "")).await.unwrap();
+    }
+    let a = c.create_stream_once(Policy::Replica { n: 3 }, 42).await.unwrap();
+    let again = c.create_stream_once(Policy::Replica { n: 3 }, 42).await.unwrap();
+    assert_eq!(a.id, again.id);
+    let b = c.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(c.streams().await.unwrap().len(), 2);
+}

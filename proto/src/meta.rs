@@ -210,6 +210,10 @@ pub struct StreamView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateStream {
     pub policy: Policy,
+    /// A token the caller chose for this creation: the same token again (a retry after
+    /// a lost answer) answers the stream it made instead of a second one.
+    #[serde(default)]
+    pub token: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
