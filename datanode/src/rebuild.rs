@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::extent::{Append, ExtentStore, Payload};
 use crate::limits::{REBUILD_CONNECT_TIMEOUT, REBUILD_READ_TIMEOUT, REBUILD_SPAN_BYTES};
+use crate::pace::Pacer;
 
 /// Where a rebuild's time went.
 #[derive(Default)]
@@ -38,34 +39,6 @@ struct Source {
 
 fn failed(msg: impl Into<String>) -> ExtentError {
     ExtentError::Failed(msg.into())
-}
-
-/// Paces the rebuilds of one datanode together: each span waits for its turn at
-/// `rate` bytes per second.
-pub struct Pacer {
-    rate: u64,
-    next: parking_lot::Mutex<Instant>,
-}
-
-impl Pacer {
-    /// `rate` bytes per second; 0 for no limit.
-    pub fn new(rate: u64) -> Pacer {
-        Pacer { rate, next: parking_lot::Mutex::new(Instant::now()) }
-    }
-
-    /// Waits until `bytes` more may be written.
-    async fn take(&self, bytes: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        let start = {
-            let mut next = self.next.lock();
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
-    }
 }
 
 pub async fn rebuild(store: &Arc<ExtentStore>, r: Rebuild, pacer: &Pacer) -> Result<ExtentStat, ExtentError> {

@@ -13,6 +13,7 @@ use proto::{ExtentError, NodeId};
 use crate::config::MetaConfig;
 use crate::extent::ExtentStore;
 use crate::limits::SCRUB_SPAN_BYTES;
+use crate::pace::Pacer;
 
 /// Runs scrub passes forever (nothing when the rate is 0).
 pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
@@ -35,11 +36,12 @@ pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
 /// copies found bad.
 async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, rate: u64) -> (u64, u64) {
     let (mut bytes, mut bad) = (0, 0);
+    let pacer = Pacer::new(rate);
     for st in store.list().into_iter().filter(|s| s.sealed) {
         let mut off = 0;
         while off < st.length {
             let n = (st.length - off).min(SCRUB_SPAN_BYTES);
-            let t = Instant::now();
+            pacer.take(n).await;
             match store.read(st.extent, off, n as u32).await {
                 Ok(_) => {}
                 Err(ExtentError::ChecksumMismatch { offset }) => {
@@ -61,9 +63,6 @@ async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, rate: u64) -> (u6
             }
             off += n;
             bytes += n;
-            // Paced: n bytes take n / rate seconds, the read included.
-            let due = Duration::from_secs_f64(n as f64 / rate as f64);
-            tokio::time::sleep(due.saturating_sub(t.elapsed())).await;
         }
     }
     (bytes, bad)

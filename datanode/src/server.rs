@@ -27,7 +27,7 @@ pub struct Server {
     /// Receive buffers for large appends, reused between requests.
     recv_pool: Arc<parking_lot::Mutex<BufPool>>,
     /// Paces rebuilds (repair) on this datanode.
-    rebuilds: crate::rebuild::Pacer,
+    rebuilds: crate::pace::Pacer,
 }
 
 impl Server {
@@ -36,13 +36,13 @@ impl Server {
             store,
             node,
             recv_pool: Arc::default(),
-            rebuilds: crate::rebuild::Pacer::new(crate::limits::REBUILD_RATE_DEFAULT),
+            rebuilds: crate::pace::Pacer::new(crate::limits::REBUILD_RATE_DEFAULT),
         }
     }
 
     /// Rebuilds write at most `rate` bytes per second together (0: no limit).
     pub fn with_rebuild_rate(mut self, rate: u64) -> Server {
-        self.rebuilds = crate::rebuild::Pacer::new(rate);
+        self.rebuilds = crate::pace::Pacer::new(rate);
         self
     }
 

@@ -317,13 +317,7 @@ impl State {
         if self.holders(extent).contains(&copy.node) {
             return Err(MetaError::conflict(format!("datanode {} holds a copy of extent {extent} already", copy.node)));
         }
-        let n = self.nodes.get(&copy.node).ok_or(MetaError::NoSuchNode { id: copy.node })?;
-        if n.state != NodeState::Up {
-            return Err(MetaError::unavailable(format!("datanode {} is {:?}", copy.node, n.state)));
-        }
-        if !n.devices.iter().any(|d| d.id == copy.device) {
-            return Err(MetaError::invalid(format!("datanode {} has no device {}", copy.node, copy.device)));
-        }
+        self.check_copy(&copy)?;
         self.repairs.entry(extent).or_default().push(Repair { slot, copy, since_ms: at_ms });
         dirty.push(Key::Repairs(extent));
         Ok(Reply::Done)
@@ -509,13 +503,19 @@ impl State {
             if replicas[..i].iter().any(|o| o.node == r.node) {
                 return Err(MetaError::invalid(format!("datanode {} chosen twice", r.node)));
             }
-            let n = self.nodes.get(&r.node).ok_or(MetaError::NoSuchNode { id: r.node })?;
-            if n.state != NodeState::Up {
-                return Err(MetaError::unavailable(format!("datanode {} is {:?}", r.node, n.state)));
-            }
-            if !n.devices.iter().any(|d| d.id == r.device) {
-                return Err(MetaError::invalid(format!("datanode {} has no device {}", r.node, r.device)));
-            }
+            self.check_copy(r)?;
+        }
+        Ok(())
+    }
+
+    /// A new copy may go to `r`: its datanode is up and has that device.
+    fn check_copy(&self, r: &Replica) -> Result<(), MetaError> {
+        let n = self.nodes.get(&r.node).ok_or(MetaError::NoSuchNode { id: r.node })?;
+        if n.state != NodeState::Up {
+            return Err(MetaError::unavailable(format!("datanode {} is {:?}", r.node, n.state)));
+        }
+        if !n.devices.iter().any(|d| d.id == r.device) {
+            return Err(MetaError::invalid(format!("datanode {} has no device {}", r.node, r.device)));
         }
         Ok(())
     }
