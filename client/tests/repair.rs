@@ -438,3 +438,60 @@ async fn two_new_datanodes_are_filled_by_rebalancing_with_little_more_than_the_m
     .await;
     check(&meta, &sc, &HashSet::new(), &acked).await;
 }
+
+/// A copy of a dead writer's open extent whose record chain lost a batch header in the
+/// middle (its datanode's recovery finds a later batch past the break) may hold less
+/// than was acknowledged: the stream's next opener seals at the length of the whole
+/// copies, not at the cut one's, and repair replaces the cut copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_cut_short_by_a_damaged_header_does_not_shorten_the_seal() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster().await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { idle_seal: None, ..Default::default() });
+    let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+    let w = sc.open_writer(s.id, "doomed").await.unwrap();
+    let mut acked = Vec::new();
+    // One append at a time: each lands in a batch of its own (small ones are packed,
+    // the header right before the payload).
+    for _ in 0..8 {
+        let data = Bytes::from((0..rng.gen_range(1000..8000)).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+        acked.push((w.append(data.clone()).await.unwrap(), data));
+    }
+    let extent = acked[0].0.extent;
+    assert!(acked.iter().all(|(s, _)| s.extent == extent));
+    let end = acked.iter().map(|(s, _)| s.offset + s.len as u64).max().unwrap();
+    drop(w); // the writer dies: its extent stays open
+    let e = meta.extent(extent).await.unwrap();
+    assert_eq!(e.sealed_len, None);
+    let victim = e.replicas[rng.gen_range(0..3)].node;
+    dns[victim.0 as usize - 1].kill9();
+    // Damage the header of the batch holding a middle record on the victim's device.
+    let dev = cl.dir.path().join(format!("d{victim}.img"));
+    let img = std::fs::read(&dev).unwrap();
+    let marker = &acked[rng.gen_range(2..6)].1;
+    let at = img.windows(marker.len()).position(|w| *w == marker[..]).expect("the record is on the device");
+    let header = (0..=at / 4096).rev().map(|u| u * 4096).find(|&p| img[p..p + 4] == *b"STBX").expect("its batch header");
+    let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &[img[header + 24] ^ 0x01], (header + 24) as u64).unwrap();
+    f.sync_all().unwrap();
+    eprintln!("damaged the batch header at byte {header} of datanode {victim}'s device (extent {extent})");
+    dns[victim.0 as usize - 1].spawn();
+    wait_datanodes_up(&meta, NODES as usize).await;
+    let c = DataNodeClient::connect_node(&meta.nodes().await.unwrap().iter().find(|n| n.id == victim).unwrap().addr, victim)
+        .await
+        .unwrap();
+    let st = c.stat(extent).await.unwrap();
+    assert!(st.cut && st.length < end, "the victim's copy is cut short: {st:?}");
+
+    let _successor = sc.open_writer(s.id, "successor").await.unwrap();
+    let sealed = meta.extent(extent).await.unwrap().sealed_len;
+    assert_eq!(sealed, Some(end), "sealed at every acknowledged byte, not at the cut copy's {}", st.length);
+    wait_for("the cut copy replaced", Duration::from_secs(60), || async {
+        let now = meta.extent(extent).await.ok()?;
+        (!now.replicas.iter().any(|r| r.node == victim)).then_some(())
+    })
+    .await;
+    healed(&meta, Duration::from_secs(60)).await;
+    check(&meta, &sc, &HashSet::new(), &acked).await;
+}

@@ -416,9 +416,9 @@ impl MetaNode {
                 let fence = async {
                     let c = DataNodeClient::connect_node(&addr, node).await.map_err(|e| e.to_string())?;
                     match c.fence(extent, epoch).await {
-                        Ok(st) => Ok((Some(c), st.length)),
+                        Ok(st) => Ok((Some(c), st.length, st.cut)),
                         // Never created there: the writer acknowledged nothing in it.
-                        Err(client::ClientError::Extent(ExtentError::NotFound { .. })) => Ok((None, 0)),
+                        Err(client::ClientError::Extent(ExtentError::NotFound { .. })) => Ok((None, 0, false)),
                         Err(err) => Err(err.to_string()),
                     }
                 };
@@ -426,33 +426,48 @@ impl MetaNode {
             }
         });
         let results = client::join_all(fences).await;
-        let mut length = u64::MAX;
-        let mut reached = Vec::new();
-        let mut answered = 0;
+        // (node, connection if the copy exists, its length, cut) of each answer.
+        let mut answers = Vec::new();
         for (r, res) in e.replicas.iter().zip(results) {
             match res {
-                Ok((c, l)) => {
-                    length = length.min(l);
-                    reached.extend(c);
-                    answered += 1;
-                }
+                Ok((c, l, cut)) => answers.push((r.node, c, l, cut)),
                 Err(why) => tracing::warn!("extent {}: replica on datanode {} unreachable: {why}", e.id, r.node),
             }
         }
         // Any one replica holds every acknowledged byte; an EC extent needs K shards to
-        // be sure that what lies below the smallest length can be decoded.
+        // be sure that what lies below the smallest length can be decoded. A copy whose
+        // chain was cut short (a damaged batch header found by its datanode's recovery)
+        // may hold less than was acknowledged, so it does not count, and the length is
+        // the smallest among the others; a cut copy shorter than that is bad.
         let need = match e.policy {
             Policy::Replica { .. } => 1,
             Policy::Ec { k, .. } => k as usize,
         };
-        if answered < need {
+        let clean = answers.iter().filter(|a| !a.3).count();
+        let length = if clean >= need {
+            answers.iter().filter(|a| !a.3).map(|a| a.2).min().unwrap_or(0)
+        } else if answers.len() == e.replicas.len() && !answers.is_empty() {
+            let l = answers.iter().map(|a| a.2).min().unwrap_or(0);
+            tracing::error!(
+                "extent {}: every copy answered but only {clean} recovered their whole chain ({need} needed); sealing at \
+                 the smallest length, {l}: appends acknowledged past it are lost",
+                e.id
+            );
+            l
+        } else {
+            let cut = answers.len() - clean;
             return Err(MetaError::unavailable(format!(
-                "{answered} of the {} copies of extent {} ({}) are reachable, {need} are needed to seal it; retry the open",
+                "{} of the {} copies of extent {} ({}) are reachable ({cut} of them cut short by damage), {need} whole \
+                 ones are needed to seal it; retry the open",
+                answers.len(),
                 e.replicas.len(),
                 e.id,
                 e.policy
             )));
-        }
+        };
+        let bad: Vec<NodeId> = answers.iter().filter(|a| a.3 && a.2 < length).map(|a| a.0).collect();
+        let reached: Vec<DataNodeClient> =
+            answers.into_iter().filter(|a| !(a.3 && a.2 < length)).filter_map(|a| a.1).collect();
         for c in reached {
             match tokio::time::timeout(timeout, c.seal(e.id, length)).await {
                 Ok(Ok(())) => {}
@@ -462,6 +477,10 @@ impl MetaNode {
         }
         tracing::info!("extent {} of stream {} sealed at {length} by the opener (epoch {epoch})", e.id, e.stream);
         self.write(Command::SealExtent { extent: e.id, epoch, length }).await?;
+        for node in bad {
+            tracing::error!("extent {}: the copy on datanode {node} was cut short of {length}; repair replaces it", e.id);
+            self.write(Command::ReportBad { extent: e.id, node }).await?;
+        }
         Ok(())
     }
 

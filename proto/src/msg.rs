@@ -128,6 +128,9 @@ pub struct ExtentStat {
     /// Durable (readable) length in bytes; for a sealed extent, the sealed length.
     pub length: u64,
     pub sealed: bool,
+    /// An open extent whose copy here lost bytes in the middle of its record chain
+    /// (found by start-up recovery): its length may be short of what was acknowledged.
+    pub cut: bool,
     pub device: u32,
 }
 
@@ -294,18 +297,13 @@ fn put_stat(out: &mut BytesMut, s: &ExtentStat) {
     out.put_u64_le(s.extent.0);
     out.put_u64_le(s.epoch.0);
     out.put_u64_le(s.length);
-    out.put_u8(s.sealed as u8);
+    out.put_u8(s.sealed as u8 | (s.cut as u8) << 1);
     out.put_u32_le(s.device);
 }
 
 fn get_stat(c: &mut Cursor<'_>) -> Result<ExtentStat, ExtentError> {
-    Ok(ExtentStat {
-        extent: ExtentId(c.u64()?),
-        epoch: Epoch(c.u64()?),
-        length: c.u64()?,
-        sealed: c.u8()? != 0,
-        device: c.u32()?,
-    })
+    let (extent, epoch, length, flags) = (ExtentId(c.u64()?), Epoch(c.u64()?), c.u64()?, c.u8()?);
+    Ok(ExtentStat { extent, epoch, length, sealed: flags & 1 != 0, cut: flags & 2 != 0, device: c.u32()? })
 }
 
 /// Encodes a response (or a refusal) to the request `opcode`/`request_id`.

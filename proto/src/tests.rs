@@ -58,7 +58,7 @@ async fn every_request_roundtrips() {
 
 #[tokio::test]
 async fn every_response_and_error_roundtrips() {
-    let stat = ExtentStat { extent: ExtentId(5), epoch: Epoch(6), length: 7, sealed: true, device: 1 };
+    let stat = ExtentStat { extent: ExtentId(5), epoch: Epoch(6), length: 7, sealed: true, cut: true, device: 1 };
     let cases: Vec<(Opcode, Result<Response, ExtentError>)> = vec![
         (Opcode::Create, Ok(Response::Done)),
         (Opcode::Append, Ok(Response::Appended { length: 12 })),

@@ -272,6 +272,11 @@ pub struct Scan {
     pub incarnation_max: u32,
     /// Bytes of a torn final batch that were dropped.
     pub dropped_bytes: u64,
+    /// The chain of an open extent stopped at a batch that does not check while a later
+    /// batch of this blob lies beyond it: bytes past `length` were written here but
+    /// cannot be read back (a damaged header, or writes lost out of order in a power
+    /// failure), so this copy may hold less than its writer had acknowledged.
+    pub cut: bool,
 }
 
 /// Reads a blob through a sliding window.
@@ -299,6 +304,59 @@ impl<R: FnMut(u64, &mut AlignedBuf) -> std::io::Result<()>> Window<'_, R> {
     }
 }
 
+/// A batch's header block as read at some position, checked whole (magic, version,
+/// sizes, CRC) but not yet against the chain it should continue.
+struct Head {
+    h: BatchHeader,
+    /// (length, CRC32C) of each record.
+    lens: Vec<(u32, u32)>,
+    /// The header block's length in bytes (unpadded).
+    len: u64,
+    /// Each record's chunk CRCs, if it has them.
+    chunks: Vec<Option<Arc<[u32]>>>,
+}
+
+impl<R: FnMut(u64, &mut AlignedBuf) -> std::io::Result<()>> Window<'_, R> {
+    /// The header block at `pos` if one that checks is there.
+    fn head_at(&mut self, pos: u64) -> std::io::Result<Option<Head>> {
+        let blob_bytes = self.blob_bytes;
+        if pos + BATCH_HEADER_BYTES > blob_bytes {
+            return Ok(None);
+        }
+        let Some(h) = decode_header(self.get(pos, BATCH_HEADER_BYTES)?) else { return Ok(None) };
+        let n = h.n_records as u64;
+        let desc_end = BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES;
+        if n == 0 || pos + desc_end > blob_bytes {
+            return Ok(None);
+        }
+        let lens: Vec<(u32, u32)> = self.get(pos, desc_end)?[BATCH_HEADER_BYTES as usize..]
+            .chunks_exact(DESCRIPTOR_BYTES as usize)
+            .map(|d| (u32_at(d, 0), u32_at(d, 4)))
+            .collect();
+        let len = head_bytes(lens.iter().map(|&(l, _)| l as u64));
+        if pos + len > blob_bytes {
+            return Ok(None);
+        }
+        // The header CRC covers the header, the descriptors and the chunk CRCs.
+        let head = self.get(pos, len)?;
+        if u32_at(head, HEADER_CRC_AT) != header_crc(head) {
+            return Ok(None);
+        }
+        if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
+            return Ok(None);
+        }
+        let mut chunk_words = head[desc_end as usize..].chunks_exact(4).map(|c| u32_at(c, 0));
+        let chunks = lens
+            .iter()
+            .map(|&(l, _)| match chunk_count(l as u64) {
+                0 => None,
+                k => Some(chunk_words.by_ref().take(k as usize).collect()),
+            })
+            .collect();
+        Ok(Some(Head { h, lens, len, chunks }))
+    }
+}
+
 /// Walks the batch chain of one blob. `sealed` is the extent's sealed length, if any.
 pub fn scan<R>(mut read: R, blob: BlobId, blob_bytes: u64, sealed: Option<u64>) -> std::io::Result<Scan>
 where
@@ -308,40 +366,10 @@ where
     let mut s = Scan::default();
     let mut pos = 0u64;
     let mut last_batch: Option<(u64, usize, bool)> = None; // (phys, first record index, all payloads ok)
-    while pos + BATCH_HEADER_BYTES <= blob_bytes {
-        let Some(h) = decode_header(w.get(pos, BATCH_HEADER_BYTES)?) else { break };
-        let n = h.n_records as u64;
-        if n == 0 || h.blob != blob || h.logical_start != s.length || h.incarnation < s.incarnation_max {
+    while let Some(Head { h, lens, len: head_len, chunks }) = w.head_at(pos)? {
+        if h.blob != blob || h.logical_start != s.length || h.incarnation < s.incarnation_max {
             break;
         }
-        let desc_end = BATCH_HEADER_BYTES + n * DESCRIPTOR_BYTES;
-        if pos + desc_end > blob_bytes {
-            break;
-        }
-        let lens: Vec<(u32, u32)> = w.get(pos, desc_end)?[BATCH_HEADER_BYTES as usize..]
-            .chunks_exact(DESCRIPTOR_BYTES as usize)
-            .map(|d| (u32_at(d, 0), u32_at(d, 4)))
-            .collect();
-        let head_len = head_bytes(lens.iter().map(|&(l, _)| l as u64));
-        if pos + head_len > blob_bytes {
-            break;
-        }
-        // The header CRC covers the header, the descriptors and the chunk CRCs.
-        let head = w.get(pos, head_len)?;
-        if u32_at(head, HEADER_CRC_AT) != header_crc(head) {
-            break;
-        }
-        if lens.iter().map(|&(l, _)| l as u64).sum::<u64>() != h.payload_bytes || lens.iter().any(|&(l, _)| l == 0) {
-            break;
-        }
-        let mut chunk_words = head[desc_end as usize..].chunks_exact(4).map(|c| u32_at(c, 0));
-        let chunks: Vec<Option<Arc<[u32]>>> = lens
-            .iter()
-            .map(|&(l, _)| match chunk_count(l as u64) {
-                0 => None,
-                k => Some(chunk_words.by_ref().take(k as usize).collect()),
-            })
-            .collect();
         let payload_start = h.payloads_at(head_len);
         let total = payload_start + lens.iter().map(|&(l, _)| h.payload_span(l as u64)).sum::<u64>();
         if pos + total > blob_bytes {
@@ -373,6 +401,7 @@ where
         pos += align_up(total, IO_UNIT_BYTES);
     }
     s.phys_end = pos;
+    let chain_len = s.length;
     if let (Some((phys, first, false)), None) = (last_batch, sealed) {
         // A torn final write of an open extent: never acknowledged, drop it whole.
         s.dropped_bytes = s.length - s.records[first].logical;
@@ -386,6 +415,22 @@ where
         s.records.truncate(keep);
         s.corrupt.retain(|&i| i < keep);
         s.length = s.records.last().map_or(0, |r| r.end());
+    } else {
+        // Where an open extent's chain stopped, a later batch of this blob that starts
+        // past the chain's end means the chain was cut short, not ended: see `cut`. (A
+        // batch after a torn one starts right at the chain's end; it was never
+        // acknowledged either. A blob grows at most `GROW_CLUSTERS_MAX` clusters past
+        // its last batch, so this reads little.)
+        let mut probe = pos;
+        while probe + BATCH_HEADER_BYTES <= blob_bytes {
+            if let Some(later) = w.head_at(probe)? {
+                if later.h.blob == blob && later.h.incarnation >= s.incarnation_max && later.h.logical_start > chain_len {
+                    s.cut = true;
+                    break;
+                }
+            }
+            probe += IO_UNIT_BYTES;
+        }
     }
     Ok(s)
 }

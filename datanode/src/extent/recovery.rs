@@ -79,6 +79,13 @@ fn recover(
     if scan.dropped_bytes > 0 {
         tracing::warn!("extent {id}: dropped a torn final write of {} bytes", scan.dropped_bytes);
     }
+    if scan.cut {
+        tracing::error!(
+            "extent {id}: its chain stops at {} bytes but a later batch lies beyond: this copy lost bytes its writer \
+             may have acknowledged; the stream's next opener will not seal at its length",
+            scan.length
+        );
+    }
     if let Some(l) = sealed.filter(|&l| scan.length < l) {
         tracing::error!("extent {id}: sealed at {l} but only {} bytes are intact here", scan.length);
     }

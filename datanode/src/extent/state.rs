@@ -49,6 +49,8 @@ pub(super) struct ExtentState {
     pub(super) blob_bytes: u64,
     pub(super) phys_end: u64,
     pub(super) incarnation: u32,
+    /// Recovery found this open extent's chain cut short (`record::Scan::cut`).
+    pub(super) cut: bool,
 }
 
 impl ExtentState {
@@ -70,6 +72,7 @@ impl ExtentState {
             blob_bytes: 0,
             phys_end: 0,
             incarnation,
+            cut: false,
         }
     }
 
@@ -91,6 +94,7 @@ impl ExtentState {
             index: scan.records,
             blob_bytes,
             phys_end: scan.phys_end,
+            cut: scan.cut,
             ..ExtentState::new(epoch.max(scan.epoch_max), incarnation)
         }
     }
@@ -249,6 +253,7 @@ impl Extent {
             epoch: st.epoch,
             length: st.readable_len(),
             sealed: st.sealed,
+            cut: st.cut,
             device: self.device,
         }
     }

@@ -68,17 +68,26 @@ impl Blob {
     }
 
     fn scan(&self, sealed: Option<u64>) -> Scan {
+        self.scan_bytes(&self.bytes, sealed)
+    }
+
+    /// Scans `bytes` (this blob's image, damaged) instead.
+    fn scan_bytes(&self, bytes: &[u8], sealed: Option<u64>) -> Scan {
         scan(
             |off, buf| {
                 let n = buf.len();
-                buf.copy_from_slice(&self.bytes[off as usize..off as usize + n]);
+                buf.copy_from_slice(&bytes[off as usize..off as usize + n]);
                 Ok(())
             },
             BLOB,
-            self.bytes.len() as u64,
+            bytes.len() as u64,
             sealed,
         )
         .unwrap()
+    }
+
+    fn clone_bytes(&self) -> Vec<u8> {
+        self.bytes.clone()
     }
 }
 
@@ -247,5 +256,54 @@ proptest! {
             let r = &s.records[c];
             prop_assert!((r.phys as usize) < end && r.phys as usize + r.len as usize > cut);
         }
+        // Nothing lost is never called cut. When records were lost and a batch two or
+        // more past the first lost record's batch survives whole after the garbage, the
+        // chain is known to be cut.
+        if s.length == b.length {
+            prop_assert!(!s.cut);
+        } else {
+            let counts: Vec<usize> = batches.iter().map(|(lens, _)| lens.len()).collect();
+            let first_lost = s.records.len();
+            let mut j = 0;
+            let mut seen = counts[0];
+            while seen <= first_lost {
+                j += 1;
+                seen += counts[j];
+            }
+            if b.batches.iter().skip(j + 2).any(|&start| start as usize >= end) {
+                prop_assert!(s.cut, "batch {j} lost, a later intact one not noticed");
+            }
+        }
     }
 }
+
+#[test]
+fn a_chain_stopped_by_a_damaged_header_is_cut_and_a_torn_end_is_not() {
+    let mut b = Blob::new();
+    b.write_batch(1, &[p(100, 1)]);
+    b.write_batch(1, &[p(100, 2)]);
+    b.write_batch(1, &[p(5000, 3)]);
+    let intact = b.clone_bytes();
+    assert!(!b.scan(None).cut);
+    // A flipped byte in the middle batch's header, or its magic, or the whole header
+    // block lost: the chain stops at 100 and the third batch shows it was cut.
+    for at in [20usize, 0, 4000] {
+        let mut d = intact.clone();
+        let h = b.batches[1] as usize;
+        if at == 4000 {
+            d[h..h + 4096].fill(0);
+        } else {
+            d[h + at] ^= 0x10;
+        }
+        let s = b.scan_bytes(&d, None);
+        assert_eq!((s.length, s.cut), (100, true), "damage at {at} of the header");
+        // A sealed extent's chain is judged by its sealed length instead.
+        assert!(!b.scan_bytes(&d, Some(5200)).cut);
+    }
+    // A torn final batch was never acknowledged: the chain ended, it was not cut.
+    let mut d = intact;
+    d[b.batches[2] as usize + 4500] ^= 1;
+    let s = b.scan_bytes(&d, None);
+    assert_eq!((s.length, s.cut), (200, false));
+}
+
