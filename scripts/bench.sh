@@ -20,6 +20,10 @@ case "$suite" in
     # The benchmark (in `client`, which does not link RocksDB) runs the release binaries.
     cargo build --release -q -p metanode -p datanode
     cargo bench -q -p client --bench metanode 2>/dev/null | grep '^{'
+    # The state machine alone as one stream grows to a million extents.
+    state=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench-state.XXXXXX")
+    "${CARGO_TARGET_DIR:-target}/release/metanode" bench-state --dir "$state" --extents "${STRATA_BENCH_EXTENTS:-1000000}"
+    rm -rf "$state"
     ;;
   logstream)
     scripts/setup.sh >&2

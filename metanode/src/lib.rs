@@ -9,6 +9,7 @@ pub mod node;
 pub mod placement;
 pub mod repair;
 pub mod state;
+pub mod statebench;
 pub mod store;
 
 use std::io::Cursor;

@@ -116,6 +116,9 @@ pub type Outcome = Result<Reply, MetaError>;
 pub enum Key {
     Node(NodeId),
     Stream(StreamId),
+    /// One extent of a stream's list, stored apart from the stream's record so that an
+    /// allocation writes a few bytes however long the stream is.
+    StreamExtent(StreamId, ExtentId),
     Extent(ExtentId),
     Tombstone(ExtentId),
     Repairs(ExtentId),
@@ -260,6 +263,7 @@ impl State {
                     dirty.push(Key::Created(t));
                 }
                 for e in s.extents {
+                    dirty.push(Key::StreamExtent(id, e));
                     self.bury(e, dirty);
                 }
                 Ok(Reply::Done)
@@ -395,16 +399,23 @@ impl State {
     /// only deleted objects is exactly what idle sealing makes collectable).
     fn delete_extents(&mut self, ids: &[ExtentId], dirty: &mut Vec<Key>) -> Vec<ExtentId> {
         let mut deleted = Vec::new();
+        let mut gone: BTreeMap<StreamId, Vec<ExtentId>> = BTreeMap::new();
         for &id in ids {
             let Some(e) = self.extents.get(&id) else { continue };
             if e.sealed_len.is_none() {
                 continue;
             }
-            let stream = e.stream;
-            self.streams.get_mut(&stream).expect("checked").extents.retain(|&x| x != id);
-            dirty.push(Key::Stream(stream));
+            gone.entry(e.stream).or_default().push(id);
+            dirty.push(Key::StreamExtent(e.stream, id));
             self.bury(id, dirty);
             deleted.push(id);
+        }
+        // One pass over each stream's list (kept in ascending id order) however many of
+        // its extents go.
+        for (stream, mut ids) in gone {
+            ids.sort_unstable();
+            let s = self.streams.get_mut(&stream).expect("an extent's stream exists");
+            s.extents.retain(|x| ids.binary_search(x).is_err());
         }
         deleted
     }
@@ -461,9 +472,14 @@ impl State {
         // A stream from before `tail` was kept: its last extent is its tail.
         let tail = s.tail.or(s.extents.last().copied());
         if tail != after {
-            // A retry whose first attempt committed: answer with the extent it made.
-            let pos = after.map_or(Some(0), |a| s.extents.iter().position(|&x| x == a).map(|i| i + 1));
-            if let Some(&next) = pos.and_then(|i| s.extents.get(i)) {
+            // A retry whose first attempt committed: answer with the extent it made,
+            // the stream's last, which follows `after` (or is its first).
+            let n = s.extents.len();
+            let follows = match after {
+                None => n == 1,
+                Some(a) => n >= 2 && s.extents[n - 2] == a,
+            };
+            if let Some(&next) = s.extents.last().filter(|_| follows) {
                 if Some(next) == tail && self.extents[&next].epoch == epoch {
                     return Ok(Reply::Extent(self.extents[&next].clone()));
                 }
@@ -485,9 +501,10 @@ impl State {
         let e = ExtentInfo { id, stream, policy, replicas, epoch, sealed_len: None, bad: Vec::new() };
         self.extents.insert(id, e.clone());
         let s = self.streams.get_mut(&stream).expect("checked");
+        debug_assert!(s.extents.last().is_none_or(|&l| l < id), "a stream's extents are in ascending id order");
         s.extents.push(id);
         s.tail = Some(id);
-        dirty.extend([Key::Extent(id), Key::Stream(stream), Key::Counters]);
+        dirty.extend([Key::Extent(id), Key::Stream(stream), Key::StreamExtent(stream, id), Key::Counters]);
         Ok(Reply::Extent(e))
     }
 

@@ -5,7 +5,10 @@
 //! - `store`: the vote (synced), the committed log id, the last purged log id and the
 //!   current snapshot.
 //! - `sm`: the state machine, one key per datanode, stream, extent and tombstone (a
-//!   deleted extent whose copies are not all confirmed gone), plus the
+//!   deleted extent whose copies are not all confirmed gone), one per extent in a
+//!   stream's list (`x` + stream + extent, empty: the stream's record is stored with
+//!   an empty list, so that an allocation writes a few bytes however long its stream
+//!   is; records from before are moved to this shape at open), plus the
 //!   counters, the applied log id and the membership. Each `apply` writes the keys it
 //!   changed and the applied log id in one batch, so the applied id never runs ahead of
 //!   or behind the state. These writes are not synced: they are ordered behind the
@@ -258,8 +261,34 @@ pub struct StateMachine {
     pub shared: Arc<Shared>,
 }
 
+/// A stream's record as stored: `StreamInfo` with its extent list left empty (each
+/// extent is a key of its own). The same fields in the same order, so it decodes as a
+/// `StreamInfo` (a test checks).
+#[derive(Serialize)]
+struct StreamRecord<'a> {
+    id: proto::meta::StreamId,
+    policy: proto::meta::Policy,
+    epoch: proto::Epoch,
+    writer: &'a Option<String>,
+    extents: &'a [ExtentId],
+    tail: Option<ExtentId>,
+}
+
+impl<'a> StreamRecord<'a> {
+    fn of(s: &'a proto::meta::StreamInfo) -> StreamRecord<'a> {
+        StreamRecord { id: s.id, policy: s.policy, epoch: s.epoch, writer: &s.writer, extents: &[], tail: s.tail }
+    }
+}
+
 fn sm_key(k: Key) -> Vec<u8> {
     let (tag, id) = match k {
+        Key::StreamExtent(s, e) => {
+            let mut v = Vec::with_capacity(17);
+            v.push(b'x');
+            v.extend_from_slice(&s.0.to_be_bytes());
+            v.extend_from_slice(&e.0.to_be_bytes());
+            return v;
+        }
         Key::Node(id) => (b'n', id.0),
         Key::Stream(id) => (b's', id.0),
         Key::Extent(id) => (b'e', id.0),
@@ -278,6 +307,7 @@ impl StateMachine {
     /// Loads the state machine column family into memory.
     pub fn open(db: Arc<DB>) -> Result<StateMachine, AnyError> {
         let mut state = State::default();
+        let mut listed: Vec<(proto::meta::StreamId, ExtentId)> = Vec::new();
         let mut applied = None;
         let mut membership = StoredMembership::default();
         let cf = db.cf_handle(CF_SM).expect("column family created at open");
@@ -310,7 +340,40 @@ impl StateMachine {
                     let id = ExtentId(u64::from_be_bytes(id.try_into().expect("8 bytes")));
                     state.repairs.insert(id, dec(&v)?);
                 }
+                [b'x', ids @ ..] if ids.len() == 16 => {
+                    let s = u64::from_be_bytes(ids[..8].try_into().expect("8 bytes"));
+                    let e = u64::from_be_bytes(ids[8..].try_into().expect("8 bytes"));
+                    listed.push((proto::meta::StreamId(s), ExtentId(e)));
+                }
                 other => return Err(AnyError::error(format!("unknown state machine key {other:?}"))),
+            }
+        }
+        // Records stored with their whole list (before the list had keys of its own)
+        // move to the new shape in one batch.
+        let mut batch = WriteBatch::default();
+        let cf_sm = db.cf_handle(CF_SM).expect("column family created at open");
+        let mut moved = 0;
+        for s in state.streams.values().filter(|s| !s.extents.is_empty()) {
+            for &e in &s.extents {
+                batch.put_cf(cf_sm, sm_key(Key::StreamExtent(s.id, e)), []);
+            }
+            batch.put_cf(cf_sm, sm_key(Key::Stream(s.id)), enc(&StreamRecord::of(s)));
+            moved += 1;
+        }
+        if moved > 0 {
+            db.write(batch).map_err(io)?;
+            tracing::info!("stored the extent lists of {moved} streams as keys of their own");
+        }
+        // Keys come in (stream, extent) order: each list in ascending extent order.
+        for (s, e) in listed {
+            match state.streams.get_mut(&s) {
+                Some(st) if st.extents.last().is_none_or(|&l| l < e) => st.extents.push(e),
+                Some(st) => {
+                    if let Err(at) = st.extents.binary_search(&e) {
+                        st.extents.insert(at, e);
+                    }
+                }
+                None => tracing::error!("extent {e} is listed under stream {s}, which has no record; ignored"),
             }
         }
         let shared = Arc::new(Shared { state: RwLock::new(state), applied: RwLock::new((applied, membership)) });
@@ -326,7 +389,10 @@ impl StateMachine {
         let key = sm_key(k);
         let v = match k {
             Key::Node(id) => state.nodes.get(&id).map(enc),
-            Key::Stream(id) => state.streams.get(&id).map(enc),
+            Key::Stream(id) => state.streams.get(&id).map(|s| enc(&StreamRecord::of(s))),
+            Key::StreamExtent(s, e) => {
+                state.streams.get(&s).filter(|st| st.extents.binary_search(&e).is_ok()).map(|_| Vec::new())
+            }
             Key::Extent(id) => state.extents.get(&id).map(enc),
             Key::Tombstone(id) => state.tombstones.get(&id).map(enc),
             Key::Repairs(id) => state.repairs.get(&id).map(enc),
@@ -435,6 +501,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .keys()
             .map(|&i| Key::Node(i))
             .chain(st.streams.keys().map(|&i| Key::Stream(i)))
+            .chain(st.streams.values().flat_map(|s| s.extents.iter().map(|&e| Key::StreamExtent(s.id, e))))
             .chain(st.extents.keys().map(|&i| Key::Extent(i)))
             .chain(st.tombstones.keys().map(|&i| Key::Tombstone(i)))
             .chain(st.repairs.keys().map(|&i| Key::Repairs(i)))
@@ -511,5 +578,113 @@ mod tests {
         let got = log.try_get_log_entries(21..=45).await.unwrap();
         assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (21..=45).collect::<Vec<_>>());
         assert!(log.try_get_log_entries(..21).await.unwrap().is_empty());
+    }
+
+    fn stream_info(n: u64) -> proto::meta::StreamInfo {
+        proto::meta::StreamInfo {
+            id: StreamId(7),
+            policy: "replica:3".parse().unwrap(),
+            epoch: proto::Epoch(4),
+            writer: Some("w".into()),
+            extents: (1..=n).map(ExtentId).collect(),
+            tail: Some(ExtentId(n + 5)),
+        }
+    }
+
+    #[test]
+    fn a_stored_stream_record_decodes_as_the_stream_with_an_empty_list() {
+        let s = stream_info(3);
+        let back: proto::meta::StreamInfo = dec(&enc(&StreamRecord::of(&s))).unwrap();
+        assert_eq!(back, proto::meta::StreamInfo { extents: Vec::new(), ..s });
+    }
+
+    /// Applies `cmds` as committed entries from `index` on.
+    async fn apply(sm: &mut StateMachine, index: &mut u64, cmds: Vec<Command>) -> Vec<crate::state::Outcome> {
+        let entries: Vec<Entry<TypeConfig>> = cmds
+            .into_iter()
+            .map(|c| {
+                *index += 1;
+                Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), *index), payload: EntryPayload::Normal(c) }
+            })
+            .collect();
+        sm.apply(entries).await.unwrap()
+    }
+
+    fn sm_value(db: &DB, k: Key) -> Option<Vec<u8>> {
+        db.get_cf(db.cf_handle(CF_SM).unwrap(), sm_key(k)).unwrap()
+    }
+
+    /// A long stream's record stays a few bytes (its list is one key per extent), the
+    /// list survives a reopen in order after allocations and deletions, and a record
+    /// stored with its whole list (the shape before) is moved to the new one at open.
+    #[tokio::test]
+    async fn a_streams_extent_list_is_stored_a_key_per_extent_and_old_records_move_to_it() {
+        use proto::meta::{DeviceInfo, RegisterNode, Replica};
+        use proto::NodeId;
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let mut sm = StateMachine::open(db.clone()).unwrap();
+        let mut index = 0;
+        let mut cmds: Vec<Command> = (1..=3)
+            .map(|i| {
+                Command::RegisterNode(RegisterNode {
+                    id: NodeId(i),
+                    addr: format!("127.0.0.1:{}", 9000 + i),
+                    zone: String::new(),
+                    rack: String::new(),
+                    devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30, free_slots: None }],
+                })
+            })
+            .collect();
+        cmds.push(Command::CreateStream { policy: "replica:3".parse().unwrap() });
+        cmds.push(Command::OpenStream { id: StreamId(1), writer: "w".into() });
+        apply(&mut sm, &mut index, cmds).await;
+        let replicas: Vec<Replica> = (1..=3).map(|n| Replica { node: NodeId(n), device: 0 }).collect();
+        let mut after = None;
+        let mut record_len = Vec::new();
+        for _ in 0..2000 {
+            let out = apply(
+                &mut sm,
+                &mut index,
+                vec![Command::AllocateExtent {
+                    stream: StreamId(1),
+                    epoch: proto::Epoch(1),
+                    after,
+                    replicas: replicas.clone(),
+                }],
+            )
+            .await;
+            let Ok(Reply::Extent(e)) = &out[0] else { panic!("{out:?}") };
+            apply(&mut sm, &mut index, vec![Command::SealExtent { extent: e.id, epoch: proto::Epoch(1), length: 10 }])
+                .await;
+            after = Some(e.id);
+            record_len.push(sm_value(&db, Key::Stream(StreamId(1))).unwrap().len());
+        }
+        // (Its tail's id is a varint: a byte more past 127.)
+        assert!(record_len[1999] <= record_len[0] + 1, "the stream's record grew: {} to {}", record_len[0], record_len[1999]);
+        // GC deletes some, from the front and the middle.
+        let gone: Vec<ExtentId> = (1..=2000).filter(|i| i % 3 == 0 || *i < 100).map(ExtentId).collect();
+        apply(&mut sm, &mut index, vec![Command::DeleteExtents { extents: gone.clone() }]).await;
+        let want = sm.shared.state.read().streams[&StreamId(1)].extents.clone();
+        assert_eq!(want.len(), 2000 - gone.len());
+        assert!(want.windows(2).all(|w| w[0] < w[1]));
+        assert!(sm_value(&db, Key::StreamExtent(StreamId(1), gone[0])).is_none());
+        drop(sm);
+        let sm = StateMachine::open(db.clone()).unwrap();
+        assert_eq!(sm.shared.state.read().streams[&StreamId(1)].extents, want, "the list after a reopen");
+
+        // The shape before: the whole list in the record, no keys of its own.
+        let old = stream_info(50);
+        let cf = db.cf_handle(CF_SM).unwrap();
+        db.put_cf(cf, sm_key(Key::Stream(old.id)), enc(&old)).unwrap();
+        drop(sm);
+        let sm = StateMachine::open(db.clone()).unwrap();
+        assert_eq!(sm.shared.state.read().streams[&old.id], old);
+        let moved = sm_value(&db, Key::Stream(old.id)).unwrap();
+        assert_eq!(dec::<proto::meta::StreamInfo>(&moved).unwrap().extents, Vec::new(), "moved to the new shape");
+        assert!(sm_value(&db, Key::StreamExtent(old.id, ExtentId(50))).is_some());
+        drop(sm);
+        let sm = StateMachine::open(db).unwrap();
+        assert_eq!(sm.shared.state.read().streams[&old.id], old, "and read back the same");
     }
 }

@@ -156,6 +156,15 @@ enum Cmd {
         t: Target,
         policy: Policy,
     },
+    /// Benchmark: the state machine's cost per allocation as one stream grows to
+    /// EXTENTS, on a new RocksDB in DIR (`scripts/bench.sh metanode`).
+    #[command(hide = true)]
+    BenchState {
+        #[arg(long, default_value_t = 1_000_000)]
+        extents: u64,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -249,6 +258,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             c.remove_member(old).await?;
         }
         Cmd::Nodes(t) => json(&MetaClient::new(t.meta).nodes().await?),
+        Cmd::BenchState { extents, dir } => metanode::statebench::run(&dir, extents).await?,
         Cmd::Repairs(t) => json(&MetaClient::new(t.meta).repairs().await?),
         Cmd::RemoveNode { t, id } => MetaClient::new(t.meta).remove_node(id).await?,
         Cmd::NodeState { t, id, state } => {
