@@ -4,6 +4,11 @@
 //! that go to the streams of its policy in turn, several in flight, so a large object is
 //! spread over the streams and written in parallel while memory per request stays
 //! bounded. GETs read the slices in order with a few reads ahead.
+//!
+//! A stream that cannot be opened at start (its last extent has too few reachable
+//! copies to be sealed) does not stop the gateway: it serves with the streams that
+//! opened, and `reopen_pending` keeps trying the others in the background, adding each
+//! as a lane once it opens. A policy with none of its streams open gets new ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -14,6 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use client::{Slice, StreamClient, StreamError, StreamWriter};
+use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use proto::meta::{Policy, StreamId};
@@ -21,7 +27,9 @@ use proto::ExtentId;
 use tokio::sync::mpsc;
 
 use crate::catalog::Catalog;
-use crate::limits::{CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW};
+use crate::limits::{
+    CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW, STREAM_OPEN_WAIT, STREAM_REOPEN_PERIOD,
+};
 
 struct Lane {
     stream: StreamId,
@@ -35,8 +43,11 @@ pub struct Data {
     pub sc: StreamClient,
     catalog: Catalog,
     owner: String,
-    /// Streams per policy; at least `width` each.
+    /// Streams per policy; at least `width` each, counting `pending` ones.
     lanes: Mutex<HashMap<Policy, Lanes>>,
+    /// This gateway's streams that could not be opened yet, by policy (`None`: the
+    /// metanode could not say).
+    pending: Mutex<Vec<(StreamId, Option<Policy>)>>,
     width: usize,
     /// Held while a policy's streams are being created.
     creating: tokio::sync::Mutex<()>,
@@ -70,9 +81,30 @@ impl Data {
         policy: Policy,
     ) -> anyhow::Result<Data> {
         let mut by_policy: HashMap<Policy, Vec<Lane>> = HashMap::new();
-        for id in catalog.streams_of(owner).await? {
-            let w = sc.open_writer(id, owner).await?;
-            by_policy.entry(w.policy).or_default().push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
+        let ids = catalog.streams_of(owner).await?;
+        let opens = ids.iter().map(|&id| {
+            let sc = &sc;
+            async move { tokio::time::timeout(STREAM_OPEN_WAIT, sc.open_writer(id, owner)).await }
+        });
+        let mut pending = Vec::new();
+        for (&id, r) in ids.iter().zip(futures::future::join_all(opens).await) {
+            match r {
+                Ok(Ok(w)) => {
+                    by_policy.entry(w.policy).or_default().push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) })
+                }
+                Ok(Err(e @ StreamError::Meta(proto::meta::MetaError::NoSuchStream { .. }))) => {
+                    return Err(e).with_context(|| format!("stream {id}, recorded as this gateway's, is not on the metanode"));
+                }
+                r => {
+                    let why = match r {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {STREAM_OPEN_WAIT:?}"),
+                    };
+                    let policy = sc.meta.stream(id).await.ok().map(|v| v.stream.policy);
+                    tracing::warn!("stream {id}: cannot be opened now ({why}); serving without it, retrying in the background");
+                    pending.push((id, policy));
+                }
+            }
         }
         let lanes = by_policy.into_iter().map(|(p, l)| (p, Arc::new(l))).collect();
         let d = Data {
@@ -80,6 +112,7 @@ impl Data {
             catalog: catalog.clone(),
             owner: owner.to_string(),
             lanes: Mutex::new(lanes),
+            pending: Mutex::new(pending),
             width: n.max(1),
             creating: Default::default(),
             next: AtomicUsize::new(0),
@@ -134,9 +167,51 @@ impl Data {
         }
     }
 
-    /// The streams of `policy`, created (`width` of them) the first time.
+    /// Streams of this gateway that could not be opened yet.
+    pub fn pending(&self) -> Vec<StreamId> {
+        self.pending.lock().iter().map(|p| p.0).collect()
+    }
+
+    /// Tries the streams that could not be opened until each opens, for the life of the
+    /// process (every `STREAM_REOPEN_PERIOD`), and adds each as a lane of its policy.
+    pub async fn reopen_pending(self: Arc<Self>) {
+        loop {
+            let todo = self.pending.lock().clone();
+            if todo.is_empty() {
+                return;
+            }
+            tokio::time::sleep(STREAM_REOPEN_PERIOD).await;
+            for (id, _) in todo {
+                let w = match tokio::time::timeout(STREAM_OPEN_WAIT, self.sc.open_writer(id, &self.owner)).await {
+                    Ok(Ok(w)) => w,
+                    Ok(Err(e)) => {
+                        tracing::debug!("stream {id}: still cannot be opened: {e}");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let policy = w.policy;
+                let _turn = self.creating.lock().await;
+                let mut lanes = self.lanes.lock();
+                let mut now: Vec<Lane> = lanes.get(&policy).map_or_else(Vec::new, |old| {
+                    old.iter().map(|l| Lane { stream: l.stream, writer: Mutex::new(l.writer.lock().clone()) }).collect()
+                });
+                now.push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
+                lanes.insert(policy, Arc::new(now));
+                self.pending.lock().retain(|p| p.0 != id);
+                tracing::info!("stream {id}: opened; a lane of {policy} again");
+            }
+        }
+    }
+
+    /// The streams of `policy`, created (`width` of them) the first time. Streams of
+    /// the policy waiting to be reopened count towards `width` while at least one of
+    /// its streams is open.
     async fn lanes(&self, policy: Policy) -> Result<Lanes, StreamError> {
-        let have = |d: &Data| d.lanes.lock().get(&policy).filter(|l| l.len() >= d.width).cloned();
+        let have = |d: &Data| {
+            let waiting = d.pending.lock().iter().filter(|p| p.1 == Some(policy)).count();
+            d.lanes.lock().get(&policy).filter(|l| !l.is_empty() && l.len() + waiting >= d.width).cloned()
+        };
         if let Some(l) = have(self) {
             return Ok(l);
         }

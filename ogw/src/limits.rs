@@ -44,6 +44,10 @@ pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
 /// Chunks of one PUT on the wire at once: memory per PUT is at most this many chunks
 /// (plus the one being filled).
 pub const PUT_WINDOW: usize = 4;
+/// How long a gateway waits for one of its streams to open at start before serving
+/// without it (it keeps trying in the background, every `STREAM_REOPEN_PERIOD`).
+pub const STREAM_OPEN_WAIT: Duration = Duration::from_secs(15);
+pub const STREAM_REOPEN_PERIOD: Duration = Duration::from_secs(2);
 /// Attempts of one chunk (a writer that stopped is reopened between attempts).
 pub const CHUNK_ATTEMPTS: usize = 3;
 /// How often a gateway publishes its low-water mark for GC (only when it moved): GC

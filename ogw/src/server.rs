@@ -60,6 +60,7 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
         .context("opening the gateway's LogStreams")?;
     let data = Arc::new(data);
     tokio::spawn(data.clone().publish_low_water(LOW_WATER_PERIOD));
+    tokio::spawn(data.clone().reopen_pending());
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
     let (gw, auth) = Gateway::new(catalog.clone(), data, classes);
     let mut b = S3ServiceBuilder::new(gw);
