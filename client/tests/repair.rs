@@ -495,3 +495,52 @@ async fn a_copy_cut_short_by_a_damaged_header_does_not_shorten_the_seal() {
     healed(&meta, Duration::from_secs(60)).await;
     check(&meta, &sc, &HashSet::new(), &acked).await;
 }
+
+/// A dead writer's open extents (a replica:3 and an ec:2+1 stream) lose a copy for
+/// good: once the repair delay has passed, repair fences and seals each at every
+/// acknowledged byte, as the stream's next opener would, then replaces the lost copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_open_extents_are_sealed_and_their_lost_copies_repaired() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster().await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { idle_seal: None, ..Default::default() });
+    let mut acked = Vec::new();
+    let mut open = Vec::new();
+    for policy in [Policy::Replica { n: 3 }, Policy::Ec { k: 2, m: 1 }] {
+        let s = sc.create_stream(policy).await.unwrap();
+        let w = sc.open_writer(s.id, "doomed").await.unwrap();
+        let futs: Vec<_> = (0..20)
+            .map(|_| {
+                let data = Bytes::from((0..rng.gen_range(1..20_000)).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+                (w.submit(data.clone()), data)
+            })
+            .collect();
+        testkit::collect_in_order(futs, &mut acked).await;
+        let last = acked.last().unwrap().0.extent;
+        open.push((last, acked.iter().filter(|a| a.0.extent == last).map(|a| a.0.offset + a.0.len as u64).max()));
+        drop(w); // the writer dies: its extent stays open
+    }
+    // A datanode holding a copy of both open extents, if one does, else of the first.
+    let mut holders: Vec<Vec<NodeId>> = Vec::new();
+    for &(e, _) in &open {
+        holders.push(meta.extent(e).await.unwrap().replicas.iter().map(|r| r.node).collect());
+    }
+    let (a, b) = (&holders[0], &holders[1]);
+    let victim = *a.iter().find(|n| b.contains(n)).unwrap_or(&a[0]);
+    dns[victim.0 as usize - 1].kill9();
+    std::fs::remove_file(cl.dir.path().join(format!("d{victim}.img"))).unwrap();
+    eprintln!("datanode {victim} lost; open extents {open:?}");
+    for &(e, end) in &open {
+        let sealed = wait_for("the open extent sealed by repair", Duration::from_secs(60), || async {
+            meta.extent(e).await.ok()?.sealed_len
+        })
+        .await;
+        if meta.extent(e).await.unwrap().policy == (Policy::Replica { n: 3 }) {
+            assert_eq!(Some(sealed), end, "extent {e} sealed at every acknowledged byte");
+        }
+    }
+    let r = healed(&meta, Duration::from_secs(90)).await;
+    assert!(r.orphans_sealed_total >= 1 && r.orphans == 0, "{r:?}");
+    check(&meta, &sc, &HashSet::from([victim]), &acked).await;
+}

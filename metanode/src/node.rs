@@ -406,6 +406,22 @@ impl MetaNode {
         self.shared.state.read().stream_view(id)
     }
 
+    /// Seals `extent` if it is still open, the way its stream's next opener would: an
+    /// open under a new epoch fences every copy, then the seal at the smallest whole
+    /// length. For repair, when the extent's writer is taken for dead (see `repair.rs`).
+    pub(crate) async fn seal_orphan(&self, extent: ExtentId) -> Result<()> {
+        let stream = {
+            let st = self.shared.state.read();
+            match st.extents.get(&extent) {
+                Some(e) if e.sealed_len.is_none() => e.stream,
+                _ => return Ok(()),
+            }
+        };
+        tracing::warn!("extent {extent} of stream {stream}: open with a copy lost; fencing its writer and sealing it");
+        let writer = format!("repair: sealing extent {extent}, open with a copy lost");
+        self.open(stream, OpenStream { writer }).await.map(|_| ())
+    }
+
     async fn seal_abandoned(&self, e: &ExtentInfo, nodes: &HashMap<NodeId, String>, epoch: Epoch) -> Result<()> {
         let timeout = self.settings.fence_timeout;
         let extent = e.id;

@@ -11,6 +11,13 @@
 //! the replica; the copy it replaces becomes a stray in the extent's tombstone, deleted
 //! from its datanode when reachable (here, or by GC).
 //!
+//! An open extent is its writer's: a live writer seals it and moves on when a copy
+//! fails. One still open with a copy lost past the repair delay is taken for a dead
+//! writer's: it is sealed the way a stream's next opener would (`MetaNode::seal_orphan`:
+//! an open under a new epoch fences every copy, then the seal at the smallest whole
+//! length), after which its lost copy is repaired like any other. A writer that was
+//! alive after all finds itself fenced and reopens the stream.
+//!
 //! Repair never races GC into losing bytes: GC deletes only extents no row names, and
 //! deleting an extent moves every copy repair is making into its tombstone, so a
 //! repair that ends after the delete changes nothing (`State::end_repair`). Repair
@@ -39,6 +46,9 @@ pub struct RepairSoft {
     in_flight: HashSet<(ExtentId, u32)>,
     /// Extents whose last repair failed, with when to try again.
     retry_at: HashMap<ExtentId, Instant>,
+    /// Open extents being sealed by `seal_orphan`.
+    sealing: HashSet<ExtentId>,
+    orphans_sealed_total: u64,
     done_total: u64,
     failed_total: u64,
     bytes_total: u64,
@@ -129,6 +139,22 @@ pub fn plan(st: &State, down_for: impl Fn(NodeId) -> Duration, delay: Duration) 
     }
     jobs.sort_by_key(|j| (j.margin, j.why == Why::Draining, j.extent.id));
     (jobs, degraded.into_values().collect(), unreadable)
+}
+
+/// Open extents with a copy whose datanode is unknown or down for longer than `delay`
+/// (taken for dead writers' extents, to be sealed before repair), oldest first.
+pub fn orphans(st: &State, down_for: impl Fn(NodeId) -> Duration, delay: Duration) -> Vec<ExtentId> {
+    st.extents
+        .values()
+        .filter(|e| e.sealed_len.is_none())
+        .filter(|e| {
+            e.replicas.iter().any(|r| match st.nodes.get(&r.node) {
+                None => true,
+                Some(n) => n.state == NodeState::Down && down_for(n.id) >= delay,
+            })
+        })
+        .map(|e| e.id)
+        .collect()
 }
 
 /// A rebalancing move: the copy in `slot` of `extent` to datanode `to`.
@@ -261,6 +287,7 @@ impl MetaNode {
             tracing::info!("repair of extent {extent} slot {slot} on datanode {} was abandoned", copy.node);
             let _ = self.write(Command::EndRepair { extent, slot, copy, done: false }).await;
         }
+        let orphan;
         let starts = {
             let st = self.shared.state.read();
             let mut soft = self.repair.lock();
@@ -271,8 +298,14 @@ impl MetaNode {
                 soft.down_since.entry(n).or_insert(now);
             }
             let since = soft.down_since.clone();
-            let (jobs, _, _) =
-                plan(&st, |n| since.get(&n).map_or(Duration::ZERO, |t| now - *t), self.settings.repair_delay);
+            let down_for = |n| since.get(&n).map_or(Duration::ZERO, |t| now - *t);
+            let (jobs, _, _) = plan(&st, down_for, self.settings.repair_delay);
+            orphan = orphans(&st, down_for, self.settings.repair_delay)
+                .into_iter()
+                .find(|e| !soft.retry_at.contains_key(e) && !soft.sealing.contains(e));
+            if let Some(e) = orphan {
+                soft.sealing.insert(e);
+            }
             let room = self.settings.repair_concurrency.saturating_sub(soft.in_flight.len());
             // Rebalance only when there is nothing to repair and nothing in flight (its
             // plan reads placements, which moves in flight are about to change), at
@@ -368,6 +401,22 @@ impl MetaNode {
         };
         for extent in strays {
             self.delete_strays(extent).await;
+        }
+        if let Some(extent) = orphan {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = me.seal_orphan(extent).await;
+                let mut soft = me.repair.lock();
+                soft.sealing.remove(&extent);
+                match r {
+                    Ok(()) => soft.orphans_sealed_total += 1,
+                    Err(err) => {
+                        tracing::warn!("sealing extent {extent}, open with a lost copy: {err}");
+                        soft.retry_at.insert(extent, Instant::now() + REPAIR_RETRY_BACKOFF);
+                        soft.last_error = Some(format!("sealing open extent {extent}: {err}"));
+                    }
+                }
+            });
         }
         for (job, target, sources, addr) in starts {
             let (extent, slot) = (job.extent.id, job.slot);
@@ -487,11 +536,19 @@ impl MetaNode {
         let now = Instant::now();
         let st = self.shared.state.read();
         let soft = self.repair.lock();
-        let (jobs, degraded, unreadable) =
-            plan(&st, |n| soft.down_since.get(&n).map_or(Duration::ZERO, |t| now - *t), self.settings.repair_delay);
+        let down_for = |n| soft.down_since.get(&n).map_or(Duration::ZERO, |t| now - *t);
+        let (jobs, degraded, unreadable) = plan(&st, down_for, self.settings.repair_delay);
+        let in_flight_bytes: u64 = st
+            .repairs
+            .iter()
+            .map(|(e, v)| v.len() as u64 * st.extents.get(e).and_then(|e| e.sealed_len).unwrap_or(0))
+            .sum();
         RepairStatus {
             degraded,
             waiting: jobs.len(),
+            waiting_bytes: jobs.iter().map(|j| j.extent.sealed_len.unwrap_or(0)).sum::<u64>() + in_flight_bytes,
+            orphans: orphans(&st, down_for, self.settings.repair_delay).len(),
+            orphans_sealed_total: soft.orphans_sealed_total,
             unreadable,
             in_flight: st.repairs.iter().flat_map(|(e, v)| v.iter().map(move |r| (*e, *r))).collect(),
             down_ms: {

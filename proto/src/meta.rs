@@ -306,6 +306,16 @@ pub struct RepairStatus {
     pub degraded: Vec<Degraded>,
     /// Copies to replace now (down longer than the delay, bad, or draining), not yet begun.
     pub waiting: usize,
+    /// Bytes of the copies `waiting` and `in_flight`: what repair and drain still have
+    /// to write (progress and ETA are computed from it and `bytes_total`).
+    #[serde(default)]
+    pub waiting_bytes: u64,
+    /// Open extents with a copy lost past the delay, to be sealed (their writer taken for
+    /// dead) before their copy is repaired; and how many were sealed so.
+    #[serde(default)]
+    pub orphans: usize,
+    #[serde(default)]
+    pub orphans_sealed_total: u64,
     /// Extents with fewer readable copies than they need (data lost until a datanode
     /// comes back).
     pub unreadable: usize,
