@@ -180,6 +180,11 @@ impl MetaClient {
         self.get("/v1/nodes").await
     }
 
+    /// Pauses rebalancing (`paused`), or lets it run again.
+    pub async fn set_rebalance(&self, paused: bool) -> Result<(), MetaError> {
+        self.post("/v1/admin/rebalance", &proto::meta::SetRebalance { paused }).await
+    }
+
     pub async fn set_node_state(&self, id: NodeId, state: NodeState) -> Result<NodeInfo, MetaError> {
         self.post(&format!("/v1/admin/nodes/{id}/state"), &SetNodeState { state }).await
     }

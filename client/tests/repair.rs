@@ -184,7 +184,7 @@ async fn datanodes_lost_for_good_are_repaired_through_three_losses() {
 async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (_cl, _dns, meta) = cluster().await;
+    let (cl, _dns, meta) = cluster().await;
     let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
     let mut acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
     acked.extend(fill(&sc, Policy::Ec { k: 2, m: 1 }, &mut rng).await);
@@ -212,9 +212,45 @@ async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
     });
     gone.await;
     check(&meta, &sc, &HashSet::new(), &acked).await;
-    // Draining: every copy moves off, and the datanode ends empty.
+    // Draining with `metanode drain --wait`, while a writer appends and every slice is
+    // read back: every copy moves off, and the datanode ends empty.
     let drained = NodeId(rng.gen_range(1..=NODES));
-    meta.set_node_state(drained, NodeState::Draining).await.unwrap();
+    let io = {
+        let (sc, meta) = (sc.clone(), meta.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 1);
+        let reads: Vec<(Slice, Bytes)> = acked.clone();
+        tokio::spawn(async move {
+            let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
+            let w = sc.open_writer(s.id, "during the drain").await.unwrap();
+            let mut written = Vec::new();
+            let mut n = 0;
+            loop {
+                let data = Bytes::from((0..rng.gen_range(1..200_000)).map(|_| rng.gen::<u8>()).collect::<Vec<u8>>());
+                written.push((w.append(data.clone()).await.unwrap(), data));
+                let (slice, want) = &reads[n % reads.len()];
+                assert_eq!(&sc.read(*slice).await.unwrap(), want, "read during the drain");
+                n += 1;
+                let draining = meta.repairs().await.unwrap().draining;
+                if n >= 20 && draining.iter().all(|d| d.1 == 0) {
+                    break;
+                }
+            }
+            w.close().await.unwrap();
+            written
+        })
+    };
+    let out = std::process::Command::new(testkit::metanode_bin())
+        .args(["drain", &drained.to_string(), "--wait", "--meta", &cl.addrs().join(",")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("metanode drain: {stdout}{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("datanode {drained} is empty")), "{stdout}");
+    assert!(stderr.contains("100%  0 copies left"), "progress shown: {stderr}");
+    let written = io.await.unwrap();
+    eprintln!("{} appends and reads while draining", written.len());
+    acked.extend(written);
     let r = healed(&meta, Duration::from_secs(120)).await;
     assert_eq!(r.draining, vec![(drained, 0)], "the drained datanode says it is empty");
     wait_for("the drained datanode empty", Duration::from_secs(30), || async {
@@ -418,11 +454,34 @@ async fn two_new_datanodes_are_filled_by_rebalancing_with_little_more_than_the_m
     }
     w.seal().await.unwrap();
     assert_eq!(meta.repairs().await.unwrap().rebalance.planned_bytes, 0, "three nodes holding everything are even");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(testkit::metanode_bin())
+            .args(args)
+            .args(["--meta", &cl.addrs().join(",")])
+            .output()
+            .unwrap();
+        let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        assert!(out.status.success(), "metanode {args:?}: {e}");
+        (o, e)
+    };
+    // Paused before the datanodes join: the plan shows the bytes to move, none move.
+    cli(&["rebalance", "stop"]);
     dns.extend((4..=5).map(start));
     wait_datanodes_up(&meta, 5).await;
     let before = meta.repairs().await.unwrap().rebalance;
     eprintln!("two datanodes joined: {before:?}");
-    assert!(before.spread_permille > 900 && before.min_bytes > 0, "{before:?}");
+    assert!(before.spread_permille > 900 && before.min_bytes > 0 && before.planned_bytes > 0, "{before:?}");
+    assert!(before.paused, "{before:?}");
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        let r = meta.repairs().await.unwrap();
+        assert!(r.in_flight.is_empty() && r.rebalance.moves_total == 0, "moved while paused: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (out, err) = cli(&["rebalance", "start", "--wait"]);
+    eprintln!("metanode rebalance start --wait: {out}{err}");
+    assert!(out.starts_with("balanced"), "{out}");
+    assert!(err.contains("rebalance [") && err.contains("100%"), "progress shown: {err}");
     let r = wait_for("the datanodes even", Duration::from_secs(120), || async {
         let r = meta.repairs().await.ok()?;
         (r.rebalance.spread_permille <= 100 && r.in_flight.is_empty()).then_some(r)

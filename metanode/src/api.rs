@@ -114,6 +114,7 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/admin/members/{id}", delete(remove_member))
         .route("/v1/admin/nodes/{id}/state", post(set_node_state))
         .route("/v1/admin/nodes/{id}", delete(remove_node))
+        .route("/v1/admin/rebalance", post(set_rebalance))
         .route("/v1/admin/usage", get(usage))
         .fallback(|| async { ApiError(MetaError::invalid("no such endpoint")) })
         .layer(middleware::from_fn_with_state(node.clone(), authenticate))
@@ -212,6 +213,10 @@ async fn remove_member(State(n): App, Id(id): Id<MemberId>) -> ApiResult<()> {
 
 async fn remove_node(State(n): App, Id(id): Id<NodeId>) -> ApiResult<()> {
     Ok(Json(n.remove_node(id).await?))
+}
+
+async fn set_rebalance(State(n): App, Body(s): Body<proto::meta::SetRebalance>) -> ApiResult<()> {
+    Ok(Json(n.set_rebalance(s.paused).await?))
 }
 
 async fn set_node_state(State(n): App, Id(id): Id<NodeId>, Body(s): Body<SetNodeState>) -> ApiResult<NodeInfo> {

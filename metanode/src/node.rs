@@ -278,6 +278,11 @@ impl MetaNode {
         Ok(n)
     }
 
+    /// Pauses rebalancing, or lets it run again (repair and drain go on either way).
+    pub async fn set_rebalance(&self, paused: bool) -> Result<()> {
+        self.write(Command::SetRebalance { paused }).await.map(|_| ())
+    }
+
     /// Forgets a datanode that holds no copy any more.
     pub async fn remove_node(&self, id: NodeId) -> Result<()> {
         self.write(Command::RemoveNode { id }).await?;

@@ -316,6 +316,7 @@ impl MetaNode {
                 && soft.in_flight.is_empty()
                 && st.repairs.is_empty()
                 && self.settings.rebalance_threshold > 0.0
+                && !st.flags.rebalance_paused
             {
                 let b = plan_rebalance(&st, self.settings.rebalance_threshold, self.settings.rebalance_min_bytes);
                 let total: u64 = placed_bytes(&st).values().sum();
@@ -566,6 +567,7 @@ impl MetaNode {
                     min_bytes: b.min_bytes,
                     moves_total: soft.moves_total,
                     moved_bytes_total: soft.moved_bytes_total,
+                    paused: st.flags.rebalance_paused,
                 }
             },
             draining: st

@@ -96,6 +96,10 @@ pub enum Command {
         copy: Replica,
         done: bool,
     },
+    /// An admin pauses rebalancing (`paused`) or lets it run again.
+    SetRebalance {
+        paused: bool,
+    },
 }
 
 /// What a command produced.
@@ -124,12 +128,19 @@ pub enum Key {
     Repairs(ExtentId),
     Created(u64),
     Counters,
+    Flags,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub next_stream: StreamId,
     pub next_extent: ExtentId,
+}
+
+/// Cluster-wide switches an admin sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub rebalance_paused: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +158,8 @@ pub struct State {
     /// The stream each `CreateStreamOnce` token made (while the stream exists).
     #[serde(default)]
     pub created: BTreeMap<u64, StreamId>,
+    #[serde(default)]
+    pub flags: Flags,
 }
 
 impl State {
@@ -276,6 +289,13 @@ impl State {
             Command::BeginRepair { extent, slot, copy, at_ms } => self.begin_repair(extent, slot, copy, at_ms, dirty),
             Command::EndRepair { extent, slot, copy, done } => Ok(self.end_repair(extent, slot, copy, done, dirty)),
             Command::RemoveNode { id } => self.remove_node(id, dirty),
+            Command::SetRebalance { paused } => {
+                if self.flags.rebalance_paused != paused {
+                    self.flags.rebalance_paused = paused;
+                    dirty.push(Key::Flags);
+                }
+                Ok(Reply::Done)
+            }
             Command::CreateStreamOnce { policy, token } => {
                 if let Some(s) = self.created.get(&token).and_then(|id| self.streams.get(id)) {
                     return Ok(Reply::Stream(s.clone()));

@@ -57,6 +57,7 @@ const K_SNAPSHOT: &[u8] = b"snapshot";
 const K_APPLIED: &[u8] = b"~applied";
 const K_MEMBERSHIP: &[u8] = b"~membership";
 const K_COUNTERS: &[u8] = b"c";
+const K_FLAGS: &[u8] = b"f";
 
 pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();
@@ -296,6 +297,7 @@ fn sm_key(k: Key) -> Vec<u8> {
         Key::Repairs(id) => (b'r', id.0),
         Key::Created(token) => (b'c', token),
         Key::Counters => return K_COUNTERS.to_vec(),
+        Key::Flags => return K_FLAGS.to_vec(),
     };
     let mut v = Vec::with_capacity(9);
     v.push(tag);
@@ -317,6 +319,7 @@ impl StateMachine {
                 K_APPLIED => applied = dec(&v)?,
                 K_MEMBERSHIP => membership = dec(&v)?,
                 K_COUNTERS => state.counters = dec::<Counters>(&v)?,
+                K_FLAGS => state.flags = dec(&v)?,
                 [b'n', ..] => {
                     let n: proto::meta::NodeInfo = dec(&v)?;
                     state.nodes.insert(n.id, n);
@@ -398,6 +401,7 @@ impl StateMachine {
             Key::Repairs(id) => state.repairs.get(&id).map(enc),
             Key::Created(token) => state.created.get(&token).map(enc),
             Key::Counters => Some(enc(&state.counters)),
+            Key::Flags => Some(enc(&state.flags)),
         };
         match v {
             Some(v) => batch.put_cf(cf, key, v),
@@ -506,7 +510,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .chain(st.tombstones.keys().map(|&i| Key::Tombstone(i)))
             .chain(st.repairs.keys().map(|&i| Key::Repairs(i)))
             .chain(st.created.keys().map(|&t| Key::Created(t)))
-            .chain([Key::Counters]);
+            .chain([Key::Counters, Key::Flags]);
         for k in keys {
             self.put_value(&mut batch, st, k);
         }

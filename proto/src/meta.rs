@@ -296,6 +296,9 @@ pub struct RebalanceStatus {
     /// Since this member became leader.
     pub moves_total: u64,
     pub moved_bytes_total: u64,
+    /// An admin paused rebalancing (`metanode rebalance stop`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `GET /v1/repairs`: what repair sees and does (from the leader).
@@ -334,6 +337,12 @@ pub struct RepairStatus {
     pub failed_total: u64,
     pub bytes_total: u64,
     pub last_error: Option<String>,
+}
+
+/// Body of `POST /v1/admin/rebalance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRebalance {
+    pub paused: bool,
 }
 
 /// Body of `POST /v1/admin/nodes/{id}/state`.

@@ -135,8 +135,33 @@ enum Cmd {
         id: NodeId,
     },
     /// What repair sees and does: degraded extents by policy and copies missing,
-    /// copies waiting and in flight, totals.
-    Repairs(Target),
+    /// copies waiting and in flight, totals. With --wait, shows progress until every
+    /// copy due is repaired.
+    Repairs {
+        #[command(flatten)]
+        t: Target,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Drain a datanode: every copy moves off it. With --wait, shows progress until it
+    /// is empty (then `remove-node` lets it go).
+    Drain {
+        #[command(flatten)]
+        t: Target,
+        id: NodeId,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Rebalancing: `start` (let it run), `stop` (pause; kept across restarts and
+    /// leader changes) or `status`. With --wait, `start` and `status` show progress until
+    /// the datanodes are even.
+    Rebalance {
+        #[command(flatten)]
+        t: Target,
+        action: String,
+        #[arg(long)]
+        wait: bool,
+    },
     /// Set a datanode's state: up, down or draining.
     NodeState {
         #[command(flatten)]
@@ -259,7 +284,48 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Nodes(t) => json(&MetaClient::new(t.meta).nodes().await?),
         Cmd::BenchState { extents, dir } => metanode::statebench::run(&dir, extents).await?,
-        Cmd::Repairs(t) => json(&MetaClient::new(t.meta).repairs().await?),
+        Cmd::Repairs { t, wait: false } => json(&MetaClient::new(t.meta).repairs().await?),
+        Cmd::Repairs { t, wait: true } => {
+            let r = progress::watch(&MetaClient::new(t.meta), progress::Work::Repair).await?;
+            println!(
+                "repaired: nothing waiting; {} copies made ({}) since this leader began, {} failed",
+                r.done_total,
+                progress::bytes(r.bytes_total as f64),
+                r.failed_total
+            );
+        }
+        Cmd::Drain { t, id, wait } => {
+            let c = MetaClient::new(t.meta);
+            c.set_node_state(id, NodeState::Draining).await?;
+            if wait {
+                progress::watch(&c, progress::Work::Drain(id)).await?;
+                println!("datanode {id} is empty: it can go (`metanode remove-node {id}`)");
+            } else {
+                println!("datanode {id} is draining; `metanode drain {id} --wait` shows its progress");
+            }
+        }
+        Cmd::Rebalance { t, action, wait } => {
+            let c = MetaClient::new(t.meta);
+            match action.as_str() {
+                "start" => c.set_rebalance(false).await?,
+                "stop" => c.set_rebalance(true).await?,
+                "status" => {}
+                other => bail!("unknown rebalance action {other:?}: use start, stop or status"),
+            }
+            if wait && action != "stop" {
+                let r = progress::watch(&c, progress::Work::Rebalance).await?;
+                let b = r.rebalance;
+                let how = if b.paused { "rebalancing is paused" } else { "balanced" };
+                println!(
+                    "{how}: spread {:.1}%, {} moved in {} moves since this leader began",
+                    b.spread_permille as f64 / 10.0,
+                    progress::bytes(b.moved_bytes_total as f64),
+                    b.moves_total
+                );
+            } else {
+                json(&c.repairs().await?.rebalance);
+            }
+        }
         Cmd::RemoveNode { t, id } => MetaClient::new(t.meta).remove_node(id).await?,
         Cmd::NodeState { t, id, state } => {
             let state = match state.as_str() {
@@ -276,6 +342,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[path = "metanode/progress.rs"]
+mod progress;
 
 mod erased {
     pub trait Json {
