@@ -603,3 +603,59 @@ async fn a_dead_writers_open_extents_are_sealed_and_their_lost_copies_repaired()
     assert!(r.orphans_sealed_total >= 1 && r.orphans == 0, "{r:?}");
     check(&meta, &sc, &HashSet::from([victim]), &acked).await;
 }
+
+/// Scrub records every copy it found intact: a datanode restarted after a pass (kill
+/// -9) reads nothing again before the interval has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_resumes_after_a_restart_without_reading_intact_copies_again() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster_with("600000", &["--scrub-rate", "256M", "--scrub-interval-ms", "300"]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    let e = meta.extent(acked[0].0.extent).await.unwrap();
+    let victim = e.replicas[0].node;
+    let log = cl.dir.path().join(format!("d{victim}.log"));
+    // Scrub passes there (copies fall due 300 ms after their seal, then 300 ms after
+    // each pass that found them intact).
+    let copies = meta
+        .streams()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.extents.clone())
+        .collect::<Vec<_>>();
+    let mut held = 0;
+    for id in copies {
+        if meta.extent(id).await.unwrap().replicas.iter().any(|r| r.node == victim) {
+            held += 1;
+        }
+    }
+    wait_for("scrub passes", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let copies: usize = text
+            .lines()
+            .filter_map(|l| l.split("bytes of ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+            .sum();
+        (copies >= 2 * held).then_some(())
+    })
+    .await;
+    dns[victim.0 as usize - 1].kill9();
+    dns[victim.0 as usize - 1] = DataNode::start_with(
+        cl.dir.path(),
+        victim,
+        &cl.addrs(),
+        "64M",
+        false,
+        100,
+        &["--scrub-rate", "256M", "--scrub-interval-ms", "3600000"],
+    );
+    let due = wait_for("scrub's start after the restart", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let l = text.lines().find(|l| l.contains("sealed copies due now"))?.to_string();
+        Some(l)
+    })
+    .await;
+    assert!(due.contains(&format!("scrub: 0 of {held} sealed copies due now")), "{due}");
+    check(&meta, &sc, &HashSet::new(), &acked).await;
+}

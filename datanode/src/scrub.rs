@@ -3,66 +3,105 @@
 //! Every read checks each record's CRC32C (`ExtentStore::read`); a copy that fails is
 //! reported to the metanode as bad, and the metanode's repair replaces it from the
 //! other copies and deletes this one.
+//!
+//! Each sealed copy records when scrub last found it intact (or when it was sealed) in
+//! its `scrubbed` xattr; scrub reads the copies whose record is older than the interval,
+//! least recently first, and records each it finds intact. A restart resumes where the
+//! pass was: nothing is read twice within an interval, and no copy waits longer than
+//! an interval plus a pass.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::MetaClient;
-use proto::{ExtentError, NodeId};
+use proto::{ExtentError, ExtentId, NodeId};
 
 use crate::config::MetaConfig;
-use crate::extent::ExtentStore;
+use crate::extent::{xattr, ExtentStore};
 use crate::limits::SCRUB_SPAN_BYTES;
 use crate::pace::Pacer;
 
-/// Runs scrub passes forever (nothing when the rate is 0).
+/// Runs scrub for the life of the process (nothing when the rate is 0).
 pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
     if meta.scrub_rate == 0 {
         return;
     }
     let c = MetaClient::with_deadline(meta.addrs.clone(), Duration::from_secs(5));
+    let interval = meta.scrub_interval.as_millis() as u64;
+    // Copies falling due within this of each other are read in one pass.
+    let gather = (interval / 10).clamp(1, 60_000);
+    let pacer = Pacer::new(meta.scrub_rate);
+    let mut first = true;
     loop {
+        let now = xattr::now_ms();
+        let (due, next) = store.scrub_due(now.saturating_sub(interval));
+        if first {
+            let sealed = store.scrub_due(u64::MAX).0.len();
+            tracing::info!("scrub: {} of {sealed} sealed copies due now", due.len());
+            first = false;
+        }
+        if due.is_empty() {
+            let wait = next.map_or(interval, |n| (n + interval).saturating_sub(now)).max(gather);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            continue;
+        }
         let started = Instant::now();
-        let (bytes, bad) = pass(&store, id, &c, meta.scrub_rate).await;
+        let n = due.len();
+        let (bytes, bad) = pass(&store, id, &c, &pacer, due).await;
         tracing::info!(
-            "scrub pass: {bytes} bytes of sealed extents re-read in {:.1?}, {bad} bad copies found",
+            "scrub pass: {bytes} bytes of {n} sealed copies re-read in {:.1?}, {bad} bad copies found",
             started.elapsed()
         );
-        tokio::time::sleep(meta.scrub_interval.saturating_sub(started.elapsed())).await;
     }
 }
 
-/// One pass over the sealed extents there are now; returns the bytes read and the
-/// copies found bad.
-async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, rate: u64) -> (u64, u64) {
+/// Reads each of `due` whole; records each found intact, reports each found bad.
+/// Returns the bytes read and the copies found bad.
+async fn pass(
+    store: &ExtentStore,
+    id: NodeId,
+    c: &MetaClient,
+    pacer: &Pacer,
+    due: Vec<(ExtentId, u64)>,
+) -> (u64, u64) {
     let (mut bytes, mut bad) = (0, 0);
-    let pacer = Pacer::new(rate);
-    for st in store.list().into_iter().filter(|s| s.sealed) {
+    for (extent, length) in due {
         let mut off = 0;
-        while off < st.length {
-            let n = (st.length - off).min(SCRUB_SPAN_BYTES);
+        let mut intact = true;
+        while off < length {
+            let n = (length - off).min(SCRUB_SPAN_BYTES);
             pacer.take(n).await;
-            match store.read(st.extent, off, n as u32).await {
+            match store.read(extent, off, n as u32).await {
                 Ok(_) => {}
                 Err(ExtentError::ChecksumMismatch { offset }) => {
                     bad += 1;
-                    tracing::warn!("scrub: extent {} fails its CRC at offset {offset}: reporting it", st.extent);
+                    intact = false;
+                    tracing::warn!("scrub: extent {extent} fails its CRC at offset {offset}: reporting it");
                     let why = format!("scrub: record at offset {offset} fails its CRC32C");
-                    if let Err(e) = c.report_bad(st.extent, id, &why).await {
+                    if let Err(e) = c.report_bad(extent, id, &why).await {
                         // A copy the metanode no longer places here (a stray) is GC's.
-                        tracing::warn!("scrub: reporting extent {} bad: {e}", st.extent);
+                        tracing::warn!("scrub: reporting extent {extent} bad: {e}");
                     }
                     break;
                 }
                 // Deleted meanwhile.
-                Err(ExtentError::NotFound { .. }) => break,
+                Err(ExtentError::NotFound { .. }) => {
+                    intact = false;
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!("scrub: reading extent {}: {e}", st.extent);
+                    intact = false;
+                    tracing::warn!("scrub: reading extent {extent}: {e}");
                     break;
                 }
             }
             off += n;
             bytes += n;
+        }
+        if intact {
+            if let Err(e) = store.mark_scrubbed(extent, xattr::now_ms()).await {
+                tracing::debug!("scrub: recording extent {extent} intact: {e}");
+            }
         }
     }
     (bytes, bad)

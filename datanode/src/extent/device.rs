@@ -60,10 +60,13 @@ pub enum DeviceOp {
         ext: Arc<Extent>,
         reply: Reply<()>,
     },
-    /// Persists a fence's epoch (the fence is in force in memory already).
-    Fence {
+    /// Persists a u64 xattr of the extent and answers once it is durable: a fence's
+    /// epoch (the fence is in force in memory already), or when scrub last found the
+    /// copy intact.
+    Mark {
         ext: Arc<Extent>,
-        epoch: Epoch,
+        key: &'static str,
+        value: u64,
         reply: Reply<()>,
     },
 }
@@ -72,7 +75,7 @@ impl DeviceOp {
     fn extent(&self) -> Option<ExtentId> {
         match self {
             DeviceOp::Append(a) => Some(a.ext.id),
-            DeviceOp::Seal { ext, .. } | DeviceOp::Delete { ext, .. } | DeviceOp::Fence { ext, .. } => Some(ext.id),
+            DeviceOp::Seal { ext, .. } | DeviceOp::Delete { ext, .. } | DeviceOp::Mark { ext, .. } => Some(ext.id),
             DeviceOp::Create { .. } => None,
         }
     }

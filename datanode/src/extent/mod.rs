@@ -200,7 +200,7 @@ impl ExtentStore {
         // On disk before the answer: an opener seals at the fenced lengths believing no
         // older writer can append again, a restart included.
         let e = ext.clone();
-        self.device_of(&ext).ask(|reply| DeviceOp::Fence { ext: e, epoch, reply }).await?;
+        self.device_of(&ext).ask(|reply| DeviceOp::Mark { ext: e, key: xattr::FENCE, value: epoch.0, reply }).await?;
         Ok(ExtentStat { length: target, ..ext.stat() })
     }
 
@@ -208,6 +208,37 @@ impl ExtentStore {
         let ext = self.extents.write().remove(&extent).ok_or(ExtentError::NotFound { extent })?;
         ext.deleted();
         self.device_of(&ext).ask(|reply| DeviceOp::Delete { ext, reply }).await
+    }
+
+    /// Sealed extents scrub has not found intact (nor seen sealed) since `before` (ms
+    /// since the Unix epoch), least recently first, with their lengths; and when the
+    /// next of the others falls due after `before`.
+    pub fn scrub_due(&self, before: u64) -> (Vec<(ExtentId, u64)>, Option<u64>) {
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for e in self.extents.read().values() {
+            let st = e.stat();
+            if !st.sealed {
+                continue;
+            }
+            let at = e.scrubbed_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if at <= before {
+                due.push((at, st.extent, st.length));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        due.sort_unstable();
+        (due.into_iter().map(|(_, e, l)| (e, l)).collect(), next)
+    }
+
+    /// Records that scrub read `extent` whole and found it intact at `at_ms`.
+    pub async fn mark_scrubbed(&self, extent: ExtentId, at_ms: u64) -> Result<(), ExtentError> {
+        let ext = self.get(extent)?;
+        let e = ext.clone();
+        self.device_of(&ext).ask(|reply| DeviceOp::Mark { ext: e, key: xattr::SCRUBBED, value: at_ms, reply }).await?;
+        ext.scrubbed_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn stat(&self, extent: ExtentId) -> Result<ExtentStat, ExtentError> {

@@ -101,5 +101,7 @@ fn recover(
         rec.sealed += 1;
     }
     let st = ExtentState::recovered(epoch, incarnation, sealed, blob_bytes, scan);
-    Ok(Extent::new(id, device, info.id, st))
+    let ext = Extent::new(id, device, info.id, st);
+    ext.scrubbed_ms.store(xattr::u64_of(info.xattrs.get(xattr::SCRUBBED)).unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    Ok(ext)
 }

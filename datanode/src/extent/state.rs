@@ -164,13 +164,15 @@ pub struct Extent {
     pub blob: BlobId,
     pub(super) st: Mutex<ExtentState>,
     progress: watch::Sender<Progress>,
+    /// `xattr::SCRUBBED` (0 if never).
+    pub(super) scrubbed_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Extent {
     pub(super) fn new(id: ExtentId, device: u32, blob: BlobId, st: ExtentState) -> Extent {
         debug_assert!(st.waiters.is_empty(), "no append waits on an extent not yet listed");
         let (progress, _) = watch::channel(st.progress());
-        Extent { id, device, blob, st: Mutex::new(st), progress }
+        Extent { id, device, blob, st: Mutex::new(st), progress, scrubbed_ms: Default::default() }
     }
 
     /// Publishes what changed under `st`, releases the lock, then runs every

@@ -12,6 +12,13 @@ pub const SEALED: &str = "sealed";
 /// The highest epoch a fence raised the extent to: after a restart, appends of older
 /// writers stay refused.
 pub const FENCE: &str = "fence";
+/// When (ms since the Unix epoch) a sealed copy was last read whole and found intact by
+/// scrub, or sealed: scrub visits copies in this order, so a restart resumes its pass.
+pub const SCRUBBED: &str = "scrubbed";
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The incarnation of a new extent's first writer; each restart of an open extent
 /// takes a higher one.

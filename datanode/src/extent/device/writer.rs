@@ -34,7 +34,7 @@ struct Round {
     batches: Vec<Batch>,
     seals: Vec<(Arc<Extent>, u64, Reply<()>)>,
     deletes: Vec<(Arc<Extent>, Reply<()>)>,
-    fences: Vec<(Arc<Extent>, Epoch, Reply<()>)>,
+    marks: Vec<(Arc<Extent>, &'static str, u64, Reply<()>)>,
 }
 
 struct Batch {
@@ -119,11 +119,11 @@ impl Writer<'_> {
             let written = healthy.clone().and_then(|()| self.seal(&ext, length));
             out.metadata.push(MetadataChange { ext, sealed_at: Some(length), reply, written });
         }
-        for (ext, epoch, reply) in round.fences {
+        for (ext, key, value, reply) in round.marks {
             let store = self.store;
             let written = healthy.clone().and_then(|()| {
                 store
-                    .set_xattr(ext.blob, xattr::FENCE, &epoch.0.to_le_bytes())
+                    .set_xattr(ext.blob, key, &value.to_le_bytes())
                     .and_then(|_| store.sync_md(ext.blob))
                     .map_err(|e| self.blob_err(e))
             });
@@ -166,7 +166,7 @@ impl Writer<'_> {
                 DeviceOp::Create { extent, epoch, reply } => round.creates.push((extent, epoch, reply)),
                 DeviceOp::Seal { ext, length, reply } => round.seals.push((ext, length, reply)),
                 DeviceOp::Delete { ext, reply } => round.deletes.push((ext, reply)),
-                DeviceOp::Fence { ext, epoch, reply } => round.fences.push((ext, epoch, reply)),
+                DeviceOp::Mark { ext, key, value, reply } => round.marks.push((ext, key, value, reply)),
             }
         }
         round
@@ -174,10 +174,16 @@ impl Writer<'_> {
 
     fn seal(&self, ext: &Extent, length: u64) -> Result<(), ExtentError> {
         let store = self.store;
+        // Every record was checked as it arrived: scrub's first look is due an interval
+        // after the seal.
+        let now = xattr::now_ms();
         store
             .set_xattr(ext.blob, xattr::SEALED, &length.to_le_bytes())
+            .and_then(|_| store.set_xattr(ext.blob, xattr::SCRUBBED, &now.to_le_bytes()))
             .and_then(|_| store.sync_md(ext.blob))
-            .map_err(|e| self.blob_err(e))
+            .map_err(|e| self.blob_err(e))?;
+        ext.scrubbed_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn create(&self, extent: ExtentId, epoch: Epoch) -> Result<BlobId, ExtentError> {
