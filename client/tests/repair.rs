@@ -537,9 +537,12 @@ async fn a_copy_cut_short_by_a_damaged_header_does_not_shorten_the_seal() {
     eprintln!("damaged the batch header at byte {header} of datanode {victim}'s device (extent {extent})");
     dns[victim.0 as usize - 1].spawn();
     wait_datanodes_up(&meta, NODES as usize).await;
-    let c = DataNodeClient::connect_node(&meta.nodes().await.unwrap().iter().find(|n| n.id == victim).unwrap().addr, victim)
-        .await
-        .unwrap();
+    let addr = dns[victim.0 as usize - 1].addr.clone();
+    wait_for("the datanode registered at its new address", Duration::from_secs(30), || async {
+        meta.nodes().await.ok()?.iter().any(|n| n.id == victim && n.addr == addr).then_some(())
+    })
+    .await;
+    let c = DataNodeClient::connect_node(&addr, victim).await.unwrap();
     let st = c.stat(extent).await.unwrap();
     assert!(st.cut && st.length < end, "the victim's copy is cut short: {st:?}");
 
