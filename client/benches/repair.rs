@@ -7,7 +7,7 @@
 //! Then, twice, the datanode holding the most copies is killed and its device removed,
 //! and the copies it held are rebuilt on the others:
 //! - with the default pacing (32 MiB/s of rebuilds per datanode, 4 repairs at once):
-//!   client appends (1 MiB, 4 in flight) and reads (1 MiB slices, 4 in flight) run
+//!   client appends (1 MiB, 4 in flight) and reads (1 MiB slices, 400 MB/s offered) run
 //!   while repair does, against the same on the quiet cluster before the loss
 //!   (`*_during_repair`, target ≥ 0.7); and the time to re-protect;
 //! - with pacing off (datanodes restarted with `--rebuild-rate 0`): the time to
@@ -39,9 +39,15 @@ fn payload(seed: u32) -> Bytes {
     Bytes::from((0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8).collect::<Vec<u8>>())
 }
 
+/// Reads offered by the client load, MB/s in all (4 readers). Unbounded, 4 readers of
+/// cached slices run at 1.3-1.5 GB/s and take both of this machine's cores by
+/// themselves, so that any other work, repair included, shows only as CPU taken from
+/// them: a fixed offered load measures what repair takes from client I/O instead.
+const READ_OFFERED_MBPS: f64 = 400.0;
+
 /// Client load until `stop`: one writer with 4 appends of 1 MiB in flight, and 4
-/// readers of random acknowledged slices (more readers take both of this machine's
-/// cores by themselves). Returns (append MB/s, read MB/s).
+/// readers of random acknowledged slices at `READ_OFFERED_MBPS` in all. Returns
+/// (append MB/s, read MB/s).
 async fn load(sc: &StreamClient, slices: Arc<Vec<Slice>>, stop: Arc<AtomicBool>, max_append: u64) -> (f64, f64) {
     let t = Instant::now();
     let (wrote, read) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -73,7 +79,11 @@ async fn load(sc: &StreamClient, slices: Arc<Vec<Slice>>, stop: Arc<AtomicBool>,
             let (sc, stop, read, slices) = (sc.clone(), stop.clone(), read.clone(), slices.clone());
             tokio::spawn(async move {
                 let mut i = r * 7919;
+                let every = Duration::from_secs_f64((1 << 20) as f64 / (READ_OFFERED_MBPS / 4.0 * 1e6));
+                let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += every;
                     i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let s = slices[(i >> 33) as usize % slices.len()];
                     let b = sc.read(s).await.unwrap();

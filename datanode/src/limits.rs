@@ -81,6 +81,13 @@ pub const REBUILD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes a rebuild reads from each source and appends at once: whole records up to
 /// this (one record may be longer), so memory per rebuild stays bounded.
 pub const REBUILD_SPAN_BYTES: u64 = 4 << 20;
+/// Spans a rebuild has appended and not yet seen durable while it reads the next:
+/// reading overlaps writing, and group commit syncs several spans at once. Memory per
+/// rebuild is at most this many spans plus the one being read.
+pub const REBUILD_SPANS_IN_FLIGHT: usize = 4;
+/// Spans a rebuild reads from its sources at once (requests pipelined on each
+/// connection), so that a source's disk and the network are kept busy.
+pub const REBUILD_READS_AHEAD: usize = 3;
 
 /// Scrub's default read rate: a 4 TB device is re-read in about three days, at a
 /// small share of a disk's bandwidth.

@@ -7,17 +7,21 @@
 //! sealed at the asked length and read back whole before the answer. A copy that fails
 //! on the way is deleted here: the metanode then drops the repair.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use client::ec::{Codec, Simd};
 use client::DataNodeClient;
 use proto::{ExtentError, ExtentId, ExtentStat, Rebuild, RecordStat, READ_BYTES_MAX};
 use tokio::sync::oneshot;
 
 use crate::extent::{Append, ExtentStore, Payload};
-use crate::limits::{REBUILD_CONNECT_TIMEOUT, REBUILD_READ_TIMEOUT, REBUILD_SPAN_BYTES};
+use crate::limits::{
+    REBUILD_CONNECT_TIMEOUT, REBUILD_READS_AHEAD, REBUILD_READ_TIMEOUT, REBUILD_SPANS_IN_FLIGHT, REBUILD_SPAN_BYTES,
+};
 use crate::pace::Pacer;
 
 /// Where a rebuild's time went.
@@ -25,6 +29,7 @@ use crate::pace::Pacer;
 struct Times {
     read: Duration,
     paced: Duration,
+    /// Waiting for appends to be durable (beyond what reading overlapped).
     write: Duration,
     back: Duration,
 }
@@ -161,6 +166,58 @@ async fn read_checked(s: &Source, extent: ExtentId, span: &[RecordStat]) -> Resu
     Ok(data)
 }
 
+/// Reads (replica) or decodes (EC) one span's records of the new copy, each with its
+/// CRC32C, after taking its bytes from the pacer. Returns them with the time spent
+/// pacing and reading.
+async fn fetch(
+    r: &Rebuild,
+    sources: &[Source],
+    codec: Option<&Simd>,
+    pacer: &Pacer,
+    span: &[RecordStat],
+) -> Result<(Vec<(Bytes, u32)>, Duration, Duration), ExtentError> {
+    let (first, last) = (span[0].offset, span[span.len() - 1].offset + span[span.len() - 1].len as u64);
+    let t = Instant::now();
+    pacer.take(last - first).await;
+    let paced = t.elapsed();
+    let t = Instant::now();
+    let records = match codec {
+        None => {
+            let mut last = None;
+            let mut got = None;
+            for s in sources {
+                match read_checked(s, r.extent, span).await {
+                    Ok(d) => {
+                        got = Some(d);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let data = got.ok_or_else(|| last.unwrap_or_else(|| failed("no source")))?;
+            let base = span[0].offset;
+            // Each record was just checked against the source's CRC: it is the record's.
+            span.iter()
+                .map(|x| (data.slice((x.offset - base) as usize..(x.offset - base) as usize + x.len as usize), x.crc))
+                .collect()
+        }
+        Some(codec) => decode(codec, r, sources, span)
+            .await?
+            .into_iter()
+            .map(|b| {
+                let crc = proto::crc32c(&b);
+                (b, crc)
+            })
+            .collect(),
+    };
+    Ok((records, paced, t.elapsed()))
+}
+
+/// Copies the records below the sealed length span by span: up to
+/// `REBUILD_READS_AHEAD` spans are read (or decoded) at once, and each span's appends
+/// are submitted while up to `REBUILD_SPANS_IN_FLIGHT` earlier spans are still being
+/// written (the datanode's group commit takes them together); the seal that follows
+/// waits until all are durable.
 async fn copy(
     store: &Arc<ExtentStore>,
     r: &Rebuild,
@@ -179,38 +236,29 @@ async fn copy(
     if r.length > 0 && layout[..upto].last().map(|x| x.offset + x.len as u64) != Some(r.length) {
         return Err(failed(format!("no record of extent {} ends at its sealed length {}", r.extent, r.length)));
     }
-    for span in spans(&layout[..upto]) {
-        let (first, last) = (span[0].offset, span[span.len() - 1].offset + span[span.len() - 1].len as u64);
-        let t = Instant::now();
-        pacer.take(last - first).await;
-        times.paced += t.elapsed();
-        let t = Instant::now();
-        let records: Vec<Bytes> = match &codec {
-            None => {
-                let mut last = None;
-                let mut got = None;
-                for s in sources {
-                    match read_checked(s, r.extent, span).await {
-                        Ok(d) => {
-                            got = Some(d);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let data = got.ok_or_else(|| last.unwrap_or_else(|| failed("no source")))?;
-                let base = span[0].offset;
-                span.iter()
-                    .map(|x| data.slice((x.offset - base) as usize..(x.offset - base) as usize + x.len as usize))
-                    .collect()
-            }
-            Some(codec) => decode(codec, r, sources, span).await?,
-        };
-        times.read += t.elapsed();
-        let t = Instant::now();
-        append_all(store, r, span, records).await?;
-        times.write += t.elapsed();
+    let mut writing: VecDeque<Acks> = VecDeque::new();
+    let spans = spans(&layout[..upto]);
+    let codec = codec.as_ref();
+    // (Made first, polled by `buffered`: a closure in the stream would not be Send
+    // across the awaits below.)
+    let fetches: Vec<_> = spans.iter().map(|&span| fetch(r, sources, codec, pacer, span)).collect();
+    let mut reads = futures::stream::iter(fetches).buffered(REBUILD_READS_AHEAD);
+    for span in spans.iter().copied() {
+        let (records, paced, read) = reads.next().await.expect("one read per span")?;
+        times.paced += paced;
+        times.read += read;
+        writing.push_back(submit_all(store, r, span, records));
+        while writing.len() > REBUILD_SPANS_IN_FLIGHT {
+            let t = Instant::now();
+            wait(writing.pop_front().expect("non-empty")).await?;
+            times.write += t.elapsed();
+        }
     }
+    let t = Instant::now();
+    for acks in writing {
+        wait(acks).await?;
+    }
+    times.write += t.elapsed();
     Ok(())
 }
 
@@ -260,17 +308,14 @@ async fn decode(codec: &Simd, r: &Rebuild, sources: &[Source], span: &[RecordSta
     Ok(out)
 }
 
-/// Appends one record per stripe (or source record), all in flight, and waits for them.
-async fn append_all(
-    store: &Arc<ExtentStore>,
-    r: &Rebuild,
-    span: &[RecordStat],
-    records: Vec<Bytes>,
-) -> Result<(), ExtentError> {
+/// The acknowledgements of one span's appends.
+type Acks = Vec<oneshot::Receiver<Result<u64, ExtentError>>>;
+
+/// Submits one append per stripe (or source record), each with its CRC32C.
+fn submit_all(store: &Arc<ExtentStore>, r: &Rebuild, span: &[RecordStat], records: Vec<(Bytes, u32)>) -> Acks {
     let mut acks = Vec::with_capacity(records.len());
-    for (x, data) in span.iter().zip(records) {
+    for (x, (data, crc)) in span.iter().zip(records) {
         let (tx, rx) = oneshot::channel();
-        let crc = proto::crc32c(&data);
         let a =
             Append { extent: r.extent, expected_offset: x.offset, epoch: r.epoch, crc, payload: Payload::Bytes(data) };
         store.submit_append(
@@ -281,6 +326,11 @@ async fn append_all(
         );
         acks.push(rx);
     }
+    acks
+}
+
+/// Waits until every append of a span is durable.
+async fn wait(acks: Acks) -> Result<(), ExtentError> {
     for rx in acks {
         rx.await.map_err(|_| failed("append dropped"))??;
     }

@@ -145,6 +145,25 @@ pub fn place_one(
     Ok(Replica { node: c.node.id, device: dev.id })
 }
 
+/// Why `place_one` found no datanode: each candidate's state, whether it was
+/// excluded, and its devices' room (for the message an operator reads).
+pub fn explain(cands: &[Candidate<'_>], exclude: &[NodeId]) -> String {
+    cands
+        .iter()
+        .map(|c| {
+            if exclude.contains(&c.node.id) {
+                format!("{} excluded", c.node.id)
+            } else if c.node.state != NodeState::Up {
+                format!("{} {:?}", c.node.id, c.node.state)
+            } else {
+                let rooms: Vec<String> = c.devices.iter().map(|d| format!("{} MiB", d.room() >> 20)).collect();
+                format!("{} room {}", c.node.id, rooms.join("/"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One item drawn with probability proportional to its weight (all weights > 0).
 fn weighted<'t, T>(items: &[&'t T], weight: impl Fn(&T) -> u64, rng: &mut impl Rng) -> Option<&'t T> {
     let total: u128 = items.iter().map(|i| weight(i) as u128).sum();

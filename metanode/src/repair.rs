@@ -359,23 +359,33 @@ impl MetaNode {
                     exclude.extend(st.nodes.keys().filter(|n| *n != to));
                 }
                 exclude.extend(placed.get(&e.id).into_iter().flatten());
-                exclude.extend(per_node.iter().filter(|(_, &c)| c >= self.settings.repair_per_node).map(|(n, _)| *n));
+                let busy: Vec<NodeId> =
+                    per_node.iter().filter(|(_, &c)| c >= self.settings.repair_per_node).map(|(n, _)| *n).collect();
                 let others: Vec<&proto::meta::NodeInfo> = (0..e.replicas.len())
                     .filter(|&i| i != job.slot as usize)
                     .filter_map(|i| st.nodes.get(&e.replicas[i].node))
                     .collect();
                 let cands: Vec<placement::Candidate<'_>> = self.candidates(&st);
-                let target = match placement::place_one(
-                    &cands,
-                    &exclude,
-                    &others,
-                    e.replicas.len(),
-                    e.sealed_len.unwrap_or(0),
-                    &mut *self.rng.lock(),
-                ) {
+                let bytes = e.sealed_len.unwrap_or(0);
+                let all_excluded: Vec<NodeId> = exclude.iter().chain(&busy).copied().collect();
+                let mut rng = self.rng.lock();
+                let target = match placement::place_one(&cands, &all_excluded, &others, e.replicas.len(), bytes, &mut *rng) {
                     Ok(t) => t,
+                    // The only datanodes that could take it are writing as many copies
+                    // as they may: it waits for a later round, with no backoff.
+                    Err(_)
+                        if !busy.is_empty()
+                            && placement::place_one(&cands, &exclude, &others, e.replicas.len(), bytes, &mut *rng)
+                                .is_ok() =>
+                    {
+                        continue;
+                    }
                     Err(err) => {
-                        soft.last_error = Some(format!("extent {}: no datanode to repair onto: {err}", e.id));
+                        soft.last_error = Some(format!(
+                            "extent {}: no datanode to repair onto: {err} (datanodes: {})",
+                            e.id,
+                            placement::explain(&cands, &all_excluded)
+                        ));
                         soft.retry_at.insert(e.id, now + REPAIR_RETRY_BACKOFF);
                         continue;
                     }
