@@ -103,6 +103,10 @@ pub struct Args {
     /// metanode's repair, all rebuilds together (default 32M; 0: no limit).
     #[arg(long)]
     pub rebuild_rate: Option<String>,
+    /// Repair: the same while clients append to this datanode (within the last 0.5 s),
+    /// so that rebuilds yield to them (default a quarter of --rebuild-rate; 0: no limit).
+    #[arg(long)]
+    pub rebuild_rate_busy: Option<String>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`
     /// (SPDK's BlobStore on bdevs; needs a binary built with `--features spdk`).
     #[arg(long)]
@@ -146,6 +150,7 @@ struct FileConfig {
     backend: Option<Backend>,
     spdk: Option<FileSpdk>,
     rebuild_rate: Option<Size>,
+    rebuild_rate_busy: Option<Size>,
 }
 
 /// The spdk backend's devices, from flags or from the file's `[spdk]` (flags win).
@@ -237,6 +242,7 @@ pub struct Config {
     pub meta: Option<MetaConfig>,
     /// Bytes per second rebuilds may write (0: no limit).
     pub rebuild_rate: u64,
+    pub rebuild_rate_busy: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -377,8 +383,13 @@ impl Config {
             Some(s) => parse_size(s).context("--rebuild-rate")?,
             None => file.rebuild_rate.map_or(crate::limits::REBUILD_RATE_DEFAULT, Size::get),
         };
+        let rebuild_rate_busy = match &args.rebuild_rate_busy {
+            Some(s) => parse_size(s).context("--rebuild-rate-busy")?,
+            None => file.rebuild_rate_busy.map_or(rebuild_rate / 4, Size::get),
+        };
         Ok(Config {
             rebuild_rate,
+            rebuild_rate_busy,
             node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
             meta,

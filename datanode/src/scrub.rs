@@ -73,25 +73,24 @@ async fn pass(
             pacer.take(n).await;
             match store.read(extent, off, n as u32).await {
                 Ok(_) => {}
-                Err(ExtentError::ChecksumMismatch { offset }) => {
-                    bad += 1;
-                    intact = false;
-                    tracing::warn!("scrub: extent {extent} fails its CRC at offset {offset}: reporting it");
-                    let why = format!("scrub: record at offset {offset} fails its CRC32C");
-                    if let Err(e) = c.report_bad(extent, id, &why).await {
-                        // A copy the metanode no longer places here (a stray) is GC's.
-                        tracing::warn!("scrub: reporting extent {extent} bad: {e}");
-                    }
-                    break;
-                }
                 // Deleted meanwhile.
                 Err(ExtentError::NotFound { .. }) => {
                     intact = false;
                     break;
                 }
+                // A record failing its CRC, or bytes below the sealed length this copy
+                // cannot serve.
                 Err(e) => {
+                    bad += 1;
                     intact = false;
-                    tracing::warn!("scrub: reading extent {extent}: {e}");
+                    tracing::warn!("scrub: extent {extent} at offset {off}: {e}: reporting it");
+                    let why = format!("scrub: reading {n} bytes at offset {off}: {e}");
+                    if let Err(e) = c.report_bad(extent, id, &why).await {
+                        // A copy the metanode no longer places here (a stray) is GC's.
+                        tracing::warn!("scrub: reporting extent {extent} bad: {e}");
+                    }
+                    // Not again before an interval has passed (nor recorded as intact).
+                    store.defer_scrub(extent, xattr::now_ms());
                     break;
                 }
             }

@@ -28,6 +28,8 @@ pub struct Server {
     recv_pool: Arc<parking_lot::Mutex<BufPool>>,
     /// Paces rebuilds (repair) on this datanode.
     rebuilds: crate::pace::Pacer,
+    /// When clients last appended here (rebuilds slow down meanwhile).
+    activity: Arc<crate::pace::Activity>,
 }
 
 impl Server {
@@ -37,12 +39,14 @@ impl Server {
             node,
             recv_pool: Arc::default(),
             rebuilds: crate::pace::Pacer::new(crate::limits::REBUILD_RATE_DEFAULT),
+            activity: Arc::default(),
         }
     }
 
-    /// Rebuilds write at most `rate` bytes per second together (0: no limit).
-    pub fn with_rebuild_rate(mut self, rate: u64) -> Server {
-        self.rebuilds = crate::pace::Pacer::new(rate);
+    /// Rebuilds write at most `rate` bytes per second together, and `busy_rate` while
+    /// clients append here (0: no limit).
+    pub fn with_rebuild_rate(mut self, rate: u64, busy_rate: u64) -> Server {
+        self.rebuilds = crate::pace::Pacer::yielding(rate, busy_rate, self.activity.clone());
         self
     }
 
@@ -140,6 +144,7 @@ impl Server {
             // Appends are queued here, in arrival order. The acknowledgement runs wherever
             // the append is decided (usually the device's flusher) and goes straight to
             // this connection's writer.
+            self.activity.touch();
             let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
             self.store.submit_append(append, ack);
         }

@@ -83,6 +83,10 @@ pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
 pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Live extents whose stray copies (replaced by repair) one repair round deletes at most.
 pub const STRAYS_PER_ROUND: usize = 16;
+/// How often the leader lists every datanode's copies for ones nothing names (a
+/// rebuild an earlier leader started and the next one abandoned can still finish after
+/// its copy was deleted as a stray); a copy unnamed in two sweeps in a row is deleted.
+pub const UNNAMED_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 /// Rebalance while the datanodes' used fractions spread more than this ((max - min) /
 /// max): 10 %, as the issue asks of the end state.
 pub const REBALANCE_THRESHOLD_DEFAULT: f64 = 0.10;

@@ -29,6 +29,17 @@ use crate::store::{self, LogStore, Shared, StateMachine};
 use crate::TypeConfig;
 
 /// Everything a metanode process is started with.
+/// What a fence found of one copy of an open extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Its record chain recovered whole: it holds every append it acknowledged.
+    Whole,
+    /// Its chain was cut short by damage (`ExtentStat::cut`).
+    Cut,
+    /// The datanode does not have it.
+    Absent,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub id: MemberId,
@@ -427,6 +438,8 @@ impl MetaNode {
         self.open(stream, OpenStream { writer }).await.map(|_| ())
     }
 
+    /// Fences every copy of `e` at `epoch` and seals it at the length every
+    /// acknowledged append lies below (see the rules inside).
     async fn seal_abandoned(&self, e: &ExtentInfo, nodes: &HashMap<NodeId, String>, epoch: Epoch) -> Result<()> {
         let timeout = self.settings.fence_timeout;
         let extent = e.id;
@@ -437,9 +450,9 @@ impl MetaNode {
                 let fence = async {
                     let c = DataNodeClient::connect_node(&addr, node).await.map_err(|e| e.to_string())?;
                     match c.fence(extent, epoch).await {
-                        Ok(st) => Ok((Some(c), st.length, st.cut)),
-                        // Never created there: the writer acknowledged nothing in it.
-                        Err(client::ClientError::Extent(ExtentError::NotFound { .. })) => Ok((None, 0, false)),
+                        Ok(st) if st.cut => Ok((Some(c), st.length, Copy::Cut)),
+                        Ok(st) => Ok((Some(c), st.length, Copy::Whole)),
+                        Err(client::ClientError::Extent(ExtentError::NotFound { .. })) => Ok((None, 0, Copy::Absent)),
                         Err(err) => Err(err.to_string()),
                     }
                 };
@@ -447,48 +460,62 @@ impl MetaNode {
             }
         });
         let results = client::join_all(fences).await;
-        // (node, connection if the copy exists, its length, cut) of each answer.
+        // (node, connection if the copy exists, its length, what it is) of each answer.
         let mut answers = Vec::new();
+        let mut waiting = 0;
         for (r, res) in e.replicas.iter().zip(results) {
             match res {
-                Ok((c, l, cut)) => answers.push((r.node, c, l, cut)),
-                Err(why) => tracing::warn!("extent {}: replica on datanode {} unreachable: {why}", e.id, r.node),
+                Ok((c, l, copy)) => answers.push((r.node, c, l, copy)),
+                Err(why) => {
+                    tracing::warn!("extent {}: replica on datanode {} unreachable: {why}", e.id, r.node);
+                    if !self.lost_for_good(r.node) {
+                        waiting += 1;
+                    }
+                }
             }
         }
-        // Any one replica holds every acknowledged byte; an EC extent needs K shards to
-        // be sure that what lies below the smallest length can be decoded. A copy whose
-        // chain was cut short (a damaged batch header found by its datanode's recovery)
-        // may hold less than was acknowledged, so it does not count, and the length is
-        // the smallest among the others; a cut copy shorter than that is bad.
+        // Every acknowledged byte is on every copy: any one whole replica holds them all;
+        // an EC extent needs K whole shards to be sure that what lies below the smallest
+        // length can be decoded. A cut copy (a damaged batch header found by its
+        // datanode's recovery) may hold less than was acknowledged, and an absent one (a
+        // datanode back without it: a replaced disk) holds nothing, so neither counts:
+        // the length is the smallest among the whole ones. Without enough of those, the
+        // open waits (is refused, to be retried) while a copy that may come back has not
+        // answered; once none can, the smallest length of the copies there is taken,
+        // and whatever was acknowledged past it is lost (an error says so).
         let need = match e.policy {
             Policy::Replica { .. } => 1,
             Policy::Ec { k, .. } => k as usize,
         };
-        let clean = answers.iter().filter(|a| !a.3).count();
-        let length = if clean >= need {
-            answers.iter().filter(|a| !a.3).map(|a| a.2).min().unwrap_or(0)
-        } else if answers.len() == e.replicas.len() && !answers.is_empty() {
-            let l = answers.iter().map(|a| a.2).min().unwrap_or(0);
+        let whole = answers.iter().filter(|a| a.3 == Copy::Whole).count();
+        let length = if whole >= need {
+            answers.iter().filter(|a| a.3 == Copy::Whole).map(|a| a.2).min().unwrap_or(0)
+        } else if waiting == 0 {
+            let l = answers.iter().filter(|a| a.3 != Copy::Absent).map(|a| a.2).min().unwrap_or(0);
             tracing::error!(
-                "extent {}: every copy answered but only {clean} recovered their whole chain ({need} needed); sealing at \
-                 the smallest length, {l}: appends acknowledged past it are lost",
+                "extent {}: only {whole} whole copies ({need} needed) and no other can answer; sealing at the smallest \
+                 length there is, {l}: appends acknowledged past it are lost",
                 e.id
             );
             l
         } else {
-            let cut = answers.len() - clean;
             return Err(MetaError::unavailable(format!(
-                "{} of the {} copies of extent {} ({}) are reachable ({cut} of them cut short by damage), {need} whole \
-                 ones are needed to seal it; retry the open",
+                "{} of the {} copies of extent {} ({}) answered, {whole} of them whole; {need} whole ones are needed to \
+                 seal it, or every copy that may come back; retry the open",
                 answers.len(),
                 e.replicas.len(),
                 e.id,
                 e.policy
             )));
         };
-        let bad: Vec<NodeId> = answers.iter().filter(|a| a.3 && a.2 < length).map(|a| a.0).collect();
-        let reached: Vec<DataNodeClient> =
-            answers.into_iter().filter(|a| !(a.3 && a.2 < length)).filter_map(|a| a.1).collect();
+        // Copies short of the length are bad: reported first, so that a crash before the
+        // seal is committed leaves them marked (repair replaces them once sealed).
+        let short = |a: &(NodeId, Option<DataNodeClient>, u64, Copy)| a.3 != Copy::Whole && a.2 < length;
+        for a in answers.iter().filter(|a| short(a)) {
+            tracing::error!("extent {}: the copy on datanode {} holds {} of {length} bytes; repair replaces it", e.id, a.0, a.2);
+            self.write(Command::ReportBad { extent: e.id, node: a.0 }).await?;
+        }
+        let reached: Vec<DataNodeClient> = answers.into_iter().filter(|a| !short(a)).filter_map(|a| a.1).collect();
         for c in reached {
             match tokio::time::timeout(timeout, c.seal(e.id, length)).await {
                 Ok(Ok(())) => {}
@@ -498,10 +525,6 @@ impl MetaNode {
         }
         tracing::info!("extent {} of stream {} sealed at {length} by the opener (epoch {epoch})", e.id, e.stream);
         self.write(Command::SealExtent { extent: e.id, epoch, length }).await?;
-        for node in bad {
-            tracing::error!("extent {}: the copy on datanode {node} was cut short of {length}; repair replaces it", e.id);
-            self.write(Command::ReportBad { extent: e.id, node }).await?;
-        }
         Ok(())
     }
 

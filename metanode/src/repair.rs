@@ -32,7 +32,9 @@ use client::DataNodeClient;
 use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RebalanceStatus, RepairStatus, Replica, Tombstone};
 use proto::{ExtentId, NodeId, Rebuild};
 
-use crate::limits::{REBALANCE_SHARE, REBUILD_TIMEOUT, REPAIR_PERIOD, REPAIR_RETRY_BACKOFF, STRAYS_PER_ROUND};
+use crate::limits::{
+    REBALANCE_SHARE, REBUILD_TIMEOUT, REPAIR_PERIOD, REPAIR_RETRY_BACKOFF, STRAYS_PER_ROUND, UNNAMED_SWEEP_PERIOD,
+};
 use crate::node::MetaNode;
 use crate::placement;
 use crate::state::{Command, State};
@@ -48,6 +50,10 @@ pub struct RepairSoft {
     retry_at: HashMap<ExtentId, Instant>,
     /// Open extents being sealed by `seal_orphan`.
     sealing: HashSet<ExtentId>,
+    /// Copies the last sweep found on datanodes with nothing naming them, and when.
+    unnamed: HashSet<(NodeId, ExtentId)>,
+    swept: Option<Instant>,
+    unnamed_deleted_total: u64,
     orphans_sealed_total: u64,
     done_total: u64,
     failed_total: u64,
@@ -413,6 +419,17 @@ impl MetaNode {
         for extent in strays {
             self.delete_strays(extent).await;
         }
+        let sweep = {
+            let mut soft = self.repair.lock();
+            let due = soft.swept.is_none_or(|t| t.elapsed() >= UNNAMED_SWEEP_PERIOD);
+            if due {
+                soft.swept = Some(now);
+            }
+            due
+        };
+        if sweep {
+            self.sweep_unnamed().await;
+        }
         if let Some(extent) = orphan {
             let me = self.clone();
             tokio::spawn(async move {
@@ -511,6 +528,45 @@ impl MetaNode {
         }
     }
 
+    /// Lists every up datanode's copies and deletes those nothing names (not a replica,
+    /// a repair in progress or a tombstone's copy) in this sweep and the one before.
+    /// Every copy is named before it is made (an allocation, `BeginRepair`) and until it
+    /// is confirmed deleted, so an unnamed copy is a leak: a rebuild that finished after
+    /// its abandoned repair's copy was deleted. Repairs begin only in `repair_round`,
+    /// which runs this, so none begins between the check and the delete.
+    async fn sweep_unnamed(&self) {
+        let nodes: Vec<(NodeId, String)> = {
+            let st = self.shared.state.read();
+            st.nodes.values().filter(|n| n.state != NodeState::Down).map(|n| (n.id, n.addr.clone())).collect()
+        };
+        let mut found = HashSet::new();
+        for (node, addr) in &nodes {
+            let listed = tokio::time::timeout(Duration::from_secs(3), async {
+                DataNodeClient::connect_node(addr, *node).await?.list().await
+            })
+            .await;
+            let Ok(Ok(list)) = listed else { continue };
+            let st = self.shared.state.read();
+            found.extend(list.iter().filter(|x| !st.holders(x.extent).contains(node)).map(|x| (*node, x.extent)));
+        }
+        let before = std::mem::replace(&mut self.repair.lock().unnamed, found.clone());
+        for &(node, extent) in found.intersection(&before) {
+            let (named, addr) = {
+                let st = self.shared.state.read();
+                (st.holders(extent).contains(&node), st.nodes.get(&node).map(|n| n.addr.clone()))
+            };
+            let Some(addr) = addr.filter(|_| !named) else { continue };
+            tracing::warn!("datanode {node} holds a copy of extent {extent} that nothing names (a leaked rebuild): deleting it");
+            let deleted = tokio::time::timeout(Duration::from_secs(3), async {
+                DataNodeClient::connect_node(&addr, node).await?.delete(extent).await
+            })
+            .await;
+            if matches!(deleted, Ok(Ok(()))) {
+                self.repair.lock().unnamed_deleted_total += 1;
+            }
+        }
+    }
+
     /// Deletes the stray copies of a live extent from datanodes that answer, and
     /// records which are gone (GC does the same for every tombstone).
     async fn delete_strays(&self, extent: ExtentId) {
@@ -539,6 +595,19 @@ impl MetaNode {
         }
         if !gone.is_empty() {
             let _ = self.write(Command::CopiesGone { extent, nodes: gone }).await;
+        }
+    }
+
+    /// Whether `node`'s copies will not answer again: it is unknown, or has been down
+    /// longer than the repair delay (as this leader saw it).
+    pub(crate) fn lost_for_good(&self, node: NodeId) -> bool {
+        let known = self.shared.state.read().nodes.get(&node).map(|n| n.state);
+        match known {
+            None => true,
+            Some(NodeState::Down) => {
+                self.repair.lock().down_since.get(&node).is_some_and(|t| t.elapsed() >= self.settings.repair_delay)
+            }
+            Some(_) => false,
         }
     }
 

@@ -36,8 +36,10 @@ struct Lane {
     writer: Mutex<Arc<StreamWriter>>,
 }
 
-/// The gateway's streams of one policy.
-type Lanes = Arc<Vec<Lane>>;
+/// The gateway's streams of one policy. A list is replaced, never changed, when a lane
+/// is added; the lanes themselves are shared between lists, so that a writer reopened
+/// through an older list is the one every later request uses.
+type Lanes = Arc<Vec<Arc<Lane>>>;
 
 pub struct Data {
     pub sc: StreamClient,
@@ -80,7 +82,7 @@ impl Data {
         n: usize,
         policy: Policy,
     ) -> anyhow::Result<Data> {
-        let mut by_policy: HashMap<Policy, Vec<Lane>> = HashMap::new();
+        let mut by_policy: HashMap<Policy, Vec<Arc<Lane>>> = HashMap::new();
         let ids = catalog.streams_of(owner).await?;
         let opens = ids.iter().map(|&id| {
             let sc = &sc;
@@ -90,7 +92,7 @@ impl Data {
         for (&id, r) in ids.iter().zip(futures::future::join_all(opens).await) {
             match r {
                 Ok(Ok(w)) => {
-                    by_policy.entry(w.policy).or_default().push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) })
+                    by_policy.entry(w.policy).or_default().push(Arc::new(Lane { stream: id, writer: Mutex::new(Arc::new(w)) }))
                 }
                 Ok(Err(e @ StreamError::Meta(proto::meta::MetaError::NoSuchStream { .. }))) => {
                     return Err(e).with_context(|| format!("stream {id}, recorded as this gateway's, is not on the metanode"));
@@ -193,10 +195,8 @@ impl Data {
                 let policy = w.policy;
                 let _turn = self.creating.lock().await;
                 let mut lanes = self.lanes.lock();
-                let mut now: Vec<Lane> = lanes.get(&policy).map_or_else(Vec::new, |old| {
-                    old.iter().map(|l| Lane { stream: l.stream, writer: Mutex::new(l.writer.lock().clone()) }).collect()
-                });
-                now.push(Lane { stream: id, writer: Mutex::new(Arc::new(w)) });
+                let mut now: Vec<Arc<Lane>> = lanes.get(&policy).map_or_else(Vec::new, |old| old.to_vec());
+                now.push(Arc::new(Lane { stream: id, writer: Mutex::new(Arc::new(w)) }));
                 lanes.insert(policy, Arc::new(now));
                 self.pending.lock().retain(|p| p.0 != id);
                 tracing::info!("stream {id}: opened; a lane of {policy} again");
@@ -220,12 +220,7 @@ impl Data {
             return Ok(l);
         }
         // Fewer than `width` (the gateway was restarted with more): keep them, add more.
-        let mut lanes: Vec<Lane> = match self.lanes.lock().get(&policy) {
-            Some(old) => {
-                old.iter().map(|l| Lane { stream: l.stream, writer: Mutex::new(l.writer.lock().clone()) }).collect()
-            }
-            None => Vec::new(),
-        };
+        let mut lanes: Vec<Arc<Lane>> = self.lanes.lock().get(&policy).map_or_else(Vec::new, |old| old.to_vec());
         while lanes.len() < self.width {
             let s = self.sc.create_stream(policy).await?;
             self.catalog.add_stream(s.id, &self.owner).await.map_err(|e| StreamError::Unavailable {
@@ -233,7 +228,7 @@ impl Data {
                 last: format!("recording stream {}: {e}", s.id),
             })?;
             let w = self.sc.open_writer(s.id, &self.owner).await?;
-            lanes.push(Lane { stream: s.id, writer: Mutex::new(Arc::new(w)) });
+            lanes.push(Arc::new(Lane { stream: s.id, writer: Mutex::new(Arc::new(w)) }));
         }
         let lanes = Arc::new(lanes);
         self.lanes.lock().insert(policy, lanes.clone());

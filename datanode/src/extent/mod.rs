@@ -232,6 +232,15 @@ impl ExtentStore {
         (due.into_iter().map(|(_, e, l)| (e, l)).collect(), next)
     }
 
+    /// Puts `extent` off for an interval after `at_ms` without recording it on disk: a
+    /// copy scrub found bad (repair replaces it; after a restart it is read, and
+    /// reported, again).
+    pub fn defer_scrub(&self, extent: ExtentId, at_ms: u64) {
+        if let Ok(e) = self.get(extent) {
+            e.scrubbed_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Records that scrub read `extent` whole and found it intact at `at_ms`.
     pub async fn mark_scrubbed(&self, extent: ExtentId, at_ms: u64) -> Result<(), ExtentError> {
         let ext = self.get(extent)?;
