@@ -473,7 +473,8 @@ async fn two_new_datanodes_are_filled_by_rebalancing_with_little_more_than_the_m
             .args(["--meta", &cl.addrs().join(",")])
             .output()
             .unwrap();
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
         assert!(out.status.success(), "metanode {args:?}: {e}");
         (o, e)
     };
@@ -543,7 +544,8 @@ async fn a_copy_cut_short_by_a_damaged_header_does_not_shorten_the_seal() {
     let img = std::fs::read(&dev).unwrap();
     let marker = &acked[rng.gen_range(2..6)].1;
     let at = img.windows(marker.len()).position(|w| *w == marker[..]).expect("the record is on the device");
-    let header = (0..=at / 4096).rev().map(|u| u * 4096).find(|&p| img[p..p + 4] == *b"STBX").expect("its batch header");
+    let header =
+        (0..=at / 4096).rev().map(|u| u * 4096).find(|&p| img[p..p + 4] == *b"STBX").expect("its batch header");
     let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, &[img[header + 24] ^ 0x01], (header + 24) as u64).unwrap();
     f.sync_all().unwrap();
@@ -636,13 +638,7 @@ async fn scrub_resumes_after_a_restart_without_reading_intact_copies_again() {
     let log = cl.dir.path().join(format!("d{victim}.log"));
     // Scrub passes there (copies fall due 300 ms after their seal, then 300 ms after
     // each pass that found them intact).
-    let copies = meta
-        .streams()
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|s| s.extents.clone())
-        .collect::<Vec<_>>();
+    let copies = meta.streams().await.unwrap().iter().flat_map(|s| s.extents.clone()).collect::<Vec<_>>();
     let mut held = 0;
     for id in copies {
         if meta.extent(id).await.unwrap().replicas.iter().any(|r| r.node == victim) {
@@ -651,10 +647,8 @@ async fn scrub_resumes_after_a_restart_without_reading_intact_copies_again() {
     }
     wait_for("scrub passes", Duration::from_secs(60), || async {
         let text = std::fs::read_to_string(&log).ok()?;
-        let copies: usize = text
-            .lines()
-            .filter_map(|l| l.split("bytes of ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
-            .sum();
+        let copies: usize =
+            text.lines().filter_map(|l| l.split("bytes of ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).sum();
         (copies >= 2 * held && sealed.elapsed() > Duration::from_secs(3)).then_some(())
     })
     .await;

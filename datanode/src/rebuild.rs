@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use client::ec::{Codec, Simd};
 use client::DataNodeClient;
+use futures::StreamExt;
 use proto::{ExtentError, ExtentId, ExtentStat, Rebuild, RecordStat, READ_BYTES_MAX};
 use tokio::sync::oneshot;
 

@@ -57,13 +57,7 @@ pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
 
 /// Reads each of `due` whole; records each found intact, reports each found bad.
 /// Returns the bytes read and the copies found bad.
-async fn pass(
-    store: &ExtentStore,
-    id: NodeId,
-    c: &MetaClient,
-    pacer: &Pacer,
-    due: Vec<(ExtentId, u64)>,
-) -> (u64, u64) {
+async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, pacer: &Pacer, due: Vec<(ExtentId, u64)>) -> (u64, u64) {
     let (mut bytes, mut bad) = (0, 0);
     for (extent, length) in due {
         let mut off = 0;

@@ -404,9 +404,13 @@ impl MetaNode {
         if req.writer.len() > 256 {
             return Err(MetaError::invalid("writer names are at most 256 bytes"));
         }
-        let Reply::Stream(s) = self.write(Command::OpenStream { id, writer: req.writer }).await? else {
-            unreachable!()
-        };
+        self.open_by(id, Command::OpenStream { id, writer: req.writer }).await
+    }
+
+    /// Commits `cmd` (an open of stream `id`), then seals the previous writer's open
+    /// extent.
+    async fn open_by(&self, id: StreamId, cmd: Command) -> Result<StreamView> {
+        let Reply::Stream(s) = self.write(cmd).await? else { unreachable!() };
         if let Some(&tail) = s.extents.last() {
             let (e, nodes) = {
                 let st = self.shared.state.read();
@@ -435,7 +439,16 @@ impl MetaNode {
         };
         tracing::warn!("extent {extent} of stream {stream}: open with a copy lost; fencing its writer and sealing it");
         let writer = format!("repair: sealing extent {extent}, open with a copy lost");
-        self.open(stream, OpenStream { writer }).await.map(|_| ())
+        match self.open_by(stream, Command::OpenStreamIf { id: stream, tail: extent, writer }).await {
+            Ok(_) => Ok(()),
+            // Its writer sealed it and moved on meanwhile: nothing to do.
+            Err(MetaError::Conflict { .. })
+                if self.shared.state.read().extents.get(&extent).is_none_or(|e| e.sealed_len.is_some()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Fences every copy of `e` at `epoch` and seals it at the length every
@@ -512,7 +525,12 @@ impl MetaNode {
         // seal is committed leaves them marked (repair replaces them once sealed).
         let short = |a: &(NodeId, Option<DataNodeClient>, u64, Copy)| a.3 != Copy::Whole && a.2 < length;
         for a in answers.iter().filter(|a| short(a)) {
-            tracing::error!("extent {}: the copy on datanode {} holds {} of {length} bytes; repair replaces it", e.id, a.0, a.2);
+            tracing::error!(
+                "extent {}: the copy on datanode {} holds {} of {length} bytes; repair replaces it",
+                e.id,
+                a.0,
+                a.2
+            );
             self.write(Command::ReportBad { extent: e.id, node: a.0 }).await?;
         }
         let reached: Vec<DataNodeClient> = answers.into_iter().filter(|a| !short(a)).filter_map(|a| a.1).collect();

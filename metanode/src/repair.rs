@@ -375,27 +375,35 @@ impl MetaNode {
                 let bytes = e.sealed_len.unwrap_or(0);
                 let all_excluded: Vec<NodeId> = exclude.iter().chain(&busy).copied().collect();
                 let mut rng = self.rng.lock();
-                let target = match placement::place_one(&cands, &all_excluded, &others, e.replicas.len(), bytes, &mut *rng) {
-                    Ok(t) => t,
-                    // The only datanodes that could take it are writing as many copies
-                    // as they may: it waits for a later round, with no backoff.
-                    Err(_)
-                        if !busy.is_empty()
-                            && placement::place_one(&cands, &exclude, &others, e.replicas.len(), bytes, &mut *rng)
+                let target =
+                    match placement::place_one(&cands, &all_excluded, &others, e.replicas.len(), bytes, &mut *rng) {
+                        Ok(t) => t,
+                        // The only datanodes that could take it are writing as many copies
+                        // as they may: it waits for a later round, with no backoff.
+                        Err(_)
+                            if !busy.is_empty()
+                                && placement::place_one(
+                                    &cands,
+                                    &exclude,
+                                    &others,
+                                    e.replicas.len(),
+                                    bytes,
+                                    &mut *rng,
+                                )
                                 .is_ok() =>
-                    {
-                        continue;
-                    }
-                    Err(err) => {
-                        soft.last_error = Some(format!(
-                            "extent {}: no datanode to repair onto: {err} (datanodes: {})",
-                            e.id,
-                            placement::explain(&cands, &all_excluded)
-                        ));
-                        soft.retry_at.insert(e.id, now + REPAIR_RETRY_BACKOFF);
-                        continue;
-                    }
-                };
+                        {
+                            continue;
+                        }
+                        Err(err) => {
+                            soft.last_error = Some(format!(
+                                "extent {}: no datanode to repair onto: {err} (datanodes: {})",
+                                e.id,
+                                placement::explain(&cands, &all_excluded)
+                            ));
+                            soft.retry_at.insert(e.id, now + REPAIR_RETRY_BACKOFF);
+                            continue;
+                        }
+                    };
                 placed.entry(e.id).or_default().push(target.node);
                 *per_node.entry(target.node).or_default() += 1;
                 soft.in_flight.insert((e.id, job.slot));
@@ -556,7 +564,9 @@ impl MetaNode {
                 (st.holders(extent).contains(&node), st.nodes.get(&node).map(|n| n.addr.clone()))
             };
             let Some(addr) = addr.filter(|_| !named) else { continue };
-            tracing::warn!("datanode {node} holds a copy of extent {extent} that nothing names (a leaked rebuild): deleting it");
+            tracing::warn!(
+                "datanode {node} holds a copy of extent {extent} that nothing names (a leaked rebuild): deleting it"
+            );
             let deleted = tokio::time::timeout(Duration::from_secs(3), async {
                 DataNodeClient::connect_node(&addr, node).await?.delete(extent).await
             })

@@ -100,6 +100,13 @@ pub enum Command {
     SetRebalance {
         paused: bool,
     },
+    /// `OpenStream`, only if the stream still ends with `tail` and `tail` is open
+    /// (repair sealing a dead writer's extent must not fence a writer that moved on).
+    OpenStreamIf {
+        id: StreamId,
+        tail: ExtentId,
+        writer: String,
+    },
 }
 
 /// What a command produced.
@@ -289,6 +296,16 @@ impl State {
             Command::BeginRepair { extent, slot, copy, at_ms } => self.begin_repair(extent, slot, copy, at_ms, dirty),
             Command::EndRepair { extent, slot, copy, done } => Ok(self.end_repair(extent, slot, copy, done, dirty)),
             Command::RemoveNode { id } => self.remove_node(id, dirty),
+            Command::OpenStreamIf { id, tail, writer } => {
+                let s = self.streams.get(&id).ok_or(MetaError::NoSuchStream { id })?;
+                let open = self.extents.get(&tail).is_some_and(|e| e.sealed_len.is_none());
+                if s.extents.last() != Some(&tail) || !open {
+                    return Err(MetaError::conflict(format!(
+                        "stream {id} no longer ends with open extent {tail}: its writer moved on"
+                    )));
+                }
+                self.apply(Command::OpenStream { id, writer }, dirty)
+            }
             Command::SetRebalance { paused } => {
                 if self.flags.rebalance_paused != paused {
                     self.flags.rebalance_paused = paused;
@@ -615,6 +632,32 @@ mod tests {
 
     fn replicas(nodes: &[u64]) -> Vec<Replica> {
         nodes.iter().map(|&node| Replica { node: NodeId(node), device: 0 }).collect()
+    }
+
+    #[test]
+    fn a_conditional_open_fences_only_a_writer_still_on_that_open_extent() {
+        let mut st = State::default();
+        for id in 1..=3 {
+            run(&mut st, Command::RegisterNode(node(NodeId(id)))).unwrap();
+        }
+        let Reply::Stream(s) = run(&mut st, Command::CreateStream { policy: "replica:3".parse().unwrap() }).unwrap()
+        else {
+            panic!()
+        };
+        run(&mut st, Command::OpenStream { id: s.id, writer: "w".into() }).unwrap();
+        let alloc =
+            |after| Command::AllocateExtent { stream: s.id, epoch: Epoch(1), after, replicas: replicas(&[1, 2, 3]) };
+        let Reply::Extent(e1) = run(&mut st, alloc(None)).unwrap() else { panic!() };
+        let cond = |tail| Command::OpenStreamIf { id: s.id, tail, writer: "repair".into() };
+        // The writer sealed e1 and moved on to e2: refused, nothing changes.
+        run(&mut st, Command::SealExtent { extent: e1.id, epoch: Epoch(1), length: 5 }).unwrap();
+        assert!(matches!(run(&mut st, cond(e1.id)), Err(MetaError::Conflict { .. })), "sealed");
+        let Reply::Extent(e2) = run(&mut st, alloc(Some(e1.id))).unwrap() else { panic!() };
+        assert!(matches!(run(&mut st, cond(e1.id)), Err(MetaError::Conflict { .. })), "no longer the tail");
+        assert_eq!(st.streams[&s.id].epoch, Epoch(1));
+        // Still on e2, open: the epoch moves on (the writer is fenced).
+        let Reply::Stream(after) = run(&mut st, cond(e2.id)).unwrap() else { panic!() };
+        assert_eq!((after.epoch, after.writer.as_deref()), (Epoch(2), Some("repair")));
     }
 
     #[test]

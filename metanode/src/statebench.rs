@@ -66,7 +66,9 @@ pub async fn run(dir: &Path, extents: u64) -> anyhow::Result<()> {
     let mut sample = Instant::now();
     for i in 1..=extents {
         let alloc = Command::AllocateExtent { stream: StreamId(1), epoch: Epoch(1), after, replicas: replicas.clone() };
-        let Reply::Extent(e) = a.apply(vec![alloc]).await?.remove(0) else { anyhow::bail!("allocation answered no extent") };
+        let Reply::Extent(e) = a.apply(vec![alloc]).await?.remove(0) else {
+            anyhow::bail!("allocation answered no extent")
+        };
         a.apply(vec![Command::SealExtent { extent: e.id, epoch: Epoch(1), length: 1 << 20 }]).await?;
         after = Some(e.id);
         if i % SAMPLE == 0 {

@@ -665,7 +665,12 @@ mod tests {
             record_len.push(sm_value(&db, Key::Stream(StreamId(1))).unwrap().len());
         }
         // (Its tail's id is a varint: a byte more past 127.)
-        assert!(record_len[1999] <= record_len[0] + 1, "the stream's record grew: {} to {}", record_len[0], record_len[1999]);
+        assert!(
+            record_len[1999] <= record_len[0] + 1,
+            "the stream's record grew: {} to {}",
+            record_len[0],
+            record_len[1999]
+        );
         // GC deletes some, from the front and the middle.
         let gone: Vec<ExtentId> = (1..=2000).filter(|i| i % 3 == 0 || *i < 100).map(ExtentId).collect();
         apply(&mut sm, &mut index, vec![Command::DeleteExtents { extents: gone.clone() }]).await;

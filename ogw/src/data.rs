@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use client::{Slice, StreamClient, StreamError, StreamWriter};
-use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use proto::meta::{Policy, StreamId};
@@ -91,11 +91,13 @@ impl Data {
         let mut pending = Vec::new();
         for (&id, r) in ids.iter().zip(futures::future::join_all(opens).await) {
             match r {
-                Ok(Ok(w)) => {
-                    by_policy.entry(w.policy).or_default().push(Arc::new(Lane { stream: id, writer: Mutex::new(Arc::new(w)) }))
-                }
+                Ok(Ok(w)) => by_policy
+                    .entry(w.policy)
+                    .or_default()
+                    .push(Arc::new(Lane { stream: id, writer: Mutex::new(Arc::new(w)) })),
                 Ok(Err(e @ StreamError::Meta(proto::meta::MetaError::NoSuchStream { .. }))) => {
-                    return Err(e).with_context(|| format!("stream {id}, recorded as this gateway's, is not on the metanode"));
+                    return Err(e)
+                        .with_context(|| format!("stream {id}, recorded as this gateway's, is not on the metanode"));
                 }
                 r => {
                     let why = match r {
@@ -103,7 +105,9 @@ impl Data {
                         _ => format!("no answer within {STREAM_OPEN_WAIT:?}"),
                     };
                     let policy = sc.meta.stream(id).await.ok().map(|v| v.stream.policy);
-                    tracing::warn!("stream {id}: cannot be opened now ({why}); serving without it, retrying in the background");
+                    tracing::warn!(
+                        "stream {id}: cannot be opened now ({why}); serving without it, retrying in the background"
+                    );
                     pending.push((id, policy));
                 }
             }

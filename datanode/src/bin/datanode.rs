@@ -44,7 +44,9 @@ fn run() -> anyhow::Result<()> {
             tokio::spawn(datanode::scrub::run(store.clone(), cfg.node_id, meta.clone()));
             tokio::spawn(datanode::heartbeat::run(store.clone(), cfg.node_id, advertise, meta));
         }
-        let server = Arc::new(Server::new(store.clone(), cfg.node_id).with_rebuild_rate(cfg.rebuild_rate, cfg.rebuild_rate_busy));
+        let server = Arc::new(
+            Server::new(store.clone(), cfg.node_id).with_rebuild_rate(cfg.rebuild_rate, cfg.rebuild_rate_busy),
+        );
         server.serve(listener, client::shutdown_signal()).await;
         tracing::info!("shutting down");
         anyhow::Ok(())

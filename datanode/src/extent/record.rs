@@ -424,7 +424,8 @@ where
         let mut probe = pos;
         while probe + BATCH_HEADER_BYTES <= blob_bytes {
             if let Some(later) = w.head_at(probe)? {
-                if later.h.blob == blob && later.h.incarnation >= s.incarnation_max && later.h.logical_start > chain_len {
+                if later.h.blob == blob && later.h.incarnation >= s.incarnation_max && later.h.logical_start > chain_len
+                {
                     s.cut = true;
                     break;
                 }

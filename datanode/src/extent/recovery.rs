@@ -102,6 +102,7 @@ fn recover(
     }
     let st = ExtentState::recovered(epoch, incarnation, sealed, blob_bytes, scan);
     let ext = Extent::new(id, device, info.id, st);
-    ext.scrubbed_ms.store(xattr::u64_of(info.xattrs.get(xattr::SCRUBBED)).unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    ext.scrubbed_ms
+        .store(xattr::u64_of(info.xattrs.get(xattr::SCRUBBED)).unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     Ok(ext)
 }

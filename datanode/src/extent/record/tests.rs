@@ -306,4 +306,3 @@ fn a_chain_stopped_by_a_damaged_header_is_cut_and_a_torn_end_is_not() {
     let s = b.scan_bytes(&d, None);
     assert_eq!((s.length, s.cut), (200, false));
 }
-

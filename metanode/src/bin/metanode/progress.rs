@@ -30,11 +30,9 @@ fn measure(w: &Work, r: &RepairStatus, base: &RepairStatus) -> anyhow::Result<Me
         Work::Repair => {
             let waiting_delay = r.down_ms.iter().filter(|(_, ms)| *ms < r.delay_ms).collect::<Vec<_>>();
             let note = match waiting_delay.first() {
-                Some((n, ms)) => format!(
-                    "; datanode {n} down {}s of the {}s repair delay",
-                    ms / 1000,
-                    r.delay_ms / 1000
-                ),
+                Some((n, ms)) => {
+                    format!("; datanode {n} down {}s of the {}s repair delay", ms / 1000, r.delay_ms / 1000)
+                }
                 None if r.unreadable > 0 => format!("; {} extents unreadable until a datanode returns", r.unreadable),
                 None => String::new(),
             };
@@ -127,8 +125,21 @@ pub async fn watch(c: &MetaClient, w: Work) -> anyhow::Result<RepairStatus> {
     let start = Instant::now();
     let mut base = c.repairs().await?;
     let mut last_print = None::<Instant>;
+    let mut failing_since = None::<Instant>;
     loop {
-        let r = c.repairs().await?;
+        // A leader change or a moment without quorum is waited out, a minute at most.
+        let r = match c.repairs().await {
+            Ok(r) => {
+                failing_since = None;
+                r
+            }
+            Err(e) if failing_since.get_or_insert_with(Instant::now).elapsed() < Duration::from_secs(60) => {
+                tracing::debug!("repair status: {e}; asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         // A new leader counts from zero.
         if r.bytes_total < base.bytes_total || r.rebalance.moved_bytes_total < base.rebalance.moved_bytes_total {
             base = r.clone();
