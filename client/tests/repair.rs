@@ -27,6 +27,15 @@ fn seed() -> u64 {
     s
 }
 
+/// Waits until the metanode lists datanode `id` at `addr` (a restarted datanode listens
+/// on a new port, and the metanode learns it at the next registration).
+async fn wait_registered(meta: &MetaClient, id: NodeId, addr: &str) {
+    wait_for("the datanode registered at its new address", Duration::from_secs(30), || async {
+        meta.nodes().await.ok()?.iter().any(|n| n.id == id && n.addr == addr).then_some(())
+    })
+    .await;
+}
+
 /// A cluster whose leader repairs a copy 1 s after its datanode went down.
 async fn cluster() -> (Cluster, Vec<DataNode>, MetaClient) {
     cluster_with("1000", &[]).await
@@ -405,6 +414,7 @@ async fn repair_survives_the_leader_and_the_rebuilding_datanode_killed() {
     cl.member_mut(leader).start();
     let r = healed(&meta, Duration::from_secs(180)).await;
     eprintln!("healed: {} copies made, {} failed", r.done_total, r.failed_total);
+    wait_registered(&meta, rebuilding, &dns[rebuilding.0 as usize - 1].addr).await;
     check(&meta, &sc, &[lost].into_iter().collect(), &acked).await;
     // The lost datanode is forgotten (with the strays named on it), and the partial
     // copy the killed datanode was making is deleted.
@@ -553,10 +563,7 @@ async fn a_copy_cut_short_by_a_damaged_header_does_not_shorten_the_seal() {
     dns[victim.0 as usize - 1].spawn();
     wait_datanodes_up(&meta, NODES as usize).await;
     let addr = dns[victim.0 as usize - 1].addr.clone();
-    wait_for("the datanode registered at its new address", Duration::from_secs(30), || async {
-        meta.nodes().await.ok()?.iter().any(|n| n.id == victim && n.addr == addr).then_some(())
-    })
-    .await;
+    wait_registered(&meta, victim, &addr).await;
     let c = DataNodeClient::connect_node(&addr, victim).await.unwrap();
     let st = c.stat(extent).await.unwrap();
     assert!(st.cut && st.length < end, "the victim's copy is cut short: {st:?}");
@@ -669,5 +676,6 @@ async fn scrub_resumes_after_a_restart_without_reading_intact_copies_again() {
     })
     .await;
     assert!(due.contains(&format!("scrub: 0 of {held} sealed copies due now")), "{due}");
+    wait_registered(&meta, victim, &dns[victim.0 as usize - 1].addr).await;
     check(&meta, &sc, &HashSet::new(), &acked).await;
 }
