@@ -20,13 +20,20 @@ use crate::TypeConfig;
 /// Allocations (each followed by its seal) timed per sample.
 const SAMPLE: u64 = 10_000;
 
-struct Applier {
-    sm: StateMachine,
+/// Applies commands to a state machine as committed entries, as Raft would (shared
+/// with `store`'s tests).
+pub(crate) struct Applier {
+    pub(crate) sm: StateMachine,
     index: u64,
 }
 
 impl Applier {
-    async fn apply(&mut self, cmds: Vec<Command>) -> anyhow::Result<Vec<Reply>> {
+    pub(crate) fn new(sm: StateMachine) -> Applier {
+        Applier { sm, index: 0 }
+    }
+
+    /// Applies `cmds` in one batch; any refusal is an error.
+    pub(crate) async fn apply(&mut self, cmds: Vec<Command>) -> anyhow::Result<Vec<Reply>> {
         let entries: Vec<Entry<TypeConfig>> = cmds
             .into_iter()
             .map(|c| {
@@ -37,40 +44,50 @@ impl Applier {
         let out = self.sm.apply(entries).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         out.into_iter().map(|r| r.map_err(|e| anyhow::anyhow!("{e}"))).collect()
     }
+
+    /// Three datanodes (1 TiB each) and stream 1 (`replica:3`) open at epoch 1.
+    pub(crate) async fn one_open_stream(&mut self) -> anyhow::Result<()> {
+        let mut setup: Vec<Command> = (1..=3)
+            .map(|i| {
+                Command::RegisterNode(RegisterNode {
+                    id: NodeId(i),
+                    addr: format!("127.0.0.1:{}", 9000 + i),
+                    zone: String::new(),
+                    rack: String::new(),
+                    devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40, free_slots: None }],
+                })
+            })
+            .collect();
+        setup.push(Command::CreateStream { policy: "replica:3".parse().map_err(anyhow::Error::msg)? });
+        setup.push(Command::OpenStream { id: StreamId(1), writer: "bench".into() });
+        self.apply(setup).await.map(|_| ())
+    }
+
+    /// Allocates the next extent of stream 1 (after `after`) and seals it at `length`.
+    pub(crate) async fn allocate_and_seal(&mut self, after: Option<ExtentId>, length: u64) -> anyhow::Result<ExtentId> {
+        let replicas: Vec<Replica> = (1..=3).map(|n| Replica { node: NodeId(n), device: 0 }).collect();
+        let alloc = Command::AllocateExtent { stream: StreamId(1), epoch: Epoch(1), after, replicas };
+        let Reply::Extent(e) = self.apply(vec![alloc]).await?.remove(0) else {
+            anyhow::bail!("allocation answered no extent")
+        };
+        self.apply(vec![Command::SealExtent { extent: e.id, epoch: Epoch(1), length }]).await?;
+        Ok(e.id)
+    }
 }
 
 pub async fn run(dir: &Path, extents: u64) -> anyhow::Result<()> {
     anyhow::ensure!(extents >= 2 * SAMPLE, "--extents must be at least {}", 2 * SAMPLE);
     let db = open_db(dir)?;
     let sm = StateMachine::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut a = Applier { sm, index: 0 };
-    let mut setup: Vec<Command> = (1..=3)
-        .map(|i| {
-            Command::RegisterNode(RegisterNode {
-                id: NodeId(i),
-                addr: format!("127.0.0.1:{}", 9000 + i),
-                zone: String::new(),
-                rack: String::new(),
-                devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 40, free_bytes: 1 << 40, free_slots: None }],
-            })
-        })
-        .collect();
-    setup.push(Command::CreateStream { policy: "replica:3".parse().map_err(anyhow::Error::msg)? });
-    setup.push(Command::OpenStream { id: StreamId(1), writer: "bench".into() });
-    a.apply(setup).await?;
-    let replicas: Vec<Replica> = (1..=3).map(|n| Replica { node: NodeId(n), device: 0 }).collect();
+    let mut a = Applier::new(sm);
+    a.one_open_stream().await?;
     let mut after: Option<ExtentId> = None;
     let mut first_us = 0.0;
     let mut last_us = 0.0;
     let started = Instant::now();
     let mut sample = Instant::now();
     for i in 1..=extents {
-        let alloc = Command::AllocateExtent { stream: StreamId(1), epoch: Epoch(1), after, replicas: replicas.clone() };
-        let Reply::Extent(e) = a.apply(vec![alloc]).await?.remove(0) else {
-            anyhow::bail!("allocation answered no extent")
-        };
-        a.apply(vec![Command::SealExtent { extent: e.id, epoch: Epoch(1), length: 1 << 20 }]).await?;
-        after = Some(e.id);
+        after = Some(a.allocate_and_seal(after, 1 << 20).await?);
         if i % SAMPLE == 0 {
             let us = sample.elapsed().as_secs_f64() * 1e6 / SAMPLE as f64;
             if i == SAMPLE {

@@ -602,18 +602,6 @@ mod tests {
         assert_eq!(back, proto::meta::StreamInfo { extents: Vec::new(), ..s });
     }
 
-    /// Applies `cmds` as committed entries from `index` on.
-    async fn apply(sm: &mut StateMachine, index: &mut u64, cmds: Vec<Command>) -> Vec<crate::state::Outcome> {
-        let entries: Vec<Entry<TypeConfig>> = cmds
-            .into_iter()
-            .map(|c| {
-                *index += 1;
-                Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), *index), payload: EntryPayload::Normal(c) }
-            })
-            .collect();
-        sm.apply(entries).await.unwrap()
-    }
-
     fn sm_value(db: &DB, k: Key) -> Option<Vec<u8>> {
         db.get_cf(db.cf_handle(CF_SM).unwrap(), sm_key(k)).unwrap()
     }
@@ -623,45 +611,14 @@ mod tests {
     /// stored with its whole list (the shape before) is moved to the new one at open.
     #[tokio::test]
     async fn a_streams_extent_list_is_stored_a_key_per_extent_and_old_records_move_to_it() {
-        use proto::meta::{DeviceInfo, RegisterNode, Replica};
-        use proto::NodeId;
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        let mut sm = StateMachine::open(db.clone()).unwrap();
-        let mut index = 0;
-        let mut cmds: Vec<Command> = (1..=3)
-            .map(|i| {
-                Command::RegisterNode(RegisterNode {
-                    id: NodeId(i),
-                    addr: format!("127.0.0.1:{}", 9000 + i),
-                    zone: String::new(),
-                    rack: String::new(),
-                    devices: vec![DeviceInfo { id: 0, capacity_bytes: 1 << 30, free_bytes: 1 << 30, free_slots: None }],
-                })
-            })
-            .collect();
-        cmds.push(Command::CreateStream { policy: "replica:3".parse().unwrap() });
-        cmds.push(Command::OpenStream { id: StreamId(1), writer: "w".into() });
-        apply(&mut sm, &mut index, cmds).await;
-        let replicas: Vec<Replica> = (1..=3).map(|n| Replica { node: NodeId(n), device: 0 }).collect();
+        let mut a = crate::statebench::Applier::new(StateMachine::open(db.clone()).unwrap());
+        a.one_open_stream().await.unwrap();
         let mut after = None;
         let mut record_len = Vec::new();
         for _ in 0..2000 {
-            let out = apply(
-                &mut sm,
-                &mut index,
-                vec![Command::AllocateExtent {
-                    stream: StreamId(1),
-                    epoch: proto::Epoch(1),
-                    after,
-                    replicas: replicas.clone(),
-                }],
-            )
-            .await;
-            let Ok(Reply::Extent(e)) = &out[0] else { panic!("{out:?}") };
-            apply(&mut sm, &mut index, vec![Command::SealExtent { extent: e.id, epoch: proto::Epoch(1), length: 10 }])
-                .await;
-            after = Some(e.id);
+            after = Some(a.allocate_and_seal(after, 10).await.unwrap());
             record_len.push(sm_value(&db, Key::Stream(StreamId(1))).unwrap().len());
         }
         // (Its tail's id is a varint: a byte more past 127.)
@@ -673,12 +630,12 @@ mod tests {
         );
         // GC deletes some, from the front and the middle.
         let gone: Vec<ExtentId> = (1..=2000).filter(|i| i % 3 == 0 || *i < 100).map(ExtentId).collect();
-        apply(&mut sm, &mut index, vec![Command::DeleteExtents { extents: gone.clone() }]).await;
-        let want = sm.shared.state.read().streams[&StreamId(1)].extents.clone();
+        a.apply(vec![Command::DeleteExtents { extents: gone.clone() }]).await.unwrap();
+        let want = a.sm.shared.state.read().streams[&StreamId(1)].extents.clone();
         assert_eq!(want.len(), 2000 - gone.len());
         assert!(want.windows(2).all(|w| w[0] < w[1]));
         assert!(sm_value(&db, Key::StreamExtent(StreamId(1), gone[0])).is_none());
-        drop(sm);
+        drop(a);
         let sm = StateMachine::open(db.clone()).unwrap();
         assert_eq!(sm.shared.state.read().streams[&StreamId(1)].extents, want, "the list after a reopen");
 

@@ -15,26 +15,52 @@ use proto::NodeId;
 use rand::{Rng, SeedableRng};
 use testkit::{spawn_listening, wait_for, Cluster, DataNode};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_survive_datanodes_lost_for_good_one_at_a_time() {
+/// The seed of this run (`STRATA_SEED` replays one).
+fn seed() -> u64 {
     let seed: u64 = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (replay with STRATA_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let cl = Cluster::start(1, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
-    let mut dns: Vec<DataNode> =
-        (1..=6).map(|i| DataNode::start_sized(cl.dir.path(), NodeId(i), &cl.addrs(), "256M", false)).collect();
+    seed
+}
+
+/// A metanode started with `meta_flags`, `n` datanodes of 256 MiB, a SQLite catalog
+/// with a tenant, and the arguments of `ogw serve` on them with `gw_flags`.
+struct Setup {
+    cl: Cluster,
+    dns: Vec<DataNode>,
+    meta: client::MetaClient,
+    access: String,
+    secret: String,
+    args: Vec<String>,
+}
+
+async fn setup(meta_flags: &[&str], n: u64, gw_flags: &[&str]) -> Setup {
+    let cl = Cluster::start(1, meta_flags);
+    let dns: Vec<DataNode> =
+        (1..=n).map(|i| DataNode::start_sized(cl.dir.path(), NodeId(i), &cl.addrs(), "256M", false)).collect();
     let meta = cl.client();
-    testkit::wait_datanodes_up(&meta, 6).await;
+    testkit::wait_datanodes_up(&meta, n as usize).await;
     let db = sqlite_db(cl.dir.path());
-    let (a, s) = other_tenant(&db, "t1");
+    let (access, secret) = other_tenant(&db, "t1");
     let args: Vec<String> = [
         &["serve".to_string()][..],
         &db[..],
-        &["--meta", &cl.addrs().join(","), "--listen", "127.0.0.1:0", "--name", "gw", "--extent-size", "8M"]
-            .map(String::from)[..],
-        &["--idle-seal", "1s", "--policy", "replica:3", "--ec-policy", "ec:2+1"].map(String::from)[..],
+        &["--meta", &cl.addrs().join(","), "--listen", "127.0.0.1:0", "--name", "gw"].map(String::from)[..],
+        &gw_flags.iter().map(|f| f.to_string()).collect::<Vec<_>>()[..],
     ]
     .concat();
+    Setup { cl, dns, meta, access, secret, args }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_survive_datanodes_lost_for_good_one_at_a_time() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Setup { cl, mut dns, meta, access: a, secret: s, args } = setup(
+        &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"],
+        6,
+        &["--extent-size", "8M", "--idle-seal", "1s", "--policy", "replica:3", "--ec-policy", "ec:2+1"],
+    )
+    .await;
     let (_gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
     let mut py = Command::new(python())
         .arg(suite("repair_s3.py"))
@@ -94,24 +120,14 @@ async fn objects_survive_datanodes_lost_for_good_one_at_a_time() {
 /// datanode is back; then every object reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_starts_and_serves_while_one_of_its_streams_cannot_be_opened() {
-    let seed: u64 = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("seed {seed} (replay with STRATA_SEED={seed})");
-    let cl = Cluster::start(1, &["--node-grace-ms", "1000"]);
-    let mut dns: Vec<DataNode> =
-        (1..=3).map(|i| DataNode::start_sized(cl.dir.path(), NodeId(i), &cl.addrs(), "256M", false)).collect();
-    let meta = cl.client();
-    testkit::wait_datanodes_up(&meta, 3).await;
-    let db = sqlite_db(cl.dir.path());
-    let (a, s) = other_tenant(&db, "t1");
-    let args: Vec<String> = [
-        &["serve".to_string()][..],
-        &db[..],
-        &["--meta", &cl.addrs().join(","), "--listen", "127.0.0.1:0", "--name", "gw", "--streams", "3"]
-            .map(String::from)[..],
-        // Idle extents stay open, so the dead gateway's are still open at the restart.
-        &["--idle-seal", "0s", "--policy", "replica:1", "--ec-policy", "ec:2+1"].map(String::from)[..],
-    ]
-    .concat();
+    let seed = seed();
+    // Idle extents stay open, so the dead gateway's are still open at the restart.
+    let Setup { cl, mut dns, meta, access: a, secret: s, args } = setup(
+        &["--node-grace-ms", "1000"],
+        3,
+        &["--streams", "3", "--idle-seal", "0s", "--policy", "replica:1", "--ec-policy", "ec:2+1"],
+    )
+    .await;
     let (mut gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
     let mut py = Command::new(python())
         .arg(suite("lanes_s3.py"))
