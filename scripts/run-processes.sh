@@ -14,6 +14,9 @@ mport="${STRATA_META_PORT:-7100}"
 dport="${STRATA_DATANODE_PORT:-7201}"
 mkdir -p "$data"
 bin="${CARGO_TARGET_DIR:-target}/release"
+# Every process (and the CLIs below) authenticates with these secrets.
+[ -f "$data/cluster.secrets" ] || "$bin/metanode" secrets "$data/cluster.secrets"
+export STRATA_SECRETS_FILE="$data/cluster.secrets"
 meta="127.0.0.1:$mport"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
@@ -47,6 +50,6 @@ echo "--- datanodes known to the metanode:"
 "$bin/strata" --meta "$meta" demo-stream
 echo
 echo "cluster running: metanode $meta, datanodes 127.0.0.1:$dport..$((dport + 2)) (logs in $data/)"
-echo "try: $bin/metanode status --meta $meta; $bin/metanode streams --meta $meta"
+echo "try: export STRATA_SECRETS_FILE=$data/cluster.secrets; $bin/metanode status --meta $meta; $bin/metanode streams --meta $meta"
 echo "Ctrl-C stops it."
 wait

@@ -73,9 +73,21 @@ impl DataNodeClient {
         Ok(c)
     }
 
+    /// Connects to `addr` and authenticates with the process's credential
+    /// ([`proto::auth::default_credential`]).
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<DataNodeClient, ClientError> {
-        let sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        DataNodeClient::connect_as(addr, proto::auth::default_credential().as_ref()).await
+    }
+
+    /// Connects to `addr` and authenticates with `cred` (`None`: as nobody, which only
+    /// a datanode without cluster secrets accepts).
+    pub async fn connect_as(
+        addr: impl ToSocketAddrs,
+        cred: Option<&proto::auth::Credential>,
+    ) -> Result<DataNodeClient, ClientError> {
+        let mut sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let _ = sock.set_nodelay(true);
+        proto::auth::client_handshake(&mut sock, cred).await?;
         let (rd, wr) = sock.into_split();
         let mut rd = tokio::io::BufReader::with_capacity(CONN_READ_BUFFER_BYTES, rd);
         let shared = Arc::new(Shared {

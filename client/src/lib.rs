@@ -48,3 +48,24 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// What a client process (gateway, GC) does at start: presents the client secret of
+/// the cluster secrets (`path`, else `STRATA_SECRETS_FILE`, else `STRATA_CLIENT_SECRET`)
+/// to metanodes and datanodes. Without secrets it presents none, which only a cluster
+/// without secrets (on loopback) accepts.
+pub fn present_client_secret(program: &str, path: Option<&std::path::Path>) -> Result<(), proto::auth::AuthError> {
+    use proto::auth::{AuthError, Keyring, Role};
+    match Keyring::from_env_or(path)? {
+        Some(k) => {
+            let c = k.credential(Role::Client).ok_or_else(|| {
+                AuthError::Config(format!("the cluster secrets hold no client secret, which {program} presents"))
+            })?;
+            proto::auth::set_default(Some(c));
+        }
+        None => eprintln!(
+            "{program}: warning: no cluster secrets ({}): talking to the cluster unauthenticated",
+            proto::auth::SECRETS_FILE_ENV
+        ),
+    }
+    Ok(())
+}

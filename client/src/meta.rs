@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use proto::auth::Credential;
 use proto::meta::{
     AllocateExtent, CopiesGone, CreateStream, DeleteExtents, ExtentInfo, Heartbeat, Member, MemberId, MetaError,
     NodeInfo, NodeState, OpenStream, Policy, RegisterNode, ReportBad, SealExtent, SetNodeState, Status, StreamId,
@@ -33,6 +34,8 @@ struct Inner {
     /// Index into `addrs` of the member believed to lead.
     leader: AtomicUsize,
     deadline: Duration,
+    /// The credential requests are signed with; `None`: the process's at the time.
+    cred: Option<Option<Credential>>,
 }
 
 impl MetaClient {
@@ -41,26 +44,53 @@ impl MetaClient {
         MetaClient::with_deadline(addrs, META_DEADLINE_DEFAULT)
     }
 
-    /// Sends the cluster token from `STRATA_CLUSTER_TOKEN` when it is set.
+    /// Signs its requests with the process's credential
+    /// ([`proto::auth::default_credential`]) as it is now.
     pub fn with_deadline(addrs: impl IntoIterator<Item = impl Into<String>>, deadline: Duration) -> MetaClient {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Ok(t) = std::env::var(proto::meta::CLUSTER_TOKEN_ENV) {
-            match reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
-                Ok(v) => {
-                    headers.insert(reqwest::header::AUTHORIZATION, v);
-                }
-                Err(_) => tracing_free_warn("STRATA_CLUSTER_TOKEN holds characters not allowed in a header; ignored"),
-            }
-        }
+        MetaClient::build(addrs, deadline, None)
+    }
+
+    /// A client that signs its requests with `cred` (`None`: sends them unsigned, which
+    /// only a metanode without cluster secrets accepts).
+    pub fn with_credential(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        deadline: Duration,
+        cred: Option<Credential>,
+    ) -> MetaClient {
+        MetaClient::build(addrs, deadline, Some(cred))
+    }
+
+    /// `cred`: `None` for the process's credential at each request.
+    fn build(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        deadline: Duration,
+        cred: Option<Option<Credential>>,
+    ) -> MetaClient {
         let http = reqwest::Client::builder()
-            .default_headers(headers)
             .connect_timeout(META_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client builds");
         let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
         assert!(!addrs.is_empty(), "a metanode client needs at least one address");
-        MetaClient { inner: Arc::new(Inner { http, addrs: Mutex::new(addrs), leader: AtomicUsize::new(0), deadline }) }
+        let inner = Inner { http, addrs: Mutex::new(addrs), leader: AtomicUsize::new(0), deadline, cred };
+        MetaClient { inner: Arc::new(inner) }
+    }
+
+    /// A request to `addr`, signed when this client has a credential.
+    fn request(&self, method: Method, addr: &str, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let mut req = self.inner.http.request(method.clone(), format!("http://{addr}{path}"));
+        let cred = match &self.inner.cred {
+            Some(c) => c.clone(),
+            None => proto::auth::default_credential(),
+        };
+        if let Some(c) = &cred {
+            req = req.header(reqwest::header::AUTHORIZATION, proto::auth::sign_http(c, method.as_str(), path, &body));
+        }
+        if !body.is_empty() {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        req
     }
 
     /// The address currently believed to be the leader's.
@@ -90,6 +120,10 @@ impl MetaClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, MetaError> {
+        let body = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| MetaError::invalid(format!("request body: {e}")))?,
+            None => Vec::new(),
+        };
         let start = Instant::now();
         let mut backoff = META_BACKOFF_MIN;
         loop {
@@ -98,10 +132,7 @@ impl MetaClient {
                 let addrs = self.inner.addrs.lock();
                 addrs[i % addrs.len()].clone()
             };
-            let mut req = self.inner.http.request(method.clone(), format!("http://{addr}{path}"));
-            if let Some(b) = body {
-                req = req.json(b);
-            }
+            let req = self.request(method.clone(), &addr, path, body.clone());
             // A member that hangs (cut off, overloaded) costs one attempt, not the deadline.
             let attempt = META_ATTEMPT_TIMEOUT.min(self.inner.deadline);
             let retry = match req.timeout(attempt).send().await {
@@ -143,9 +174,7 @@ impl MetaClient {
     /// This metanode's own view (no leader needed): `GET /v1/status` of one address.
     pub async fn status_of(&self, addr: &str) -> Result<Status, MetaError> {
         let r = self
-            .inner
-            .http
-            .get(format!("http://{addr}/v1/status"))
+            .request(Method::GET, addr, "/v1/status", Vec::new())
             .timeout(META_STATUS_TIMEOUT)
             .send()
             .await
@@ -277,8 +306,4 @@ impl MetaClient {
     pub async fn remove_node(&self, id: NodeId) -> Result<(), MetaError> {
         self.call::<(), ()>(Method::DELETE, &format!("/v1/admin/nodes/{id}"), None).await
     }
-}
-
-fn tracing_free_warn(msg: &str) {
-    eprintln!("strata client: warning: {msg}");
 }

@@ -254,6 +254,7 @@ async fn a_bad_copy_is_replaced_and_a_draining_datanode_is_emptied() {
         })
     };
     let out = std::process::Command::new(testkit::metanode_bin())
+        .envs(testkit::secrets_env())
         .args(["drain", &drained.to_string(), "--wait", "--meta", &cl.addrs().join(",")])
         .output()
         .unwrap();
@@ -479,6 +480,7 @@ async fn two_new_datanodes_are_filled_by_rebalancing_with_little_more_than_the_m
     assert_eq!(meta.repairs().await.unwrap().rebalance.planned_bytes, 0, "three nodes holding everything are even");
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(testkit::metanode_bin())
+            .envs(testkit::secrets_env())
             .args(args)
             .args(["--meta", &cl.addrs().join(",")])
             .output()

@@ -93,6 +93,7 @@ async fn a_writer_killed_with_kill9_loses_no_acknowledged_slice() {
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     const CHUNK: u64 = 4096;
     let mut child = Command::new(sibling_bin("strata"))
+        .envs(testkit::secrets_env())
         .args(["--meta", &cl.addrs().join(","), "stream", "put", &s.id.to_string(), "--chunk", "4096"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

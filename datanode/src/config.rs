@@ -131,6 +131,11 @@ pub struct Args {
     /// spdk: use hugepages (reserved and mounted beforehand) instead of ordinary memory.
     #[arg(long)]
     pub spdk_hugepages: bool,
+    /// The cluster secrets file (default: the config's `secrets`, else
+    /// $STRATA_SECRETS_FILE, else the STRATA_*_SECRET variables). Without secrets the
+    /// datanode listens on loopback only.
+    #[arg(long)]
+    pub secrets: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -154,6 +159,7 @@ struct FileConfig {
     spdk: Option<FileSpdk>,
     rebuild_rate: Option<Size>,
     rebuild_rate_busy: Option<Size>,
+    secrets: Option<PathBuf>,
 }
 
 /// The spdk backend's devices, from flags or from the file's `[spdk]` (flags win).
@@ -246,6 +252,9 @@ pub struct Config {
     /// Bytes per second rebuilds may write (0: no limit).
     pub rebuild_rate: u64,
     pub rebuild_rate_busy: u64,
+    /// The cluster secrets peers must prove they hold (`None`: anyone may connect,
+    /// refused unless `listen` is a loopback address).
+    pub keyring: Option<proto::auth::Keyring>,
 }
 
 #[derive(Debug, Clone)]
@@ -390,9 +399,20 @@ impl Config {
             Some(s) => parse_size(s).context("--rebuild-rate-busy")?,
             None => file.rebuild_rate_busy.map_or(rebuild_rate, Size::get),
         };
+        let keyring = proto::auth::Keyring::from_env_or(args.secrets.as_deref().or(file.secrets.as_deref()))?;
+        match &keyring {
+            None if !proto::auth::loopback_only(&listen) => {
+                bail!("{}", proto::auth::no_secrets_refusal("datanode", &listen))
+            }
+            Some(k) if !k.has(proto::auth::Role::Node) => bail!(
+                "the cluster secrets hold no node secret, which a datanode registers with and rebuilds from its peers with"
+            ),
+            _ => {}
+        }
         Ok(Config {
             rebuild_rate,
             rebuild_rate_busy,
+            keyring,
             node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
             meta,

@@ -44,9 +44,20 @@ pub const SCAN_WINDOW_BYTES: u64 = 4 << 20;
 
 /// Requests one connection may have in flight before the server stops reading from it.
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 1024;
-/// Request body bytes one connection may have in flight (read, not yet answered) before
-/// the server stops reading from it.
+/// Bytes one connection may have in flight before the server stops reading from it:
+/// request bodies read and not yet answered, and reads' answers not yet written to the
+/// peer (a peer that asks and never reads holds at most this).
 pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+/// The same over all connections together: what the datanode's buffers of requests
+/// and answers can take at most.
+pub const SERVER_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
+/// Connections open at once; more are closed as they arrive.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// A peer that takes no bytes of an answer for this long has stopped reading: its
+/// connection is closed, which frees what it held.
+pub const ANSWER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (out of file descriptors), instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Granularity of the byte budget.
 pub const BUDGET_UNIT_BYTES: usize = 4096;
 /// A connection's read buffer: small frames arrive many to a syscall.
@@ -69,7 +80,10 @@ const _: () = assert!(POOL_BYTES_MAX as u64 >= ROUND_BYTES_MAX);
 const _: () = assert!(CLUSTER_BYTES_DEFAULT.is_power_of_two() && CLUSTER_BYTES_DEFAULT >= IO_UNIT_BYTES);
 // Any single frame fits a connection's byte budget, so waiting for budget can never
 // deadlock.
+// The same with a read's answer, which is held beside its request.
 const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= FRAME_BODY_BYTES_MAX as usize + BUDGET_UNIT_BYTES);
+const _: () = assert!(CONNECTION_IN_FLIGHT_BYTES_MAX >= (proto::READ_BYTES_MAX as usize + 2 * BUDGET_UNIT_BYTES) * 2);
+const _: () = assert!(SERVER_IN_FLIGHT_BYTES_MAX >= CONNECTION_IN_FLIGHT_BYTES_MAX);
 // A payload received aligned is at least a read buffer long, so it is read past the
 // buffer rather than copied through it.
 const _: () = assert!(ALIGNED_PAYLOAD_BYTES_MIN >= READ_BUFFER_BYTES);

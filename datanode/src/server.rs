@@ -7,18 +7,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use proto::frame::{read_body, read_header, write_frames, FrameError, Outgoing};
+use proto::auth::{datanode_allows, server_handshake, Keyring, HANDSHAKE_TIMEOUT};
+use proto::frame::{read_body, read_header, write_frames_within, FrameError, OutFrame, Outgoing};
 use proto::msg::{decode_append_fixed, encode_response, APPEND_FIXED_BYTES};
-use proto::{ExtentError, NodeId, NodeStat, Opcode, Request, Response};
+use proto::{ExtentError, NodeId, NodeStat, Opcode, Request, Response, READ_BYTES_MAX};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::align::{align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
 use crate::extent::{Append, ExtentStore, Payload};
 use crate::limits::{
-    ALIGNED_PAYLOAD_BYTES_MIN, BUDGET_UNIT_BYTES, CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_MAX,
-    READ_BUFFER_BYTES,
+    ACCEPT_ERROR_BACKOFF, ALIGNED_PAYLOAD_BYTES_MIN, ANSWER_STALL_TIMEOUT, BUDGET_UNIT_BYTES, CONNECTIONS_MAX,
+    CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_MAX, READ_BUFFER_BYTES, SERVER_IN_FLIGHT_BYTES_MAX,
 };
 
 pub struct Server {
@@ -30,6 +31,46 @@ pub struct Server {
     rebuilds: crate::pace::Pacer,
     /// When clients last appended here (rebuilds slow down meanwhile).
     activity: Arc<crate::pace::Activity>,
+    /// The cluster secrets peers must prove they hold; `None`: anyone may connect
+    /// (only allowed on loopback).
+    keyring: Option<Arc<Keyring>>,
+    /// Request and answer bytes in flight on all connections together.
+    in_flight_bytes: Arc<Semaphore>,
+    /// Connections open at once.
+    connections: Arc<Semaphore>,
+}
+
+/// An answer on its way to the peer, holding its request's budget until written.
+struct Answer {
+    frame: Outgoing,
+    _held: Vec<Held>,
+}
+
+impl OutFrame for Answer {
+    fn head(&self) -> &[u8] {
+        self.frame.head()
+    }
+    fn tail(&self) -> Option<&[u8]> {
+        self.frame.tail()
+    }
+}
+
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// The byte budgets a request's bytes count against: its connection's, then the server's.
+struct Budget {
+    connection: Arc<Semaphore>,
+    server: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// Waits until `bytes` fit both budgets; `None` once they are closed.
+    async fn take(&self, bytes: usize) -> Option<Held> {
+        let units = bytes.div_ceil(BUDGET_UNIT_BYTES) as u32;
+        let c = self.connection.clone().acquire_many_owned(units).await.ok()?;
+        let s = self.server.clone().acquire_many_owned(units).await.ok()?;
+        Some((c, s))
+    }
 }
 
 impl Server {
@@ -40,7 +81,16 @@ impl Server {
             recv_pool: Arc::default(),
             rebuilds: crate::pace::Pacer::new(crate::limits::REBUILD_RATE_DEFAULT),
             activity: Arc::default(),
+            keyring: None,
+            in_flight_bytes: Arc::new(Semaphore::new(SERVER_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES)),
+            connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         }
+    }
+
+    /// Requires every connection to authenticate with one of `keyring`'s secrets.
+    pub fn with_keyring(mut self, keyring: Option<Keyring>) -> Server {
+        self.keyring = keyring.map(Arc::new);
+        self
     }
 
     /// Rebuilds write at most `rate` bytes per second together, and `busy_rate` while
@@ -58,27 +108,51 @@ impl Server {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
                     Ok((sock, peer)) => {
+                        let Ok(open) = self.connections.clone().try_acquire_owned() else {
+                            tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
+                            continue;
+                        };
                         let me = self.clone();
-                        tokio::spawn(async move { me.connection(sock, peer).await });
+                        tokio::spawn(async move {
+                            me.connection(sock, peer).await;
+                            drop(open);
+                        });
                     }
                     Err(e) => {
+                        // Out of descriptors (or memory): wait for some to close rather
+                        // than spin on the error.
                         tracing::warn!("accept: {e}");
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     }
                 }
             }
         }
     }
 
-    async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr) {
+    async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
         let _ = sock.set_nodelay(true);
+        let role =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut sock, self.keyring.as_deref())).await {
+                Ok(Ok(role)) => role,
+                Ok(Err(e)) => {
+                    tracing::warn!("{peer}: handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("{peer}: no handshake within {HANDSHAKE_TIMEOUT:?}; closing the connection");
+                    return;
+                }
+            };
         let (rd, wr) = sock.into_split();
         // Small frames arrive many to a syscall; large payloads bypass the buffer.
         let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
-        let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer = tokio::spawn(write_frames(wr, rx));
+        let (tx, rx) = mpsc::unbounded_channel::<Answer>();
+        let writer = tokio::spawn(write_frames_within(wr, rx, Some(ANSWER_STALL_TIMEOUT)));
         let in_flight = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
-        let in_flight_bytes = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES));
+        let budget = Budget {
+            connection: Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES)),
+            server: self.in_flight_bytes.clone(),
+        };
         loop {
             let permit = match in_flight.clone().acquire_owned().await {
                 Ok(p) => p,
@@ -93,18 +167,18 @@ impl Server {
                 }
                 Err(FrameError::Protocol { request_id, error }) => {
                     tracing::warn!("{peer}: {error}; closing the connection");
-                    let _ = tx.send(encode_response(0, request_id, &Err(error)));
+                    let _ = tx.send(Answer { frame: encode_response(0, request_id, &Err(error)), _held: Vec::new() });
                     break;
                 }
             };
-            // Hold the body's bytes against the connection's budget until it is answered.
-            let units = (header.body_len as usize).div_ceil(BUDGET_UNIT_BYTES) as u32;
-            let Ok(bytes_permit) = in_flight_bytes.clone().acquire_many_owned(units).await else { break };
+            // Hold the body's bytes against the budgets until its answer is written.
+            let Some(body_held) = budget.take(header.body_len as usize).await else { break };
+            let mut held = vec![body_held];
             let (opcode, id) = (header.opcode, header.request_id);
             let tx = tx.clone();
-            let reply = move |r: Result<Response, ExtentError>| {
-                let _ = tx.send(encode_response(opcode, id, &r));
-                drop((permit, bytes_permit));
+            let reply = move |r: Result<Response, ExtentError>, held: Vec<Held>| {
+                let _ = tx.send(Answer { frame: encode_response(opcode, id, &r), _held: held });
+                drop(permit);
             };
             let body_len = header.body_len as usize;
             let large_append =
@@ -129,14 +203,26 @@ impl Server {
                     Ok(Request::Append { extent, expected_offset, epoch, crc32c, payload }) => {
                         Append { extent, expected_offset, epoch, crc: crc32c, payload: Payload::Bytes(payload) }
                     }
+                    Ok(req) if !datanode_allows(role, req.opcode()) => {
+                        let who = role.map_or("anonymous", |r| r.name());
+                        let e = ExtentError::Forbidden(format!("a {who} peer may not send {:?}", req.opcode()));
+                        reply(Err(e), held);
+                        continue;
+                    }
                     Ok(req) => {
+                        // A read's answer is held against the budgets too, so that a
+                        // peer that asks and never reads cannot pile answers up here.
+                        if let Request::Read { len, .. } = req {
+                            let Some(answer) = budget.take(len.min(READ_BYTES_MAX) as usize).await else { break };
+                            held.push(answer);
+                        }
                         let me = self.clone();
-                        tokio::spawn(async move { reply(me.handle(req).await) });
+                        tokio::spawn(async move { reply(me.handle(req).await, held) });
                         continue;
                     }
                     Err(error) => {
                         tracing::warn!("{peer}: {error}; closing the connection");
-                        reply(Err(error));
+                        reply(Err(error), held);
                         break;
                     }
                 }
@@ -145,7 +231,8 @@ impl Server {
             // the append is decided (usually the device's flusher) and goes straight to
             // this connection's writer.
             self.activity.touch();
-            let ack = Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+            let ack =
+                Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length }), held));
             self.store.submit_append(append, ack);
         }
         drop(tx);

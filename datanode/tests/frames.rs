@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 /// the server closed the connection.
 async fn send_raw(node: &Node, bytes: &[u8]) -> Option<ExtentError> {
     let mut s = TcpStream::connect(node.addr).await.unwrap();
+    proto::auth::client_handshake(&mut s, proto::auth::default_credential().as_ref()).await.unwrap();
     let _ = s.write_all(bytes).await;
     let _ = s.shutdown().await;
     let mut refusal = None;

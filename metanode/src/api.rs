@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use proto::auth::{metanode_allows, unix_now, AuthError, HttpAuth, SECRETS_FILE_ENV};
 use proto::meta::{
     AllocateExtent, CopiesGone, CreateStream, DeleteExtents, ExtentInfo, Heartbeat, Member, MemberId, MetaError,
     NodeInfo, OpenStream, RegisterNode, RepairStatus, ReportBad, SealExtent, SetNodeState, Status, StreamId,
@@ -19,7 +20,7 @@ use proto::meta::{
 };
 use proto::{ExtentId, NodeId};
 
-use crate::limits::RAFT_BODY_BYTES_MAX;
+use crate::limits::{API_BODY_BYTES_MAX, RAFT_BODY_BYTES_MAX};
 use crate::node::MetaNode;
 use crate::TypeConfig;
 
@@ -72,22 +73,48 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> 
     }
 }
 
-/// Refuses requests without the cluster token when one is configured
-/// (`STRATA_CLUSTER_TOKEN`): `Authorization: Bearer <token>`, compared in constant time.
+/// Refuses requests that are not signed with one of the cluster's secrets, or whose
+/// role may not call the endpoint, when the metanode has secrets (see `proto::auth`).
+/// What can be checked without the body is checked before any of it is read.
 async fn authenticate(State(n): App, req: Request, next: Next) -> Response {
-    if let Some(token) = n.token() {
-        let sent =
-            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !sent.is_some_and(|s| constant_time_eq(s.as_bytes(), token.as_bytes())) {
-            let e = MetaError::Unauthorized { msg: "missing or wrong cluster token".into() };
-            return ApiError(e).into_response();
-        }
+    let Some(keyring) = n.keyring() else { return next.run(req).await };
+    let refuse = |e: AuthError| {
+        let e = match e {
+            AuthError::Forbidden(msg) => MetaError::Forbidden { msg },
+            other => MetaError::Unauthorized { msg: other.to_string() },
+        };
+        ApiError(e).into_response()
+    };
+    let Some(header) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return refuse(AuthError::Unauthorized(format!(
+            "this metanode requires signed requests: give the client the cluster secrets ({SECRETS_FILE_ENV})"
+        )));
+    };
+    let auth = match HttpAuth::parse(header) {
+        Ok(a) => a,
+        Err(e) => return refuse(e),
+    };
+    let (method, path) = (req.method().as_str().to_owned(), req.uri().path().to_owned());
+    let now = unix_now();
+    if let Err(e) = auth.precheck(keyring, now) {
+        return refuse(e);
     }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if !metanode_allows(auth.role, &method, &path) {
+        return refuse(AuthError::Forbidden(format!("a {} may not call {method} {path}", auth.role)));
+    }
+    let signed = req.uri().path_and_query().map_or(path.clone(), |p| p.as_str().to_owned());
+    let limit = if path.starts_with("/raft/") { RAFT_BODY_BYTES_MAX } else { API_BODY_BYTES_MAX };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError(MetaError::invalid(format!("request body: {e} (at most {limit} bytes)"))).into_response()
+        }
+    };
+    if let Err(e) = auth.verify(keyring, n.replay_guard(), &method, &signed, &bytes, now) {
+        return refuse(e);
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 pub fn router(node: Arc<MetaNode>) -> Router {

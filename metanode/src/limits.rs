@@ -103,3 +103,5 @@ pub const REPAIR_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 << 10;
 /// Body limit of the Raft routes: a snapshot chunk as JSON, or a batch of log entries.
 pub const RAFT_BODY_BYTES_MAX: usize = 16 << 20;
+/// Body limit of every other route (axum's default): the API's requests are small.
+pub const API_BODY_BYTES_MAX: usize = 2 << 20;

@@ -8,6 +8,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use proto::auth::Credential;
 use proto::meta::MemberId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,29 +19,25 @@ use crate::TypeConfig;
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    cred: Option<Credential>,
 }
 
 impl Network {
-    /// `token`: the cluster token to send to peers, if the group uses one.
-    pub fn new(token: Option<String>) -> Network {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(t) = token {
-            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).expect("token is header-safe");
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
+    /// `cred`: the node credential RPCs are signed with (`None`: unsigned).
+    pub fn new(cred: Option<Credential>) -> Network {
         let http = reqwest::Client::builder()
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .pool_idle_timeout(PEER_POOL_IDLE)
-            .default_headers(headers)
             .build()
             .expect("a plain HTTP client builds");
-        Network { http }
+        Network { http, cred }
     }
 }
 
 pub struct Peer {
     http: reqwest::Client,
+    cred: Option<Credential>,
     target: MemberId,
     node: BasicNode,
 }
@@ -49,7 +46,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: MemberId, node: &BasicNode) -> Peer {
-        Peer { http: self.http.clone(), target, node: node.clone() }
+        Peer { http: self.http.clone(), cred: self.cred.clone(), target, node: node.clone() }
     }
 }
 
@@ -65,14 +62,25 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{what}", self.node.addr);
-        let r = self.http.post(url).json(req).timeout(option.hard_ttl()).send().await.map_err(|e| {
-            if e.is_connect() {
-                RPCError::Unreachable(Unreachable::new(&e))
-            } else {
-                RPCError::Network(NetworkError::new(&e))
-            }
-        })?;
+        let path = format!("/raft/{what}");
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut r = self.http.post(format!("http://{}{path}", self.node.addr));
+        if let Some(c) = &self.cred {
+            r = r.header(reqwest::header::AUTHORIZATION, proto::auth::sign_http(c, "POST", &path, &body));
+        }
+        let r = r
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(option.hard_ttl())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
         let body: Result<Resp, RaftError<MemberId, E>> =
             r.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         body.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))

@@ -10,6 +10,7 @@ use client::DataNodeClient;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
+use proto::auth::Role;
 use proto::meta::{
     AllocateExtent, DeviceInfo, ExtentInfo, Heartbeat, Member, MemberId, MetaError, NodeInfo, NodeState, OpenStream,
     Policy, RegisterNode, ReportBad, SealExtent, Status, StreamId, StreamInfo, StreamView, Tombstone,
@@ -58,8 +59,10 @@ pub struct Settings {
     pub placement_seed: Option<u64>,
     /// How long the opener of a stream waits for each replica's fence.
     pub fence_timeout: Duration,
-    /// Shared secret required on every request (and sent to peers), if any.
-    pub token: Option<String>,
+    /// The cluster secrets every request must be signed with (`None`: requests are
+    /// not checked, which the binary allows on loopback only). Its node secret signs
+    /// this member's Raft RPCs.
+    pub keyring: Option<proto::auth::Keyring>,
     /// A datanode down this long has its copies repaired elsewhere.
     pub repair_delay: Duration,
     /// Repairs in flight at once, cluster-wide.
@@ -86,7 +89,7 @@ impl Settings {
             snapshot_logs: SNAPSHOT_LOGS_DEFAULT,
             placement_seed: None,
             fence_timeout: FENCE_TIMEOUT_DEFAULT,
-            token: None,
+            keyring: None,
             repair_delay: crate::limits::REPAIR_DELAY_DEFAULT,
             repair_concurrency: crate::limits::REPAIR_CONCURRENCY_DEFAULT,
             repair_per_node: crate::limits::REPAIRS_PER_NODE_DEFAULT,
@@ -124,6 +127,7 @@ pub struct MetaNode {
     soft: Mutex<Soft>,
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) repair: Mutex<crate::repair::RepairSoft>,
+    replay: proto::auth::ReplayGuard,
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -155,8 +159,14 @@ impl MetaNode {
             ..Default::default()
         }
         .validate()?;
-        let raft =
-            Raft::new(settings.id, Arc::new(config), Network::new(settings.token.clone()), log, sm.clone()).await?;
+        let raft = Raft::new(
+            settings.id,
+            Arc::new(config),
+            Network::new(settings.keyring.as_ref().and_then(|k| k.credential(Role::Node))),
+            log,
+            sm.clone(),
+        )
+        .await?;
         let rng = match settings.placement_seed {
             Some(s) => StdRng::seed_from_u64(s ^ settings.id),
             None => StdRng::from_entropy(),
@@ -170,6 +180,7 @@ impl MetaNode {
             soft: Mutex::new(Soft::default()),
             rng: Mutex::new(rng),
             repair: Mutex::default(),
+            replay: Default::default(),
         });
         node.maybe_initialize().await?;
         tokio::spawn(health_loop(Arc::downgrade(&node)));
@@ -198,8 +209,13 @@ impl MetaNode {
         }
     }
 
-    pub fn token(&self) -> Option<&str> {
-        self.settings.token.as_deref()
+    pub fn keyring(&self) -> Option<&proto::auth::Keyring> {
+        self.settings.keyring.as_ref()
+    }
+
+    /// Signed requests seen lately (a replayed one is refused).
+    pub fn replay_guard(&self) -> &proto::auth::ReplayGuard {
+        &self.replay
     }
 
     /// Proposes `cmd` and waits until it is committed and applied.

@@ -9,7 +9,7 @@ use client::MetaClient;
 use parking_lot::Mutex;
 use proto::meta::{MetaError, Policy, StreamId};
 use proto::{Epoch, ExtentId, NodeId};
-use testkit::{fake_datanode, wait_for, Cluster};
+use testkit::{fake_datanode, signed, wait_for, Cluster};
 use tokio::sync::watch;
 
 /// A writer that allocates and seals extents of one stream back to back, recording
@@ -220,50 +220,23 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(after.extents, before.extents + 1);
     // Unknown JSON and endpoints get a JSON error, not a crash.
     let http = reqwest::Client::new();
-    let r = http.get(format!("http://{}/v1/nope", cl.members[0].addr)).send().await.unwrap();
+    let to = &cl.members[0].addr;
+    let r = signed(&http, "GET", to, "/v1/nope", "").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let r = http
-        .post(format!("http://{}/v1/streams", cl.members[0].addr))
+    let r = signed(&http, "POST", to, "/v1/streams", r#"{"policy":"raid:5"}"#)
         .header("content-type", "application/json")
-        .body(r#"{"policy":"raid:5"}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let e: MetaError = r.json().await.unwrap();
     assert!(matches!(&e, MetaError::Invalid { msg } if msg.contains("raid:5")), "{e:?}");
-    let r = http.get(format!("http://{}/v1/streams/abc", cl.members[0].addr)).send().await.unwrap();
+    let r = signed(&http, "GET", to, "/v1/streams/abc", "").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(matches!(r.json::<MetaError>().await.unwrap(), MetaError::Invalid { .. }));
-    let r = http.post(format!("http://{}/v1/streams", cl.members[0].addr)).body("{").send().await.unwrap();
+    let r = signed(&http, "POST", to, "/v1/streams", "{").send().await.unwrap();
     assert!(matches!(r.json::<MetaError>().await.unwrap(), MetaError::Invalid { .. }));
     assert_eq!(c.status().await.unwrap().streams, before.streams);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_token_is_required_when_configured() {
-    let token = "s3cret-token";
-    let cl = Cluster::start_env(3, &["--node-grace-ms", "600000"], &[(proto::meta::CLUSTER_TOKEN_ENV, token)]);
-    // Without the token: refused, by every member and endpoint.
-    let http = reqwest::Client::new();
-    for m in &cl.members {
-        for path in ["/v1/status", "/v1/nodes", "/raft/vote"] {
-            let r = http.get(format!("http://{}{path}", m.addr)).send().await.unwrap();
-            assert_eq!(r.status().as_u16(), 401, "{path}");
-        }
-        let r = http.get(format!("http://{}/v1/status", m.addr)).bearer_auth("wrong").send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-    }
-    let anonymous = cl.client();
-    let r = anonymous.register_node(&fake_datanode(NodeId(1), "z")).await;
-    assert!(matches!(r, Err(MetaError::Unauthorized { .. })), "{r:?}");
-    // With it (nextest runs each test in its own process, so the variable is ours):
-    // the members elected a leader among themselves, which needs the token too.
-    std::env::set_var(proto::meta::CLUSTER_TOKEN_ENV, token);
-    let c = cl.client();
-    cl.leader().await;
-    c.register_node(&fake_datanode(NodeId(1), "z")).await.unwrap();
-    assert_eq!(c.nodes().await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,8 +308,9 @@ async fn a_new_member_catches_up_from_a_snapshot_of_a_large_state() {
         t.await.unwrap();
     }
     let total = STREAMS * PER_STREAM;
+    let http = reqwest::Client::new();
     let usage: serde_json::Value =
-        reqwest::get(format!("http://{}/v1/admin/usage", cl.addrs()[0])).await.unwrap().json().await.unwrap();
+        signed(&http, "GET", &cl.addrs()[0], "/v1/admin/usage", "").send().await.unwrap().json().await.unwrap();
     let bytes = usage["state_bytes"].as_u64().unwrap();
     eprintln!("{total} extents, {bytes} bytes of state");
     // A snapshot sent in one chunk, as JSON (up to 4 bytes of text per byte), would

@@ -55,10 +55,17 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // The cluster's secrets: its own, made at the first start. Everything here talks
+    // to the metanode and the datanodes as a node.
+    let secrets = s.data.join("cluster.secrets");
+    let keyring = load_or_create_secrets(&secrets)?;
+    proto::auth::set_default(keyring.credential(proto::auth::Role::Node));
+
     // The metanode.
     let ml = TcpListener::bind("127.0.0.1:0").await?;
     let maddr = ml.local_addr()?.to_string();
     let mut ms = metanode::Settings::new(1, maddr.clone(), s.data.join("meta"));
+    ms.keyring = Some(keyring.clone());
     ms.init = BTreeMap::from([(1, maddr.clone())]);
     let node = metanode::MetaNode::start(ms).await?;
     let app = metanode::api::router(node.clone());
@@ -87,6 +94,8 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             maddr.clone(),
             "--heartbeat-ms".into(),
             "500".into(),
+            "--secrets".into(),
+            secrets.display().to_string(),
         ];
         if !s.zero_fill {
             args.push("--no-zero-fill".into());
@@ -101,7 +110,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         let metanode = cfg.meta.clone().expect("--metanode given");
         tokio::spawn(datanode::scrub::run(store.clone(), NodeId(i), metanode.clone()));
         tokio::spawn(datanode::heartbeat::run(store.clone(), NodeId(i), addr, metanode));
-        let srv = Arc::new(Server::new(store.clone(), NodeId(i)));
+        let srv = Arc::new(Server::new(store.clone(), NodeId(i)).with_keyring(cfg.keyring.clone()));
         let mut rx = stop_rx.clone();
         tokio::spawn(srv.serve(l, async move {
             let _ = rx.changed().await;
@@ -154,6 +163,16 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         tokio::task::spawn_blocking(move || st.shutdown()).await?;
     }
     Ok(())
+}
+
+/// The secrets file under the data directory, made (mode 0600) if missing.
+fn load_or_create_secrets(path: &Path) -> anyhow::Result<proto::auth::Keyring> {
+    if !path.exists() {
+        proto::auth::Keyring::generate()
+            .write_new(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(proto::auth::Keyring::load(path)?)
 }
 
 async fn wait_nodes_up(mc: &MetaClient, n: usize) -> anyhow::Result<()> {

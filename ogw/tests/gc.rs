@@ -138,6 +138,7 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
     let start_gc = || {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&gc_log).unwrap();
         Command::new(gc_bin())
+            .envs(testkit::secrets_env())
             .args([
                 "run",
                 "--db",

@@ -50,6 +50,12 @@ pub enum ExtentError {
     UnsupportedVersion { version: u64 },
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The peer did not prove it holds a cluster secret.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The peer's role may not make this request.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl ExtentError {
@@ -79,6 +85,8 @@ impl ExtentError {
             FrameTooLarge { bytes, limit } => (20, *bytes, *limit, String::new()),
             UnsupportedVersion { version } => (21, *version, 0, String::new()),
             ShuttingDown => (22, 0, 0, String::new()),
+            Unauthorized(m) => (23, 0, 0, m.clone()),
+            Forbidden(m) => (24, 0, 0, m.clone()),
         }
     }
 
@@ -107,6 +115,8 @@ impl ExtentError {
             20 => FrameTooLarge { bytes: a, limit: b },
             21 => UnsupportedVersion { version: a },
             22 => ShuttingDown,
+            23 => Unauthorized(msg),
+            24 => Forbidden(msg),
             other => Malformed(format!("unknown error code {other}: {msg}")),
         }
     }

@@ -152,25 +152,62 @@ impl<'a> Cursor<'a> {
 /// A frame on its way out: header and fixed fields, then the payload (not copied).
 pub type Outgoing = (BytesMut, Option<Bytes>);
 
+/// What a frame writer sends: a frame's bytes, and whatever the item holds (a budget)
+/// until they are written.
+pub trait OutFrame: Send + 'static {
+    fn head(&self) -> &[u8];
+    fn tail(&self) -> Option<&[u8]>;
+}
+
+impl OutFrame for Outgoing {
+    fn head(&self) -> &[u8] {
+        &self.0
+    }
+    fn tail(&self) -> Option<&[u8]> {
+        self.1.as_deref()
+    }
+}
+
 /// Writes queued frames to `w` in order, batching small ones into one syscall and
 /// flushing whenever the queue runs dry. Returns when the queue closes (after shutting
 /// the write side down) or the connection fails.
-pub async fn write_frames<W: AsyncWrite + Unpin>(w: W, mut rx: UnboundedReceiver<Outgoing>) {
+pub async fn write_frames<W: AsyncWrite + Unpin, F: OutFrame>(w: W, rx: UnboundedReceiver<F>) {
+    write_frames_within(w, rx, None).await
+}
+
+/// As [`write_frames`], giving up on a peer that takes longer than `stall` to take
+/// one frame (it stopped reading its socket).
+pub async fn write_frames_within<W: AsyncWrite + Unpin, F: OutFrame>(
+    w: W,
+    mut rx: UnboundedReceiver<F>,
+    stall: Option<std::time::Duration>,
+) {
     let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, w);
-    while let Some((head, tail)) = rx.recv().await {
-        if w.write_all(&head).await.is_err() {
+    while let Some(frame) = rx.recv().await {
+        if within(stall, w.write_all(frame.head())).await.is_err() {
             return;
         }
-        if let Some(t) = tail {
-            if w.write_all(&t).await.is_err() {
+        if let Some(t) = frame.tail() {
+            if within(stall, w.write_all(t)).await.is_err() {
                 return;
             }
         }
-        if rx.is_empty() && w.flush().await.is_err() {
+        drop(frame);
+        if rx.is_empty() && within(stall, w.flush()).await.is_err() {
             return;
         }
     }
     let _ = w.shutdown().await;
+}
+
+async fn within(
+    stall: Option<std::time::Duration>,
+    f: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    match stall {
+        Some(t) => tokio::time::timeout(t, f).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => f.await,
+    }
 }
 
 const WRITE_BUFFER_BYTES: usize = 64 << 10;

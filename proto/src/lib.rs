@@ -2,6 +2,7 @@
 //! protocol spoken between clients and datanodes. Everything above depends on this
 //! crate; it depends on nothing of Strata's.
 
+pub mod auth;
 pub mod error;
 pub mod frame;
 mod id;

@@ -13,10 +13,6 @@ use crate::{Epoch, ExtentId, NodeId};
 /// Id of a metanode (a Raft member). Independent of datanode ids.
 pub type MemberId = u64;
 
-/// Environment variable holding the shared secret every metanode request must carry
-/// (`Authorization: Bearer ...`) when the metanodes are started with it.
-pub const CLUSTER_TOKEN_ENV: &str = "STRATA_CLUSTER_TOKEN";
-
 /// Widest redundancy policy accepted (replicas, or data plus parity shards).
 pub const POLICY_WIDTH_MAX: u8 = 32;
 
@@ -408,6 +404,9 @@ pub enum MetaError {
     NoQuorum { msg: String },
     #[error("unauthorized: {msg}")]
     Unauthorized { msg: String },
+    /// Authenticated, but the caller's role may not do this.
+    #[error("forbidden: {msg}")]
+    Forbidden { msg: String },
 }
 
 impl MetaError {
@@ -421,6 +420,7 @@ impl MetaError {
             MetaError::NoSpace { .. } => 507,
             MetaError::Invalid { .. } => 400,
             MetaError::Unauthorized { .. } => 401,
+            MetaError::Forbidden { .. } => 403,
         }
     }
 

@@ -304,3 +304,14 @@ where
         acked.push((s, data));
     }
 }
+
+/// A raw HTTP request to the metanode at `addr`, signed with this process's credential
+/// (the admin secret of [`crate::secrets`]), for tests of what `MetaClient` never sends.
+pub fn signed(http: &reqwest::Client, method: &str, addr: &str, path: &str, body: &str) -> reqwest::RequestBuilder {
+    crate::secrets();
+    let cred = proto::auth::default_credential().expect("the test secrets are installed");
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    http.request(m, format!("http://{addr}{path}"))
+        .header("authorization", proto::auth::sign_http(&cred, method, path, body.as_bytes()))
+        .body(body.to_owned())
+}

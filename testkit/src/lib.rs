@@ -6,8 +6,11 @@
 pub mod cluster;
 pub mod process;
 
-pub use cluster::{collect_in_order, fake_datanode, wait_datanodes_up, Cluster, DataNode, Member, RAFT_ARGS};
-pub use process::{datanode_bin, free_port, log_tail, metanode_bin, sibling_bin, spawn_listening, spawn_listening_env};
+pub use cluster::{collect_in_order, fake_datanode, signed, wait_datanodes_up, Cluster, DataNode, Member, RAFT_ARGS};
+pub use process::{
+    datanode_bin, free_port, log_tail, metanode_bin, secrets, secrets_env, sibling_bin, spawn_listening,
+    spawn_listening_env,
+};
 
 use std::time::{Duration, Instant};
 

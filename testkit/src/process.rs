@@ -4,7 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
+
+use proto::auth::{Keyring, Role, SECRETS_FILE_ENV};
 use std::time::Duration;
 
 /// How long a process may take to print its "listening on" line: a datanode formats
@@ -21,10 +23,13 @@ pub fn spawn_listening(bin: &Path, args: &[String], log: &Path) -> (Child, Strin
     spawn_listening_env(bin, args, log, &[])
 }
 
+/// As [`spawn_listening`], with environment variables (after the test secrets', so
+/// they can replace them).
 pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(bin)
         .args(args)
         .env("RUST_LOG", "info,openraft=warn")
+        .envs(secrets_env())
         .envs(envs.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -48,6 +53,36 @@ pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(Str
             panic!("{} did not start; its log:\n{}", bin.display(), std::fs::read_to_string(log).unwrap_or_default());
         }
     }
+}
+
+/// The cluster secrets every process the tests start is given (one file per machine
+/// and user, made by the first test that needs it). The first call also makes this
+/// process present the admin secret ([`proto::auth::set_default`]), which reaches
+/// every endpoint but Raft's.
+pub fn secrets() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let path = std::env::temp_dir().join(format!("strata-test-{uid}.secrets"));
+        if !path.exists() {
+            // Made aside and linked into place: of racing test processes, one file wins
+            // and every process reads that one.
+            let aside = path.with_extension(format!("{}.new", std::process::id()));
+            let _ = std::fs::remove_file(&aside);
+            Keyring::generate().write_new(&aside).expect("write the test secrets");
+            let _ = std::fs::hard_link(&aside, &path);
+            let _ = std::fs::remove_file(&aside);
+        }
+        let k = Keyring::load(&path).unwrap_or_else(|e| panic!("test secrets: {e}"));
+        proto::auth::set_default(k.credential(Role::Admin));
+        path
+    })
+}
+
+/// The environment that gives a process the test secrets ([`secrets`]).
+pub fn secrets_env() -> [(String, String); 1] {
+    [(SECRETS_FILE_ENV.to_string(), secrets().display().to_string())]
 }
 
 /// The last `n` lines of a log file (for the message of a failing test).

@@ -18,6 +18,10 @@ struct Cli {
     /// Metanode addresses (for `demo-stream`), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7100")]
     meta: Vec<String>,
+    /// The cluster secrets file (default: $STRATA_SECRETS_FILE, else
+    /// $STRATA_CLIENT_SECRET): `strata` presents the client secret.
+    #[arg(long)]
+    secrets: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -97,6 +101,7 @@ enum StreamCmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    client::present_client_secret("strata", cli.secrets.as_deref())?;
     match cli.cmd {
         Cmd::DemoStream => return demo_stream(&MetaClient::new(cli.meta)).await,
         Cmd::Stream(c) => return stream_cmd(MetaClient::new(cli.meta), c).await,

@@ -20,6 +20,11 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cfg = Config::from_args(&Args::parse())?;
+    // Heartbeats, scrub reports and rebuilds' reads from other datanodes go as a node.
+    proto::auth::set_default(cfg.keyring.as_ref().and_then(|k| k.credential(proto::auth::Role::Node)));
+    if cfg.keyring.is_none() {
+        tracing::warn!("no cluster secrets: anyone on this machine may connect to this datanode");
+    }
     let store = Arc::new(ExtentStore::open(&cfg.store)?);
     let r = &store.recovery;
     tracing::info!(
@@ -45,7 +50,9 @@ fn run() -> anyhow::Result<()> {
             tokio::spawn(datanode::heartbeat::run(store.clone(), cfg.node_id, advertise, meta));
         }
         let server = Arc::new(
-            Server::new(store.clone(), cfg.node_id).with_rebuild_rate(cfg.rebuild_rate, cfg.rebuild_rate_busy),
+            Server::new(store.clone(), cfg.node_id)
+                .with_rebuild_rate(cfg.rebuild_rate, cfg.rebuild_rate_busy)
+                .with_keyring(cfg.keyring.clone()),
         );
         server.serve(listener, client::shutdown_signal()).await;
         tracing::info!("shutting down");

@@ -94,6 +94,14 @@ impl Node {
         self.spawn();
     }
 
+    /// The running process's resident memory, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("datanode-{}.log", self.starts))).unwrap_or_default()
     }

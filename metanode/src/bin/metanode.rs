@@ -10,18 +10,25 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use client::MetaClient;
 use metanode::{limits, MetaNode, Settings};
-use proto::meta::{NodeState, Policy, StreamId, CLUSTER_TOKEN_ENV};
+use proto::auth::{self, Keyring, Role};
+use proto::meta::{NodeState, Policy, StreamId};
 use proto::NodeId;
 
 #[derive(Parser)]
 #[command(
     name = "metanode",
     about = "Strata's metanode: serve, or administer a running group",
-    after_help = "With STRATA_CLUSTER_TOKEN set, `serve` requires it on every request \
-                  (Authorization: Bearer) and sends it to peers; the admin commands, \
-                  datanodes and clients send it when it is set in their environment."
+    after_help = "Cluster secrets (`metanode secrets FILE` makes them) come from --secrets, \
+                  STRATA_SECRETS_FILE, or STRATA_CLIENT_SECRET, STRATA_NODE_SECRET and \
+                  STRATA_ADMIN_SECRET. `serve` checks every request against them and refuses to \
+                  listen beyond loopback without them; the admin commands sign with the admin \
+                  secret (else the client secret)."
 )]
 struct Cli {
+    /// The cluster secrets file (default: $STRATA_SECRETS_FILE, else the STRATA_*_SECRET
+    /// variables).
+    #[arg(long, global = true)]
+    secrets: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,6 +109,9 @@ impl std::fmt::Display for MsRange {
 enum Cmd {
     /// Run a metanode.
     Serve(Serve),
+    /// Write a new secrets file (mode 0600) with a fresh secret per role: give each
+    /// host the lines of the roles it needs (see README.md, "Cluster secrets").
+    Secrets { file: PathBuf },
     /// Print one member's view of the group (no leader needed).
     Status(Target),
     /// Add a metanode (started without --init) as a voter.
@@ -208,7 +218,14 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = rt.block_on(run(cli.cmd)) {
+    let keyring = match Keyring::from_env_or(cli.secrets.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("metanode: error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli.cmd, keyring)) {
         eprintln!("metanode: error: {e:#}");
         std::process::exit(2);
     }
@@ -246,19 +263,34 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
     }
     s.rebalance_threshold = a.rebalance_threshold_pct as f64 / 100.0;
     s.rebalance_min_bytes = a.rebalance_min_mib << 20;
-    s.token = std::env::var(CLUSTER_TOKEN_ENV).ok().filter(|t| !t.is_empty());
-    if s.token.as_ref().is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err()) {
-        bail!("{CLUSTER_TOKEN_ENV} holds characters not allowed in an HTTP header");
-    }
     Ok(s)
 }
 
-async fn run(cmd: Cmd) -> anyhow::Result<()> {
+async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
     let json = |v: &dyn erased::Json| println!("{}", v.json());
+    if !matches!(cmd, Cmd::Serve(_)) {
+        // The admin commands act as an admin when they can.
+        auth::set_default(keyring.as_ref().and_then(|k| k.credential_of(&[Role::Admin, Role::Client])));
+    }
     match cmd {
+        Cmd::Secrets { file } => {
+            Keyring::generate().write_new(&file).with_context(|| format!("cannot create {}", file.display()))?;
+            println!("wrote {}: client, node and admin secrets (mode 0600)", file.display());
+        }
         Cmd::Serve(a) => {
             let listen = a.listen;
-            let s = settings(a)?;
+            let mut s = settings(a)?;
+            match &keyring {
+                None if !auth::loopback_only(&listen) => bail!("{}", auth::no_secrets_refusal("metanode", &listen)),
+                None => tracing::warn!("no cluster secrets: anyone on this machine may call this metanode"),
+                Some(k) if !k.has(Role::Node) => {
+                    bail!("the cluster secrets hold no node secret, which metanodes sign Raft RPCs with")
+                }
+                Some(_) => {}
+            }
+            // Repair and the opener's fences reach datanodes as a node.
+            auth::set_default(keyring.as_ref().and_then(|k| k.credential(Role::Node)));
+            s.keyring = keyring;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let node = MetaNode::start(s.clone()).await?;

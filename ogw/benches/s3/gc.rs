@@ -40,12 +40,19 @@ fn num(v: &Value, k: &str) -> u64 {
 
 /// Bytes on the devices: every extent's sealed length times its copies (the open ones
 /// count nothing; idle sealing closes them within seconds).
-async fn device_bytes(http: &reqwest::Client, meta: &str) -> u64 {
-    let streams: Value = http.get(format!("http://{meta}/v1/streams")).send().await.unwrap().json().await.unwrap();
+async fn device_bytes(http: &reqwest::Client, meta: &str, data: &Path) -> u64 {
+    // Standalone's own secrets sign the requests.
+    let keys = proto::auth::Keyring::load(&data.join("cluster.secrets")).unwrap();
+    let cred = keys.credential(proto::auth::Role::Client).unwrap();
+    let get = |path: String| {
+        let auth = proto::auth::sign_http(&cred, "GET", &path, b"");
+        let req = http.get(format!("http://{meta}{path}")).header("authorization", auth);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let streams = get("/v1/streams".into()).await;
     let mut total = 0;
     for s in streams.as_array().unwrap() {
-        let v: Value =
-            http.get(format!("http://{meta}/v1/streams/{}", s["id"])).send().await.unwrap().json().await.unwrap();
+        let v = get(format!("/v1/streams/{}", s["id"])).await;
         for e in v["extents"].as_array().unwrap() {
             total += e["sealed_len"].as_u64().unwrap_or(0) * e["replicas"].as_array().unwrap().len() as u64;
         }
@@ -115,7 +122,7 @@ pub fn bench(secs: f64) {
     let before = status(&data);
     let written = Instant::now();
     let (after, moved) = quiet(&data, written);
-    let on_devices = rt.block_on(device_bytes(&http, &meta));
+    let on_devices = rt.block_on(device_bytes(&http, &meta, &data));
     let live = KEYS * SIZE as u64;
     emit(
         json!({"suite": "gc", "case": "space_amplification_after_overwrites", "value": on_devices as f64 / (live * 3) as f64,
@@ -130,7 +137,7 @@ pub fn bench(secs: f64) {
         "bytes_copied": copied, "seconds_compacting": took, "seconds_until_quiet": moved.duration_since(written).as_secs_f64()}));
     // Delete everything; time until the devices are free again.
     let (_, _) = quiet(&data, Instant::now());
-    let held = rt.block_on(device_bytes(&http, &meta));
+    let held = rt.block_on(device_bytes(&http, &meta, &data));
     let r0 = num(&status(&data), "bytes_reclaimed_total");
     let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("k{i}")).collect());
     let t0 = Instant::now();

@@ -19,6 +19,10 @@ use serde::Deserialize;
 #[derive(Parser)]
 #[command(name = "gc", about = "Strata's garbage collector: gives the space of deleted data back")]
 struct Cli {
+    /// `run`: the cluster secrets file, whose client secret GC presents to metanodes
+    /// and datanodes (default: $STRATA_SECRETS_FILE, else $STRATA_CLIENT_SECRET).
+    #[arg(long, global = true)]
+    secrets: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -90,7 +94,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    if let Err(e) = rt.block_on(run(Cli::parse().cmd)) {
+    let cli = Cli::parse();
+    if let Err(e) = rt.block_on(run(cli.cmd, cli.secrets)) {
         eprintln!("gc: error: {e:#}");
         std::process::exit(2);
     }
@@ -100,9 +105,10 @@ async fn catalog(url: &str) -> anyhow::Result<Catalog> {
     Ok(Catalog { db: Db::connect(url).await?, key: MasterKey::ephemeral() })
 }
 
-async fn run(cmd: Cmd) -> anyhow::Result<()> {
+async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run(a) => {
+            client::present_client_secret("gc", secrets.as_deref())?;
             let (db, meta, cfg) = settings(a)?;
             let c = catalog(&db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -18,6 +18,11 @@ use rand::distributions::{Alphanumeric, DistString};
 #[derive(Parser)]
 #[command(name = "ogw", about = "Strata's S3 gateway")]
 struct Cli {
+    /// `serve`: the cluster secrets file, whose client secret the gateway presents to
+    /// metanodes and datanodes (default: $STRATA_SECRETS_FILE, else
+    /// $STRATA_CLIENT_SECRET). `standalone` makes its own.
+    #[arg(long, global = true)]
+    secrets: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -201,7 +206,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    if let Err(e) = rt.block_on(run(Cli::parse().cmd)) {
+    let cli = Cli::parse();
+    if let Err(e) = rt.block_on(run(cli.cmd, cli.secrets)) {
         eprintln!("ogw: error: {e:#}");
         std::process::exit(2);
     }
@@ -212,7 +218,7 @@ async fn open_catalog(d: &DbArgs) -> anyhow::Result<Catalog> {
     Ok(Catalog { db: Db::connect(&d.db).await?, key })
 }
 
-async fn run(cmd: Cmd) -> anyhow::Result<()> {
+async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
     match cmd {
         Cmd::Standalone {
             data,
@@ -260,6 +266,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             standalone::run(s, client::shutdown_signal()).await?;
         }
         Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain, stream_args } => {
+            client::present_client_secret("ogw", secrets.as_deref())?;
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
