@@ -12,41 +12,74 @@
 //! whose body was not read to its end says `Connection: close`, and the connection
 //! ends with it: neither side reads past the response.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// A request body that records whether it was read to its end.
+/// A request body that records whether it was read to its end, and fails when the
+/// client leaves it idle for longer than the idle timeout while it is being read.
 pub struct Tracked<B> {
     inner: B,
     done: Arc<AtomicBool>,
+    idle: Duration,
+    /// Made when the body first waits for the client.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B: Body + Unpin> Tracked<B> {
     /// The body, and the flag that says it was read to its end (set at once for a body
     /// that is empty).
-    pub fn new(inner: B) -> (Tracked<B>, Arc<AtomicBool>) {
+    pub fn new(inner: B, idle: Duration) -> (Tracked<B>, Arc<AtomicBool>) {
         let done = Arc::new(AtomicBool::new(inner.is_end_stream()));
-        (Tracked { inner, done: done.clone() }, done)
+        (Tracked { inner, done: done.clone(), idle, timer: None }, done)
     }
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
-    type Data = Bytes;
-    type Error = B::Error;
+/// A body's failure: the connection's, or the client's silence.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError<E> {
+    #[error(transparent)]
+    Read(E),
+    #[error("the client sent no body bytes for {0:?}")]
+    Idle(Duration),
+}
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+impl<B> Body for Tracked<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BodyError<B::Error>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError<B::Error>>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(BodyError::Idle(self.idle))));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => self.done.store(true, Ordering::Release),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done.store(true, Ordering::Release),
             _ => {}
         }
-        r
+        let deadline = tokio::time::Instant::now() + self.idle;
+        if let Some(t) = self.timer.as_mut() {
+            t.as_mut().reset(deadline);
+        }
+        r.map(|o| o.map(|f| f.map_err(BodyError::Read)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -74,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_read_to_its_end_is_marked_done() {
-        let (mut b, done) = Tracked::new(Full::new(Bytes::from_static(b"abc")));
+        let (mut b, done) = Tracked::new(Full::new(Bytes::from_static(b"abc")), Duration::from_secs(5));
         assert!(!done.load(Ordering::Acquire), "nothing read yet");
         let frame = b.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"abc"));
@@ -86,13 +119,13 @@ mod tests {
 
     #[test]
     fn an_unread_body_closes_the_connection_on_http1_only() {
-        let (_b, done) = Tracked::new(Full::new(Bytes::from_static(b"x")));
+        let (_b, done) = Tracked::new(Full::new(Bytes::from_static(b"x")), Duration::from_secs(5));
         let mut resp = http::Response::new(());
         close_if_unread(http::Version::HTTP_2, &done, &mut resp);
         assert!(resp.headers().get("connection").is_none());
         close_if_unread(http::Version::HTTP_11, &done, &mut resp);
         assert_eq!(resp.headers()["connection"], "close");
-        let (_b, done) = Tracked::new(Full::new(Bytes::new()));
+        let (_b, done) = Tracked::new(Full::new(Bytes::new()), Duration::from_secs(5));
         assert!(done.load(Ordering::Acquire), "an empty body needs no reading");
     }
 }

@@ -35,6 +35,21 @@ pub const SECRET_KEY_BYTES: RangeInclusive<usize> = 8..=128;
 /// Largest header block a request may send (431 beyond): S3 allows 2 KB of user
 /// metadata, and SigV4 headers and long keys need more.
 pub const HEADER_BYTES_MAX: usize = 64 << 10;
+/// Largest file a form POST (POST Object, for browsers) may upload. s3s reads the file
+/// into memory before the form's policy and signature are checked, so this bounds what
+/// an anonymous POST can make a gateway hold (AWS allows 5 GB: larger uploads here use
+/// PUT or multipart, which stream).
+pub const POST_OBJECT_BYTES_MAX: u64 = 32 << 20;
+/// A form POST's other fields together (the policy, its signature, metadata).
+pub const FORM_FIELDS_BYTES_MAX: usize = 1 << 20;
+/// Connections open at once; more are closed as they arrive.
+pub const CONNECTIONS_MAX: usize = 16_384;
+/// Default for `--idle-timeout`: a connection that sends no request head for this long
+/// (new, or kept alive between requests), or leaves the body it is sending idle this
+/// long, is closed (what slowloris relies on).
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (out of file descriptors), instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a looked-up access key is trusted before it is looked up again (a deleted
 /// key goes on working this long on gateways that saw it).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);

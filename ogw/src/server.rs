@@ -3,10 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use client::{MetaClient, StreamClient, StreamConfig};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use proto::meta::Policy;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
@@ -16,7 +17,10 @@ use crate::catalog::Catalog;
 use crate::class::Classes;
 use crate::data::Data;
 use crate::db::Db;
-use crate::limits::{HEADER_BYTES_MAX, LOW_WATER_PERIOD};
+use crate::limits::{
+    ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX, FORM_FIELDS_BYTES_MAX, HEADER_BYTES_MAX, LOW_WATER_PERIOD,
+    POST_OBJECT_BYTES_MAX,
+};
 use crate::s3::Gateway;
 use crate::secrets::MasterKey;
 
@@ -65,6 +69,13 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     let (gw, auth) = Gateway::new(catalog.clone(), data, classes);
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
+    // s3s reads a form POST's file into memory before the policy's signature is
+    // checked: bound what an anonymous POST can make the gateway hold.
+    let mut config = s3s::config::S3Config::default();
+    config.post_object_max_file_size = POST_OBJECT_BYTES_MAX;
+    config.form_max_fields_size = FORM_FIELDS_BYTES_MAX;
+    config.form_max_field_size = config.form_max_field_size.min(FORM_FIELDS_BYTES_MAX);
+    b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(config))));
     if !o.domains.is_empty() {
         for d in &o.domains {
             if d.is_empty() || d.starts_with('.') || d.contains(':') || d.contains('/') {
@@ -76,19 +87,30 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     Ok((b.build(), catalog))
 }
 
-/// Serves S3 on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Future<Output = ()>) {
+/// Serves S3 on `listener` until `shutdown` resolves. A connection that sends no
+/// request head within `idle` (a new one, or a kept-alive one between requests), or
+/// leaves a body it is sending idle that long, is closed; at most
+/// `CONNECTIONS_MAX` are open at once.
+pub async fn serve(listener: TcpListener, service: S3Service, idle: Duration, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    // Out of descriptors (or memory): wait for some to close rather
+                    // than spin on the error.
                     tracing::warn!("accept: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
             },
             _ = &mut shutdown => return,
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
@@ -97,7 +119,7 @@ pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Fut
             async move {
                 let version = req.version();
                 let (parts, body) = req.into_parts();
-                let (body, read) = body::Tracked::new(body);
+                let (body, read) = body::Tracked::new(body, idle);
                 let resp = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body))).await;
                 resp.map(|mut resp| {
                     body::close_if_unread(version, &read, &mut resp);
@@ -106,13 +128,19 @@ pub async fn serve(listener: TcpListener, service: S3Service, shutdown: impl Fut
             }
         });
         tokio::spawn(async move {
+            // hyper's header timeout starts once it has seen the first bytes (it reads
+            // them to tell HTTP/1 from HTTP/2): a client that sends nothing is timed here.
+            if !matches!(tokio::time::timeout(idle, stream.peek(&mut [0u8; 1])).await, Ok(Ok(1))) {
+                return;
+            }
             let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // A request's header block may be at most this large (431 beyond).
-            conn.http1().max_buf_size(HEADER_BYTES_MAX);
+            conn.http1().max_buf_size(HEADER_BYTES_MAX).timer(TokioTimer::new()).header_read_timeout(idle);
             conn.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
             if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!("connection: {e}");
             }
+            drop(slot);
         });
     }
 }

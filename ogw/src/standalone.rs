@@ -45,6 +45,8 @@ pub struct Standalone {
     pub gc: gc::Config,
     /// How the gateway's LogStreams are written.
     pub stream: client::StreamConfig,
+    /// S3 connections idle this long are closed.
+    pub idle_timeout: Duration,
 }
 
 pub const TENANT: &str = "default";
@@ -156,7 +158,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-    server::serve(l, svc, shutdown).await;
+    server::serve(l, svc, s.idle_timeout, shutdown).await;
     let _ = stop_tx.send(true);
     node.raft.shutdown().await.ok();
     for st in stores {

@@ -106,6 +106,9 @@ enum Cmd {
         gc_compact_below: Option<f64>,
         #[command(flatten)]
         streams: StreamArgs,
+        /// Close S3 connections that send no request (or leave a body idle) this long.
+        #[arg(long, default_value = "30s", value_parser = gc::parse_duration)]
+        idle_timeout: Duration,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -134,6 +137,9 @@ enum Cmd {
         domain: Vec<String>,
         #[command(flatten)]
         stream_args: StreamArgs,
+        /// Close S3 connections that send no request (or leave a body idle) this long.
+        #[arg(long, default_value = "30s", value_parser = gc::parse_duration)]
+        idle_timeout: Duration,
     },
     /// Set a bucket's default policy: what objects PUT without a storage class are
     /// written with (e.g. ec:4+2; they then report STANDARD_IA).
@@ -234,6 +240,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             gc_upload_age,
             gc_compact_below,
             streams,
+            idle_timeout,
         } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
@@ -262,10 +269,11 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                     }
                 },
                 stream: streams.config()?,
+                idle_timeout,
             };
             standalone::run(s, client::shutdown_signal()).await?;
         }
-        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain, stream_args } => {
+        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain, stream_args, idle_timeout } => {
             client::present_client_secret("ogw", secrets.as_deref())?;
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
@@ -286,7 +294,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             use std::io::Write;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
-            server::serve(l, svc, client::shutdown_signal()).await;
+            server::serve(l, svc, idle_timeout, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
             open_catalog(&db).await?.set_bucket_policy(&bucket, policy).await?;
