@@ -51,8 +51,13 @@ pub const CONNECTION_IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// The same over all connections together: what the datanode's buffers of requests
 /// and answers can take at most.
 pub const SERVER_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
-/// Connections open at once; more are closed as they arrive.
+/// Connections open at once past their handshake; more are closed.
 pub const CONNECTIONS_MAX: usize = 4096;
+/// Connections still in their handshake (`proto::auth::HANDSHAKE_TIMEOUT` at most), from
+/// one peer address and in all: whoever reaches the port without a secret can hold no
+/// more than these.
+pub const UNPROVEN_PER_ADDRESS_MAX: usize = 64;
+pub const UNPROVEN_MAX: usize = 1024;
 /// A peer that takes no bytes of an answer for this long has stopped reading: its
 /// connection is closed, which frees what it held.
 pub const ANSWER_STALL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -20,6 +20,7 @@ use crate::extent::{Append, ExtentStore, Payload};
 use crate::limits::{
     ACCEPT_ERROR_BACKOFF, ALIGNED_PAYLOAD_BYTES_MIN, ANSWER_STALL_TIMEOUT, BUDGET_UNIT_BYTES, CONNECTIONS_MAX,
     CONNECTION_IN_FLIGHT_BYTES_MAX, CONNECTION_IN_FLIGHT_MAX, READ_BUFFER_BYTES, SERVER_IN_FLIGHT_BYTES_MAX,
+    UNPROVEN_MAX, UNPROVEN_PER_ADDRESS_MAX,
 };
 
 pub struct Server {
@@ -36,8 +37,48 @@ pub struct Server {
     keyring: Option<Arc<Keyring>>,
     /// Request and answer bytes in flight on all connections together.
     in_flight_bytes: Arc<Semaphore>,
-    /// Connections open at once.
+    /// Connections open at once (past their handshake).
     connections: Arc<Semaphore>,
+    /// Connections still in their handshake, per peer address.
+    unproven: Arc<Handshaking>,
+}
+
+/// Connections that have not yet proved who they are: a few per peer address, so that
+/// whoever can reach the port cannot crowd out the cluster's own peers.
+#[derive(Default)]
+struct Handshaking {
+    by_ip: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Handshaking {
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Unproven> {
+        let mut m = self.by_ip.lock();
+        let total: usize = m.values().sum();
+        let n = m.entry(ip).or_default();
+        if *n >= UNPROVEN_PER_ADDRESS_MAX || total >= UNPROVEN_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Unproven { gate: self.clone(), ip })
+    }
+}
+
+/// A connection in its handshake; counted until dropped.
+struct Unproven {
+    gate: Arc<Handshaking>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        let mut m = self.gate.by_ip.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// An answer on its way to the peer, holding its request's budget until written.
@@ -55,7 +96,7 @@ impl OutFrame for Answer {
     }
 }
 
-type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+type Held = OwnedSemaphorePermit;
 
 /// The byte budgets a request's bytes count against: its connection's, then the server's.
 struct Budget {
@@ -64,12 +105,13 @@ struct Budget {
 }
 
 impl Budget {
-    /// Waits until `bytes` fit both budgets; `None` once they are closed.
-    async fn take(&self, bytes: usize) -> Option<Held> {
+    /// Waits until `bytes` fit both budgets, and adds what it took to `held`; `None`
+    /// once they are closed.
+    async fn take(&self, bytes: usize, held: &mut Vec<Held>) -> Option<()> {
         let units = bytes.div_ceil(BUDGET_UNIT_BYTES) as u32;
-        let c = self.connection.clone().acquire_many_owned(units).await.ok()?;
-        let s = self.server.clone().acquire_many_owned(units).await.ok()?;
-        Some((c, s))
+        held.push(self.connection.clone().acquire_many_owned(units).await.ok()?);
+        held.push(self.server.clone().acquire_many_owned(units).await.ok()?);
+        Some(())
     }
 }
 
@@ -84,6 +126,7 @@ impl Server {
             keyring: None,
             in_flight_bytes: Arc::new(Semaphore::new(SERVER_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES)),
             connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            unproven: Arc::default(),
         }
     }
 
@@ -108,15 +151,12 @@ impl Server {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
                     Ok((sock, peer)) => {
-                        let Ok(open) = self.connections.clone().try_acquire_owned() else {
-                            tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
+                        let Some(unproven) = self.unproven.admit(peer.ip()) else {
+                            tracing::warn!("{peer}: refused: too many connections from it are still in their handshake");
                             continue;
                         };
                         let me = self.clone();
-                        tokio::spawn(async move {
-                            me.connection(sock, peer).await;
-                            drop(open);
-                        });
+                        tokio::spawn(async move { me.connection(sock, peer, unproven).await });
                     }
                     Err(e) => {
                         // Out of descriptors (or memory): wait for some to close rather
@@ -129,7 +169,7 @@ impl Server {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
+    async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr, unproven: Unproven) {
         let _ = sock.set_nodelay(true);
         let role =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut sock, self.keyring.as_deref())).await {
@@ -143,12 +183,19 @@ impl Server {
                     return;
                 }
             };
+        drop(unproven);
+        // Only peers that proved who they are take one of the connection slots.
+        let Ok(_open) = self.connections.clone().try_acquire_owned() else {
+            tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
+            return;
+        };
         let (rd, wr) = sock.into_split();
         // Small frames arrive many to a syscall; large payloads bypass the buffer.
         let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::unbounded_channel::<Answer>();
         let writer = tokio::spawn(write_frames_within(wr, rx, Some(ANSWER_STALL_TIMEOUT)));
         let in_flight = Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_MAX));
+        let heavy = Arc::new(Semaphore::new(1));
         let budget = Budget {
             connection: Arc::new(Semaphore::new(CONNECTION_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES)),
             server: self.in_flight_bytes.clone(),
@@ -158,7 +205,15 @@ impl Server {
                 Ok(p) => p,
                 Err(_) => break,
             };
-            let header = match read_header(&mut rd).await {
+            // A writer that gave up on the peer (it stopped reading) ends the connection.
+            let next = tokio::select! {
+                h = read_header(&mut rd) => h,
+                _ = tx.closed() => {
+                    tracing::warn!("{peer}: took no answer for {ANSWER_STALL_TIMEOUT:?}; closing the connection");
+                    break;
+                }
+            };
+            let header = match next {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(FrameError::Io(e)) => {
@@ -172,8 +227,8 @@ impl Server {
                 }
             };
             // Hold the body's bytes against the budgets until its answer is written.
-            let Some(body_held) = budget.take(header.body_len as usize).await else { break };
-            let mut held = vec![body_held];
+            let mut held = Vec::with_capacity(3);
+            let Some(()) = budget.take(header.body_len as usize, &mut held).await else { break };
             let (opcode, id) = (header.opcode, header.request_id);
             let tx = tx.clone();
             let reply = move |r: Result<Response, ExtentError>, held: Vec<Held>| {
@@ -212,9 +267,18 @@ impl Server {
                     Ok(req) => {
                         // A read's answer is held against the budgets too, so that a
                         // peer that asks and never reads cannot pile answers up here.
-                        if let Request::Read { len, .. } = req {
-                            let Some(answer) = budget.take(len.min(READ_BYTES_MAX) as usize).await else { break };
-                            held.push(answer);
+                        // Answers of unbounded size (lists) go one at a time per connection.
+                        match req {
+                            Request::Read { len, .. } => {
+                                let Some(()) = budget.take(len.min(READ_BYTES_MAX) as usize, &mut held).await else {
+                                    break;
+                                };
+                            }
+                            Request::List | Request::Records { .. } | Request::NodeStat => {
+                                let Ok(one) = heavy.clone().acquire_owned().await else { break };
+                                held.push(one);
+                            }
+                            _ => {}
                         }
                         let me = self.clone();
                         tokio::spawn(async move { reply(me.handle(req).await, held) });

@@ -125,3 +125,43 @@ async fn a_client_may_not_ask_for_a_rebuild_but_a_node_may() {
     let r = peer.rebuild(rebuild).await;
     assert!(!matches!(&r, Err(ClientError::Extent(ExtentError::Forbidden(_) | ExtentError::Unauthorized(_)))), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_handshake_cannot_crowd_out_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), default_args(dir.path()));
+    // 300 connections from another address that never say a word.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        silent.push(s.connect(node.addr).await.unwrap());
+    }
+    // The cluster's own peers connect and are served meanwhile.
+    for _ in 0..20 {
+        let c = node.client().await;
+        c.node_stat().await.unwrap();
+    }
+    // All but a few were closed at once; those within the handshake timeout.
+    let start = std::time::Instant::now();
+    let waits: Vec<_> = silent
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut b = [0u8; 64];
+                let within = proto::auth::HANDSHAKE_TIMEOUT * 3;
+                let r = tokio::time::timeout(within, tokio::io::AsyncReadExt::read(&mut s, &mut b)).await;
+                assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "a silent connection stayed open {within:?}");
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut closed_at_once = 0;
+    for w in waits {
+        if w.await.unwrap() < proto::auth::HANDSHAKE_TIMEOUT / 2 {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 200, "only {closed_at_once} of 300 were refused at once");
+    assert!(node.log().contains("too many connections from it"), "{}", node.log());
+}

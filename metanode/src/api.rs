@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -20,7 +20,7 @@ use proto::meta::{
 };
 use proto::{ExtentId, NodeId};
 
-use crate::limits::{API_BODY_BYTES_MAX, RAFT_BODY_BYTES_MAX};
+use crate::limits::{API_BODY_BYTES_MAX, RAFT_BODY_BYTES_MAX, UNVERIFIED_BODY_TIMEOUT};
 use crate::node::MetaNode;
 use crate::TypeConfig;
 
@@ -104,11 +104,23 @@ async fn authenticate(State(n): App, req: Request, next: Next) -> Response {
     }
     let signed = req.uri().path_and_query().map_or(path.clone(), |p| p.as_str().to_owned());
     let limit = if path.starts_with("/raft/") { RAFT_BODY_BYTES_MAX } else { API_BODY_BYTES_MAX };
+    // Bodies are read before their signature can be checked (it covers their hash):
+    // what all such reads may hold together is bounded, and each must arrive in time.
+    let announced = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let units = announced.unwrap_or(limit).min(limit).div_ceil(1024).max(1) as u32;
+    let Ok(_held) = n.unverified_bodies().clone().try_acquire_many_owned(units) else {
+        let e = MetaError::unavailable("too many request bodies are being read: try again");
+        return ApiError(e).into_response();
+    };
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
+    let bytes = match tokio::time::timeout(UNVERIFIED_BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             return ApiError(MetaError::invalid(format!("request body: {e} (at most {limit} bytes)"))).into_response()
+        }
+        Err(_) => {
+            let e = MetaError::invalid(format!("request body not received within {UNVERIFIED_BODY_TIMEOUT:?}"));
+            return ApiError(e).into_response();
         }
     };
     if let Err(e) = auth.verify(keyring, n.replay_guard(), &method, &signed, &bytes, now) {

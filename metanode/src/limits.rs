@@ -105,3 +105,11 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 << 10;
 pub const RAFT_BODY_BYTES_MAX: usize = 16 << 20;
 /// Body limit of every other route (axum's default): the API's requests are small.
 pub const API_BODY_BYTES_MAX: usize = 2 << 20;
+/// Request bodies the metanode holds at once before their signatures are checked
+/// (a body is read whole to check its hash): enough for a few snapshot chunks and
+/// log batches of the members, bounded against whoever reaches the port.
+pub const UNVERIFIED_BODIES_BYTES_MAX: usize = 64 << 20;
+/// A request body must arrive within this.
+pub const UNVERIFIED_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const _: () = assert!(UNVERIFIED_BODIES_BYTES_MAX >= 2 * RAFT_BODY_BYTES_MAX, "a member's largest RPC fits twice");

@@ -60,7 +60,7 @@ pub struct Settings {
     /// How long the opener of a stream waits for each replica's fence.
     pub fence_timeout: Duration,
     /// The cluster secrets every request must be signed with (`None`: requests are
-    /// not checked, which the binary allows on loopback only). Its node secret signs
+    /// not checked, which the binary allows on loopback only). Its member secret signs
     /// this member's Raft RPCs.
     pub keyring: Option<proto::auth::Keyring>,
     /// A datanode down this long has its copies repaired elsewhere.
@@ -128,6 +128,8 @@ pub struct MetaNode {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) repair: Mutex<crate::repair::RepairSoft>,
     replay: proto::auth::ReplayGuard,
+    /// Budget of request bodies read before their signature is checked, in KiB.
+    unverified: Arc<tokio::sync::Semaphore>,
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
@@ -162,7 +164,7 @@ impl MetaNode {
         let raft = Raft::new(
             settings.id,
             Arc::new(config),
-            Network::new(settings.keyring.as_ref().and_then(|k| k.credential(Role::Node))),
+            Network::new(settings.keyring.as_ref().and_then(|k| k.credential(Role::Member))),
             log,
             sm.clone(),
         )
@@ -181,6 +183,7 @@ impl MetaNode {
             rng: Mutex::new(rng),
             repair: Mutex::default(),
             replay: Default::default(),
+            unverified: Arc::new(tokio::sync::Semaphore::new(crate::limits::UNVERIFIED_BODIES_BYTES_MAX / 1024)),
         });
         node.maybe_initialize().await?;
         tokio::spawn(health_loop(Arc::downgrade(&node)));
@@ -211,6 +214,11 @@ impl MetaNode {
 
     pub fn keyring(&self) -> Option<&proto::auth::Keyring> {
         self.settings.keyring.as_ref()
+    }
+
+    /// What request bodies read before their signatures are checked may hold, in KiB.
+    pub fn unverified_bodies(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.unverified
     }
 
     /// Signed requests seen lately (a replayed one is refused).

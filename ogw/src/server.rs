@@ -21,7 +21,7 @@ use crate::limits::{
     ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX, FORM_FIELDS_BYTES_MAX, HEADER_BYTES_MAX, LOW_WATER_PERIOD,
     POST_OBJECT_BYTES_MAX,
 };
-use crate::s3::Gateway;
+use crate::s3::{stamp, Gateway};
 use crate::secrets::MasterKey;
 
 /// LogStreams per policy a gateway spreads bodies over, unless told otherwise.
@@ -118,10 +118,21 @@ pub async fn serve(listener: TcpListener, service: S3Service, idle: Duration, sh
             let svc = svc.clone();
             async move {
                 let version = req.version();
+                let id = stamp::request_id();
                 let (parts, body) = req.into_parts();
+                if let Some(r) = stamp::precheck(&parts, time::OffsetDateTime::now_utc()) {
+                    let mut resp = http::Response::new(s3s::Body::from(stamp::error_body(r.code, &r.message, &id)));
+                    *resp.status_mut() = r.status;
+                    resp.headers_mut().insert(http::header::CONTENT_TYPE, "application/xml".parse().expect("valid"));
+                    stamp::stamp(&mut resp, &id);
+                    // The body (if any) is not read: the connection closes after this.
+                    resp.headers_mut().insert(http::header::CONNECTION, "close".parse().expect("valid"));
+                    return Ok(resp);
+                }
                 let (body, read) = body::Tracked::new(body, idle);
                 let resp = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body))).await;
                 resp.map(|mut resp| {
+                    stamp::stamp(&mut resp, &id);
                     body::close_if_unread(version, &read, &mut resp);
                     resp
                 })

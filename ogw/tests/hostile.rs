@@ -56,9 +56,8 @@ async fn two_thousand_idle_connections_neither_starve_a_signed_get_nor_stay_open
         if i % 10 == 0 {
             t.write_all(b"GET /hostile/k HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         }
-        idle_conns.push(t);
+        idle_conns.push((Instant::now(), t));
     }
-    let opened = Instant::now();
     // A signed GET is answered within a second meanwhile.
     let t = Instant::now();
     let got = c.get_object().bucket("hostile").key("k").send().await.unwrap();
@@ -67,7 +66,7 @@ async fn two_thousand_idle_connections_neither_starve_a_signed_get_nor_stay_open
 
     // The gateway closes every one of them after its idle timeout (and not before).
     let mut closed_after = Vec::new();
-    for (i, mut t) in idle_conns.into_iter().enumerate() {
+    for (i, (opened, mut t)) in idle_conns.into_iter().enumerate() {
         let mut buf = [0u8; 256];
         let deadline = opened + idle * 4;
         loop {
@@ -142,4 +141,150 @@ async fn an_anonymous_gigabyte_form_post_is_refused_without_being_held_in_memory
     // Nothing was stored, and the gateway serves on.
     let listed = c.list_objects_v2().bucket("hostile").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0));
+}
+
+/// A SigV4 request for `path_query`, signed at `time`: in headers, or as a presigned
+/// URL valid for `expires` (signed as the SDKs do, by `aws-sigv4`).
+fn sigv4(
+    s: &Standalone,
+    method: &str,
+    path_query: &str,
+    time: std::time::SystemTime,
+    expires: Option<Duration>,
+) -> reqwest::RequestBuilder {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+    let url = format!("{}{path_query}", s.endpoint);
+    let mut settings = SigningSettings::default();
+    match expires {
+        Some(e) => {
+            settings.signature_location = SignatureLocation::QueryParams;
+            settings.expires_in = Some(e);
+        }
+        None => settings.payload_checksum_kind = aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256,
+    }
+    let identity = aws_credential_types::Credentials::new(&s.access, &s.secret, None, None, "t").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let host = url.split('/').nth(2).unwrap().to_string();
+    let signable =
+        SignableRequest::new(method, &url, [("host", host.as_str())].into_iter(), SignableBody::UnsignedPayload)
+            .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut u = reqwest::Url::parse(&url).unwrap();
+    for (k, v) in instructions.params() {
+        u.query_pairs_mut().append_pair(k, v);
+    }
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), u);
+    for (k, v) in instructions.headers() {
+        req = req.header(k, v);
+    }
+    req
+}
+
+/// A SigV2 header-signed GET of `path` with `date` as its Date header.
+fn sigv2(s: &Standalone, path: &str, date: &str) -> reqwest::RequestBuilder {
+    use hmac::{KeyInit, Mac};
+    let to_sign = format!("GET\n\n\n{date}\n{path}");
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(s.secret.as_bytes()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mac.finalize().into_bytes());
+    reqwest::Client::new()
+        .get(format!("{}{path}", s.endpoint))
+        .header("date", date)
+        .header("authorization", format!("AWS {}:{sig}", s.access))
+}
+
+fn http_date(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .unwrap()
+}
+
+/// Status, S3 error code, and whether the body's RequestId is the header's.
+async fn refusal(r: reqwest::RequestBuilder) -> (u16, String, bool) {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let id = r.headers().get("x-amz-request-id").map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    let tag = |t: &str| {
+        body.split(&format!("<{t}>")).nth(1).and_then(|x| x.split(&format!("</{t}>")).next()).map(str::to_string)
+    };
+    let same = id.is_some() && tag("RequestId") == id;
+    (status, tag("Code").unwrap_or_else(|| body.clone()), same)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_replayed_and_over_long_signatures_are_refused_with_aws_codes() {
+    let s = Standalone::start();
+    let c = sdk(&s);
+    c.create_bucket().bucket("signed").send().await.unwrap();
+    c.put_object().bucket("signed").key("k").body(b"hello".to_vec().into()).send().await.unwrap();
+    let now = std::time::SystemTime::now();
+    let min = |m: u64| Duration::from_secs(60 * m);
+
+    // Well-signed requests of each kind are served (so the refusals below are about time).
+    let ok = sigv4(&s, "GET", "/signed/k", now, None).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200, "{}", ok.text().await.unwrap());
+    let ok = sigv4(&s, "GET", "/signed/k", now, Some(min(10))).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let ok = sigv2(&s, "/signed/k", &http_date(now)).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200, "{}", ok.text().await.unwrap());
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let ok = sigv4(&s, "GET", "/signed/k", now, Some(week)).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+
+    for (what, req, status, code) in [
+        (
+            "presigned for a week and a second",
+            sigv4(&s, "GET", "/signed/k", now, Some(week + Duration::from_secs(1))),
+            400,
+            "AuthorizationQueryParametersError",
+        ),
+        (
+            "presigned for 136 years",
+            sigv4(&s, "GET", "/signed/k", now, Some(Duration::from_secs(u32::MAX as u64))),
+            400,
+            "AuthorizationQueryParametersError",
+        ),
+        (
+            "presigned 20 minutes ago for 10",
+            sigv4(&s, "GET", "/signed/k", now - min(20), Some(min(10))),
+            403,
+            "AccessDenied",
+        ),
+        (
+            "SigV4 headers from 20 minutes ago",
+            sigv4(&s, "GET", "/signed/k", now - min(20), None),
+            403,
+            "RequestTimeTooSkewed",
+        ),
+        (
+            "SigV4 headers from 20 minutes ahead",
+            sigv4(&s, "GET", "/signed/k", now + min(20), None),
+            403,
+            "RequestTimeTooSkewed",
+        ),
+        (
+            "SigV2 replayed 20 minutes later",
+            sigv2(&s, "/signed/k", &http_date(now - min(20))),
+            403,
+            "RequestTimeTooSkewed",
+        ),
+        ("SigV2 dated an hour ahead", sigv2(&s, "/signed/k", &http_date(now + min(60))), 403, "RequestTimeTooSkewed"),
+        ("SigV2 without a date", sigv2(&s, "/signed/k", "").header("date", "not a date"), 403, "AccessDenied"),
+        ("a missing key", sigv4(&s, "GET", "/signed/nope", now, None), 404, "NoSuchKey"),
+    ] {
+        let (got, got_code, same_id) = refusal(req).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{what}");
+        assert!(same_id, "{what}: the error body's RequestId is the x-amz-request-id header");
+    }
 }

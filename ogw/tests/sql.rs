@@ -175,6 +175,63 @@ async fn exercise(url: &str) {
     }
     compaction_switches(&catalog).await;
     transitions_switch_and_record_the_policy(&catalog).await;
+    writes_never_land_in_a_deleted_bucket(&catalog).await;
+}
+
+/// A write that found its bucket, then lost it to a DeleteBucket (and perhaps to
+/// another tenant making the name again), is refused and leaves no row; writes racing
+/// a DeleteBucket either land before it (which then refuses: not empty) or are refused.
+async fn writes_never_land_in_a_deleted_bucket(catalog: &Catalog) {
+    let none = WriteCondition::default();
+    catalog.create_bucket("t1", "gone", REPLICA3).await.unwrap();
+    let found = catalog.owned_bucket("t1", "gone").await.unwrap();
+    catalog.delete_bucket("t1", "gone").await.unwrap();
+    let r = catalog.put_object_in(&found, &object("k", "e", vec![]), &none).await;
+    assert!(matches!(r, Err(CatalogError::NoSuchBucket)), "{r:?}");
+    let r = catalog.create_upload_in(&found, "k", &ObjectInfo::default()).await;
+    assert!(matches!(r, Err(CatalogError::NoSuchBucket)), "{r:?}");
+    // The name made again by another tenant: the old request's write must not land there.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await; // a later creation time
+    catalog.create_bucket("t2", "gone", REPLICA3).await.unwrap();
+    let r = catalog.put_object_in(&found, &object("k", "e", vec![]), &none).await;
+    assert!(matches!(r, Err(CatalogError::NoSuchBucket)), "{r:?}");
+    let r = catalog.create_upload_in(&found, "k", &ObjectInfo::default()).await;
+    assert!(matches!(r, Err(CatalogError::NoSuchBucket)), "{r:?}");
+    let listed = catalog.lister().await.unwrap().range("gone", b"", true, None, 10).await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    catalog.delete_bucket("t2", "gone").await.unwrap();
+
+    // Writers and a deleter at once: afterwards, either the bucket is there with every
+    // acknowledged object, or it is gone and no row names it.
+    for round in 0..5 {
+        let name = format!("race{round}");
+        catalog.create_bucket("t1", &name, REPLICA3).await.unwrap();
+        let b = catalog.owned_bucket("t1", &name).await.unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|i| {
+                let (c, b) = (catalog.clone(), b.clone());
+                tokio::spawn(async move {
+                    let o = object(&format!("k{i}"), "e", vec![]);
+                    c.put_object_in(&b, &o, &WriteCondition::default()).await.is_ok()
+                })
+            })
+            .collect();
+        let deleted = catalog.delete_bucket("t1", &name).await.is_ok();
+        let mut acked = 0;
+        for w in writers {
+            acked += w.await.unwrap() as usize;
+        }
+        let rows = catalog.lister().await.unwrap().range(&name, b"", true, None, 10).await.unwrap();
+        if deleted {
+            assert!(rows.is_empty(), "round {round}: the bucket was deleted but holds {rows:?}");
+        } else {
+            assert_eq!(rows.len(), acked, "round {round}");
+            for r in rows {
+                catalog.delete_object(&name, &r.key).await.unwrap();
+            }
+            catalog.delete_bucket("t1", &name).await.unwrap();
+        }
+    }
 }
 
 /// Transition rules: set on existing buckets only, listed, scanned in pages by key,

@@ -2,16 +2,20 @@
 //! proves it.
 //!
 //! Every hop is authenticated with HMAC-SHA256 over shared secrets, one set per role
-//! ([`Role`]): clients (gateways, GC, the `strata` CLI), nodes (datanodes and
-//! metanodes) and administrators. A process holds the secrets of the roles it checks
+//! ([`Role`]): clients (gateways, GC, the `strata` CLI), nodes (datanodes, and
+//! metanodes reaching them), administrators, and members (metanodes' Raft). A process holds the secrets of the roles it checks
 //! (a [`Keyring`]) and presents one of them ([`Credential`]). Secrets never travel:
 //! - a datanode connection starts with a mutual challenge-response handshake
 //!   ([`client_handshake`], [`server_handshake`]): each side sends a fresh nonce and
 //!   proves it holds the role's secret by an HMAC over both nonces, so neither a
-//!   replayed handshake nor an impostor datanode passes;
+//!   replayed handshake nor a server without the secret passes (the proof is of the
+//!   role's secret, not of a particular datanode: one holder of the client secret can
+//!   pose as a datanode to another; the client checks the datanode's id after);
 //! - a metanode request carries an `Authorization` header ([`sign_http`]) with an
-//!   HMAC over the method, path, time, a nonce and the body's SHA-256; the metanode
-//!   refuses stale times and nonces it has seen ([`ReplayGuard`]).
+//!   HMAC over the method, path, time, a nonce and the body's SHA-256; each metanode
+//!   refuses stale times and nonces it has seen since it started ([`ReplayGuard`]; a
+//!   request captured on its way to one member can still be sent to another within
+//!   the time window).
 //!
 //! Why HMAC rather than mTLS: the data path stays free of per-byte crypto (appends are
 //! CRC-protected end to end and run at device speed), there is no CA to run, and a
@@ -49,27 +53,32 @@ pub const HTTP_TIME_SKEW_MAX: Duration = Duration::from_secs(300);
 /// the skew window); past it, requests are refused until old ones expire.
 pub const REPLAY_NONCES_MAX: usize = 1 << 20;
 /// How long a datanode waits for a connection's handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// Gateways, GC and the `strata` CLI: the data plane.
     Client = 1,
-    /// Datanodes and metanodes: Raft, registration, heartbeats, rebuilds.
+    /// Datanodes, and metanodes when they reach datanodes: registration, heartbeats,
+    /// rebuilds.
     Node = 2,
     /// Operators: membership, node states, drain, rebalance.
     Admin = 3,
+    /// Metanodes among themselves: Raft. Apart from `Node`, so that a datanode's
+    /// secret cannot forge Raft messages.
+    Member = 4,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Client, Role::Node, Role::Admin];
+    pub const ALL: [Role; 4] = [Role::Client, Role::Node, Role::Admin, Role::Member];
 
     pub fn name(self) -> &'static str {
         match self {
             Role::Client => "client",
             Role::Node => "node",
             Role::Admin => "admin",
+            Role::Member => "member",
         }
     }
 
@@ -78,6 +87,7 @@ impl Role {
             Role::Client => "STRATA_CLIENT_SECRET",
             Role::Node => "STRATA_NODE_SECRET",
             Role::Admin => "STRATA_ADMIN_SECRET",
+            Role::Member => "STRATA_MEMBER_SECRET",
         }
     }
 
@@ -93,10 +103,9 @@ impl Role {
 impl std::str::FromStr for Role {
     type Err = AuthError;
     fn from_str(s: &str) -> Result<Role, AuthError> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .ok_or_else(|| AuthError::Config(format!("unknown role {s:?}: the roles are client, node and admin")))
+        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            AuthError::Config(format!("unknown role {s:?}: the roles are client, node, admin and member"))
+        })
     }
 }
 
@@ -175,7 +184,7 @@ impl Credential {
 /// The secrets a process holds, per role; the first of a role signs, all of them check.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    keys: [Vec<Key>; 3],
+    keys: [Vec<Key>; 4],
 }
 
 impl Keyring {
@@ -239,7 +248,20 @@ impl Keyring {
         if k.is_empty() {
             return Err(AuthError::Config("no secrets in the file".into()));
         }
+        k.check_distinct()?;
         Ok(k)
+    }
+
+    /// One secret serving two roles would merge them: refused.
+    fn check_distinct(&self) -> Result<(), AuthError> {
+        for (i, a) in self.keys.iter().enumerate() {
+            for b in &self.keys[i + 1..] {
+                if a.iter().any(|x| b.iter().any(|y| x.id == y.id)) {
+                    return Err(AuthError::Config("the same secret is given to two roles: each needs its own".into()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The file form of this keyring (what [`Keyring::parse`] reads).
@@ -259,10 +281,16 @@ impl Keyring {
         let meta = std::fs::metadata(path).map_err(|e| cfg(e.to_string()))?;
         #[cfg(unix)]
         {
+            use std::os::unix::fs::MetadataExt;
             use std::os::unix::fs::PermissionsExt;
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(cfg(format!("mode {mode:o} lets others read it: chmod 600 it")));
+            }
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            if meta.uid() != uid {
+                return Err(cfg(format!("owned by uid {}, not by this process's uid {uid}", meta.uid())));
             }
         }
         let text = std::fs::read_to_string(path).map_err(|e| cfg(e.to_string()))?;
@@ -297,6 +325,7 @@ impl Keyring {
                 k.add(r, Key::new(s.as_bytes()).map_err(|e| AuthError::Config(format!("{}: {e}", r.env())))?);
             }
         }
+        k.check_distinct()?;
         Ok((!k.is_empty()).then_some(k))
     }
 }
@@ -511,7 +540,7 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 pub fn datanode_allows(role: Option<Role>, op: Opcode) -> bool {
     match (role, op) {
         (None, _) => true,
-        (Some(Role::Client), Opcode::Rebuild) => false,
+        (Some(Role::Client), Opcode::Rebuild) | (Some(Role::Member), _) => false,
         (Some(_), _) => true,
     }
 }
@@ -654,7 +683,10 @@ impl ReplayGuard {
 pub fn metanode_allows(role: Role, method: &str, path: &str) -> bool {
     let _ = method;
     if path.starts_with("/raft/") {
-        return role == Role::Node;
+        return role == Role::Member;
+    }
+    if role == Role::Member {
+        return false;
     }
     if path.starts_with("/v1/admin/") || path == "/v1/admin" {
         return role == Role::Admin;
@@ -710,6 +742,7 @@ mod tests {
             ("root = 0123456789abcdef0123456789abcdef", "unknown role"),
             ("client 0123456789abcdef0123456789abcdef", "expected `ROLE = SECRET`"),
             ("# nothing\n", "no secrets"),
+            ("client = 0123456789abcdef0123456789abcdef\nadmin = 0123456789abcdef0123456789abcdef", "two roles"),
         ] {
             let e = Keyring::parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
@@ -751,7 +784,9 @@ mod tests {
 
     #[test]
     fn roles_reach_only_their_endpoints() {
-        assert!(metanode_allows(Role::Node, "POST", "/raft/append"));
+        assert!(metanode_allows(Role::Member, "POST", "/raft/append"));
+        assert!(!metanode_allows(Role::Node, "POST", "/raft/append"));
+        assert!(!metanode_allows(Role::Member, "POST", "/v1/streams"));
         assert!(!metanode_allows(Role::Admin, "POST", "/raft/vote"));
         assert!(!metanode_allows(Role::Client, "POST", "/raft/vote"));
         assert!(!metanode_allows(Role::Client, "POST", "/v1/nodes/register"));
@@ -803,5 +838,26 @@ mod tests {
         fake.add(Role::Client, Key { secret: Arc::from(&b"x".repeat(40)[..]), id: cred.key.id });
         let (_, c) = pair(Some(fake), Some(cred)).await;
         assert!(matches!(&c, Err(ExtentError::Unauthorized(m)) if m.contains("did not prove")), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_known_key_id_but_a_wrong_proof_is_refused() {
+        // Key ids travel in the clear: a peer that learned one must still fail.
+        let k = ring();
+        let cred = k.credential(Role::Node).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move { server_handshake(&mut a, Some(&k)).await });
+        let mut hello = BytesMut::new();
+        hello.put_u8(Role::Node as u8);
+        hello.put_slice(&cred.key.id);
+        hello.put_slice(&[7; NONCE_BYTES]);
+        send(&mut b, HELLO_OPCODE, &hello).await.unwrap();
+        let challenge = expect(&mut b, HELLO_OPCODE | RESPONSE_BIT).await.unwrap();
+        assert_eq!(challenge[1], 1, "the server authenticates");
+        // The server's own proof sent back, and a made-up one.
+        send(&mut b, PROOF_OPCODE, &challenge[2 + NONCE_BYTES..]).await.unwrap();
+        let refusal = expect(&mut b, PROOF_OPCODE | RESPONSE_BIT).await;
+        assert!(matches!(&refusal, Err(ExtentError::Unauthorized(m)) if m.contains("wrong proof")), "{refusal:?}");
+        assert!(matches!(server.await.unwrap(), Err(ExtentError::Unauthorized(_))));
     }
 }

@@ -64,7 +64,7 @@ pub fn secrets() -> &'static Path {
     PATH.get_or_init(|| {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
-        let path = std::env::temp_dir().join(format!("strata-test-{uid}.secrets"));
+        let path = std::env::temp_dir().join(format!("strata-test-{uid}-v2.secrets"));
         if !path.exists() {
             // Made aside and linked into place: of racing test processes, one file wins
             // and every process reads that one.

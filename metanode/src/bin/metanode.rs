@@ -20,7 +20,7 @@ use proto::NodeId;
     about = "Strata's metanode: serve, or administer a running group",
     after_help = "Cluster secrets (`metanode secrets FILE` makes them) come from --secrets, \
                   STRATA_SECRETS_FILE, or STRATA_CLIENT_SECRET, STRATA_NODE_SECRET and \
-                  STRATA_ADMIN_SECRET. `serve` checks every request against them and refuses to \
+                  STRATA_ADMIN_SECRET and STRATA_MEMBER_SECRET. `serve` checks every request against them and refuses to \
                   listen beyond loopback without them; the admin commands sign with the admin \
                   secret (else the client secret)."
 )]
@@ -218,7 +218,9 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // `secrets` makes the file the others read.
     let keyring = match Keyring::from_env_or(cli.secrets.as_deref()) {
+        _ if matches!(cli.cmd, Cmd::Secrets { .. }) => None,
         Ok(k) => k,
         Err(e) => {
             eprintln!("metanode: error: {e}");
@@ -275,7 +277,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
     match cmd {
         Cmd::Secrets { file } => {
             Keyring::generate().write_new(&file).with_context(|| format!("cannot create {}", file.display()))?;
-            println!("wrote {}: client, node and admin secrets (mode 0600)", file.display());
+            println!("wrote {}: client, node, admin and member secrets (mode 0600)", file.display());
         }
         Cmd::Serve(a) => {
             let listen = a.listen;
@@ -283,9 +285,10 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
             match &keyring {
                 None if !auth::loopback_only(&listen) => bail!("{}", auth::no_secrets_refusal("metanode", &listen)),
                 None => tracing::warn!("no cluster secrets: anyone on this machine may call this metanode"),
-                Some(k) if !k.has(Role::Node) => {
-                    bail!("the cluster secrets hold no node secret, which metanodes sign Raft RPCs with")
-                }
+                Some(k) if !k.has(Role::Member) || !k.has(Role::Node) => bail!(
+                    "the cluster secrets need a member secret (metanodes sign Raft RPCs with it) and a node \
+                     secret (they reach datanodes with it)"
+                ),
                 Some(_) => {}
             }
             // Repair and the opener's fences reach datanodes as a node.

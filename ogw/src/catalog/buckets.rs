@@ -5,7 +5,7 @@ use proto::meta::Policy;
 use sqlx::Row;
 
 use super::{Bucket, Catalog, CatalogError, Result};
-use crate::db::now_ms;
+use crate::db::{now_ms, Backend, Tx};
 
 impl Catalog {
     pub async fn create_bucket(&self, tenant: &str, name: &str, policy: Policy) -> Result<()> {
@@ -67,13 +67,37 @@ impl Catalog {
         rows.iter().map(bucket_from_row).collect()
     }
 
+    /// Locks the bucket row for the rest of `tx`, shared (writers of its objects and
+    /// uploads take it so; `delete_bucket` takes it exclusively, so that no write lands
+    /// in a bucket being deleted), and checks that the bucket is there: the incarnation
+    /// `expect` (same owner, same creation time) when given, so that a write never
+    /// lands in a bucket made again under the same name.
+    pub(super) async fn lock_bucket(&self, tx: &mut Tx, name: &str, expect: Option<&Bucket>) -> Result<()> {
+        let sql = match self.db.backend {
+            // SQLite's write lock covers the whole transaction.
+            Backend::Sqlite => "SELECT tenant, created FROM buckets WHERE name = ?",
+            Backend::Postgres => "SELECT tenant, created FROM buckets WHERE name = ? FOR SHARE",
+            Backend::MySql => "SELECT tenant, created FROM buckets WHERE name = ? LOCK IN SHARE MODE",
+        };
+        let row = sqlx::query(self.db.q(sql)).bind(name).fetch_optional(&mut **tx).await?;
+        let Some(row) = row else { return Err(CatalogError::NoSuchBucket) };
+        if let Some(b) = expect {
+            let (tenant, created): (String, i64) = (row.try_get("tenant")?, row.try_get("created")?);
+            if tenant != b.tenant || created != b.created_ms {
+                return Err(CatalogError::NoSuchBucket);
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes an empty bucket (no objects and no multipart uploads in progress).
     pub async fn delete_bucket(&self, tenant: &str, name: &str) -> Result<()> {
         let (_turn, mut tx) = self.db.begin().await?;
-        let row = sqlx::query(self.db.q("SELECT tenant FROM buckets WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let sql = match self.db.backend {
+            Backend::Sqlite => "SELECT tenant FROM buckets WHERE name = ?",
+            _ => "SELECT tenant FROM buckets WHERE name = ? FOR UPDATE",
+        };
+        let row = sqlx::query(self.db.q(sql)).bind(name).fetch_optional(&mut *tx).await?;
         match row {
             None => return Err(CatalogError::NoSuchBucket),
             Some(r) if r.try_get::<String, _>("tenant")? != tenant => return Err(CatalogError::NotOwner),

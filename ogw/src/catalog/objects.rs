@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, Object, Result, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, Object, Result, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -59,9 +59,11 @@ impl Catalog {
         &self,
         tx: &mut Tx,
         bucket: &str,
+        expect: Option<&Bucket>,
         o: &Object,
         cond: &WriteCondition,
     ) -> Result<()> {
+        self.lock_bucket(tx, bucket, expect).await?;
         let cur = self.current(tx, bucket, &o.key).await?;
         cond.check(cur.as_ref().map(|c| c.etag.as_str()))?;
         let was = match &cur {
@@ -94,9 +96,19 @@ impl Catalog {
     /// replaced object's slices are then named by nothing. Atomic: of concurrent conditional
     /// writes to one key, exactly one meets the condition.
     pub async fn put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
+        self.put(bucket, None, o, cond).await
+    }
+
+    /// As [`Catalog::put_object`], into the bucket `b` as the request found it: if it was
+    /// deleted meanwhile (and perhaps made again, by anyone), `NoSuchBucket`.
+    pub async fn put_object_in(&self, b: &Bucket, o: &Object, cond: &WriteCondition) -> Result<()> {
+        self.put(&b.name, Some(b), o, cond).await
+    }
+
+    async fn put(&self, bucket: &str, expect: Option<&Bucket>, o: &Object, cond: &WriteCondition) -> Result<()> {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            self.replace_object(&mut tx, bucket, o, cond).await?;
+            self.replace_object(&mut tx, bucket, expect, o, cond).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -6,24 +6,36 @@ use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, part_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Catalog, CatalogError, Object, ObjectInfo, Part,
-    Result, Upload, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, CatalogError, Object,
+    ObjectInfo, Part, Result, Upload, WriteCondition,
 };
 use crate::db::{now_ms, Backend, Tx};
 
 impl Catalog {
     pub async fn create_upload(&self, bucket: &str, key: &str, info: &ObjectInfo) -> Result<String> {
+        self.new_upload(bucket, None, key, info).await
+    }
+
+    /// As [`Catalog::create_upload`], in the bucket `b` as the request found it.
+    pub async fn create_upload_in(&self, b: &Bucket, key: &str, info: &ObjectInfo) -> Result<String> {
+        self.new_upload(&b.name, Some(b), key, info).await
+    }
+
+    async fn new_upload(&self, bucket: &str, expect: Option<&Bucket>, key: &str, info: &ObjectInfo) -> Result<String> {
         let mut id = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         let id = hex::encode(id);
+        let (_turn, mut tx) = self.db.begin().await?;
+        self.lock_bucket(&mut tx, bucket, expect).await?;
         sqlx::query(self.db.q("INSERT INTO uploads (id, bucket, okey, created, info) VALUES (?, ?, ?, ?, ?)"))
             .bind(&id)
             .bind(bucket)
             .bind(key.as_bytes())
             .bind(now_ms())
             .bind(info_json(info))
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -150,7 +162,7 @@ impl Catalog {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
             self.require_upload(&mut tx, upload, true).await?;
-            self.replace_object(&mut tx, bucket, o, cond).await?;
+            self.replace_object(&mut tx, bucket, None, o, cond).await?;
             self.drop_parts(&mut tx, upload).await?;
             sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
             tx.commit().await?;

@@ -24,6 +24,7 @@ mod ingest;
 mod listing;
 mod multipart;
 mod objects;
+pub mod stamp;
 
 pub use auth::Auth;
 use auth::KeyCache;

@@ -35,7 +35,7 @@ pub(super) async fn create_multipart_upload(
         info.checksum = Some(Checksum { algo, value: String::new() });
         info.checksum_type = Some(Kind::of_upload(algo, i.checksum_type.as_ref().map(|t| t.as_str()))?);
     }
-    let id = gw.catalog.create_upload(&i.bucket, &i.key, &info).await?;
+    let id = gw.catalog.create_upload_in(&b, &i.key, &info).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),

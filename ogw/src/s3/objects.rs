@@ -39,7 +39,7 @@ pub(super) async fn put_object(
         info,
         slices: st.slices,
     };
-    gw.catalog.put_object(&i.bucket, &o, &cond).await?;
+    gw.catalog.put_object_in(&b, &o, &cond).await?;
     let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
     if let Some(c) = &o.info.checksum {
         Checksums::from(&mut out).set(c);
@@ -278,7 +278,7 @@ pub(super) async fn copy_object(
         gw.data.put(policy, body, src.size, |_| {}).await?.0
     };
     let o = Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
-    gw.catalog.put_object(&i.bucket, &o, &WriteCondition::default()).await?;
+    gw.catalog.put_object_in(&b, &o, &WriteCondition::default()).await?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&o.etag)),
