@@ -457,7 +457,12 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         let (path, size) = path_and_size("--spdk-aio", d)?;
         let name = format!("aio{i}");
         if !path.exists() {
-            let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            let f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create(true).truncate(true).mode(0o600);
+                o.open(&path).with_context(|| format!("creating {}", path.display()))?
+            };
             f.set_len(size).with_context(|| format!("sizing {}", path.display()))?;
             fresh.push(name.clone());
         }

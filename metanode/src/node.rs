@@ -142,6 +142,9 @@ fn not_leader(f: ForwardToLeader<u64, BasicNode>) -> MetaError {
 impl MetaNode {
     pub async fn start(settings: Settings) -> anyhow::Result<Arc<MetaNode>> {
         std::fs::create_dir_all(&settings.data_dir)?;
+        // The store is the metanode's alone: its directory is 0700 (RocksDB makes its
+        // files with the process's umask).
+        std::fs::set_permissions(&settings.data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let db = store::open_db(&settings.data_dir)
             .map_err(|e| anyhow::anyhow!("cannot open the metanode store in {}: {e}", settings.data_dir.display()))?;
         let log = LogStore::new(db.clone());

@@ -143,6 +143,18 @@ impl Db {
             opts = opts.max_connections(SQL_CONNECTIONS_MAX);
         }
         let pool = opts.connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+        if backend == Backend::Sqlite {
+            // The catalog holds sealed secret keys and every object's metadata: the file
+            // is the gateway's alone (SQLite gives its WAL and index files the same mode).
+            let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default();
+            for file in [path.to_string(), format!("{path}-wal"), format!("{path}-shm")] {
+                if !path.is_empty() && std::path::Path::new(&file).exists() {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| anyhow::anyhow!("making {file} private: {e}"))?;
+                }
+            }
+        }
         let db = Db { pool, backend, writer: Arc::default() };
         db.migrate().await?;
         Ok(db)

@@ -91,7 +91,13 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
 /// request head within `idle` (a new one, or a kept-alive one between requests), or
 /// leaves a body it is sending idle that long, is closed; at most
 /// `CONNECTIONS_MAX` are open at once.
-pub async fn serve(listener: TcpListener, service: S3Service, idle: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    service: S3Service,
+    idle: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -130,7 +136,8 @@ pub async fn serve(listener: TcpListener, service: S3Service, idle: Duration, sh
                     return Ok(resp);
                 }
                 let (body, read) = body::Tracked::new(body, idle);
-                let resp = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body))).await;
+                let call = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body)));
+                let resp = stamp::REQUEST_ID.scope(id.clone(), call).await;
                 resp.map(|mut resp| {
                     stamp::stamp(&mut resp, &id);
                     body::close_if_unread(version, &read, &mut resp);
@@ -138,21 +145,43 @@ pub async fn serve(listener: TcpListener, service: S3Service, idle: Duration, sh
                 })
             }
         });
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper's header timeout starts once it has seen the first bytes (it reads
             // them to tell HTTP/1 from HTTP/2): a client that sends nothing is timed here.
             if !matches!(tokio::time::timeout(idle, stream.peek(&mut [0u8; 1])).await, Ok(Ok(1))) {
                 return;
             }
-            let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // A request's header block may be at most this large (431 beyond).
-            conn.http1().max_buf_size(HEADER_BYTES_MAX).timer(TokioTimer::new()).header_read_timeout(idle);
-            conn.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!("connection: {e}");
+            match tls {
+                None => serve_connection(TokioIo::new(stream), svc, idle).await,
+                Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => serve_connection(TokioIo::new(s), svc, idle).await,
+                    Ok(Err(e)) => tracing::debug!("{peer}: TLS handshake: {e}"),
+                    Err(_) => tracing::debug!("{peer}: no TLS handshake within {idle:?}"),
+                },
             }
             drop(slot);
         });
+    }
+}
+
+/// HTTP/1.1 or h2 on one connection (plain or TLS).
+async fn serve_connection<I, S>(io: TokioIo<I>, svc: S, idle: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<s3s::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A request's header block may be at most this large (431 beyond).
+    conn.http1().max_buf_size(HEADER_BYTES_MAX).timer(TokioTimer::new()).header_read_timeout(idle);
+    conn.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
+    if let Err(e) = conn.serve_connection(io, svc).await {
+        tracing::debug!("connection: {e}");
     }
 }
 

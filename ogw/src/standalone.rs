@@ -47,6 +47,8 @@ pub struct Standalone {
     pub stream: client::StreamConfig,
     /// S3 connections idle this long are closed.
     pub idle_timeout: Duration,
+    /// Serve HTTPS, with a CA and certificate made under `data/tls`.
+    pub tls: bool,
 }
 
 pub const TENANT: &str = "default";
@@ -55,6 +57,9 @@ pub const TENANT: &str = "default";
 /// `shutdown` resolves.
 pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
+    // Everything under it (devices, the database, the keys) is this process's alone.
+    std::fs::set_permissions(&s.data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("making {} private", s.data.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // The cluster's secrets: its own, made at the first start. Everything here talks
@@ -144,11 +149,21 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let gc = gc::Gc::new(GcCatalog(catalog.clone()), MetaClient::new([maddr.clone()]), s.gc.clone());
     tokio::spawn(gc.run(stop_rx.clone()));
     let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
-    let endpoint = format!("http://{}", l.local_addr()?);
+    let (tls, endpoint, trust) = if s.tls {
+        let names = vec!["localhost".to_string(), "127.0.0.1".into(), s.s3_addr.ip().to_string()];
+        let (cert, key, ca) = crate::tls::self_signed(&s.data.join("tls"), &names)?;
+        let certs = crate::tls::Certs::load(&cert, &key)?;
+        certs.reload_on_sighup()?;
+        let trust = format!("CA bundle:    {} (e.g. AWS_CA_BUNDLE)\n", ca.display());
+        (Some(certs.acceptor()), format!("https://{}", l.local_addr()?), trust)
+    } else {
+        (None, format!("http://{}", l.local_addr()?), String::new())
+    };
     // Printed once; a closed stdout (the reader went away) must not stop the service.
     let banner = format!(
         "Strata standalone is up: metanode {maddr}, {} datanodes, data in {}\n\
          S3 endpoint:  {endpoint}\n\
+         {trust}\
          Access key:   {access}\n\
          Secret key:   {secret}\n\
          Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo\n",
@@ -158,7 +173,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-    server::serve(l, svc, s.idle_timeout, shutdown).await;
+    server::serve(l, svc, s.idle_timeout, tls, shutdown).await;
     let _ = stop_tx.send(true);
     node.raft.shutdown().await.ok();
     for st in stores {

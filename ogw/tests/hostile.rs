@@ -141,6 +141,16 @@ async fn an_anonymous_gigabyte_form_post_is_refused_without_being_held_in_memory
     // Nothing was stored, and the gateway serves on.
     let listed = c.list_objects_v2().bucket("hostile").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0));
+
+    // What standalone made on disk is its own: the data directory 0700, device files,
+    // the database and the secrets 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let data = s.dir.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in ["datanode1.img", "ogw.db", "ogw.db-wal", "cluster.secrets", "master.key"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
 }
 
 /// A SigV4 request for `path_query`, signed at `time`: in headers, or as a presigned

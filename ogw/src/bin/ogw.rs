@@ -109,6 +109,10 @@ enum Cmd {
         /// Close S3 connections that send no request (or leave a body idle) this long.
         #[arg(long, default_value = "30s", value_parser = gc::parse_duration)]
         idle_timeout: Duration,
+        /// Serve HTTPS with a certificate of a CA made under --data/tls (clients trust
+        /// its ca.pem, e.g. AWS_CA_BUNDLE=DATA/tls/ca.pem).
+        #[arg(long)]
+        tls: bool,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -140,6 +144,13 @@ enum Cmd {
         /// Close S3 connections that send no request (or leave a body idle) this long.
         #[arg(long, default_value = "30s", value_parser = gc::parse_duration)]
         idle_timeout: Duration,
+        /// Serve HTTPS on --listen with this PEM certificate chain (leaf first; read
+        /// again on SIGHUP).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key (read again on SIGHUP).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Set a bucket's default policy: what objects PUT without a storage class are
     /// written with (e.g. ec:4+2; they then report STANDARD_IA).
@@ -241,6 +252,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             gc_compact_below,
             streams,
             idle_timeout,
+            tls,
         } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
@@ -270,10 +282,33 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 },
                 stream: streams.config()?,
                 idle_timeout,
+                tls,
             };
             standalone::run(s, client::shutdown_signal()).await?;
         }
-        Cmd::Serve { db, meta, listen, name, streams, policy, ec_policy, domain, stream_args, idle_timeout } => {
+        Cmd::Serve {
+            db,
+            meta,
+            listen,
+            name,
+            streams,
+            policy,
+            ec_policy,
+            domain,
+            stream_args,
+            idle_timeout,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => {
+                    let certs = ogw::tls::Certs::load(&c, &k)?;
+                    certs.reload_on_sighup()?;
+                    Some(certs.acceptor())
+                }
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
             client::present_client_secret("ogw", secrets.as_deref())?;
             let master_key = MasterKey::load(&db.master_key)?;
             let l =
@@ -293,8 +328,8 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
-            server::serve(l, svc, idle_timeout, client::shutdown_signal()).await;
+            let _ = writeln!(out, "ogw listening on {} ({scheme})", l.local_addr()?).and_then(|()| out.flush());
+            server::serve(l, svc, idle_timeout, tls, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
             open_catalog(&db).await?.set_bucket_policy(&bucket, policy).await?;

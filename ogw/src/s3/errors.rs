@@ -57,8 +57,8 @@ impl From<PutError> for S3Error {
                 e
             }
             PutError::Stream(e) => {
-                tracing::error!("writing object data: {e}");
-                S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("cannot store the data now: {e}"))
+                tracing::error!("request {}: writing object data: {e}", super::stamp::current());
+                S3Error::with_message(S3ErrorCode::ServiceUnavailable, "the data cannot be stored now; retry later")
             }
         }
     }
@@ -119,10 +119,11 @@ fn with_status(code: S3ErrorCode, message: &'static str, status: http::StatusCod
     e
 }
 
-/// A fault of the gateway or what it stands on (logged; the client sees 500).
+/// A fault of the gateway or what it stands on (logged with the request id; the client
+/// sees 500 and no detail: SQL text and cluster addresses stay in the log).
 pub(super) fn internal(e: impl std::fmt::Display) -> S3Error {
-    tracing::error!("internal error: {e}");
-    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+    tracing::error!("request {}: internal error: {e}", super::stamp::current());
+    S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
 }
 
 /// 304: a read's `If-None-Match` or `If-Modified-Since` says the client has it.
@@ -158,7 +159,8 @@ pub(super) fn bad_digest(a: Algo) -> S3Error {
 
 /// 503: an object's first bytes cannot be read now (no response header sent yet).
 pub(super) fn unreadable(e: impl std::fmt::Display) -> S3Error {
-    S3Error::with_message(S3ErrorCode::ServiceUnavailable, format!("the object's data cannot be read now: {e}"))
+    tracing::error!("request {}: reading object data: {e}", super::stamp::current());
+    S3Error::with_message(S3ErrorCode::ServiceUnavailable, "the object's data cannot be read now; retry later")
 }
 
 #[cfg(test)]

@@ -231,12 +231,15 @@ pub(super) async fn delete_objects(
         match gw.catalog.delete_object(&i.bucket, &o.key).await {
             Ok(_) if quiet => {}
             Ok(_) => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
-            Err(e) => errors.push(dto::Error {
-                code: Some("InternalError".into()),
-                key: Some(o.key.clone()),
-                message: Some(e.to_string()),
-                version_id: None,
-            }),
+            Err(e) => {
+                tracing::error!("request {}: deleting {:?}: {e}", super::stamp::current(), o.key);
+                errors.push(dto::Error {
+                    code: Some("InternalError".into()),
+                    key: Some(o.key.clone()),
+                    message: Some("We encountered an internal error. Please try again.".into()),
+                    version_id: None,
+                })
+            }
         }
     }
     Ok(S3Response::new(DeleteObjectsOutput {

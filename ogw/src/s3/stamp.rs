@@ -12,6 +12,17 @@ pub const PRESIGNED_EXPIRES_SECS_MAX: u64 = 7 * 24 * 3600;
 /// Largest difference between a SigV2 request's date and the gateway's clock (AWS: 15 min).
 pub const SIGV2_SKEW_SECS_MAX: i64 = 15 * 60;
 
+tokio::task_local! {
+    /// The id of the request this task serves (set around the S3 service's call), for
+    /// the log lines of errors whose details the client is not told.
+    pub static REQUEST_ID: String;
+}
+
+/// The id of the request being served, if any (for logs).
+pub fn current() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_else(|_| "-".into())
+}
+
 /// A fresh request id: 16 upper-case hex digits, as AWS's.
 pub fn request_id() -> String {
     let v: u64 = rand::random();

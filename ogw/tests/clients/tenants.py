@@ -47,7 +47,11 @@ OB = f"tenant-b-{tag}"
 setup = client(access, secret)
 setup.create_bucket(Bucket=B)
 setup.put_object(Bucket=B, Key="k", Body=b"tenant a's bytes")
+# An upload in progress in the first tenant's bucket, with one part.
+U = setup.create_multipart_upload(Bucket=B, Key="m")["UploadId"]
+P1 = setup.upload_part(Bucket=B, Key="m", UploadId=U, PartNumber=1, Body=b"p" * (5 << 20))["ETag"]
 client(other_access, other_secret).create_bucket(Bucket=OB)
+OU = client(other_access, other_secret).create_multipart_upload(Bucket=OB, Key="own")["UploadId"]
 denied = ("AccessDenied", 403)
 
 
@@ -74,6 +78,34 @@ def rounds_of(w):
         check("multipart", code(other.create_multipart_upload, Bucket=B, Key="m"), denied)
         check("uploads", code(other.list_multipart_uploads, Bucket=B), denied)
         check("delete bucket", code(other.delete_bucket, Bucket=B), denied)
+        # The first tenant's upload: no part, copy, listing, abort or completion.
+        check("upload part", code(other.upload_part, Bucket=B, Key="m", UploadId=U, PartNumber=2, Body=b"x"), denied)
+        check(
+            "upload part copy in",
+            code(other.upload_part_copy, Bucket=B, Key="m", UploadId=U, PartNumber=2, CopySource={"Bucket": OB, "Key": mine}),
+            denied,
+        )
+        check(
+            "upload part copy out",
+            code(other.upload_part_copy, Bucket=OB, Key="own", UploadId=OU, PartNumber=1, CopySource={"Bucket": B, "Key": "k"}),
+            denied,
+        )
+        check("list parts", code(other.list_parts, Bucket=B, Key="m", UploadId=U), denied)
+        check("abort", code(other.abort_multipart_upload, Bucket=B, Key="m", UploadId=U), denied)
+        check(
+            "complete",
+            code(
+                other.complete_multipart_upload,
+                Bucket=B,
+                Key="m",
+                UploadId=U,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": P1}]},
+            ),
+            denied,
+        )
+        # Its own upload id used on the first tenant's bucket.
+        check("own upload, other bucket", code(other.upload_part, Bucket=B, Key="own", UploadId=OU, PartNumber=1, Body=b"x"), denied)
+        check("location", code(other.get_bucket_location, Bucket=B), denied)
         check("create taken bucket", code(other.create_bucket, Bucket=B), ("BucketAlreadyExists", 409))
         # ListBuckets right after refused requests on the same connections.
         names = [b["Name"] for b in other.list_buckets()["Buckets"]]
@@ -93,6 +125,14 @@ with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     for f in [pool.submit(rounds_of, w) for w in range(workers)]:
         f.result()
 print(f"{workers}x{rounds} rounds of a second tenant's requests ok")
+
+# Nothing the refused requests asked for happened: the first tenant's bucket holds its
+# one object with its bytes, and its upload its one part.
+check("objects after", [o["Key"] for o in setup.list_objects_v2(Bucket=B)["Contents"]], ["k"])
+check("bytes after", setup.get_object(Bucket=B, Key="k")["Body"].read(), b"tenant a's bytes")
+check("uploads after", [u["UploadId"] for u in setup.list_multipart_uploads(Bucket=B).get("Uploads", [])], [U])
+check("parts after", [(p["PartNumber"], p["ETag"]) for p in setup.list_parts(Bucket=B, Key="m", UploadId=U)["Parts"]], [(1, P1)])
+print("a second tenant changed nothing of the first's")
 
 
 # --- the raw-socket check: refused PUT with Expect: 100-continue, then the next

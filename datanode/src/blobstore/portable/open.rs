@@ -20,7 +20,8 @@ use crate::limits::DEVICE_LOCK_WAIT;
 
 fn open_file(path: &Path, create: bool) -> std::io::Result<(File, bool)> {
     let mut o = OpenOptions::new();
-    o.read(true).write(true).create(create);
+    // A device file made here is the datanode's alone (mode 0600).
+    o.read(true).write(true).create(create).mode(0o600);
     match o.clone().custom_flags(libc::O_DIRECT).open(path) {
         Ok(f) => Ok((f, true)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
