@@ -20,11 +20,16 @@ fn run_boto3(endpoint: &str, key: (&str, &str), other: (&str, &str), log: &Path)
 }
 
 fn run_awscli(aws: &Path, endpoint: &str, key: (&str, &str)) {
+    run_awscli_env(aws, endpoint, key, &[])
+}
+
+fn run_awscli_env(aws: &Path, endpoint: &str, key: (&str, &str), env: &[(&str, &str)]) {
     assert!(aws.exists(), "{} is missing (run scripts/setup.sh)", aws.display());
     let out = Command::new("bash")
         .arg(suite("awscli_suite.sh"))
         .arg(aws)
         .arg(endpoint)
+        .envs(env.iter().copied())
         .env("AWS_ACCESS_KEY_ID", key.0)
         .env("AWS_SECRET_ACCESS_KEY", key.1)
         .output()
@@ -192,6 +197,63 @@ fn standalone_serves_aws_cli_v2_and_v1() {
     let s = Standalone::start();
     run_awscli(Path::new("/usr/bin/aws"), &s.endpoint, (&s.access, &s.secret));
     run_awscli(&awscli_v1(), &s.endpoint, (&s.access, &s.secret));
+}
+
+/// HTTPS: boto3 (which sends aws-chunked bodies with trailing checksums over TLS only)
+/// and both aws clis trust standalone's CA through `AWS_CA_BUNDLE`; without it they
+/// refuse the endpoint; a certificate replaced on disk is served after SIGHUP.
+#[test]
+fn standalone_serves_boto3_and_aws_clis_over_https_and_reloads_its_certificate() {
+    let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--tls"]);
+    assert!(s.endpoint.starts_with("https://"), "{}", s.endpoint);
+    let tls = s.dir.path().join("data/tls");
+    let ca = tls.join("ca.pem").display().to_string();
+    // boto3 and the clis read AWS_CA_BUNDLE; the suite's presigned requests go through `requests`.
+    let env = [("AWS_CA_BUNDLE", ca.as_str()), ("REQUESTS_CA_BUNDLE", ca.as_str())];
+    let log = s.dir.path().join("ogw.log");
+    let other = other_tenant(&s.db_args(), "other");
+    run_python_suite_env(
+        "boto3_suite.py",
+        &[&s.endpoint, &s.access, &s.secret, &other.0, &other.1],
+        &env,
+        "boto3 suite passed",
+        &log,
+    );
+    run_awscli_env(Path::new("/usr/bin/aws"), &s.endpoint, (&s.access, &s.secret), &env);
+    run_awscli_env(&awscli_v1(), &s.endpoint, (&s.access, &s.secret), &env);
+
+    // Whether a TLS handshake with the endpoint verifies against `ca` (for its address).
+    let port = s.endpoint.rsplit(':').next().unwrap().to_string();
+    let verifies = |ca: &str| {
+        let check = "import socket, ssl, sys\n\
+                     ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+                     with socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=5) as s:\n\
+                     \x20   ctx.wrap_socket(s, server_hostname='127.0.0.1').close()\n";
+        Command::new(python()).args(["-c", check, ca, &port]).output().unwrap().status.success()
+    };
+    assert!(verifies(&ca));
+    // A client that does not trust the CA refuses the endpoint.
+    let other_ca = tempfile::tempdir().unwrap();
+    let (cert, key, new_ca) =
+        ogw::tls::self_signed(other_ca.path(), &["localhost".into(), "127.0.0.1".into()]).unwrap();
+    assert!(!verifies(&new_ca.display().to_string()));
+    // A new certificate in place of the old one, then SIGHUP: new connections get it.
+    std::fs::copy(&cert, tls.join("cert.pem")).unwrap();
+    std::fs::copy(&key, tls.join("key.pem")).unwrap();
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    let new_ca = new_ca.display().to_string();
+    assert!(
+        poll_until(Duration::from_secs(10), || verifies(&new_ca)),
+        "the new certificate is not served after SIGHUP"
+    );
+    assert!(!verifies(&ca));
+    // A broken file and SIGHUP: the certificate in use stays.
+    std::fs::write(tls.join("cert.pem"), "garbage").unwrap();
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    assert!(poll_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("keeping the TLS certificate in use")));
+    assert!(verifies(&new_ca));
 }
 
 /// Separate processes: 3 metanodes, 4 datanodes, and two stateless gateways on one

@@ -137,10 +137,16 @@ pub fn other_tenant(db: &[String], name: &str) -> (String, String) {
 /// failure the message ends with the last lines of the gateway's log (`log`), which say
 /// why the server answered as it did.
 pub fn run_python_suite(name: &str, args: &[&str], passed: &str, log: &Path) {
+    run_python_suite_env(name, args, &[], passed, log)
+}
+
+/// As [`run_python_suite`], with environment variables (e.g. `AWS_CA_BUNDLE`).
+pub fn run_python_suite_env(name: &str, args: &[&str], env: &[(&str, &str)], passed: &str, log: &Path) {
     let py = python();
     let out = Command::new(&py)
         .arg(suite(name))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", py.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
