@@ -125,7 +125,8 @@ pub async fn serve(
             async move {
                 let version = req.version();
                 let id = stamp::request_id();
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
+                stamp::date_for_sigv4(&mut parts);
                 if let Some(r) = stamp::precheck(&parts, time::OffsetDateTime::now_utc()) {
                     let mut resp = http::Response::new(s3s::Body::from(stamp::error_body(r.code, &r.message, &id)));
                     *resp.status_mut() = r.status;

@@ -328,7 +328,9 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "ogw listening on {} ({scheme})", l.local_addr()?).and_then(|()| out.flush());
+            // (The address ends the line: scripts and tests read it from there.)
+            let _ =
+                writeln!(out, "ogw serves {scheme}; ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
             server::serve(l, svc, idle_timeout, tls, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {

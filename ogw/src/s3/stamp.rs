@@ -86,6 +86,29 @@ pub fn precheck(parts: &http::request::Parts, now: time::OffsetDateTime) -> Opti
     None
 }
 
+/// A SigV4 request may carry its time in `Date` instead of `x-amz-date` (AWS takes
+/// either; s3s reads only `x-amz-date`): the time is copied there, in SigV4's format.
+/// Only signed headers enter the signature, so adding this one changes nothing else.
+pub fn date_for_sigv4(parts: &mut http::request::Parts) {
+    let v4 = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+    if !v4 || parts.headers.contains_key("x-amz-date") {
+        return;
+    }
+    let date = parts.headers.get(http::header::DATE).and_then(|v| v.to_str().ok()).and_then(parse_http_date);
+    if let Some(t) = date {
+        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        if let Some(v) =
+            t.to_offset(time::UtcOffset::UTC).format(&fmt).ok().and_then(|f| HeaderValue::from_str(&f).ok())
+        {
+            parts.headers.insert("x-amz-date", v);
+        }
+    }
+}
+
 /// An HTTP date (RFC 7231 IMF-fixdate, as SigV2 clients send; RFC 850 and asctime are
 /// accepted too), or an ISO 8601 basic date-time (`20261202T031900Z`).
 fn parse_http_date(s: &str) -> Option<time::OffsetDateTime> {
