@@ -69,6 +69,9 @@ pub const META_DEADLINE_DEFAULT: Duration = Duration::from_secs(15);
 pub const META_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
 /// Connecting to a metanode member: members are on the LAN, and another member is tried.
 pub const META_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Idle pooled connections to metanodes are closed after this (below the metanode's
+/// 60 s idle timeout, so that the client closes first).
+pub const META_POOL_IDLE: Duration = Duration::from_secs(30);
 /// `status_of` asks one member for its own view, without retrying.
 pub const META_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before the first retry; it doubles up to `META_BACKOFF_MAX`.

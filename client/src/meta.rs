@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use crate::limits::META_DEADLINE_DEFAULT;
 use crate::limits::{
-    META_ATTEMPT_TIMEOUT, META_BACKOFF_MAX, META_BACKOFF_MIN, META_CONNECT_TIMEOUT, META_STATUS_TIMEOUT,
+    META_ATTEMPT_TIMEOUT, META_BACKOFF_MAX, META_BACKOFF_MIN, META_CONNECT_TIMEOUT, META_POOL_IDLE, META_STATUS_TIMEOUT,
 };
 
 #[derive(Clone)]
@@ -69,6 +69,9 @@ impl MetaClient {
         let http = reqwest::Client::builder()
             .connect_timeout(META_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // Shorter than the metanode's idle timeout: this side closes idle
+            // connections first, so a request never goes out on one being closed.
+            .pool_idle_timeout(META_POOL_IDLE)
             .build()
             .expect("a plain HTTP client builds");
         let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();

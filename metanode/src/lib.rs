@@ -8,6 +8,7 @@ pub mod network;
 pub mod node;
 pub mod placement;
 pub mod repair;
+pub mod serve;
 pub mod state;
 pub mod statebench;
 pub mod store;

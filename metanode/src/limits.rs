@@ -33,6 +33,14 @@ pub const HEALTH_PERIOD_MIN: Duration = Duration::from_millis(50);
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Idle connections to peers are kept this long for reuse.
 pub const PEER_POOL_IDLE: Duration = Duration::from_secs(30);
+/// A connection to the metanode that sends no request head for this long (new, between
+/// requests, or half sent) is closed. Longer than the peers' and clients' pools keep
+/// idle connections (`PEER_POOL_IDLE`; `MetaClient`'s), so they close theirs first.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Connections open at once; more are closed as they arrive.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// Pause after a failed accept (out of file descriptors), instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most extents one `POST /v1/extents/delete` names: one Raft entry carries them all,
 /// and the entry is sent to every member and kept in the log until the next snapshot.
 pub const DELETE_EXTENTS_MAX: usize = 10_000;
@@ -113,3 +121,4 @@ pub const UNVERIFIED_BODIES_BYTES_MAX: usize = 64 << 20;
 pub const UNVERIFIED_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const _: () = assert!(UNVERIFIED_BODIES_BYTES_MAX >= 2 * RAFT_BODY_BYTES_MAX, "a member's largest RPC fits twice");
+const _: () = assert!(IDLE_TIMEOUT_DEFAULT.as_secs() > PEER_POOL_IDLE.as_secs());

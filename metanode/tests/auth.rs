@@ -183,13 +183,25 @@ async fn every_endpoint_refuses_what_is_not_signed_by_an_allowed_role_and_nothin
 #[test]
 fn services_without_secrets_refuse_to_listen_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
+    // Each must exit at once; one that started serving instead is killed after 10 s.
     let run = |bin: std::path::PathBuf, args: &[&str]| {
-        let out = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(bin)
             .args(args)
             .env_remove(proto::auth::SECRETS_FILE_ENV)
             .env_remove("STRATA_NODE_SECRET")
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{args:?} did not refuse to start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let data = dir.path().join("m").display().to_string();
@@ -210,4 +222,39 @@ fn services_without_secrets_refuse_to_listen_beyond_loopback() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_and_do_not_stop_signed_requests() {
+    let cl = Cluster::start(1, &["--node-grace-ms", "600000", "--idle-timeout-ms", "1500"]);
+    let c = cl.client();
+    c.status().await.unwrap();
+    let addr = cl.members[0].addr.clone();
+    let mut conns = Vec::new();
+    for i in 0..500 {
+        let mut t = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            tokio::io::AsyncWriteExt::write_all(&mut t, b"POST /v1/streams HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        }
+        conns.push((std::time::Instant::now(), t));
+    }
+    // Served meanwhile.
+    let t = std::time::Instant::now();
+    c.streams().await.unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
+    // Every one is closed by the metanode, none before its timeout.
+    for (opened, mut t) in conns {
+        let mut b = [0u8; 512];
+        loop {
+            let left =
+                (opened + std::time::Duration::from_secs(10)).saturating_duration_since(std::time::Instant::now());
+            match tokio::time::timeout(left, tokio::io::AsyncReadExt::read(&mut t, &mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("a connection was still open 10 s after it opened"),
+            }
+        }
+        assert!(opened.elapsed() >= std::time::Duration::from_millis(1000), "closed after {:?}", opened.elapsed());
+    }
+    c.status().await.unwrap();
 }

@@ -78,11 +78,10 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let app = metanode::api::router(node.clone());
     let mut rx = stop_rx.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(ml, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.changed().await;
-            })
-            .await;
+        metanode::serve::serve(ml, app, metanode::limits::IDLE_TIMEOUT_DEFAULT, async move {
+            let _ = rx.changed().await;
+        })
+        .await;
     });
 
     // The datanodes.

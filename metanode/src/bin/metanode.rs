@@ -83,6 +83,9 @@ struct Serve {
     /// ... and at least this many MiB must move to even them out.
     #[arg(long, default_value_t = limits::REBALANCE_MIN_BYTES_DEFAULT >> 20)]
     rebalance_min_mib: u64,
+    /// Close connections that send no request head this long, ms.
+    #[arg(long, default_value_t = limits::IDLE_TIMEOUT_DEFAULT.as_millis() as u64)]
+    idle_timeout_ms: u64,
 }
 
 /// A range of milliseconds written `MIN-MAX`.
@@ -281,6 +284,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
         }
         Cmd::Serve(a) => {
             let listen = a.listen;
+            let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
             let mut s = settings(a)?;
             match &keyring {
                 None if !auth::loopback_only(&listen) => bail!("{}", auth::no_secrets_refusal("metanode", &listen)),
@@ -302,7 +306,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
             let _ =
                 writeln!(out, "metanode {} listening on {}", s.id, listener.local_addr()?).and_then(|()| out.flush());
             let app = metanode::api::router(node.clone());
-            axum::serve(listener, app).with_graceful_shutdown(client::shutdown_signal()).await?;
+            metanode::serve::serve(listener, app, idle, client::shutdown_signal()).await;
             tracing::info!("shutting down");
             node.raft.shutdown().await.ok();
         }

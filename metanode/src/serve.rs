@@ -1,0 +1,49 @@
+//! The metanode's HTTP front: axum's router on hyper, with what `axum::serve` lacks
+//! against whoever reaches the port: at most `CONNECTIONS_MAX` connections, each closed
+//! when it sends no request head within its idle timeout (`--idle-timeout-ms`, 60 s by
+//! default: new, between requests, or half sent), and a pause instead of a spin when accept fails (out of descriptors). Bodies
+//! are bounded and timed by `api::authenticate`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::limits::{ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX};
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, app: Router, idle: Duration, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut conn = hyper::server::conn::http1::Builder::new();
+            conn.timer(TokioTimer::new()).header_read_timeout(idle);
+            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!("{peer}: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
