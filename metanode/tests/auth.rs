@@ -258,3 +258,76 @@ async fn idle_and_half_sent_connections_are_closed_and_do_not_stop_signed_reques
     }
     c.status().await.unwrap();
 }
+
+/// Rotation as README describes it: a second client secret is added where it is
+/// checked (metanode, datanode) and both work; then the old one is removed and only the
+/// new one works. The services are restarted on the changed file each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_rotates_without_refusing_the_new_or_keeping_the_old() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.secrets");
+    let secret = || proto::auth::hex(&rand::random::<[u8; 32]>());
+    let (old, new, node, admin, member) = (secret(), secret(), secret(), secret(), secret());
+    let write = |clients: &[&str]| {
+        let mut text = format!("node = {node}\nadmin = {admin}\nmember = {member}\n");
+        for c in clients {
+            text.push_str(&format!("client = {c}\n"));
+        }
+        let _ = std::fs::remove_file(&file);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    };
+    write(&[&old]);
+    let path = file.display().to_string();
+    let mut cl = Cluster::start_env(1, &["--node-grace-ms", "600000"], &[(proto::auth::SECRETS_FILE_ENV, &path)]);
+    let admin_cred = Keyring::parse(&format!("admin = {admin}\n")).unwrap().credential(Role::Admin);
+    let as_admin = client::MetaClient::with_credential(cl.addrs(), client::meta::META_DEADLINE_DEFAULT, admin_cred);
+    let mut dn =
+        testkit::DataNode::start_with(cl.dir.path(), NodeId(1), &cl.addrs(), "32M", false, 100, &["--secrets", &path]);
+    testkit::wait_datanodes_up(&as_admin, 1).await;
+    let addrs = cl.addrs();
+    assert_eq!(works(&addrs, &dn.addr, &old).await, (true, true));
+    assert_eq!(works(&addrs, &dn.addr, &new).await, (false, false));
+
+    // Step 1: the new secret as a second line where it is checked.
+    write(&[&old, &new]);
+    cl.member_mut(1).kill9();
+    cl.member_mut(1).start();
+    dn.kill9();
+    dn.spawn();
+    testkit::wait_for("the leader", std::time::Duration::from_secs(30), || async { as_admin.streams().await.ok() })
+        .await;
+    assert_eq!(works(&addrs, &dn.addr, &old).await, (true, true), "the old secret works during the rotation");
+    assert_eq!(works(&addrs, &dn.addr, &new).await, (true, true), "the new secret works during the rotation");
+
+    // Step 3: the old secret removed.
+    write(&[&new]);
+    cl.member_mut(1).kill9();
+    cl.member_mut(1).start();
+    dn.kill9();
+    dn.spawn();
+    testkit::wait_for("the leader", std::time::Duration::from_secs(30), || async { as_admin.streams().await.ok() })
+        .await;
+    assert_eq!(works(&addrs, &dn.addr, &new).await, (true, true));
+    assert_eq!(works(&addrs, &dn.addr, &old).await, (false, false), "the old secret is refused once removed");
+}
+
+fn client_cred(secret: &str) -> Credential {
+    Keyring::parse(&format!("client = {secret}\n")).unwrap().credential(Role::Client).unwrap()
+}
+
+/// Whether a client presenting `secret` is served by the metanode and by the datanode.
+async fn works(addrs: &[String], datanode: &str, secret: &str) -> (bool, bool) {
+    let m = client::MetaClient::with_credential(
+        addrs.to_vec(),
+        std::time::Duration::from_secs(3),
+        Some(client_cred(secret)),
+    );
+    let meta = m.streams().await.is_ok();
+    let data = match client::DataNodeClient::connect_as(datanode, Some(&client_cred(secret))).await {
+        Ok(c) => c.node_stat().await.is_ok(),
+        Err(_) => false,
+    };
+    (meta, data)
+}
