@@ -81,6 +81,7 @@ async fn authenticate(State(n): App, req: Request, next: Next) -> Response {
     let refuse = |e: AuthError| {
         let e = match e {
             AuthError::Forbidden(msg) => MetaError::Forbidden { msg },
+            AuthError::Unauthorized(msg) => MetaError::Unauthorized { msg },
             other => MetaError::Unauthorized { msg: other.to_string() },
         };
         ApiError(e).into_response()
