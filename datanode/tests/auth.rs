@@ -29,17 +29,13 @@ fn every_request() -> Vec<Request> {
         // What once left a stream unopenable until the datanode restarted.
         Request::Fence { extent: e, epoch: Epoch(u64::MAX) },
         Request::Records { extent: e },
-        Request::Rebuild(Rebuild {
-            extent: ExtentId(78),
-            epoch: Epoch(1),
-            device: ANY_DEVICE,
-            length: 0,
-            k: 0,
-            m: 0,
-            slot: 0,
-            sources: vec![],
-        }),
+        Request::Rebuild(rebuild(ExtentId(78), vec![])),
     ]
+}
+
+/// A rebuild of an empty replica of `extent` from `sources`.
+fn rebuild(extent: ExtentId, sources: Vec<(u8, proto::NodeId, String)>) -> Rebuild {
+    Rebuild { extent, epoch: Epoch(1), device: ANY_DEVICE, length: 0, k: 0, m: 0, slot: 0, sources }
 }
 
 /// Sends `req` as the first frame of a fresh connection (no handshake); returns the
@@ -102,17 +98,8 @@ async fn a_client_may_not_ask_for_a_rebuild_but_a_node_may() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), default_args(dir.path()));
     let keys = Keyring::load(testkit::secrets()).unwrap();
-    let rebuild = Rebuild {
-        extent: ExtentId(9),
-        epoch: Epoch(1),
-        device: ANY_DEVICE,
-        length: 0,
-        k: 0,
-        m: 0,
-        slot: 0,
-        // Where a hostile client would point the datanode.
-        sources: vec![(0, proto::NodeId(2), "127.0.0.1:1".into())],
-    };
+    // Where a hostile client would point the datanode.
+    let rebuild = rebuild(ExtentId(9), vec![(0, proto::NodeId(2), "127.0.0.1:1".into())]);
     let client = DataNodeClient::connect_as(node.addr, keys.credential(Role::Client).as_ref()).await.unwrap();
     let r = client.rebuild(rebuild.clone()).await;
     assert!(matches!(&r, Err(ClientError::Extent(ExtentError::Forbidden(_)))), "{r:?}");

@@ -292,23 +292,13 @@ async fn a_client_secret_rotates_without_refusing_the_new_or_keeping_the_old() {
 
     // Step 1: the new secret as a second line where it is checked.
     write(&[&old, &new]);
-    cl.member_mut(1).kill9();
-    cl.member_mut(1).start();
-    dn.kill9();
-    dn.spawn();
-    testkit::wait_for("the leader", std::time::Duration::from_secs(30), || async { as_admin.streams().await.ok() })
-        .await;
+    restart(&mut cl, &mut dn, &as_admin).await;
     assert_eq!(works(&addrs, &dn.addr, &old).await, (true, true), "the old secret works during the rotation");
     assert_eq!(works(&addrs, &dn.addr, &new).await, (true, true), "the new secret works during the rotation");
 
     // Step 3: the old secret removed.
     write(&[&new]);
-    cl.member_mut(1).kill9();
-    cl.member_mut(1).start();
-    dn.kill9();
-    dn.spawn();
-    testkit::wait_for("the leader", std::time::Duration::from_secs(30), || async { as_admin.streams().await.ok() })
-        .await;
+    restart(&mut cl, &mut dn, &as_admin).await;
     assert_eq!(works(&addrs, &dn.addr, &new).await, (true, true));
     assert_eq!(works(&addrs, &dn.addr, &old).await, (false, false), "the old secret is refused once removed");
 }
@@ -330,4 +320,14 @@ async fn works(addrs: &[String], datanode: &str, secret: &str) -> (bool, bool) {
         Err(_) => false,
     };
     (meta, data)
+}
+
+/// Restarts the metanode and the datanode (on the secrets file as it is now) and waits
+/// for the metanode to answer.
+async fn restart(cl: &mut Cluster, dn: &mut testkit::DataNode, admin: &client::MetaClient) {
+    cl.member_mut(1).kill9();
+    cl.member_mut(1).start();
+    dn.kill9();
+    dn.spawn();
+    testkit::wait_for("the leader", std::time::Duration::from_secs(30), || async { admin.streams().await.ok() }).await;
 }
