@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use proto::frame::{read_frame, write_frames, FrameError, Outgoing, RESPONSE_BIT};
 use proto::msg::decode_response;
 use proto::{Epoch, ExtentError, ExtentId, ExtentStat, NodeId, NodeStat, Request, Response};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::CONN_READ_BUFFER_BYTES;
@@ -75,20 +75,39 @@ impl DataNodeClient {
 
     /// Connects to `addr` and authenticates with the process's credential
     /// ([`proto::auth::default_credential`]).
-    pub async fn connect(addr: impl ToSocketAddrs) -> Result<DataNodeClient, ClientError> {
+    pub async fn connect(addr: impl std::fmt::Display) -> Result<DataNodeClient, ClientError> {
         DataNodeClient::connect_as(addr, proto::auth::default_credential().as_ref()).await
     }
 
     /// Connects to `addr` and authenticates with `cred` (`None`: as nobody, which only
     /// a datanode without cluster secrets accepts).
     pub async fn connect_as(
-        addr: impl ToSocketAddrs,
+        addr: impl std::fmt::Display,
         cred: Option<&proto::auth::Credential>,
     ) -> Result<DataNodeClient, ClientError> {
-        let mut sock = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        let addr = addr.to_string();
+        let tls = proto::tls::client().map_err(ClientError::Connection)?;
+        let sock = TcpStream::connect(&addr).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let _ = sock.set_nodelay(true);
+        match tls {
+            None => DataNodeClient::over(sock, cred).await,
+            Some(config) => {
+                let sock = proto::tls::connect(config, &addr, sock)
+                    .await
+                    .map_err(|e| ClientError::Connection(e.to_string()))?;
+                DataNodeClient::over(sock, cred).await
+            }
+        }
+    }
+
+    /// Runs the cluster handshake over `sock` (TCP, or a TLS session), then serves
+    /// requests on it.
+    async fn over<S>(mut sock: S, cred: Option<&proto::auth::Credential>) -> Result<DataNodeClient, ClientError>
+    where
+        S: proto::tls::Halves,
+    {
         proto::auth::client_handshake(&mut sock, cred).await?;
-        let (rd, wr) = sock.into_split();
+        let (rd, wr) = sock.halves();
         let mut rd = tokio::io::BufReader::with_capacity(CONN_READ_BUFFER_BYTES, rd);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending { waiting: HashMap::new(), closed: None }),

@@ -49,12 +49,24 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// `builder` with this process's link TLS settings ([`proto::tls::client`]): the
+/// cluster's CA bundle and nothing else when the links run over TLS.
+pub fn link_http(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    proto::tls::install_provider();
+    match proto::tls::client() {
+        Ok(Some(config)) => builder.use_preconfigured_tls((*config).clone()),
+        _ => builder,
+    }
+}
+
 /// What a client process (gateway, GC) does at start: presents the client secret of
 /// the cluster secrets (`path`, else `STRATA_SECRETS_FILE`, else `STRATA_CLIENT_SECRET`)
 /// to metanodes and datanodes. Without secrets it presents none, which only a cluster
-/// without secrets (on loopback) accepts.
+/// without secrets (on loopback) accepts. A CA bundle in `STRATA_TLS_CA` that
+/// cannot be used is an error here too.
 pub fn present_client_secret(program: &str, path: Option<&std::path::Path>) -> Result<(), proto::auth::AuthError> {
     use proto::auth::{AuthError, Keyring, Role};
+    proto::tls::client().map_err(AuthError::Config)?;
     match Keyring::from_env_or(path)? {
         Some(k) => {
             let c = k.credential(Role::Client).ok_or_else(|| {

@@ -66,14 +66,14 @@ impl MetaClient {
         deadline: Duration,
         cred: Option<Option<Credential>>,
     ) -> MetaClient {
-        let http = reqwest::Client::builder()
+        let http = crate::link_http(reqwest::Client::builder())
             .connect_timeout(META_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // Shorter than the metanode's idle timeout: this side closes idle
             // connections first, so a request never goes out on one being closed.
             .pool_idle_timeout(META_POOL_IDLE)
             .build()
-            .expect("a plain HTTP client builds");
+            .expect("an HTTP client builds");
         let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
         assert!(!addrs.is_empty(), "a metanode client needs at least one address");
         let inner = Inner { http, addrs: Mutex::new(addrs), leader: AtomicUsize::new(0), deadline, cred };
@@ -82,7 +82,7 @@ impl MetaClient {
 
     /// A request to `addr`, signed when this client has a credential.
     fn request(&self, method: Method, addr: &str, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        let mut req = self.inner.http.request(method.clone(), format!("http://{addr}{path}"));
+        let mut req = self.inner.http.request(method.clone(), format!("{}://{addr}{path}", proto::tls::scheme()));
         let cred = match &self.inner.cred {
             Some(c) => c.clone(),
             None => proto::auth::default_credential(),

@@ -6,6 +6,9 @@
 //! listen = "127.0.0.1:7100"
 //! extent_bytes_max = "256M"
 //! io_engine = "auto"          # auto | uring | sync
+//! secrets = "/etc/strata/cluster.secrets"
+//! tls_cert = "/etc/strata/dn1.pem" # serve TLS (the process also needs STRATA_TLS_CA)
+//! tls_key = "/etc/strata/dn1.key"
 //!
 //! [[device]]
 //! path = "data/dev0.img"      # a file (created if missing) or a raw block device
@@ -29,6 +32,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -136,6 +140,14 @@ pub struct Args {
     /// datanode listens on loopback only.
     #[arg(long)]
     pub secrets: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM; default: the config's `tls_cert`,
+    /// else $STRATA_TLS_CERT). Its own links then need $STRATA_TLS_CA.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; default: the config's `tls_key`, else
+    /// $STRATA_TLS_KEY).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -160,6 +172,8 @@ struct FileConfig {
     rebuild_rate: Option<Size>,
     rebuild_rate_busy: Option<Size>,
     secrets: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The spdk backend's devices, from flags or from the file's `[spdk]` (flags win).
@@ -255,6 +269,8 @@ pub struct Config {
     /// The cluster secrets peers must prove they hold (`None`: anyone may connect,
     /// refused unless `listen` is a loopback address).
     pub keyring: Option<proto::auth::Keyring>,
+    /// The certificate served to peers (`None`: plain TCP).
+    pub tls: Option<Arc<proto::tls::Certs>>,
 }
 
 #[derive(Debug, Clone)]
@@ -409,10 +425,23 @@ impl Config {
             ),
             _ => {}
         }
+        let tls = proto::tls::Certs::from_flags_or_env(
+            args.tls_cert.as_deref().or(file.tls_cert.as_deref()),
+            args.tls_key.as_deref().or(file.tls_key.as_deref()),
+        )?;
+        match proto::tls::client().map_err(anyhow::Error::msg)? {
+            None if tls.is_some() => bail!(
+                "this datanode serves TLS but its own links (heartbeats, rebuilds) would run in clear: set {} to \
+                 the cluster's CA bundle",
+                proto::tls::CA_ENV
+            ),
+            _ => {}
+        }
         Ok(Config {
             rebuild_rate,
             rebuild_rate_busy,
             keyring,
+            tls,
             node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
             meta,

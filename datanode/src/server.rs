@@ -41,6 +41,8 @@ pub struct Server {
     connections: Arc<Semaphore>,
     /// Connections still in their handshake, per peer address.
     unproven: Arc<Handshaking>,
+    /// Set: every connection runs in a TLS session.
+    tls: Option<proto::tls::tokio_rustls::TlsAcceptor>,
 }
 
 /// Connections that have not yet proved who they are: a few per peer address, so that
@@ -127,7 +129,14 @@ impl Server {
             in_flight_bytes: Arc::new(Semaphore::new(SERVER_IN_FLIGHT_BYTES_MAX / BUDGET_UNIT_BYTES)),
             connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
             unproven: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Serves every connection in a TLS session with `certs` (`None`: plain TCP).
+    pub fn with_tls(mut self, certs: Option<&Arc<proto::tls::Certs>>) -> Server {
+        self.tls = certs.map(|c| c.acceptor_alpn(&[]));
+        self
     }
 
     /// Requires every connection to authenticate with one of `keyring`'s secrets.
@@ -169,8 +178,49 @@ impl Server {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr, unproven: Unproven) {
+    async fn connection(self: Arc<Self>, sock: TcpStream, peer: SocketAddr, unproven: Unproven) {
         let _ = sock.set_nodelay(true);
+        // The first byte tells a TLS client (a handshake record) from a plain one.
+        let mut first = [0u8; 1];
+        let tls_client = match tokio::time::timeout(HANDSHAKE_TIMEOUT, sock.peek(&mut first)).await {
+            Ok(Ok(1)) => first[0] == proto::tls::TLS_HANDSHAKE_BYTE,
+            Ok(_) => return,
+            Err(_) => {
+                tracing::warn!("{peer}: no handshake within {HANDSHAKE_TIMEOUT:?}; closing the connection");
+                return;
+            }
+        };
+        let Some(acceptor) = self.tls.clone() else {
+            if tls_client {
+                tracing::warn!("{peer}: refused: a TLS client, and this datanode serves plain TCP (no --tls-cert)");
+                return;
+            }
+            return self.session(sock, peer, unproven).await;
+        };
+        if !tls_client {
+            // A peer without TLS: tell it why, in the frames it reads.
+            tracing::warn!("{peer}: refused: a plain connection, and this datanode serves TLS only");
+            let e = ExtentError::Forbidden(format!(
+                "this datanode serves TLS only: give the client the cluster's CA bundle ({})",
+                proto::tls::CA_ENV
+            ));
+            let mut sock = sock;
+            let _ = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                tokio::io::AsyncWriteExt::write_all(&mut sock, encode_response(0, 0, &Err(e)).head()),
+            )
+            .await;
+            return;
+        }
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+            Ok(Ok(tls)) => self.session(tls, peer, unproven).await,
+            Ok(Err(e)) => tracing::warn!("{peer}: TLS handshake: {e}"),
+            Err(_) => tracing::warn!("{peer}: no TLS handshake within {HANDSHAKE_TIMEOUT:?}; closing the connection"),
+        }
+    }
+
+    /// Serves one connection (plain or TLS): the cluster handshake, then requests.
+    async fn session<S: proto::tls::Halves>(self: Arc<Self>, mut sock: S, peer: SocketAddr, unproven: Unproven) {
         let role =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut sock, self.keyring.as_deref())).await {
                 Ok(Ok(role)) => role,
@@ -189,7 +239,7 @@ impl Server {
             tracing::warn!("{peer}: refused: {CONNECTIONS_MAX} connections are open");
             return;
         };
-        let (rd, wr) = sock.into_split();
+        let (rd, wr) = sock.halves();
         // Small frames arrive many to a syscall; large payloads bypass the buffer.
         let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::unbounded_channel::<Answer>();

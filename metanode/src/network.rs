@@ -25,12 +25,12 @@ pub struct Network {
 impl Network {
     /// `cred`: the node credential RPCs are signed with (`None`: unsigned).
     pub fn new(cred: Option<Credential>) -> Network {
-        let http = reqwest::Client::builder()
+        let http = client::link_http(reqwest::Client::builder())
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .pool_idle_timeout(PEER_POOL_IDLE)
             .build()
-            .expect("a plain HTTP client builds");
+            .expect("an HTTP client builds");
         Network { http, cred }
     }
 }
@@ -64,7 +64,7 @@ impl Peer {
     {
         let path = format!("/raft/{what}");
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut r = self.http.post(format!("http://{}{path}", self.node.addr));
+        let mut r = self.http.post(format!("{}://{}{path}", proto::tls::scheme(), self.node.addr));
         if let Some(c) = &self.cred {
             r = r.header(reqwest::header::AUTHORIZATION, proto::auth::sign_http(c, "POST", &path, &body));
         }

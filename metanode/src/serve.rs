@@ -1,8 +1,9 @@
 //! The metanode's HTTP front: axum's router on hyper, with what `axum::serve` lacks
 //! against whoever reaches the port: at most `CONNECTIONS_MAX` connections, each closed
 //! when it sends no request head within its idle timeout (`--idle-timeout-ms`, 60 s by
-//! default: new, between requests, or half sent), and a pause instead of a spin when accept fails (out of descriptors). Bodies
-//! are bounded and timed by `api::authenticate`.
+//! default: new, between requests, or half sent), and a pause instead of a spin when
+//! accept fails (out of descriptors). HTTPS when given a certificate (`--tls-cert`).
+//! Bodies are bounded and timed by `api::authenticate`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +17,14 @@ use tokio::net::TcpListener;
 use crate::limits::{ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX};
 
 /// Serves `app` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, app: Router, idle: Duration, shutdown: impl Future<Output = ()>) {
+/// `tls`: serve HTTPS only.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    idle: Duration,
+    tls: Option<proto::tls::tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -37,10 +45,19 @@ pub async fn serve(listener: TcpListener, app: Router, idle: Duration, shutdown:
         };
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut conn = hyper::server::conn::http1::Builder::new();
             conn.timer(TokioTimer::new()).header_read_timeout(idle);
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+            let served = match tls {
+                None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => conn.serve_connection(TokioIo::new(s), svc).await,
+                    Ok(Err(e)) => return tracing::debug!("{peer}: TLS handshake: {e}"),
+                    Err(_) => return tracing::debug!("{peer}: no TLS handshake within {idle:?}"),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!("{peer}: {e}");
             }
             drop(slot);

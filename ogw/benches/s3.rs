@@ -49,6 +49,7 @@ struct Gen {
 
 impl Gen {
     fn new(t: Arc<Target>) -> Gen {
+        proto::tls::install_provider();
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         Gen { http, t }
     }

@@ -14,4 +14,4 @@ pub mod s3;
 pub mod secrets;
 pub mod server;
 pub mod standalone;
-pub mod tls;
+pub use proto::tls;

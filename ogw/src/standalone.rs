@@ -78,7 +78,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let app = metanode::api::router(node.clone());
     let mut rx = stop_rx.clone();
     tokio::spawn(async move {
-        metanode::serve::serve(ml, app, metanode::limits::IDLE_TIMEOUT_DEFAULT, async move {
+        metanode::serve::serve(ml, app, metanode::limits::IDLE_TIMEOUT_DEFAULT, None, async move {
             let _ = rx.changed().await;
         })
         .await;

@@ -8,6 +8,7 @@ pub mod frame;
 mod id;
 pub mod meta;
 pub mod msg;
+pub mod tls;
 
 pub use error::ExtentError;
 pub use frame::{FrameError, FrameHeader};

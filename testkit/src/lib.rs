@@ -9,7 +9,7 @@ pub mod process;
 pub use cluster::{collect_in_order, fake_datanode, signed, wait_datanodes_up, Cluster, DataNode, Member, RAFT_ARGS};
 pub use process::{
     datanode_bin, free_port, log_tail, metanode_bin, secrets, secrets_env, sibling_bin, spawn_listening,
-    spawn_listening_env,
+    spawn_listening_env, tls_env, tls_links, KillOnDrop, TlsFiles,
 };
 
 use std::time::{Duration, Instant};

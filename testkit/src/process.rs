@@ -30,6 +30,7 @@ pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(Str
         .args(args)
         .env("RUST_LOG", "info,openraft=warn")
         .envs(secrets_env())
+        .envs(tls_env())
         .envs(envs.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -61,6 +62,8 @@ pub fn spawn_listening_env(bin: &Path, args: &[String], log: &Path, envs: &[(Str
 /// every endpoint but Raft's.
 pub fn secrets() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
+    // This process's plain reqwest clients need a rustls provider installed.
+    proto::tls::install_provider();
     PATH.get_or_init(|| {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
@@ -83,6 +86,75 @@ pub fn secrets() -> &'static Path {
 /// The environment that gives a process the test secrets ([`secrets`]).
 pub fn secrets_env() -> [(String, String); 1] {
     [(SECRETS_FILE_ENV.to_string(), secrets().display().to_string())]
+}
+
+/// A child process killed (and reaped) when this is dropped, so a failing or finished
+/// test leaves no server running.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and a certificate it signs for `127.0.0.1` and `localhost`, made once per
+/// machine and user.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+static TLS: OnceLock<TlsFiles> = OnceLock::new();
+
+/// Runs this test's cluster links over TLS: every process started from now on serves
+/// TLS (metanodes, datanodes) and trusts only the test CA on its links, and so does
+/// this process (call it before its first link).
+pub fn tls_links() -> &'static TlsFiles {
+    proto::tls::install_provider();
+    TLS.get_or_init(|| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("strata-test-{uid}-tls"));
+        if !dir.join("ca.pem").exists() {
+            // Made aside and renamed into place: of racing test processes, one
+            // directory wins and every process reads that one.
+            let aside = dir.with_extension(format!("{}.new", std::process::id()));
+            let _ = std::fs::remove_dir_all(&aside);
+            proto::tls::self_signed(&aside, &["127.0.0.1".into(), "localhost".into()]).expect("make the test CA");
+            if std::fs::rename(&aside, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+        }
+        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        proto::tls::set_client_ca(Some(&files.ca)).expect("tls_links is called before this process's first link");
+        files
+    })
+}
+
+/// The environment of a process started by a test that called [`tls_links`] (empty
+/// otherwise).
+pub fn tls_env() -> Vec<(String, String)> {
+    let Some(t) = TLS.get() else { return Vec::new() };
+    [(proto::tls::CA_ENV, &t.ca), (proto::tls::CERT_ENV, &t.cert), (proto::tls::KEY_ENV, &t.key)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
+        .collect()
 }
 
 /// The last `n` lines of a log file (for the message of a failing test).

@@ -52,8 +52,12 @@ fn run() -> anyhow::Result<()> {
         let server = Arc::new(
             Server::new(store.clone(), cfg.node_id)
                 .with_rebuild_rate(cfg.rebuild_rate, cfg.rebuild_rate_busy)
-                .with_keyring(cfg.keyring.clone()),
+                .with_keyring(cfg.keyring.clone())
+                .with_tls(cfg.tls.as_ref()),
         );
+        if let Some(certs) = &cfg.tls {
+            certs.reload_on_sighup()?;
+        }
         server.serve(listener, client::shutdown_signal()).await;
         tracing::info!("shutting down");
         anyhow::Ok(())

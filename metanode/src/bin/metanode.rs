@@ -86,6 +86,13 @@ struct Serve {
     /// Close connections that send no request head this long, ms.
     #[arg(long, default_value_t = limits::IDLE_TIMEOUT_DEFAULT.as_millis() as u64)]
     idle_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM; default $STRATA_TLS_CERT),
+    /// reloaded on SIGHUP. Its own links then need $STRATA_TLS_CA.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; default $STRATA_TLS_KEY).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 /// A range of milliseconds written `MIN-MAX`.
@@ -273,6 +280,8 @@ fn settings(a: Serve) -> anyhow::Result<Settings> {
 
 async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
     let json = |v: &dyn erased::Json| println!("{}", v.json());
+    // A CA bundle that cannot be used is reported before anything is dialled.
+    proto::tls::client().map_err(anyhow::Error::msg)?;
     if !matches!(cmd, Cmd::Serve(_)) {
         // The admin commands act as an admin when they can.
         auth::set_default(keyring.as_ref().and_then(|k| k.credential_of(&[Role::Admin, Role::Client])));
@@ -285,6 +294,14 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
         Cmd::Serve(a) => {
             let listen = a.listen;
             let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
+            let certs = proto::tls::Certs::from_flags_or_env(a.tls_cert.as_deref(), a.tls_key.as_deref())?;
+            if certs.is_some() && proto::tls::client().map_err(anyhow::Error::msg)?.is_none() {
+                bail!(
+                    "this metanode serves HTTPS but its own links (Raft, datanodes) would run in clear: set {} to \
+                     the cluster's CA bundle",
+                    proto::tls::CA_ENV
+                );
+            }
             let mut s = settings(a)?;
             match &keyring {
                 None if !auth::loopback_only(&listen) => bail!("{}", auth::no_secrets_refusal("metanode", &listen)),
@@ -306,7 +323,14 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
             let _ =
                 writeln!(out, "metanode {} listening on {}", s.id, listener.local_addr()?).and_then(|()| out.flush());
             let app = metanode::api::router(node.clone());
-            metanode::serve::serve(listener, app, idle, client::shutdown_signal()).await;
+            let tls = match &certs {
+                Some(c) => {
+                    c.reload_on_sighup()?;
+                    Some(c.acceptor_alpn(&[b"http/1.1"]))
+                }
+                None => None,
+            };
+            metanode::serve::serve(listener, app, idle, tls, client::shutdown_signal()).await;
             tracing::info!("shutting down");
             node.raft.shutdown().await.ok();
         }

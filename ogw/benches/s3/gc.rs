@@ -96,6 +96,7 @@ pub fn bench(secs: f64) {
     let (child, t) = start_strata(&data, &args);
     let meta = t.meta.clone().expect("standalone prints its metanode");
     let g = Arc::new(Gen::new(Arc::new(t)));
+    proto::tls::install_provider();
     let http = reqwest::Client::new();
     let base = Bytes::from((0..SIZE as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<u8>>());
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;

@@ -55,6 +55,8 @@ impl Standalone {
 
     /// Starts (or restarts) on the data under `dir`.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Standalone {
+        // The test's own plain reqwest clients need a rustls provider installed.
+        proto::tls::install_provider();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("ogw.log")).unwrap();
         let mut child = Command::new(ogw_bin())
             .args(["standalone", "--s3-addr", "127.0.0.1:0", "--no-zero-fill", "--data"])
