@@ -132,7 +132,8 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
         &["--idle-seal", "1s", "--policy", "replica:2", "--ec-policy", "ec:2+1"].map(String::from)[..],
     ]
     .concat();
-    let (_gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let _gw = testkit::KillOnDrop(gw);
     let endpoint = format!("http://{addr}");
     let gc_log = cl.dir.path().join("gc.log");
     let start_gc = || {

@@ -61,7 +61,8 @@ async fn objects_survive_datanodes_lost_for_good_one_at_a_time() {
         &["--extent-size", "8M", "--idle-seal", "1s", "--policy", "replica:3", "--ec-policy", "ec:2+1"],
     )
     .await;
-    let (_gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let _gw = testkit::KillOnDrop(gw);
     let mut py = Command::new(python())
         .arg(suite("repair_s3.py"))
         .args([&format!("http://{addr}"), &a, &s, &seed.to_string()])
@@ -128,7 +129,8 @@ async fn a_gateway_starts_and_serves_while_one_of_its_streams_cannot_be_opened()
         &["--streams", "3", "--idle-seal", "0s", "--policy", "replica:1", "--ec-policy", "ec:2+1"],
     )
     .await;
-    let (mut gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    let mut gw = testkit::KillOnDrop(gw);
     let mut py = Command::new(python())
         .arg(suite("lanes_s3.py"))
         .args([&a, &s, &seed.to_string()])
@@ -167,7 +169,8 @@ async fn a_gateway_starts_and_serves_while_one_of_its_streams_cannot_be_opened()
     .await;
 
     let log = cl.dir.path().join("gw2.log");
-    let (_gw, addr) = spawn_listening(&ogw_bin(), &args, &log);
+    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &log);
+    let _gw = testkit::KillOnDrop(gw);
     ask(format!("put http://{addr} during 20"), "put 20");
     let text = std::fs::read_to_string(&log).unwrap();
     for id in &stuck {
