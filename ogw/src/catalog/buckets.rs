@@ -90,7 +90,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Deletes an empty bucket (no objects and no multipart uploads in progress).
+    /// Deletes a bucket without objects, aborting its multipart uploads in progress.
     pub async fn delete_bucket(&self, tenant: &str, name: &str) -> Result<()> {
         let (_turn, mut tx) = self.db.begin().await?;
         let sql = match self.db.backend {
@@ -107,12 +107,18 @@ impl Catalog {
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
-        let uploads: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM uploads WHERE bucket = ?"))
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        if objects + uploads > 0 {
+        if objects > 0 {
             return Err(CatalogError::BucketNotEmpty);
+        }
+        // Uploads in progress do not keep a bucket (as in AWS): they are aborted with it,
+        // their parts' bytes then named by nothing.
+        let uploads: Vec<String> = sqlx::query_scalar(self.db.q("SELECT id FROM uploads WHERE bucket = ?"))
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        for id in &uploads {
+            sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(id).execute(&mut *tx).await?;
+            self.drop_parts(&mut tx, id).await?;
         }
         sqlx::query(self.db.q("DELETE FROM buckets WHERE name = ?")).bind(name).execute(&mut *tx).await?;
         // A bucket made later under this name (by anyone) starts without them.

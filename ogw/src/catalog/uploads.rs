@@ -173,7 +173,7 @@ impl Catalog {
 
     /// Deletes an upload's part records and their extent references (the completed
     /// object names the slices of the parts it kept itself, added first).
-    async fn drop_parts(&self, tx: &mut Tx, upload: &str) -> Result<()> {
+    pub(super) async fn drop_parts(&self, tx: &mut Tx, upload: &str) -> Result<()> {
         // Locked: GC may be switching a part to compacted slices right now.
         let rows = sqlx::query(self.locking(
             "SELECT num, slices FROM parts WHERE upload = ?",

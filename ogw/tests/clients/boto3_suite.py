@@ -288,4 +288,18 @@ for p in s3.get_paginator("list_objects_v2").paginate(Bucket=B):
         s3.delete_objects(Bucket=B, Delete={"Objects": objs})
 s3.delete_bucket(Bucket=B)
 check("bucket deleted", code(s3.head_bucket, Bucket=B) == ("404", 404))
+
+# An upload in progress does not keep a bucket (as in AWS): it is aborted with it.
+s3.create_bucket(Bucket=B)
+up = s3.create_multipart_upload(Bucket=B, Key="pending")["UploadId"]
+s3.upload_part(Bucket=B, Key="pending", UploadId=up, PartNumber=1, Body=b"p" * 1000)
+s3.put_object(Bucket=B, Key="obj", Body=b"x")
+check("an object keeps its bucket", code(s3.delete_bucket, Bucket=B) == ("BucketNotEmpty", 409))
+s3.delete_object(Bucket=B, Key="obj")
+s3.delete_bucket(Bucket=B)
+s3.create_bucket(Bucket=B)
+check("its uploads went with it", s3.list_multipart_uploads(Bucket=B).get("Uploads", []) == [])
+check("an aborted upload takes no parts", code(s3.upload_part, Bucket=B, Key="pending", UploadId=up, PartNumber=2,
+                                              Body=b"q") == ("NoSuchUpload", 404))
+s3.delete_bucket(Bucket=B)
 print("boto3 suite passed")
