@@ -87,8 +87,13 @@ const SCHEMA_V3: &[&str] = &[
      policy {ID} NOT NULL, class {ID} NOT NULL, PRIMARY KEY (bucket, prefix))",
 ];
 
+/// Schema version 4: a bucket's sub-resource configurations (`catalog/config.rs`), one
+/// document per bucket and kind (tagging, CORS, ...).
+const SCHEMA_V4: &[&str] = &["CREATE TABLE IF NOT EXISTS bucket_config (bucket {ID} NOT NULL, kind {ID} NOT NULL, \
+     doc {TEXT} NOT NULL, PRIMARY KEY (bucket, kind))"];
+
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
 /// longest key (`KEY_BYTES_MAX`, checked by a test).
@@ -183,6 +188,10 @@ impl Db {
             self.run_schema(SCHEMA_V3).await?;
             // Two processes upgrading at once both insert it: harmless (MAX is read).
             sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (3)")).execute(&self.pool).await?;
+        }
+        if v < 4 {
+            self.run_schema(SCHEMA_V4).await?;
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (4)")).execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -192,6 +192,16 @@ fn standalone_answers_bad_input_with_s3_errors() {
     assert!(out.status.success() && text.contains("signed chunks suite passed"), "{text}");
 }
 
+/// Issue 17's S3 features through boto3 (`s3_features.py`): tagging of objects and
+/// buckets, with their limits, copies and uploads, and another tenant refused.
+#[test]
+fn standalone_serves_the_s3_features_to_boto3() {
+    let s = Standalone::start();
+    let other = other_tenant(&s.db_args(), "features-other");
+    let args = [s.endpoint.as_str(), &s.access, &s.secret, &other.0, &other.1];
+    run_python_suite("s3_features.py", &args, "s3 features suite passed", &s.dir.path().join("ogw.log"));
+}
+
 /// Random signed S3 requests over the whole path (`fuzz_s3.py`): no 5xx but 501, every
 /// error an S3 XML body with the request's id, and a bucket the requests never name
 /// unchanged. `STRATA_SEED` replays a run; `STRATA_FUZZ_REQUESTS` runs longer.

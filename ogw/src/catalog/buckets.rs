@@ -123,6 +123,7 @@ impl Catalog {
         sqlx::query(self.db.q("DELETE FROM buckets WHERE name = ?")).bind(name).execute(&mut *tx).await?;
         // A bucket made later under this name (by anyone) starts without them.
         sqlx::query(self.db.q("DELETE FROM transitions WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
+        sqlx::query(self.db.q("DELETE FROM bucket_config WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

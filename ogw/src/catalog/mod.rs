@@ -5,10 +5,12 @@
 //! forever, and GC never trusted it).
 //! The records, the error and what the families share are here; one file per family:
 //! `tenants` (and their keys), `buckets`, `objects` (and the listing reader),
-//! `uploads` (multipart), `streams` (the gateway's own LogStreams); `refs` keeps which
+//! `uploads` (multipart), `streams` (the gateway's own LogStreams), `config` (a
+//! bucket's sub-resource documents: tagging, CORS, ...); `refs` keeps which
 //! rows name which extents (in the same transactions), `gc` is what the GC service asks.
 
 mod buckets;
+mod config;
 mod gc;
 mod objects;
 mod refs;
@@ -30,6 +32,7 @@ use crate::class::StorageClass;
 use crate::db::{retryable, Db};
 use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
+pub use config::ConfigKind;
 pub use gc::GcCatalog;
 pub use objects::Lister;
 pub use refs::{audit_refs, index_refs};
@@ -72,6 +75,9 @@ pub struct ObjectInfo {
     /// for objects written before storage classes mapped to policies (the standard one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// Object tags (key, value), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,8 @@ use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, Object, Result, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, Object, ObjectInfo, Result,
+    WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -123,6 +124,36 @@ impl Catalog {
             let dropped = self.drop_current(&mut tx, bucket, key).await?;
             tx.commit().await?;
             Ok(dropped)
+        })
+        .await
+    }
+
+    /// Changes the object at `key` of the bucket `b` (as the request found it) with
+    /// `change`, leaving its bytes, ETag and modification time as they are; `false` when
+    /// there is no such object.
+    pub async fn update_object_info(&self, b: &Bucket, key: &str, change: impl Fn(&mut ObjectInfo)) -> Result<bool> {
+        Catalog::retry(false, || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            self.lock_bucket(&mut tx, &b.name, Some(b)).await?;
+            let sql = match self.db.backend {
+                Backend::Sqlite => "SELECT info FROM objects WHERE bucket = ? AND okey = ?",
+                _ => "SELECT info FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            };
+            let Some(row) =
+                sqlx::query(self.db.q(sql)).bind(&b.name).bind(key.as_bytes()).fetch_optional(&mut *tx).await?
+            else {
+                return Ok(false);
+            };
+            let mut info = parse_info(&row.try_get::<String, _>("info")?)?;
+            change(&mut info);
+            sqlx::query(self.db.q("UPDATE objects SET info = ? WHERE bucket = ? AND okey = ?"))
+                .bind(info_json(&info))
+                .bind(&b.name)
+                .bind(key.as_bytes())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }

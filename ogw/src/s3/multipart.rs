@@ -29,6 +29,7 @@ pub(super) async fn create_multipart_upload(
     let i = &req.input;
     validate_key(&i.key)?;
     let mut info = ContentHeaders::from(i).info()?;
+    info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     // The upload records the algorithm (its value empty) and kind every part is checked with.
     if let Some(algo) = checksum::named(i.checksum_algorithm.as_ref().map(|a| a.as_str()))? {

@@ -27,6 +27,7 @@ pub(super) async fn put_object(
     validate_key(&i.key)?;
     let cond = write_condition(&i.if_match, &i.if_none_match)?;
     let mut info = ContentHeaders::from(i).info()?;
+    info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let st = gw.store_body(&req, policy, blob, None).await?;
     info.checksum = st.checksum;
@@ -55,7 +56,9 @@ pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
         tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
         unreadable(e)
     })?;
-    Ok(respond(get_output(head, StreamingBlob::wrap(body)), &served))
+    let mut out = get_output(head, StreamingBlob::wrap(body));
+    out.tag_count = (!o.info.tags.is_empty()).then_some(o.info.tags.len() as i32);
+    Ok(respond(out, &served))
 }
 
 pub(super) async fn head_object(
@@ -63,8 +66,13 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
-    let (_, served, head) = read(gw, &req, i.into(), i.into()).await?;
-    Ok(respond(head, &served))
+    let (o, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    let mut resp = respond(head, &served);
+    // (s3s's HEAD output has no field for it.)
+    if !o.info.tags.is_empty() {
+        resp.headers.insert("x-amz-tagging-count", o.info.tags.len().into());
+    }
+    Ok(resp)
 }
 
 view! {
@@ -267,6 +275,13 @@ pub(super) async fn copy_object(
         ));
     }
     let mut info = if replace { ContentHeaders::from(i).info()? } else { src.info.clone() };
+    info.tags = match &i.tagging_directive {
+        Some(d) if d.as_str() == TaggingDirective::REPLACE => super::tagging::from_header(i.tagging.as_deref())?,
+        Some(d) if d.as_str() != TaggingDirective::COPY => {
+            return Err(s3_error!(InvalidArgument, "x-amz-tagging-directive must be COPY or REPLACE"))
+        }
+        _ => src.info.tags.clone(),
+    };
     info.checksum = src.info.checksum.clone();
     info.checksum_type = src.info.checksum_type;
     info.parts = src.info.parts.clone();
@@ -351,6 +366,7 @@ mod tests {
             parts: vec![5, 5],
             storage_class: Some(Class::StandardIa),
             policy: None,
+            tags: vec![("t".into(), "1".into())],
         };
         let o = Object { key: "k".into(), size: 10, etag: "e".into(), modified_ms: 1, info, slices: vec![] };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));

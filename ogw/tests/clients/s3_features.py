@@ -1,0 +1,104 @@
+"""The S3 features beyond objects and buckets (issue 17), through boto3: object and
+bucket tagging.
+
+Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET
+"""
+import sys
+import time
+
+from s3util import check, client, code
+
+endpoint, access, secret, other_access, other_secret = sys.argv[1:6]
+s3 = client(endpoint, access, secret)
+other = client(endpoint, other_access, other_secret)
+B = "features-%d" % (time.time_ns() % 10**9)
+s3.create_bucket(Bucket=B)
+
+
+def tags(key):
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=B, Key=key)["TagSet"]}
+
+
+def tagset(d):
+    return {"TagSet": [{"Key": k, "Value": v} for k, v in d.items()]}
+
+
+# --- object tagging
+s3.put_object(Bucket=B, Key="t", Body=b"tagged", Tagging="a=1&b=two%20words&empty=")
+check("tags from x-amz-tagging", tags("t") == {"a": "1", "b": "two words", "empty": ""}, tags("t"))
+check("GET counts the tags", s3.get_object(Bucket=B, Key="t")["TagCount"] == 3)
+head = s3.head_object(Bucket=B, Key="t")["ResponseMetadata"]["HTTPHeaders"]
+check("HEAD counts the tags", head.get("x-amz-tagging-count") == "3", head)
+s3.put_object_tagging(Bucket=B, Key="t", Tagging=tagset({"k": "v", "é": "ü"}))
+check("PutObjectTagging replaces them", tags("t") == {"k": "v", "é": "ü"}, tags("t"))
+check("the bytes stay", s3.get_object(Bucket=B, Key="t")["Body"].read() == b"tagged")
+bad = [
+    ("eleven tags", {f"k{i}": "v" for i in range(11)}),
+    ("a key of 129 characters", {"k" * 129: "v"}),
+    ("a value of 257 characters", {"k": "v" * 257}),
+    ("an aws: key", {"aws:x": "v"}),
+]
+for what, t in bad:
+    check(f"{what} refused", code(s3.put_object_tagging, Bucket=B, Key="t", Tagging=tagset(t)) == ("InvalidTag", 400))
+dup = {"TagSet": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]}
+check("a key twice refused", code(s3.put_object_tagging, Bucket=B, Key="t", Tagging=dup) == ("InvalidTag", 400))
+check("refusals changed nothing", tags("t") == {"k": "v", "é": "ü"}, tags("t"))
+check("ten tags and the longest key and value are fine",
+      s3.put_object_tagging(Bucket=B, Key="t", Tagging=tagset({f"k{i}": "v" * 256 for i in range(9)} | {"k" * 128: ""}))
+      ["ResponseMetadata"]["HTTPStatusCode"] == 200)
+check("PUT with eleven tags refused",
+      code(s3.put_object, Bucket=B, Key="t2", Body=b"x", Tagging="&".join(f"k{i}=v" for i in range(11)))
+      == ("InvalidTag", 400))
+check("and stored nothing", code(s3.head_object, Bucket=B, Key="t2") == ("404", 404))
+s3.delete_object_tagging(Bucket=B, Key="t")
+check("DeleteObjectTagging empties them", tags("t") == {})
+check("no count without tags", "TagCount" not in s3.get_object(Bucket=B, Key="t"))
+check("tags of a missing key", code(s3.get_object_tagging, Bucket=B, Key="none") == ("NoSuchKey", 404))
+check("tagging a missing key", code(s3.put_object_tagging, Bucket=B, Key="none", Tagging=tagset({"a": "b"}))
+      == ("NoSuchKey", 404))
+
+# Copies keep the source's tags, or take the request's with REPLACE; uploads take theirs.
+s3.put_object_tagging(Bucket=B, Key="t", Tagging=tagset({"src": "1"}))
+s3.copy_object(Bucket=B, Key="c1", CopySource={"Bucket": B, "Key": "t"})
+check("a copy keeps the tags", tags("c1") == {"src": "1"}, tags("c1"))
+s3.copy_object(Bucket=B, Key="c2", CopySource={"Bucket": B, "Key": "t"}, TaggingDirective="REPLACE", Tagging="new=2")
+check("a REPLACE copy takes the request's", tags("c2") == {"new": "2"}, tags("c2"))
+up = s3.create_multipart_upload(Bucket=B, Key="mp", Tagging="mp=yes")["UploadId"]
+e = s3.upload_part(Bucket=B, Key="mp", UploadId=up, PartNumber=1, Body=b"m" * 100)["ETag"]
+s3.complete_multipart_upload(Bucket=B, Key="mp", UploadId=up,
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+check("a multipart object has its upload's tags", tags("mp") == {"mp": "yes"}, tags("mp"))
+check("an overwrite drops the old tags", s3.put_object(Bucket=B, Key="mp", Body=b"new") and tags("mp") == {})
+
+# --- bucket tagging
+check("no bucket tags yet", code(s3.get_bucket_tagging, Bucket=B) == ("NoSuchTagSet", 404))
+s3.put_bucket_tagging(Bucket=B, Tagging=tagset({"team": "logs", "cost": "7"}))
+got = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=B)["TagSet"]}
+check("bucket tags", got == {"team": "logs", "cost": "7"}, got)
+check("51 bucket tags refused",
+      code(s3.put_bucket_tagging, Bucket=B, Tagging=tagset({f"k{i}": "v" for i in range(51)})) == ("InvalidTag", 400))
+s3.delete_bucket_tagging(Bucket=B)
+check("bucket tags deleted", code(s3.get_bucket_tagging, Bucket=B) == ("NoSuchTagSet", 404))
+
+# --- another tenant reaches none of it
+s3.put_object_tagging(Bucket=B, Key="t", Tagging=tagset({"mine": "1"}))
+for what, fn, kw in [
+    ("get object tags", other.get_object_tagging, {"Key": "t"}),
+    ("put object tags", other.put_object_tagging, {"Key": "t", "Tagging": tagset({"x": "y"})}),
+    ("delete object tags", other.delete_object_tagging, {"Key": "t"}),
+    ("get bucket tags", other.get_bucket_tagging, {}),
+    ("put bucket tags", other.put_bucket_tagging, {"Tagging": tagset({"x": "y"})}),
+    ("delete bucket tags", other.delete_bucket_tagging, {}),
+]:
+    check(f"another tenant may not {what}", code(fn, Bucket=B, **kw) == ("AccessDenied", 403))
+check("and changed nothing", tags("t") == {"mine": "1"} and code(s3.get_bucket_tagging, Bucket=B)[0] == "NoSuchTagSet")
+
+# A bucket made again under the name starts without the old one's tags.
+s3.put_bucket_tagging(Bucket=B, Tagging=tagset({"old": "1"}))
+for k in ["t", "c1", "c2", "mp"]:
+    s3.delete_object(Bucket=B, Key=k)
+s3.delete_bucket(Bucket=B)
+s3.create_bucket(Bucket=B)
+check("a new bucket of the name has no tags", code(s3.get_bucket_tagging, Bucket=B) == ("NoSuchTagSet", 404))
+s3.delete_bucket(Bucket=B)
+print("s3 features suite passed")
