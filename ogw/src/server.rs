@@ -137,9 +137,13 @@ pub async fn serve(
                     return Ok(resp);
                 }
                 let (body, read) = body::Tracked::new(body, idle);
+                let attributes = stamp::is_get_attributes(&parts);
                 let call = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body)));
                 let resp = stamp::REQUEST_ID.scope(id.clone(), call).await;
                 resp.map(|mut resp| {
+                    if attributes {
+                        stamp::unquote_etag(&mut resp);
+                    }
                     stamp::stamp(&mut resp, &id);
                     body::close_if_unread(version, &read, &mut resp);
                     resp

@@ -69,6 +69,14 @@ pub struct ObjectInfo {
     /// Part sizes of a multipart object, in order (for `partNumber` GETs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<u64>,
+    /// Each part's checksum value (the algorithm is `checksum`'s), in order, for a
+    /// multipart object completed with checksums (GetObjectAttributes lists them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub part_sums: Vec<String>,
+    /// The multipart upload that made this object: a CompleteMultipartUpload sent again
+    /// (a client retrying after a lost answer) is answered as the first was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<StorageClass>,
     /// The redundancy policy the bytes were written with (`replica:3`, `ec:4+2`); None

@@ -1,5 +1,7 @@
 //! Buckets: list, create, head, location, delete (only when empty).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
+use base64::Engine;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -12,14 +14,42 @@ pub(super) async fn list_buckets(
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let tenant = gw.tenant(&req).await?;
-    let buckets = gw.catalog.buckets(&tenant).await?;
-    let prefix = req.input.prefix.clone().unwrap_or_default();
-    let list = buckets
-        .into_iter()
-        .filter(|b| b.name.starts_with(&prefix))
+    let i = &req.input;
+    let max = match i.max_buckets {
+        None => usize::MAX,
+        Some(n @ 1..=BUCKETS_PAGE_MAX) => n as usize,
+        Some(_) => return Err(s3_error!(InvalidArgument, "max-buckets must be 1 to {BUCKETS_PAGE_MAX}")),
+    };
+    // The token is the last name of the page before (buckets come in name order).
+    let after = match &i.continuation_token {
+        Some(t) => String::from_utf8(TOKEN.decode(t).map_err(|_| bad_token())?).map_err(|_| bad_token())?,
+        None => String::new(),
+    };
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let mut names =
+        gw.catalog.buckets(&tenant).await?.into_iter().filter(|b| b.name.starts_with(&prefix) && b.name > after);
+    let list: Vec<Bucket> = names
+        .by_ref()
+        .take(max)
         .map(|b| Bucket { name: Some(b.name), creation_date: Some(ts(b.created_ms)), bucket_region: None })
         .collect();
-    Ok(S3Response::new(ListBucketsOutput { buckets: Some(list), owner: Some(owner(&tenant)), ..Default::default() }))
+    let next = match names.next() {
+        Some(_) => list.last().and_then(|b| b.name.as_ref()).map(|n| TOKEN.encode(n)),
+        None => None,
+    };
+    Ok(S3Response::new(ListBucketsOutput {
+        buckets: Some(list),
+        owner: Some(owner(&tenant)),
+        continuation_token: next,
+        prefix: i.prefix.clone(),
+    }))
+}
+
+/// The most buckets one ListBuckets page may ask for (as AWS).
+const BUCKETS_PAGE_MAX: i32 = 10_000;
+
+fn bad_token() -> s3s::S3Error {
+    s3_error!(InvalidArgument, "the continuation token is not valid")
 }
 
 pub(super) async fn create_bucket(

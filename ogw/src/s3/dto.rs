@@ -91,7 +91,8 @@ view! {
         checksum_crc64nvme,
         checksum_sha1,
         checksum_sha256,
-    ] for PutObjectOutput, HeadObjectOutput, UploadPartOutput, CopyPartResult, CompleteMultipartUploadOutput, Part
+    ] for PutObjectOutput, HeadObjectOutput, UploadPartOutput, CopyPartResult, CompleteMultipartUploadOutput, Part,
+        ObjectPart, s3s::dto::Checksum
 }
 
 impl Checksums<'_> {

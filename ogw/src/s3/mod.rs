@@ -16,6 +16,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 #[macro_use]
 mod dto;
+mod attributes;
 mod auth;
 mod buckets;
 mod conditions;
@@ -142,6 +143,13 @@ impl S3 for Gateway {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         listing::list_objects(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        attributes::get_object_attributes(self, req).await
     }
 
     async fn get_object_tagging(

@@ -143,7 +143,11 @@ pub(super) async fn complete_multipart_upload(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     gw.bucket_of(&req, &req.input.bucket).await?;
     let i = &req.input;
-    let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
+    let up = match gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await {
+        Ok(up) => up,
+        Err(crate::catalog::CatalogError::NoSuchUpload) => return completed_already(gw, i).await,
+        Err(e) => return Err(e.into()),
+    };
     let cond = write_condition(&i.if_match, &i.if_none_match)?;
     let wanted = i.multipart_upload.as_ref().and_then(|m| m.parts.clone()).unwrap_or_default();
     if wanted.is_empty() {
@@ -168,7 +172,10 @@ pub(super) async fn complete_multipart_upload(
     };
     if info.checksum.is_none() {
         info.checksum_type = None;
+    } else {
+        info.part_sums = a.part_sums.iter().map(|(v, _)| v.clone()).collect();
     }
+    info.upload = Some(i.upload_id.clone());
     // A whole-object checksum the client computed must match the one made of the parts.
     if let Some(c) = &info.checksum {
         if let Some(g) = Given::from(i).get(c.algo) {
@@ -180,6 +187,24 @@ pub(super) async fn complete_multipart_upload(
     }
     let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices };
     gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
+    Ok(S3Response::new(complete_output(i, &o)))
+}
+
+/// A CompleteMultipartUpload of an upload that is gone: if it made the object now at
+/// its key (the client retries after losing the first answer), the first answer again
+/// (as AWS does); else `NoSuchUpload`.
+async fn completed_already(
+    gw: &Gateway,
+    i: &CompleteMultipartUploadInput,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let o = match gw.catalog.object(&i.bucket, &i.key).await? {
+        Some(o) if o.info.upload.as_deref() == Some(i.upload_id.as_str()) => o,
+        _ => return Err(s3_error!(NoSuchUpload)),
+    };
+    Ok(S3Response::new(complete_output(i, &o)))
+}
+
+fn complete_output(i: &CompleteMultipartUploadInput, o: &Object) -> CompleteMultipartUploadOutput {
     let mut out = CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -191,7 +216,7 @@ pub(super) async fn complete_multipart_upload(
         Checksums::from(&mut out).set(c);
         out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
     }
-    Ok(S3Response::new(out))
+    out
 }
 
 /// What the parts named by a CompleteMultipartUpload make.

@@ -367,6 +367,8 @@ mod tests {
             storage_class: Some(Class::StandardIa),
             policy: None,
             tags: vec![("t".into(), "1".into())],
+            part_sums: vec![],
+            upload: None,
         };
         let o = Object { key: "k".into(), size: 10, etag: "e".into(), modified_ms: 1, info, slices: vec![] };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));

@@ -155,6 +155,32 @@ pub fn stamp(resp: &mut http::Response<s3s::Body>, request_id: &str) {
     *resp.body_mut() = s3s::Body::from(Bytes::from(stamped));
 }
 
+/// Whether a request is a GetObjectAttributes (`GET ...?attributes`), whose answer
+/// carries its ETag unquoted (`unquote_etag`).
+pub fn is_get_attributes(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::GET
+        && parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "attributes" || p.starts_with("attributes=")))
+}
+
+/// AWS answers GetObjectAttributes with the ETag unquoted (unlike every other answer);
+/// s3s quotes it: the quotes are taken off the answer's `<ETag>` element.
+pub fn unquote_etag(resp: &mut http::Response<s3s::Body>) {
+    if resp.status() != http::StatusCode::OK {
+        return;
+    }
+    let Some(body) = resp.body_mut().take_bytes() else { return };
+    let text = String::from_utf8_lossy(&body);
+    let fixed = match (text.find("<ETag>\""), text.find("\"</ETag>")) {
+        (Some(a), Some(b)) if a < b => format!("{}<ETag>{}</ETag>{}", &text[..a], &text[a + 7..b], &text[b + 8..]),
+        _ => {
+            *resp.body_mut() = s3s::Body::from(body);
+            return;
+        }
+    };
+    resp.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(fixed.len()));
+    *resp.body_mut() = s3s::Body::from(Bytes::from(fixed));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

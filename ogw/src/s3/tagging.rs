@@ -57,7 +57,7 @@ fn to_set(tags: &Tags) -> TagSet {
 }
 
 /// Only the null version exists until buckets are versioned.
-fn check_version(v: &Option<String>) -> S3Result<()> {
+pub(super) fn only_null_version(v: &Option<String>) -> S3Result<()> {
     match v.as_deref() {
         None | Some("null") => Ok(()),
         Some(_) => Err(s3_error!(NoSuchVersion)),
@@ -70,7 +70,7 @@ pub(super) async fn get_object_tagging(
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = &req.input;
     gw.bucket_of(&req, &i.bucket).await?;
-    check_version(&i.version_id)?;
+    only_null_version(&i.version_id)?;
     let o = gw.object(&i.bucket, &i.key).await?;
     Ok(S3Response::new(GetObjectTaggingOutput { tag_set: to_set(&o.info.tags), version_id: None }))
 }
@@ -81,7 +81,7 @@ pub(super) async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = req.input;
-    check_version(&i.version_id)?;
+    only_null_version(&i.version_id)?;
     let tags = from_set(i.tagging.tag_set);
     validate(&tags, OBJECT_TAGS_MAX)?;
     if !gw.catalog.update_object_info(&b, &i.key, |info| info.tags = tags.clone()).await? {
@@ -96,7 +96,7 @@ pub(super) async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = &req.input;
-    check_version(&i.version_id)?;
+    only_null_version(&i.version_id)?;
     if !gw.catalog.update_object_info(&b, &i.key, |info| info.tags.clear()).await? {
         return Err(s3_error!(NoSuchKey));
     }

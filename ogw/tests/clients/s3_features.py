@@ -1,8 +1,11 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
-bucket tagging.
+bucket tagging, GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
+pages, ListObjectVersions of an unversioned bucket.
 
 Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET
 """
+import base64
+import hashlib
 import sys
 import time
 
@@ -93,9 +96,89 @@ for what, fn, kw in [
     check(f"another tenant may not {what}", code(fn, Bucket=B, **kw) == ("AccessDenied", 403))
 check("and changed nothing", tags("t") == {"mine": "1"} and code(s3.get_bucket_tagging, Bucket=B)[0] == "NoSuchTagSet")
 
+# --- GetObjectAttributes
+ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+put = s3.put_object(Bucket=B, Key="plain", Body=b"p" * 1000, ChecksumAlgorithm="CRC32")
+a = s3.get_object_attributes(Bucket=B, Key="plain", ObjectAttributes=ALL)
+check("attributes: size", a["ObjectSize"] == 1000)
+check("attributes: ETag unquoted", a["ETag"] == put["ETag"].strip('"'), (a["ETag"], put["ETag"]))
+check("attributes: class", a["StorageClass"] == "STANDARD")
+check("attributes: checksum", a["Checksum"].get("ChecksumCRC32") == put["ChecksumCRC32"], a.get("Checksum"))
+check("attributes: no parts for a plain object", "ObjectParts" not in a)
+a = s3.get_object_attributes(Bucket=B, Key="plain", ObjectAttributes=["ObjectSize"])
+check("attributes: only those asked", "ETag" not in a and "StorageClass" not in a and a["ObjectSize"] == 1000)
+check("attributes of a missing key",
+      code(s3.get_object_attributes, Bucket=B, Key="none", ObjectAttributes=ALL) == ("NoSuchKey", 404))
+check("attributes of another tenant's object",
+      code(other.get_object_attributes, Bucket=B, Key="plain", ObjectAttributes=ALL) == ("AccessDenied", 403))
+PART = 5 << 20
+parts, sums = [], []
+up = s3.create_multipart_upload(Bucket=B, Key="mp6", ChecksumAlgorithm="SHA256")["UploadId"]
+for n in range(1, 7):
+    body = bytes([n]) * (PART if n < 6 else 1000)
+    sums.append(base64.b64encode(hashlib.sha256(body).digest()).decode())
+    r = s3.upload_part(Bucket=B, Key="mp6", UploadId=up, PartNumber=n, Body=body, ChecksumAlgorithm="SHA256")
+    parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+done = s3.complete_multipart_upload(Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
+a = s3.get_object_attributes(Bucket=B, Key="mp6", ObjectAttributes=ALL)
+op = a["ObjectParts"]
+check("attributes: parts count", op.get("TotalPartsCount", op.get("PartsCount")) == 6, op)
+check("attributes: each part's size and checksum",
+      [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in op["Parts"]]
+      == [(n, PART if n < 6 else 1000, sums[n - 1]) for n in range(1, 7)], op["Parts"])
+check("attributes: the object's checksum", a["Checksum"]["ChecksumSHA256"] == done["ChecksumSHA256"], a["Checksum"])
+a = s3.get_object_attributes(Bucket=B, Key="mp6", ObjectAttributes=["ObjectParts"], MaxParts=2, PartNumberMarker=3)
+op = a["ObjectParts"]
+check("attributes: a page of parts",
+      [p["PartNumber"] for p in op["Parts"]] == [4, 5] and op["IsTruncated"] and op["NextPartNumberMarker"] == 5
+      and op["PartNumberMarker"] == 3 and op["MaxParts"] == 2, op)
+
+# --- CompleteMultipartUpload sent again after it succeeded: the same answer (AWS does).
+again = s3.complete_multipart_upload(Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
+check("a repeated complete answers as the first", again["ETag"] == done["ETag"], (again, done))
+gone = s3.create_multipart_upload(Bucket=B, Key="mp6")["UploadId"]
+s3.abort_multipart_upload(Bucket=B, Key="mp6", UploadId=gone)
+check("an aborted upload does not complete",
+      code(s3.complete_multipart_upload, Bucket=B, Key="mp6", UploadId=gone, MultipartUpload={"Parts": parts})
+      == ("NoSuchUpload", 404))
+check("another tenant's repeat is refused",
+      code(other.complete_multipart_upload, Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
+      == ("AccessDenied", 403))
+s3.put_object(Bucket=B, Key="mp6", Body=b"overwritten")
+check("nor once the object it made is replaced",
+      code(s3.complete_multipart_upload, Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
+      == ("NoSuchUpload", 404))
+
+# --- ListObjectVersions of a bucket never versioned: each object, its null version.
+v = s3.list_object_versions(Bucket=B, Prefix="c")
+check("versions: each object once, null, latest",
+      [(x["Key"], x["VersionId"], x["IsLatest"]) for x in v["Versions"]] == [("c1", "null", True), ("c2", "null", True)],
+      v.get("Versions"))
+v = s3.list_object_versions(Bucket=B, MaxKeys=1)
+check("versions: paged by key marker", v["IsTruncated"] and v["NextVersionIdMarker"] == "null", v)
+v2 = s3.list_object_versions(Bucket=B, MaxKeys=1, KeyMarker=v["NextKeyMarker"], VersionIdMarker="null")
+check("versions: the next page", v2["Versions"][0]["Key"] > v["Versions"][0]["Key"], (v, v2))
+
+# --- ListBuckets in pages, and by prefix
+names = [f"{B}-p{i}" for i in range(3)]
+for n in names:
+    s3.create_bucket(Bucket=n)
+seen, token = [], None
+while True:
+    kw = {"ContinuationToken": token} if token else {}
+    r = s3.list_buckets(MaxBuckets=2, Prefix=B + "-p", **kw)
+    check("bucket pages hold at most 2", len(r["Buckets"]) <= 2)
+    seen += [b["Name"] for b in r["Buckets"]]
+    token = r.get("ContinuationToken")
+    if not token:
+        break
+check("bucket pages list each once, in order", seen == names, seen)
+for n in names:
+    s3.delete_bucket(Bucket=n)
+
 # A bucket made again under the name starts without the old one's tags.
 s3.put_bucket_tagging(Bucket=B, Tagging=tagset({"old": "1"}))
-for k in ["t", "c1", "c2", "mp"]:
+for k in ["t", "c1", "c2", "mp", "plain", "mp6"]:
     s3.delete_object(Bucket=B, Key=k)
 s3.delete_bucket(Bucket=B)
 s3.create_bucket(Bucket=B)
