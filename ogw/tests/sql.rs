@@ -124,9 +124,9 @@ async fn exercise(url: &str) {
             won
         }
     };
-    assert_eq!(race(WriteCondition { if_none_match_any: true, if_match: None }, "a").await, 1);
+    assert_eq!(race(WriteCondition { if_none_match_any: true, ..Default::default() }, "a").await, 1);
     let cur = catalog.object("b1", "race").await.unwrap().unwrap().etag;
-    assert_eq!(race(WriteCondition { if_none_match_any: false, if_match: Some(cur.clone()) }, "b").await, 1);
+    assert_eq!(race(WriteCondition { if_match: Some(cur.clone()), ..Default::default() }, "b").await, 1);
     assert_ne!(catalog.object("b1", "race").await.unwrap().unwrap().etag, cur);
 
     // Multipart: complete with parts 1 and 3; part 2 is named no more, the upload goes.

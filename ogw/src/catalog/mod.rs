@@ -141,6 +141,8 @@ pub enum CatalogError {
     NoSuchUpload,
     #[error("precondition failed")]
     PreconditionFailed,
+    #[error("no such key")]
+    NoSuchKey,
     /// GC doomed an extent the write names (the bytes were unnamed long enough to be
     /// reclaimed); the row was not written. Retrying the request writes the bytes anew.
     #[error("extent {0} is being reclaimed")]
@@ -211,21 +213,28 @@ pub struct WriteCondition {
     pub if_none_match_any: bool,
     /// `If-Match: etag`: the key must exist with this ETag (`*`: must exist).
     pub if_match: Option<String>,
+    /// `If-None-Match: etag`: the key must not hold an object with this ETag.
+    pub if_none_match: Option<String>,
 }
 
 impl WriteCondition {
     pub fn is_conditional(&self) -> bool {
-        self.if_none_match_any || self.if_match.is_some()
+        self.if_none_match_any || self.if_match.is_some() || self.if_none_match.is_some()
     }
 
     fn check(&self, current: Option<&str>) -> Result<()> {
         if self.if_none_match_any && current.is_some() {
             return Err(CatalogError::PreconditionFailed);
         }
+        if self.if_none_match.is_some() && self.if_none_match.as_deref() == current {
+            return Err(CatalogError::PreconditionFailed);
+        }
         if let Some(want) = &self.if_match {
             match current {
                 Some(etag) if want == "*" || want == etag => {}
-                _ => return Err(CatalogError::PreconditionFailed),
+                // As AWS: If-Match on a key without an object is a 404.
+                None => return Err(CatalogError::NoSuchKey),
+                Some(_) => return Err(CatalogError::PreconditionFailed),
             }
         }
         Ok(())

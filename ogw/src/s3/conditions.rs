@@ -77,7 +77,7 @@ pub(super) fn write_condition(
     match if_none_match {
         None => {}
         Some(ETagCondition::Any) => c.if_none_match_any = true,
-        Some(_) => return Err(s3_error!(NotImplemented, "If-None-Match on writes takes only *")),
+        Some(ETagCondition::ETag(e)) => c.if_none_match = Some(e.value().to_string()),
     }
     c.if_match = match if_match {
         None => None,

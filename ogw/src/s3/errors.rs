@@ -19,6 +19,7 @@ impl From<CatalogError> for S3Error {
             CatalogError::BucketNotEmpty => s3_error!(BucketNotEmpty),
             CatalogError::NoSuchUpload => s3_error!(NoSuchUpload),
             CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
+            CatalogError::NoSuchKey => s3_error!(NoSuchKey),
             CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
             // SDKs retry a 503; the retry writes the bytes anew (or, for a copy, finds
             // the source gone).

@@ -149,6 +149,17 @@ check("nor once the object it made is replaced",
       code(s3.complete_multipart_upload, Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
       == ("NoSuchUpload", 404))
 
+# --- Conditional writes as AWS answers them
+et = s3.put_object(Bucket=B, Key="cond", Body=b"one")["ETag"]
+check("If-None-Match: the current ETag refused",
+      code(s3.put_object, Bucket=B, Key="cond", Body=b"two", IfNoneMatch=et) == ("PreconditionFailed", 412))
+check("If-None-Match: another ETag writes", s3.put_object(Bucket=B, Key="cond", Body=b"two", IfNoneMatch='"0"')
+      ["ETag"] != et)
+check("If-Match on a key without an object is a 404",
+      code(s3.put_object, Bucket=B, Key="nocond", Body=b"x", IfMatch=et) == ("NoSuchKey", 404))
+check("and writes nothing", code(s3.head_object, Bucket=B, Key="nocond") == ("404", 404))
+s3.delete_object(Bucket=B, Key="cond")
+
 # --- ListObjectVersions of a bucket never versioned: each object, its null version.
 v = s3.list_object_versions(Bucket=B, Prefix="c")
 check("versions: each object once, null, latest",
