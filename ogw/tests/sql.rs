@@ -128,6 +128,16 @@ async fn exercise(url: &str) {
     let cur = catalog.object("b1", "race").await.unwrap().unwrap().etag;
     assert_eq!(race(WriteCondition { if_match: Some(cur.clone()), ..Default::default() }, "b").await, 1);
     assert_ne!(catalog.object("b1", "race").await.unwrap().unwrap().etag, cur);
+    // If-Match on a key without an object: NoSuchKey, and nothing written; If-None-Match
+    // with the current ETag: refused.
+    let absent = WriteCondition { if_match: Some(cur.clone()), ..Default::default() };
+    let r = catalog.put_object("b1", &object("absent", "x", vec![]), &absent).await;
+    assert!(matches!(r, Err(CatalogError::NoSuchKey)), "{r:?}");
+    assert!(catalog.object("b1", "absent").await.unwrap().is_none());
+    let now = catalog.object("b1", "race").await.unwrap().unwrap().etag;
+    let not_now = WriteCondition { if_none_match: Some(now), ..Default::default() };
+    let r = catalog.put_object("b1", &object("race", "y", vec![]), &not_now).await;
+    assert!(matches!(r, Err(CatalogError::PreconditionFailed)), "{r:?}");
 
     // Multipart: complete with parts 1 and 3; part 2 is named no more, the upload goes.
     let up = catalog.create_upload("b1", "mp", &ObjectInfo::default()).await.unwrap();

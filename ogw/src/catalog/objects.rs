@@ -5,8 +5,8 @@ use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, Object, ObjectInfo, Result,
-    WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, CatalogError, Object,
+    ObjectInfo, Result, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -34,6 +34,16 @@ impl Catalog {
             Some(r) => Some(Current { etag: r.try_get("etag")?, slices: r.try_get("slices")?, rid: r.try_get("rid")? }),
             None => None,
         })
+    }
+
+    /// Whether an object is at `key` (a plain read: rows committed since `tx` began count).
+    async fn exists(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM objects WHERE bucket = ? AND okey = ?"))
+            .bind(bucket)
+            .bind(key.as_bytes())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(n > 0)
     }
 
     /// Drops the object row at `key`, if any, with its extent references; whether there
@@ -66,7 +76,15 @@ impl Catalog {
     ) -> Result<()> {
         self.lock_bucket(tx, bucket, expect).await?;
         let cur = self.current(tx, bucket, &o.key).await?;
-        cond.check(cur.as_ref().map(|c| c.etag.as_str()))?;
+        match cond.check(cur.as_ref().map(|c| c.etag.as_str())) {
+            // A locking read that waited on a row another writer replaced finds no row
+            // (PostgreSQL, READ COMMITTED): a fresh read tells a replaced object (its
+            // ETag is not the one wanted) from an absent one.
+            Err(CatalogError::NoSuchKey) if self.exists(tx, bucket, &o.key).await? => {
+                return Err(CatalogError::PreconditionFailed)
+            }
+            r => r?,
+        }
         let was = match &cur {
             Some(c) => decode_slices(&c.slices)?,
             None => Vec::new(),
