@@ -37,11 +37,11 @@ impl ReadConditions<'_> {
         }
         if let Some(c) = self.if_none_match {
             if matches(c, &o.etag) {
-                return Err(not_modified());
+                return Err(not_modified(&o.etag));
             }
         } else if let Some(t) = self.if_modified_since {
             if secs <= ms_of(t) / 1000 {
-                return Err(not_modified());
+                return Err(not_modified(&o.etag));
             }
         }
         Ok(())

@@ -130,7 +130,7 @@ impl ContentHeaders<'_> {
                     .map(str::trim)
                     .filter(|p| !p.eq_ignore_ascii_case("aws-chunked"))
                     .collect::<Vec<_>>()
-                    .join(",")
+                    .join(", ")
             })
             .filter(|e| !e.is_empty());
         let expires = self.expires.as_ref().map(|t| {

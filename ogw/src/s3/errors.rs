@@ -1,6 +1,6 @@
 //! Every error the gateway answers with, mapped to its S3 code and HTTP status in one
 //! place: the catalog's and the data path's errors convert with `?`; the answers whose
-//! code or status s3s does not supply (304, 416, `InvalidPartNumber`,
+//! code or status s3s does not supply (304, 416, `InvalidPart` for a part number,
 //! `XAmzContentSHA256Mismatch`) are made here.
 
 use s3s::{s3_error, S3Error, S3ErrorCode};
@@ -127,10 +127,16 @@ pub(super) fn internal(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, "We encountered an internal error. Please try again.")
 }
 
-/// 304: a read's `If-None-Match` or `If-Modified-Since` says the client has it.
-pub(super) fn not_modified() -> S3Error {
+/// 304: a read's `If-None-Match` or `If-Modified-Since` says the client has the object
+/// of ETag `etag` (the answer carries it, as RFC 9110 asks and S3 does).
+pub(super) fn not_modified(etag: &str) -> S3Error {
     let mut e = s3_error!(NotModified);
     e.set_status_code(http::StatusCode::NOT_MODIFIED);
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::ETAG, v);
+        e.set_headers(h);
+    }
     e
 }
 
@@ -143,10 +149,11 @@ pub(super) fn invalid_range() -> S3Error {
 
 /// 416: a `partNumber` the object does not have.
 pub(super) fn invalid_part_number() -> S3Error {
+    // AWS answers a part number the object does not have with 400 InvalidPart.
     with_status(
-        S3ErrorCode::Custom("InvalidPartNumber".into()),
-        "The requested partnumber is not satisfiable",
-        http::StatusCode::RANGE_NOT_SATISFIABLE,
+        S3ErrorCode::InvalidPart,
+        "The requested part number is not in the object",
+        http::StatusCode::BAD_REQUEST,
     )
 }
 

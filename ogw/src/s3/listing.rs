@@ -47,7 +47,9 @@ pub(super) async fn list_objects(
     let (v2, next, enc) = page(gw, query, i.max_keys, marker.as_bytes(), Some(owner(&tenant))).await?;
     Ok(S3Response::new(ListObjectsOutput {
         name: v2.name,
-        prefix: v2.prefix,
+        // v1 answers its Prefix as given, even with encoding-type=url (as AWS: SDKs
+        // decode v1's Marker and Delimiter, and v2's Prefix, but not v1's Prefix).
+        prefix: i.prefix.clone().or(Some(String::new())),
         delimiter: v2.delimiter,
         marker: Some(enc.apply(marker)),
         max_keys: v2.max_keys,
@@ -146,13 +148,17 @@ async fn page(
         return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
     }
     let prefix = q.prefix.clone().unwrap_or_default();
-    let (objects, prefixes, next) =
-        gw.list_page(q.bucket, &prefix, q.delimiter.as_deref(), after, max.min(LIST_ENTRIES_MAX) as usize).await?;
+    // max-keys=0 asks for no entries: an empty page that is not truncated (as AWS).
+    let (objects, prefixes, next) = match max {
+        0 => (Vec::new(), Vec::new(), None),
+        _ => gw.list_page(q.bucket, &prefix, q.delimiter.as_deref(), after, max.min(LIST_ENTRIES_MAX) as usize).await?,
+    };
     let enc = Encoding { url: q.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL) };
     let out = ListObjectsV2Output {
         name: Some(q.bucket.to_string()),
         prefix: Some(enc.apply(prefix)),
-        delimiter: q.delimiter.clone().map(|d| enc.apply(d)),
+        // An empty delimiter is no delimiter, and is not echoed (as AWS).
+        delimiter: q.delimiter.clone().filter(|d| !d.is_empty()).map(|d| enc.apply(d)),
         max_keys: Some(max),
         is_truncated: Some(next.is_some()),
         contents: Some(objects.iter().map(|o| list_entry(o, owner.clone(), enc)).collect()),

@@ -1,6 +1,7 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
 bucket tagging, GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
-pages, ListObjectVersions of an unversioned bucket.
+pages, ListObjectVersions of an unversioned bucket, and the answers the conformance suite
+found different from AWS's (listing edges, 304 with its ETag, part numbers, encodings).
 
 Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET
 """
@@ -186,6 +187,37 @@ while True:
 check("bucket pages list each once, in order", seen == names, seen)
 for n in names:
     s3.delete_bucket(Bucket=n)
+
+# --- Listing edges, as AWS answers them
+for k in ["e/a", "e/b", "e/c"]:
+    s3.put_object(Bucket=B, Key=k, Body=b"e")
+for v in (1, 2):
+    ls = s3.list_objects if v == 1 else s3.list_objects_v2
+    r = ls(Bucket=B, Prefix="e/", MaxKeys=0)
+    check(f"v{v}: max-keys 0 lists nothing and is not truncated", r["IsTruncated"] is False and "Contents" not in r, r)
+    r = ls(Bucket=B, Prefix="e/", Delimiter="")
+    check(f"v{v}: an empty delimiter is no delimiter, not echoed",
+          "Delimiter" not in r and [c["Key"] for c in r["Contents"]] == ["e/a", "e/b", "e/c"], r)
+    r = ls(Bucket=B, Prefix="\n")
+    check(f"v{v}: a prefix of a newline comes back as given", r["Prefix"] == "\n" and "Contents" not in r, r.get("Prefix"))
+
+# --- A 304 carries the ETag; a part number the object lacks is 400 InvalidPart.
+et = s3.put_object(Bucket=B, Key="e/a", Body=b"e")["ETag"]
+try:
+    s3.get_object(Bucket=B, Key="e/a", IfNoneMatch=et)
+    check("304", False)
+except s3.exceptions.ClientError as e:
+    h = e.response["ResponseMetadata"]["HTTPHeaders"]
+    check("304 with its ETag", e.response["ResponseMetadata"]["HTTPStatusCode"] == 304 and h.get("etag") == et, h)
+check("part 2 of a single-part object", code(s3.get_object, Bucket=B, Key="e/a", PartNumber=2) == ("InvalidPart", 400))
+check("part 1 is the object", s3.get_object(Bucket=B, Key="e/a", PartNumber=1)["Body"].read() == b"e")
+
+# --- Content-Encoding lists keep their spacing; aws-chunked is framing, not kept.
+for given, kept in [("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"), ("aws-chunked", None)]:
+    s3.put_object(Bucket=B, Key="e/enc", Body=b"x", ContentEncoding=given)
+    check(f"Content-Encoding {given!r}", s3.head_object(Bucket=B, Key="e/enc").get("ContentEncoding") == kept)
+for k in ["e/a", "e/b", "e/c", "e/enc"]:
+    s3.delete_object(Bucket=B, Key=k)
 
 # A bucket made again under the name starts without the old one's tags.
 s3.put_bucket_tagging(Bucket=B, Tagging=tagset({"old": "1"}))
