@@ -7,6 +7,7 @@ mod body;
 pub mod catalog;
 pub mod checksum;
 pub mod class;
+pub mod cors;
 pub mod data;
 pub mod db;
 pub mod limits;

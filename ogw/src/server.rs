@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::body;
 use crate::catalog::Catalog;
 use crate::class::Classes;
+use crate::cors::Cors;
 use crate::data::Data;
 use crate::db::Db;
 use crate::limits::{
@@ -51,8 +52,15 @@ pub struct Options {
     pub stream: StreamConfig,
 }
 
-/// The S3 service, and the catalog it uses.
-pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
+/// What a listener serves: S3 (s3s on the gateway) behind CORS preflights.
+#[derive(Clone)]
+pub struct Front {
+    pub s3: S3Service,
+    pub cors: Arc<Cors>,
+}
+
+/// The S3 front, and the catalog it uses.
+pub async fn build(o: Options) -> anyhow::Result<(Front, Catalog)> {
     if o.name == gc::GC_WRITER {
         anyhow::bail!("--name {:?} is GC's own writer name; give the gateway another", o.name);
     }
@@ -66,7 +74,9 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
     tokio::spawn(data.clone().publish_low_water(LOW_WATER_PERIOD));
     tokio::spawn(data.clone().reopen_pending());
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
-    let (gw, auth) = Gateway::new(catalog.clone(), data, classes);
+    let domains: Vec<String> = o.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let cors = Arc::new(Cors::new(catalog.clone(), domains));
+    let (gw, auth) = Gateway::new(catalog.clone(), data, classes, cors.clone());
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     // s3s reads a form POST's file into memory before the policy's signature is
@@ -84,7 +94,7 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
         }
         b.set_host(Domains(o.domains.iter().map(|d| d.to_ascii_lowercase()).collect()));
     }
-    Ok((b.build(), catalog))
+    Ok((Front { s3: b.build(), cors }, catalog))
 }
 
 /// Serves S3 on `listener` until `shutdown` resolves. A connection that sends no
@@ -93,7 +103,7 @@ pub async fn build(o: Options) -> anyhow::Result<(S3Service, Catalog)> {
 /// `CONNECTIONS_MAX` are open at once.
 pub async fn serve(
     listener: TcpListener,
-    service: S3Service,
+    front: Front,
     idle: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
@@ -119,9 +129,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = service.clone();
+        let front = front.clone();
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let svc = svc.clone();
+            let Front { s3: svc, cors } = front.clone();
             async move {
                 let version = req.version();
                 let id = stamp::request_id();
@@ -136,10 +146,29 @@ pub async fn serve(
                     resp.headers_mut().insert(http::header::CONNECTION, "close".parse().expect("valid"));
                     return Ok(resp);
                 }
+                if crate::cors::is_preflight(&parts) {
+                    // Browsers send preflights without credentials: answered from the
+                    // bucket's CORS rules alone, before authentication.
+                    let (status, headers, error) = cors.preflight(&parts).await;
+                    let body = error.map_or_else(bytes::Bytes::new, |(code, m)| stamp::error_body(code, m, &id));
+                    let mut resp = http::Response::new(s3s::Body::from(body));
+                    *resp.status_mut() = status;
+                    resp.headers_mut().extend(headers);
+                    if error.is_some() {
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_TYPE, "application/xml".parse().expect("valid"));
+                    }
+                    stamp::stamp(&mut resp, &id);
+                    return Ok(resp);
+                }
+                let origin = cors.request(&parts);
                 let (body, read) = body::Tracked::new(body, idle);
                 let attributes = stamp::is_get_attributes(&parts);
                 let call = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body)));
-                let resp = stamp::REQUEST_ID.scope(id.clone(), call).await;
+                let mut resp = stamp::REQUEST_ID.scope(id.clone(), call).await;
+                if let (Some(o), Ok(r)) = (&origin, &mut resp) {
+                    cors.decorate(o, r.headers_mut()).await;
+                }
                 resp.map(|mut resp| {
                     if attributes {
                         stamp::unquote_etag(&mut resp);

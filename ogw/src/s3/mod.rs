@@ -20,6 +20,7 @@ mod attributes;
 mod auth;
 mod buckets;
 mod conditions;
+mod cors;
 mod errors;
 mod ingest;
 mod listing;
@@ -43,13 +44,15 @@ pub struct Gateway {
     /// Storage classes and their policies (the standard one is new buckets' default).
     pub classes: Classes,
     keys: KeyCache,
+    /// Buckets' CORS rules, as the front answers preflights with them.
+    cors: Arc<crate::cors::Cors>,
 }
 
 impl Gateway {
     /// The gateway and the authenticator that shares its key cache.
-    pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes) -> (Gateway, Auth) {
+    pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes, cors: Arc<crate::cors::Cors>) -> (Gateway, Auth) {
         let keys = KeyCache::default();
-        (Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone() }, Auth { catalog, keys })
+        (Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone(), cors }, Auth { catalog, keys })
     }
 
     /// The tenant that owns `bucket`, if it is the caller's.
@@ -143,6 +146,21 @@ impl S3 for Gateway {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         listing::list_objects(self, req).await
+    }
+
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        cors::get_bucket_cors(self, req).await
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        cors::put_bucket_cors(self, req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        cors::delete_bucket_cors(self, req).await
     }
 
     async fn get_object_attributes(

@@ -1,5 +1,5 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
-bucket tagging, GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
+bucket tagging, CORS (rules, preflights, answers' headers), GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
 pages, ListObjectVersions of an unversioned bucket, and the answers the conformance suite
 found different from AWS's (listing edges, 304 with its ETag, part numbers, encodings).
 
@@ -9,6 +9,8 @@ import base64
 import hashlib
 import sys
 import time
+
+import requests
 
 from s3util import check, client, code
 
@@ -187,6 +189,59 @@ while True:
 check("bucket pages list each once, in order", seen == names, seen)
 for n in names:
     s3.delete_bucket(Bucket=n)
+
+# --- CORS
+check("no CORS rules yet", code(s3.get_bucket_cors, Bucket=B) == ("NoSuchCORSConfiguration", 404))
+url = f"{endpoint}/{B}/t"
+
+
+def preflight(origin, method, headers=None):
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    return requests.options(url, headers=h)
+
+
+check("a preflight without rules is refused", preflight("https://app.example.com", "GET").status_code == 403)
+rules = {"CORSRules": [
+    {"AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["GET", "PUT"],
+     "AllowedHeaders": ["x-amz-*", "content-type"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+    {"AllowedOrigins": ["*"], "AllowedMethods": ["HEAD"]},
+]}
+s3.put_bucket_cors(Bucket=B, CORSConfiguration=rules)
+got = s3.get_bucket_cors(Bucket=B)["CORSRules"]
+check("CORS rules read back", [(r["AllowedOrigins"], r["AllowedMethods"]) for r in got]
+      == [(["https://*.example.com"], ["GET", "PUT"]), (["*"], ["HEAD"])], got)
+r = preflight("https://app.example.com", "PUT", "x-amz-date, Content-Type")
+check("an allowed preflight", r.status_code == 200
+      and r.headers.get("access-control-allow-origin") == "https://app.example.com"
+      and r.headers.get("access-control-allow-methods") == "GET, PUT"
+      and r.headers.get("access-control-allow-headers") == "x-amz-date, content-type"
+      and r.headers.get("access-control-max-age") == "600", dict(r.headers))
+check("a method no rule allows", preflight("https://app.example.com", "DELETE").status_code == 403)
+check("an origin no rule allows", preflight("https://evil.test", "GET").status_code == 403)
+check("a header no rule allows", preflight("https://app.example.com", "GET", "authorization").status_code == 403)
+r = preflight("https://any.where", "HEAD")
+check("a wildcard origin answers *", r.status_code == 200 and r.headers.get("access-control-allow-origin") == "*")
+r = requests.options(url, headers={"Origin": "https://app.example.com"})
+check("a preflight without a method is a 400", r.status_code == 400 and b"<RequestId>" in r.content, r.content)
+signed = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "t"})
+r = requests.get(signed, headers={"Origin": "https://app.example.com"})
+check("an actual GET from an allowed origin", r.status_code == 200
+      and r.headers.get("access-control-allow-origin") == "https://app.example.com"
+      and r.headers.get("access-control-expose-headers") == "ETag", dict(r.headers))
+r = requests.get(signed, headers={"Origin": "https://evil.test"})
+check("no CORS headers for another origin", r.status_code == 200 and "access-control-allow-origin" not in r.headers)
+for bad in [{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]},
+            {"AllowedOrigins": ["*.*.example.com"], "AllowedMethods": ["GET"]}]:
+    check(f"CORS rule {bad} refused",
+          code(s3.put_bucket_cors, Bucket=B, CORSConfiguration={"CORSRules": [bad]}) == ("InvalidRequest", 400))
+check("another tenant may not set CORS",
+      code(other.put_bucket_cors, Bucket=B, CORSConfiguration=rules) == ("AccessDenied", 403))
+check("nor read it", code(other.get_bucket_cors, Bucket=B) == ("AccessDenied", 403))
+s3.delete_bucket_cors(Bucket=B)
+check("CORS rules deleted", code(s3.get_bucket_cors, Bucket=B) == ("NoSuchCORSConfiguration", 404))
+check("and preflights refused again", preflight("https://app.example.com", "GET").status_code == 403)
 
 # --- Listing edges, as AWS answers them
 for k in ["e/a", "e/b", "e/c"]:
