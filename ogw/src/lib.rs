@@ -3,6 +3,7 @@
 //! multipart uploads in SQL (`db`, `catalog`) and object bytes as slices in LogStreams
 //! (`data`), and can run a whole cluster in one process (`standalone`).
 
+pub mod acl;
 mod body;
 pub mod catalog;
 pub mod checksum;

@@ -79,6 +79,7 @@ pub async fn build(o: Options) -> anyhow::Result<(Front, Catalog)> {
     let (gw, auth) = Gateway::new(catalog.clone(), data, classes, cors.clone());
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
+    b.set_access(crate::s3::Access);
     // s3s reads a form POST's file into memory before the policy's signature is
     // checked: bound what an anonymous POST can make the gateway hold.
     let mut config = s3s::config::S3Config::default();

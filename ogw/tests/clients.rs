@@ -192,13 +192,14 @@ fn standalone_answers_bad_input_with_s3_errors() {
     assert!(out.status.success() && text.contains("signed chunks suite passed"), "{text}");
 }
 
-/// Issue 17's S3 features through boto3 (`s3_features.py`): tagging of objects and
-/// buckets, with their limits, copies and uploads, and another tenant refused.
+/// Issue 17's S3 features through boto3 (`s3_features.py`): tagging, CORS, ACLs
+/// (anonymous and cross-tenant access only where granted), attributes, and the answers
+/// the conformance suite found different from AWS's.
 #[test]
 fn standalone_serves_the_s3_features_to_boto3() {
     let s = Standalone::start();
     let other = other_tenant(&s.db_args(), "features-other");
-    let args = [s.endpoint.as_str(), &s.access, &s.secret, &other.0, &other.1];
+    let args = [s.endpoint.as_str(), &s.access, &s.secret, &other.0, &other.1, "features-other"];
     run_python_suite("s3_features.py", &args, "s3 features suite passed", &s.dir.path().join("ogw.log"));
 }
 

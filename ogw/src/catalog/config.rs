@@ -10,6 +10,7 @@ use super::{Bucket, Catalog, Result};
 pub enum ConfigKind {
     Tagging,
     Cors,
+    Acl,
 }
 
 impl ConfigKind {
@@ -17,6 +18,7 @@ impl ConfigKind {
         match self {
             ConfigKind::Tagging => "tagging",
             ConfigKind::Cors => "cors",
+            ConfigKind::Acl => "acl",
         }
     }
 }

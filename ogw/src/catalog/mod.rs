@@ -86,6 +86,9 @@ pub struct ObjectInfo {
     /// Object tags (key, value), in the order given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<(String, String)>,
+    /// Grants beyond the owner's (`crate::acl`); none: private.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<crate::acl::Acl>,
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,38 @@ impl S3Auth for Auth {
     }
 }
 
+/// s3s's access hook, which by default refuses every request without a signature: here
+/// an anonymous request reaches the operations an ACL can open to everyone (which then
+/// decide by the ACL; `Gateway::tenant` refuses anonymous callers everywhere else).
+/// Others are refused before their body is read, so that nobody learns anything from
+/// them (not even whether their XML parses).
+pub struct Access;
+
+/// The operations an anonymous request may reach: reads, and single-object writes
+/// (a `public-read-write` bucket), none of them with an XML body.
+const ANONYMOUS_OPS: [&str; 10] = [
+    "GetObject",
+    "HeadObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListObjectVersions",
+    "HeadBucket",
+    "PutObject",
+    "DeleteObject",
+    "GetBucketAcl",
+    "GetObjectAcl",
+];
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Access {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() || ANONYMOUS_OPS.contains(&cx.s3_op().name()) {
+            return Ok(());
+        }
+        Err(s3_error!(AccessDenied, "Access Denied"))
+    }
+}
+
 impl Gateway {
     /// The caller's tenant (the key was looked up by the signature check just before).
     pub(super) async fn tenant<T>(&self, req: &S3Request<T>) -> S3Result<String> {

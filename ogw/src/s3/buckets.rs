@@ -57,8 +57,25 @@ pub(super) async fn create_bucket(
     req: S3Request<CreateBucketInput>,
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let tenant = gw.tenant(&req).await?;
-    validate_bucket_name(&req.input.bucket)?;
-    gw.catalog.create_bucket(&tenant, &req.input.bucket, gw.classes.standard).await?;
+    let i = &req.input;
+    validate_bucket_name(&i.bucket)?;
+    let acl = super::acl::AclRequest {
+        canned: i.acl.as_ref().map(|a| a.as_str()),
+        full_control: &i.grant_full_control,
+        read: &i.grant_read,
+        read_acp: &i.grant_read_acp,
+        write: &i.grant_write,
+        write_acp: &i.grant_write_acp,
+        policy: None,
+    }
+    .acl(gw)
+    .await?;
+    gw.catalog.create_bucket(&tenant, &i.bucket, gw.classes.standard).await?;
+    // Made private first; the grants follow (a failure leaves it private).
+    if let Some(acl) = acl.filter(|a| !a.grants.is_empty()) {
+        let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
+        super::acl::set_bucket_acl(gw, &b, &acl).await?;
+    }
     Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
 }
 
@@ -66,7 +83,7 @@ pub(super) async fn head_bucket(
     gw: &Gateway,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, crate::acl::Perm::Read).await?;
     Ok(S3Response::new(HeadBucketOutput::default()))
 }
 

@@ -11,6 +11,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::dto::{checksum_algorithm, class_name, etag, owner, ts};
 use super::errors::internal;
 use super::Gateway;
+use crate::acl::Perm;
 use crate::catalog::Object;
 use crate::limits::{LIST_BATCH_GROWTH, LIST_BATCH_MIN, LIST_ENTRIES_MAX};
 
@@ -18,7 +19,7 @@ pub(super) async fn list_objects_v2(
     gw: &Gateway,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Read).await?.tenant;
     let i = &req.input;
     let after: Vec<u8> = match &i.continuation_token {
         Some(t) => TOKEN.decode(t).map_err(|_| s3_error!(InvalidArgument, "the continuation token is not valid"))?,
@@ -39,7 +40,7 @@ pub(super) async fn list_objects(
     gw: &Gateway,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Read).await?.tenant;
     let i = &req.input;
     let marker = i.marker.clone().unwrap_or_default();
     let query =
@@ -69,7 +70,7 @@ pub(super) async fn list_object_versions(
     gw: &Gateway,
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Read).await?.tenant;
     let i = &req.input;
     if i.version_id_marker.as_ref().is_some_and(|m| !m.is_empty())
         && i.key_marker.as_ref().map_or(true, |k| k.is_empty())

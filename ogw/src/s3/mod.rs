@@ -16,6 +16,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 #[macro_use]
 mod dto;
+mod acl;
 mod attributes;
 mod auth;
 mod buckets;
@@ -29,7 +30,7 @@ mod objects;
 pub mod stamp;
 mod tagging;
 
-pub use auth::Auth;
+pub use auth::{Access, Auth};
 use auth::KeyCache;
 
 use crate::catalog::{Bucket as BucketRec, Catalog, Object, ObjectInfo};
@@ -146,6 +147,22 @@ impl S3 for Gateway {
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         listing::list_objects(self, req).await
+    }
+
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        acl::get_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        acl::put_bucket_acl(self, req).await
+    }
+
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        acl::get_object_acl(self, req).await
+    }
+
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        acl::put_object_acl(self, req).await
     }
 
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {

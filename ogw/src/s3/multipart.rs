@@ -15,6 +15,7 @@ use super::errors::{bad_digest, internal};
 use super::ingest::Hashing;
 use super::objects::{copy_source, validate_key};
 use super::Gateway;
+use crate::acl::Perm;
 use crate::catalog::{Object, ObjectInfo, Part as PartRec};
 use crate::checksum::{self, Checksum, Kind};
 use crate::data::PutError;
@@ -25,11 +26,12 @@ pub(super) async fn create_multipart_upload(
     gw: &Gateway,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-    let b = gw.owned(&req, &req.input.bucket).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     validate_key(&i.key)?;
     let mut info = ContentHeaders::from(i).info()?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
+    info.acl = super::objects::object_acl(gw, i.acl.as_ref(), super::objects::Grants::from(i)).await?;
     gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     // The upload records the algorithm (its value empty) and kind every part is checked with.
     if let Some(algo) = checksum::named(i.checksum_algorithm.as_ref().map(|a| a.as_str()))? {
@@ -54,7 +56,7 @@ pub(super) async fn upload_part(
     // Held until the row is committed: GC leaves what this write names alone.
     let _pinned = gw.data.pin();
     let blob = req.input.body.take();
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
@@ -75,7 +77,9 @@ pub(super) async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     // Held until the row is committed: GC leaves what this write names alone.
     let _pinned = gw.data.pin();
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    // The source is checked against the caller's own rights, never the destination's.
+    let tenant = gw.tenant(&req).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
@@ -141,7 +145,7 @@ pub(super) async fn complete_multipart_upload(
     gw: &Gateway,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     let up = match gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await {
         Ok(up) => up,
@@ -266,7 +270,7 @@ pub(super) async fn abort_multipart_upload(
     gw: &Gateway,
     req: S3Request<AbortMultipartUploadInput>,
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     gw.catalog.abort_upload(&i.upload_id).await?;
@@ -274,7 +278,7 @@ pub(super) async fn abort_multipart_upload(
 }
 
 pub(super) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?.tenant;
     let i = &req.input;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let max = i.max_parts.unwrap_or(LIST_ENTRIES_MAX).clamp(0, LIST_ENTRIES_MAX) as usize;
@@ -318,7 +322,7 @@ pub(super) async fn list_multipart_uploads(
     gw: &Gateway,
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-    let tenant = gw.bucket_of(&req, &req.input.bucket).await?;
+    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Read).await?.tenant;
     let i = &req.input;
     let max = i.max_uploads.unwrap_or(LIST_ENTRIES_MAX).clamp(0, LIST_ENTRIES_MAX) as usize;
     let prefix = i.prefix.clone().unwrap_or_default();

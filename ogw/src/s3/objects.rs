@@ -5,10 +5,12 @@
 use s3s::dto::{self, *};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::acl::AclRequest;
 use super::conditions::{delete_allowed, write_condition, ReadConditions};
 use super::dto::{etag, parse_expires, ts, Checksums, ContentHeaders};
 use super::errors::{invalid_part_number, invalid_range, unreadable};
 use super::Gateway;
+use crate::acl::{Acl, Perm};
 use crate::catalog::{Object, WriteCondition};
 use crate::checksum::Kind;
 use crate::class::StorageClass as Class;
@@ -22,12 +24,13 @@ pub(super) async fn put_object(
     // Held until the row is committed: GC leaves what this write names alone.
     let _pinned = gw.data.pin();
     let blob = req.input.body.take();
-    let b = gw.owned(&req, &req.input.bucket).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     validate_key(&i.key)?;
     let cond = write_condition(&i.if_match, &i.if_none_match)?;
     let mut info = ContentHeaders::from(i).info()?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
+    info.acl = object_acl(gw, i.acl.as_ref(), Grants::from(i)).await?;
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let st = gw.store_body(&req, policy, blob, None).await?;
     info.checksum = st.checksum;
@@ -101,8 +104,7 @@ async fn read<T>(
     r: Read<'_>,
     conditions: ReadConditions<'_>,
 ) -> S3Result<(Object, Served, HeadObjectOutput)> {
-    gw.bucket_of(req, r.bucket).await?;
-    let o = gw.object(r.bucket, r.key).await?;
+    let (_, o) = gw.object_for(req, r.bucket, r.key, Perm::Read).await?;
     conditions.check(&o)?;
     let s = served(&o, r.range, *r.part_number)?;
     let out = head_output(&o, &s, *r.part_number, r.checksum_mode);
@@ -211,7 +213,7 @@ pub(super) async fn delete_object(
     gw: &Gateway,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     if let Some(c) = &i.if_match {
         let current = gw.catalog.object(&i.bucket, &i.key).await?;
@@ -227,7 +229,7 @@ pub(super) async fn delete_objects(
     gw: &Gateway,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
+    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     if i.delete.objects.len() > DELETE_KEYS_MAX {
         return Err(s3_error!(MalformedXML, "at most {DELETE_KEYS_MAX} keys per request"));
@@ -263,10 +265,12 @@ pub(super) async fn copy_object(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     // Held until the row is committed: GC leaves what this write names alone.
     let _pinned = gw.data.pin();
-    let b = gw.owned(&req, &req.input.bucket).await?;
+    // The source is checked against the caller's own rights, never the destination's.
+    let caller = gw.tenant(&req).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     validate_key(&i.key)?;
-    let (sb, sk, src) = copy_source(gw, &b.tenant, i.into()).await?;
+    let (sb, sk, src) = copy_source(gw, &caller, i.into()).await?;
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() {
         return Err(s3_error!(
@@ -275,6 +279,7 @@ pub(super) async fn copy_object(
         ));
     }
     let mut info = if replace { ContentHeaders::from(i).info()? } else { src.info.clone() };
+    info.acl = object_acl(gw, i.acl.as_ref(), Grants::from(i)).await?;
     info.tags = match &i.tagging_directive {
         Some(d) if d.as_str() == TaggingDirective::REPLACE => super::tagging::from_header(i.tagging.as_deref())?,
         Some(d) if d.as_str() != TaggingDirective::COPY => {
@@ -337,6 +342,32 @@ pub(super) async fn copy_source(gw: &Gateway, tenant: &str, s: CopySourceOf<'_>)
     Ok((bucket.to_string(), key.to_string(), src))
 }
 
+view! {
+    /// The `x-amz-grant-*` headers of a request that makes an object.
+    pub(super) struct Grants {
+        grant_full_control: Option<GrantFullControl>,
+        grant_read: Option<GrantRead>,
+        grant_read_acp: Option<GrantReadACP>,
+        grant_write_acp: Option<GrantWriteACP>,
+    } for PutObjectInput, CopyObjectInput, CreateMultipartUploadInput
+}
+
+/// The ACL a new object is given by its request's `x-amz-acl` or grant headers (none:
+/// private).
+pub(super) async fn object_acl(gw: &Gateway, canned: Option<&ObjectCannedACL>, g: Grants<'_>) -> S3Result<Option<Acl>> {
+    let none = None;
+    let r = AclRequest {
+        canned: canned.map(|a| a.as_str()),
+        full_control: g.grant_full_control,
+        read: g.grant_read,
+        read_acp: g.grant_read_acp,
+        write: &none,
+        write_acp: g.grant_write_acp,
+        policy: None,
+    };
+    Ok(r.acl(gw).await?.filter(|a| !a.grants.is_empty()))
+}
+
 pub(super) fn validate_key(key: &str) -> S3Result<()> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
         return Err(s3_error!(KeyTooLongError, "keys are 1 to {KEY_BYTES_MAX} bytes"));
@@ -369,6 +400,7 @@ mod tests {
             tags: vec![("t".into(), "1".into())],
             part_sums: vec![],
             upload: None,
+            acl: None,
         };
         let o = Object { key: "k".into(), size: 10, etag: "e".into(), modified_ms: 1, info, slices: vec![] };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));

@@ -1,9 +1,10 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
-bucket tagging, CORS (rules, preflights, answers' headers), GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
+bucket tagging, CORS (rules, preflights, answers' headers), ACLs (canned and granted,
+anonymous reads where granted), GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
 pages, ListObjectVersions of an unversioned bucket, and the answers the conformance suite
 found different from AWS's (listing edges, 304 with its ETag, part numbers, encodings).
 
-Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET
+Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET OTHER_TENANT
 """
 import base64
 import hashlib
@@ -14,7 +15,7 @@ import requests
 
 from s3util import check, client, code
 
-endpoint, access, secret, other_access, other_secret = sys.argv[1:6]
+endpoint, access, secret, other_access, other_secret, other_tenant = sys.argv[1:7]
 s3 = client(endpoint, access, secret)
 other = client(endpoint, other_access, other_secret)
 B = "features-%d" % (time.time_ns() % 10**9)
@@ -242,6 +243,61 @@ check("nor read it", code(other.get_bucket_cors, Bucket=B) == ("AccessDenied", 4
 s3.delete_bucket_cors(Bucket=B)
 check("CORS rules deleted", code(s3.get_bucket_cors, Bucket=B) == ("NoSuchCORSConfiguration", 404))
 check("and preflights refused again", preflight("https://app.example.com", "GET").status_code == 403)
+
+# --- ACLs
+ALL = "http://acs.amazonaws.com/groups/global/AllUsers"
+A = B + "-acl"
+s3.create_bucket(Bucket=A, ACL="public-read")
+s3.put_object(Bucket=A, Key="private", Body=b"secret")
+s3.put_object(Bucket=A, Key="public", Body=b"hello", ACL="public-read")
+check("anonymous lists a public-read bucket", requests.get(f"{endpoint}/{A}").status_code == 200)
+check("anonymous reads a public-read object", requests.get(f"{endpoint}/{A}/public").content == b"hello")
+r = requests.get(f"{endpoint}/{A}/private")
+check("but not a private object in it", r.status_code == 403 and b"AccessDenied" in r.content, r.content)
+check("a missing key is a 404 to whoever may list", requests.get(f"{endpoint}/{A}/none").status_code == 404)
+check("anonymous writes nothing to a public-read bucket",
+      requests.put(f"{endpoint}/{A}/anon", data=b"x").status_code == 403
+      and code(s3.head_object, Bucket=A, Key="anon") == ("404", 404))
+check("anonymous reads no ACL", requests.get(f"{endpoint}/{A}?acl").status_code == 403)
+check("nor tags, nor uploads, of a public bucket", requests.get(f"{endpoint}/{A}/public?tagging").status_code == 403
+      and requests.post(f"{endpoint}/{A}/k?uploads").status_code == 403)
+grants = s3.get_bucket_acl(Bucket=A)["Grants"]
+check("the bucket ACL lists the owner and AllUsers READ",
+      {(g["Grantee"].get("URI") or g["Grantee"].get("ID"), g["Permission"]) for g in grants}
+      == {(s3.get_bucket_acl(Bucket=A)["Owner"]["ID"], "FULL_CONTROL"), (ALL, "READ")}, grants)
+check("the object ACL too", any(g["Grantee"].get("URI") == ALL and g["Permission"] == "READ"
+                                 for g in s3.get_object_acl(Bucket=A, Key="public")["Grants"]))
+s3.put_bucket_acl(Bucket=A, ACL="private")
+check("a private bucket again refuses anonymous lists", requests.get(f"{endpoint}/{A}").status_code == 403)
+check("another tenant may not list a private bucket", code(other.list_objects_v2, Bucket=A) == ("AccessDenied", 403))
+s3.put_bucket_acl(Bucket=A, GrantRead=f'id="{other_tenant}"')
+check("a READ grant lets another tenant list", [o["Key"] for o in other.list_objects_v2(Bucket=A)["Contents"]]
+      == ["private", "public"])
+check("but not write", code(other.put_object, Bucket=A, Key="o", Body=b"x") == ("AccessDenied", 403))
+check("nor read a private object", code(other.get_object, Bucket=A, Key="private") == ("AccessDenied", 403))
+check("nor change the ACL", code(other.put_bucket_acl, Bucket=A, ACL="public-read-write") == ("AccessDenied", 403))
+s3.put_bucket_acl(Bucket=A, GrantWrite=f'id="{other_tenant}"', GrantRead=f'id="{other_tenant}"')
+other.put_object(Bucket=A, Key="from-other", Body=b"theirs")
+check("a WRITE grant lets another tenant write", s3.get_object(Bucket=A, Key="from-other")["Body"].read() == b"theirs")
+check("which it cannot then read back",
+      code(other.get_object, Bucket=A, Key="from-other") == ("AccessDenied", 403))
+s3.put_object_acl(Bucket=A, Key="private", GrantRead=f'id="{other_tenant}"')
+check("an object READ grant lets it read that one", other.get_object(Bucket=A, Key="private")["Body"].read() == b"secret")
+check("a grant to a tenant that does not exist",
+      code(s3.put_bucket_acl, Bucket=A, GrantRead='id="no-such-tenant"') == ("InvalidArgument", 400))
+check("a canned ACL and grants together",
+      code(s3.put_bucket_acl, Bucket=A, ACL="private", GrantRead=f'id="{other_tenant}"') == ("InvalidRequest", 400))
+s3.put_bucket_acl(Bucket=A, ACL="public-read-write")
+check("public-read-write lets anonymous write", requests.put(f"{endpoint}/{A}/anon", data=b"anon").status_code == 200
+      and s3.get_object(Bucket=A, Key="anon")["Body"].read() == b"anon")
+check("but not delete the bucket", requests.delete(f"{endpoint}/{A}").status_code == 403)
+s3.put_bucket_acl(Bucket=A, AccessControlPolicy={
+    "Owner": {"ID": "x"}, "Grants": [{"Grantee": {"Type": "Group", "URI": ALL}, "Permission": "READ"}]})
+check("an AccessControlPolicy body sets it", requests.get(f"{endpoint}/{A}").status_code == 200
+      and requests.put(f"{endpoint}/{A}/anon2", data=b"x").status_code == 403)
+for k in ["private", "public", "from-other", "anon"]:
+    s3.delete_object(Bucket=A, Key=k)
+s3.delete_bucket(Bucket=A)
 
 # --- Listing edges, as AWS answers them
 for k in ["e/a", "e/b", "e/c"]:

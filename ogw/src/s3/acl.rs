@@ -1,0 +1,271 @@
+//! Who may do what (`crate::acl` holds the model): the bucket or object an operation
+//! needs, if its owner asks or an ACL grants the permission; and the ACL operations
+//! (Get/PutBucketAcl, Get/PutObjectAcl) with the canned and `x-amz-grant-*` headers
+//! that CreateBucket, PutObject and CreateMultipartUpload also take.
+
+use s3s::dto::{self, *};
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use super::dto::owner;
+use super::Gateway;
+use crate::acl::{
+    group, parse_grant_header, Acl, Caller, Grant, Perm, Who, ALL_USERS, AUTHENTICATED_USERS, GRANTS_MAX,
+};
+use crate::catalog::{Bucket as BucketRec, ConfigKind, Object};
+
+fn denied(caller: &Option<String>) -> S3Error {
+    match caller {
+        None => s3_error!(AccessDenied, "Access Denied"),
+        Some(_) => s3_error!(AccessDenied, "the bucket belongs to another account"),
+    }
+}
+
+fn as_caller(c: &Option<String>) -> Caller<'_> {
+    match c {
+        None => Caller::Anonymous,
+        Some(t) => Caller::Tenant(t),
+    }
+}
+
+impl Gateway {
+    /// The caller's tenant, or `None` for a request without credentials.
+    pub(super) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<Option<String>> {
+        if req.credentials.is_none() {
+            return Ok(None);
+        }
+        self.tenant(req).await.map(Some)
+    }
+
+    /// The ACL of a bucket (private when none is set).
+    pub(super) async fn bucket_acl(&self, bucket: &str) -> S3Result<Acl> {
+        match self.catalog.bucket_config(bucket, ConfigKind::Acl).await? {
+            None => Ok(Acl::default()),
+            Some(doc) => serde_json::from_str(&doc).map_err(super::errors::internal),
+        }
+    }
+
+    /// The bucket, if the caller owns it or the bucket's ACL grants it `perm`.
+    pub(super) async fn bucket_for<T>(&self, req: &S3Request<T>, bucket: &str, perm: Perm) -> S3Result<BucketRec> {
+        let caller = self.caller(req).await?;
+        let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        if caller.as_deref() == Some(b.tenant.as_str())
+            || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), perm)
+        {
+            return Ok(b);
+        }
+        Err(denied(&caller))
+    }
+
+    /// The object, if the caller owns its bucket or the object's ACL grants it `perm`.
+    /// A missing object is `NoSuchKey` to whoever may list the bucket, else `AccessDenied`
+    /// (as S3: nothing says what exists to whoever may not list).
+    pub(super) async fn object_for<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        key: &str,
+        perm: Perm,
+    ) -> S3Result<(BucketRec, Object)> {
+        let caller = self.caller(req).await?;
+        let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let owner = caller.as_deref() == Some(b.tenant.as_str());
+        match self.catalog.object(bucket, key).await? {
+            Some(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(as_caller(&caller), perm)) => Ok((b, o)),
+            Some(_) => Err(denied(&caller)),
+            None if owner || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), Perm::Read) => {
+                Err(s3_error!(NoSuchKey))
+            }
+            None => Err(denied(&caller)),
+        }
+    }
+}
+
+/// What an ACL-setting request gives: a canned ACL, grant headers, or (Put*Acl) a body.
+pub(super) struct AclRequest<'a> {
+    pub canned: Option<&'a str>,
+    pub full_control: &'a Option<String>,
+    pub read: &'a Option<String>,
+    pub read_acp: &'a Option<String>,
+    pub write: &'a Option<String>,
+    pub write_acp: &'a Option<String>,
+    pub policy: Option<&'a AccessControlPolicy>,
+}
+
+impl AclRequest<'_> {
+    /// The ACL asked for (`None`: the request sets none), with every tenant it names
+    /// checked to exist.
+    pub(super) async fn acl(&self, gw: &Gateway) -> S3Result<Option<Acl>> {
+        let headers = [
+            (self.full_control, Perm::FullControl),
+            (self.read, Perm::Read),
+            (self.read_acp, Perm::ReadAcp),
+            (self.write, Perm::Write),
+            (self.write_acp, Perm::WriteAcp),
+        ];
+        let given = headers.iter().filter(|(h, _)| h.is_some()).count();
+        let kinds = [self.canned.is_some(), given > 0, self.policy.is_some()].iter().filter(|x| **x).count();
+        if kinds > 1 {
+            return Err(s3_error!(
+                InvalidRequest,
+                "give a canned ACL, grant headers or an AccessControlPolicy, not more than one"
+            ));
+        }
+        let acl = if let Some(c) = self.canned {
+            Acl::canned(c).ok_or_else(|| s3_error!(InvalidArgument, "unknown canned ACL {c:?}"))?
+        } else if given > 0 {
+            let mut grants = Vec::new();
+            for (h, perm) in headers {
+                if let Some(h) = h {
+                    grants.extend(parse_grant_header(h, perm).map_err(|m| s3_error!(InvalidArgument, "{m}"))?);
+                }
+            }
+            Acl { grants }
+        } else if let Some(p) = self.policy {
+            let mut grants = Vec::new();
+            for g in p.grants.iter().flatten() {
+                let perm = g
+                    .permission
+                    .as_ref()
+                    .and_then(|p| Perm::parse(p.as_str()))
+                    .ok_or_else(|| s3_error!(MalformedACLError, "a grant without a known permission"))?;
+                let e = g.grantee.as_ref().ok_or_else(|| s3_error!(MalformedACLError, "a grant without a grantee"))?;
+                let who = match e.type_.as_str() {
+                    Type::CANONICAL_USER => Who::Tenant(
+                        e.id.clone()
+                            .ok_or_else(|| s3_error!(MalformedACLError, "a CanonicalUser grantee without ID"))?,
+                    ),
+                    Type::GROUP => e
+                        .uri
+                        .as_deref()
+                        .and_then(group)
+                        .ok_or_else(|| s3_error!(MalformedACLError, "an unknown grantee group"))?,
+                    _ => {
+                        return Err(s3_error!(
+                            UnresolvableGrantByEmailAddress,
+                            "grants by e-mail address are not supported"
+                        ))
+                    }
+                };
+                grants.push(Grant { who, perm });
+            }
+            Acl { grants }
+        } else {
+            return Ok(None);
+        };
+        if acl.grants.len() > GRANTS_MAX {
+            return Err(s3_error!(MalformedACLError, "at most {GRANTS_MAX} grants"));
+        }
+        for g in &acl.grants {
+            if let Who::Tenant(t) = &g.who {
+                if !gw.catalog.tenant_exists(t).await? {
+                    return Err(s3_error!(InvalidArgument, "Invalid id: no tenant {t:?}"));
+                }
+            }
+        }
+        Ok(Some(acl))
+    }
+}
+
+/// The grants of an ACL as S3 lists them: the owner's `FULL_CONTROL` first.
+fn listed(tenant: &str, acl: &Acl) -> Vec<dto::Grant> {
+    let person = |id: &str| Grantee {
+        type_: Type::from_static(Type::CANONICAL_USER),
+        id: Some(id.to_owned()),
+        display_name: Some(id.to_owned()),
+        email_address: None,
+        uri: None,
+    };
+    let grp = |uri: &str| Grantee {
+        type_: Type::from_static(Type::GROUP),
+        uri: Some(uri.to_owned()),
+        id: None,
+        display_name: None,
+        email_address: None,
+    };
+    let grant =
+        |g: Grantee, p: Perm| dto::Grant { grantee: Some(g), permission: Some(Permission::from(p.name().to_owned())) };
+    let mut out = vec![grant(person(tenant), Perm::FullControl)];
+    for g in &acl.grants {
+        let who = match &g.who {
+            Who::Tenant(t) => person(t),
+            Who::AllUsers => grp(ALL_USERS),
+            Who::AuthenticatedUsers => grp(AUTHENTICATED_USERS),
+        };
+        out.push(grant(who, g.perm));
+    }
+    out
+}
+
+pub(super) async fn get_bucket_acl(
+    gw: &Gateway,
+    req: S3Request<GetBucketAclInput>,
+) -> S3Result<S3Response<GetBucketAclOutput>> {
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::ReadAcp).await?;
+    let acl = gw.bucket_acl(&b.name).await?;
+    Ok(S3Response::new(GetBucketAclOutput { owner: Some(owner(&b.tenant)), grants: Some(listed(&b.tenant, &acl)) }))
+}
+
+pub(super) async fn put_bucket_acl(
+    gw: &Gateway,
+    req: S3Request<PutBucketAclInput>,
+) -> S3Result<S3Response<PutBucketAclOutput>> {
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::WriteAcp).await?;
+    let i = &req.input;
+    let r = AclRequest {
+        canned: i.acl.as_ref().map(|a| a.as_str()),
+        full_control: &i.grant_full_control,
+        read: &i.grant_read,
+        read_acp: &i.grant_read_acp,
+        write: &i.grant_write,
+        write_acp: &i.grant_write_acp,
+        policy: i.access_control_policy.as_ref(),
+    };
+    let acl = r.acl(gw).await?.ok_or_else(|| s3_error!(MissingSecurityHeader, "give an ACL to set"))?;
+    set_bucket_acl(gw, &b, &acl).await?;
+    Ok(S3Response::new(PutBucketAclOutput::default()))
+}
+
+pub(super) async fn set_bucket_acl(gw: &Gateway, b: &BucketRec, acl: &Acl) -> S3Result<()> {
+    let doc = (!acl.grants.is_empty()).then(|| serde_json::to_string(acl).expect("plain data"));
+    gw.catalog.set_bucket_config(b, ConfigKind::Acl, doc.as_deref()).await?;
+    Ok(())
+}
+
+pub(super) async fn get_object_acl(
+    gw: &Gateway,
+    req: S3Request<GetObjectAclInput>,
+) -> S3Result<S3Response<GetObjectAclOutput>> {
+    let i = &req.input;
+    super::tagging::only_null_version(&i.version_id)?;
+    let (b, o) = gw.object_for(&req, &i.bucket, &i.key, Perm::ReadAcp).await?;
+    let acl = o.info.acl.unwrap_or_default();
+    Ok(S3Response::new(GetObjectAclOutput {
+        owner: Some(owner(&b.tenant)),
+        grants: Some(listed(&b.tenant, &acl)),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn put_object_acl(
+    gw: &Gateway,
+    req: S3Request<PutObjectAclInput>,
+) -> S3Result<S3Response<PutObjectAclOutput>> {
+    let i = &req.input;
+    super::tagging::only_null_version(&i.version_id)?;
+    let (b, _) = gw.object_for(&req, &i.bucket, &i.key, Perm::WriteAcp).await?;
+    let r = AclRequest {
+        canned: i.acl.as_ref().map(|a| a.as_str()),
+        full_control: &i.grant_full_control,
+        read: &i.grant_read,
+        read_acp: &i.grant_read_acp,
+        write: &i.grant_write,
+        write_acp: &i.grant_write_acp,
+        policy: i.access_control_policy.as_ref(),
+    };
+    let acl = r.acl(gw).await?.ok_or_else(|| s3_error!(MissingSecurityHeader, "give an ACL to set"))?;
+    let acl = (!acl.grants.is_empty()).then_some(acl);
+    if !gw.catalog.update_object_info(&b, &i.key, |info| info.acl = acl.clone()).await? {
+        return Err(s3_error!(NoSuchKey));
+    }
+    Ok(S3Response::new(PutObjectAclOutput::default()))
+}
