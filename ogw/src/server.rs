@@ -52,6 +52,14 @@ pub struct Options {
     pub stream: StreamConfig,
 }
 
+/// Who sent a request, as bucket policies' conditions see it (`aws:SourceIp`,
+/// `aws:SecureTransport`): in each request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub ip: std::net::IpAddr,
+    pub secure: bool,
+}
+
 /// What a listener serves: S3 (s3s on the gateway) behind CORS preflights.
 #[derive(Clone)]
 pub struct Front {
@@ -76,10 +84,10 @@ pub async fn build(o: Options) -> anyhow::Result<(Front, Catalog)> {
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
     let domains: Vec<String> = o.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
     let cors = Arc::new(Cors::new(catalog.clone(), domains));
-    let (gw, auth) = Gateway::new(catalog.clone(), data, classes, cors.clone());
+    let (gw, auth, access) = Gateway::new(catalog.clone(), data, classes, cors.clone());
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
-    b.set_access(crate::s3::Access);
+    b.set_access(access);
     // s3s reads a form POST's file into memory before the policy's signature is
     // checked: bound what an anonymous POST can make the gateway hold.
     let mut config = s3s::config::S3Config::default();
@@ -131,12 +139,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let front = front.clone();
+        let secure = tls.is_some();
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let Front { s3: svc, cors } = front.clone();
             async move {
                 let version = req.version();
                 let id = stamp::request_id();
                 let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(Peer { ip: peer.ip(), secure });
                 stamp::date_for_sigv4(&mut parts);
                 if let Some(r) = stamp::precheck(&parts, time::OffsetDateTime::now_utc()) {
                     let mut resp = http::Response::new(s3s::Body::from(stamp::error_body(r.code, &r.message, &id)));

@@ -11,6 +11,7 @@ pub enum ConfigKind {
     Tagging,
     Cors,
     Acl,
+    Policy,
 }
 
 impl ConfigKind {
@@ -19,6 +20,7 @@ impl ConfigKind {
             ConfigKind::Tagging => "tagging",
             ConfigKind::Cors => "cors",
             ConfigKind::Acl => "acl",
+            ConfigKind::Policy => "policy",
         }
     }
 }

@@ -49,6 +49,7 @@ impl Gateway {
         let caller = self.caller(req).await?;
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
         if caller.as_deref() == Some(b.tenant.as_str())
+            || req.extensions.get::<super::PolicyAllows>().is_some()
             || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), perm)
         {
             return Ok(b);
@@ -68,15 +69,38 @@ impl Gateway {
     ) -> S3Result<(BucketRec, Object)> {
         let caller = self.caller(req).await?;
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
-        let owner = caller.as_deref() == Some(b.tenant.as_str());
+        // A bucket policy that allowed this request counts as the owner's consent.
+        let owner =
+            caller.as_deref() == Some(b.tenant.as_str()) || req.extensions.get::<super::PolicyAllows>().is_some();
         match self.catalog.object(bucket, key).await? {
             Some(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(as_caller(&caller), perm)) => Ok((b, o)),
             Some(_) => Err(denied(&caller)),
-            None if owner || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), Perm::Read) => {
+            None if owner
+                || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), Perm::Read)
+                || self.policy_lets_list(req, &b.name, key, &caller).await =>
+            {
                 Err(s3_error!(NoSuchKey))
             }
             None => Err(denied(&caller)),
         }
+    }
+}
+
+impl Gateway {
+    /// Whether the bucket's policy lets the caller list the bucket at the prefix `key`
+    /// (S3 answers a missing key with 404 to whoever may, 403 to others).
+    async fn policy_lets_list<T>(&self, req: &S3Request<T>, bucket: &str, key: &str, caller: &Option<String>) -> bool {
+        let Some(p) = self.policies.get(&self.catalog, bucket).await else { return false };
+        let peer = req.extensions.get::<crate::server::Peer>().copied();
+        let mut values = super::policy::values(&req.uri, &req.headers, peer, caller.as_deref());
+        values.insert("s3:prefix".into(), vec![key.to_owned()]);
+        let r = crate::policy::Request {
+            caller: as_caller(caller),
+            action: "s3:ListBucket",
+            resource: format!("arn:aws:s3:::{bucket}"),
+            values,
+        };
+        p.decide(&r) == crate::policy::Decision::Allow
     }
 }
 

@@ -33,12 +33,17 @@ impl S3Auth for Auth {
     }
 }
 
-/// s3s's access hook, which by default refuses every request without a signature: here
-/// an anonymous request reaches the operations an ACL can open to everyone (which then
-/// decide by the ACL; `Gateway::tenant` refuses anonymous callers everywhere else).
-/// Others are refused before their body is read, so that nobody learns anything from
-/// them (not even whether their XML parses).
-pub struct Access;
+/// s3s's access hook, run before an operation's input is read. An anonymous request
+/// reaches only the operations an ACL or policy can open to everyone (which then
+/// decide); the rest are refused before their body is read, so that nobody learns
+/// anything from them (not even whether their XML parses). Then the bucket's policy:
+/// a matching `Deny` refuses the request, whoever asks (the owner too); a matching
+/// `Allow` is left in the request's extensions (`PolicyAllows`) for the operation.
+pub struct Access {
+    pub(super) catalog: Catalog,
+    pub(super) keys: KeyCache,
+    pub(super) policies: Arc<super::policy::Policies>,
+}
 
 /// The operations an anonymous request may reach: reads, and single-object writes
 /// (a `public-read-write` bucket), none of them with an XML body.
@@ -55,27 +60,69 @@ const ANONYMOUS_OPS: [&str; 10] = [
     "GetObjectAcl",
 ];
 
+/// A bucket policy allowed this request (its operation may go on for a non-owner).
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyAllows;
+
 #[async_trait::async_trait]
 impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
-        if cx.credentials().is_some() || ANONYMOUS_OPS.contains(&cx.s3_op().name()) {
-            return Ok(());
+        let op = cx.s3_op().name().to_owned();
+        let op = op.as_str();
+        if cx.credentials().is_none() && !ANONYMOUS_OPS.contains(&op) {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
         }
-        Err(s3_error!(AccessDenied, "Access Denied"))
+        let (bucket, key) = match cx.s3_path() {
+            s3s::path::S3Path::Root => return Ok(()),
+            s3s::path::S3Path::Bucket { bucket } => (bucket.to_string(), None),
+            s3s::path::S3Path::Object { bucket, key } => (bucket.to_string(), Some(key.to_string())),
+        };
+        let Some(policy) = self.policies.get(&self.catalog, &bucket).await else { return Ok(()) };
+        let tenant = match cx.credentials() {
+            None => None,
+            Some(c) => Some(tenant_of(&self.catalog, &self.keys, &c.access_key).await?),
+        };
+        let peer = cx.extensions_mut().get::<crate::server::Peer>().copied();
+        let values = super::policy::values(cx.uri(), cx.headers(), peer, tenant.as_deref());
+        let r = crate::policy::Request {
+            caller: match &tenant {
+                None => crate::acl::Caller::Anonymous,
+                Some(t) => crate::acl::Caller::Tenant(t),
+            },
+            action: super::policy::action_of(op),
+            resource: match key {
+                Some(k) => format!("arn:aws:s3:::{bucket}/{k}"),
+                None => format!("arn:aws:s3:::{bucket}"),
+            },
+            values,
+        };
+        match policy.decide(&r) {
+            crate::policy::Decision::Deny => Err(s3_error!(AccessDenied, "Access Denied")),
+            crate::policy::Decision::Allow => {
+                cx.extensions_mut().insert(PolicyAllows);
+                Ok(())
+            }
+            crate::policy::Decision::Neither => Ok(()),
+        }
     }
+}
+
+/// The tenant of an access key, through the key cache.
+async fn tenant_of(catalog: &Catalog, keys: &KeyCache, access_key: &str) -> S3Result<String> {
+    if let Some((t, at)) = keys.lock().get(access_key) {
+        if at.elapsed() < KEY_CACHE_TTL {
+            return Ok(t.clone());
+        }
+    }
+    let (t, _) = catalog.key(access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+    keys.lock().insert(access_key.to_owned(), (t.clone(), Instant::now()));
+    Ok(t)
 }
 
 impl Gateway {
     /// The caller's tenant (the key was looked up by the signature check just before).
     pub(super) async fn tenant<T>(&self, req: &S3Request<T>) -> S3Result<String> {
         let Some(c) = &req.credentials else { return Err(s3_error!(AccessDenied, "anonymous access is not allowed")) };
-        if let Some((t, at)) = self.keys.lock().get(&c.access_key) {
-            if at.elapsed() < KEY_CACHE_TTL {
-                return Ok(t.clone());
-            }
-        }
-        let (t, _) = self.catalog.key(&c.access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-        self.keys.lock().insert(c.access_key.clone(), (t.clone(), Instant::now()));
-        Ok(t)
+        tenant_of(&self.catalog, &self.keys, &c.access_key).await
     }
 }

@@ -27,11 +27,12 @@ mod ingest;
 mod listing;
 mod multipart;
 mod objects;
+mod policy;
 pub mod stamp;
 mod tagging;
 
-pub use auth::{Access, Auth};
 use auth::KeyCache;
+pub use auth::{Access, Auth, PolicyAllows};
 
 use crate::catalog::{Bucket as BucketRec, Catalog, Object, ObjectInfo};
 use crate::class::Classes;
@@ -47,13 +48,23 @@ pub struct Gateway {
     keys: KeyCache,
     /// Buckets' CORS rules, as the front answers preflights with them.
     cors: Arc<crate::cors::Cors>,
+    /// Buckets' policies, as the access hook decides with them.
+    policies: Arc<policy::Policies>,
 }
 
 impl Gateway {
-    /// The gateway and the authenticator that shares its key cache.
-    pub fn new(catalog: Catalog, data: Arc<Data>, classes: Classes, cors: Arc<crate::cors::Cors>) -> (Gateway, Auth) {
+    /// The gateway, the authenticator and the access hook that share its caches.
+    pub fn new(
+        catalog: Catalog,
+        data: Arc<Data>,
+        classes: Classes,
+        cors: Arc<crate::cors::Cors>,
+    ) -> (Gateway, Auth, Access) {
         let keys = KeyCache::default();
-        (Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone(), cors }, Auth { catalog, keys })
+        let policies = Arc::new(policy::Policies::default());
+        let access = Access { catalog: catalog.clone(), keys: keys.clone(), policies: policies.clone() };
+        let gw = Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone(), cors, policies };
+        (gw, Auth { catalog, keys }, access)
     }
 
     /// The tenant that owns `bucket`, if it is the caller's.
@@ -163,6 +174,34 @@ impl S3 for Gateway {
 
     async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
         acl::put_object_acl(self, req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        policy::get_bucket_policy(self, req).await
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        policy::put_bucket_policy(self, req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        policy::delete_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        policy::get_bucket_policy_status(self, req).await
     }
 
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {

@@ -1,6 +1,6 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
 bucket tagging, CORS (rules, preflights, answers' headers), ACLs (canned and granted,
-anonymous reads where granted), GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
+anonymous reads where granted), bucket policies, GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
 pages, ListObjectVersions of an unversioned bucket, and the answers the conformance suite
 found different from AWS's (listing edges, 304 with its ETag, part numbers, encodings).
 
@@ -8,6 +8,7 @@ Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET OTHER_TEN
 """
 import base64
 import hashlib
+import json
 import sys
 import time
 
@@ -298,6 +299,56 @@ check("an AccessControlPolicy body sets it", requests.get(f"{endpoint}/{A}").sta
 for k in ["private", "public", "from-other", "anon"]:
     s3.delete_object(Bucket=A, Key=k)
 s3.delete_bucket(Bucket=A)
+
+# --- Bucket policies
+P = B + "-pol"
+s3.create_bucket(Bucket=P)
+for k in ["public/a", "private/b", "keep/c"]:
+    s3.put_object(Bucket=P, Key=k, Body=k.encode())
+
+
+def policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+check("no policy yet", code(s3.get_bucket_policy, Bucket=P) == ("NoSuchBucketPolicy", 404))
+check("another tenant may not list", code(other.list_objects_v2, Bucket=P) == ("AccessDenied", 403))
+doc = policy(
+    {"Effect": "Allow", "Principal": {"AWS": [f"arn:aws:iam::{other_tenant}:root"]},
+     "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": [f"arn:aws:s3:::{P}", f"arn:aws:s3:::{P}/*"]},
+    {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{P}",
+     "Condition": {"StringLike": {"s3:prefix": "public/*"}}},
+    {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{P}/keep/*"})
+s3.put_bucket_policy(Bucket=P, Policy=doc)
+check("the policy reads back", json.loads(s3.get_bucket_policy(Bucket=P)["Policy"]) == json.loads(doc))
+check("a policy grant lets another tenant list", len(other.list_objects_v2(Bucket=P)["Contents"]) == 3)
+check("and read", other.get_object(Bucket=P, Key="private/b")["Body"].read() == b"private/b")
+check("but not write", code(other.put_object, Bucket=P, Key="x", Body=b"x") == ("AccessDenied", 403))
+check("anonymous lists under the allowed prefix", requests.get(f"{endpoint}/{P}?prefix=public/").status_code == 200)
+check("but not elsewhere", requests.get(f"{endpoint}/{P}?prefix=private/").status_code == 403)
+check("a missing key under the prefix is a 404 to anonymous",
+      requests.head(f"{endpoint}/{P}/public/none").status_code == 404
+      and requests.head(f"{endpoint}/{P}/private/none").status_code == 403)
+check("a Deny binds the owner too", code(s3.delete_object, Bucket=P, Key="keep/c") == ("AccessDenied", 403)
+      and s3.get_object(Bucket=P, Key="keep/c")["Body"].read() == b"keep/c")
+check("the policy makes the bucket public", s3.get_bucket_policy_status(Bucket=P)["PolicyStatus"]["IsPublic"])
+s3.put_bucket_policy(Bucket=P, Policy=policy(
+    {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{P}/*",
+     "Condition": {"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}))
+check("a source-address condition", code(s3.get_object, Bucket=P, Key="public/a") == ("AccessDenied", 403))
+check("a new policy replaces the old", code(other.list_objects_v2, Bucket=P) == ("AccessDenied", 403))
+check("not public", not s3.get_bucket_policy_status(Bucket=P)["PolicyStatus"]["IsPublic"])
+for bad in ["{not json", policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                 "Resource": "arn:aws:s3:::another-bucket/*"}),
+            policy({"Effect": "Perhaps", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{P}/*"})]:
+    check(f"policy {bad[:40]!r}... refused", code(s3.put_bucket_policy, Bucket=P, Policy=bad) == ("MalformedPolicy", 400))
+check("another tenant may not set a policy", code(other.put_bucket_policy, Bucket=P, Policy=doc) == ("AccessDenied", 403))
+check("nor read it", code(other.get_bucket_policy, Bucket=P) == ("AccessDenied", 403))
+s3.delete_bucket_policy(Bucket=P)
+check("policy deleted: the owner reads again", s3.get_object(Bucket=P, Key="public/a")["Body"].read() == b"public/a")
+for k in ["public/a", "private/b", "keep/c"]:
+    s3.delete_object(Bucket=P, Key=k)
+s3.delete_bucket(Bucket=P)
 
 # --- Listing edges, as AWS answers them
 for k in ["e/a", "e/b", "e/c"]:
