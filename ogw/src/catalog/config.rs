@@ -12,6 +12,8 @@ pub enum ConfigKind {
     Cors,
     Acl,
     Policy,
+    /// The LocationConstraint a bucket was created with (a plain string).
+    Location,
 }
 
 impl ConfigKind {
@@ -21,6 +23,7 @@ impl ConfigKind {
             ConfigKind::Cors => "cors",
             ConfigKind::Acl => "acl",
             ConfigKind::Policy => "policy",
+            ConfigKind::Location => "location",
         }
     }
 }

@@ -27,6 +27,16 @@ fn as_caller(c: &Option<String>) -> Caller<'_> {
     }
 }
 
+/// `x-amz-expected-bucket-owner`: a request that names another owner than the bucket's
+/// is refused (so that a client never writes into, or reads from, a bucket that changed
+/// hands).
+pub(super) fn expected_owner<T>(req: &S3Request<T>, b: &BucketRec) -> S3Result<()> {
+    match req.headers.get("x-amz-expected-bucket-owner").map(|v| v.to_str().unwrap_or_default()) {
+        Some(o) if o != b.tenant => Err(s3_error!(AccessDenied, "the bucket has another owner")),
+        _ => Ok(()),
+    }
+}
+
 impl Gateway {
     /// The caller's tenant, or `None` for a request without credentials.
     pub(super) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<Option<String>> {
@@ -48,6 +58,7 @@ impl Gateway {
     pub(super) async fn bucket_for<T>(&self, req: &S3Request<T>, bucket: &str, perm: Perm) -> S3Result<BucketRec> {
         let caller = self.caller(req).await?;
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        expected_owner(req, &b)?;
         if caller.as_deref() == Some(b.tenant.as_str())
             || req.extensions.get::<super::PolicyAllows>().is_some()
             || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), perm)
@@ -69,6 +80,7 @@ impl Gateway {
     ) -> S3Result<(BucketRec, Object)> {
         let caller = self.caller(req).await?;
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        expected_owner(req, &b)?;
         // A bucket policy that allowed this request counts as the owner's consent.
         let owner =
             caller.as_deref() == Some(b.tenant.as_str()) || req.extensions.get::<super::PolicyAllows>().is_some();

@@ -7,6 +7,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::dto::{owner, ts};
 use super::Gateway;
+use crate::catalog::{CatalogError, ConfigKind};
 use crate::limits::BUCKET_NAME_BYTES;
 
 pub(super) async fn list_buckets(
@@ -70,7 +71,26 @@ pub(super) async fn create_bucket(
     }
     .acl(gw)
     .await?;
-    gw.catalog.create_bucket(&tenant, &i.bucket, gw.classes.standard).await?;
+    match gw.catalog.create_bucket(&tenant, &i.bucket, gw.classes.standard).await {
+        // As AWS's default region (us-east-1, for legacy compatibility): creating a
+        // bucket one owns already succeeds, and resets its ACL to the one asked for.
+        Err(CatalogError::BucketExists { owned_by_you: true }) => {
+            let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
+            super::acl::set_bucket_acl(gw, &b, &acl.unwrap_or_default()).await?;
+            return Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", i.bucket)) }));
+        }
+        r => r?,
+    }
+    let location = i
+        .create_bucket_configuration
+        .as_ref()
+        .and_then(|c| c.location_constraint.as_ref())
+        .map(|l| l.as_str().to_owned())
+        .filter(|l| !l.is_empty());
+    if let Some(l) = location {
+        let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
+        gw.catalog.set_bucket_config(&b, ConfigKind::Location, Some(&l)).await?;
+    }
     // Made private first; the grants follow (a failure leaves it private).
     if let Some(acl) = acl.filter(|a| !a.grants.is_empty()) {
         let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
@@ -91,8 +111,10 @@ pub(super) async fn get_bucket_location(
     gw: &Gateway,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    gw.bucket_of(&req, &req.input.bucket).await?;
-    Ok(S3Response::new(GetBucketLocationOutput::default()))
+    let b = gw.owned(&req, &req.input.bucket).await?;
+    // The LocationConstraint it was created with (none: the default region).
+    let location = gw.catalog.bucket_config(&b.name, ConfigKind::Location).await?;
+    Ok(S3Response::new(GetBucketLocationOutput { location_constraint: location.map(BucketLocationConstraint::from) }))
 }
 
 pub(super) async fn delete_bucket(

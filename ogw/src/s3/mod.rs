@@ -75,7 +75,9 @@ impl Gateway {
     /// The bucket, if the caller's tenant owns it.
     async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<BucketRec> {
         let tenant = self.tenant(req).await?;
-        Ok(self.catalog.owned_bucket(&tenant, bucket).await?)
+        let b = self.catalog.owned_bucket(&tenant, bucket).await?;
+        acl::expected_owner(req, &b)?;
+        Ok(b)
     }
 
     /// The policy an object's bytes were written with (objects written before classes

@@ -350,6 +350,27 @@ for k in ["public/a", "private/b", "keep/c"]:
     s3.delete_object(Bucket=P, Key=k)
 s3.delete_bucket(Bucket=P)
 
+# --- Bucket location, recreation, expected owner
+L = B + "-loc"
+s3.create_bucket(Bucket=L, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+check("the location constraint reads back", s3.get_bucket_location(Bucket=L)["LocationConstraint"] == "eu-west-1")
+check("no constraint: the default region", s3.get_bucket_location(Bucket=B).get("LocationConstraint") is None)
+s3.put_bucket_acl(Bucket=L, ACL="public-read")
+s3.put_object(Bucket=L, Key="kept", Body=b"kept")
+s3.create_bucket(Bucket=L)
+check("creating one's bucket again keeps its objects and resets its ACL",
+      s3.get_object(Bucket=L, Key="kept")["Body"].read() == b"kept"
+      and requests.get(f"{endpoint}/{L}").status_code == 403)
+check("another tenant's name is taken", code(other.create_bucket, Bucket=L) == ("BucketAlreadyExists", 409))
+me = s3.get_bucket_acl(Bucket=L)["Owner"]["ID"]
+check("the expected owner matches", s3.list_objects_v2(Bucket=L, ExpectedBucketOwner=me)["KeyCount"] == 1)
+check("another expected owner is refused",
+      code(s3.list_objects_v2, Bucket=L, ExpectedBucketOwner=me + "x") == ("AccessDenied", 403)
+      and code(s3.put_object, Bucket=L, Key="n", Body=b"n", ExpectedBucketOwner=me + "x") == ("AccessDenied", 403)
+      and code(s3.get_object, Bucket=L, Key="kept", ExpectedBucketOwner=me + "x") == ("AccessDenied", 403))
+s3.delete_object(Bucket=L, Key="kept")
+s3.delete_bucket(Bucket=L)
+
 # --- Listing edges, as AWS answers them
 for k in ["e/a", "e/b", "e/c"]:
     s3.put_object(Bucket=B, Key=k, Body=b"e")
