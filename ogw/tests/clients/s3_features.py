@@ -395,6 +395,15 @@ except s3.exceptions.ClientError as e:
 check("part 2 of a single-part object", code(s3.get_object, Bucket=B, Key="e/a", PartNumber=2) == ("InvalidPart", 400))
 check("part 1 is the object", s3.get_object(Bucket=B, Key="e/a", PartNumber=1)["Body"].read() == b"e")
 
+# --- Encryption the gateway does not do is refused, not silently skipped.
+key = base64.b64encode(b"k" * 32).decode()
+md5 = base64.b64encode(hashlib.md5(b"k" * 32).digest()).decode()
+check("SSE-C refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", SSECustomerAlgorithm="AES256",
+                            SSECustomerKey=key, SSECustomerKeyMD5=md5) == ("NotImplemented", 501))
+check("SSE-KMS refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", ServerSideEncryption="aws:kms")
+      == ("NotImplemented", 501))
+check("and nothing stored", code(s3.head_object, Bucket=B, Key="e/sse") == ("404", 404))
+
 # --- Content-Encoding lists keep their spacing; aws-chunked is framing, not kept.
 for given, kept in [("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"), ("aws-chunked", None)]:
     s3.put_object(Bucket=B, Key="e/enc", Body=b"x", ContentEncoding=given)
