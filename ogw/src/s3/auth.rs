@@ -46,8 +46,9 @@ pub struct Access {
 }
 
 /// The operations an anonymous request may reach: reads, and single-object writes
-/// (a `public-read-write` bucket), none of them with an XML body.
-const ANONYMOUS_OPS: [&str; 10] = [
+/// (a `public-read-write` bucket, by PUT or by a browser's form POST, whose file s3s
+/// has read, bounded, by then), none of them with an XML body.
+const ANONYMOUS_OPS: [&str; 11] = [
     "GetObject",
     "HeadObject",
     "ListObjects",
@@ -55,6 +56,7 @@ const ANONYMOUS_OPS: [&str; 10] = [
     "ListObjectVersions",
     "HeadBucket",
     "PutObject",
+    "PostObject",
     "DeleteObject",
     "GetBucketAcl",
     "GetObjectAcl",

@@ -59,6 +59,7 @@ pub(super) fn action_of(op: &str) -> &'static str {
     match op {
         "GetObject" | "HeadObject" => "s3:GetObject",
         "PutObject"
+        | "PostObject"
         | "CopyObject"
         | "CreateMultipartUpload"
         | "UploadPart"

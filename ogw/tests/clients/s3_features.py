@@ -258,6 +258,7 @@ check("but not a private object in it", r.status_code == 403 and b"AccessDenied"
 check("a missing key is a 404 to whoever may list", requests.get(f"{endpoint}/{A}/none").status_code == 404)
 check("anonymous writes nothing to a public-read bucket",
       requests.put(f"{endpoint}/{A}/anon", data=b"x").status_code == 403
+      and requests.post(f"{endpoint}/{A}", files={"key": (None, "anon"), "file": ("f", b"x")}).status_code == 403
       and code(s3.head_object, Bucket=A, Key="anon") == ("404", 404))
 check("anonymous reads no ACL", requests.get(f"{endpoint}/{A}?acl").status_code == 403)
 check("nor tags, nor uploads, of a public bucket", requests.get(f"{endpoint}/{A}/public?tagging").status_code == 403
@@ -292,6 +293,11 @@ s3.put_bucket_acl(Bucket=A, ACL="public-read-write")
 check("public-read-write lets anonymous write", requests.put(f"{endpoint}/{A}/anon", data=b"anon").status_code == 200
       and s3.get_object(Bucket=A, Key="anon")["Body"].read() == b"anon")
 check("but not delete the bucket", requests.delete(f"{endpoint}/{A}").status_code == 403)
+r = requests.post(f"{endpoint}/{A}", files={"key": (None, "posted"), "success_action_status": (None, "201"),
+                                            "file": ("f", b"form body")})
+check("an anonymous form POST to a public-read-write bucket", r.status_code == 201 and b"<Key>posted</Key>" in r.content
+      and s3.get_object(Bucket=A, Key="posted")["Body"].read() == b"form body", (r.status_code, r.content))
+s3.delete_object(Bucket=A, Key="posted")
 s3.put_bucket_acl(Bucket=A, AccessControlPolicy={
     "Owner": {"ID": "x"}, "Grants": [{"Grantee": {"Type": "Group", "URI": ALL}, "Permission": "READ"}]})
 check("an AccessControlPolicy body sets it", requests.get(f"{endpoint}/{A}").status_code == 200
