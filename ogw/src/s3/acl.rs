@@ -99,6 +99,25 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The source object of a copy, if `tenant` owns its bucket or the object's ACL
+    /// lets it read it (a missing one: `NoSuchKey` to whoever may list the bucket). The
+    /// destination's rights and the request's policy decision never count here.
+    pub(super) async fn readable_source(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
+        let caller = Some(tenant.to_owned());
+        let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let owner = b.tenant == tenant;
+        match self.catalog.object(bucket, key).await? {
+            Some(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(Caller::Tenant(tenant), Perm::Read)) => {
+                Ok(o)
+            }
+            Some(_) => Err(denied(&caller)),
+            None if owner || self.bucket_acl(&b.name).await?.allows(Caller::Tenant(tenant), Perm::Read) => {
+                Err(s3_error!(NoSuchKey))
+            }
+            None => Err(denied(&caller)),
+        }
+    }
+
     /// Whether the bucket's policy lets the caller list the bucket at the prefix `key`
     /// (S3 answers a missing key with 404 to whoever may, 403 to others).
     async fn policy_lets_list<T>(&self, req: &S3Request<T>, bucket: &str, key: &str, caller: &Option<String>) -> bool {

@@ -330,8 +330,7 @@ pub(super) async fn copy_source(gw: &Gateway, tenant: &str, s: CopySourceOf<'_>)
     let CopySource::Bucket { bucket, key, .. } = s.copy_source else {
         return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
     };
-    gw.catalog.owned_bucket(tenant, bucket).await?;
-    let src = gw.object(bucket, key).await?;
+    let src = gw.readable_source(tenant, bucket, key).await?;
     let conditions = ReadConditions {
         if_match: s.copy_source_if_match,
         if_none_match: s.copy_source_if_none_match,

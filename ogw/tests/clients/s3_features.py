@@ -283,8 +283,13 @@ other.put_object(Bucket=A, Key="from-other", Body=b"theirs")
 check("a WRITE grant lets another tenant write", s3.get_object(Bucket=A, Key="from-other")["Body"].read() == b"theirs")
 check("which it cannot then read back",
       code(other.get_object, Bucket=A, Key="from-other") == ("AccessDenied", 403))
+check("nor copy a private object out", code(other.copy_object, Bucket=A, Key="copied",
+                                            CopySource={"Bucket": A, "Key": "private"}) == ("AccessDenied", 403))
 s3.put_object_acl(Bucket=A, Key="private", GrantRead=f'id="{other_tenant}"')
 check("an object READ grant lets it read that one", other.get_object(Bucket=A, Key="private")["Body"].read() == b"secret")
+other.copy_object(Bucket=A, Key="copied", CopySource={"Bucket": A, "Key": "private"})
+check("and copy it", s3.get_object(Bucket=A, Key="copied")["Body"].read() == b"secret")
+s3.delete_object(Bucket=A, Key="copied")
 check("a grant to a tenant that does not exist",
       code(s3.put_bucket_acl, Bucket=A, GrantRead='id="no-such-tenant"') == ("InvalidArgument", 400))
 check("a canned ACL and grants together",
