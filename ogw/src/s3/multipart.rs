@@ -30,6 +30,7 @@ pub(super) async fn create_multipart_upload(
     let i = &req.input;
     validate_key(&i.key)?;
     let mut info = ContentHeaders::from(i).info()?;
+    super::objects::unsupported_encryption(super::objects::Encryption::from(i))?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = super::objects::object_acl(gw, i.acl.as_ref(), super::objects::Grants::from(i)).await?;
     gw.classify(&mut info, i.storage_class.as_ref(), &b)?;

@@ -414,6 +414,12 @@ check("SSE-C refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", SSE
 check("SSE-KMS refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", ServerSideEncryption="aws:kms")
       == ("NotImplemented", 501))
 check("and nothing stored", code(s3.head_object, Bucket=B, Key="e/sse") == ("404", 404))
+s3.put_bucket_acl(Bucket=B, ACL="public-read-write")
+r = requests.post(f"{endpoint}/{B}", files={"key": (None, "e/sse"), "x-amz-server-side-encryption-customer-algorithm":
+                                            (None, "AES256"), "file": ("f", b"x")})
+check("SSE-C asked in a form POST refused too", r.status_code == 501
+      and code(s3.head_object, Bucket=B, Key="e/sse") == ("404", 404), (r.status_code, r.content))
+s3.put_bucket_acl(Bucket=B, ACL="private")
 
 # --- Content-Encoding lists keep their spacing; aws-chunked is framing, not kept.
 for given, kept in [("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"), ("aws-chunked", None)]:
