@@ -355,7 +355,7 @@ async fn stale_replayed_and_over_long_signatures_are_refused_with_aws_codes() {
 async fn every_cluster_link_runs_over_tls_and_plain_or_untrusting_peers_are_refused() {
     use harness::{ogw_bin, other_tenant, sqlite_db};
     use proto::NodeId;
-    use testkit::{spawn_listening, wait_for, Cluster, DataNode};
+    use testkit::{spawn_listening, Cluster, DataNode};
 
     let files = testkit::tls_links();
     let cl = Cluster::start(3, &["--node-grace-ms", "1000", "--repair-delay-ms", "1000"]);
@@ -423,29 +423,9 @@ async fn every_cluster_link_runs_over_tls_and_plain_or_untrusting_peers_are_refu
     proto::tls::connect(trusting, &dn, tokio::net::TcpStream::connect(&dn).await.unwrap()).await.unwrap();
 
     // A datanode holding copies is lost for good: its copies are rebuilt over TLS.
-    let victim = wait_for("every extent sealed", Duration::from_secs(60), || async {
-        let mut holding = Vec::new();
-        for st in meta.streams().await.ok()? {
-            for e in meta.stream(st.id).await.ok()?.extents {
-                e.sealed_len?;
-                holding.extend(e.replicas.iter().map(|r| r.node));
-            }
-        }
-        holding.into_iter().min()
-    })
-    .await;
+    let victim = harness::holders_once_sealed(&meta, Duration::from_secs(60)).await[0];
     dns[victim.0 as usize - 1].kill9();
     std::fs::remove_file(cl.dir.path().join(format!("d{victim}.img"))).unwrap();
-    wait_for("the lost copies rebuilt", Duration::from_secs(120), || async {
-        let r = meta.repairs().await.ok()?;
-        let down = r.down_ms.iter().any(|(n, _)| *n == victim);
-        (down && r.degraded.is_empty() && r.waiting == 0 && r.in_flight.is_empty()).then_some(())
-    })
-    .await;
-    for st in meta.streams().await.unwrap() {
-        for e in meta.stream(st.id).await.unwrap().extents {
-            assert!(e.replicas.iter().all(|r| r.node != victim), "extent {} still on the lost datanode", e.id);
-        }
-    }
+    harness::wait_repaired(&meta, victim, &[victim]).await;
     read_all().await;
 }

@@ -75,36 +75,13 @@ async fn objects_survive_datanodes_lost_for_good_one_at_a_time() {
     assert!(lines.by_ref().any(|l| l.starts_with("written")), "the objects were not written");
     let mut dead = Vec::new();
     for round in 1..=3 {
-        // Every extent sealed (the gateway's idle writers seal theirs), then a victim
-        // among the datanodes holding copies.
-        let holding = wait_for("every extent sealed", Duration::from_secs(30), || async {
-            let mut holding = Vec::new();
-            for st in meta.streams().await.ok()? {
-                for e in meta.stream(st.id).await.ok()?.extents {
-                    e.sealed_len?;
-                    holding.extend(e.replicas.iter().map(|r| r.node));
-                }
-            }
-            holding.sort_unstable();
-            holding.dedup();
-            Some(holding)
-        })
-        .await;
+        // Every extent sealed, then a victim among the datanodes holding copies.
+        let holding = holders_once_sealed(&meta, Duration::from_secs(30)).await;
         let victim = holding[rng.gen_range(0..holding.len())];
         dns[victim.0 as usize - 1].kill9();
         std::fs::remove_file(cl.dir.path().join(format!("d{victim}.img"))).unwrap();
         dead.push(victim);
-        wait_for("the loss repaired", Duration::from_secs(120), || async {
-            let r = meta.repairs().await.ok()?;
-            let down = r.down_ms.iter().any(|(n, _)| *n == victim);
-            (down && r.degraded.is_empty() && r.waiting == 0 && r.in_flight.is_empty()).then_some(())
-        })
-        .await;
-        for st in meta.streams().await.unwrap() {
-            for e in meta.stream(st.id).await.unwrap().extents {
-                assert!(e.replicas.iter().all(|r| !dead.contains(&r.node)), "extent {} on a dead datanode", e.id);
-            }
-        }
+        wait_repaired(&meta, victim, &dead).await;
         writeln!(stdin).unwrap();
         let checked = lines.by_ref().find(|l| l.starts_with("checked"));
         assert!(checked.is_some(), "round {round}: the objects did not read back");

@@ -146,6 +146,31 @@ pub(super) struct AclRequest<'a> {
     pub policy: Option<&'a AccessControlPolicy>,
 }
 
+view! {
+    /// The `x-amz-grant-*` headers of a request that sets an ACL.
+    pub(super) struct GrantHeaders {
+        grant_full_control: Option<GrantFullControl>,
+        grant_read: Option<GrantRead>,
+        grant_read_acp: Option<GrantReadACP>,
+        grant_write: Option<GrantWrite>,
+        grant_write_acp: Option<GrantWriteACP>,
+    } for PutBucketAclInput, PutObjectAclInput, CreateBucketInput
+}
+
+impl<'a> AclRequest<'a> {
+    pub(super) fn of(canned: Option<&'a str>, g: GrantHeaders<'a>, policy: Option<&'a AccessControlPolicy>) -> Self {
+        AclRequest {
+            canned,
+            full_control: g.grant_full_control,
+            read: g.grant_read,
+            read_acp: g.grant_read_acp,
+            write: g.grant_write,
+            write_acp: g.grant_write_acp,
+            policy,
+        }
+    }
+}
+
 impl AclRequest<'_> {
     /// The ACL asked for (`None`: the request sets none), with every tenant it names
     /// checked to exist.
@@ -266,15 +291,7 @@ pub(super) async fn put_bucket_acl(
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let b = gw.bucket_for(&req, &req.input.bucket, Perm::WriteAcp).await?;
     let i = &req.input;
-    let r = AclRequest {
-        canned: i.acl.as_ref().map(|a| a.as_str()),
-        full_control: &i.grant_full_control,
-        read: &i.grant_read,
-        read_acp: &i.grant_read_acp,
-        write: &i.grant_write,
-        write_acp: &i.grant_write_acp,
-        policy: i.access_control_policy.as_ref(),
-    };
+    let r = AclRequest::of(i.acl.as_ref().map(|a| a.as_str()), i.into(), i.access_control_policy.as_ref());
     let acl = r.acl(gw).await?.ok_or_else(|| s3_error!(MissingSecurityHeader, "give an ACL to set"))?;
     set_bucket_acl(gw, &b, &acl).await?;
     Ok(S3Response::new(PutBucketAclOutput::default()))
@@ -308,15 +325,7 @@ pub(super) async fn put_object_acl(
     let i = &req.input;
     super::tagging::only_null_version(&i.version_id)?;
     let (b, _) = gw.object_for(&req, &i.bucket, &i.key, Perm::WriteAcp).await?;
-    let r = AclRequest {
-        canned: i.acl.as_ref().map(|a| a.as_str()),
-        full_control: &i.grant_full_control,
-        read: &i.grant_read,
-        read_acp: &i.grant_read_acp,
-        write: &i.grant_write,
-        write_acp: &i.grant_write_acp,
-        policy: i.access_control_policy.as_ref(),
-    };
+    let r = AclRequest::of(i.acl.as_ref().map(|a| a.as_str()), i.into(), i.access_control_policy.as_ref());
     let acl = r.acl(gw).await?.ok_or_else(|| s3_error!(MissingSecurityHeader, "give an ACL to set"))?;
     let acl = (!acl.grants.is_empty()).then_some(acl);
     if !gw.catalog.update_object_info(&b, &i.key, |info| info.acl = acl.clone()).await? {

@@ -60,17 +60,7 @@ pub(super) async fn create_bucket(
     let tenant = gw.tenant(&req).await?;
     let i = &req.input;
     validate_bucket_name(&i.bucket)?;
-    let acl = super::acl::AclRequest {
-        canned: i.acl.as_ref().map(|a| a.as_str()),
-        full_control: &i.grant_full_control,
-        read: &i.grant_read,
-        read_acp: &i.grant_read_acp,
-        write: &i.grant_write,
-        write_acp: &i.grant_write_acp,
-        policy: None,
-    }
-    .acl(gw)
-    .await?;
+    let acl = super::acl::AclRequest::of(i.acl.as_ref().map(|a| a.as_str()), i.into(), None).acl(gw).await?;
     match gw.catalog.create_bucket(&tenant, &i.bucket, gw.classes.standard).await {
         // As AWS's default region (us-east-1, for legacy compatibility): creating a
         // bucket one owns already succeeds, and resets its ACL to the one asked for.

@@ -175,3 +175,37 @@ pub fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The datanodes holding copies (sorted, once each), once every extent is sealed (the
+/// gateway's idle writers seal theirs).
+pub async fn holders_once_sealed(meta: &client::MetaClient, within: Duration) -> Vec<proto::NodeId> {
+    testkit::wait_for("every extent sealed", within, || async {
+        let mut holding = Vec::new();
+        for st in meta.streams().await.ok()? {
+            for e in meta.stream(st.id).await.ok()?.extents {
+                e.sealed_len?;
+                holding.extend(e.replicas.iter().map(|r| r.node));
+            }
+        }
+        holding.sort_unstable();
+        holding.dedup();
+        Some(holding)
+    })
+    .await
+}
+
+/// Waits until the metanode has seen `lost` down and replaced every copy it held, then
+/// checks that no extent names a datanode of `dead`.
+pub async fn wait_repaired(meta: &client::MetaClient, lost: proto::NodeId, dead: &[proto::NodeId]) {
+    testkit::wait_for("the loss repaired", Duration::from_secs(120), || async {
+        let r = meta.repairs().await.ok()?;
+        let down = r.down_ms.iter().any(|(n, _)| *n == lost);
+        (down && r.degraded.is_empty() && r.waiting == 0 && r.in_flight.is_empty()).then_some(())
+    })
+    .await;
+    for st in meta.streams().await.unwrap() {
+        for e in meta.stream(st.id).await.unwrap().extents {
+            assert!(e.replicas.iter().all(|r| !dead.contains(&r.node)), "extent {} on a dead datanode", e.id);
+        }
+    }
+}
