@@ -317,7 +317,10 @@ async fn a_new_member_catches_up_from_a_snapshot_of_a_large_state() {
     // pass the default 2 MiB body limit.
     assert!(bytes * 4 > 2 << 20, "the state ({bytes} bytes) is too small to matter");
     let addr2 = cl.add_process(2, &["--snapshot-logs", "1000"]).addr.clone();
-    c.add_member(2, &addr2).await.unwrap();
+    // Adding a member answers once it has caught up, snapshot included: on a loaded
+    // machine that takes longer than a client's default deadline.
+    let patient = MetaClient::with_deadline(cl.addrs(), Duration::from_secs(60));
+    patient.add_member(2, &addr2).await.unwrap();
     wait_for("member 2 caught up", Duration::from_secs(60), || async {
         let s = c.status_of(&addr2).await.ok()?;
         (s.extents == total).then_some(())
