@@ -4,21 +4,13 @@
 //! `Origin` and method match a rule. Rules are read through a short-lived cache, which
 //! the gateway's own Put/DeleteBucketCors clear.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, ConfigKind};
+use crate::catalog::{Catalog, ConfigCache, ConfigKind};
 
-/// How long a bucket's rules are used before being read again (another gateway's
-/// change takes effect within it).
-const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Buckets whose rules are cached at most (the cache is cleared when it grows past).
-const CACHE_BUCKETS_MAX: usize = 10_000;
 pub const RULES_MAX: usize = 100;
 pub const METHODS: [&str; 5] = ["GET", "PUT", "HEAD", "POST", "DELETE"];
 
@@ -113,40 +105,27 @@ pub struct Cors {
     catalog: Catalog,
     /// Base domains of virtual-host style requests (`bucket.DOMAIN`).
     domains: Vec<String>,
-    cache: Mutex<HashMap<String, (Instant, Option<Arc<Vec<Rule>>>)>>,
+    rules: ConfigCache<Vec<Rule>>,
 }
 
 impl Cors {
     pub fn new(catalog: Catalog, domains: Vec<String>) -> Cors {
-        Cors { catalog, domains, cache: Mutex::default() }
+        let rules = ConfigCache::new(ConfigKind::Cors, |doc, _| serde_json::from_str(doc).ok());
+        Cors { catalog, domains, rules }
     }
 
     /// Forgets what is cached of `bucket` (its rules changed here).
     pub fn forget(&self, bucket: &str) {
-        self.cache.lock().remove(bucket);
+        self.rules.forget(bucket);
     }
 
-    /// The rules of `bucket` (`None`: none, or no such bucket).
+    /// The rules of `bucket` (`None`: none, no such bucket, or unreadable now: a
+    /// cross-origin request is then not allowed).
     async fn rules(&self, bucket: &str) -> Option<Arc<Vec<Rule>>> {
-        if let Some((at, r)) = self.cache.lock().get(bucket) {
-            if at.elapsed() < CACHE_TTL {
-                return r.clone();
-            }
-        }
-        let doc = match self.catalog.bucket_config(bucket, ConfigKind::Cors).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("CORS rules of {bucket}: {e}");
-                return None;
-            }
-        };
-        let rules = doc.and_then(|d| serde_json::from_str::<Vec<Rule>>(&d).ok()).map(Arc::new);
-        let mut c = self.cache.lock();
-        if c.len() >= CACHE_BUCKETS_MAX {
-            c.clear();
-        }
-        c.insert(bucket.to_owned(), (Instant::now(), rules.clone()));
-        rules
+        self.rules.get(&self.catalog, bucket).await.unwrap_or_else(|e| {
+            tracing::warn!("CORS rules of {bucket}: {e}");
+            None
+        })
     }
 
     /// The bucket a request names: by virtual host, else the path's first segment.

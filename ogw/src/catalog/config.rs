@@ -3,7 +3,57 @@
 //! always parses). Set only into the bucket as the request found it (the row locked,
 //! the incarnation checked), and dropped with the bucket.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
 use super::{Bucket, Catalog, Result};
+
+/// How long a cached document is used before being read again (another gateway's
+/// change takes effect within it).
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Buckets cached at most (the cache is cleared when it grows past).
+const CACHE_BUCKETS_MAX: usize = 10_000;
+
+/// One kind of bucket document, parsed, read through a short cache that the gateway's
+/// own changes clear (`forget`). A failed read is not cached, and is the caller's to
+/// decide on (refusing, for what guards access).
+pub struct ConfigCache<T> {
+    kind: ConfigKind,
+    /// Parses a stored document of a bucket (checked when set, so `None` is unexpected).
+    parse: fn(&str, &str) -> Option<T>,
+    map: Mutex<HashMap<String, (Instant, Option<Arc<T>>)>>,
+}
+
+impl<T> ConfigCache<T> {
+    pub fn new(kind: ConfigKind, parse: fn(&str, &str) -> Option<T>) -> ConfigCache<T> {
+        ConfigCache { kind, parse, map: Mutex::default() }
+    }
+
+    /// The document of `bucket` (`None`: none, or no such bucket).
+    pub async fn get(&self, catalog: &Catalog, bucket: &str) -> Result<Option<Arc<T>>> {
+        if let Some((at, d)) = self.map.lock().get(bucket) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(d.clone());
+            }
+        }
+        let doc = catalog.bucket_config(bucket, self.kind).await?;
+        let parsed = doc.and_then(|d| (self.parse)(&d, bucket)).map(Arc::new);
+        let mut m = self.map.lock();
+        if m.len() >= CACHE_BUCKETS_MAX {
+            m.clear();
+        }
+        m.insert(bucket.to_owned(), (Instant::now(), parsed.clone()));
+        Ok(parsed)
+    }
+
+    /// Forgets `bucket`'s document (it was changed here).
+    pub fn forget(&self, bucket: &str) {
+        self.map.lock().remove(bucket);
+    }
+}
 
 /// The kinds of document a bucket can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use crate::class::StorageClass;
 use crate::db::{retryable, Db};
 use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
-pub use config::ConfigKind;
+pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
 pub use objects::Lister;
 pub use refs::{audit_refs, index_refs};

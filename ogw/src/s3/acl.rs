@@ -121,7 +121,7 @@ impl Gateway {
     /// Whether the bucket's policy lets the caller list the bucket at the prefix `key`
     /// (S3 answers a missing key with 404 to whoever may, 403 to others).
     async fn policy_lets_list<T>(&self, req: &S3Request<T>, bucket: &str, key: &str, caller: &Option<String>) -> bool {
-        let Some(p) = self.policies.get(&self.catalog, bucket).await else { return false };
+        let Ok(Some(p)) = self.policies.get(&self.catalog, bucket).await else { return false };
         let peer = req.extensions.get::<crate::server::Peer>().copied();
         let mut values = super::policy::values(&req.uri, &req.headers, peer, caller.as_deref());
         values.insert("s3:prefix".into(), vec![key.to_owned()]);

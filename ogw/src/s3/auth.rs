@@ -79,7 +79,7 @@ impl s3s::access::S3Access for Access {
             s3s::path::S3Path::Bucket { bucket } => (bucket.to_string(), None),
             s3s::path::S3Path::Object { bucket, key } => (bucket.to_string(), Some(key.to_string())),
         };
-        let Some(policy) = self.policies.get(&self.catalog, &bucket).await else { return Ok(()) };
+        let Some(policy) = self.policies.get(&self.catalog, &bucket).await? else { return Ok(()) };
         let tenant = match cx.credentials() {
             None => None,
             Some(c) => Some(tenant_of(&self.catalog, &self.keys, &c.access_key).await?),

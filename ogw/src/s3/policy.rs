@@ -5,52 +5,32 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::Gateway;
-use crate::catalog::{Catalog, ConfigKind};
+use crate::catalog::{Catalog, ConfigCache, ConfigKind};
 use crate::policy::Policy;
 
-const CACHE_TTL: Duration = Duration::from_secs(1);
-const CACHE_BUCKETS_MAX: usize = 10_000;
+/// Buckets' policies, cached (stored documents were checked when set).
+pub struct Policies(ConfigCache<Policy>);
 
-/// Buckets' policies, cached.
-#[derive(Default)]
-pub struct Policies {
-    cache: Mutex<HashMap<String, (Instant, Option<Arc<Policy>>)>>,
+impl Default for Policies {
+    fn default() -> Self {
+        Policies(ConfigCache::new(ConfigKind::Policy, |doc, bucket| Policy::parse(doc, bucket).ok()))
+    }
 }
 
 impl Policies {
-    /// The policy of `bucket` (`None`: none, or no such bucket).
-    pub(super) async fn get(&self, catalog: &Catalog, bucket: &str) -> Option<Arc<Policy>> {
-        if let Some((at, p)) = self.cache.lock().get(bucket) {
-            if at.elapsed() < CACHE_TTL {
-                return p.clone();
-            }
-        }
-        let doc = match catalog.bucket_config(bucket, ConfigKind::Policy).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("policy of {bucket}: {e}");
-                None
-            }
-        };
-        // Stored documents were checked when set.
-        let p = doc.and_then(|d| Policy::parse(&d, bucket).ok()).map(Arc::new);
-        let mut c = self.cache.lock();
-        if c.len() >= CACHE_BUCKETS_MAX {
-            c.clear();
-        }
-        c.insert(bucket.to_owned(), (Instant::now(), p.clone()));
-        p
+    /// The policy of `bucket` (`None`: none, or no such bucket). A failed read is an
+    /// error: what guards access never fails open.
+    pub(super) async fn get(&self, catalog: &Catalog, bucket: &str) -> S3Result<Option<Arc<Policy>>> {
+        Ok(self.0.get(catalog, bucket).await?)
     }
 
     fn forget(&self, bucket: &str) {
-        self.cache.lock().remove(bucket);
+        self.0.forget(bucket);
     }
 }
 
@@ -171,6 +151,6 @@ pub(super) async fn get_bucket_policy_status(
 ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
     let b = gw.owned(&req, &req.input.bucket).await?;
     let public = gw.bucket_acl(&b.name).await?.is_public()
-        || gw.policies.get(&gw.catalog, &b.name).await.is_some_and(|p| p.is_public());
+        || gw.policies.get(&gw.catalog, &b.name).await?.is_some_and(|p| p.is_public());
     Ok(S3Response::new(GetBucketPolicyStatusOutput { policy_status: Some(PolicyStatus { is_public: Some(public) }) }))
 }
