@@ -92,8 +92,28 @@ const SCHEMA_V3: &[&str] = &[
 const SCHEMA_V4: &[&str] = &["CREATE TABLE IF NOT EXISTS bucket_config (bucket {ID} NOT NULL, kind {ID} NOT NULL, \
      doc {TEXT} NOT NULL, PRIMARY KEY (bucket, kind))"];
 
+/// Schema version 5: versioning (`catalog/versions.rs`).
+/// - `buckets.versioning`: NULL (never enabled), `Enabled` or `Suspended`.
+/// - `objects.vid`: the current version's id; NULL is the null version.
+/// - `versions`: every version of a key but the current one, and its delete markers,
+///   by `seq` (higher is newer; the current version, in `objects`, is newer than all).
+///   A row keeps the `rid` it had as the current version, so moving it here changes no
+///   extent references: noncurrent versions keep their bytes live.
+/// - `key_locks`: one row per key of a versioned bucket, never deleted while the bucket
+///   lives: what transactions that add, remove or move a key's versions lock first, so
+///   that they run one at a time per key (PostgreSQL and MySQL; SQLite has one writer).
+const SCHEMA_V5: &[&str] = &[
+    "ALTER TABLE buckets ADD COLUMN versioning {ID}",
+    "ALTER TABLE objects ADD COLUMN vid {ID}",
+    "CREATE TABLE IF NOT EXISTS versions (bucket {ID} NOT NULL, okey {KEY} NOT NULL, seq BIGINT NOT NULL, \
+     vid {ID} NOT NULL, marker BIGINT NOT NULL, size BIGINT NOT NULL, etag {ID} NOT NULL, modified BIGINT NOT NULL, \
+     info {TEXT} NOT NULL, slices {BLOB} NOT NULL, rid {ID}, PRIMARY KEY (bucket, okey, seq))",
+    "CREATE INDEX IF NOT EXISTS versions_by_rid ON versions (rid)",
+    "CREATE TABLE IF NOT EXISTS key_locks (bucket {ID} NOT NULL, okey {KEY} NOT NULL, PRIMARY KEY (bucket, okey))",
+];
+
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
 /// longest key (`KEY_BYTES_MAX`, checked by a test).
@@ -192,6 +212,10 @@ impl Db {
         if v < 4 {
             self.run_schema(SCHEMA_V4).await?;
             sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (4)")).execute(&self.pool).await?;
+        }
+        if v < 5 {
+            self.run_schema(SCHEMA_V5).await?;
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (5)")).execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod cors;
 pub mod data;
 pub mod db;
 pub mod limits;
+pub mod lock;
 pub mod policy;
 pub mod s3;
 pub mod secrets;

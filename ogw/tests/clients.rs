@@ -203,6 +203,17 @@ fn standalone_serves_the_s3_features_to_boto3() {
     run_python_suite("s3_features.py", &args, "s3 features suite passed", &s.dir.path().join("ogw.log"));
 }
 
+/// Versioning and Object Lock through boto3 (`versioning.py`): versions, delete
+/// markers, the null version, suspending, listing in pages; retention, legal holds and
+/// the bypass refusing and allowing deletes.
+#[test]
+fn standalone_keeps_versions_and_locks_for_boto3() {
+    let s = Standalone::start();
+    let other = other_tenant(&s.db_args(), "versioning-other");
+    let args = [s.endpoint.as_str(), &s.access, &s.secret, &other.0, &other.1];
+    run_python_suite("versioning.py", &args, "versioning suite passed", &s.dir.path().join("ogw.log"));
+}
+
 /// Random signed S3 requests over the whole path (`fuzz_s3.py`): no 5xx but 501, every
 /// error an S3 XML body with the request's id, and a bucket the requests never name
 /// unchanged. `STRATA_SEED` replays a run; `STRATA_FUZZ_REQUESTS` runs longer.

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use client::Slice;
-use ogw::catalog::{audit_refs, Catalog, CatalogError, Object, ObjectInfo, Part, WriteCondition};
+use ogw::catalog::{
+    audit_refs, valid_version_id, Catalog, CatalogError, Entry, Object, ObjectInfo, Part, Versioning, WriteCondition,
+};
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
 use proto::meta::Policy;
@@ -30,6 +32,7 @@ fn object(key: &str, etag: &str, slices: Vec<Slice>) -> Object {
         modified_ms: 1,
         info: ObjectInfo { content_type: Some("text/plain".into()), ..Default::default() },
         slices,
+        version: None,
     }
 }
 
@@ -79,8 +82,8 @@ async fn exercise(url: &str) {
     assert_eq!((o.etag.as_str(), o.size, o.slices.clone()), ("e2", 5, vec![slice(3, 5)]));
     assert_eq!(o.info.content_type.as_deref(), Some("text/plain"));
     assert_eq!((live(&catalog, 1).await, live(&catalog, 2).await, live(&catalog, 3).await), (0, 0, 5));
-    assert!(catalog.delete_object("b1", "k").await.unwrap());
-    assert!(!catalog.delete_object("b1", "k").await.unwrap());
+    assert!(catalog.delete_object("b1", "k").await.unwrap().found);
+    assert!(!catalog.delete_object("b1", "k").await.unwrap().found);
     assert_eq!(live(&catalog, 3).await, 0);
 
     // Keys come back in UTF-8 byte order on every backend.
@@ -116,7 +119,7 @@ async fn exercise(url: &str) {
             let mut won = 0;
             for t in tasks {
                 match t.await.unwrap() {
-                    Ok(()) => won += 1,
+                    Ok(_) => won += 1,
                     Err(CatalogError::PreconditionFailed) => {}
                     Err(e) => panic!("unexpected: {e}"),
                 }
@@ -186,6 +189,7 @@ async fn exercise(url: &str) {
     compaction_switches(&catalog).await;
     transitions_switch_and_record_the_policy(&catalog).await;
     writes_never_land_in_a_deleted_bucket(&catalog).await;
+    versions_behave(&catalog).await;
 }
 
 /// A write that found its bucket, then lost it to a DeleteBucket (and perhaps to
@@ -408,8 +412,8 @@ async fn doom_races(url: &str, seed: u64) {
                         }
                         let key = format!("r{round}/w{w}/{i}");
                         match catalog.put_object("races", &object(&key, "e", vec![slice(extent, 3)]), &none).await {
-                            Ok(()) if delete => assert!(catalog.delete_object("races", &key).await.unwrap()),
-                            Ok(()) => kept.push((key, extent)),
+                            Ok(_) if delete => assert!(catalog.delete_object("races", &key).await.unwrap().found),
+                            Ok(_) => kept.push((key, extent)),
                             Err(CatalogError::Doomed(e)) => {
                                 assert_eq!(e, ExtentId(extent));
                                 refused.fetch_add(1, Ordering::Relaxed);
@@ -523,6 +527,222 @@ async fn part_races(catalog: &Arc<Catalog>, rng: &mut rand::rngs::StdRng) {
     }
 }
 
+/// Every version of `bucket` as listed in pages of `max` (with `delimiter`), as
+/// (key, version, is a marker, latest, etag), and the common prefixes.
+async fn all_versions(
+    catalog: &Catalog,
+    bucket: &str,
+    delimiter: Option<&str>,
+    max: usize,
+) -> (Vec<(String, String, bool, bool, String)>, Vec<String>) {
+    let (mut out, mut prefixes) = (Vec::new(), Vec::new());
+    let mut cursor = catalog.version_cursor(bucket, "", None).await.unwrap();
+    loop {
+        let page = catalog.version_page(bucket, "", delimiter, cursor, max, 2).await.unwrap();
+        assert!(page.entries.len() + page.prefixes.len() <= max);
+        for (e, latest) in page.entries {
+            out.push(match e {
+                Entry::Object(o) => (o.key, o.version.unwrap_or_else(|| "null".into()), false, latest, o.etag),
+                Entry::Marker(m) => (m.key, m.version.unwrap_or_else(|| "null".into()), true, latest, String::new()),
+            });
+        }
+        prefixes.extend(page.prefixes);
+        let Some((k, v)) = page.next else { return (out, prefixes) };
+        cursor = catalog.version_cursor(bucket, &k, v.as_deref()).await.unwrap();
+    }
+}
+
+/// Versioning semantics in one sequence: the null version of an object written before
+/// versioning, new versions, delete markers, deleting versions for good (the newest left
+/// becomes current again), suspended writes replacing the null version only, and
+/// noncurrent versions keeping their bytes live until deleted.
+async fn versions_behave(catalog: &Catalog) {
+    let none = WriteCondition::default();
+    catalog.create_bucket("t1", "vb", REPLICA3).await.unwrap();
+    let b = || async { catalog.bucket("vb").await.unwrap().unwrap() };
+    assert_eq!(catalog.put_object("vb", &object("k", "n0", vec![slice(600, 4)]), &none).await.unwrap(), None);
+    catalog.set_versioning(&b().await, Versioning::Enabled).await.unwrap();
+    assert!(catalog.set_versioning(&b().await, Versioning::Off).await.is_err());
+    let v1 = catalog.put_object("vb", &object("k", "e1", vec![slice(601, 4)]), &none).await.unwrap().unwrap();
+    let v2 = catalog.put_object("vb", &object("k", "e2", vec![slice(602, 4)]), &none).await.unwrap().unwrap();
+    assert!(valid_version_id(&v1) && v1 != v2);
+    // Every version's bytes stay named.
+    for e in [600, 601, 602] {
+        assert_eq!(live(catalog, e).await, 4, "extent {e}");
+    }
+    let d = catalog.delete_object("vb", "k").await.unwrap();
+    assert!(d.marker && d.version.is_some());
+    assert!(catalog.object("vb", "k").await.unwrap().is_none());
+    assert!(catalog.latest_marker("vb", "k").await.unwrap().is_some());
+    let (list, _) = all_versions(catalog, "vb", None, 1000).await;
+    let got: Vec<(&str, bool, bool)> = list.iter().map(|(_, v, m, l, _)| (v.as_str(), *m, *l)).collect();
+    let marker = d.version.clone().unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (marker.as_str(), true, true),
+            (v2.as_str(), false, false),
+            (v1.as_str(), false, false),
+            ("null", false, false)
+        ]
+    );
+    // Deleting the marker brings v2 back as the current object.
+    let allow = |_: &ObjectInfo| Ok(());
+    let d = catalog.delete_version(&b().await, "k", &marker, &allow).await.unwrap();
+    assert!(d.found && d.marker);
+    assert_eq!(catalog.object("vb", "k").await.unwrap().unwrap().etag, "e2");
+    // Deleting the current version for good: v1 is current, v2's bytes are free.
+    catalog.delete_version(&b().await, "k", &v2, &allow).await.unwrap();
+    assert_eq!(catalog.object("vb", "k").await.unwrap().unwrap().version.as_deref(), Some(v1.as_str()));
+    assert_eq!(live(catalog, 602).await, 0);
+    // A refusing check keeps the version.
+    let refuse = |_: &ObjectInfo| Err(CatalogError::Locked("held".into()));
+    assert!(matches!(catalog.delete_version(&b().await, "k", "null", &refuse).await, Err(CatalogError::Locked(_))));
+    assert_eq!(live(catalog, 600).await, 4);
+    // A version that is not there: nothing happens.
+    assert!(!catalog.delete_version(&b().await, "k", &v2, &allow).await.unwrap().found);
+    // Suspended: writes make the null version, replacing the old null one (its bytes go)
+    // and keeping v1.
+    catalog.set_versioning(&b().await, Versioning::Suspended).await.unwrap();
+    assert_eq!(catalog.put_object("vb", &object("k", "s1", vec![slice(603, 4)]), &none).await.unwrap(), None);
+    assert_eq!(live(catalog, 600).await, 0, "the old null version is replaced");
+    assert_eq!(catalog.put_object("vb", &object("k", "s2", vec![slice(604, 4)]), &none).await.unwrap(), None);
+    assert_eq!(live(catalog, 603).await, 0);
+    let (list, _) = all_versions(catalog, "vb", None, 1000).await;
+    assert_eq!(
+        list.iter().map(|x| (x.1.as_str(), x.4.as_str())).collect::<Vec<_>>(),
+        vec![("null", "s2"), (v1.as_str(), "e1")]
+    );
+    // A suspended delete replaces the null version with a null marker.
+    let d = catalog.delete_object("vb", "k").await.unwrap();
+    assert!(d.marker && d.version.is_none());
+    assert_eq!(live(catalog, 604).await, 0);
+    assert_eq!(catalog.version("vb", "k", &v1).await.unwrap().map(|e| matches!(e, Entry::Object(_))), Some(true));
+    // The bucket is not empty while versions remain.
+    assert!(matches!(catalog.delete_bucket("t1", "vb").await, Err(CatalogError::BucketNotEmpty)));
+    for v in ["null", v1.as_str()] {
+        assert!(catalog.delete_version(&b().await, "k", v, &allow).await.unwrap().found);
+    }
+    assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
+    catalog.delete_bucket("t1", "vb").await.unwrap();
+}
+
+/// Writers, deleters and GC's compaction race on a few keys of a versioned bucket, on
+/// seeded random schedules: every acknowledged version not deleted for good is listed
+/// with its bytes (as written, or as compaction moved them); each key has one latest
+/// version, an object row exactly when that version is an object; the listing reads
+/// the same in pages of any size; the references match the rows.
+async fn version_races(url: &str, seed: u64) {
+    use gc::Catalog as _;
+    use rand::{Rng, SeedableRng};
+    let catalog = Arc::new(Catalog { db: Db::connect(url).await.unwrap(), key: MasterKey::ephemeral() });
+    catalog.create_tenant("vracer").await.unwrap();
+    catalog.create_bucket("vracer", "vraces", REPLICA3).await.unwrap();
+    let b = catalog.bucket("vraces").await.unwrap().unwrap();
+    catalog.set_versioning(&b, Versioning::Enabled).await.unwrap();
+    let b = catalog.bucket("vraces").await.unwrap().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let keys = ["a", "a/b", "a/c", "b"];
+    let next_extent = Arc::new(AtomicUsize::new(30_000));
+    let tasks: Vec<_> = (0..5)
+        .map(|w| {
+            let (catalog, b, next_extent) = (catalog.clone(), b.clone(), next_extent.clone());
+            let plan: Vec<(usize, u32, u32)> =
+                (0..12).map(|_| (rng.gen_range(0..keys.len()), rng.gen_range(0..10), rng.gen_range(0..3))).collect();
+            tokio::spawn(async move {
+                let gcc = ogw::catalog::GcCatalog((*catalog).clone());
+                let none = WriteCondition::default();
+                // Versions this task wrote and not deleted: (key, version, etag).
+                let mut mine: Vec<(String, String, String)> = Vec::new();
+                let mut gone = Vec::new();
+                for (i, (k, op, yields)) in plan.into_iter().enumerate() {
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                    let key = keys[k];
+                    match op {
+                        0..=4 => {
+                            let extent = next_extent.fetch_add(1, Ordering::Relaxed) as u64;
+                            let etag = format!("w{w}i{i}");
+                            let o = object(key, &etag, vec![slice(extent, 4)]);
+                            let v = catalog.put_object("vraces", &o, &none).await.unwrap().unwrap();
+                            mine.push((key.into(), v, etag));
+                        }
+                        5 | 6 => {
+                            catalog.delete_object("vraces", key).await.unwrap();
+                        }
+                        7 | 8 if !mine.is_empty() => {
+                            let (key, v, _) = mine.swap_remove(i % mine.len());
+                            let d = catalog.delete_version(&b, &key, &v, &|_| Ok(())).await.unwrap();
+                            assert!(d.found, "{key} {v}");
+                            gone.push(v);
+                        }
+                        _ if !mine.is_empty() => {
+                            // Compaction moves one of this task's versions' bytes.
+                            let (key, v, _) = &mine[i % mine.len()];
+                            let o = catalog.version("vraces", key, v).await.unwrap();
+                            let Some(Entry::Object(o)) = o else { panic!("{key} {v} lost") };
+                            let to = next_extent.fetch_add(1, Ordering::Relaxed) as u64;
+                            for r in gcc.naming(o.slices[0].extent).await.unwrap() {
+                                let moved = vec![Slice { extent: ExtentId(to), ..r.slices[0] }];
+                                // A switch that loses every retry to writers is left to
+                                // GC's next pass: the row keeps its slices.
+                                if let Err(e) = gcc.switch(&r.owner, &r.slices, &moved).await {
+                                    assert!(e.to_string().contains("eadlock"), "{e}");
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (mine, gone)
+            })
+        })
+        .collect();
+    let (mut kept, mut gone) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (m, g) = t.await.unwrap();
+        kept.extend(m);
+        gone.extend(g);
+    }
+    let (all, _) = all_versions(&catalog, "vraces", None, 1000).await;
+    for (key, v, etag) in &kept {
+        assert!(
+            all.iter().any(|x| &x.0 == key && &x.1 == v && &x.4 == etag),
+            "seed {seed}: {key} version {v} acknowledged, then lost"
+        );
+    }
+    for v in &gone {
+        assert!(!all.iter().any(|x| &x.1 == v), "seed {seed}: version {v} deleted, yet listed");
+    }
+    for key in keys {
+        let of_key: Vec<_> = all.iter().filter(|x| x.0 == key).collect();
+        if of_key.is_empty() {
+            continue;
+        }
+        assert!(
+            of_key[0].3 && of_key.iter().skip(1).all(|x| !x.3),
+            "seed {seed}: {key}: latest is not first: {of_key:?}"
+        );
+        let current = catalog.object("vraces", key).await.unwrap();
+        assert_eq!(current.map(|o| o.etag), (!of_key[0].2).then(|| of_key[0].4.clone()), "seed {seed}: {key}");
+    }
+    // Pages of any size, with and without a delimiter, list the same.
+    for max in [1, 2, 3, 7] {
+        assert_eq!(all_versions(&catalog, "vraces", None, max).await.0, all, "seed {seed}: pages of {max}");
+    }
+    let (flat, prefixes) = all_versions(&catalog, "vraces", Some("/"), 1000).await;
+    for max in [1, 2, 5] {
+        assert_eq!(all_versions(&catalog, "vraces", Some("/"), max).await, (flat.clone(), prefixes.clone()));
+    }
+    assert!(flat.iter().all(|x| !x.0.contains('/')));
+    if all.iter().any(|x| x.0.starts_with("a/")) {
+        assert_eq!(prefixes, vec!["a/".to_string()]);
+    }
+    assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![], "seed {seed}");
+    eprintln!("{} versions listed, {} kept, {} deleted for good", all.len(), kept.len(), gone.len());
+}
+
 /// The seed of a race test: `STRATA_SEED` to replay one, else a new one (printed).
 fn seed() -> u64 {
     let s = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
@@ -535,6 +755,7 @@ async fn catalog_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!("sqlite://{}", dir.path().join("m.db").display())).await;
     doom_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
+    version_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,6 +764,7 @@ async fn catalog_on_postgres() {
     exercise(&pg.url).await;
     // The same database: the races have their own tenant and bucket.
     doom_races(&pg.url, seed()).await;
+    version_races(&pg.url, seed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,6 +772,7 @@ async fn catalog_on_mariadb() {
     let db = sqlservers::mariadb();
     exercise(&db.url).await;
     doom_races(&db.url, seed()).await;
+    version_races(&db.url, seed()).await;
 }
 
 /// A catalog written by schema version 1 (no row ids, no references) is indexed when a
@@ -565,6 +788,9 @@ async fn a_version_1_catalog_gets_its_references_on_upgrade() {
         for q in [
             "CREATE TABLE schema_version (version BIGINT NOT NULL)",
             "INSERT INTO schema_version (version) VALUES (1)",
+            "CREATE TABLE buckets (name TEXT PRIMARY KEY, tenant TEXT NOT NULL, created BIGINT NOT NULL, \
+             policy TEXT NOT NULL)",
+            "INSERT INTO buckets VALUES ('b', 't', 1, 'replica:3')",
             "CREATE TABLE objects (bucket TEXT NOT NULL, okey BLOB NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL, \
              modified BIGINT NOT NULL, info TEXT NOT NULL, slices BLOB NOT NULL, PRIMARY KEY (bucket, okey))",
             "CREATE TABLE parts (upload TEXT NOT NULL, num BIGINT NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL, \
@@ -597,7 +823,7 @@ async fn a_version_1_catalog_gets_its_references_on_upgrade() {
         sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE rid IS NULL").fetch_one(&catalog.db.pool).await.unwrap();
     assert_eq!(no_id, 0);
     // Deleting an upgraded row drops what it named.
-    assert!(catalog.delete_object("b", "a").await.unwrap());
+    assert!(catalog.delete_object("b", "a").await.unwrap().found);
     assert_eq!(live(&catalog, 7).await, 5);
     assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
 }

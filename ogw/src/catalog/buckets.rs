@@ -4,7 +4,7 @@
 use proto::meta::Policy;
 use sqlx::Row;
 
-use super::{Bucket, Catalog, CatalogError, Result};
+use super::{Bucket, Catalog, CatalogError, Result, Versioning};
 use crate::db::{now_ms, Backend, Tx};
 
 impl Catalog {
@@ -27,10 +27,11 @@ impl Catalog {
     }
 
     pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {
-        let row = sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&self.db.pool)
-            .await?;
+        let row =
+            sqlx::query(self.db.q("SELECT name, tenant, created, policy, versioning FROM buckets WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&self.db.pool)
+                .await?;
         row.as_ref().map(bucket_from_row).transpose()
     }
 
@@ -59,11 +60,12 @@ impl Catalog {
     }
 
     pub async fn buckets(&self, tenant: &str) -> Result<Vec<Bucket>> {
-        let rows =
-            sqlx::query(self.db.q("SELECT name, tenant, created, policy FROM buckets WHERE tenant = ? ORDER BY name"))
-                .bind(tenant)
-                .fetch_all(&self.db.pool)
-                .await?;
+        let rows = sqlx::query(
+            self.db.q("SELECT name, tenant, created, policy, versioning FROM buckets WHERE tenant = ? ORDER BY name"),
+        )
+        .bind(tenant)
+        .fetch_all(&self.db.pool)
+        .await?;
         rows.iter().map(bucket_from_row).collect()
     }
 
@@ -72,12 +74,15 @@ impl Catalog {
     /// in a bucket being deleted), and checks that the bucket is there: the incarnation
     /// `expect` (same owner, same creation time) when given, so that a write never
     /// lands in a bucket made again under the same name.
-    pub(super) async fn lock_bucket(&self, tx: &mut Tx, name: &str, expect: Option<&Bucket>) -> Result<()> {
+    ///
+    /// Returns the bucket's versioning state as of the lock: `set_versioning` changes it
+    /// under an exclusive lock, so it holds for the rest of `tx`.
+    pub(super) async fn lock_bucket(&self, tx: &mut Tx, name: &str, expect: Option<&Bucket>) -> Result<Versioning> {
         let sql = match self.db.backend {
             // SQLite's write lock covers the whole transaction.
-            Backend::Sqlite => "SELECT tenant, created FROM buckets WHERE name = ?",
-            Backend::Postgres => "SELECT tenant, created FROM buckets WHERE name = ? FOR SHARE",
-            Backend::MySql => "SELECT tenant, created FROM buckets WHERE name = ? LOCK IN SHARE MODE",
+            Backend::Sqlite => "SELECT tenant, created, versioning FROM buckets WHERE name = ?",
+            Backend::Postgres => "SELECT tenant, created, versioning FROM buckets WHERE name = ? FOR SHARE",
+            Backend::MySql => "SELECT tenant, created, versioning FROM buckets WHERE name = ? LOCK IN SHARE MODE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(name).fetch_optional(&mut **tx).await?;
         let Some(row) = row else { return Err(CatalogError::NoSuchBucket) };
@@ -87,7 +92,7 @@ impl Catalog {
                 return Err(CatalogError::NoSuchBucket);
             }
         }
-        Ok(())
+        Versioning::from_db(row.try_get("versioning")?)
     }
 
     /// Deletes a bucket without objects, aborting its multipart uploads in progress.
@@ -107,7 +112,11 @@ impl Catalog {
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
-        if objects > 0 {
+        let versions: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM versions WHERE bucket = ?"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if objects > 0 || versions > 0 {
             return Err(CatalogError::BucketNotEmpty);
         }
         // Uploads in progress do not keep a bucket (as in AWS): they are aborted with it,
@@ -124,6 +133,7 @@ impl Catalog {
         // A bucket made later under this name (by anyone) starts without them.
         sqlx::query(self.db.q("DELETE FROM transitions WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         sqlx::query(self.db.q("DELETE FROM bucket_config WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
+        sqlx::query(self.db.q("DELETE FROM key_locks WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -135,5 +145,6 @@ fn bucket_from_row(r: &sqlx::any::AnyRow) -> Result<Bucket> {
         tenant: r.try_get("tenant")?,
         created_ms: r.try_get("created")?,
         policy: r.try_get::<String, _>("policy")?.parse().map_err(CatalogError::Other)?,
+        versioning: Versioning::from_db(r.try_get("versioning")?)?,
     })
 }

@@ -64,6 +64,8 @@ pub enum ConfigKind {
     Policy,
     /// The LocationConstraint a bucket was created with (a plain string).
     Location,
+    /// Object Lock (`crate::lock::LockConfig`): present for good once enabled.
+    ObjectLock,
 }
 
 impl ConfigKind {
@@ -74,6 +76,7 @@ impl ConfigKind {
             ConfigKind::Acl => "acl",
             ConfigKind::Policy => "policy",
             ConfigKind::Location => "location",
+            ConfigKind::ObjectLock => "object-lock",
         }
     }
 }

@@ -164,16 +164,36 @@ fn row_of(owner: &str) -> Result<Owner<'_>> {
 
 impl GcCatalog {
     /// The encoded slices of `owner`'s row, if it exists (locked in `tx` but on SQLite,
-    /// whose writer lock covers the transaction).
-    async fn slices_of(&self, tx: &mut crate::db::Tx, owner: &str) -> Result<Option<Vec<u8>>> {
-        let lock = self.0.db.backend != Backend::Sqlite;
+    /// whose writer lock covers the transaction), and whether it is a noncurrent
+    /// version (an object row moves between `objects` and `versions` with its id).
+    async fn slices_of(&self, tx: &mut crate::db::Tx, owner: &str, lock: bool) -> Result<Option<(Vec<u8>, bool)>> {
+        let lock = lock && self.0.db.backend != Backend::Sqlite;
+        if let Owner::Object(rid) = row_of(owner)? {
+            let s: Option<Vec<u8>> = sqlx::query_scalar(self.0.db.q(if lock {
+                "SELECT slices FROM objects WHERE rid = ? FOR UPDATE"
+            } else {
+                "SELECT slices FROM objects WHERE rid = ?"
+            }))
+            .bind(rid)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(s) = s {
+                return Ok(Some((s, false)));
+            }
+            // Not current: a noncurrent version, or gone. (A row moved here after the
+            // read above committed its move before this read: the mover held the row.)
+            let s: Option<Vec<u8>> = sqlx::query_scalar(self.0.db.q(if lock {
+                "SELECT slices FROM versions WHERE rid = ? FOR UPDATE"
+            } else {
+                "SELECT slices FROM versions WHERE rid = ?"
+            }))
+            .bind(rid)
+            .fetch_optional(&mut **tx)
+            .await?;
+            return Ok(s.map(|s| (s, true)));
+        }
         let q = match (row_of(owner)?, lock) {
-            (Owner::Object(rid), false) => {
-                sqlx::query_scalar(self.0.db.q("SELECT slices FROM objects WHERE rid = ?")).bind(rid)
-            }
-            (Owner::Object(rid), true) => {
-                sqlx::query_scalar(self.0.db.q("SELECT slices FROM objects WHERE rid = ? FOR UPDATE")).bind(rid)
-            }
+            (Owner::Object(_), _) => unreachable!("read above"),
             (Owner::Part(up, num), false) => {
                 sqlx::query_scalar(self.0.db.q("SELECT slices FROM parts WHERE upload = ? AND num = ?"))
                     .bind(up)
@@ -185,7 +205,7 @@ impl GcCatalog {
                     .bind(num)
             }
         };
-        Ok(q.fetch_optional(&mut **tx).await?)
+        Ok(q.fetch_optional(&mut **tx).await?.map(|s| (s, false)))
     }
 
     async fn rows_naming(&self, extent: ExtentId) -> Result<Vec<Named>> {
@@ -196,10 +216,11 @@ impl GcCatalog {
         let mut out = Vec::new();
         for owner in owners {
             let (_turn, mut tx) = self.0.db.begin().await?;
-            let s = self.slices_of(&mut tx, &owner).await?;
+            // A plain read: `switch` checks the slices again under the row's lock.
+            let s = self.slices_of(&mut tx, &owner, false).await?;
             tx.commit().await?;
             // Gone since: nothing to switch.
-            if let Some(s) = s {
+            if let Some((s, _)) = s {
                 out.push(Named { owner, slices: decode_slices(&s)? });
             }
         }
@@ -217,8 +238,8 @@ impl GcCatalog {
     ) -> Result<bool> {
         let db = &self.0.db;
         let (_turn, mut tx) = db.begin().await?;
-        let current = self.slices_of(&mut tx, owner).await?;
-        if current.as_deref() != Some(encode_slices(old).as_slice()) {
+        let Some((current, noncurrent)) = self.slices_of(&mut tx, owner, true).await? else { return Ok(false) };
+        if current != encode_slices(old) {
             return Ok(false);
         }
         lock_extents(db, &mut tx, old, new).await?;
@@ -227,24 +248,36 @@ impl GcCatalog {
         let q = match (row_of(owner)?, to) {
             (Owner::Object(rid), Some((policy, class))) => {
                 // The row is locked (by `slices_of`, or SQLite's writer lock).
-                let info: String = sqlx::query_scalar(db.q("SELECT info FROM objects WHERE rid = ?"))
-                    .bind(rid)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let info: String = sqlx::query_scalar(db.q(if noncurrent {
+                    "SELECT info FROM versions WHERE rid = ?"
+                } else {
+                    "SELECT info FROM objects WHERE rid = ?"
+                }))
+                .bind(rid)
+                .fetch_one(&mut *tx)
+                .await?;
                 let mut info = parse_info(&info)?;
                 info.policy = Some(policy);
                 info.storage_class = Some(class);
-                sqlx::query(db.q("UPDATE objects SET slices = ?, info = ? WHERE rid = ?"))
-                    .bind(encode_slices(new))
-                    .bind(info_json(&info))
-                    .bind(rid)
+                sqlx::query(db.q(if noncurrent {
+                    "UPDATE versions SET slices = ?, info = ? WHERE rid = ?"
+                } else {
+                    "UPDATE objects SET slices = ?, info = ? WHERE rid = ?"
+                }))
+                .bind(encode_slices(new))
+                .bind(info_json(&info))
+                .bind(rid)
             }
             (Owner::Part(..), Some(_)) => {
                 return Err(CatalogError::Other(format!("{owner}: only objects have transitions")));
             }
-            (Owner::Object(rid), None) => {
-                sqlx::query(db.q("UPDATE objects SET slices = ? WHERE rid = ?")).bind(encode_slices(new)).bind(rid)
-            }
+            (Owner::Object(rid), None) => sqlx::query(db.q(if noncurrent {
+                "UPDATE versions SET slices = ? WHERE rid = ?"
+            } else {
+                "UPDATE objects SET slices = ? WHERE rid = ?"
+            }))
+            .bind(encode_slices(new))
+            .bind(rid),
             (Owner::Part(up, num), None) => {
                 sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
                     .bind(encode_slices(new))

@@ -18,6 +18,7 @@ mod streams;
 mod tenants;
 mod transitions;
 mod uploads;
+mod versions;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,7 @@ pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
 pub use objects::Lister;
 pub use refs::{audit_refs, index_refs};
+pub use versions::{valid_version_id, VersionCursor, VersionPage};
 
 /// What an object (or a part, or an upload) carries besides its bytes; stored as JSON
 /// in the `info` column. Every field is left out when empty, and every typed value is
@@ -89,6 +91,12 @@ pub struct ObjectInfo {
     /// Grants beyond the owner's (`crate::acl`); none: private.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acl: Option<crate::acl::Acl>,
+    /// Object Lock retention (`crate::lock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::lock::Retention>,
+    /// Object Lock legal hold.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub legal_hold: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +108,38 @@ pub struct Object {
     pub modified_ms: i64,
     pub info: ObjectInfo,
     pub slices: Vec<Slice>,
+    /// The version id; None: the null version (every object of a bucket never
+    /// versioned, and those written while versioning was suspended).
+    pub version: Option<String>,
+}
+
+/// A delete marker: the latest version of a key deleted in a versioned bucket (the key
+/// then has no current object), or an older one.
+#[derive(Debug, Clone)]
+pub struct Marker {
+    pub key: String,
+    /// None: the null version.
+    pub version: Option<String>,
+    pub modified_ms: i64,
+}
+
+/// One version of a key, as asked for by id or listed.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Object(Object),
+    Marker(Marker),
+}
+
+/// What a DELETE did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The version removed, or the delete marker added (None: the null version, or a
+    /// bucket never versioned).
+    pub version: Option<String>,
+    /// Whether that version is a delete marker.
+    pub marker: bool,
+    /// Whether anything was there to delete, or a marker was added.
+    pub found: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +149,40 @@ pub struct Bucket {
     pub created_ms: i64,
     /// Redundancy policy of objects PUT without a storage class.
     pub policy: Policy,
+    pub versioning: Versioning,
+}
+
+/// A bucket's versioning state. Once enabled, a bucket is never unversioned again: it
+/// can only be suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versioning {
+    /// Never enabled: a write replaces the object, a delete removes it.
+    #[default]
+    Off,
+    /// Every write makes a new version; a delete adds a delete marker.
+    Enabled,
+    /// Writes make the null version, replacing the previous null version only.
+    Suspended,
+}
+
+impl Versioning {
+    fn from_db(v: Option<String>) -> Result<Versioning> {
+        match v.as_deref() {
+            None => Ok(Versioning::Off),
+            Some("Enabled") => Ok(Versioning::Enabled),
+            Some("Suspended") => Ok(Versioning::Suspended),
+            Some(x) => Err(CatalogError::Other(format!("stored versioning state {x:?} is not valid"))),
+        }
+    }
+
+    /// The S3 status (`Enabled`, `Suspended`), none when never enabled.
+    pub fn status(self) -> Option<&'static str> {
+        match self {
+            Versioning::Off => None,
+            Versioning::Enabled => Some("Enabled"),
+            Versioning::Suspended => Some("Suspended"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +226,9 @@ pub enum CatalogError {
     Doomed(ExtentId),
     #[error("{0}")]
     Invalid(String),
+    /// Object Lock keeps the version (`crate::lock::Refused`).
+    #[error("{0}")]
+    Locked(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("{0}")]

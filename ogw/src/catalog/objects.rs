@@ -4,16 +4,18 @@
 use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
+use super::versions::stored_version;
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, CatalogError, Object,
-    ObjectInfo, Result, WriteCondition,
+    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, CatalogError, Deleted, Object,
+    ObjectInfo, Result, Versioning, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
 impl Catalog {
     pub async fn object(&self, bucket: &str, key: &str) -> Result<Option<Object>> {
         let row = sqlx::query(
-            self.db.q("SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey = ?"),
+            self.db
+                .q("SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey = ?"),
         )
         .bind(bucket)
         .bind(key.as_bytes())
@@ -22,22 +24,28 @@ impl Catalog {
         row.as_ref().map(object_from_row).transpose()
     }
 
-    /// The current object's ETag, encoded slices and row id, locked for the rest of
+    /// The current object's ETag, encoded slices, row id and version, locked for the rest of
     /// `tx` (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
-    async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
+    pub(super) async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
         let sql = match self.db.backend {
-            Backend::Sqlite => "SELECT etag, slices, rid FROM objects WHERE bucket = ? AND okey = ?",
-            _ => "SELECT etag, slices, rid FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            Backend::Sqlite => "SELECT etag, slices, rid, vid, info FROM objects WHERE bucket = ? AND okey = ?",
+            _ => "SELECT etag, slices, rid, vid, info FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
         Ok(match row {
-            Some(r) => Some(Current { etag: r.try_get("etag")?, slices: r.try_get("slices")?, rid: r.try_get("rid")? }),
+            Some(r) => Some(Current {
+                etag: r.try_get("etag")?,
+                slices: r.try_get("slices")?,
+                rid: r.try_get("rid")?,
+                version: r.try_get("vid")?,
+                info: parse_info(&r.try_get::<String, _>("info")?)?,
+            }),
             None => None,
         })
     }
 
     /// Whether an object is at `key` (a plain read: rows committed since `tx` began count).
-    async fn exists(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
+    pub(super) async fn exists(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
             .bind(key.as_bytes())
@@ -48,7 +56,7 @@ impl Catalog {
 
     /// Drops the object row at `key`, if any, with its extent references; whether there
     /// was one.
-    async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
+    pub(super) async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
         let Some(cur) = self.current(tx, bucket, key).await? else { return Ok(false) };
         let old = cur.slices;
         // A row without an id was written by a gateway older than schema version 2
@@ -64,8 +72,10 @@ impl Catalog {
         Ok(true)
     }
 
-    /// Writes `o` in `tx` in place of the current object at its key, if `cond` allows;
-    /// the replaced object's slices are then named by nothing.
+    /// Writes `o` in `tx` as the current object at its key, if `cond` allows, and
+    /// returns its version id. What it replaces depends on the bucket's versioning:
+    /// unversioned, the current object (its slices are then named by nothing); enabled,
+    /// nothing (the current version becomes noncurrent); suspended, the null version.
     pub(super) async fn replace_object(
         &self,
         tx: &mut Tx,
@@ -73,8 +83,11 @@ impl Catalog {
         expect: Option<&Bucket>,
         o: &Object,
         cond: &WriteCondition,
-    ) -> Result<()> {
-        self.lock_bucket(tx, bucket, expect).await?;
+    ) -> Result<Option<String>> {
+        let versioning = self.lock_bucket(tx, bucket, expect).await?;
+        if versioning != Versioning::Off {
+            self.lock_key(tx, bucket, &o.key).await?;
+        }
         let cur = self.current(tx, bucket, &o.key).await?;
         match cond.check(cur.as_ref().map(|c| c.etag.as_str())) {
             // A locking read that waited on a row another writer replaced finds no row
@@ -90,14 +103,11 @@ impl Catalog {
             None => Vec::new(),
         };
         lock_extents(&self.db, tx, &was, &o.slices).await?;
-        if cur.is_some() {
-            self.drop_current(tx, bucket, &o.key).await?;
-        }
+        let version = self.make_room(tx, versioning, bucket, &o.key, cur.as_ref()).await?;
         let rid = new_rid();
         add_refs(&self.db, tx, &object_owner(&rid), &o.slices).await?;
-        sqlx::query(self.db.q(
-            "INSERT INTO objects (bucket, okey, size, etag, modified, info, slices, rid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
+        sqlx::query(self.db.q("INSERT INTO objects (bucket, okey, size, etag, modified, info, slices, rid, vid) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(bucket)
         .bind(o.key.as_bytes())
         .bind(o.size as i64)
@@ -106,70 +116,105 @@ impl Catalog {
         .bind(info_json(&o.info))
         .bind(encode_slices(&o.slices))
         .bind(&rid)
+        .bind(&version)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Ok(version)
     }
 
     /// Writes `o` under `bucket`, replacing what was there if `cond` allows; the
     /// replaced object's slices are then named by nothing. Atomic: of concurrent conditional
-    /// writes to one key, exactly one meets the condition.
-    pub async fn put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
+    /// writes to one key, exactly one meets the condition. Returns the new version's id.
+    pub async fn put_object(&self, bucket: &str, o: &Object, cond: &WriteCondition) -> Result<Option<String>> {
         self.put(bucket, None, o, cond).await
     }
 
     /// As [`Catalog::put_object`], into the bucket `b` as the request found it: if it was
     /// deleted meanwhile (and perhaps made again, by anyone), `NoSuchBucket`.
-    pub async fn put_object_in(&self, b: &Bucket, o: &Object, cond: &WriteCondition) -> Result<()> {
+    pub async fn put_object_in(&self, b: &Bucket, o: &Object, cond: &WriteCondition) -> Result<Option<String>> {
         self.put(&b.name, Some(b), o, cond).await
     }
 
-    async fn put(&self, bucket: &str, expect: Option<&Bucket>, o: &Object, cond: &WriteCondition) -> Result<()> {
+    async fn put(
+        &self,
+        bucket: &str,
+        expect: Option<&Bucket>,
+        o: &Object,
+        cond: &WriteCondition,
+    ) -> Result<Option<String>> {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            self.replace_object(&mut tx, bucket, expect, o, cond).await?;
+            let version = self.replace_object(&mut tx, bucket, expect, o, cond).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(version)
         })
         .await
     }
 
-    /// Deletes a key (nothing happens when it is absent); its slices are then named by
-    /// nothing.
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool> {
+    /// Deletes a key, as the bucket's versioning says: unversioned, the current object
+    /// goes (its slices are then named by nothing; nothing happens when it is absent);
+    /// otherwise a delete marker becomes the latest version (suspended: the null one).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Deleted> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            let dropped = self.drop_current(&mut tx, bucket, key).await?;
+            let versioning = self.lock_bucket(&mut tx, bucket, None).await?;
+            let d = if versioning == Versioning::Off {
+                let found = self.drop_current(&mut tx, bucket, key).await?;
+                Deleted { version: None, marker: false, found }
+            } else {
+                self.lock_key(&mut tx, bucket, key).await?;
+                let cur = self.current(&mut tx, bucket, key).await?;
+                let version = self.make_room(&mut tx, versioning, bucket, key, cur.as_ref()).await?;
+                self.add_marker(&mut tx, bucket, key, version.as_deref()).await?;
+                Deleted { version, marker: true, found: true }
+            };
             tx.commit().await?;
-            Ok(dropped)
+            Ok(d)
         })
         .await
     }
 
     /// Changes the object at `key` of the bucket `b` (as the request found it) with
-    /// `change`, leaving its bytes, ETag and modification time as they are; `false` when
-    /// there is no such object.
-    pub async fn update_object_info(&self, b: &Bucket, key: &str, change: impl Fn(&mut ObjectInfo)) -> Result<bool> {
+    /// `change`, leaving its bytes, ETag and modification time as they are: the current
+    /// one, or the version `version`. `false` when there is no such object (or the
+    /// version is a delete marker); `change`'s error leaves it as it was.
+    pub async fn update_object_info(
+        &self,
+        b: &Bucket,
+        key: &str,
+        version: Option<&str>,
+        change: impl Fn(&mut ObjectInfo) -> Result<()>,
+    ) -> Result<bool> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
-            self.lock_bucket(&mut tx, &b.name, Some(b)).await?;
-            let sql = match self.db.backend {
-                Backend::Sqlite => "SELECT info FROM objects WHERE bucket = ? AND okey = ?",
-                _ => "SELECT info FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            if self.lock_bucket(&mut tx, &b.name, Some(b)).await? != Versioning::Off {
+                self.lock_key(&mut tx, &b.name, key).await?;
+            }
+            let cur = self.current(&mut tx, &b.name, key).await?;
+            let (mut info, current) = match cur {
+                Some(c) if version.is_none_or(|v| c.version.as_deref() == stored_version(v)) => (c.info, true),
+                _ => match version {
+                    Some(v) => match self.noncurrent(&mut tx, &b.name, key, v).await? {
+                        Some(n) if !n.marker => (n.info, false),
+                        _ => return Ok(false),
+                    },
+                    None => return Ok(false),
+                },
             };
-            let Some(row) =
-                sqlx::query(self.db.q(sql)).bind(&b.name).bind(key.as_bytes()).fetch_optional(&mut *tx).await?
-            else {
-                return Ok(false);
+            change(&mut info)?;
+            let q = if current {
+                sqlx::query(self.db.q("UPDATE objects SET info = ? WHERE bucket = ? AND okey = ?"))
+                    .bind(info_json(&info))
+                    .bind(&b.name)
+                    .bind(key.as_bytes())
+            } else {
+                sqlx::query(self.db.q("UPDATE versions SET info = ? WHERE bucket = ? AND okey = ? AND vid = ?"))
+                    .bind(info_json(&info))
+                    .bind(&b.name)
+                    .bind(key.as_bytes())
+                    .bind(version.unwrap_or_default())
             };
-            let mut info = parse_info(&row.try_get::<String, _>("info")?)?;
-            change(&mut info);
-            sqlx::query(self.db.q("UPDATE objects SET info = ? WHERE bucket = ? AND okey = ?"))
-                .bind(info_json(&info))
-                .bind(&b.name)
-                .bind(key.as_bytes())
-                .execute(&mut *tx)
-                .await?;
+            q.execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -183,10 +228,13 @@ impl Catalog {
 }
 
 /// The object row a write replaces or drops.
-struct Current {
-    etag: String,
-    slices: Vec<u8>,
-    rid: Option<String>,
+pub(super) struct Current {
+    pub etag: String,
+    pub slices: Vec<u8>,
+    pub rid: Option<String>,
+    /// None: the null version.
+    pub version: Option<String>,
+    pub info: ObjectInfo,
 }
 
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
@@ -197,12 +245,13 @@ fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
         modified_ms: r.try_get("modified")?,
         info: parse_info(&r.try_get::<String, _>("info")?)?,
         slices: decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+        version: r.try_get("vid")?,
     })
 }
 
 /// Range queries of one listing, on one connection.
 pub struct Lister {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    pub(super) conn: sqlx::pool::PoolConnection<sqlx::Any>,
     db: Db,
 }
 
@@ -213,10 +262,10 @@ impl Lister {
             ("okey", false, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
             ("okey", true, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
             ("okey", false, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
-            (_, true, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, false, true) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, true, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
-            (_, false, false) => "SELECT okey, size, etag, modified, info, slices FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
+            (_, true, true) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, false, true) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, true, false) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
+            (_, false, false) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
         }
     }
 

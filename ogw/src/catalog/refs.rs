@@ -168,7 +168,7 @@ pub async fn index_refs(db: &Db) -> Result<()> {
 /// Empty when the bookkeeping is right (tests and `gc audit` check it).
 pub async fn audit_refs(db: &Db) -> Result<Vec<(ExtentId, i64, i64)>> {
     let mut from_rows: BTreeMap<ExtentId, i64> = BTreeMap::new();
-    for sql in ["SELECT slices FROM objects", "SELECT slices FROM parts"] {
+    for sql in ["SELECT slices FROM objects", "SELECT slices FROM parts", "SELECT slices FROM versions"] {
         for r in sqlx::query(db.q(sql)).fetch_all(&db.pool).await? {
             for (e, b) in per_extent(&decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?) {
                 *from_rows.entry(e).or_insert(0) += b;

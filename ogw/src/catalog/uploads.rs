@@ -158,15 +158,21 @@ impl Catalog {
     /// Completes an upload: the object is written from `parts` (already validated by
     /// the caller against `parts()`), the upload and all its part records go (the
     /// slices of parts left out are then named by nothing). One transaction.
-    pub async fn complete_upload(&self, bucket: &str, upload: &str, o: &Object, cond: &WriteCondition) -> Result<()> {
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        upload: &str,
+        o: &Object,
+        cond: &WriteCondition,
+    ) -> Result<Option<String>> {
         Catalog::retry(cond.is_conditional(), || async {
             let (_turn, mut tx) = self.db.begin().await?;
             self.require_upload(&mut tx, upload, true).await?;
-            self.replace_object(&mut tx, bucket, None, o, cond).await?;
+            let version = self.replace_object(&mut tx, bucket, None, o, cond).await?;
             self.drop_parts(&mut tx, upload).await?;
             sqlx::query(self.db.q("DELETE FROM uploads WHERE id = ?")).bind(upload).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(())
+            Ok(version)
         })
         .await
     }

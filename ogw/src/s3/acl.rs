@@ -68,14 +68,16 @@ impl Gateway {
         Err(denied(&caller))
     }
 
-    /// The object, if the caller owns its bucket or the object's ACL grants it `perm`.
-    /// A missing object is `NoSuchKey` to whoever may list the bucket, else `AccessDenied`
-    /// (as S3: nothing says what exists to whoever may not list).
+    /// The object (the current one, or the version `version`), if the caller owns its
+    /// bucket or the object's ACL grants it `perm`. A missing object is `NoSuchKey` (or
+    /// what `lookup` says of it) to whoever may list the bucket, else `AccessDenied` (as
+    /// S3: nothing says what exists to whoever may not list).
     pub(super) async fn object_for<T>(
         &self,
         req: &S3Request<T>,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         perm: Perm,
     ) -> S3Result<(BucketRec, Object)> {
         let caller = self.caller(req).await?;
@@ -84,16 +86,17 @@ impl Gateway {
         // A bucket policy that allowed this request counts as the owner's consent.
         let owner =
             caller.as_deref() == Some(b.tenant.as_str()) || req.extensions.get::<super::PolicyAllows>().is_some();
-        match self.catalog.object(bucket, key).await? {
-            Some(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(as_caller(&caller), perm)) => Ok((b, o)),
-            Some(_) => Err(denied(&caller)),
-            None if owner
-                || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), Perm::Read)
-                || self.policy_lets_list(req, &b.name, key, &caller).await =>
+        match self.lookup(bucket, key, version).await? {
+            Ok(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(as_caller(&caller), perm)) => Ok((b, o)),
+            Ok(_) => Err(denied(&caller)),
+            Err(e)
+                if owner
+                    || self.bucket_acl(&b.name).await?.allows(as_caller(&caller), Perm::Read)
+                    || self.policy_lets_list(req, &b.name, key, &caller).await =>
             {
-                Err(s3_error!(NoSuchKey))
+                Err(e)
             }
-            None => Err(denied(&caller)),
+            Err(_) => Err(denied(&caller)),
         }
     }
 }
@@ -102,19 +105,23 @@ impl Gateway {
     /// The source object of a copy, if `tenant` owns its bucket or the object's ACL
     /// lets it read it (a missing one: `NoSuchKey` to whoever may list the bucket). The
     /// destination's rights and the request's policy decision never count here.
-    pub(super) async fn readable_source(&self, tenant: &str, bucket: &str, key: &str) -> S3Result<Object> {
+    pub(super) async fn readable_source(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> S3Result<(BucketRec, Object)> {
         let caller = Some(tenant.to_owned());
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
         let owner = b.tenant == tenant;
-        match self.catalog.object(bucket, key).await? {
-            Some(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(Caller::Tenant(tenant), Perm::Read)) => {
-                Ok(o)
+        match self.lookup(bucket, key, version).await? {
+            Ok(o) if owner || o.info.acl.as_ref().is_some_and(|a| a.allows(Caller::Tenant(tenant), Perm::Read)) => {
+                Ok((b, o))
             }
-            Some(_) => Err(denied(&caller)),
-            None if owner || self.bucket_acl(&b.name).await?.allows(Caller::Tenant(tenant), Perm::Read) => {
-                Err(s3_error!(NoSuchKey))
-            }
-            None => Err(denied(&caller)),
+            Ok(_) => Err(denied(&caller)),
+            Err(e) if owner || self.bucket_acl(&b.name).await?.allows(Caller::Tenant(tenant), Perm::Read) => Err(e),
+            Err(_) => Err(denied(&caller)),
         }
     }
 
@@ -264,16 +271,20 @@ fn listed(tenant: &str, acl: &Acl) -> Vec<dto::Grant> {
     };
     let grant =
         |g: Grantee, p: Perm| dto::Grant { grantee: Some(g), permission: Some(Permission::from(p.name().to_owned())) };
+    // Group grants first, then the owner's, then other accounts' (as RGW lists them:
+    // clients that sort grants by display name meet a named grant first only when
+    // every grant has a name).
+    let mut groups = Vec::new();
     let mut out = vec![grant(person(tenant), Perm::FullControl)];
     for g in &acl.grants {
-        let who = match &g.who {
-            Who::Tenant(t) => person(t),
-            Who::AllUsers => grp(ALL_USERS),
-            Who::AuthenticatedUsers => grp(AUTHENTICATED_USERS),
-        };
-        out.push(grant(who, g.perm));
+        match &g.who {
+            Who::Tenant(t) => out.push(grant(person(t), g.perm)),
+            Who::AllUsers => groups.push(grant(grp(ALL_USERS), g.perm)),
+            Who::AuthenticatedUsers => groups.push(grant(grp(AUTHENTICATED_USERS), g.perm)),
+        }
     }
-    out
+    groups.extend(out);
+    groups
 }
 
 pub(super) async fn get_bucket_acl(
@@ -308,8 +319,8 @@ pub(super) async fn get_object_acl(
     req: S3Request<GetObjectAclInput>,
 ) -> S3Result<S3Response<GetObjectAclOutput>> {
     let i = &req.input;
-    super::tagging::only_null_version(&i.version_id)?;
-    let (b, o) = gw.object_for(&req, &i.bucket, &i.key, Perm::ReadAcp).await?;
+    let version = super::versioning::version_arg(i.version_id.as_deref())?;
+    let (b, o) = gw.object_for(&req, &i.bucket, &i.key, version, Perm::ReadAcp).await?;
     let acl = o.info.acl.unwrap_or_default();
     Ok(S3Response::new(GetObjectAclOutput {
         owner: Some(owner(&b.tenant)),
@@ -323,12 +334,19 @@ pub(super) async fn put_object_acl(
     req: S3Request<PutObjectAclInput>,
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
     let i = &req.input;
-    super::tagging::only_null_version(&i.version_id)?;
-    let (b, _) = gw.object_for(&req, &i.bucket, &i.key, Perm::WriteAcp).await?;
+    let version = super::versioning::version_arg(i.version_id.as_deref())?;
+    let (b, _) = gw.object_for(&req, &i.bucket, &i.key, version, Perm::WriteAcp).await?;
     let r = AclRequest::of(i.acl.as_ref().map(|a| a.as_str()), i.into(), i.access_control_policy.as_ref());
     let acl = r.acl(gw).await?.ok_or_else(|| s3_error!(MissingSecurityHeader, "give an ACL to set"))?;
     let acl = (!acl.grants.is_empty()).then_some(acl);
-    if !gw.catalog.update_object_info(&b, &i.key, |info| info.acl = acl.clone()).await? {
+    if !gw
+        .catalog
+        .update_object_info(&b, &i.key, version, |info| {
+            info.acl = acl.clone();
+            Ok(())
+        })
+        .await?
+    {
         return Err(s3_error!(NoSuchKey));
     }
     Ok(S3Response::new(PutObjectAclOutput::default()))

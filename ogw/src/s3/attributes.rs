@@ -15,8 +15,8 @@ pub(super) async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let i = &req.input;
-    gw.bucket_of(&req, &i.bucket).await?;
-    super::tagging::only_null_version(&i.version_id)?;
+    let b = gw.owned(&req, &i.bucket).await?;
+    let version = super::versioning::version_arg(i.version_id.as_deref())?;
     // One header, `ETag,ObjectSize`, or the header repeated.
     let names: Vec<&str> = i
         .object_attributes
@@ -39,8 +39,12 @@ pub(super) async fn get_object_attributes(
         return Err(s3_error!(InvalidArgument, "unknown object attribute {bad:?}"));
     }
     let asked = |a: &str| names.contains(&a);
-    let o = gw.object(&i.bucket, &i.key).await?;
-    let mut out = GetObjectAttributesOutput { last_modified: Some(ts(o.modified_ms)), ..Default::default() };
+    let o = gw.lookup(&i.bucket, &i.key, version).await??;
+    let mut out = GetObjectAttributesOutput {
+        last_modified: Some(ts(o.modified_ms)),
+        version_id: super::versioning::version_header(&b, &o.version),
+        ..Default::default()
+    };
     if asked(ObjectAttributes::ETAG) {
         out.e_tag = Some(super::dto::etag(&o.etag));
     }

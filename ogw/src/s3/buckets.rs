@@ -81,6 +81,10 @@ pub(super) async fn create_bucket(
         let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
         gw.catalog.set_bucket_config(&b, ConfigKind::Location, Some(&l)).await?;
     }
+    if i.object_lock_enabled_for_bucket == Some(true) {
+        let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;
+        super::lock::enable_on_create(gw, &b).await?;
+    }
     // Made private first; the grants follow (a failure leaves it private).
     if let Some(acl) = acl.filter(|a| !a.grants.is_empty()) {
         let b = gw.catalog.owned_bucket(&tenant, &i.bucket).await?;

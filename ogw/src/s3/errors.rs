@@ -21,6 +21,7 @@ impl From<CatalogError> for S3Error {
             CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
             CatalogError::NoSuchKey => s3_error!(NoSuchKey),
             CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+            CatalogError::Locked(m) => S3Error::with_message(S3ErrorCode::AccessDenied, m),
             // SDKs retry a 503; the retry writes the bytes anew (or, for a copy, finds
             // the source gone).
             e @ CatalogError::Doomed(_) => S3Error::with_message(

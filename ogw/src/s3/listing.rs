@@ -63,54 +63,6 @@ pub(super) async fn list_objects(
     }))
 }
 
-/// ListObjectVersions. Until buckets are versioned, every object is its only version,
-/// the null version, and the latest; a page continues after its key marker (the
-/// version-id marker can only be `null`, which names that same, listed, version).
-pub(super) async fn list_object_versions(
-    gw: &Gateway,
-    req: S3Request<ListObjectVersionsInput>,
-) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-    let tenant = gw.bucket_for(&req, &req.input.bucket, Perm::Read).await?.tenant;
-    let i = &req.input;
-    if i.version_id_marker.as_ref().is_some_and(|m| !m.is_empty())
-        && i.key_marker.as_ref().map_or(true, |k| k.is_empty())
-    {
-        return Err(s3_error!(InvalidArgument, "a version-id-marker needs a key-marker"));
-    }
-    let marker = i.key_marker.clone().unwrap_or_default();
-    let query =
-        Query { bucket: &i.bucket, prefix: &i.prefix, delimiter: &i.delimiter, encoding_type: &i.encoding_type };
-    let (v2, next, enc) = page(gw, query, i.max_keys, marker.as_bytes(), Some(owner(&tenant))).await?;
-    let versions = v2.contents.unwrap_or_default().into_iter().map(|o| ObjectVersion {
-        key: o.key,
-        e_tag: o.e_tag,
-        last_modified: o.last_modified,
-        size: o.size,
-        storage_class: o.storage_class.map(|c| ObjectVersionStorageClass::from(c.as_str().to_owned())),
-        owner: o.owner,
-        checksum_algorithm: o.checksum_algorithm,
-        checksum_type: o.checksum_type,
-        is_latest: Some(true),
-        version_id: Some("null".into()),
-        ..Default::default()
-    });
-    Ok(S3Response::new(ListObjectVersionsOutput {
-        name: v2.name,
-        prefix: v2.prefix,
-        delimiter: v2.delimiter,
-        key_marker: Some(enc.apply(marker)),
-        version_id_marker: i.version_id_marker.clone(),
-        max_keys: v2.max_keys,
-        is_truncated: v2.is_truncated,
-        next_version_id_marker: next.as_ref().map(|_| "null".to_string()),
-        next_key_marker: next.map(|k| enc.apply(String::from_utf8_lossy(&k).into_owned())),
-        versions: Some(versions.collect()),
-        common_prefixes: v2.common_prefixes,
-        encoding_type: v2.encoding_type,
-        ..Default::default()
-    }))
-}
-
 /// What both versions ask, besides the cursor.
 struct Query<'a> {
     bucket: &'a str,
@@ -297,7 +249,7 @@ fn successor(p: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Percent-encodes a key for `encoding-type=url` (everything but unreserved and `/`).
-fn url_encode(s: &str) -> String {
+pub(super) fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {

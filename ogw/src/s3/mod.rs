@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use s3s::dto::*;
-use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use s3s::{S3Request, S3Response, S3Result, S3};
 
 #[macro_use]
 mod dto;
@@ -25,16 +25,18 @@ mod cors;
 mod errors;
 mod ingest;
 mod listing;
+mod lock;
 mod multipart;
 mod objects;
 mod policy;
 pub mod stamp;
 mod tagging;
+mod versioning;
 
 use auth::KeyCache;
 pub use auth::{Access, Auth, PolicyAllows};
 
-use crate::catalog::{Bucket as BucketRec, Catalog, Object, ObjectInfo};
+use crate::catalog::{Bucket as BucketRec, Catalog, ObjectInfo};
 use crate::class::Classes;
 use crate::data::Data;
 /// A redundancy policy (`s3s::dto` has a `Policy` of its own: bucket policy JSON).
@@ -50,6 +52,8 @@ pub struct Gateway {
     cors: Arc<crate::cors::Cors>,
     /// Buckets' policies, as the access hook decides with them.
     policies: Arc<policy::Policies>,
+    /// Buckets' Object Lock configurations.
+    locks: crate::catalog::ConfigCache<crate::lock::LockConfig>,
 }
 
 impl Gateway {
@@ -63,13 +67,16 @@ impl Gateway {
         let keys = KeyCache::default();
         let policies = Arc::new(policy::Policies::default());
         let access = Access { catalog: catalog.clone(), keys: keys.clone(), policies: policies.clone() };
-        let gw = Gateway { catalog: catalog.clone(), data, classes, keys: keys.clone(), cors, policies };
+        let gw = Gateway {
+            catalog: catalog.clone(),
+            data,
+            classes,
+            keys: keys.clone(),
+            cors,
+            policies,
+            locks: lock::cache(),
+        };
         (gw, Auth { catalog, keys }, access)
-    }
-
-    /// The tenant that owns `bucket`, if it is the caller's.
-    async fn bucket_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<String> {
-        Ok(self.owned(req, bucket).await?.tenant)
     }
 
     /// The bucket, if the caller's tenant owns it.
@@ -98,10 +105,6 @@ impl Gateway {
         info.storage_class = Some(class);
         info.policy = Some(policy);
         Ok(policy)
-    }
-
-    async fn object(&self, bucket: &str, key: &str) -> S3Result<Object> {
-        self.catalog.object(bucket, key).await?.ok_or_else(|| s3_error!(NoSuchKey))
     }
 }
 
@@ -274,7 +277,63 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        listing::list_object_versions(self, req).await
+        versioning::list_object_versions(self, req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        versioning::get_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        versioning::put_bucket_versioning(self, req).await
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        lock::get_object_lock_configuration(self, req).await
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        lock::put_object_lock_configuration(self, req).await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        lock::get_object_retention(self, req).await
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        lock::put_object_retention(self, req).await
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        lock::get_object_legal_hold(self, req).await
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        lock::put_object_legal_hold(self, req).await
     }
 
     async fn create_multipart_upload(

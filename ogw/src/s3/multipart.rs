@@ -33,6 +33,8 @@ pub(super) async fn create_multipart_upload(
     super::objects::unsupported_encryption(super::objects::Encryption::from(i))?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = super::objects::object_acl(gw, i.acl.as_ref(), super::objects::Grants::from(i)).await?;
+    // (The bucket's default retention is applied when the object is made, on completion.)
+    gw.lock_new(&b, &mut info, i.into(), false).await?;
     gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     // The upload records the algorithm (its value empty) and kind every part is checked with.
     if let Some(algo) = checksum::named(i.checksum_algorithm.as_ref().map(|a| a.as_str()))? {
@@ -84,7 +86,7 @@ pub(super) async fn upload_part_copy(
     let i = &req.input;
     check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
-    let (_, _, src) = copy_source(gw, &tenant, i.into()).await?;
+    let (_, _, src, src_version) = copy_source(gw, &tenant, i.into()).await?;
     let (start, end) = match &i.copy_source_range {
         None => (0, src.size),
         Some(r) => copy_range(r, src.size)?,
@@ -115,7 +117,11 @@ pub(super) async fn upload_part_copy(
     if let Some(c) = &p.info.checksum {
         Checksums::from(&mut r).set(c);
     }
-    Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(r), ..Default::default() }))
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(r),
+        copy_source_version_id: src_version,
+        ..Default::default()
+    }))
 }
 
 fn check_part_number(n: i32) -> S3Result<()> {
@@ -146,7 +152,7 @@ pub(super) async fn complete_multipart_upload(
     gw: &Gateway,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     let up = match gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await {
         Ok(up) => up,
@@ -181,6 +187,11 @@ pub(super) async fn complete_multipart_upload(
         info.part_sums = a.part_sums.iter().map(|(v, _)| v.clone()).collect();
     }
     info.upload = Some(i.upload_id.clone());
+    if info.retention.is_none() {
+        if let Some(c) = gw.lock_config(&b).await? {
+            info.retention = c.default_retention(now_ms());
+        }
+    }
     // A whole-object checksum the client computed must match the one made of the parts.
     if let Some(c) = &info.checksum {
         if let Some(g) = Given::from(i).get(c.algo) {
@@ -190,8 +201,9 @@ pub(super) async fn complete_multipart_upload(
             }
         }
     }
-    let o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices };
-    gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
+    let mut o =
+        Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices, version: None };
+    o.version = gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
     Ok(S3Response::new(complete_output(i, &o)))
 }
 
@@ -215,6 +227,7 @@ fn complete_output(i: &CompleteMultipartUploadInput, o: &Object) -> CompleteMult
         key: Some(i.key.clone()),
         e_tag: Some(etag(&o.etag)),
         location: Some(format!("/{}/{}", i.bucket, i.key)),
+        version_id: o.version.clone(),
         ..Default::default()
     };
     if let Some(c) = &o.info.checksum {

@@ -11,7 +11,7 @@ use super::dto::{etag, parse_expires, ts, Checksums, ContentHeaders};
 use super::errors::{invalid_part_number, invalid_range, unreadable};
 use super::Gateway;
 use crate::acl::{Acl, Perm};
-use crate::catalog::{Object, WriteCondition};
+use crate::catalog::{Deleted, Object, WriteCondition};
 use crate::checksum::Kind;
 use crate::class::StorageClass as Class;
 use crate::db::now_ms;
@@ -33,6 +33,7 @@ pub(super) async fn put_object(
     let mut info = ContentHeaders::from(i).info()?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = object_acl(gw, i.acl.as_ref(), Grants::from(i)).await?;
+    gw.lock_new(&b, &mut info, i.into(), true).await?;
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let st = gw.store_body(&req, policy, blob, None).await?;
     info.checksum = st.checksum;
@@ -44,9 +45,10 @@ pub(super) async fn put_object(
         modified_ms: now_ms(),
         info,
         slices: st.slices,
+        version: None,
     };
-    gw.catalog.put_object_in(&b, &o, &cond).await?;
-    let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), ..Default::default() };
+    let version = gw.catalog.put_object_in(&b, &o, &cond).await?;
+    let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), version_id: version, ..Default::default() };
     if let Some(c) = &o.info.checksum {
         Checksums::from(&mut out).set(c);
         out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
@@ -62,6 +64,7 @@ pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
         unreadable(e)
     })?;
     let mut out = get_output(head, StreamingBlob::wrap(body));
+    out.version_id = served.version.clone();
     out.tag_count = (!o.info.tags.is_empty()).then_some(o.info.tags.len() as i32);
     Ok(respond(out, &served))
 }
@@ -72,6 +75,8 @@ pub(super) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
     let (o, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    let mut head = head;
+    head.version_id = served.version.clone();
     let mut resp = respond(head, &served);
     // (s3s's HEAD output has no field for it.)
     if !o.info.tags.is_empty() {
@@ -88,14 +93,17 @@ view! {
         range: Option<Range>,
         part_number: Option<PartNumber>,
         checksum_mode: Option<ChecksumMode>,
+        version_id: Option<ObjectVersionId>,
     } for GetObjectInput, HeadObjectInput
 }
 
-/// The bytes `[start, end)` of an object a GET or HEAD serves.
+/// The bytes `[start, end)` of an object a GET or HEAD serves, and the version id
+/// the answer names.
 struct Served {
     start: u64,
     end: u64,
     partial: bool,
+    version: Option<String>,
 }
 
 /// The object a GET or HEAD asks for, what of it is served, and the headers both
@@ -106,9 +114,21 @@ async fn read<T>(
     r: Read<'_>,
     conditions: ReadConditions<'_>,
 ) -> S3Result<(Object, Served, HeadObjectOutput)> {
-    let (_, o) = gw.object_for(req, r.bucket, r.key, Perm::Read).await?;
+    let version = super::versioning::version_arg(r.version_id.as_deref())?;
+    let (b, o) = match gw.object_for(req, r.bucket, r.key, version, Perm::Read).await {
+        Ok(found) => found,
+        Err(mut e) if *e.code() == s3s::S3ErrorCode::NoSuchKey && e.headers().is_none() => {
+            // (As S3: a 404 of a key says whether a delete marker hides it.)
+            let mut h = http::HeaderMap::new();
+            h.insert("x-amz-delete-marker", http::HeaderValue::from_static("false"));
+            e.set_headers(h);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     conditions.check(&o)?;
-    let s = served(&o, r.range, *r.part_number)?;
+    let mut s = served(&o, r.range, *r.part_number)?;
+    s.version = super::versioning::version_header(&b, &o.version);
     let out = head_output(&o, &s, *r.part_number, r.checksum_mode);
     Ok((o, s, out))
 }
@@ -137,6 +157,7 @@ fn head_output(o: &Object, s: &Served, part_number: Option<i32>, mode: &Option<C
         parts_count: part_number.map(|_| o.info.parts.len().max(1) as i32),
         ..Default::default()
     };
+    super::lock::lock_headers(&o.info, &mut out);
     if s.partial {
         out.content_range = Some(format!("bytes {}-{}/{}", s.start, s.end.saturating_sub(1), o.size));
     }
@@ -172,6 +193,9 @@ fn get_output(h: HeadObjectOutput, body: StreamingBlob) -> GetObjectOutput {
         checksum_sha1: h.checksum_sha1,
         checksum_sha256: h.checksum_sha256,
         checksum_type: h.checksum_type,
+        object_lock_mode: h.object_lock_mode,
+        object_lock_retain_until_date: h.object_lock_retain_until_date,
+        object_lock_legal_hold_status: h.object_lock_legal_hold_status,
         ..Default::default()
     }
 }
@@ -196,7 +220,7 @@ fn served(o: &Object, range: &Option<Range>, part_number: Option<i32>) -> S3Resu
         (None, Some(n)) => part_range(o, n)?,
         (None, None) => (0, o.size, false),
     };
-    Ok(Served { start, end, partial })
+    Ok(Served { start, end, partial, version: None })
 }
 
 /// The byte range of part `n` of an object (a single-part object has part 1 only).
@@ -215,41 +239,85 @@ pub(super) async fn delete_object(
     gw: &Gateway,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
-    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
+    let version = super::versioning::version_arg(i.version_id.as_deref())?;
     if let Some(c) = &i.if_match {
         let current = gw.catalog.object(&i.bucket, &i.key).await?;
         if !delete_allowed(c, current.as_ref()) {
             return Err(s3_error!(PreconditionFailed));
         }
     }
-    gw.catalog.delete_object(&i.bucket, &i.key).await?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    let d = gw.delete_one(&b, &i.key, version, gw.bypass(&req, &b).await?).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: d.marker.then_some(true),
+        version_id: (version.is_some() || d.marker).then(|| d.version.unwrap_or_else(|| "null".into())),
+        ..Default::default()
+    }))
+}
+
+impl Gateway {
+    /// Deletes the key `key` of `b` (a delete marker in a versioned bucket), or its
+    /// version `version` for good if Object Lock lets it go (`bypass`: GOVERNANCE
+    /// retention is bypassed).
+    async fn delete_one(
+        &self,
+        b: &crate::catalog::Bucket,
+        key: &str,
+        version: Option<&str>,
+        bypass: bool,
+    ) -> S3Result<Deleted> {
+        Ok(match version {
+            None => self.catalog.delete_object(&b.name, key).await?,
+            Some(v) => self.catalog.delete_version(b, key, v, &Gateway::delete_check(bypass)).await?,
+        })
+    }
 }
 
 pub(super) async fn delete_objects(
     gw: &Gateway,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
+    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     if i.delete.objects.len() > DELETE_KEYS_MAX {
         return Err(s3_error!(MalformedXML, "at most {DELETE_KEYS_MAX} keys per request"));
     }
     let quiet = i.delete.quiet.unwrap_or(false);
+    let bypass = gw.bypass(&req, &b).await?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for o in &i.delete.objects {
-        match gw.catalog.delete_object(&i.bucket, &o.key).await {
-            Ok(_) if quiet => {}
-            Ok(_) => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
+        let version = match super::versioning::version_arg(o.version_id.as_deref()) {
+            Ok(v) => v,
             Err(e) => {
-                tracing::error!("request {}: deleting {:?}: {e}", super::stamp::current(), o.key);
                 errors.push(dto::Error {
-                    code: Some("InternalError".into()),
+                    code: Some(e.code().as_str().to_owned()),
                     key: Some(o.key.clone()),
-                    message: Some("We encountered an internal error. Please try again.".into()),
-                    version_id: None,
+                    message: e.message().map(str::to_owned),
+                    version_id: o.version_id.clone(),
+                });
+                continue;
+            }
+        };
+        match gw.delete_one(&b, &o.key, version, bypass).await {
+            Ok(_) if quiet => {}
+            Ok(d) => deleted.push(DeletedObject {
+                key: Some(o.key.clone()),
+                version_id: o.version_id.clone(),
+                delete_marker: d.marker.then_some(true),
+                delete_marker_version_id: d.marker.then(|| d.version.unwrap_or_else(|| "null".into())),
+            }),
+            Err(e) => {
+                let internal = *e.code() == s3s::S3ErrorCode::InternalError;
+                if internal {
+                    tracing::error!("request {}: deleting {:?}: {e}", super::stamp::current(), o.key);
+                }
+                errors.push(dto::Error {
+                    code: Some(e.code().as_str().to_owned()),
+                    key: Some(o.key.clone()),
+                    message: e.message().map(str::to_owned),
+                    version_id: o.version_id.clone(),
                 })
             }
         }
@@ -273,7 +341,7 @@ pub(super) async fn copy_object(
     let i = &req.input;
     validate_key(&i.key)?;
     unsupported_encryption(Encryption::from(i))?;
-    let (sb, sk, src) = copy_source(gw, &caller, i.into()).await?;
+    let (sb, sk, src, src_version) = copy_source(gw, &caller, i.into()).await?;
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() {
         return Err(s3_error!(
@@ -292,6 +360,10 @@ pub(super) async fn copy_object(
     };
     info.checksum = src.info.checksum.clone();
     info.checksum_type = src.info.checksum_type;
+    // A copy is a new version: its lock is its own request's (or the default).
+    info.retention = None;
+    info.legal_hold = false;
+    gw.lock_new(&b, &mut info, i.into(), true).await?;
     info.parts = src.info.parts.clone();
     // The copy's class is the one asked for, else the bucket's default (as S3 does).
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
@@ -303,9 +375,19 @@ pub(super) async fn copy_object(
         let body = gw.data.get(&src.slices, 0, src.size);
         gw.data.put(policy, body, src.size, |_| {}).await?.0
     };
-    let o = Object { key: i.key.clone(), size: src.size, etag: src.etag.clone(), modified_ms: now_ms(), info, slices };
-    gw.catalog.put_object_in(&b, &o, &WriteCondition::default()).await?;
+    let o = Object {
+        key: i.key.clone(),
+        size: src.size,
+        etag: src.etag.clone(),
+        modified_ms: now_ms(),
+        info,
+        slices,
+        version: None,
+    };
+    let version = gw.catalog.put_object_in(&b, &o, &WriteCondition::default()).await?;
     Ok(S3Response::new(CopyObjectOutput {
+        version_id: version,
+        copy_source_version_id: src_version,
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&o.etag)),
             last_modified: Some(ts(o.modified_ms)),
@@ -326,14 +408,21 @@ view! {
     } for CopyObjectInput, UploadPartCopyInput
 }
 
-/// The source object of a CopyObject or UploadPartCopy, as (bucket, key, object): in a
-/// bucket of the caller's tenant, meeting the `x-amz-copy-source-if-*` conditions (a
+/// The source object of a CopyObject or UploadPartCopy (the current one, or the
+/// version named), as (bucket, key, object, its version id as the answer names it):
+/// readable by the caller's tenant, meeting the `x-amz-copy-source-if-*` conditions (a
 /// failed one is 412, never 304).
-pub(super) async fn copy_source(gw: &Gateway, tenant: &str, s: CopySourceOf<'_>) -> S3Result<(String, String, Object)> {
-    let CopySource::Bucket { bucket, key, .. } = s.copy_source else {
+pub(super) async fn copy_source(
+    gw: &Gateway,
+    tenant: &str,
+    s: CopySourceOf<'_>,
+) -> S3Result<(String, String, Object, Option<String>)> {
+    let CopySource::Bucket { bucket, key, version_id } = s.copy_source else {
         return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
     };
-    let src = gw.readable_source(tenant, bucket, key).await?;
+    let version = super::versioning::version_arg(version_id.as_deref())?;
+    let (b, src) = gw.readable_source(tenant, bucket, key, version.as_deref()).await?;
+    let src_version = super::versioning::version_header(&b, &src.version);
     let conditions = ReadConditions {
         if_match: s.copy_source_if_match,
         if_none_match: s.copy_source_if_none_match,
@@ -341,7 +430,7 @@ pub(super) async fn copy_source(gw: &Gateway, tenant: &str, s: CopySourceOf<'_>)
         if_unmodified_since: s.copy_source_if_unmodified_since,
     };
     conditions.check_source(&src)?;
-    Ok((bucket.to_string(), key.to_string(), src))
+    Ok((bucket.to_string(), key.to_string(), src, src_version))
 }
 
 view! {
@@ -425,12 +514,22 @@ mod tests {
             part_sums: vec![],
             upload: None,
             acl: None,
+            retention: Some(crate::lock::Retention { mode: crate::lock::Mode::Governance, until_ms: 5 }),
+            legal_hold: true,
         };
-        let o = Object { key: "k".into(), size: 10, etag: "e".into(), modified_ms: 1, info, slices: vec![] };
+        let o = Object {
+            key: "k".into(),
+            size: 10,
+            etag: "e".into(),
+            modified_ms: 1,
+            info,
+            slices: vec![],
+            version: Some("v".into()),
+        };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));
         for (s, part) in [
-            (Served { start: 0, end: 10, partial: false }, None),
-            (Served { start: 5, end: 10, partial: true }, Some(2)),
+            (Served { start: 0, end: 10, partial: false, version: None }, None),
+            (Served { start: 5, end: 10, partial: true, version: None }, Some(2)),
         ] {
             let head = format!("{:?}", head_output(&o, &s, part, &enabled));
             let mut get = get_output(head_output(&o, &s, part, &enabled), StreamingBlob::from(s3s::Body::empty()));

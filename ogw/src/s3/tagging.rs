@@ -7,6 +7,7 @@
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::versioning::{version_arg, version_header};
 use super::Gateway;
 use crate::catalog::ConfigKind;
 
@@ -56,23 +57,18 @@ fn to_set(tags: &Tags) -> TagSet {
     tags.iter().map(|(k, v)| Tag { key: Some(k.clone()), value: Some(v.clone()) }).collect()
 }
 
-/// Only the null version exists until buckets are versioned.
-pub(super) fn only_null_version(v: &Option<String>) -> S3Result<()> {
-    match v.as_deref() {
-        None | Some("null") => Ok(()),
-        Some(_) => Err(s3_error!(NoSuchVersion)),
-    }
-}
-
 pub(super) async fn get_object_tagging(
     gw: &Gateway,
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = &req.input;
-    gw.bucket_of(&req, &i.bucket).await?;
-    only_null_version(&i.version_id)?;
-    let o = gw.object(&i.bucket, &i.key).await?;
-    Ok(S3Response::new(GetObjectTaggingOutput { tag_set: to_set(&o.info.tags), version_id: None }))
+    let b = gw.owned(&req, &i.bucket).await?;
+    let version = version_arg(i.version_id.as_deref())?;
+    let o = gw.lookup(&i.bucket, &i.key, version).await??;
+    Ok(S3Response::new(GetObjectTaggingOutput {
+        tag_set: to_set(&o.info.tags),
+        version_id: version_header(&b, &o.version),
+    }))
 }
 
 pub(super) async fn put_object_tagging(
@@ -81,13 +77,20 @@ pub(super) async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = req.input;
-    only_null_version(&i.version_id)?;
+    let version = version_arg(i.version_id.as_deref())?;
     let tags = from_set(i.tagging.tag_set);
     validate(&tags, OBJECT_TAGS_MAX)?;
-    if !gw.catalog.update_object_info(&b, &i.key, |info| info.tags = tags.clone()).await? {
+    if !gw
+        .catalog
+        .update_object_info(&b, &i.key, version, |info| {
+            info.tags = tags.clone();
+            Ok(())
+        })
+        .await?
+    {
         return Err(s3_error!(NoSuchKey));
     }
-    Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    Ok(S3Response::new(PutObjectTaggingOutput { version_id: version.map(str::to_owned) }))
 }
 
 pub(super) async fn delete_object_tagging(
@@ -96,11 +99,18 @@ pub(super) async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let b = gw.owned(&req, &req.input.bucket).await?;
     let i = &req.input;
-    only_null_version(&i.version_id)?;
-    if !gw.catalog.update_object_info(&b, &i.key, |info| info.tags.clear()).await? {
+    let version = version_arg(i.version_id.as_deref())?;
+    if !gw
+        .catalog
+        .update_object_info(&b, &i.key, version, |info| {
+            info.tags.clear();
+            Ok(())
+        })
+        .await?
+    {
         return Err(s3_error!(NoSuchKey));
     }
-    Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
+    Ok(S3Response::new(DeleteObjectTaggingOutput { version_id: version.map(str::to_owned) }))
 }
 
 pub(super) async fn get_bucket_tagging(
