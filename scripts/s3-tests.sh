@@ -33,9 +33,13 @@ if [ -z "${OGW_BIN:-}" ]; then
 fi
 
 DATA=$OUT/data
+# Lifecycle tests sleep a number of "days"; a day lasts LC_DAY seconds here, as
+# RGW's rgw_lc_debug_interval (the suite's lc_debug_interval).
+LC_DAY=${LC_DAY:-10}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 STRATA_ACCESS_KEY=S3TESTSMAINKEY000001 STRATA_SECRET_KEY=s3tests-main-secret-000000000000000000001 \
   "$OGW" standalone --data "$DATA" --s3-addr "127.0.0.1:$PORT" --no-zero-fill --device-size 2G \
+    --lifecycle-day "${LC_DAY}s" --gc-interval 1s \
   >"$OUT/ogw.out" 2>"$OUT/ogw.log" &
 GW=$!
 trap 'kill $GW 2>/dev/null || true' EXIT
@@ -67,6 +71,7 @@ email = main@example.com
 api_name = default
 access_key = S3TESTSMAINKEY000001
 secret_key = s3tests-main-secret-000000000000000000001
+lc_debug_interval = $LC_DAY
 
 [s3 alt]
 display_name = alt
@@ -105,7 +110,7 @@ EOF
 
 cd "$S3TESTS_DIR"
 set +e
-S3TEST_CONF=$OUT/s3tests.conf S3TESTS_REPORT=$OUT/report.jsonl PYTHONPATH=$ROOT/scripts \
+TZ=UTC S3TEST_CONF=$OUT/s3tests.conf S3TESTS_REPORT=$OUT/report.jsonl PYTHONPATH=$ROOT/scripts \
   "$VENV/bin/pytest" -p s3tests_report -q -m "not fails_on_aws" \
   s3tests/functional/test_s3.py s3tests/functional/test_headers.py -p no:cacheprovider \
   "$@" >"$OUT/pytest.log" 2>&1

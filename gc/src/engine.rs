@@ -49,6 +49,8 @@ pub struct PassReport {
     pub bytes_compacted: u64,
     pub transitioned: u64,
     pub bytes_transitioned: u64,
+    /// Versions lifecycle rules deleted.
+    pub lifecycle_deleted: u64,
     /// Time spent compacting and moving objects (both copy bytes).
     pub compaction_ms: u64,
     pub transition_ms: u64,
@@ -109,7 +111,8 @@ impl<C: Catalog> Gc<C> {
             match self.pass().await {
                 Ok(Some(r)) if !r.is_empty() => tracing::info!(
                     "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), compacted {} ({} bytes), \
-                     aborted {} uploads, moved {} objects to another policy ({} bytes)",
+                     aborted {} uploads, moved {} objects to another policy ({} bytes), \
+                     deleted {} versions by lifecycle rules",
                     r.doomed,
                     r.deleted,
                     r.copies_deleted,
@@ -118,7 +121,8 @@ impl<C: Catalog> Gc<C> {
                     r.bytes_compacted,
                     r.uploads_aborted,
                     r.transitioned,
-                    r.bytes_transitioned
+                    r.bytes_transitioned,
+                    r.lifecycle_deleted
                 ),
                 Ok(_) => {}
                 Err(e) => {
@@ -177,6 +181,21 @@ impl<C: Catalog> Gc<C> {
                 r.uploads_aborted += 1;
             }
         }
+        let day = self.cfg.lifecycle_day.as_millis() as i64;
+        let lifecycle_error = match self.catalog.lifecycle(now_ms(), day).await {
+            Ok(l) => {
+                r.lifecycle_deleted += l.expired + l.noncurrent_deleted + l.markers_removed;
+                r.uploads_aborted += l.uploads_aborted;
+                if l.locked > 0 {
+                    tracing::info!("gc: lifecycle: {} versions kept by Object Lock", l.locked);
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!("gc: lifecycle: {e}");
+                Some(format!("lifecycle: {e}"))
+            }
+        };
         // Last: a rule that cannot be served now (too few datanodes for its policy) does
         // not hold up the rest, and says why in the status.
         let t = Instant::now();
@@ -195,7 +214,7 @@ impl<C: Catalog> Gc<C> {
         st.bytes_pending = pending.iter().map(|(e, _)| sizes.get(*e).copied().unwrap_or(0)).sum();
         st.oldest_pending_ms = pending.iter().map(|(_, &at)| at).min();
         st.copies_pending = copies_pending;
-        st.last_error = transition_error;
+        st.last_error = transition_error.or(lifecycle_error);
         self.catalog.save_status(&st).await?;
         Ok(Some(r))
     }
@@ -481,6 +500,7 @@ fn totals(base: &Status, r: &PassReport) -> Status {
     st.copies_deleted_total += r.copies_deleted;
     st.bytes_reclaimed_total += r.bytes_reclaimed;
     st.uploads_aborted_total += r.uploads_aborted;
+    st.lifecycle_deleted_total += r.lifecycle_deleted;
     st.extents_compacted_total += r.compacted;
     st.bytes_compacted_total += r.bytes_compacted;
     st.objects_transitioned_total += r.transitioned;

@@ -83,8 +83,24 @@ pub trait Catalog: Send + Sync + 'static {
         new: &[Slice],
         rule: &Transition,
     ) -> impl Future<Output = Result<bool, GcError>> + Send;
+    /// One pass of the buckets' lifecycle rules at `now_ms`, a day lasting `day_ms`.
+    fn lifecycle(&self, now_ms: i64, day_ms: i64) -> impl Future<Output = Result<Lifecycled, GcError>> + Send;
     fn load_status(&self) -> impl Future<Output = Result<Option<Status>, GcError>> + Send;
     fn save_status(&self, s: &Status) -> impl Future<Output = Result<(), GcError>> + Send;
+}
+
+/// What a lifecycle pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycled {
+    /// Current versions expired (deleted, or hidden by a delete marker when versioned).
+    pub expired: u64,
+    /// Noncurrent versions (and noncurrent delete markers) deleted.
+    pub noncurrent_deleted: u64,
+    /// Delete markers removed once they were their key's only version.
+    pub markers_removed: u64,
+    pub uploads_aborted: u64,
+    /// Versions a rule would delete that Object Lock keeps.
+    pub locked: u64,
 }
 
 /// A row of the catalog that names slices (an object or a part), by its owner name.
@@ -146,6 +162,8 @@ pub struct Config {
     /// them rewritten elsewhere (0 never compacts; 1 compacts any extent with a dead
     /// byte).
     pub compact_below: f64,
+    /// How long a lifecycle day lasts: a day, unless shortened to watch rules work.
+    pub lifecycle_day: Duration,
 }
 
 impl Config {
@@ -157,6 +175,7 @@ impl Config {
             grace: limits::GRACE_CLUSTER,
             upload_age: limits::UPLOAD_AGE_DEFAULT,
             compact_below: limits::COMPACT_BELOW_DEFAULT,
+            lifecycle_day: limits::LIFECYCLE_DAY,
         }
     }
 
@@ -168,6 +187,7 @@ impl Config {
             grace: limits::GRACE_STANDALONE,
             upload_age: limits::UPLOAD_AGE_DEFAULT,
             compact_below: limits::COMPACT_BELOW_DEFAULT,
+            lifecycle_day: limits::LIFECYCLE_DAY,
         }
     }
 
@@ -191,6 +211,9 @@ pub struct Status {
     /// Device bytes freed by the copies deleted.
     pub bytes_reclaimed_total: u64,
     pub uploads_aborted_total: u64,
+    /// Versions lifecycle rules deleted (current ones expired, noncurrent ones, lone
+    /// delete markers).
+    pub lifecycle_deleted_total: u64,
     /// Sparse extents whose named bytes were rewritten elsewhere.
     pub extents_compacted_total: u64,
     /// Bytes those rewrites copied.

@@ -20,6 +20,8 @@ pub const UPLOAD_AGE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long one GC process holds the lease without renewing it: several passes, so a
 /// live holder renews in time, short enough that a killed one is replaced soon.
 pub const LEASE_PASSES: u32 = 3;
+/// How long a lifecycle day lasts (shortened only to watch rules work in tests).
+pub const LIFECYCLE_DAY: Duration = Duration::from_secs(24 * 3600);
 /// One datanode delete (connect and answer) gives up after this; the copy is deleted on
 /// a later pass.
 pub const DATANODE_TIMEOUT: Duration = Duration::from_secs(3);

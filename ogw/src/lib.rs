@@ -11,6 +11,7 @@ pub mod class;
 pub mod cors;
 pub mod data;
 pub mod db;
+pub mod lifecycle;
 pub mod limits;
 pub mod lock;
 pub mod policy;

@@ -743,6 +743,141 @@ async fn version_races(url: &str, seed: u64) {
     eprintln!("{} versions listed, {} kept, {} deleted for good", all.len(), kept.len(), gone.len());
 }
 
+/// Lifecycle passes race clients on seeded random schedules, in an unversioned and a
+/// versioned bucket, with a rule expiring objects (and noncurrent versions) a day old,
+/// a day lasting 1 s: keys start with old objects; clients overwrite them with fresh
+/// ones (never due) or delete them. Every fresh write a client made last to its key is
+/// the key's current object at the end, a key a client deleted last has none, and
+/// every old object nobody touched is expired; a held version is kept; the references
+/// match the rows.
+async fn lifecycle_races(url: &str, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let catalog = Arc::new(Catalog { db: Db::connect(url).await.unwrap(), key: MasterKey::ephemeral() });
+    catalog.create_tenant("lcracer").await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let now = ogw::db::now_ms();
+    let (old, fresh) = (now - 10_000, now + 600_000);
+    let rules = ogw::lifecycle::Lifecycle {
+        rules: vec![ogw::lifecycle::Rule {
+            id: "r".into(),
+            enabled: true,
+            prefix: Some(String::new()),
+            expiration: Some(ogw::lifecycle::Expiration { days: Some(1), ..Default::default() }),
+            noncurrent: Some(ogw::lifecycle::NoncurrentExpiration { days: Some(1), newer_versions: None }),
+            ..Default::default()
+        }],
+    };
+    for (bucket, versioned) in [("lcplain", false), ("lcvers", true)] {
+        catalog.create_bucket("lcracer", bucket, REPLICA3).await.unwrap();
+        let b = catalog.bucket(bucket).await.unwrap().unwrap();
+        if versioned {
+            catalog.set_versioning(&b, Versioning::Enabled).await.unwrap();
+        }
+        let b = catalog.bucket(bucket).await.unwrap().unwrap();
+        let doc = serde_json::to_string(&rules).unwrap();
+        catalog.set_bucket_config(&b, ogw::catalog::ConfigKind::Lifecycle, Some(&doc)).await.unwrap();
+        let none = WriteCondition::default();
+        let mut extent = 40_000 + if versioned { 5_000 } else { 0 };
+        let old_object = |key: &str, extent: u64| {
+            let mut o = object(key, "old", vec![slice(extent, 2)]);
+            o.modified_ms = old;
+            o
+        };
+        for k in 0..12 {
+            for _ in 0..if versioned { 2 } else { 1 } {
+                extent += 1;
+                catalog.put_object(bucket, &old_object(&format!("k{k}"), extent), &none).await.unwrap();
+            }
+        }
+        // A held old version (Object Lock needs versioning): a rule never deletes it.
+        if versioned {
+            let mut held = old_object("held", 49_999);
+            held.info.legal_hold = true;
+            catalog.put_object(bucket, &held, &none).await.unwrap();
+            catalog.put_object(bucket, &object("held", "fresh", vec![slice(49_900, 2)]), &none).await.unwrap();
+        }
+        // Three clients, each with its own keys k0..k11 (k % 3), and the worker.
+        let clients: Vec<_> = (0..3u64)
+            .map(|c| {
+                let catalog = catalog.clone();
+                let plan: Vec<(u64, bool, u32)> =
+                    (0..10).map(|_| (c + 3 * rng.gen_range(0..3u64), rng.gen_bool(0.7), rng.gen_range(0..6))).collect();
+                tokio::spawn(async move {
+                    let none = WriteCondition::default();
+                    let mut last: std::collections::HashMap<String, Option<String>> = Default::default();
+                    for (i, (k, put, yields)) in plan.into_iter().enumerate() {
+                        for _ in 0..yields {
+                            tokio::task::yield_now().await;
+                        }
+                        let key = format!("k{k}");
+                        if put {
+                            let etag = format!("c{c}-{i}");
+                            let mut o = object(
+                                &key,
+                                &etag,
+                                vec![slice(46_000 + versioned as u64 * 1000 + c * 100 + i as u64, 2)],
+                            );
+                            o.modified_ms = fresh;
+                            catalog.put_object(bucket, &o, &none).await.unwrap();
+                            last.insert(key, Some(etag));
+                        } else {
+                            catalog.delete_object(bucket, &key).await.unwrap();
+                            last.insert(key, None);
+                        }
+                    }
+                    last
+                })
+            })
+            .collect();
+        let worker = {
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                let mut done = ogw::catalog::LifecycleReport::default();
+                for _ in 0..4 {
+                    let r = catalog.lifecycle_pass(ogw::db::now_ms(), 1000).await.unwrap();
+                    done.expired += r.expired;
+                    done.noncurrent_deleted += r.noncurrent_deleted;
+                    done.locked += r.locked;
+                    tokio::task::yield_now().await;
+                }
+                done
+            })
+        };
+        let mut last = std::collections::HashMap::new();
+        for c in clients {
+            last.extend(c.await.unwrap());
+        }
+        let done = worker.await.unwrap();
+        let end = catalog.lifecycle_pass(ogw::db::now_ms(), 1000).await.unwrap();
+        for k in 0..12 {
+            let key = format!("k{k}");
+            let current = catalog.object(bucket, &key).await.unwrap().map(|o| o.etag);
+            match last.get(&key) {
+                Some(Some(etag)) => assert_eq!(current.as_deref(), Some(etag.as_str()), "seed {seed}: {bucket}/{key}"),
+                Some(None) => assert_eq!(current, None, "seed {seed}: {bucket}/{key} deleted last"),
+                None => assert_eq!(current, None, "seed {seed}: {bucket}/{key}: old, untouched, not expired"),
+            }
+            if versioned {
+                // An old version an old one replaced was noncurrent for over a day: gone.
+                // (One a fresh write or a new marker replaced became noncurrent just now.)
+                let (all, _) = all_versions(&catalog, bucket, None, 1000).await;
+                let of_key: Vec<_> = all.iter().filter(|x| x.0 == key).collect();
+                assert!(
+                    !of_key.windows(2).any(|w| w[0].4 == "old" && w[1].4 == "old"),
+                    "seed {seed}: {key}: {of_key:?}"
+                );
+            }
+        }
+        if versioned {
+            let (all, _) = all_versions(&catalog, bucket, None, 1000).await;
+            assert!(all.iter().any(|x| x.0 == "held" && x.4 == "old"), "seed {seed}: the held version: {all:?}");
+            assert!(done.locked + end.locked > 0, "seed {seed}: nothing was kept by a hold");
+        }
+        assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![], "seed {seed}");
+        eprintln!("{bucket}: {} expired, {} noncurrent deleted while racing", done.expired, done.noncurrent_deleted);
+    }
+}
+
 /// The seed of a race test: `STRATA_SEED` to replay one, else a new one (printed).
 fn seed() -> u64 {
     let s = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
@@ -756,6 +891,7 @@ async fn catalog_on_sqlite() {
     exercise(&format!("sqlite://{}", dir.path().join("m.db").display())).await;
     doom_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
     version_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
+    lifecycle_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,6 +901,7 @@ async fn catalog_on_postgres() {
     // The same database: the races have their own tenant and bucket.
     doom_races(&pg.url, seed()).await;
     version_races(&pg.url, seed()).await;
+    lifecycle_races(&pg.url, seed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,6 +910,7 @@ async fn catalog_on_mariadb() {
     exercise(&db.url).await;
     doom_races(&db.url, seed()).await;
     version_races(&db.url, seed()).await;
+    lifecycle_races(&db.url, seed()).await;
 }
 
 /// A catalog written by schema version 1 (no row ids, no references) is indexed when a

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML file with any of: db, meta (a list), name, grace, interval, upload_age,
-    /// compact_below.
+    /// compact_below, lifecycle_day.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Catalog database URL (the gateways' --db).
@@ -55,6 +55,10 @@ struct RunArgs {
     /// (default 50%; 0% never compacts).
     #[arg(long, value_parser = gc::parse_fraction)]
     compact_below: Option<f64>,
+    /// How long a day lasts for lifecycle rules (default 1d; shorten only to watch
+    /// rules work in a test).
+    #[arg(long, value_parser = gc::parse_duration)]
+    lifecycle_day: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +90,7 @@ struct File {
     interval: Option<String>,
     upload_age: Option<String>,
     compact_below: Option<String>,
+    lifecycle_day: Option<String>,
 }
 
 fn main() {
@@ -175,6 +180,9 @@ fn settings(a: RunArgs) -> anyhow::Result<(String, Vec<String>, gc::Config)> {
     if let Some(d) = dur(a.upload_age, "upload_age", &file.upload_age)? {
         cfg.upload_age = d;
     }
+    if let Some(d) = dur(a.lifecycle_day, "lifecycle_day", &file.lifecycle_day)? {
+        cfg.lifecycle_day = d;
+    }
     match (a.compact_below, &file.compact_below) {
         (Some(f), _) => cfg.compact_below = f,
         (None, Some(s)) => {
@@ -184,6 +192,9 @@ fn settings(a: RunArgs) -> anyhow::Result<(String, Vec<String>, gc::Config)> {
     }
     if cfg.interval.is_zero() {
         bail!("interval must be more than 0");
+    }
+    if cfg.lifecycle_day.is_zero() {
+        bail!("lifecycle_day must be more than 0");
     }
     Ok((db, meta, cfg))
 }

@@ -104,6 +104,10 @@ enum Cmd {
         /// rewritten (compacted); 0% never compacts [default: 50%].
         #[arg(long, value_parser = gc::parse_fraction)]
         gc_compact_below: Option<f64>,
+        /// How long a day lasts for lifecycle rules [default: 1d]; shorten it only to
+        /// watch rules work in a test.
+        #[arg(long, value_parser = gc::parse_duration)]
+        lifecycle_day: Option<Duration>,
         #[command(flatten)]
         streams: StreamArgs,
         /// Close S3 connections that send no request (or leave a body idle) this long.
@@ -250,6 +254,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             gc_interval,
             gc_upload_age,
             gc_compact_below,
+            lifecycle_day,
             streams,
             idle_timeout,
             tls,
@@ -277,6 +282,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                         interval: gc_interval.unwrap_or(d.interval),
                         upload_age: gc_upload_age.unwrap_or(d.upload_age),
                         compact_below: gc_compact_below.unwrap_or(d.compact_below),
+                        lifecycle_day: lifecycle_day.filter(|d| !d.is_zero()).unwrap_or(d.lifecycle_day),
                         ..d
                     }
                 },

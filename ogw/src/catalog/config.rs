@@ -66,6 +66,8 @@ pub enum ConfigKind {
     Location,
     /// Object Lock (`crate::lock::LockConfig`): present for good once enabled.
     ObjectLock,
+    /// Lifecycle rules (`crate::lifecycle::Lifecycle`).
+    Lifecycle,
 }
 
 impl ConfigKind {
@@ -77,6 +79,7 @@ impl ConfigKind {
             ConfigKind::Policy => "policy",
             ConfigKind::Location => "location",
             ConfigKind::ObjectLock => "object-lock",
+            ConfigKind::Lifecycle => "lifecycle",
         }
     }
 }

@@ -415,6 +415,10 @@ impl gc::Catalog for GcCatalog {
         }
     }
 
+    async fn lifecycle(&self, now_ms: i64, day_ms: i64) -> std::result::Result<gc::Lifecycled, GcError> {
+        self.0.lifecycle_pass(now_ms, day_ms).await.map_err(err)
+    }
+
     async fn load_status(&self) -> std::result::Result<Option<Status>, GcError> {
         self.0.gc_status().await.map_err(err)
     }

@@ -12,6 +12,7 @@
 mod buckets;
 mod config;
 mod gc;
+mod lifecycle;
 mod objects;
 mod refs;
 mod streams;
@@ -35,6 +36,7 @@ use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
 pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
+pub use lifecycle::LifecycleReport;
 pub use objects::Lister;
 pub use refs::{audit_refs, index_refs};
 pub use versions::{valid_version_id, VersionCursor, VersionPage};

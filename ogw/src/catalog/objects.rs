@@ -28,8 +28,10 @@ impl Catalog {
     /// `tx` (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
     pub(super) async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
         let sql = match self.db.backend {
-            Backend::Sqlite => "SELECT etag, slices, rid, vid, info FROM objects WHERE bucket = ? AND okey = ?",
-            _ => "SELECT etag, slices, rid, vid, info FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            Backend::Sqlite => {
+                "SELECT etag, slices, rid, vid, info, modified FROM objects WHERE bucket = ? AND okey = ?"
+            }
+            _ => "SELECT etag, slices, rid, vid, info, modified FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
         Ok(match row {
@@ -39,6 +41,7 @@ impl Catalog {
                 rid: r.try_get("rid")?,
                 version: r.try_get("vid")?,
                 info: parse_info(&r.try_get::<String, _>("info")?)?,
+                modified: r.try_get("modified")?,
             }),
             None => None,
         })
@@ -155,9 +158,25 @@ impl Catalog {
     /// goes (its slices are then named by nothing; nothing happens when it is absent);
     /// otherwise a delete marker becomes the latest version (suspended: the null one).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Deleted> {
+        self.delete_object_if(bucket, key, None).await
+    }
+
+    /// As [`Catalog::delete_object`], only if the current object is still `expect`
+    /// (its ETag and modification time; else nothing happens and `found` is false): what
+    /// lifecycle expiration deletes is the object it judged, never one written since.
+    pub async fn delete_object_if(&self, bucket: &str, key: &str, expect: Option<(&str, i64)>) -> Result<Deleted> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
             let versioning = self.lock_bucket(&mut tx, bucket, None).await?;
+            if let Some((etag, modified)) = expect {
+                if versioning != Versioning::Off {
+                    self.lock_key(&mut tx, bucket, key).await?;
+                }
+                let cur = self.current(&mut tx, bucket, key).await?;
+                if cur.is_none_or(|c| c.etag != etag || c.modified != modified) {
+                    return Ok(Deleted::default());
+                }
+            }
             let d = if versioning == Versioning::Off {
                 let found = self.drop_current(&mut tx, bucket, key).await?;
                 Deleted { version: None, marker: false, found }
@@ -235,6 +254,7 @@ pub(super) struct Current {
     /// None: the null version.
     pub version: Option<String>,
     pub info: ObjectInfo,
+    pub modified: i64,
 }
 
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {

@@ -84,6 +84,9 @@ pub struct VersionPage {
     pub entries: Vec<(Entry, bool)>,
     pub prefixes: Vec<String>,
     pub next: Option<(String, Option<String>)>,
+    /// Where the next page starts, when truncated (`next` names the same place, as long
+    /// as the version it names is not deleted meanwhile).
+    pub resume: Option<VersionCursor>,
 }
 
 impl Catalog {
@@ -342,6 +345,20 @@ impl Catalog {
         version: &str,
         allow: &(dyn Fn(&ObjectInfo) -> Result<()> + Sync),
     ) -> Result<Deleted> {
+        self.delete_version_if(b, key, version, allow, false).await
+    }
+
+    /// As [`Catalog::delete_version`]; with `noncurrent_only`, only if the version is
+    /// not the current object (else nothing happens): lifecycle's noncurrent expiration
+    /// never deletes a version a client's delete made current again meanwhile.
+    pub async fn delete_version_if(
+        &self,
+        b: &Bucket,
+        key: &str,
+        version: &str,
+        allow: &(dyn Fn(&ObjectInfo) -> Result<()> + Sync),
+        noncurrent_only: bool,
+    ) -> Result<Deleted> {
         Catalog::retry(false, || async {
             let (_turn, mut tx) = self.db.begin().await?;
             self.lock_bucket(&mut tx, &b.name, Some(b)).await?;
@@ -349,6 +366,7 @@ impl Catalog {
             let want = stored_version(version);
             let mut d = Deleted { version: want.map(str::to_owned), marker: false, found: true };
             match self.current(&mut tx, &b.name, key).await? {
+                Some(c) if c.version.as_deref() == want && noncurrent_only => d.found = false,
                 Some(c) if c.version.as_deref() == want => {
                     allow(&c.info)?;
                     self.drop_current(&mut tx, &b.name, key).await?;
@@ -369,6 +387,31 @@ impl Catalog {
             }
             tx.commit().await?;
             Ok(d)
+        })
+        .await
+    }
+
+    /// Deletes the delete marker `version` of `key` if it is the key's only version left
+    /// (lifecycle's ExpiredObjectDeleteMarker); whether it did.
+    pub async fn remove_lone_marker(&self, b: &Bucket, key: &str, version: &str) -> Result<bool> {
+        Catalog::retry(false, || async {
+            let (_turn, mut tx) = self.db.begin().await?;
+            self.lock_bucket(&mut tx, &b.name, Some(b)).await?;
+            self.lock_key(&mut tx, &b.name, key).await?;
+            let n: i64 = sqlx::query_scalar(self.db.q("SELECT COUNT(*) FROM versions WHERE bucket = ? AND okey = ?"))
+                .bind(&b.name)
+                .bind(key.as_bytes())
+                .fetch_one(&mut *tx)
+                .await?;
+            if n != 1 || self.exists(&mut tx, &b.name, key).await? {
+                return Ok(false);
+            }
+            let Some(m) = self.noncurrent(&mut tx, &b.name, key, version).await?.filter(|m| m.marker) else {
+                return Ok(false);
+            };
+            self.drop_noncurrent(&mut tx, &b.name, key, &m).await?;
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }
@@ -487,6 +530,7 @@ impl Catalog {
                 let (o, v) = self.versions_from(&mut l, bucket, &cursor, upper.as_deref(), 1).await?;
                 let more = !o.is_empty() || !v.is_empty();
                 page.next = if more { last } else { None };
+                page.resume = more.then_some(cursor);
                 return Ok(page);
             }
             let want = batch.min(max - n + 1).max(1);

@@ -24,6 +24,7 @@ mod conditions;
 mod cors;
 mod errors;
 mod ingest;
+mod lifecycle;
 mod listing;
 mod lock;
 mod multipart;
@@ -54,6 +55,8 @@ pub struct Gateway {
     policies: Arc<policy::Policies>,
     /// Buckets' Object Lock configurations.
     locks: crate::catalog::ConfigCache<crate::lock::LockConfig>,
+    /// Buckets' lifecycle rules (for `x-amz-expiration`).
+    lifecycles: crate::catalog::ConfigCache<crate::lifecycle::Lifecycle>,
 }
 
 impl Gateway {
@@ -75,6 +78,7 @@ impl Gateway {
             cors,
             policies,
             locks: lock::cache(),
+            lifecycles: lifecycle::cache(),
         };
         (gw, Auth { catalog, keys }, access)
     }
@@ -292,6 +296,27 @@ impl S3 for Gateway {
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         versioning::put_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        lifecycle::put_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        lifecycle::get_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        lifecycle::delete_bucket_lifecycle(self, req).await
     }
 
     async fn get_object_lock_configuration(

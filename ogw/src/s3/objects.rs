@@ -48,7 +48,12 @@ pub(super) async fn put_object(
         version: None,
     };
     let version = gw.catalog.put_object_in(&b, &o, &cond).await?;
-    let mut out = PutObjectOutput { e_tag: Some(etag(&o.etag)), version_id: version, ..Default::default() };
+    let mut out = PutObjectOutput {
+        e_tag: Some(etag(&o.etag)),
+        version_id: version,
+        expiration: gw.expiration(&b.name, &o.key, &o.info.tags, o.size, o.modified_ms).await,
+        ..Default::default()
+    };
     if let Some(c) = &o.info.checksum {
         Checksums::from(&mut out).set(c);
         out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
@@ -129,7 +134,11 @@ async fn read<T>(
     conditions.check(&o)?;
     let mut s = served(&o, r.range, *r.part_number)?;
     s.version = super::versioning::version_header(&b, &o.version);
-    let out = head_output(&o, &s, *r.part_number, r.checksum_mode);
+    let mut out = head_output(&o, &s, *r.part_number, r.checksum_mode);
+    // Only the current version expires by a rule's Expiration.
+    if version.is_none() || gw.catalog.object(&b.name, &o.key).await?.is_some_and(|c| c.version == o.version) {
+        out.expiration = gw.expiration(&b.name, &o.key, &o.info.tags, o.size, o.modified_ms).await;
+    }
     Ok((o, s, out))
 }
 
@@ -194,6 +203,7 @@ fn get_output(h: HeadObjectOutput, body: StreamingBlob) -> GetObjectOutput {
         checksum_sha256: h.checksum_sha256,
         checksum_type: h.checksum_type,
         object_lock_mode: h.object_lock_mode,
+        expiration: h.expiration,
         object_lock_retain_until_date: h.object_lock_retain_until_date,
         object_lock_legal_hold_status: h.object_lock_legal_hold_status,
         ..Default::default()
