@@ -18,5 +18,6 @@ pub mod policy;
 pub mod s3;
 pub mod secrets;
 pub mod server;
+pub mod sse;
 pub mod standalone;
 pub use proto::tls;

@@ -62,6 +62,29 @@ impl MasterKey {
         [&nonce[..], &c].concat()
     }
 
+    /// As [`MasterKey::seal`], bound to `label` (authenticated, not stored): it opens
+    /// only with the same label (`open_for`).
+    pub fn seal_for(&self, label: &[u8], plain: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::aead::Payload;
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let c = ChaCha20Poly1305::new(&self.0)
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: label })
+            .expect("in-memory encryption");
+        [&nonce[..], &c].concat()
+    }
+
+    pub fn open_for(&self, label: &[u8], sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        use chacha20poly1305::aead::Payload;
+        if sealed.len() < 12 + 16 {
+            bail!("sealed key too short");
+        }
+        let (nonce, c) = sealed.split_at(12);
+        ChaCha20Poly1305::new(&self.0)
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: c, aad: label })
+            .map_err(|_| anyhow::anyhow!("a stored data key does not open with this master key and key id"))
+    }
+
     pub fn open(&self, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
         if sealed.len() < 12 + 16 {
             bail!("sealed secret too short");

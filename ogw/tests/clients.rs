@@ -225,6 +225,17 @@ fn standalone_applies_lifecycle_rules_for_boto3() {
     run_python_suite("lifecycle.py", &args, "lifecycle suite passed", &s.dir.path().join("ogw.log"));
 }
 
+/// Server-side encryption through boto3 (`encryption.py`): SSE-C, SSE-S3 and SSE-KMS
+/// round trips, copies and multipart between them, refusals, a bucket's default, and
+/// no encrypted object's plaintext on the devices.
+#[test]
+fn standalone_encrypts_at_rest_for_boto3() {
+    let s = Standalone::start();
+    let data = s.dir.path().display().to_string();
+    let args = [s.endpoint.as_str(), &s.access, &s.secret, &data];
+    run_python_suite("encryption.py", &args, "encryption suite passed", &s.dir.path().join("ogw.log"));
+}
+
 /// Random signed S3 requests over the whole path (`fuzz_s3.py`): no 5xx but 501, every
 /// error an S3 XML body with the request's id, and a bucket the requests never name
 /// unchanged. `STRATA_SEED` replays a run; `STRATA_FUZZ_REQUESTS` runs longer.

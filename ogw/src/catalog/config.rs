@@ -68,6 +68,8 @@ pub enum ConfigKind {
     ObjectLock,
     /// Lifecycle rules (`crate::lifecycle::Lifecycle`).
     Lifecycle,
+    /// Default server-side encryption (`s3/sse.rs`).
+    Encryption,
 }
 
 impl ConfigKind {
@@ -80,6 +82,7 @@ impl ConfigKind {
             ConfigKind::Location => "location",
             ConfigKind::ObjectLock => "object-lock",
             ConfigKind::Lifecycle => "lifecycle",
+            ConfigKind::Encryption => "encryption",
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct ObjectInfo {
     /// Object Lock legal hold.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub legal_hold: bool,
+    /// Server-side encryption of the bytes (`crate::sse`); none: stored in clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse: Option<crate::sse::Sse>,
 }
 
 #[derive(Debug, Clone)]

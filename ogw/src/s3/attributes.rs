@@ -40,6 +40,8 @@ pub(super) async fn get_object_attributes(
     }
     let asked = |a: &str| names.contains(&a);
     let o = gw.lookup(&i.bucket, &i.key, version).await??;
+    // An SSE-C object's attributes are for whoever has its key (as AWS).
+    gw.data_key(&o.info, super::sse::KeyGiven::from(i).key()?.as_ref())?;
     let mut out = GetObjectAttributesOutput {
         last_modified: Some(ts(o.modified_ms)),
         version_id: super::versioning::version_header(&b, &o.version),

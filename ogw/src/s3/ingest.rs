@@ -57,13 +57,15 @@ impl Gateway {
     /// Streams `blob`, the body of `req`, into the LogStreams of `policy`, checking
     /// Content-Length, Content-MD5 and the flexible checksum: the one sent (header or
     /// aws-chunked trailer), else the one named, else `upload_algo` (a multipart
-    /// upload's).
+    /// upload's). With `encrypt` (a data key and an IV), the bytes are stored encrypted
+    /// (the checks are of the plaintext).
     pub(super) async fn store_body<T>(
         &self,
         req: &S3Request<T>,
         policy: Redundancy,
         blob: Option<StreamingBlob>,
         upload_algo: Option<Algo>,
+        encrypt: Option<(crate::sse::DataKey, &str)>,
     ) -> S3Result<Stored>
     where
         for<'a> Sent<'a>: From<&'a T>,
@@ -88,9 +90,24 @@ impl Gateway {
         let named = sent.checksum_algorithm.as_ref().map(|a| a.as_str()).or(upload_algo.map(Algo::name));
         let algo = checksum::requested(named, given.sent(), trailer.as_deref())?;
         let mut h = Hashing::new(algo);
-        let (slices, size) = match blob {
-            Some(b) => self.data.put(policy, b, PUT_BYTES_MAX, |x| h.update(x)).await?,
-            None => (Vec::new(), 0),
+        let (slices, size) = match (blob, encrypt) {
+            (Some(b), None) => self.data.put(policy, b, PUT_BYTES_MAX, |x| h.update(x)).await?,
+            (Some(b), Some((key, iv))) => {
+                use futures::StreamExt;
+                let ivs = [iv.to_owned()];
+                let mut c = crate::sse::Cipher::new(key, &ivs, &[u64::MAX], 0).map_err(super::errors::internal)?;
+                let h = &mut h;
+                let sealed = b.map(move |r| {
+                    r.map(|x| {
+                        h.update(&x);
+                        let mut v = x.to_vec();
+                        c.apply(&mut v);
+                        bytes::Bytes::from(v)
+                    })
+                });
+                self.data.put(policy, sealed, PUT_BYTES_MAX, |_| {}).await?
+            }
+            (None, _) => (Vec::new(), 0),
         };
         if length.is_some_and(|l| l as u64 != size) {
             return Err(s3_error!(IncompleteBody, "the body is shorter or longer than Content-Length"));

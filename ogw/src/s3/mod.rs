@@ -30,6 +30,7 @@ mod lock;
 mod multipart;
 mod objects;
 mod policy;
+pub(crate) mod sse;
 pub mod stamp;
 mod tagging;
 mod versioning;
@@ -57,6 +58,8 @@ pub struct Gateway {
     locks: crate::catalog::ConfigCache<crate::lock::LockConfig>,
     /// Buckets' lifecycle rules (for `x-amz-expiration`).
     lifecycles: crate::catalog::ConfigCache<crate::lifecycle::Lifecycle>,
+    /// Buckets' default encryption.
+    encryptions: crate::catalog::ConfigCache<sse::BucketDefault>,
 }
 
 impl Gateway {
@@ -79,6 +82,7 @@ impl Gateway {
             policies,
             locks: lock::cache(),
             lifecycles: lifecycle::cache(),
+            encryptions: sse::cache(),
         };
         (gw, Auth { catalog, keys }, access)
     }
@@ -296,6 +300,27 @@ impl S3 for Gateway {
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         versioning::put_bucket_versioning(self, req).await
+    }
+
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        sse::put_bucket_encryption(self, req).await
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        sse::get_bucket_encryption(self, req).await
+    }
+
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        sse::delete_bucket_encryption(self, req).await
     }
 
     async fn put_bucket_lifecycle_configuration(

@@ -30,7 +30,9 @@ pub(super) async fn create_multipart_upload(
     let i = &req.input;
     validate_key(&i.key)?;
     let mut info = ContentHeaders::from(i).info()?;
-    super::objects::unsupported_encryption(super::objects::Encryption::from(i))?;
+    // Every part is encrypted with the upload's data key (sealed in its record), each
+    // with its own IV.
+    info.sse = gw.encryption_of(&b, i.into()).await?.map(|(s, _)| s);
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = super::objects::object_acl(gw, i.acl.as_ref(), super::objects::Grants::from(i)).await?;
     // (The bucket's default retention is applied when the object is made, on completion.)
@@ -42,14 +44,16 @@ pub(super) async fn create_multipart_upload(
         info.checksum_type = Some(Kind::of_upload(algo, i.checksum_type.as_ref().map(|t| t.as_str()))?);
     }
     let id = gw.catalog.create_upload_in(&b, &i.key, &info).await?;
-    Ok(S3Response::new(CreateMultipartUploadOutput {
+    let mut out = CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
         upload_id: Some(id),
         checksum_algorithm: i.checksum_algorithm.clone(),
         checksum_type: info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
         ..Default::default()
-    }))
+    };
+    super::sse::sse_headers!(out, &info.sse);
+    Ok(S3Response::new(out))
 }
 
 pub(super) async fn upload_part(
@@ -63,14 +67,19 @@ pub(super) async fn upload_part(
     let i = &req.input;
     check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
+    let key = gw.data_key(&up.info, super::sse::KeyGiven::from(i).key()?.as_ref())?;
+    let iv = crate::sse::new_iv();
     // The upload's algorithm, if it named one, is computed for every part.
-    let st = gw.store_body(&req, gw.policy_of(&up.info), blob, up.info.checksum.as_ref().map(|c| c.algo)).await?;
-    let p = part(i.part_number, st.size, st.md5, st.checksum, st.slices);
+    let algo = up.info.checksum.as_ref().map(|c| c.algo);
+    let st = gw.store_body(&req, gw.policy_of(&up.info), blob, algo, key.map(|k| (k, iv.as_str()))).await?;
+    let mut p = part(i.part_number, st.size, st.md5, st.checksum, st.slices);
+    p.info.sse = up.info.sse.clone().map(|s| crate::sse::Sse { ivs: vec![iv], ..s });
     gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
     if let Some(c) = &p.info.checksum {
         Checksums::from(&mut out).set(c);
     }
+    super::sse::sse_headers!(out, &p.info.sse);
     Ok(S3Response::new(out))
 }
 
@@ -87,6 +96,8 @@ pub(super) async fn upload_part_copy(
     check_part_number(i.part_number)?;
     let up = gw.catalog.upload(&i.bucket, &i.key, &i.upload_id).await?;
     let (_, _, src, src_version) = copy_source(gw, &tenant, i.into()).await?;
+    let src_key = gw.data_key(&src.info, super::sse::SourceKey::from(i).key()?.as_ref())?;
+    let key = gw.data_key(&up.info, super::sse::KeyGiven::from(i).key()?.as_ref())?;
     let (start, end) = match &i.copy_source_range {
         None => (0, src.size),
         Some(r) => copy_range(r, src.size)?,
@@ -96,32 +107,45 @@ pub(super) async fn upload_part_copy(
     }
     // The part's MD5 (its ETag) and checksum need its bytes: read them (cheap next to
     // writing them three times); the slices themselves are shared where whole.
+    let plain = |body: crate::data::ByteStream| -> S3Result<super::objects::ByteStreamOf> {
+        Ok(match src_key {
+            Some(k) => Box::pin(super::sse::decrypting(body, super::sse::cipher(k, &src.info, src.size, start)?)),
+            None => Box::pin(body),
+        })
+    };
     let mut h = Hashing::new(up.info.checksum.as_ref().map(|c| c.algo));
-    let mut body = gw.data.get(&src.slices, start, end);
+    let mut body = plain(gw.data.get(&src.slices, start, end))?;
     while let Some(chunk) = body.next().await {
         h.update(&chunk.map_err(internal)?);
     }
     let policy = gw.policy_of(&up.info);
-    let slices = if gw.policy_of(&src.info) == policy {
+    let iv = crate::sse::new_iv();
+    let slices = if gw.policy_of(&src.info) == policy && src_key.is_none() && key.is_none() {
         gw.data.share_range(policy, &src.slices, start, end).await.map_err(PutError::from)?
     } else {
-        // Another policy: the bytes are written anew, coded the part's way.
-        let body = gw.data.get(&src.slices, start, end);
-        gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await?.0
+        // Another policy or encryption: the bytes are written anew, the part's way.
+        let body = plain(gw.data.get(&src.slices, start, end))?;
+        match key {
+            None => gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await?.0,
+            Some(k) => {
+                let c = crate::sse::Cipher::new(k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
+                gw.data.put(policy, super::sse::decrypting(body, c), PUT_BYTES_MAX, |_| {}).await?.0
+            }
+        }
     };
     let (md5, checksum) = h.finish();
-    let p = part(i.part_number, end - start, md5, checksum, slices);
+    let mut p = part(i.part_number, end - start, md5, checksum, slices);
+    p.info.sse = up.info.sse.clone().map(|s| crate::sse::Sse { ivs: vec![iv], ..s });
     gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut r =
         CopyPartResult { e_tag: Some(etag(&p.etag)), last_modified: Some(ts(p.modified_ms)), ..Default::default() };
     if let Some(c) = &p.info.checksum {
         Checksums::from(&mut r).set(c);
     }
-    Ok(S3Response::new(UploadPartCopyOutput {
-        copy_part_result: Some(r),
-        copy_source_version_id: src_version,
-        ..Default::default()
-    }))
+    let mut out =
+        UploadPartCopyOutput { copy_part_result: Some(r), copy_source_version_id: src_version, ..Default::default() };
+    super::sse::sse_headers!(out, &p.info.sse);
+    Ok(S3Response::new(out))
 }
 
 fn check_part_number(n: i32) -> S3Result<()> {
@@ -166,6 +190,8 @@ pub(super) async fn complete_multipart_upload(
     }
     let stored: HashMap<u32, PartRec> =
         gw.catalog.parts(&i.upload_id, 0, PARTS_MAX as usize + 1).await?.into_iter().map(|p| (p.num, p)).collect();
+    // An SSE-C upload is completed by whoever has its key (as AWS).
+    gw.data_key(&up.info, super::sse::KeyGiven::from(i).key()?.as_ref())?;
     let a = assemble(&wanted, &stored)?;
     let size: u64 = a.sizes.iter().sum();
     if i.mpu_object_size.is_some_and(|s| s as u64 != size) {
@@ -187,6 +213,12 @@ pub(super) async fn complete_multipart_upload(
         info.part_sums = a.part_sums.iter().map(|(v, _)| v.clone()).collect();
     }
     info.upload = Some(i.upload_id.clone());
+    if let Some(s) = &mut info.sse {
+        if a.ivs.len() != wanted.len() {
+            return Err(internal("a part of an encrypted upload has no IV"));
+        }
+        s.ivs = a.ivs.clone();
+    }
     if info.retention.is_none() {
         if let Some(c) = gw.lock_config(&b).await? {
             info.retention = c.default_retention(now_ms());
@@ -204,7 +236,7 @@ pub(super) async fn complete_multipart_upload(
     let mut o =
         Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices, version: None };
     o.version = gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
-    Ok(S3Response::new(complete_output(i, &o)))
+    Ok(complete_response(i, &o))
 }
 
 /// A CompleteMultipartUpload of an upload that is gone: if it made the object now at
@@ -218,7 +250,21 @@ async fn completed_already(
         Some(o) if o.info.upload.as_deref() == Some(i.upload_id.as_str()) => o,
         _ => return Err(s3_error!(NoSuchUpload)),
     };
-    Ok(S3Response::new(complete_output(i, &o)))
+    Ok(complete_response(i, &o))
+}
+
+/// The answer of a CompleteMultipartUpload that made `o`; s3s's output has no fields
+/// for the SSE-C headers, set here.
+fn complete_response(i: &CompleteMultipartUploadInput, o: &Object) -> S3Response<CompleteMultipartUploadOutput> {
+    let mut resp = S3Response::new(complete_output(i, o));
+    if let Some(s) = o.info.sse.as_ref().filter(|s| s.mode == crate::sse::Mode::Customer) {
+        resp.headers
+            .insert("x-amz-server-side-encryption-customer-algorithm", http::HeaderValue::from_static("AES256"));
+        if let Some(v) = s.key_md5.as_deref().and_then(|m| http::HeaderValue::from_str(m).ok()) {
+            resp.headers.insert("x-amz-server-side-encryption-customer-key-md5", v);
+        }
+    }
+    resp
 }
 
 fn complete_output(i: &CompleteMultipartUploadInput, o: &Object) -> CompleteMultipartUploadOutput {
@@ -234,6 +280,7 @@ fn complete_output(i: &CompleteMultipartUploadInput, o: &Object) -> CompleteMult
         Checksums::from(&mut out).set(c);
         out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
     }
+    super::sse::sse_headers!(@server out, &o.info.sse);
     out
 }
 
@@ -246,6 +293,8 @@ struct Assembled {
     sizes: Vec<u64>,
     /// Each part's checksum and size, when every part has one.
     part_sums: Vec<(String, u64)>,
+    /// Each encrypted part's IV.
+    ivs: Vec<String>,
 }
 
 /// The parts `wanted`, checked against those `stored`: in increasing order, uploaded,
@@ -272,6 +321,9 @@ fn assemble(wanted: &[CompletedPart], stored: &HashMap<u32, PartRec>) -> S3Resul
                 return Err(s3_error!(InvalidPart, "part {n}'s checksum does not match"));
             }
             a.part_sums.push((c.value.clone(), p.size));
+        }
+        if let Some(iv) = p.info.sse.as_ref().and_then(|s| s.ivs.first()) {
+            a.ivs.push(iv.clone());
         }
         a.md5s.extend(hex::decode(&p.etag).map_err(internal)?);
         a.slices.extend(p.slices.iter().copied());

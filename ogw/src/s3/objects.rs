@@ -8,7 +8,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::acl::AclRequest;
 use super::conditions::{delete_allowed, write_condition, ReadConditions};
 use super::dto::{etag, parse_expires, ts, Checksums, ContentHeaders};
-use super::errors::{invalid_part_number, invalid_range, unreadable};
+use super::errors::{internal, invalid_part_number, invalid_range, unreadable};
 use super::Gateway;
 use crate::acl::{Acl, Perm};
 use crate::catalog::{Deleted, Object, WriteCondition};
@@ -16,6 +16,10 @@ use crate::checksum::Kind;
 use crate::class::StorageClass as Class;
 use crate::db::now_ms;
 use crate::limits::{DELETE_KEYS_MAX, KEY_BYTES_MAX};
+
+/// Object bytes on their way, boxed (plain, or decrypted on the way).
+pub(super) type ByteStreamOf =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static>>;
 
 pub(super) async fn put_object(
     gw: &Gateway,
@@ -27,15 +31,16 @@ pub(super) async fn put_object(
     let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     validate_key(&i.key)?;
-    // (Headers asking for it are refused in `stamp`; a form POST's fields arrive here.)
-    unsupported_encryption(Encryption::from(i))?;
+    let enc = gw.encryption_of(&b, i.into()).await?;
     let cond = write_condition(&i.if_match, &i.if_none_match)?;
     let mut info = ContentHeaders::from(i).info()?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = object_acl(gw, i.acl.as_ref(), Grants::from(i)).await?;
     gw.lock_new(&b, &mut info, i.into(), true).await?;
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
-    let st = gw.store_body(&req, policy, blob, None).await?;
+    let iv = crate::sse::new_iv();
+    let st = gw.store_body(&req, policy, blob, None, enc.as_ref().map(|(_, k)| (*k, iv.as_str()))).await?;
+    info.sse = enc.map(|(s, _)| crate::sse::Sse { ivs: vec![iv], ..s });
     info.checksum = st.checksum;
     info.checksum_type = info.checksum.is_some().then_some(Kind::FullObject);
     let o = Object {
@@ -58,17 +63,24 @@ pub(super) async fn put_object(
         Checksums::from(&mut out).set(c);
         out.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
     }
+    super::sse::sse_headers!(out, &o.info.sse);
     Ok(S3Response::new(out))
 }
 
 pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let i = &req.input;
-    let (o, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    let (o, served, head) = read(gw, &req, i.into(), i.into(), i.into()).await?;
     let body = gw.data.get_started(&o.slices, served.start, served.end).await.map_err(|e| {
         tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
         unreadable(e)
     })?;
-    let mut out = get_output(head, StreamingBlob::wrap(body));
+    let mut out = match served.key {
+        None => get_output(head, StreamingBlob::wrap(body)),
+        Some(k) => {
+            let c = super::sse::cipher(k, &o.info, o.size, served.start)?;
+            get_output(head, StreamingBlob::wrap(super::sse::decrypting(body, c)))
+        }
+    };
     out.version_id = served.version.clone();
     out.tag_count = (!o.info.tags.is_empty()).then_some(o.info.tags.len() as i32);
     Ok(respond(out, &served))
@@ -79,7 +91,7 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
-    let (o, served, head) = read(gw, &req, i.into(), i.into()).await?;
+    let (o, served, head) = read(gw, &req, i.into(), i.into(), i.into()).await?;
     let mut head = head;
     head.version_id = served.version.clone();
     let mut resp = respond(head, &served);
@@ -109,6 +121,8 @@ struct Served {
     end: u64,
     partial: bool,
     version: Option<String>,
+    /// The data key of encrypted bytes.
+    key: Option<crate::sse::DataKey>,
 }
 
 /// The object a GET or HEAD asks for, what of it is served, and the headers both
@@ -118,6 +132,7 @@ async fn read<T>(
     req: &S3Request<T>,
     r: Read<'_>,
     conditions: ReadConditions<'_>,
+    key: super::sse::KeyGiven<'_>,
 ) -> S3Result<(Object, Served, HeadObjectOutput)> {
     let version = super::versioning::version_arg(r.version_id.as_deref())?;
     let (b, o) = match gw.object_for(req, r.bucket, r.key, version, Perm::Read).await {
@@ -131,8 +146,12 @@ async fn read<T>(
         }
         Err(e) => return Err(e),
     };
+    if req.headers.contains_key("x-amz-server-side-encryption") {
+        return Err(s3_error!(InvalidArgument, "x-amz-server-side-encryption is for requests that store bytes"));
+    }
     conditions.check(&o)?;
     let mut s = served(&o, r.range, *r.part_number)?;
+    s.key = gw.data_key(&o.info, key.key()?.as_ref())?;
     s.version = super::versioning::version_header(&b, &o.version);
     let mut out = head_output(&o, &s, *r.part_number, r.checksum_mode);
     // Only the current version expires by a rule's Expiration.
@@ -167,6 +186,7 @@ fn head_output(o: &Object, s: &Served, part_number: Option<i32>, mode: &Option<C
         ..Default::default()
     };
     super::lock::lock_headers(&o.info, &mut out);
+    super::sse::sse_headers!(out, &o.info.sse);
     if s.partial {
         out.content_range = Some(format!("bytes {}-{}/{}", s.start, s.end.saturating_sub(1), o.size));
     }
@@ -203,6 +223,10 @@ fn get_output(h: HeadObjectOutput, body: StreamingBlob) -> GetObjectOutput {
         checksum_sha256: h.checksum_sha256,
         checksum_type: h.checksum_type,
         object_lock_mode: h.object_lock_mode,
+        server_side_encryption: h.server_side_encryption,
+        ssekms_key_id: h.ssekms_key_id,
+        sse_customer_algorithm: h.sse_customer_algorithm,
+        sse_customer_key_md5: h.sse_customer_key_md5,
         expiration: h.expiration,
         object_lock_retain_until_date: h.object_lock_retain_until_date,
         object_lock_legal_hold_status: h.object_lock_legal_hold_status,
@@ -230,7 +254,7 @@ fn served(o: &Object, range: &Option<Range>, part_number: Option<i32>) -> S3Resu
         (None, Some(n)) => part_range(o, n)?,
         (None, None) => (0, o.size, false),
     };
-    Ok(Served { start, end, partial, version: None })
+    Ok(Served { start, end, partial, version: None, key: None })
 }
 
 /// The byte range of part `n` of an object (a single-part object has part 1 only).
@@ -350,10 +374,11 @@ pub(super) async fn copy_object(
     let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
     let i = &req.input;
     validate_key(&i.key)?;
-    unsupported_encryption(Encryption::from(i))?;
+    let enc = gw.encryption_of(&b, i.into()).await?;
     let (sb, sk, src, src_version) = copy_source(gw, &caller, i.into()).await?;
+    let src_key = gw.data_key(&src.info, super::sse::SourceKey::from(i).key()?.as_ref())?;
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-    if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() {
+    if sb == i.bucket && sk == i.key && !replace && i.storage_class.is_none() && enc.is_none() {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -377,13 +402,27 @@ pub(super) async fn copy_object(
     info.parts = src.info.parts.clone();
     // The copy's class is the one asked for, else the bucket's default (as S3 does).
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
-    let slices = if gw.policy_of(&src.info) == policy {
+    info.sse = None;
+    let slices = if gw.policy_of(&src.info) == policy && src_key.is_none() && enc.is_none() {
         // The bytes are shared: the new object names the same slices.
         src.slices
     } else {
-        // Another policy: the bytes are written anew, coded the copy's way.
+        // Another policy or another encryption: the bytes are written anew, coded and
+        // encrypted the copy's way.
         let body = gw.data.get(&src.slices, 0, src.size);
-        gw.data.put(policy, body, src.size, |_| {}).await?.0
+        let body: ByteStreamOf = match src_key {
+            Some(k) => Box::pin(super::sse::decrypting(body, super::sse::cipher(k, &src.info, src.size, 0)?)),
+            None => Box::pin(body),
+        };
+        match &enc {
+            None => gw.data.put(policy, body, src.size, |_| {}).await?.0,
+            Some((s, k)) => {
+                let iv = crate::sse::new_iv();
+                let c = crate::sse::Cipher::new(*k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
+                info.sse = Some(crate::sse::Sse { ivs: vec![iv], ..s.clone() });
+                gw.data.put(policy, super::sse::decrypting(body, c), src.size, |_| {}).await?.0
+            }
+        }
     };
     let o = Object {
         key: i.key.clone(),
@@ -395,7 +434,7 @@ pub(super) async fn copy_object(
         version: None,
     };
     let version = gw.catalog.put_object_in(&b, &o, &WriteCondition::default()).await?;
-    Ok(S3Response::new(CopyObjectOutput {
+    let mut out = CopyObjectOutput {
         version_id: version,
         copy_source_version_id: src_version,
         copy_object_result: Some(CopyObjectResult {
@@ -404,7 +443,9 @@ pub(super) async fn copy_object(
             ..Default::default()
         }),
         ..Default::default()
-    }))
+    };
+    super::sse::sse_headers!(out, &o.info.sse);
+    Ok(S3Response::new(out))
 }
 
 view! {
@@ -469,28 +510,6 @@ pub(super) async fn object_acl(gw: &Gateway, canned: Option<&ObjectCannedACL>, g
     Ok(r.acl(gw).await?.filter(|a| !a.grants.is_empty()))
 }
 
-view! {
-    /// What a write asks of server-side encryption.
-    pub(super) struct Encryption {
-        server_side_encryption: Option<ServerSideEncryption>,
-        sse_customer_algorithm: Option<SSECustomerAlgorithm>,
-        ssekms_key_id: Option<SSEKMSKeyId>,
-    } for PutObjectInput, CopyObjectInput, CreateMultipartUploadInput
-}
-
-/// Encryption with the customer's key or KMS keys is not done here: refused (501)
-/// rather than stored in clear while the client believes otherwise.
-pub(super) fn unsupported_encryption(e: Encryption<'_>) -> S3Result<()> {
-    let kms = e.server_side_encryption.as_ref().is_some_and(|s| s.as_str() != ServerSideEncryption::AES256);
-    if kms || e.sse_customer_algorithm.is_some() || e.ssekms_key_id.is_some() {
-        return Err(s3_error!(
-            NotImplemented,
-            "server-side encryption with customer-provided or KMS keys is not supported"
-        ));
-    }
-    Ok(())
-}
-
 pub(super) fn validate_key(key: &str) -> S3Result<()> {
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
         return Err(s3_error!(KeyTooLongError, "keys are 1 to {KEY_BYTES_MAX} bytes"));
@@ -526,6 +545,7 @@ mod tests {
             acl: None,
             retention: Some(crate::lock::Retention { mode: crate::lock::Mode::Governance, until_ms: 5 }),
             legal_hold: true,
+            sse: None,
         };
         let o = Object {
             key: "k".into(),
@@ -538,8 +558,8 @@ mod tests {
         };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));
         for (s, part) in [
-            (Served { start: 0, end: 10, partial: false, version: None }, None),
-            (Served { start: 5, end: 10, partial: true, version: None }, Some(2)),
+            (Served { start: 0, end: 10, partial: false, version: None, key: None }, None),
+            (Served { start: 5, end: 10, partial: true, version: None, key: None }, Some(2)),
         ] {
             let head = format!("{:?}", head_output(&o, &s, part, &enabled));
             let mut get = get_output(head_output(&o, &s, part, &enabled), StreamingBlob::from(s3s::Body::empty()));

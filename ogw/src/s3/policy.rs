@@ -90,7 +90,14 @@ pub(super) fn values(
     if let Some(t) = tenant {
         put("aws:principalaccount", t.to_owned());
     }
-    for (h, k) in [("user-agent", "aws:useragent"), ("referer", "aws:referer"), ("x-amz-acl", "s3:x-amz-acl")] {
+    for (h, k) in [
+        ("user-agent", "aws:useragent"),
+        ("referer", "aws:referer"),
+        ("x-amz-acl", "s3:x-amz-acl"),
+        ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+        ("x-amz-server-side-encryption-aws-kms-key-id", "s3:x-amz-server-side-encryption-aws-kms-key-id"),
+        ("x-amz-server-side-encryption-customer-algorithm", "s3:x-amz-server-side-encryption-customer-algorithm"),
+    ] {
         if let Some(x) = headers.get(h).and_then(|x| x.to_str().ok()) {
             put(k, x.to_owned());
         }

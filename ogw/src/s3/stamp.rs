@@ -37,36 +37,8 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Server-side encryption this gateway does not do: with the customer's key (SSE-C) or
-/// with KMS keys. A request asking for it is refused (501) rather than stored or
-/// answered in clear while the client believes otherwise. (`AES256`, S3-managed keys,
-/// is accepted: see ARCHITECTURE.md's gaps.)
-fn unsupported_encryption(h: &http::HeaderMap) -> Option<Refusal> {
-    const CUSTOMER_OR_KMS: [&str; 6] = [
-        "x-amz-server-side-encryption-customer-algorithm",
-        "x-amz-server-side-encryption-customer-key",
-        "x-amz-copy-source-server-side-encryption-customer-algorithm",
-        "x-amz-copy-source-server-side-encryption-customer-key",
-        "x-amz-server-side-encryption-aws-kms-key-id",
-        "x-amz-server-side-encryption-context",
-    ];
-    let kms = h.get("x-amz-server-side-encryption").is_some_and(|v| v.as_bytes() != b"AES256");
-    if kms || CUSTOMER_OR_KMS.iter().any(|k| h.contains_key(*k)) {
-        return Some(Refusal {
-            status: StatusCode::NOT_IMPLEMENTED,
-            code: "NotImplemented",
-            message: "server-side encryption with customer-provided or KMS keys is not supported".into(),
-        });
-    }
-    None
-}
-
-/// AWS's checks of how a request is signed that the S3 service does not make, and
-/// requests for encryption the gateway does not do.
+/// AWS's checks of how a request is signed that the S3 service does not make.
 pub fn precheck(parts: &http::request::Parts, now: time::OffsetDateTime) -> Option<Refusal> {
-    if let Some(r) = unsupported_encryption(&parts.headers) {
-        return Some(r);
-    }
     let query = parts.uri.query().unwrap_or("");
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -407,19 +407,6 @@ check("part 2 of a single-part object", code(s3.get_object, Bucket=B, Key="e/a",
 check("part 1 is the object", s3.get_object(Bucket=B, Key="e/a", PartNumber=1)["Body"].read() == b"e")
 
 # --- Encryption the gateway does not do is refused, not silently skipped.
-key = base64.b64encode(b"k" * 32).decode()
-md5 = base64.b64encode(hashlib.md5(b"k" * 32).digest()).decode()
-check("SSE-C refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", SSECustomerAlgorithm="AES256",
-                            SSECustomerKey=key, SSECustomerKeyMD5=md5) == ("NotImplemented", 501))
-check("SSE-KMS refused", code(s3.put_object, Bucket=B, Key="e/sse", Body=b"x", ServerSideEncryption="aws:kms")
-      == ("NotImplemented", 501))
-check("and nothing stored", code(s3.head_object, Bucket=B, Key="e/sse") == ("404", 404))
-s3.put_bucket_acl(Bucket=B, ACL="public-read-write")
-r = requests.post(f"{endpoint}/{B}", files={"key": (None, "e/sse"), "x-amz-server-side-encryption-customer-algorithm":
-                                            (None, "AES256"), "file": ("f", b"x")})
-check("SSE-C asked in a form POST refused too", r.status_code == 501
-      and code(s3.head_object, Bucket=B, Key="e/sse") == ("404", 404), (r.status_code, r.content))
-s3.put_bucket_acl(Bucket=B, ACL="private")
 
 # --- Content-Encoding lists keep their spacing; aws-chunked is framing, not kept.
 for given, kept in [("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"), ("aws-chunked", None)]:
