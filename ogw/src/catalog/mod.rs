@@ -225,6 +225,9 @@ pub enum CatalogError {
     PreconditionFailed,
     #[error("no such key")]
     NoSuchKey,
+    /// An append's offset is not the object's size (another append came first).
+    #[error("the write offset is not the object's size")]
+    WrongOffset,
     /// GC doomed an extent the write names (the bytes were unnamed long enough to be
     /// reclaimed); the row was not written. Retrying the request writes the bytes anew.
     #[error("extent {0} is being reclaimed")]
@@ -300,11 +303,15 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
     /// `If-None-Match: etag`: the key must not hold an object with this ETag.
     pub if_none_match: Option<String>,
+    /// An append: the key must hold exactly this object (ETag, modification time and
+    /// size; none: no object, for an append at offset 0), whose slices the new one
+    /// starts with. Else `WrongOffset`.
+    pub append_to: Option<Option<(String, i64, u64)>>,
 }
 
 impl WriteCondition {
     pub fn is_conditional(&self) -> bool {
-        self.if_none_match_any || self.if_match.is_some() || self.if_none_match.is_some()
+        self.if_none_match_any || self.if_match.is_some() || self.if_none_match.is_some() || self.append_to.is_some()
     }
 
     fn check(&self, current: Option<&str>) -> Result<()> {

@@ -29,9 +29,9 @@ impl Catalog {
     pub(super) async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
         let sql = match self.db.backend {
             Backend::Sqlite => {
-                "SELECT etag, slices, rid, vid, info, modified FROM objects WHERE bucket = ? AND okey = ?"
+                "SELECT etag, slices, rid, vid, info, modified, size FROM objects WHERE bucket = ? AND okey = ?"
             }
-            _ => "SELECT etag, slices, rid, vid, info, modified FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+            _ => "SELECT etag, slices, rid, vid, info, modified, size FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
         Ok(match row {
@@ -42,6 +42,7 @@ impl Catalog {
                 version: r.try_get("vid")?,
                 info: parse_info(&r.try_get::<String, _>("info")?)?,
                 modified: r.try_get("modified")?,
+                size: r.try_get::<i64, _>("size")? as u64,
             }),
             None => None,
         })
@@ -100,6 +101,12 @@ impl Catalog {
                 return Err(CatalogError::PreconditionFailed)
             }
             r => r?,
+        }
+        if let Some(want) = &cond.append_to {
+            let found = cur.as_ref().map(|c| (c.etag.clone(), c.modified, c.size));
+            if found != *want {
+                return Err(CatalogError::WrongOffset);
+            }
         }
         let was = match &cur {
             Some(c) => decode_slices(&c.slices)?,
@@ -255,6 +262,7 @@ pub(super) struct Current {
     pub version: Option<String>,
     pub info: ObjectInfo,
     pub modified: i64,
+    pub size: u64,
 }
 
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {

@@ -20,6 +20,14 @@ impl From<CatalogError> for S3Error {
             CatalogError::NoSuchUpload => s3_error!(NoSuchUpload),
             CatalogError::PreconditionFailed => s3_error!(PreconditionFailed),
             CatalogError::NoSuchKey => s3_error!(NoSuchKey),
+            CatalogError::WrongOffset => {
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::Custom("InvalidWriteOffset".into()),
+                    "The write offset value that you specified does not match the current object size.",
+                );
+                e.set_status_code(http::StatusCode::BAD_REQUEST);
+                e
+            }
             CatalogError::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
             CatalogError::Locked(m) => S3Error::with_message(S3ErrorCode::AccessDenied, m),
             // SDKs retry a 503; the retry writes the bytes anew (or, for a copy, finds

@@ -32,7 +32,8 @@ pub(super) async fn put_object(
     let i = &req.input;
     validate_key(&i.key)?;
     let enc = gw.encryption_of(&b, i.into()).await?;
-    let cond = write_condition(&i.if_match, &i.if_none_match)?;
+    let mut cond = write_condition(&i.if_match, &i.if_none_match)?;
+    let appending = appended_to(gw, &b.name, &i.key, i.write_offset_bytes, enc.is_some()).await?;
     let mut info = ContentHeaders::from(i).info()?;
     info.tags = super::tagging::from_header(i.tagging.as_deref())?;
     info.acl = object_acl(gw, i.acl.as_ref(), Grants::from(i)).await?;
@@ -43,7 +44,7 @@ pub(super) async fn put_object(
     info.sse = enc.map(|(s, _)| crate::sse::Sse { ivs: vec![iv], ..s });
     info.checksum = st.checksum;
     info.checksum_type = info.checksum.is_some().then_some(Kind::FullObject);
-    let o = Object {
+    let mut o = Object {
         key: i.key.clone(),
         size: st.size,
         etag: hex::encode(st.md5),
@@ -52,6 +53,25 @@ pub(super) async fn put_object(
         slices: st.slices,
         version: None,
     };
+    if let Some(prev) = appending {
+        // The object grows by the new slices only; it keeps its metadata, and its
+        // ETag names both parts (it is not the MD5 of the whole, as for multipart).
+        cond.append_to = Some(Some((prev.etag.clone(), prev.modified_ms, prev.size)));
+        o.etag = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{}{}", prev.etag, o.etag)));
+        o.size += prev.size;
+        o.slices = prev.slices.iter().chain(&o.slices).copied().collect();
+        let mut info = prev.info.clone();
+        if !info.parts.is_empty() {
+            info.parts.push(st.size);
+        }
+        info.checksum = None;
+        info.checksum_type = None;
+        info.part_sums.clear();
+        info.upload = None;
+        o.info = info;
+    } else if i.write_offset_bytes.is_some() {
+        cond.append_to = Some(None); // an append at 0 makes the object, if still absent
+    }
     let version = gw.catalog.put_object_in(&b, &o, &cond).await?;
     let mut out = PutObjectOutput {
         e_tag: Some(etag(&o.etag)),
@@ -65,6 +85,32 @@ pub(super) async fn put_object(
     }
     super::sse::sse_headers!(out, &o.info.sse);
     Ok(S3Response::new(out))
+}
+
+/// The object a PUT with `x-amz-write-offset-bytes` appends to (as S3 Express One Zone
+/// does): the offset must be the object's size (0 with no object: the PUT makes it).
+/// Encrypted objects are not appended to.
+async fn appended_to(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    offset: Option<i64>,
+    encrypting: bool,
+) -> S3Result<Option<Object>> {
+    let Some(offset) = offset else { return Ok(None) };
+    if offset < 0 {
+        return Err(s3_error!(InvalidArgument, "x-amz-write-offset-bytes must not be negative"));
+    }
+    match gw.catalog.object(bucket, key).await? {
+        None if offset == 0 => Ok(None),
+        Some(o) if o.size as i64 == offset => {
+            if o.info.sse.is_some() || encrypting {
+                return Err(s3_error!(NotImplemented, "appending to encrypted objects is not supported"));
+            }
+            Ok(Some(o))
+        }
+        _ => Err(crate::catalog::CatalogError::WrongOffset.into()),
+    }
 }
 
 pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {

@@ -1,7 +1,8 @@
 """The S3 features beyond objects and buckets (issue 17), through boto3: object and
 bucket tagging, CORS (rules, preflights, answers' headers), ACLs (canned and granted,
 anonymous reads where granted), bucket policies, GetObjectAttributes, a CompleteMultipartUpload sent again, ListBuckets
-pages, ListObjectVersions of an unversioned bucket, and the answers the conformance suite
+pages, ListObjectVersions of an unversioned bucket, appends (x-amz-write-offset-bytes,
+concurrent appenders), and the answers the conformance suite
 found different from AWS's (listing edges, 304 with its ETag, part numbers, encodings).
 
 Usage: s3_features.py ENDPOINT ACCESS SECRET OTHER_ACCESS OTHER_SECRET OTHER_TENANT
@@ -414,6 +415,51 @@ for given, kept in [("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "g
     check(f"Content-Encoding {given!r}", s3.head_object(Bucket=B, Key="e/enc").get("ContentEncoding") == kept)
 for k in ["e/a", "e/b", "e/c", "e/enc"]:
     s3.delete_object(Bucket=B, Key=k)
+
+# --- appends (x-amz-write-offset-bytes, as S3 Express One Zone)
+import threading  # noqa: E402
+
+import botocore  # noqa: E402
+
+
+def append(key, data, offset):
+    return s3.put_object(Bucket=B, Key=key, Body=data, WriteOffsetBytes=offset)
+
+
+append("log", b"first;", 0)
+append("log", b"second;", 6)
+check("appends grow the object", s3.get_object(Bucket=B, Key="log")["Body"].read() == b"first;second;")
+check("a wrong offset: InvalidWriteOffset", code(append, "log", b"x", 6) == ("InvalidWriteOffset", 400))
+check("an offset past the end too", code(append, "log", b"x", 100) == ("InvalidWriteOffset", 400))
+check("refusals changed nothing", s3.head_object(Bucket=B, Key="log")["ContentLength"] == 13)
+chunks, errors = [], []
+
+
+def appender(n):
+    for i in range(5):
+        piece = b"<%d.%d>" % (n, i)
+        while True:
+            size = s3.head_object(Bucket=B, Key="log")["ContentLength"]
+            try:
+                append("log", piece, size)
+                chunks.append(piece)
+                break
+            except botocore.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] != "InvalidWriteOffset":
+                    errors.append(e)
+                    return
+
+
+threads = [threading.Thread(target=appender, args=(n,)) for n in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+got = s3.get_object(Bucket=B, Key="log")["Body"].read()
+rest = got[len(b"first;second;"):]
+check("concurrent appenders: every acknowledged piece once, none torn", not errors and len(chunks) == 20
+      and len(rest) == sum(len(c) for c in chunks) and all(rest.count(c) == 1 for c in chunks), (errors, got))
+s3.delete_object(Bucket=B, Key="log")
 
 # A bucket made again under the name starts without the old one's tags.
 s3.put_bucket_tagging(Bucket=B, Tagging=tagset({"old": "1"}))
