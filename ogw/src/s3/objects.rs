@@ -237,7 +237,12 @@ fn head_output(o: &Object, s: &Served, part_number: Option<i32>, mode: &Option<C
         out.content_range = Some(format!("bytes {}-{}/{}", s.start, s.end.saturating_sub(1), o.size));
     }
     let want = mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    if let (true, false, Some(c)) = (want, s.partial, &o.info.checksum) {
+    // A part of a multipart object completed with checksums is served with its own.
+    let part_sum = part_number.and_then(|n| o.info.part_sums.get(usize::try_from(n).ok()?.checked_sub(1)?));
+    if let (Some(c), Some(v)) = (&o.info.checksum, part_sum) {
+        Checksums::from(&mut out).set(&crate::checksum::Checksum { algo: c.algo, value: v.clone() });
+        out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
+    } else if let (true, false, Some(c)) = (want, s.partial, &o.info.checksum) {
         Checksums::from(&mut out).set(c);
         out.checksum_type = o.info.checksum_type.map(|k| ChecksumType::from_static(k.name()));
     }

@@ -133,6 +133,9 @@ check("attributes: each part's size and checksum",
       [(p["PartNumber"], p["Size"], p["ChecksumSHA256"]) for p in op["Parts"]]
       == [(n, PART if n < 6 else 1000, sums[n - 1]) for n in range(1, 7)], op["Parts"])
 check("attributes: the object's checksum", a["Checksum"]["ChecksumSHA256"] == done["ChecksumSHA256"], a["Checksum"])
+g = s3.get_object(Bucket=B, Key="mp6", PartNumber=2)
+check("GET of a part answers the part's checksum", g.get("ChecksumSHA256") == sums[1]
+      and g.get("ChecksumType") == "COMPOSITE" and g["Body"].read() == bytes([2]) * PART, g.get("ChecksumSHA256"))
 a = s3.get_object_attributes(Bucket=B, Key="mp6", ObjectAttributes=["ObjectParts"], MaxParts=2, PartNumberMarker=3)
 op = a["ObjectParts"]
 check("attributes: a page of parts",
