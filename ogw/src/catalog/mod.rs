@@ -39,7 +39,7 @@ pub use gc::GcCatalog;
 pub use lifecycle::LifecycleReport;
 pub use objects::Lister;
 pub use refs::{audit_refs, index_refs};
-pub use versions::{valid_version_id, VersionCursor, VersionPage};
+pub use versions::{successor, valid_version_id, VersionCursor, VersionPage};
 
 /// What an object (or a part, or an upload) carries besides its bytes; stored as JSON
 /// in the `info` column. Every field is left out when empty, and every typed value is

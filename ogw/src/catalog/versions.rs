@@ -680,7 +680,7 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<Entry> {
 
 /// The smallest byte string greater than every string starting with `p` (None: no
 /// upper bound).
-pub(super) fn successor(p: &[u8]) -> Option<Vec<u8>> {
+pub fn successor(p: &[u8]) -> Option<Vec<u8>> {
     let mut s = p.to_vec();
     while let Some(last) = s.pop() {
         if last < 0xff {

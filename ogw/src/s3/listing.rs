@@ -12,7 +12,7 @@ use super::dto::{checksum_algorithm, class_name, etag, owner, ts};
 use super::errors::internal;
 use super::Gateway;
 use crate::acl::Perm;
-use crate::catalog::Object;
+use crate::catalog::{successor, Object};
 use crate::limits::{LIST_BATCH_GROWTH, LIST_BATCH_MIN, LIST_ENTRIES_MAX};
 
 pub(super) async fn list_objects_v2(
@@ -233,19 +233,6 @@ impl Gateway {
             }
         }
     }
-}
-
-/// The smallest byte string greater than every string starting with `p` (None: no
-/// upper bound).
-fn successor(p: &[u8]) -> Option<Vec<u8>> {
-    let mut s = p.to_vec();
-    while let Some(last) = s.pop() {
-        if last < 0xff {
-            s.push(last + 1);
-            return Some(s);
-        }
-    }
-    None
 }
 
 /// Percent-encodes a key for `encoding-type=url` (everything but unreserved and `/`).
