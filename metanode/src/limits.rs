@@ -109,6 +109,11 @@ pub const REPAIR_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 /// Bytes of snapshot per `InstallSnapshot` request (openraft's default is 3 MiB, which
 /// as JSON passed the HTTP body limit once the state passed about 20k extents).
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 << 10;
+/// Time a member has to receive and install one snapshot chunk (about 2 MiB as JSON).
+/// openraft's default, 200 ms, is less than a loaded or slow member needs: every chunk
+/// then timed out, the leader started the snapshot over, and a new member never
+/// caught up (seen on a 2-core machine with a debug build).
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Body limit of the Raft routes: a snapshot chunk as JSON, or a batch of log entries.
 pub const RAFT_BODY_BYTES_MAX: usize = 16 << 20;
 /// Body limit of every other route (axum's default): the API's requests are small.

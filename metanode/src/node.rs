@@ -161,6 +161,7 @@ impl MetaNode {
             // text per byte): small enough that a chunk's request stays well under the
             // Raft routes' body limit whatever the state's size.
             snapshot_max_chunk_size: crate::limits::SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: crate::limits::SNAPSHOT_CHUNK_TIMEOUT.as_millis() as u64,
             ..Default::default()
         }
         .validate()?;
