@@ -38,7 +38,7 @@ DATA=$OUT/data
 LC_DAY=${LC_DAY:-10}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 STRATA_ACCESS_KEY=S3TESTSMAINKEY000001 STRATA_SECRET_KEY=s3tests-main-secret-000000000000000000001 \
-  "$OGW" standalone --data "$DATA" --s3-addr "127.0.0.1:$PORT" --no-zero-fill --device-size 2G \
+  "$OGW" standalone --data "$DATA" --s3-addr "127.0.0.1:$PORT" --admin-addr 127.0.0.1:0 --no-zero-fill --device-size 2G \
     --lifecycle-day "${LC_DAY}s" --gc-interval 1s \
   >"$OUT/ogw.out" 2>"$OUT/ogw.log" &
 GW=$!

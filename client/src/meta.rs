@@ -281,12 +281,17 @@ impl MetaClient {
         self.post("/v1/extents/delete", &DeleteExtents { extents: ids.to_vec() }).await
     }
 
-    /// Deleted extents whose copies are not all confirmed gone.
     /// What repair sees and does (the leader's view).
     pub async fn repairs(&self) -> Result<proto::meta::RepairStatus, MetaError> {
         self.get("/v1/repairs").await
     }
 
+    /// Extents by policy and state.
+    pub async fn extent_counts(&self) -> Result<Vec<proto::meta::ExtentCounts>, MetaError> {
+        self.get("/v1/extents/counts").await
+    }
+
+    /// Deleted extents whose copies are not all confirmed gone.
     pub async fn tombstones(&self) -> Result<Vec<Tombstone>, MetaError> {
         self.get("/v1/tombstones").await
     }

@@ -7,6 +7,7 @@ pub mod extent;
 pub mod heartbeat;
 mod le;
 pub mod limits;
+pub mod metrics;
 pub mod pace;
 pub mod rebuild;
 pub mod scrub;

@@ -75,6 +75,8 @@ pub struct Gc<C> {
     uncompactable: parking_lot::Mutex<std::collections::HashSet<ExtentId>>,
     /// Per transition rule (bucket, prefix), the key its scan goes on after.
     cursors: parking_lot::Mutex<HashMap<(String, String), String>>,
+    /// What the metrics show.
+    shown: crate::metrics::Shown,
 }
 
 /// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
@@ -95,7 +97,13 @@ impl<C: Catalog> Gc<C> {
             writers: Default::default(),
             uncompactable: Default::default(),
             cursors: Default::default(),
+            shown: Default::default(),
         }
+    }
+
+    /// What this GC's metrics collector reads (`metrics::collector`).
+    pub fn status(&self) -> crate::metrics::Shown {
+        self.shown.clone()
     }
 
     /// Runs a pass every `interval` until `stop` turns true.
@@ -108,7 +116,12 @@ impl<C: Catalog> Gc<C> {
             self.cfg.upload_age
         );
         loop {
-            match self.pass().await {
+            let t = Instant::now();
+            let pass = self.pass().await;
+            if matches!(pass, Ok(Some(_)) | Err(_)) {
+                self.shown.pass_seconds.observe(t.elapsed().as_secs_f64());
+            }
+            match pass {
                 Ok(Some(r)) if !r.is_empty() => tracing::info!(
                     "gc: doomed {} extents, deleted {}, deleted {} copies ({} bytes), compacted {} ({} bytes), \
                      aborted {} uploads, moved {} objects to another policy ({} bytes), \
@@ -126,6 +139,7 @@ impl<C: Catalog> Gc<C> {
                 ),
                 Ok(_) => {}
                 Err(e) => {
+                    self.shown.failures.inc();
                     tracing::warn!("gc pass failed: {e}");
                     self.record_error(&e).await;
                 }
@@ -144,15 +158,21 @@ impl<C: Catalog> Gc<C> {
         if let Ok(Some(mut st)) = self.catalog.load_status().await {
             st.last_error = Some(e.to_string());
             let _ = self.catalog.save_status(&st).await;
+            *self.shown.last.lock() = Some(st);
         }
     }
 
     /// One pass, if this process holds (or takes) the lease; None when another does.
     pub async fn pass(&self) -> Result<Option<PassReport>, GcError> {
         if !self.catalog.try_lease(&self.cfg.holder, self.cfg.lease()).await? {
+            // Another process runs the passes: show the totals it saved.
+            if let Ok(Some(st)) = self.catalog.load_status().await {
+                *self.shown.last.lock() = Some(st);
+            }
             return Ok(None);
         }
         let base = self.catalog.load_status().await?.unwrap_or_default();
+        *self.shown.last.lock() = Some(base.clone());
         let mut progress = Progress { base, saved: Instant::now() };
         let mut r = PassReport::default();
         // GC's own writers are idle between passes: what they wrote is below their floors.
@@ -216,6 +236,7 @@ impl<C: Catalog> Gc<C> {
         st.copies_pending = copies_pending;
         st.last_error = transition_error.or(lifecycle_error);
         self.catalog.save_status(&st).await?;
+        *self.shown.last.lock() = Some(st);
         Ok(Some(r))
     }
 

@@ -15,6 +15,7 @@
 
 mod engine;
 pub mod limits;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::future::Future;

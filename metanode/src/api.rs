@@ -144,6 +144,7 @@ pub fn router(node: Arc<MetaNode>) -> Router {
         .route("/v1/streams/{id}/open", post(open_stream))
         .route("/v1/streams/{id}/extents", post(allocate))
         .route("/v1/extents/delete", post(delete_extents))
+        .route("/v1/extents/counts", get(extent_counts))
         .route("/v1/extents/{id}", get(extent))
         .route("/v1/extents/{id}/seal", post(seal))
         .route("/v1/extents/{id}/bad", post(report_bad))
@@ -230,6 +231,10 @@ async fn delete_extents(State(n): App, Body(r): Body<DeleteExtents>) -> ApiResul
 }
 
 /// What repair sees and does; the leader's view (repair runs there).
+async fn extent_counts(State(n): App) -> Json<Vec<proto::meta::ExtentCounts>> {
+    Json(n.extent_counts())
+}
+
 async fn repairs(State(n): App) -> ApiResult<RepairStatus> {
     n.linearizable().await?;
     Ok(Json(n.repair_status()))

@@ -4,11 +4,11 @@
 
 pub mod api;
 pub mod limits;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod placement;
 pub mod repair;
-pub mod serve;
 pub mod state;
 pub mod statebench;
 pub mod store;

@@ -37,10 +37,6 @@ pub const PEER_POOL_IDLE: Duration = Duration::from_secs(30);
 /// requests, or half sent) is closed. Longer than the peers' and clients' pools keep
 /// idle connections (`PEER_POOL_IDLE`; `MetaClient`'s), so they close theirs first.
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
-/// Connections open at once; more are closed as they arrive.
-pub const CONNECTIONS_MAX: usize = 4096;
-/// Pause after a failed accept (out of file descriptors), instead of spinning.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most extents one `POST /v1/extents/delete` names: one Raft entry carries them all,
 /// and the entry is sent to every member and kept in the log until the next snapshot.
 pub const DELETE_EXTENTS_MAX: usize = 10_000;

@@ -627,6 +627,28 @@ impl MetaNode {
         }
     }
 
+    /// Extents by policy and state, as this member's state has them.
+    pub fn extent_counts(&self) -> Vec<proto::meta::ExtentCounts> {
+        let st = self.shared.state.read();
+        let mut by: std::collections::BTreeMap<String, proto::meta::ExtentCounts> = Default::default();
+        for e in st.extents.values() {
+            let c = by.entry(e.policy.to_string()).or_insert(proto::meta::ExtentCounts {
+                policy: e.policy,
+                open: 0,
+                sealed: 0,
+                sealed_bytes: 0,
+            });
+            match e.sealed_len {
+                Some(l) => {
+                    c.sealed += 1;
+                    c.sealed_bytes += l;
+                }
+                None => c.open += 1,
+            }
+        }
+        by.into_values().collect()
+    }
+
     /// Every datanode as placement sees it now.
     pub(crate) fn candidates<'a>(&self, st: &'a crate::state::State) -> Vec<Candidate<'a>> {
         let soft = self.soft.lock();

@@ -271,7 +271,7 @@ fn target_dir() -> PathBuf {
 fn start_strata(dir: &Path, extra: &[&str]) -> (Proc, Target) {
     let bin = std::env::var_os("OGW_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("ogw"));
     let mut child = Command::new(&bin)
-        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--data"])
+        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data"])
         .arg(dir)
         .args(if extra.is_empty() { &["--device-size", "4G"][..] } else { extra })
         .env_remove("STRATA_ACCESS_KEY")

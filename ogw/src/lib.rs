@@ -4,6 +4,7 @@
 //! (`data`), and can run a whole cluster in one process (`standalone`).
 
 pub mod acl;
+pub mod admin;
 mod body;
 pub mod catalog;
 pub mod checksum;
@@ -14,6 +15,7 @@ pub mod db;
 pub mod lifecycle;
 pub mod limits;
 pub mod lock;
+pub mod metrics;
 pub mod policy;
 pub mod s3;
 pub mod secrets;

@@ -22,6 +22,7 @@ use crate::limits::{
     ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX, FORM_FIELDS_BYTES_MAX, HEADER_BYTES_MAX, LOW_WATER_PERIOD,
     POST_OBJECT_BYTES_MAX,
 };
+use crate::metrics::S3Metrics;
 use crate::s3::{stamp, Gateway};
 use crate::secrets::MasterKey;
 
@@ -60,15 +61,17 @@ pub struct Peer {
     pub secure: bool,
 }
 
-/// What a listener serves: S3 (s3s on the gateway) behind CORS preflights.
+/// What a listener serves: S3 (s3s on the gateway) behind CORS preflights, counted in
+/// its metrics.
 #[derive(Clone)]
 pub struct Front {
     pub s3: S3Service,
     pub cors: Arc<Cors>,
+    pub metrics: S3Metrics,
 }
 
-/// The S3 front, and the catalog it uses.
-pub async fn build(o: Options) -> anyhow::Result<(Front, Catalog)> {
+/// The S3 front, and the catalog it uses. Its metrics go into `metrics`.
+pub async fn build(o: Options, metrics: &mut telemetry::Metrics) -> anyhow::Result<(Front, Catalog)> {
     if o.name == gc::GC_WRITER {
         anyhow::bail!("--name {:?} is GC's own writer name; give the gateway another", o.name);
     }
@@ -103,7 +106,8 @@ pub async fn build(o: Options) -> anyhow::Result<(Front, Catalog)> {
         }
         b.set_host(Domains(o.domains.iter().map(|d| d.to_ascii_lowercase()).collect()));
     }
-    Ok((Front { s3: b.build(), cors }, catalog))
+    let metrics = S3Metrics::register(metrics.registry());
+    Ok((Front { s3: b.build(), cors, metrics }, catalog))
 }
 
 /// Serves S3 on `listener` until `shutdown` resolves. A connection that sends no
@@ -141,12 +145,14 @@ pub async fn serve(
         let front = front.clone();
         let secure = tls.is_some();
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let Front { s3: svc, cors } = front.clone();
+            let Front { s3: svc, cors, metrics } = front.clone();
             async move {
+                let counted = metrics.start();
                 let version = req.version();
                 let id = stamp::request_id();
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(Peer { ip: peer.ip(), secure });
+                parts.extensions.insert(counted.op());
                 stamp::date_for_sigv4(&mut parts);
                 if let Some(r) = stamp::precheck(&parts, time::OffsetDateTime::now_utc()) {
                     let mut resp = http::Response::new(s3s::Body::from(stamp::error_body(r.code, &r.message, &id)));
@@ -155,6 +161,7 @@ pub async fn serve(
                     stamp::stamp(&mut resp, &id);
                     // The body (if any) is not read: the connection closes after this.
                     resp.headers_mut().insert(http::header::CONNECTION, "close".parse().expect("valid"));
+                    counted.done(resp.status());
                     return Ok(resp);
                 }
                 if crate::cors::is_preflight(&parts) {
@@ -170,12 +177,14 @@ pub async fn serve(
                             .insert(http::header::CONTENT_TYPE, "application/xml".parse().expect("valid"));
                     }
                     stamp::stamp(&mut resp, &id);
+                    counted.done(resp.status());
                     return Ok(resp);
                 }
                 let origin = cors.request(&parts);
                 let (body, read) = body::Tracked::new(body, idle);
                 let attributes = stamp::is_get_attributes(&parts);
-                let call = svc.call(http::Request::from_parts(parts, s3s::Body::http_body(body)));
+                let body = s3s::Body::http_body(metrics.count_in(body));
+                let call = svc.call(http::Request::from_parts(parts, body));
                 let mut resp = stamp::REQUEST_ID.scope(id.clone(), call).await;
                 if let (Some(o), Ok(r)) = (&origin, &mut resp) {
                     cors.decorate(o, r.headers_mut()).await;
@@ -186,7 +195,8 @@ pub async fn serve(
                     }
                     stamp::stamp(&mut resp, &id);
                     body::close_if_unread(version, &read, &mut resp);
-                    resp
+                    counted.done(resp.status());
+                    resp.map(|b| s3s::Body::http_body(metrics.count_out(b)))
                 })
             }
         });

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ use crate::server::{self, Options, EC_POLICY_DEFAULT, POLICY_DEFAULT, STREAMS_DE
 pub struct Standalone {
     pub data: PathBuf,
     pub s3_addr: SocketAddr,
+    /// Address of the admin listener (metrics, health, readiness).
+    pub admin_addr: SocketAddr,
     /// Size of each datanode's device file.
     pub device_size: String,
     pub datanodes: usize,
@@ -61,6 +64,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     std::fs::set_permissions(&s.data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("making {} private", s.data.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut metrics = telemetry::Metrics::new();
 
     // The cluster's secrets: its own, made at the first start. Everything here talks
     // to the metanode and the datanodes as a node.
@@ -75,10 +79,11 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     ms.keyring = Some(keyring.clone());
     ms.init = BTreeMap::from([(1, maddr.clone())]);
     let node = metanode::MetaNode::start(ms).await?;
+    metrics.registry().register_collector(metanode::metrics::collector(node.clone()));
     let app = metanode::api::router(node.clone());
     let mut rx = stop_rx.clone();
     tokio::spawn(async move {
-        metanode::serve::serve(ml, app, metanode::limits::IDLE_TIMEOUT_DEFAULT, None, async move {
+        telemetry::http::serve(ml, app, metanode::limits::IDLE_TIMEOUT_DEFAULT, None, async move {
             let _ = rx.changed().await;
         })
         .await;
@@ -96,7 +101,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             "127.0.0.1:0".into(),
             "--device".into(),
             format!("{}:{}", dev.display(), s.device_size),
-            "--metanode".into(),
+            "--meta".into(),
             maddr.clone(),
             "--heartbeat-ms".into(),
             "500".into(),
@@ -125,6 +130,8 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     }
     let mc = MetaClient::new([maddr.clone()]);
     wait_nodes_up(&mc, s.datanodes).await?;
+    let nodes = stores.iter().enumerate().map(|(i, st)| (NodeId(i as u64 + 1), st.clone())).collect();
+    metrics.registry().register_collector(datanode::metrics::collector(nodes));
 
     // The gateway.
     let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
@@ -132,21 +139,41 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     // The default policies, narrowed to the datanodes there are.
     let policy = Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 };
     let ec_default = [EC_POLICY_DEFAULT, Policy::Ec { k: 2, m: 1 }].into_iter().find(|p| p.width() <= s.datanodes);
-    let (svc, catalog) = server::build(Options {
-        metanodes: vec![maddr.clone()],
-        db,
-        master_key: key,
-        name: "standalone".into(),
-        streams: STREAMS_DEFAULT,
-        policy,
-        ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
-        domains: s.domains.clone(),
-        stream: s.stream.clone(),
-    })
+    let (svc, catalog) = server::build(
+        Options {
+            metanodes: vec![maddr.clone()],
+            db,
+            master_key: key,
+            name: "standalone".into(),
+            streams: STREAMS_DEFAULT,
+            policy,
+            ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
+            domains: s.domains.clone(),
+            stream: s.stream.clone(),
+        },
+        &mut metrics,
+    )
     .await?;
     let (access, secret) = credentials(&catalog, &s.data.join("access-key")).await?;
     let gc = gc::Gc::new(GcCatalog(catalog.clone()), MetaClient::new([maddr.clone()]), s.gc.clone());
+    metrics.registry().register_collector(gc::metrics::collector(gc.status()));
     tokio::spawn(gc.run(stop_rx.clone()));
+    let token = match telemetry::token_from_env() {
+        Some(t) => t,
+        None => load_or_create_token(&s.data.join("metrics-token"))?,
+    };
+    let al = TcpListener::bind(s.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-addr)", s.admin_addr))?;
+    let admin_addr = al.local_addr()?;
+    let app = crate::admin::router(Arc::new(metrics), Some(token), catalog.clone(), mc.clone());
+    // Where `strata status --data DIR` finds this cluster.
+    std::fs::write(s.data.join("endpoints.toml"), format!("metanode = \"{maddr}\"\nadmin = \"http://{admin_addr}\"\n"))
+        .context("writing endpoints.toml")?;
+    let mut rx = stop_rx.clone();
+    tokio::spawn(crate::admin::serve(al, app, async move {
+        let _ = rx.changed().await;
+    }));
     let l = TcpListener::bind(s.s3_addr).await.with_context(|| format!("cannot listen on {}", s.s3_addr))?;
     let (tls, endpoint, trust) = if s.tls {
         let names = vec!["localhost".to_string(), "127.0.0.1".into(), s.s3_addr.ip().to_string()];
@@ -163,11 +190,13 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         "Strata standalone is up: metanode {maddr}, {} datanodes, data in {}\n\
          S3 endpoint:  {endpoint}\n\
          {trust}\
+         Admin:        http://{admin_addr} (/metrics with the bearer token in {}, /health, /ready)\n\
          Access key:   {access}\n\
          Secret key:   {secret}\n\
          Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo\n",
         s.datanodes,
-        s.data.display()
+        s.data.display(),
+        s.data.join("metrics-token").display(),
     );
     use std::io::Write;
     let mut out = std::io::stdout();
@@ -179,6 +208,26 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         tokio::task::spawn_blocking(move || st.shutdown()).await?;
     }
     Ok(())
+}
+
+/// The metrics token under the data directory, made (mode 0600) if missing.
+fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim();
+        if !t.is_empty() {
+            return Ok(t.to_string());
+        }
+    }
+    let t = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(format!("{t}\n").as_bytes())?;
+    Ok(t)
 }
 
 /// The secrets file under the data directory, made (mode 0600) if missing.

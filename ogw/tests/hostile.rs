@@ -22,15 +22,7 @@ fn raise_fd_limit() {
 }
 
 fn sdk(s: &Standalone) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{Credentials, Region};
-    let conf = aws_sdk_s3::Config::builder()
-        .endpoint_url(&s.endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(&s.access, &s.secret, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    s.sdk()
 }
 
 fn rss_bytes(pid: u32) -> u64 {

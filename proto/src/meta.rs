@@ -268,6 +268,16 @@ pub struct Tombstone {
     pub sealed_len: Option<u64>,
 }
 
+/// Extents of one policy by state (`GET /v1/extents/counts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentCounts {
+    pub policy: Policy,
+    pub open: u64,
+    pub sealed: u64,
+    /// Sealed bytes per copy (for `ec:K+M`, per shard).
+    pub sealed_bytes: u64,
+}
+
 /// Degraded extents of one policy with the same number of copies not readable (on a
 /// down or unknown datanode, or found bad).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

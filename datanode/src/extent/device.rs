@@ -26,6 +26,7 @@ use super::Extent;
 use crate::align::{align_up, BufPool, IO_UNIT_BYTES};
 use crate::blobstore::{BlobError, BlobId, BlobStore};
 use crate::limits::{GROW_CLUSTERS_MAX, ROUNDS_UNFLUSHED_MAX};
+use crate::metrics::DeviceStats;
 
 mod writer;
 
@@ -149,6 +150,7 @@ pub fn start(
     store: Arc<dyn BlobStore>,
     rx: Receiver<DeviceOp>,
     poison: Arc<Poison>,
+    stats: Arc<DeviceStats>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<Written>(ROUNDS_UNFLUSHED_MAX);
     let s = store.clone();
@@ -161,12 +163,12 @@ pub fn start(
         .expect("spawn device writer");
     let flusher = std::thread::Builder::new()
         .name(format!("device-{device}-flush"))
-        .spawn(move || flusher(device, &*store, flush_rx, &poison))
+        .spawn(move || flusher(device, &*store, flush_rx, &poison, &stats))
         .expect("spawn device flusher");
     vec![writer, flusher]
 }
 
-fn flusher(device: u32, store: &dyn BlobStore, rx: Receiver<Written>, poison: &Poison) {
+fn flusher(device: u32, store: &dyn BlobStore, rx: Receiver<Written>, poison: &Poison, metrics: &DeviceStats) {
     let mut stats = FlushStats::default();
     while let Ok(first) = rx.recv() {
         // Every round written by now shares this one flush.
@@ -183,7 +185,19 @@ fn flusher(device: u32, store: &dyn BlobStore, rx: Receiver<Written>, poison: &P
                 ExtentError::Io(why)
             })
         });
+        let took = t.elapsed();
         stats.note(device, &rounds, t);
+        match &flushed {
+            Ok(()) => {
+                let appends = rounds.iter().map(|r| r.appends).sum::<u64>();
+                let bytes =
+                    rounds.iter().flat_map(|r| &r.appended).flat_map(|(_, locs)| locs).map(|l| l.len as u64).sum();
+                metrics.flushed(appends, bytes, took);
+            }
+            Err(_) => {
+                metrics.errors.inc();
+            }
+        }
         for w in rounds {
             for (ext, locs) in w.appended {
                 match &flushed {

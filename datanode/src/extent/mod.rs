@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::blobstore::backend::BackendConfig;
 use crate::blobstore::{self, BlobStore};
+use crate::metrics::DeviceStats;
 
 mod append;
 pub mod device;
@@ -50,6 +51,15 @@ struct Device {
     poison: Arc<device::Poison>,
 }
 
+/// What the metrics show of a device at a scrape.
+pub struct DeviceView {
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub extents: u32,
+    /// A flush failed: the device refuses writes.
+    pub failed: bool,
+}
+
 impl Device {
     fn send(&self, op: DeviceOp) -> Result<(), ExtentError> {
         match &*self.tx.lock() {
@@ -77,6 +87,8 @@ pub struct ExtentStore {
     extent_bytes_max: u64,
     append_bytes_max: u32,
     pub recovery: Recovery,
+    /// Per device, what happened on it (for the metrics).
+    stats: Vec<Arc<DeviceStats>>,
 }
 
 impl ExtentStore {
@@ -106,13 +118,14 @@ impl ExtentStore {
             recovery::recover_device(di as u32, &**store, &mut extents, &mut recovery)?;
         }
         recovery.extents = extents.len();
+        let stats: Vec<Arc<DeviceStats>> = stores.iter().map(|_| Arc::default()).collect();
         let devices = stores
             .into_iter()
             .enumerate()
             .map(|(i, store)| {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let poison = Arc::new(device::Poison::default());
-                let threads = device::start(i as u32, store.clone(), rx, poison.clone());
+                let threads = device::start(i as u32, store.clone(), rx, poison.clone(), stats[i].clone());
                 Device { store, tx: Mutex::new(Some(tx)), threads: Mutex::new(threads), poison }
             })
             .collect();
@@ -123,6 +136,7 @@ impl ExtentStore {
             extent_bytes_max,
             append_bytes_max,
             recovery,
+            stats,
         })
     }
 
@@ -292,6 +306,25 @@ impl ExtentStore {
                     used_bytes: (c.clusters_total - c.clusters_free) * c.cluster_bytes,
                     extents: per_device[i],
                 }
+            })
+            .collect()
+    }
+
+    /// Each device's event counts, in device order.
+    pub fn device_metrics(&self) -> &[Arc<DeviceStats>] {
+        &self.stats
+    }
+
+    /// Each device's capacity, extents and health, in device order.
+    pub fn device_views(&self) -> Vec<DeviceView> {
+        self.device_stats()
+            .into_iter()
+            .zip(&self.devices)
+            .map(|(s, d)| DeviceView {
+                capacity_bytes: s.capacity_bytes,
+                free_bytes: s.capacity_bytes - s.used_bytes,
+                extents: s.extents,
+                failed: d.poison.get().is_some(),
             })
             .collect()
     }

@@ -34,14 +34,26 @@ impl ExtentStore {
         };
         let store = self.device_of(&ext).store.clone();
         let blob = ext.blob;
-        tokio::task::spawn_blocking(move || read_records(&*store, blob, &locs, offset, end))
+        let stats = &self.device_metrics()[ext.device as usize];
+        let read = tokio::task::spawn_blocking(move || read_records(&*store, blob, &locs, offset, end))
             .await
             .map_err(|e| ExtentError::Io(e.to_string()))?
             .map_err(|e| match e {
                 ReadError::Blob(BlobError::NotFound(_)) => ExtentError::NotFound { extent },
                 ReadError::Blob(e) => ExtentError::Io(e.to_string()),
                 ReadError::Checksum(offset) => ExtentError::ChecksumMismatch { offset },
-            })
+            });
+        match &read {
+            Ok(b) => {
+                stats.reads.inc();
+                stats.read_bytes.inc_by(b.len() as u64);
+            }
+            Err(ExtentError::Io(_) | ExtentError::ChecksumMismatch { .. }) => {
+                stats.errors.inc();
+            }
+            Err(_) => {}
+        }
+        read
     }
 }
 

@@ -70,6 +70,9 @@ pub struct PolicyAllows;
 impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
         let op = cx.s3_op().name().to_owned();
+        if let Some(slot) = cx.extensions_mut().get::<crate::metrics::OpName>() {
+            slot.set(&op);
+        }
         let op = op.as_str();
         if cx.credentials().is_none() && !ANONYMOUS_OPS.contains(&op) {
             return Err(s3_error!(AccessDenied, "Access Denied"));

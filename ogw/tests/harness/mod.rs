@@ -37,6 +37,8 @@ pub struct Standalone {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub endpoint: String,
+    /// The admin listener, `http://HOST:PORT`.
+    pub admin: String,
     pub access: String,
     pub secret: String,
 }
@@ -59,7 +61,7 @@ impl Standalone {
         proto::tls::install_provider();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("ogw.log")).unwrap();
         let mut child = Command::new(ogw_bin())
-            .args(["standalone", "--s3-addr", "127.0.0.1:0", "--no-zero-fill", "--data"])
+            .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--no-zero-fill", "--data"])
             .arg(dir.path().join("data"))
             .args(if extra.contains(&"--device-size") { &[][..] } else { &["--device-size", "512M"][..] })
             .args(extra)
@@ -91,9 +93,28 @@ impl Standalone {
             }
         };
         let endpoint = get("S3 endpoint:");
+        let admin = get("Admin:").split_whitespace().next().unwrap().to_string();
         let access = get("Access key:");
         let secret = get("Secret key:");
-        Standalone { child, dir, endpoint, access, secret }
+        Standalone { child, dir, endpoint, admin, access, secret }
+    }
+
+    /// The bearer token its `/metrics` asks for.
+    pub fn metrics_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/metrics-token")).unwrap().trim().to_string()
+    }
+
+    /// An AWS SDK client with its credentials, path style.
+    pub fn sdk(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{Credentials, Region};
+        let conf = aws_sdk_s3::Config::builder()
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(&self.access, &self.secret, None, None, "test"))
+            .force_path_style(true)
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
     }
 
     pub fn db_args(&self) -> Vec<String> {

@@ -1,9 +1,8 @@
-//! The metanode's HTTP front: axum's router on hyper, with what `axum::serve` lacks
-//! against whoever reaches the port: at most `CONNECTIONS_MAX` connections, each closed
-//! when it sends no request head within its idle timeout (`--idle-timeout-ms`, 60 s by
-//! default: new, between requests, or half sent), and a pause instead of a spin when
-//! accept fails (out of descriptors). HTTPS when given a certificate (`--tls-cert`).
-//! Bodies are bounded and timed by `api::authenticate`.
+//! Axum's router on hyper, with what `axum::serve` lacks against whoever reaches the
+//! port: at most `CONNECTIONS_MAX` connections, each closed when it sends no request
+//! head within its idle timeout (new, between requests, or half sent), and a pause
+//! instead of a spin when accept fails (out of descriptors). HTTPS when given an
+//! acceptor. The metanode's API and every service's admin listener run on it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::limits::{ACCEPT_ERROR_BACKOFF, CONNECTIONS_MAX};
+/// Connections open at once; more are closed as they arrive.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// Pause after a failed accept (out of file descriptors), instead of spinning.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` until `shutdown` resolves.
 /// `tls`: serve HTTPS only.
