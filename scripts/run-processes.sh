@@ -37,7 +37,7 @@ pids+=($!)
 wait_listening "$data/metanode.out" $! "$data/metanode.log"
 for i in 1 2 3; do
   "$bin/datanode" --node-id "$i" --listen "127.0.0.1:$((dport + i - 1))" --device "$data/dn$i.img:1G" \
-    --metanode "$meta" --zone "zone$i" >"$data/datanode$i.out" 2>"$data/datanode$i.log" &
+    --meta "$meta" --zone "zone$i" >"$data/datanode$i.out" 2>"$data/datanode$i.log" &
   pids+=($!)
   wait_listening "$data/datanode$i.out" $! "$data/datanode$i.log"
 done

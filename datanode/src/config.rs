@@ -4,6 +4,7 @@
 //! ```toml
 //! node_id = 1
 //! listen = "127.0.0.1:7100"
+//! admin_addr = "127.0.0.1:7180" # /metrics and /health over HTTP (none without it)
 //! extent_bytes_max = "256M"
 //! io_engine = "auto"          # auto | uring | sync
 //! secrets = "/etc/strata/cluster.secrets"
@@ -58,6 +59,10 @@ pub struct Args {
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address of the admin listener: /metrics (bearer token from STRATA_METRICS_TOKEN
+    /// when set) and /health over HTTP. None without it.
+    #[arg(long)]
+    pub admin_addr: Option<String>,
     #[arg(long)]
     pub node_id: Option<NodeId>,
     /// A device as PATH or PATH:SIZE (size of a file created there, e.g. 4G). Repeat for
@@ -80,8 +85,9 @@ pub struct Args {
     /// filesystems with unwritten extents).
     #[arg(long)]
     pub no_zero_fill: bool,
-    /// Metanode addresses (HOST:PORT,...) to register with and heartbeat to.
-    #[arg(long, value_delimiter = ',')]
+    /// Metanode addresses (HOST:PORT,...) to register with and heartbeat to (`--meta`,
+    /// as every binary names them; `--metanode` is its old name).
+    #[arg(long = "meta", alias = "metanode", value_delimiter = ',')]
     pub metanode: Vec<String>,
     /// Address clients reach this datanode at (default: the listen address).
     #[arg(long)]
@@ -162,6 +168,7 @@ pub enum Backend {
 struct FileConfig {
     node_id: Option<NodeId>,
     listen: Option<String>,
+    admin_addr: Option<String>,
     extent_bytes_max: Option<Size>,
     io_engine: Option<IoEngineKind>,
     #[serde(default)]
@@ -260,6 +267,8 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 pub struct Config {
     pub node_id: NodeId,
     pub listen: SocketAddr,
+    /// The admin listener's address (metrics, health), if any.
+    pub admin_addr: Option<SocketAddr>,
     pub store: StoreConfig,
     /// Registration with a metanode group, if configured.
     pub meta: Option<MetaConfig>,
@@ -301,6 +310,13 @@ impl Config {
         let listen: SocketAddr = listen_text
             .parse()
             .with_context(|| format!("listen address '{listen_text}' is not IP:PORT (e.g. 127.0.0.1:7100)"))?;
+        let admin_addr = match args.admin_addr.clone().or(file.admin_addr) {
+            None => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .with_context(|| format!("admin address '{a}' is not IP:PORT (e.g. 127.0.0.1:7180)"))?,
+            ),
+        };
         let cluster_flag = args.cluster_bytes.as_deref().map(parse_size).transpose().context("--cluster-bytes")?;
         let mut devices = Vec::new();
         if !args.devices.is_empty() {
@@ -444,6 +460,7 @@ impl Config {
             tls,
             node_id: args.node_id.or(file.node_id).unwrap_or(NodeId(1)),
             listen,
+            admin_addr,
             meta,
             store: StoreConfig {
                 backend: BackendConfig {

@@ -3,6 +3,7 @@
 //! crate; it depends on nothing of Strata's.
 
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod frame;
 mod id;

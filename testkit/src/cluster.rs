@@ -237,7 +237,7 @@ impl DataNode {
             "127.0.0.1:0".into(),
             "--device".into(),
             format!("{}:{size}", dir.join(format!("d{id}.img")).display()),
-            "--metanode".into(),
+            "--meta".into(),
             meta.join(","),
             "--heartbeat-ms".into(),
             heartbeat_ms.to_string(),

@@ -2,10 +2,12 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use datanode::config::{Args, Config};
 use datanode::extent::ExtentStore;
 use datanode::server::Server;
+
+/// Admin connections that send no request for this long are closed.
+const ADMIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn main() {
     tracing_subscriber::fmt()
@@ -19,7 +21,9 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cfg = Config::from_args(&Args::parse())?;
+    // Flags, then STRATA_* variables, then its own --config file (config.rs).
+    let style = proto::config::Style { commands: &[], no_env: &[], file: false };
+    let cfg = Config::from_args(&proto::config::parse::<Args>(style))?;
     // Heartbeats, scrub reports and rebuilds' reads from other datanodes go as a node.
     proto::auth::set_default(cfg.keyring.as_ref().and_then(|k| k.credential(proto::auth::Role::Node)));
     if cfg.keyring.is_none() {
@@ -40,10 +44,26 @@ fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let admin = match cfg.admin_addr {
+            Some(a) => {
+                let al = tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (admin_addr)"))?;
+                let mut metrics = telemetry::Metrics::new();
+                metrics.registry().register_collector(datanode::metrics::collector(vec![(cfg.node_id, store.clone())]));
+                let app = axum::Router::new()
+                    .route("/health", axum::routing::get(|| async { "ok\n" }))
+                    .merge(telemetry::routes(Arc::new(metrics), telemetry::token_from_env()));
+                let admin = al.local_addr()?;
+                tokio::spawn(telemetry::http::serve(al, app, ADMIN_IDLE_TIMEOUT, None, std::future::pending()));
+                format!("admin on http://{admin}; ")
+            }
+            None => String::new(),
+        };
         // Tests and scripts wait for this line.
         // A closed stdout (the reader went away) must not stop the server.
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "datanode {} listening on {addr}", cfg.node_id).and_then(|()| out.flush());
+        let _ = writeln!(out, "{admin}datanode {} listening on {addr}", cfg.node_id).and_then(|()| out.flush());
         if let Some(meta) = cfg.meta.clone() {
             let advertise = meta.advertise.clone().unwrap_or_else(|| addr.to_string());
             tokio::spawn(datanode::scrub::run(store.clone(), cfg.node_id, meta.clone()));

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -35,6 +36,10 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Serve {
+    /// TOML file of these settings (keys are the flag names: `listen = "..."`); flags
+    /// and STRATA_* variables win over it. See deploy/config/metanode.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// This member's id (unique in the group, > 0).
     #[arg(long)]
     id: u64,
@@ -226,7 +231,27 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Flags, then STRATA_* variables, then `serve --config FILE` (proto::config).
+    let style = proto::config::Style {
+        commands: &[
+            "serve",
+            "status",
+            "add-member",
+            "remove-member",
+            "replace-member",
+            "nodes",
+            "remove-node",
+            "repairs",
+            "drain",
+            "rebalance",
+            "node-state",
+            "streams",
+            "create-stream",
+        ],
+        no_env: &[],
+        file: true,
+    };
+    let cli: Cli = proto::config::parse(style);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // `secrets` makes the file the others read.
     let keyring = match Keyring::from_env_or(cli.secrets.as_deref()) {
@@ -322,7 +347,12 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
             let mut out = std::io::stdout();
             let _ =
                 writeln!(out, "metanode {} listening on {}", s.id, listener.local_addr()?).and_then(|()| out.flush());
-            let app = metanode::api::router(node.clone());
+            // /metrics beside the API, outside its signed-request check (a bearer token
+            // from STRATA_METRICS_TOKEN instead, when set).
+            let mut metrics = telemetry::Metrics::new();
+            metrics.registry().register_collector(metanode::metrics::collector(node.clone()));
+            let app = metanode::api::router(node.clone())
+                .merge(telemetry::routes(Arc::new(metrics), telemetry::token_from_env()));
             let tls = match &certs {
                 Some(c) => {
                     c.reload_on_sighup()?;
@@ -330,7 +360,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            metanode::serve::serve(listener, app, idle, tls, client::shutdown_signal()).await;
+            telemetry::http::serve(listener, app, idle, tls, client::shutdown_signal()).await;
             tracing::info!("shutting down");
             node.raft.shutdown().await.ok();
         }

@@ -3,7 +3,8 @@
 //!
 //! The engine is the `gc` crate; this binary lives in the `ogw` package because the
 //! catalog it works on is the gateway's (and `ogw standalone` runs the same engine).
-//! Settings come from flags, else from a TOML file (`--config`), else the defaults.
+//! Settings come from flags, then STRATA_* variables, then a TOML file (`run --config`),
+//! then the defaults (`proto::config`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use client::MetaClient;
 use ogw::catalog::{Catalog, GcCatalog};
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
-use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(name = "gc", about = "Strata's garbage collector: gives the space of deleted data back")]
@@ -59,6 +59,10 @@ struct RunArgs {
     /// rules work in a test).
     #[arg(long, value_parser = gc::parse_duration)]
     lifecycle_day: Option<Duration>,
+    /// Address of the admin listener: /metrics (bearer token from STRATA_METRICS_TOKEN
+    /// when set) and /health over HTTP. None without it.
+    #[arg(long)]
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -78,28 +82,15 @@ enum Cmd {
     },
 }
 
-/// The TOML file's keys (all optional; flags win).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    db: Option<String>,
-    #[serde(default)]
-    meta: Vec<String>,
-    name: Option<String>,
-    grace: Option<String>,
-    interval: Option<String>,
-    upload_age: Option<String>,
-    compact_below: Option<String>,
-    lifecycle_day: Option<String>,
-}
-
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let cli = Cli::parse();
+    // Flags, then STRATA_* variables, then `run --config FILE` (proto::config).
+    let style = proto::config::Style { commands: &["run", "status", "audit"], no_env: &[], file: true };
+    let cli: Cli = proto::config::parse(style);
     if let Err(e) = rt.block_on(run(cli.cmd, cli.secrets)) {
         eprintln!("gc: error: {e:#}");
         std::process::exit(2);
@@ -114,13 +105,28 @@ async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()
     match cmd {
         Cmd::Run(a) => {
             client::present_client_secret("gc", secrets.as_deref())?;
+            let admin_addr = a.admin_addr;
             let (db, meta, cfg) = settings(a)?;
             let c = catalog(&db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let gc = gc::Gc::new(GcCatalog(c), MetaClient::new(meta), cfg);
+            let mut admin = String::new();
+            if let Some(addr) = admin_addr {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--admin-addr)"))?;
+                let mut metrics = telemetry::Metrics::new();
+                metrics.registry().register_collector(gc::metrics::collector(gc.status()));
+                let app = axum::Router::new()
+                    .route("/health", axum::routing::get(|| async { "ok\n" }))
+                    .merge(telemetry::routes(std::sync::Arc::new(metrics), telemetry::token_from_env()));
+                // (The address ends the line: tests read it from there.)
+                admin = format!("; admin listening on http://{}", l.local_addr()?);
+                tokio::spawn(ogw::admin::serve(l, app, std::future::pending()));
+            }
             let task = tokio::spawn(gc.run(stop_rx));
             // Tests and scripts wait for this line.
-            println!("gc running");
+            println!("gc running{admin}");
             client::shutdown_signal().await;
             let _ = stop_tx.send(true);
             task.await?;
@@ -147,54 +153,26 @@ async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Flags over the file over the defaults; a missing db or metanode list is an error.
+/// The settings (flags, then STRATA_* variables, then the file, as `proto::config`
+/// merged them) over the defaults; a missing db or metanode list is an error.
 fn settings(a: RunArgs) -> anyhow::Result<(String, Vec<String>, gc::Config)> {
-    let file: File = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}", p.display()))?
-        }
-        None => File::default(),
-    };
-    let dur = |flag: Option<Duration>, key: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
-        match (flag, v) {
-            (Some(d), _) => Ok(Some(d)),
-            (None, Some(s)) => gc::parse_duration(s).map(Some).map_err(|e| anyhow::anyhow!("{key}: {e}")),
-            (None, None) => Ok(None),
-        }
-    };
-    let db = a.db.or(file.db).context("no catalog: give --db or db in the config file")?;
-    let meta = if a.meta.is_empty() { file.meta } else { a.meta };
-    if meta.is_empty() {
-        bail!("no metanode: give --meta or meta in the config file");
+    let db = a.db.context("no catalog: give --db, STRATA_DB or db in the config file")?;
+    if a.meta.is_empty() {
+        bail!("no metanode: give --meta, STRATA_META or meta in the config file");
     }
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let name = a.name.or(file.name).unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id()));
+    let name = a.name.unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id()));
     let mut cfg = gc::Config::cluster(name);
-    if let Some(d) = dur(a.grace, "grace", &file.grace)? {
-        cfg.grace = d;
-    }
-    if let Some(d) = dur(a.interval, "interval", &file.interval)? {
-        cfg.interval = d;
-    }
-    if let Some(d) = dur(a.upload_age, "upload_age", &file.upload_age)? {
-        cfg.upload_age = d;
-    }
-    if let Some(d) = dur(a.lifecycle_day, "lifecycle_day", &file.lifecycle_day)? {
-        cfg.lifecycle_day = d;
-    }
-    match (a.compact_below, &file.compact_below) {
-        (Some(f), _) => cfg.compact_below = f,
-        (None, Some(s)) => {
-            cfg.compact_below = gc::parse_fraction(s).map_err(|e| anyhow::anyhow!("compact_below: {e}"))?
-        }
-        (None, None) => {}
-    }
+    cfg.grace = a.grace.unwrap_or(cfg.grace);
+    cfg.interval = a.interval.unwrap_or(cfg.interval);
+    cfg.upload_age = a.upload_age.unwrap_or(cfg.upload_age);
+    cfg.lifecycle_day = a.lifecycle_day.unwrap_or(cfg.lifecycle_day);
+    cfg.compact_below = a.compact_below.unwrap_or(cfg.compact_below);
     if cfg.interval.is_zero() {
         bail!("interval must be more than 0");
     }
     if cfg.lifecycle_day.is_zero() {
         bail!("lifecycle_day must be more than 0");
     }
-    Ok((db, meta, cfg))
+    Ok((db, a.meta, cfg))
 }

@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use client::MetaClient;
 use ogw::catalog::Catalog;
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
@@ -65,12 +67,20 @@ impl StreamArgs {
 enum Cmd {
     /// Run a whole cluster in this process: a metanode, datanodes on files, the gateway and SQLite.
     Standalone {
+        /// TOML file of these settings (keys are the flag names: `listen = "..."`);
+        /// flags and STRATA_* variables win over it. See deploy/config/.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Directory for everything (created if missing).
         #[arg(long, default_value = "./data/standalone")]
         data: PathBuf,
         /// Address of the S3 endpoint.
         #[arg(long, default_value = "127.0.0.1:9000")]
         s3_addr: SocketAddr,
+        /// Address of the admin listener: /metrics (bearer token in DATA/metrics-token,
+        /// or STRATA_METRICS_TOKEN), /health, /ready.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        admin_addr: SocketAddr,
         /// Size of each datanode's device file.
         #[arg(long, default_value = "4G")]
         device_size: String,
@@ -120,6 +130,10 @@ enum Cmd {
     },
     /// Serve S3 against a running cluster.
     Serve {
+        /// TOML file of these settings (keys are the flag names: `listen = "..."`);
+        /// flags and STRATA_* variables win over it. See deploy/config/.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         /// Metanode addresses, comma-separated.
@@ -127,6 +141,10 @@ enum Cmd {
         meta: Vec<String>,
         #[arg(long, default_value = "0.0.0.0:9000")]
         listen: SocketAddr,
+        /// Address of the admin listener: /metrics (bearer token from
+        /// STRATA_METRICS_TOKEN when set), /health, /ready. None without it.
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
         /// This gateway's name, unique per gateway: it owns the LogStreams recorded under it.
         #[arg(long)]
         name: String,
@@ -227,7 +245,24 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let cli = Cli::parse();
+    // Flags, then STRATA_* variables, then `--config FILE` (proto::config). The S3
+    // certificate is not read from STRATA_TLS_CERT, which names a link certificate,
+    // nor keys from STRATA_ACCESS_KEY, which standalone's own credentials use.
+    let style = proto::config::Style {
+        commands: &[
+            "serve",
+            "standalone",
+            "bucket-policy",
+            "bucket-transition",
+            "tenant-create",
+            "tenants",
+            "key-create",
+            "key-delete",
+        ],
+        no_env: &["tls-cert", "tls-key", "access-key", "secret-key"],
+        file: true,
+    };
+    let cli: Cli = proto::config::parse(style);
     if let Err(e) = rt.block_on(run(cli.cmd, cli.secrets)) {
         eprintln!("ogw: error: {e:#}");
         std::process::exit(2);
@@ -242,8 +277,10 @@ async fn open_catalog(d: &DbArgs) -> anyhow::Result<Catalog> {
 async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
     match cmd {
         Cmd::Standalone {
+            config: _,
             data,
             s3_addr,
+            admin_addr,
             device_size,
             datanodes,
             no_zero_fill,
@@ -269,6 +306,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             let s = Standalone {
                 data,
                 s3_addr,
+                admin_addr,
                 device_size,
                 datanodes,
                 zero_fill: !no_zero_fill,
@@ -293,9 +331,11 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             standalone::run(s, client::shutdown_signal()).await?;
         }
         Cmd::Serve {
+            config: _,
             db,
             meta,
             listen,
+            admin_addr,
             name,
             streams,
             policy,
@@ -330,13 +370,27 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 domains: domain,
                 stream: stream_args.config()?,
             };
-            let (svc, _) = server::build(o).await?;
+            let meta = MetaClient::new(o.metanodes.clone());
+            let mut metrics = telemetry::Metrics::new();
+            let (svc, catalog) = server::build(o, &mut metrics).await?;
+            let admin = match admin_addr {
+                Some(a) => {
+                    let al = tokio::net::TcpListener::bind(a)
+                        .await
+                        .with_context(|| format!("cannot listen on {a} (--admin-addr)"))?;
+                    let app = ogw::admin::router(Arc::new(metrics), telemetry::token_from_env(), catalog, meta);
+                    let addr = al.local_addr()?;
+                    tokio::spawn(ogw::admin::serve(al, app, std::future::pending()));
+                    format!("admin on http://{addr}; ")
+                }
+                None => String::new(),
+            };
             // Tests and scripts wait for this line; a closed stdout must not stop the service.
             use std::io::Write;
             let mut out = std::io::stdout();
             // (The address ends the line: scripts and tests read it from there.)
-            let _ =
-                writeln!(out, "ogw serves {scheme}; ogw listening on {}", l.local_addr()?).and_then(|()| out.flush());
+            let _ = writeln!(out, "ogw serves {scheme}; {admin}ogw listening on {}", l.local_addr()?)
+                .and_then(|()| out.flush());
             server::serve(l, svc, idle_timeout, tls, client::shutdown_signal()).await;
         }
         Cmd::BucketPolicy { db, bucket, policy } => {
