@@ -1,5 +1,8 @@
-//! `strata`: a small command-line client for a datanode's extent API, and a demo of
-//! a replicated stream through the metanode.
+//! `strata`: the cluster's status on one screen (`strata status`), a small
+//! command-line client for a datanode's extent API, and a demo of a replicated stream
+//! through the metanode.
+
+mod status;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -10,12 +13,12 @@ use proto::msg::ANY_DEVICE;
 use proto::{Epoch, ExtentId};
 
 #[derive(Parser)]
-#[command(name = "strata", about = "Talk to a Strata datanode")]
+#[command(name = "strata", about = "Show a Strata cluster's status; talk to its datanodes and LogStreams")]
 struct Cli {
     /// Datanode address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     datanode: String,
-    /// Metanode addresses (for `demo-stream`), comma-separated.
+    /// Metanode addresses (for `status`, `stream` and `demo-stream`), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7100")]
     meta: Vec<String>,
     /// The cluster secrets file (default: $STRATA_SECRETS_FILE, else
@@ -28,6 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole cluster on one screen: health, metanodes, datanodes, extents, repair,
+    /// and with --admin (or --data) GC and S3 request rates. Exits 2 when the health is
+    /// `error`.
+    Status {
+        /// A gateway's or GC's admin listener (http://HOST:PORT), for S3 rates and GC
+        /// progress; repeatable. Its metrics token comes from STRATA_METRICS_TOKEN.
+        #[arg(long)]
+        admin: Vec<String>,
+        /// An `ogw standalone` data directory: its metanode, secrets, admin listener and
+        /// metrics token are read from there.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create an extent.
     Create {
         extent: ExtentId,
@@ -100,7 +119,10 @@ enum StreamCmd {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = proto::config::parse(proto::config::Style { commands: &[], no_env: &[], file: false });
+    if let Cmd::Status { admin, data, json } = cli.cmd {
+        return status_cmd(cli.meta, admin, data, cli.secrets, json).await;
+    }
     client::present_client_secret("strata", cli.secrets.as_deref())?;
     match cli.cmd {
         Cmd::DemoStream => return demo_stream(&MetaClient::new(cli.meta)).await,
@@ -122,9 +144,51 @@ async fn main() -> anyhow::Result<()> {
         Cmd::List => c.list().await?.iter().for_each(|s| println!("{s:?}")),
         Cmd::Node => println!("{:?}", c.node_stat().await?),
         Cmd::Demo { extent } => demo(&c, extent).await?,
-        Cmd::DemoStream | Cmd::Stream(_) => unreachable!("handled above"),
+        Cmd::Status { .. } | Cmd::DemoStream | Cmd::Stream(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+async fn status_cmd(
+    mut meta: Vec<String>,
+    mut admin: Vec<String>,
+    data: Option<std::path::PathBuf>,
+    secrets: Option<std::path::PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut metrics_token = std::env::var("STRATA_METRICS_TOKEN").ok().filter(|t| !t.is_empty());
+    if let Some(d) = data {
+        let file = d.join("endpoints.toml");
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!("cannot read {} (is {} a standalone's data directory?)", file.display(), d.display())
+        })?;
+        let e: Endpoints = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        meta = vec![e.metanode];
+        admin.push(e.admin);
+        client::present_client_secret("strata", Some(&secrets.unwrap_or_else(|| d.join("cluster.secrets"))))?;
+        if metrics_token.is_none() {
+            metrics_token = std::fs::read_to_string(d.join("metrics-token")).ok().map(|t| t.trim().to_string());
+        }
+    } else {
+        client::present_client_secret("strata", secrets.as_deref())?;
+    }
+    let r = status::report(&status::Target { meta, admin, metrics_token }).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        status::print(&r);
+    }
+    if r.health.status == "error" {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// What `ogw standalone` writes to DATA/endpoints.toml at every start.
+#[derive(serde::Deserialize)]
+struct Endpoints {
+    metanode: String,
+    admin: String,
 }
 
 async fn demo(c: &DataNodeClient, extent: ExtentId) -> anyhow::Result<()> {
