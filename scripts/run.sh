@@ -4,14 +4,16 @@
 # S3 gateway and SQLite in one process, all under $STRATA_DATA, and prints the S3
 # endpoint and credentials. Runs in the foreground until Ctrl-C.
 #   STRATA_DATA (default ./data/standalone), STRATA_S3_ADDR (default 127.0.0.1:9000),
+#   STRATA_ADMIN_ADDR (metrics, health, readiness; default 127.0.0.1:9001),
 #   STRATA_ACCESS_KEY / STRATA_SECRET_KEY (generated on the first start when unset),
 #   STRATA_DEVICE_SIZE (each datanode's device file, default 4G).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "building (the first build compiles RocksDB's C++ and takes about ten minutes)..." >&2
-cargo build --release -q -p ogw
+cargo build --release -q -p ogw -p client
 exec "${CARGO_TARGET_DIR:-target}/release/ogw" standalone \
   --data "${STRATA_DATA:-data/standalone}" \
   --s3-addr "${STRATA_S3_ADDR:-127.0.0.1:9000}" \
+  --admin-addr "${STRATA_ADMIN_ADDR:-127.0.0.1:9001}" \
   --device-size "${STRATA_DEVICE_SIZE:-4G}"
