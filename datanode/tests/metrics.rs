@@ -9,17 +9,7 @@ use client::DataNodeClient;
 use proto::msg::ANY_DEVICE;
 use proto::{Epoch, ExtentId};
 
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (n, l) = series.split_once('{').unwrap_or((series, ""));
-        if n == name && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
-}
+use testkit::metric;
 
 #[tokio::test]
 async fn the_admin_listener_counts_appends_reads_and_flushes_behind_its_token() {

@@ -7,17 +7,7 @@ use std::time::Duration;
 use proto::meta::Policy;
 use testkit::Cluster;
 
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (n, l) = series.split_once('{').unwrap_or((series, ""));
-        if n == name && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
-}
+use testkit::metric;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_exports_raft_cluster_and_repair_metrics() {

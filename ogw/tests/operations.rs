@@ -10,19 +10,7 @@ use std::time::Duration;
 
 use harness::Standalone;
 
-/// The sum of every sample of `name` whose labels include all of `labels`, if any.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (n, l) = series.split_once('{').unwrap_or((series, ""));
-        if n != name || !labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))) {
-            continue;
-        }
-        *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-    }
-    found
-}
+use testkit::metric;
 
 async fn scrape(s: &Standalone) -> String {
     let r =
@@ -256,18 +244,6 @@ async fn prometheus_scrapes_a_standalone_and_sees_its_request_rate() {
     assert!(p99.is_some_and(|v| v > 0.0 && v < 10.0), "{p99:?}");
 }
 
-fn sdk_at(endpoint: &str, access: &str, secret: &str) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{Credentials, Region};
-    let conf = aws_sdk_s3::Config::builder()
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(access, secret, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
 /// Each service starts from its example file in deploy/config/ with what differs on this
 /// machine given as STRATA_* variables, which win over the file (its addresses cannot
 /// be bound here), and the cluster they make serves S3.
@@ -334,7 +310,7 @@ async fn every_service_starts_from_its_example_config_with_variables_over_it() {
         ]),
     );
     let _gw = testkit::KillOnDrop(gw);
-    let c = sdk_at(&format!("http://{s3}"), &access, &secret);
+    let c = harness::sdk_at(&format!("http://{s3}"), &access, &secret);
     c.create_bucket().bucket("configured").send().await.unwrap();
     c.put_object().bucket("configured").key("k").body(b"from the example files".to_vec().into()).send().await.unwrap();
     let got = c.get_object().bucket("configured").key("k").send().await.unwrap();

@@ -106,15 +106,7 @@ impl Standalone {
 
     /// An AWS SDK client with its credentials, path style.
     pub fn sdk(&self) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{Credentials, Region};
-        let conf = aws_sdk_s3::Config::builder()
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(&self.access, &self.secret, None, None, "test"))
-            .force_path_style(true)
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        sdk_at(&self.endpoint, &self.access, &self.secret)
     }
 
     pub fn db_args(&self) -> Vec<String> {
@@ -126,6 +118,19 @@ impl Standalone {
             data.join("master.key").display().to_string(),
         ]
     }
+}
+
+/// An AWS SDK client for `endpoint` with these credentials, path style.
+pub fn sdk_at(endpoint: &str, access: &str, secret: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{Credentials, Region};
+    let conf = aws_sdk_s3::Config::builder()
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(access, secret, None, None, "test"))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// Runs the admin CLI; returns its stdout.
