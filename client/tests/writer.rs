@@ -48,12 +48,14 @@ async fn an_idle_open_extent_is_sealed_and_the_next_append_opens_another() {
     let s = sc.create_stream(Policy::Replica { n: 3 }).await.unwrap();
     let w = sc.open_writer(s.id, "test").await.unwrap();
     let a = w.append(Bytes::from(vec![7u8; 3000])).await.unwrap();
-    let sealed = wait_for("the idle extent sealed", Duration::from_secs(20), || async {
-        sc.meta.extent(a.extent).await.ok()?.sealed_len
+    // The writer raises its floor only after the metanode committed the seal, so
+    // wait for the floor: the seal is then visible on the metanode too.
+    wait_for("the writer's floor past the idle extent", Duration::from_secs(20), || async {
+        (w.floor() == a.extent.next()).then_some(())
     })
     .await;
-    assert_eq!(sealed, a.len as u64, "sealed at what was acknowledged");
-    assert_eq!(w.floor(), a.extent.next());
+    let sealed = sc.meta.extent(a.extent).await.unwrap().sealed_len;
+    assert_eq!(sealed, Some(a.len as u64), "sealed at what was acknowledged");
     // Sealing allocated nothing: the stream still ends with `a`.
     assert_eq!(sc.meta.stream(s.id).await.unwrap().stream.extents, vec![a.extent]);
     let b = w.append(Bytes::from(vec![8u8; 2000])).await.unwrap();
