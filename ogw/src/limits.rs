@@ -75,11 +75,17 @@ pub const GET_AHEAD: usize = 3;
 pub const LIST_BATCH_MIN: usize = 8;
 /// ...and grow by this factor while they yield keys, up to a page.
 pub const LIST_BATCH_GROWTH: usize = 4;
-/// Attempts of a SQL transaction that lost a race (unique key, deadlock, serialization).
+/// Attempts of a conditional SQL transaction that lost a race (unique key, deadlock,
+/// serialization): losing them all means another conditional writer won.
 pub const TX_ATTEMPTS: usize = 5;
-/// The pause before a transaction's retry is drawn from 1 ms to this times the attempt
-/// number: enough for the winner of a lock to commit.
+/// Attempts of an unconditional one: a client's plain PUT or DELETE must not fail
+/// because others wrote the same keys at once (InnoDB picks deadlock victims among
+/// writers of neighbouring keys, several times in a row under contention).
+pub const TX_ATTEMPTS_UNCONDITIONAL: usize = 12;
+/// The pause before a transaction's retry is drawn from 1 ms to this, doubled at each
+/// attempt up to `TX_BACKOFF_MAX_MS`: enough for the winner of a lock to commit.
 pub const TX_BACKOFF_MS: u64 = 5;
+pub const TX_BACKOFF_MAX_MS: u64 = 200;
 /// SQL connections per gateway: SQLite has one writer at a time (they queue in the
 /// gateway), so a few connections serve its readers; a server database takes more.
 pub const SQLITE_CONNECTIONS_MAX: u32 = 8;
@@ -104,6 +110,10 @@ const _: () = assert!(
 const _: () = assert!(LIST_BATCH_MIN <= LIST_ENTRIES_MAX as usize, "a listing batch starts within a page");
 const _: () = assert!(LIST_BATCH_GROWTH > 1, "listing batches grow");
 const _: () = assert!(
-    PUT_WINDOW >= 1 && GET_AHEAD >= 1 && CHUNK_ATTEMPTS >= 1 && TX_ATTEMPTS >= 1,
+    PUT_WINDOW >= 1
+        && GET_AHEAD >= 1
+        && CHUNK_ATTEMPTS >= 1
+        && TX_ATTEMPTS >= 1
+        && TX_ATTEMPTS_UNCONDITIONAL >= TX_ATTEMPTS,
     "every pipeline and retry loop makes progress"
 );

@@ -32,7 +32,7 @@ use sqlx::Row;
 use crate::checksum::{Checksum, Kind};
 use crate::class::StorageClass;
 use crate::db::{retryable, Db};
-use crate::limits::{TX_ATTEMPTS, TX_BACKOFF_MS};
+use crate::limits::{TX_ATTEMPTS, TX_ATTEMPTS_UNCONDITIONAL, TX_BACKOFF_MAX_MS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
 pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
@@ -342,21 +342,24 @@ pub struct Catalog {
 
 impl Catalog {
     /// Runs a transaction again while it loses a race (unique key, deadlock,
-    /// serialization), up to `TX_ATTEMPTS` times. A race still lost then by a
-    /// conditional write means another conditional writer won: `PreconditionFailed`.
+    /// serialization), up to `TX_ATTEMPTS` times when `conditional`, else
+    /// `TX_ATTEMPTS_UNCONDITIONAL`. A race still lost then by a conditional write
+    /// means another conditional writer won: `PreconditionFailed`.
     async fn retry<T, F, Fut>(conditional: bool, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        let attempts = if conditional { TX_ATTEMPTS } else { TX_ATTEMPTS_UNCONDITIONAL };
         let mut n = 0;
         loop {
             n += 1;
             match attempt().await {
-                Err(CatalogError::Db(e)) if retryable(&e) && n < TX_ATTEMPTS => {
+                Err(CatalogError::Db(e)) if retryable(&e) && n < attempts => {
                     // A random pause that grows: writers that keep meeting each other
                     // (the same part uploaded at once) fall out of step.
-                    let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=TX_BACKOFF_MS * n as u64);
+                    let most = (TX_BACKOFF_MS << (n - 1).min(16)).min(TX_BACKOFF_MAX_MS);
+                    let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=most);
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     continue;
                 }

@@ -198,13 +198,17 @@ impl Catalog {
     /// version (same row id: its extent references do not change).
     async fn archive(&self, tx: &mut Tx, bucket: &str, key: &str, c: &Current) -> Result<()> {
         let seq = self.next_seq(tx, bucket, key).await?;
-        let row = sqlx::query(
-            self.db.q("SELECT size, etag, modified, info, slices, rid FROM objects WHERE bucket = ? AND okey = ?"),
-        )
-        .bind(bucket)
-        .bind(key.as_bytes())
-        .fetch_one(&mut **tx)
-        .await?;
+        // A locking read: the row as it is now. A plain one reads MySQL's snapshot,
+        // which may predate a GC `switch` that committed before this transaction
+        // locked the row: the version would keep the slices the switch moved away
+        // from, and GC would free bytes it names.
+        let sql = match self.db.backend {
+            Backend::Sqlite => {
+                "SELECT size, etag, modified, info, slices, rid FROM objects WHERE bucket = ? AND okey = ?"
+            }
+            _ => "SELECT size, etag, modified, info, slices, rid FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
+        };
+        let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_one(&mut **tx).await?;
         sqlx::query(
             self.db
                 .q("INSERT INTO versions (bucket, okey, seq, vid, marker, size, etag, modified, info, slices, rid) \
@@ -299,13 +303,20 @@ impl Catalog {
         if self.exists(tx, bucket, key).await? {
             return Ok(());
         }
-        let row =
-            sqlx::query(self.db.q("SELECT seq, vid, marker, size, etag, modified, info, slices, rid FROM versions \
-             WHERE bucket = ? AND okey = ? ORDER BY seq DESC LIMIT 1"))
-            .bind(bucket)
-            .bind(key.as_bytes())
-            .fetch_optional(&mut **tx)
-            .await?;
+        // Locked, as it is now: a GC `switch` of this version that commits between a
+        // plain read and the move would be undone by the move (the current object
+        // naming the old slices while the references name the new ones).
+        let sql = match self.db.backend {
+            Backend::Sqlite => {
+                "SELECT seq, vid, marker, size, etag, modified, info, slices, rid FROM versions \
+                 WHERE bucket = ? AND okey = ? ORDER BY seq DESC LIMIT 1"
+            }
+            _ => {
+                "SELECT seq, vid, marker, size, etag, modified, info, slices, rid FROM versions \
+                 WHERE bucket = ? AND okey = ? ORDER BY seq DESC LIMIT 1 FOR UPDATE"
+            }
+        };
+        let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
         let Some(r) = row else { return Ok(()) };
         if r.try_get::<i64, _>("marker")? != 0 {
             return Ok(());
