@@ -80,10 +80,12 @@ fn encode(n: &MetaNode, s: &mut telemetry::Scrape<'_>) -> fmt::Result {
 
 /// What the replicated state says: every member reports the same.
 fn cluster(n: &MetaNode, s: &mut telemetry::Scrape<'_>) -> fmt::Result {
+    let mut nodes: Vec<_> = n.shared.state.read().nodes.values().cloned().collect();
+    n.with_reported_devices(&mut nodes);
     let st = n.shared.state.read();
     let mut by_state: BTreeMap<&'static str, u64> = [("up", 0), ("down", 0), ("draining", 0)].into();
     let (mut capacity, mut free) = (0u64, 0u64);
-    for node in st.nodes.values() {
+    for node in &nodes {
         let key = match (node.state, node.draining) {
             (NodeState::Down, _) => "down",
             (NodeState::Draining, _) | (_, true) => "draining",

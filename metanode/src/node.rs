@@ -329,9 +329,25 @@ impl MetaNode {
         Ok(())
     }
 
+    /// The datanodes, each with the device usage of its last heartbeat to this leader
+    /// (the replicated state holds what it registered with; heartbeats are not logged).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         self.linearizable().await?;
-        Ok(self.shared.state.read().nodes.values().cloned().collect())
+        let mut nodes: Vec<NodeInfo> = self.shared.state.read().nodes.values().cloned().collect();
+        self.with_reported_devices(&mut nodes);
+        Ok(nodes)
+    }
+
+    /// Puts in `nodes` the devices their last heartbeat to this member reported, where
+    /// one did (a leader hears them; a follower keeps what the nodes registered with).
+    /// Takes no lock of the state: call it without one.
+    pub(crate) fn with_reported_devices(&self, nodes: &mut [NodeInfo]) {
+        let soft = self.soft.lock();
+        for n in nodes {
+            if let Some((_, devices)) = soft.seen.get(&n.id) {
+                n.devices = devices.clone();
+            }
+        }
     }
 
     // ---- streams and extents

@@ -343,3 +343,20 @@ async fn a_create_stream_retried_with_its_token_makes_one_stream() {
     assert_ne!(a.id, b.id);
     assert_eq!(c.streams().await.unwrap().len(), 2);
 }
+
+/// What a datanode's heartbeat reports (free bytes fall as it fills) is what `nodes`
+/// answers, not the figures it registered with: `strata status`, the console and the
+/// capacity metrics read it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_show_the_usage_of_the_last_heartbeat() {
+    let cl = Cluster::start(1, &["--node-grace-ms", "600000"]);
+    let c = cl.client();
+    let reg = fake_datanode(NodeId(1), "");
+    c.register_node(&reg).await.unwrap();
+    let mut devices = reg.devices.clone();
+    devices[0].free_bytes -= 5 << 30;
+    c.heartbeat(&proto::meta::Heartbeat { id: NodeId(1), devices: devices.clone() }).await.unwrap();
+    let nodes = c.nodes().await.unwrap();
+    assert_eq!(nodes[0].devices, devices, "the heartbeat's figures");
+    assert_eq!(nodes[0].devices[0].free_bytes, (1 << 40) - (5 << 30));
+}
