@@ -7,6 +7,8 @@ pub mod conn;
 pub mod ec;
 pub mod limits;
 pub mod meta;
+pub mod progress;
+pub mod status;
 pub mod stream;
 mod stripe;
 

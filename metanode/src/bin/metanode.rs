@@ -383,7 +383,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
             println!(
                 "repaired: nothing waiting; {} copies made ({}) since this leader began, {} failed",
                 r.done_total,
-                progress::bytes(r.bytes_total as f64),
+                client::status::bytes(r.bytes_total),
                 r.failed_total
             );
         }
@@ -412,7 +412,7 @@ async fn run(cmd: Cmd, keyring: Option<Keyring>) -> anyhow::Result<()> {
                 println!(
                     "{how}: spread {:.1}%, {} moved in {} moves since this leader began",
                     b.spread_permille as f64 / 10.0,
-                    progress::bytes(b.moved_bytes_total as f64),
+                    client::status::bytes(b.moved_bytes_total),
                     b.moves_total
                 );
             } else {

@@ -140,7 +140,11 @@ async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()
         }
         Cmd::Audit { db } => {
             let c = catalog(&db).await?;
-            let wrong = ogw::catalog::audit_refs(&c.db).await?;
+            let mut bar = client::progress::Bar::new("audit", client::progress::Unit::Count("rows"));
+            let wrong = ogw::catalog::audit_refs_with(&c.db, &mut |read, total| {
+                bar.show(read as f64, total.saturating_sub(read) as f64, "", read >= total)
+            })
+            .await?;
             if !wrong.is_empty() {
                 for (e, recorded, rows) in &wrong {
                     eprintln!("extent {e}: {recorded} bytes recorded, rows name {rows}");

@@ -38,7 +38,7 @@ pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
 pub use lifecycle::LifecycleReport;
 pub use objects::Lister;
-pub use refs::{audit_refs, index_refs};
+pub use refs::{audit_refs, audit_refs_with, index_refs};
 pub use versions::{successor, valid_version_id, VersionCursor, VersionPage};
 
 /// What an object (or a part, or an upload) carries besides its bytes; stored as JSON

@@ -167,14 +167,38 @@ pub async fn index_refs(db: &Db) -> Result<()> {
 /// `extents` holds: the extents whose `live` differs, as (extent, recorded, from rows).
 /// Empty when the bookkeeping is right (tests and `gc audit` check it).
 pub async fn audit_refs(db: &Db) -> Result<Vec<(ExtentId, i64, i64)>> {
+    audit_refs_with(db, &mut |_, _| {}).await
+}
+
+/// As [`audit_refs`], telling `progress` (rows read, rows in all) as it reads the rows:
+/// they are streamed, a row at a time, not loaded at once.
+pub async fn audit_refs_with(db: &Db, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec<(ExtentId, i64, i64)>> {
+    use futures::TryStreamExt;
+    const TABLES: [&str; 3] = ["objects", "parts", "versions"];
+    let mut total = 0u64;
+    for t in TABLES {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {t}"))).fetch_one(&db.pool).await?;
+        total += n as u64;
+    }
     let mut from_rows: BTreeMap<ExtentId, i64> = BTreeMap::new();
-    for sql in ["SELECT slices FROM objects", "SELECT slices FROM parts", "SELECT slices FROM versions"] {
-        for r in sqlx::query(db.q(sql)).fetch_all(&db.pool).await? {
+    let mut read = 0u64;
+    for t in TABLES {
+        let sql = format!("SELECT slices FROM {t}");
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&db.pool);
+        while let Some(r) = rows.try_next().await? {
             for (e, b) in per_extent(&decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?) {
                 *from_rows.entry(e).or_insert(0) += b;
             }
+            read += 1;
+            // Rows written since the count was taken: the total grows with them.
+            total = total.max(read);
+            if read % 1024 == 0 && read < total {
+                progress(read, total);
+            }
         }
     }
+    progress(read, total);
     let mut recorded: BTreeMap<ExtentId, i64> = BTreeMap::new();
     for r in sqlx::query(db.q("SELECT id, live FROM extents")).fetch_all(&db.pool).await? {
         recorded.insert(ExtentId(r.try_get::<i64, _>("id")? as u64), r.try_get("live")?);

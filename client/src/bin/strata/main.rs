@@ -172,7 +172,7 @@ async fn status_cmd(
     } else {
         client::present_client_secret("strata", secrets.as_deref())?;
     }
-    let r = status::report(&status::Target { meta, admin, metrics_token }).await?;
+    let r = client::status::report(&client::status::Target { meta, admin, metrics_token }).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -3,10 +3,10 @@
 //! what is left, the rate and an ETA (on a terminal one line redrawn, else a line every
 //! few seconds).
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use client::progress::{Bar, Unit};
 use client::MetaClient;
 use proto::meta::RepairStatus;
 use proto::NodeId;
@@ -67,53 +67,6 @@ fn measure(w: &Work, r: &RepairStatus, base: &RepairStatus) -> anyhow::Result<Me
     })
 }
 
-pub fn bytes(b: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn duration(s: f64) -> String {
-    let s = s.round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-/// One progress line: label, bar, percent, what is left, rate, ETA.
-pub fn line(label: &str, done: f64, left: f64, secs: f64, count: bool) -> String {
-    let frac = if done + left > 0.0 { done / (done + left) } else { 1.0 };
-    let filled = (frac * 30.0).round() as usize;
-    let show = |v: f64| if count { format!("{v:.0} copies") } else { bytes(v) };
-    let rate = if secs > 0.0 { done / secs } else { 0.0 };
-    let eta = if left == 0.0 {
-        "done".to_string()
-    } else if rate > 0.0 {
-        format!("ETA {}", duration(left / rate))
-    } else {
-        "ETA unknown".to_string()
-    };
-    format!(
-        "{label} [{}{}] {:>3.0}%  {} left, {}/s, {eta}",
-        "#".repeat(filled),
-        "-".repeat(30 - filled),
-        frac * 100.0,
-        show(left),
-        show(rate),
-    )
-}
-
 /// Polls until `w` is done, drawing its progress on stderr; returns the last status.
 pub async fn watch(c: &MetaClient, w: Work) -> anyhow::Result<RepairStatus> {
     let label = match &w {
@@ -121,10 +74,9 @@ pub async fn watch(c: &MetaClient, w: Work) -> anyhow::Result<RepairStatus> {
         Work::Drain(id) => format!("drain of datanode {id}"),
         Work::Rebalance => "rebalance".to_string(),
     };
-    let tty = std::io::stderr().is_terminal();
-    let start = Instant::now();
+    let unit = if matches!(w, Work::Drain(_)) { Unit::Count("copies") } else { Unit::Bytes };
+    let mut bar = Bar::new(label, unit);
     let mut base = c.repairs().await?;
-    let mut last_print = None::<Instant>;
     let mut failing_since = None::<Instant>;
     loop {
         // A leader change or a moment without quorum is waited out, a minute at most.
@@ -145,41 +97,10 @@ pub async fn watch(c: &MetaClient, w: Work) -> anyhow::Result<RepairStatus> {
             base = r.clone();
         }
         let m = measure(&w, &r, &base)?;
-        let text = format!(
-            "{}{}",
-            line(&label, m.done, m.left, start.elapsed().as_secs_f64(), matches!(w, Work::Drain(_))),
-            m.note
-        );
-        let mut err = std::io::stderr();
-        if tty {
-            let _ = write!(err, "\r{text:<110}");
-        } else if m.finished || last_print.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
-            let _ = writeln!(err, "{text}");
-            last_print = Some(Instant::now());
-        }
+        bar.show(m.done, m.left, &m.note, m.finished);
         if m.finished {
-            if tty {
-                let _ = writeln!(err);
-            }
             return Ok(r);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_line_shows_the_share_done_what_is_left_the_rate_and_an_eta() {
-        let l = line("repair", 3.0 * 1048576.0, 1048576.0, 2.0, false);
-        assert!(l.starts_with("repair [#######################-------]  75%"), "{l}");
-        assert!(l.contains("1.0 MiB left, 1.5 MiB/s, ETA 1s"), "{l}");
-        let l = line("drain of datanode 4", 0.0, 10.0, 1.0, true);
-        assert!(l.contains("  0%") && l.contains("10 copies left") && l.contains("ETA unknown"), "{l}");
-        assert!(line("x", 5.0, 0.0, 1.0, true).contains("100%  0 copies left, 5 copies/s, done"));
-        assert_eq!(duration(3725.0), "1h02m");
-        assert_eq!(duration(75.0), "1m15s");
     }
 }
