@@ -6,14 +6,15 @@
 #   STRATA_DATA (default ./data/standalone), STRATA_S3_ADDR (default 127.0.0.1:9000),
 #   STRATA_ADMIN_ADDR (metrics, health, readiness; default 127.0.0.1:9001),
 #   STRATA_ACCESS_KEY / STRATA_SECRET_KEY (generated on the first start when unset),
-#   STRATA_DEVICE_SIZE (each datanode's device file, default 4G).
+#   STRATA_DEVICE_SIZE (each datanode's device file, made on the first start; default
+#   auto: half the disk's free space shared among the three, 64G each at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-echo "building (the first build compiles RocksDB's C++ and takes about ten minutes)..." >&2
+echo "building (the first build compiles RocksDB's C++: up to 45 minutes on 2 cores; then seconds)..." >&2
 cargo build --release -q -p ogw -p client
 exec "${CARGO_TARGET_DIR:-target}/release/ogw" standalone \
   --data "${STRATA_DATA:-data/standalone}" \
   --s3-addr "${STRATA_S3_ADDR:-127.0.0.1:9000}" \
   --admin-addr "${STRATA_ADMIN_ADDR:-127.0.0.1:9001}" \
-  --device-size "${STRATA_DEVICE_SIZE:-4G}"
+  --device-size "${STRATA_DEVICE_SIZE:-auto}"

@@ -18,7 +18,14 @@ command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server)
 # Prometheus, which a test runs against a standalone's /metrics.
 [ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# ogw/tests/deploy.rs: `systemd-analyze verify`/`security` on deploy/systemd's units,
+# and PyYAML to read deploy/compose.yaml.
+[ -x /usr/bin/systemd-analyze ] || need_apt+=(systemd)
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The web console's browser test: Debian's Chromium, driven by playwright-core (npm).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -32,6 +39,13 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: no Rust toolchain (cargo) fou
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# playwright-core for the console test, at the version ogw/tests/console's lock names
+# (no browser download: it drives /usr/bin/chromium). It needs Node.js 18 or later.
+CONSOLE_TEST="$(cd "$(dirname "$0")/.." && pwd)/ogw/tests/console"
+if [ ! -f "$CONSOLE_TEST/node_modules/playwright-core/package.json" ]; then
+  echo "setup: installing playwright-core from npm into $CONSOLE_TEST"
+  (cd "$CONSOLE_TEST" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # boto3 at its latest, and aws cli v1 (which pins its own botocore) in a venv of its own.
 VENV="${STRATA_VENV:-$HOME/.cache/strata/venv}"

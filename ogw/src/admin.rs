@@ -4,7 +4,8 @@
 //!   is set);
 //! - `GET /health`: 200 while the process answers (liveness);
 //! - `GET /ready`: 200 when the gateway can reach its SQL database and a metanode,
-//!   else 503 with the reason (readiness: send it S3 traffic or not).
+//!   else 503 with the reason (readiness: send it S3 traffic or not);
+//! - `/console`: the web console (`console`), behind the same token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +30,21 @@ struct Probe {
     meta: MetaClient,
 }
 
-pub fn router(metrics: Arc<telemetry::Metrics>, token: Option<String>, catalog: Catalog, meta: MetaClient) -> Router {
+/// The admin routes of a gateway whose metrics are `metrics`, asking for `token`
+/// (console and `/metrics`), on the cluster of the metanodes at `metanodes`.
+pub fn router(
+    metrics: Arc<telemetry::Metrics>,
+    token: Option<String>,
+    catalog: Catalog,
+    metanodes: Vec<String>,
+) -> Router {
+    let console = crate::console::Console::start(token.clone(), metrics.clone(), catalog.clone(), metanodes.clone());
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
-        .with_state(Probe { catalog, meta })
+        .with_state(Probe { catalog, meta: MetaClient::new(metanodes) })
         .merge(telemetry::routes(metrics, token))
+        .merge(crate::console::routes(console))
 }
 
 async fn ready(State(p): State<Probe>) -> (StatusCode, String) {

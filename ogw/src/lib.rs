@@ -9,6 +9,7 @@ mod body;
 pub mod catalog;
 pub mod checksum;
 pub mod class;
+pub mod console;
 pub mod cors;
 pub mod data;
 pub mod db;

@@ -32,7 +32,8 @@ pub struct Standalone {
     pub s3_addr: SocketAddr,
     /// Address of the admin listener (metrics, health, readiness).
     pub admin_addr: SocketAddr,
-    /// Size of each datanode's device file.
+    /// Size of each datanode's device file (`auto`: from the disk's free space, see
+    /// `plan_devices`).
     pub device_size: String,
     pub datanodes: usize,
     /// Zero-fill device files when creating them (faster flushes on most filesystems).
@@ -55,6 +56,86 @@ pub struct Standalone {
 }
 
 pub const TENANT: &str = "default";
+
+/// `--device-size auto`: new device files take this share of the free space of the data
+/// directory's filesystem (the rest stays for the database, logs and everything else)...
+pub const AUTO_DISK_SHARE: f64 = 0.5;
+/// ...each at most this...
+pub const AUTO_DEVICE_MAX: u64 = 64 << 30;
+/// ...and at least this: less is refused (a cluster that holds almost nothing).
+pub const AUTO_DEVICE_MIN: u64 = 512 << 20;
+/// Device files are zero-filled at creation only up to this much in all: beyond it the
+/// first start would write zeros for minutes. Larger ones are only reserved
+/// (fallocate), and the first write to each region costs a journal commit.
+pub const ZERO_FILL_TOTAL_MAX: u64 = 16 << 30;
+
+/// The datanodes' device files: their size, how many are made now, and whether those
+/// are zero-filled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DevicePlan {
+    /// Size of each device file made now (`--device-size`, or from the free space).
+    pub size: u64,
+    /// Device files to make (those that do not exist yet).
+    pub new: usize,
+    pub zero_fill: bool,
+    /// Every device's bytes once made: those that exist and the new ones.
+    pub total: u64,
+}
+
+/// Sizes the device files to make, given the size asked for (`auto` or a size like
+/// `8G`), the bytes free on the data directory's filesystem, and the sizes of the
+/// device files that exist already (`None`: to make). Refuses, saying why, when the
+/// disk cannot hold what was asked.
+pub fn plan_devices(spec: &str, free: u64, existing: &[Option<u64>], zero_fill: bool) -> anyhow::Result<DevicePlan> {
+    let new = existing.iter().filter(|e| e.is_none()).count();
+    let have: u64 = existing.iter().flatten().sum();
+    let size = if spec.trim().eq_ignore_ascii_case("auto") {
+        let share = (free as f64 * AUTO_DISK_SHARE) as u64 / new.max(1) as u64;
+        // Whole MiB, so that the figures printed are round.
+        let size = share.min(AUTO_DEVICE_MAX) & !((1 << 20) - 1);
+        if new > 0 && size < AUTO_DEVICE_MIN {
+            bail!(
+                "the disk under the data directory has {} free: {new} device files of at least {} each do not                  fit in half of it (free some space, put --data on a larger disk, or give a smaller --device-size)",
+                bytes(free),
+                bytes(AUTO_DEVICE_MIN)
+            );
+        }
+        size
+    } else {
+        let size = datanode::config::parse_size(spec).context("--device-size")?;
+        if size < AUTO_DEVICE_MIN {
+            bail!("--device-size {spec}: a device file needs at least {}", bytes(AUTO_DEVICE_MIN));
+        }
+        let need = size.saturating_mul(new as u64);
+        if need > free {
+            bail!(
+                "--device-size {spec}: {new} new device files of {} need {}, but the disk under the data directory                  has {} free",
+                bytes(size),
+                bytes(need),
+                bytes(free)
+            );
+        }
+        size
+    };
+    let made = size * new as u64;
+    Ok(DevicePlan { size, new, zero_fill: zero_fill && made <= ZERO_FILL_TOTAL_MAX, total: have + made })
+}
+
+fn bytes(b: u64) -> String {
+    client::status::bytes(b)
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs struct to fill, both live for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", path.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
 
 /// Starts everything, prints the endpoint and credentials, and serves until
 /// `shutdown` resolves.
@@ -89,10 +170,22 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         .await;
     });
 
-    // The datanodes.
+    // The datanodes, on device files sized from the disk (or as asked).
+    let devs: Vec<PathBuf> = (1..=s.datanodes).map(|i| s.data.join(format!("datanode{i}.img"))).collect();
+    let existing: Vec<Option<u64>> = devs.iter().map(|d| std::fs::metadata(d).ok().map(|m| m.len())).collect();
+    let plan = plan_devices(&s.device_size, free_bytes(&s.data)?, &existing, s.zero_fill)?;
+    if plan.new > 0 {
+        let zeros = if plan.zero_fill {
+            ", zero-filling them"
+        } else if s.zero_fill {
+            " (too large to zero-fill at start)"
+        } else {
+            ""
+        };
+        eprintln!("standalone: making {} device files of {}{zeros}", plan.new, bytes(plan.size));
+    }
     let mut stores = Vec::new();
-    for i in 1..=s.datanodes as u64 {
-        let dev = s.data.join(format!("datanode{i}.img"));
+    for (i, dev) in (1..=s.datanodes as u64).zip(&devs) {
         let mut args = vec![
             "datanode".to_string(),
             "--node-id".into(),
@@ -100,7 +193,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--device".into(),
-            format!("{}:{}", dev.display(), s.device_size),
+            format!("{}:{}", dev.display(), plan.size),
             "--meta".into(),
             maddr.clone(),
             "--heartbeat-ms".into(),
@@ -108,7 +201,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             "--secrets".into(),
             secrets.display().to_string(),
         ];
-        if !s.zero_fill {
+        if !plan.zero_fill {
             args.push("--no-zero-fill".into());
         }
         let cfg = DnConfig::from_args(&DnArgs::try_parse_from(&args)?)?;
@@ -138,6 +231,13 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let db = s.db.clone().unwrap_or_else(|| format!("sqlite://{}", s.data.join("ogw.db").display()));
     // The default policies, narrowed to the datanodes there are.
     let policy = Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 };
+    let capacity = format!(
+        "Capacity:     {} on {} device files: about {} of objects at {policy} ({} free on the disk)\n",
+        bytes(plan.total),
+        s.datanodes,
+        bytes(plan.total / policy.width() as u64),
+        bytes(free_bytes(&s.data)?),
+    );
     let ec_default = [EC_POLICY_DEFAULT, Policy::Ec { k: 2, m: 1 }].into_iter().find(|p| p.width() <= s.datanodes);
     let (svc, catalog) = server::build(
         Options {
@@ -166,7 +266,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-addr)", s.admin_addr))?;
     let admin_addr = al.local_addr()?;
-    let app = crate::admin::router(Arc::new(metrics), Some(token), catalog.clone(), mc.clone());
+    let app = crate::admin::router(Arc::new(metrics), Some(token), catalog.clone(), vec![maddr.clone()]);
     // Where `strata status --data DIR` finds this cluster.
     std::fs::write(s.data.join("endpoints.toml"), format!("metanode = \"{maddr}\"\nadmin = \"http://{admin_addr}\"\n"))
         .context("writing endpoints.toml")?;
@@ -189,8 +289,9 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let banner = format!(
         "Strata standalone is up: metanode {maddr}, {} datanodes, data in {}\n\
          S3 endpoint:  {endpoint}\n\
+         {capacity}\
          {trust}\
-         Admin:        http://{admin_addr} (/metrics with the bearer token in {}, /health, /ready)\n\
+         Admin:        http://{admin_addr} (console at /console and /metrics, with the token in {}; /health, /ready)\n\
          Access key:   {access}\n\
          Secret key:   {secret}\n\
          Try: AWS_ACCESS_KEY_ID={access} AWS_SECRET_ACCESS_KEY={secret} aws --endpoint-url {endpoint} s3 mb s3://demo\n",
@@ -288,5 +389,42 @@ async fn credentials(catalog: &Catalog, remembered: &Path) -> anyhow::Result<(St
             Ok((a, s))
         }
         _ => bail!("set both STRATA_ACCESS_KEY and STRATA_SECRET_KEY, or neither"),
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn auto_takes_half_the_free_space_shared_among_new_devices() {
+        let p = plan_devices("auto", 60 * G, &[None, None, None], true).unwrap();
+        assert_eq!((p.size, p.new, p.total), (10 * G, 3, 30 * G));
+        assert!(!p.zero_fill, "30 GiB is too much to zero-fill at start");
+        let p = plan_devices("auto", 12 * G, &[None, None, None], true).unwrap();
+        assert_eq!(p.size, 2 * G);
+        assert!(p.zero_fill);
+        // A huge disk: 64 GiB each at most.
+        assert_eq!(plan_devices("auto", 1 << 50, &[None; 3], false).unwrap().size, AUTO_DEVICE_MAX);
+        // Devices that exist keep their size; only the missing one is made.
+        let p = plan_devices("AUTO", 8 * G, &[Some(4 * G), None, Some(4 * G)], true).unwrap();
+        assert_eq!((p.size, p.new, p.total), (4 * G, 1, 12 * G));
+        let p = plan_devices("auto", 10, &[Some(G); 3], true).unwrap();
+        assert_eq!((p.new, p.total), (0, 3 * G), "nothing to make: a full disk is no reason to refuse");
+    }
+
+    #[test]
+    fn a_disk_too_small_for_what_was_asked_is_refused_clearly() {
+        let e = plan_devices("auto", G, &[None, None, None], true).unwrap_err().to_string();
+        assert!(e.contains("1.0 GiB free") && e.contains("3 device files"), "{e}");
+        let e = plan_devices("8G", 20 * G, &[None, None, None], true).unwrap_err().to_string();
+        assert!(e.contains("need 24.0 GiB") && e.contains("20.0 GiB free"), "{e}");
+        assert!(plan_devices("8G", 20 * G, &[Some(8 * G), None, Some(8 * G)], true).is_ok(), "one new file fits");
+        assert!(plan_devices("1M", 20 * G, &[None], true).is_err(), "too small to be a device");
+        assert!(plan_devices("lots", 20 * G, &[None], true).is_err());
+        let p = plan_devices("4G", 20 * G, &[None, None, None], true).unwrap();
+        assert_eq!((p.size, p.total, p.zero_fill), (4 * G, 12 * G, true));
     }
 }

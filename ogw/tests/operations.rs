@@ -336,3 +336,125 @@ async fn every_service_starts_from_its_example_config_with_variables_over_it() {
     })
     .await;
 }
+
+/// The web console, end to end in Debian's Chromium (driven by playwright-core from
+/// ogw/tests/console, installed by scripts/setup.sh): login is enforced, the pages load
+/// from the admin listener alone, the overview shows the cluster and the bucket's
+/// objects, and the plots draw the request rate the traffic made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_console_asks_for_the_token_and_plots_live_traffic_in_chromium() {
+    let s = Standalone::start_in(tempfile::tempdir().unwrap(), &[]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // Without the token nothing but the login form and its assets.
+    let page = http.get(format!("{}/console", s.admin)).send().await.unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/console/login");
+    for api in ["overview", "series"] {
+        let r = http.get(format!("{}/console/api/{api}", s.admin)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{api}");
+        let r = http.get(format!("{}/console/api/{api}", s.admin)).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status(), 401, "{api}");
+    }
+    let token = s.metrics_token();
+    let r = http.get(format!("{}/console/api/series", s.admin)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+
+    // Traffic, still going while the browser looks.
+    let c = s.sdk();
+    c.create_bucket().bucket("console-demo").send().await.unwrap();
+    let body = vec![5u8; 200_000];
+    put_get_miss(&c, "console-demo", 6, &body).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (c, stop, body) = (c.clone(), stop.clone(), body.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                put_get_miss(&c, "console-demo", 1, &body).await;
+            }
+        })
+    };
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed in {} (run scripts/setup.sh)",
+        dir.display()
+    );
+    let shot = s.dir.path().join("console.png");
+    let mut node = Command::new("node");
+    node.arg(dir.join("check.mjs")).args([&s.admin, &token, "console-demo"]).arg(&shot);
+    let out = tokio::task::spawn_blocking(move || node.output()).await.unwrap().expect("node (run scripts/setup.sh)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("the browser saw {seen:#}");
+    if let Ok(keep) = std::env::var("STRATA_CONSOLE_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    assert_eq!(seen["unauthenticated_page"], "/console/login");
+    assert_eq!(seen["unauthenticated_api_status"], 401);
+    assert_eq!(seen["wrong_token_page"], "/console/login");
+    assert_eq!(seen["wrong_token_message"], "That is not the admin token.");
+    assert_eq!(seen["logged_in_page"], "/console");
+    assert_eq!(seen["health"], "OK");
+    assert_eq!(seen["datanode_rows"], 3);
+    assert_eq!(seen["metanode_rows"], 1);
+    // tenant, bucket, objects (k0..k5), bytes, older versions, their bytes.
+    let row = seen["bucket_row"].as_array().unwrap();
+    assert_eq!(row[1], "console-demo");
+    assert_eq!(row[2], "6", "{row:?}");
+    assert_eq!(row[3], "1.1 MiB", "{row:?}");
+    for plot in ["requests", "throughput", "capacity", "latency"] {
+        let p = &seen["plots"][plot];
+        assert!(p["points"].as_u64().unwrap() >= 1, "{plot}: {p}");
+        assert!(p["max"].as_f64().unwrap() > 0.0, "{plot}: {p}");
+        assert!(p["line_pixels"].as_u64().unwrap() > 0, "{plot}: nothing drawn: {p}");
+    }
+    assert_eq!(seen["after_logout_api_status"], 401);
+    assert_eq!(seen["foreign_requests"], serde_json::json!([]), "the console must work offline");
+    assert_eq!(seen["page_errors"], serde_json::json!([]));
+}
+
+/// Standalone sizes its device files from the disk unless told, says what they hold at
+/// start, and refuses, making nothing, a size the disk cannot hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(harness::ogw_bin())
+        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--device-size", "100T"])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("3 new device files of 100.0 TiB need 300.0 TiB") && err.contains("free"), "{err}");
+    let made: Vec<_> = std::fs::read_dir(&data).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(!made.iter().any(|f| f.to_string_lossy().ends_with(".img")), "device files made: {made:?}");
+
+    // As asked, and said at start.
+    let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--device-size", "600M"]);
+    assert!(
+        s.capacity.starts_with("1.8 GiB on 3 device files: about 600.0 MiB of objects at replica:3"),
+        "{}",
+        s.capacity
+    );
+    drop(s);
+    // From the disk: half its free space, shared among the three (64 GiB each at most).
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_in(dir, &["--device-size", "auto"]);
+    let sizes: Vec<u64> =
+        (1..=3).map(|i| std::fs::metadata(s.dir.path().join(format!("data/datanode{i}.img"))).unwrap().len()).collect();
+    assert!(sizes.iter().all(|&z| z == sizes[0] && z >= 512 << 20 && z <= 64 << 30), "{sizes:?}");
+    let stat = Command::new("df").args(["-B1", "--output=avail"]).arg(s.dir.path()).output().unwrap();
+    let avail: u64 = String::from_utf8_lossy(&stat.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    // Made from what was free before they were: half of (what is free now + what they took).
+    let before = avail + 3 * sizes[0];
+    assert!(sizes[0] == 64 << 30 || sizes[0].abs_diff(before / 6) < before / 50, "{sizes:?} of {before} free");
+    let c = s.sdk();
+    c.create_bucket().bucket("cap").send().await.unwrap();
+    put_get_miss(&c, "cap", 1, b"fits").await;
+}

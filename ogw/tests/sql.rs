@@ -82,6 +82,22 @@ async fn exercise(url: &str) {
     assert_eq!((o.etag.as_str(), o.size, o.slices.clone()), ("e2", 5, vec![slice(3, 5)]));
     assert_eq!(o.info.content_type.as_deref(), Some("text/plain"));
     assert_eq!((live(&catalog, 1).await, live(&catalog, 2).await, live(&catalog, 3).await), (0, 0, 5));
+    // What the console shows per bucket: one current object of 5 bytes; t2 has none.
+    let big = vec![slice(9001, u32::MAX), slice(9002, u32::MAX)];
+    catalog.put_object("b1", &object("k2", "e3", big), &none).await.unwrap();
+    catalog.create_bucket("t2", "b2", REPLICA3).await.unwrap();
+    let usage = catalog.bucket_usage().await.unwrap();
+    let row = |t: &str, b: &str, objects, bytes| ogw::catalog::BucketUsage {
+        tenant: t.into(),
+        bucket: b.into(),
+        objects,
+        bytes,
+        ..Default::default()
+    };
+    let bytes = 5 + 2 * u32::MAX as u64;
+    assert_eq!(usage, vec![row("t1", "b1", 2, bytes), row("t2", "b2", 0, 0)], "sums past 32 bits");
+    assert!(catalog.delete_object("b1", "k2").await.unwrap().found);
+    catalog.delete_bucket("t2", "b2").await.unwrap();
     assert!(catalog.delete_object("b1", "k").await.unwrap().found);
     assert!(!catalog.delete_object("b1", "k").await.unwrap().found);
     assert_eq!(live(&catalog, 3).await, 0);

@@ -117,7 +117,13 @@ pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = given.strip_prefix("Bearer ") else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    same_secret(given.trim(), token)
+}
+
+/// Whether two secrets are equal, compared in time that does not depend on where they
+/// first differ.
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    let (a, b) = (given.as_bytes(), secret.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use client::MetaClient;
 use ogw::catalog::Catalog;
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
@@ -81,8 +80,9 @@ enum Cmd {
         /// or STRATA_METRICS_TOKEN), /health, /ready.
         #[arg(long, default_value = "127.0.0.1:9001")]
         admin_addr: SocketAddr,
-        /// Size of each datanode's device file.
-        #[arg(long, default_value = "4G")]
+        /// Size of each datanode's device file made now, like 8G; `auto`: half the free
+        /// space of the disk under --data, shared among them (64G each at most).
+        #[arg(long, default_value = "auto")]
         device_size: String,
         #[arg(long, default_value_t = 3)]
         datanodes: usize,
@@ -299,7 +299,9 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
             }
-            datanode::config::parse_size(&device_size).context("--device-size")?;
+            if !device_size.trim().eq_ignore_ascii_case("auto") {
+                datanode::config::parse_size(&device_size).context("--device-size")?;
+            }
             if let Some(p) = ec_policy.filter(|p| p.width() > datanodes) {
                 bail!("--ec-policy {p} needs {} datanodes; --datanodes is {datanodes}", p.width());
             }
@@ -370,7 +372,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 domains: domain,
                 stream: stream_args.config()?,
             };
-            let meta = MetaClient::new(o.metanodes.clone());
+            let metanodes = o.metanodes.clone();
             let mut metrics = telemetry::Metrics::new();
             let (svc, catalog) = server::build(o, &mut metrics).await?;
             let admin = match admin_addr {
@@ -378,7 +380,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                     let al = tokio::net::TcpListener::bind(a)
                         .await
                         .with_context(|| format!("cannot listen on {a} (--admin-addr)"))?;
-                    let app = ogw::admin::router(Arc::new(metrics), telemetry::token_from_env(), catalog, meta);
+                    let app = ogw::admin::router(Arc::new(metrics), telemetry::token_from_env(), catalog, metanodes);
                     let addr = al.local_addr()?;
                     tokio::spawn(ogw::admin::serve(al, app, std::future::pending()));
                     format!("admin on http://{addr}; ")

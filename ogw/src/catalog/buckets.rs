@@ -69,6 +69,44 @@ impl Catalog {
         rows.iter().map(bucket_from_row).collect()
     }
 
+    /// Every bucket with its tenant, the number and bytes of its current objects, and
+    /// the bytes of its noncurrent versions (delete markers hold none), by tenant and
+    /// name, `USAGE_BUCKETS_MAX` at most. Reads every row: the console caches it.
+    pub async fn bucket_usage(&self) -> Result<Vec<BucketUsage>> {
+        use std::collections::BTreeMap;
+        let mut usage: BTreeMap<String, BucketUsage> = BTreeMap::new();
+        let sql = format!("SELECT name, tenant FROM buckets ORDER BY name LIMIT {USAGE_BUCKETS_MAX}");
+        for r in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.db.pool).await? {
+            let name: String = r.try_get("name")?;
+            let tenant = r.try_get("tenant")?;
+            usage.insert(name.clone(), BucketUsage { tenant, bucket: name, ..Default::default() });
+        }
+        // SUM of a BIGINT is NUMERIC on PostgreSQL and DECIMAL on MySQL: made BIGINT.
+        let total = match self.db.backend {
+            Backend::Sqlite => "SUM(size)",
+            Backend::Postgres => "CAST(SUM(size) AS BIGINT)",
+            Backend::MySql => "CAST(SUM(size) AS SIGNED)",
+        };
+        let current = format!("SELECT bucket, COUNT(*) AS n, {total} AS bytes FROM objects GROUP BY bucket");
+        for r in sqlx::query(sqlx::AssertSqlSafe(current)).fetch_all(&self.db.pool).await? {
+            if let Some(u) = usage.get_mut(&r.try_get::<String, _>("bucket")?) {
+                u.objects = r.try_get::<i64, _>("n")? as u64;
+                u.bytes = r.try_get::<i64, _>("bytes")?.max(0) as u64;
+            }
+        }
+        let older =
+            format!("SELECT bucket, COUNT(*) AS n, {total} AS bytes FROM versions WHERE marker = 0 GROUP BY bucket");
+        for r in sqlx::query(sqlx::AssertSqlSafe(older)).fetch_all(&self.db.pool).await? {
+            if let Some(u) = usage.get_mut(&r.try_get::<String, _>("bucket")?) {
+                u.noncurrent_versions = r.try_get::<i64, _>("n")? as u64;
+                u.noncurrent_bytes = r.try_get::<i64, _>("bytes")?.max(0) as u64;
+            }
+        }
+        let mut v: Vec<BucketUsage> = usage.into_values().collect();
+        v.sort_by(|a, b| (&a.tenant, &a.bucket).cmp(&(&b.tenant, &b.bucket)));
+        Ok(v)
+    }
+
     /// Locks the bucket row for the rest of `tx`, shared (writers of its objects and
     /// uploads take it so; `delete_bucket` takes it exclusively, so that no write lands
     /// in a bucket being deleted), and checks that the bucket is there: the incarnation
@@ -147,4 +185,18 @@ fn bucket_from_row(r: &sqlx::any::AnyRow) -> Result<Bucket> {
         policy: r.try_get::<String, _>("policy")?.parse().map_err(CatalogError::Other)?,
         versioning: Versioning::from_db(r.try_get("versioning")?)?,
     })
+}
+
+/// Buckets `bucket_usage` reports at most.
+pub const USAGE_BUCKETS_MAX: usize = 10_000;
+
+/// A bucket's share of the catalog (`Catalog::bucket_usage`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BucketUsage {
+    pub tenant: String,
+    pub bucket: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub noncurrent_versions: u64,
+    pub noncurrent_bytes: u64,
 }

@@ -34,6 +34,7 @@ use crate::class::StorageClass;
 use crate::db::{retryable, Db};
 use crate::limits::{TX_ATTEMPTS, TX_ATTEMPTS_UNCONDITIONAL, TX_BACKOFF_MAX_MS, TX_BACKOFF_MS};
 use crate::secrets::MasterKey;
+pub use buckets::{BucketUsage, USAGE_BUCKETS_MAX};
 pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
 pub use lifecycle::LifecycleReport;

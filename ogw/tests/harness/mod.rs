@@ -37,6 +37,8 @@ pub struct Standalone {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub endpoint: String,
+    /// What the banner says the device files hold.
+    pub capacity: String,
     /// The admin listener, `http://HOST:PORT`.
     pub admin: String,
     pub access: String,
@@ -93,10 +95,11 @@ impl Standalone {
             }
         };
         let endpoint = get("S3 endpoint:");
+        let capacity = get("Capacity:");
         let admin = get("Admin:").split_whitespace().next().unwrap().to_string();
         let access = get("Access key:");
         let secret = get("Secret key:");
-        Standalone { child, dir, endpoint, admin, access, secret }
+        Standalone { child, dir, endpoint, capacity, admin, access, secret }
     }
 
     /// The bearer token its `/metrics` asks for.
