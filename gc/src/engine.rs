@@ -77,7 +77,12 @@ pub struct Gc<C> {
     cursors: parking_lot::Mutex<HashMap<(String, String), String>>,
     /// What the metrics show.
     shown: crate::metrics::Shown,
+    /// Told how far each step of a pass is (`gc run --once` draws it).
+    progress: Option<ProgressFn>,
 }
+
+/// How far a step of a pass is: its name, what is done and what there is in all.
+pub type ProgressFn = Box<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 /// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
 struct Sparse {
@@ -98,6 +103,19 @@ impl<C: Catalog> Gc<C> {
             uncompactable: Default::default(),
             cursors: Default::default(),
             shown: Default::default(),
+            progress: None,
+        }
+    }
+
+    /// Tells `f` how far each step of a pass is (`step`, done, in all) as it goes.
+    pub fn with_progress(mut self, f: ProgressFn) -> Gc<C> {
+        self.progress = Some(f);
+        self
+    }
+
+    fn step(&self, name: &str, done: u64, total: u64) {
+        if let Some(f) = &self.progress {
+            f(name, done, total);
         }
     }
 
@@ -187,10 +205,12 @@ impl<C: Catalog> Gc<C> {
         let (doomed, sizes, sparse) = self.doom(&mut r).await?;
         let grace = self.cfg.grace.as_millis() as i64;
         let due: Vec<ExtentId> = doomed.iter().filter(|(_, &at)| at + grace <= now).map(|(&e, _)| e).collect();
-        for chunk in due.chunks(DELETE_BATCH_MAX) {
+        self.step("deleting extents", 0, due.len() as u64);
+        for (i, chunk) in due.chunks(DELETE_BATCH_MAX).enumerate() {
             let deleted = self.meta.delete_extents(chunk).await?;
             self.catalog.mark_deleted(chunk, now).await?;
             r.deleted += deleted.len() as u64;
+            self.step("deleting extents", (i * DELETE_BATCH_MAX + chunk.len()) as u64, due.len() as u64);
         }
         let copies_pending = self.delete_copies(&mut r).await?;
         self.compact(sparse, &mut r, &mut progress).await?;
@@ -249,7 +269,10 @@ impl<C: Catalog> Gc<C> {
         let mut sparse = Vec::new();
         let mut doomed: HashMap<ExtentId, i64> = self.catalog.doomed().await?.into_iter().collect();
         let mut sizes = HashMap::new();
-        for (id, owner) in streams {
+        let n = streams.len() as u64;
+        self.step("scanning streams", 0, n);
+        for (i, (id, owner)) in streams.into_iter().enumerate() {
+            self.step("scanning streams", i as u64, n);
             // A writer that never said how low its writes go: nothing of it is collected.
             let Some(&low) = writers.get(&owner) else { continue };
             let view = match self.meta.stream(id).await {
@@ -280,6 +303,7 @@ impl<C: Catalog> Gc<C> {
                 }
             }
         }
+        self.step("scanning streams", n, n);
         // Sparsest first: the most space back for the bytes copied.
         sparse.sort_by(|a, b| (a.live as f64 / a.size as f64).total_cmp(&(b.live as f64 / b.size as f64)));
         Ok((doomed, sizes, sparse))
@@ -290,7 +314,11 @@ impl<C: Catalog> Gc<C> {
     async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport, p: &mut Progress) -> Result<(), GcError> {
         let t = Instant::now();
         let skip = self.uncompactable.lock().clone();
-        for s in sparse.into_iter().filter(|s| !skip.contains(&s.info.id)).take(COMPACTIONS_PER_PASS) {
+        let todo: Vec<Sparse> =
+            sparse.into_iter().filter(|s| !skip.contains(&s.info.id)).take(COMPACTIONS_PER_PASS).collect();
+        let n = todo.len() as u64;
+        for (i, s) in todo.into_iter().enumerate() {
+            self.step("compacting extents", i as u64, n);
             match self.compact_one(&s.info).await {
                 Ok(bytes) => {
                     tracing::info!(
@@ -311,6 +339,7 @@ impl<C: Catalog> Gc<C> {
                 Err(e) => return Err(e),
             }
         }
+        self.step("compacting extents", n, n);
         r.compaction_ms = t.elapsed().as_millis() as u64;
         Ok(())
     }
@@ -458,6 +487,7 @@ impl<C: Catalog> Gc<C> {
         }
         let nodes: HashMap<NodeId, NodeInfo> = self.meta.nodes().await?.into_iter().map(|n| (n.id, n)).collect();
         let conns = Arc::new(connect_all(&tombs, &nodes).await);
+        let tombs_n = tombs.len();
         let nodes = Arc::new(nodes);
         // Futures that own what they use (the stream is polled inside a spawned task).
         let deletes = tombs.into_iter().map(|t| {
@@ -477,8 +507,14 @@ impl<C: Catalog> Gc<C> {
                 (t, gone)
             }
         });
-        let results: Vec<(Tombstone, Vec<NodeId>)> =
-            futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT).collect().await;
+        let n = tombs_n as u64;
+        self.step("deleting copies", 0, n);
+        let mut results: Vec<(Tombstone, Vec<NodeId>)> = Vec::with_capacity(tombs_n);
+        let mut done = futures::stream::iter(deletes).buffer_unordered(DELETES_IN_FLIGHT);
+        while let Some(x) = done.next().await {
+            results.push(x);
+            self.step("deleting copies", results.len() as u64, n);
+        }
         let mut pending = 0;
         for (t, gone) in results {
             pending += (t.replicas.len() - gone.len()) as u64;

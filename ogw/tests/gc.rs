@@ -84,7 +84,11 @@ fn churn_under_an_aggressive_gc_never_serves_wrong_bytes() {
     // The references GC trusted match what the rows name.
     let db = format!("sqlite://{}", s.dir.path().join("data/ogw.db").display());
     let out = Command::new(gc_bin()).args(["audit", "--db", &db]).output().unwrap();
-    assert!(out.status.success(), "gc audit: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gc audit: {err}");
+    // Its progress, as plain lines (stderr is no terminal), ends with every row read.
+    let last = err.lines().filter(|l| l.starts_with("audit [")).last().unwrap_or_else(|| panic!("no progress: {err}"));
+    assert!(last.contains("100%  0 rows left") && last.ends_with("done"), "{last}");
 }
 
 #[test]
@@ -241,6 +245,27 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
     }
     gc.kill().unwrap();
     gc.wait().unwrap();
+    // One pass on demand, once the killed GC's lease ran out: each step's progress
+    // (plain lines, stderr is no terminal), then what it did.
+    let mut once = None;
+    let ran = poll_until(Duration::from_secs(30), || {
+        let out = Command::new(gc_bin())
+            .envs(testkit::secrets_env())
+            .args(["run", "--once", "--db", &db_url, "--meta", &meta, "--grace", "1s", "--interval", "300ms"])
+            .output()
+            .unwrap();
+        let ok = out.status.success();
+        once = Some(out);
+        ok
+    });
+    let once = once.unwrap();
+    let (out, err) = (String::from_utf8_lossy(&once.stdout), String::from_utf8_lossy(&once.stderr));
+    assert!(ran, "gc run --once: {err}");
+    assert!(out.starts_with("gc pass: doomed "), "{out}");
+    for step in ["scanning streams [", "compacting extents ["] {
+        let line = err.lines().find(|l| l.starts_with(step)).unwrap_or_else(|| panic!("no {step:?} in {err}"));
+        assert!(err.lines().any(|l| l.starts_with(step) && l.contains("100%") && l.ends_with("done")), "{line}");
+    }
     let status = Command::new(gc_bin()).args(["status", "--db", &db_url]).output().unwrap();
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     eprintln!("gc status: {st}");

@@ -63,6 +63,10 @@ struct RunArgs {
     /// when set) and /health over HTTP. None without it.
     #[arg(long)]
     admin_addr: Option<std::net::SocketAddr>,
+    /// Run one pass now, showing each step's progress, print what it did and exit
+    /// (another GC process holding the lease is an error: its passes run already).
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Subcommand)]
@@ -105,9 +109,12 @@ async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()
     match cmd {
         Cmd::Run(a) => {
             client::present_client_secret("gc", secrets.as_deref())?;
-            let admin_addr = a.admin_addr;
+            let (admin_addr, once) = (a.admin_addr, a.once);
             let (db, meta, cfg) = settings(a)?;
             let c = catalog(&db).await?;
+            if once {
+                return pass_once(gc::Gc::new(GcCatalog(c), MetaClient::new(meta), cfg)).await;
+            }
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let gc = gc::Gc::new(GcCatalog(c), MetaClient::new(meta), cfg);
             let mut admin = String::new();
@@ -153,6 +160,47 @@ async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()
             }
             println!("extent references match the rows");
         }
+    }
+    Ok(())
+}
+
+/// `gc run --once`: one pass, a progress bar per step.
+async fn pass_once(gc: gc::Gc<GcCatalog>) -> anyhow::Result<()> {
+    use client::progress::{Bar, Unit};
+    // The step drawn, its bar, and whether it was shown finished.
+    let bar = parking_lot::Mutex::new(None::<(String, Bar, bool)>);
+    let gc = gc.with_progress(Box::new(move |step, done, total| {
+        let mut bar = bar.lock();
+        if bar.as_ref().is_none_or(|(s, _, _)| s != step) {
+            let what = step.rsplit(' ').next().unwrap_or("things");
+            let what: &'static str = match what {
+                "streams" => "streams",
+                "copies" => "copies",
+                _ => "extents",
+            };
+            *bar = Some((step.to_string(), Bar::new(step.to_string(), Unit::Count(what)), false));
+        }
+        let (_, b, finished) = bar.as_mut().expect("set above");
+        if !*finished {
+            *finished = done >= total;
+            b.show(done as f64, total.saturating_sub(done) as f64, "", *finished);
+        }
+    }));
+    match gc.pass().await? {
+        None => bail!("another GC process holds the lease (`gc status` names the last holder); its passes run already"),
+        Some(r) => println!(
+            "gc pass: doomed {} extents, deleted {} ({} copies, {} reclaimed), compacted {} ({} copied), \
+             aborted {} uploads, moved {} objects, deleted {} versions by lifecycle rules",
+            r.doomed,
+            r.deleted,
+            r.copies_deleted,
+            client::status::bytes(r.bytes_reclaimed),
+            r.compacted,
+            client::status::bytes(r.bytes_compacted),
+            r.uploads_aborted,
+            r.transitioned,
+            r.lifecycle_deleted
+        ),
     }
     Ok(())
 }
