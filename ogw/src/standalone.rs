@@ -62,7 +62,8 @@ pub const TENANT: &str = "default";
 pub const AUTO_DISK_SHARE: f64 = 0.5;
 /// ...each at most this...
 pub const AUTO_DEVICE_MAX: u64 = 64 << 30;
-/// ...and at least this: less is refused (a cluster that holds almost nothing).
+/// ...and at least this: less is refused (a cluster that holds almost nothing). A
+/// size given is taken as it is (the datanode checks it).
 pub const AUTO_DEVICE_MIN: u64 = 512 << 20;
 /// Device files are zero-filled at creation only up to this much in all: beyond it the
 /// first start would write zeros for minutes. Larger ones are only reserved
@@ -103,9 +104,6 @@ pub fn plan_devices(spec: &str, free: u64, existing: &[Option<u64>], zero_fill: 
         size
     } else {
         let size = datanode::config::parse_size(spec).context("--device-size")?;
-        if size < AUTO_DEVICE_MIN {
-            bail!("--device-size {spec}: a device file needs at least {}", bytes(AUTO_DEVICE_MIN));
-        }
         let need = size.saturating_mul(new as u64);
         if need > free {
             bail!(
@@ -185,7 +183,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         eprintln!("standalone: making {} device files of {}{zeros}", plan.new, bytes(plan.size));
     }
     let mut stores = Vec::new();
-    for (i, dev) in (1..=s.datanodes as u64).zip(&devs) {
+    for ((i, dev), had) in (1..=s.datanodes as u64).zip(&devs).zip(&existing) {
         let mut args = vec![
             "datanode".to_string(),
             "--node-id".into(),
@@ -193,7 +191,8 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--device".into(),
-            format!("{}:{}", dev.display(), plan.size),
+            // A device file made before keeps its size.
+            format!("{}:{}", dev.display(), had.unwrap_or(plan.size)),
             "--meta".into(),
             maddr.clone(),
             "--heartbeat-ms".into(),
@@ -422,7 +421,7 @@ mod device_tests {
         let e = plan_devices("8G", 20 * G, &[None, None, None], true).unwrap_err().to_string();
         assert!(e.contains("need 24.0 GiB") && e.contains("20.0 GiB free"), "{e}");
         assert!(plan_devices("8G", 20 * G, &[Some(8 * G), None, Some(8 * G)], true).is_ok(), "one new file fits");
-        assert!(plan_devices("1M", 20 * G, &[None], true).is_err(), "too small to be a device");
+        assert_eq!(plan_devices("256M", 20 * G, &[None], true).unwrap().size, 256 << 20, "small, as asked");
         assert!(plan_devices("lots", 20 * G, &[None], true).is_err());
         let p = plan_devices("4G", 20 * G, &[None, None, None], true).unwrap();
         assert_eq!((p.size, p.total, p.zero_fill), (4 * G, 12 * G, true));

@@ -413,6 +413,9 @@ async fn the_web_console_asks_for_the_token_and_plots_live_traffic_in_chromium()
         assert!(p["line_pixels"].as_u64().unwrap() > 0, "{plot}: nothing drawn: {p}");
     }
     assert_eq!(seen["after_logout_api_status"], 401);
+    assert_eq!(seen["replayed_cookie_status_before_logout"], 200);
+    assert_eq!(seen["replayed_cookie_status"], 401, "the session must end on the server");
+    assert_eq!(seen["session_cookie"], serde_json::json!({ "http_only": true, "same_site": "Lax" }));
     assert_eq!(seen["foreign_requests"], serde_json::json!([]), "the console must work offline");
     assert_eq!(seen["page_errors"], serde_json::json!([]));
 }

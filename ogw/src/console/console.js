@@ -170,10 +170,17 @@ async function refreshSeries() {
   catch (e) { document.getElementById("error").textContent = String(e); }
 }
 
+// Each poll is scheduled when the last one has answered: a slow gateway gets fewer
+// requests, never a pile of them.
+function every(ms, f) {
+  const again = async () => { await f(); setTimeout(again, ms); };
+  again();
+}
+
 async function start() {
-  const { sample_period_seconds: period } = await getJson("/console/api/series");
-  refreshOverview(); refreshSeries();
-  setInterval(refreshOverview, OVERVIEW_EVERY_MS);
-  setInterval(refreshSeries, Math.max(1000, period * 1000));
+  let period = 2;
+  try { period = (await getJson("/console/api/series")).sample_period_seconds; } catch (e) { /* keep 2 s */ }
+  every(OVERVIEW_EVERY_MS, refreshOverview);
+  every(Math.max(1000, period * 1000), refreshSeries);
 }
 start();

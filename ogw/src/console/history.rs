@@ -158,7 +158,9 @@ pub async fn sample(history: Weak<History>, metrics: Arc<telemetry::Metrics>, me
         let capacity = match tokio::time::timeout(CAPACITY_TIMEOUT, meta.nodes()).await {
             Ok(Ok(nodes)) => {
                 let devices = nodes.iter().flat_map(|n| &n.devices);
-                let (cap, free) = devices.fold((0u64, 0u64), |(c, f), d| (c + d.capacity_bytes, f + d.free_bytes));
+                let (cap, free) = devices.fold((0u64, 0u64), |(c, f), d| {
+                    (c.saturating_add(d.capacity_bytes), f.saturating_add(d.free_bytes))
+                });
                 Some((cap.saturating_sub(free), cap))
             }
             _ => None,

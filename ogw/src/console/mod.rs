@@ -7,7 +7,7 @@
 //!
 //! **Access**: the admin token (the one `/metrics` asks for: `STRATA_METRICS_TOKEN`; a
 //! standalone's `DATA/metrics-token`). The login form trades it for a session cookie
-//! (random, `HttpOnly`, `SameSite=Strict`, 12 h, kept in memory: a restart logs
+//! (random, `HttpOnly`, `SameSite=Lax`, 12 h, kept in memory: a restart logs
 //! everyone out); scripts may send `Authorization: Bearer TOKEN` instead. Without a
 //! token configured the console is off (503 saying why), never open.
 
@@ -34,8 +34,17 @@ use history::History;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest go first.
 const SESSIONS_MAX: usize = 1024;
-/// How long per-bucket usage (a scan of the catalog's rows) is reused.
+/// How long per-bucket usage (a scan of the catalog's rows) is reused; a stale one is
+/// served while a new one is read in the background.
 const USAGE_TTL: Duration = Duration::from_secs(30);
+/// How long the cluster's status is reused: however many pages poll, the metanodes are
+/// asked once per period.
+const REPORT_TTL: Duration = Duration::from_secs(3);
+/// How long the status may take before the page is told the metanodes do not answer.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A wrong token costs this, one at a time across all clients: guessing is slow, and
+/// the log gets one warning a second at most.
+const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
 const COOKIE: &str = "strata_console";
 
 const PAGE: &str = include_str!("page.html");
@@ -49,7 +58,12 @@ pub struct Console {
     history: Arc<History>,
     catalog: Catalog,
     meta: Vec<String>,
-    usage: tokio::sync::Mutex<Option<(Instant, Vec<BucketUsage>)>>,
+    /// The status report (or why there is none) as JSON, and when it was made; locked
+    /// while it is made, so concurrent pages wait for one answer.
+    report: tokio::sync::Mutex<Option<(Instant, serde_json::Value)>>,
+    usage: Mutex<Option<(Instant, Vec<BucketUsage>)>>,
+    usage_refreshing: std::sync::atomic::AtomicBool,
+    login_failures: tokio::sync::Mutex<()>,
 }
 
 impl Console {
@@ -62,14 +76,20 @@ impl Console {
         meta: Vec<String>,
     ) -> Arc<Console> {
         let history = Arc::new(History::default());
-        tokio::spawn(history::sample(Arc::downgrade(&history), metrics, MetaClient::new(meta.clone())));
+        // Nothing to sample for when the console is off.
+        if token.is_some() {
+            tokio::spawn(history::sample(Arc::downgrade(&history), metrics, MetaClient::new(meta.clone())));
+        }
         Arc::new(Console {
             token,
             sessions: Mutex::default(),
             history,
             catalog,
             meta,
-            usage: tokio::sync::Mutex::new(None),
+            report: tokio::sync::Mutex::new(None),
+            usage: Mutex::new(None),
+            usage_refreshing: Default::default(),
+            login_failures: Default::default(),
         })
     }
 
@@ -88,6 +108,34 @@ impl Console {
                 false
             }
             None => false,
+        }
+    }
+
+    /// Per-bucket usage: read now the first time; then the last reading, read again in
+    /// the background once it is `USAGE_TTL` old (a scan of a large catalog never holds
+    /// up the page).
+    async fn bucket_usage(self: &Arc<Self>) -> Result<Vec<BucketUsage>, String> {
+        use std::sync::atomic::Ordering;
+        let cached = self.usage.lock().clone();
+        match cached {
+            Some((at, u)) => {
+                if at.elapsed() >= USAGE_TTL && !self.usage_refreshing.swap(true, Ordering::AcqRel) {
+                    let c = self.clone();
+                    tokio::spawn(async move {
+                        match c.catalog.bucket_usage().await {
+                            Ok(u) => *c.usage.lock() = Some((Instant::now(), u)),
+                            Err(e) => tracing::warn!("console: reading bucket usage: {e}"),
+                        }
+                        c.usage_refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Ok(u)
+            }
+            None => {
+                let u = self.catalog.bucket_usage().await.map_err(|e| format!("catalog: {e}"))?;
+                *self.usage.lock() = Some((Instant::now(), u.clone()));
+                Ok(u)
+            }
         }
     }
 
@@ -190,12 +238,14 @@ struct Login {
 async fn login(State(c): State<Arc<Console>>, Form(f): Form<Login>) -> Response {
     let Some(token) = &c.token else { return off() };
     if !telemetry::same_secret(f.token.trim(), token) {
+        let _one_at_a_time = c.login_failures.lock().await;
+        tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
         tracing::warn!("console: a login with a wrong token");
         let page = LOGIN.replace("{error}", r#"<p class="error" id="error">That is not the admin token.</p>"#);
         return (StatusCode::UNAUTHORIZED, html(page)).into_response();
     }
     let id = c.new_session();
-    let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
+    let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_TTL.as_secs());
     let mut r = see("/console");
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ASCII"));
     r
@@ -206,7 +256,7 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         c.sessions.lock().remove(id);
     }
     let mut r = see("/console/login");
-    let gone = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
+    let gone = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Lax; Max-Age=0");
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&gone).expect("ASCII"));
     r
 }
@@ -220,9 +270,9 @@ fn refused(c: &Console) -> Response {
 
 #[derive(Serialize)]
 struct Overview {
-    /// The cluster's status as `strata status` reports it (none, and `error` says
+    /// The cluster's status as `strata status` reports it (null, and `error` says
     /// why, when no metanode answered).
-    report: Option<client::status::Report>,
+    report: serde_json::Value,
     error: Option<String>,
     /// The last GC pass, as `gc status` prints it.
     gc: Option<gc::Status>,
@@ -236,30 +286,33 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
     if !c.allows(&headers) {
         return refused(&c);
     }
-    let target = client::status::Target { meta: c.meta.clone(), admin: Vec::new(), metrics_token: None };
-    let (report, mut error) = match client::status::report(&target).await {
-        Ok(r) => (Some(r), None),
-        Err(e) => (None, Some(format!("{e:#}"))),
-    };
-    let gc = c.catalog.gc_status().await.ok().flatten();
-    let buckets = {
-        let mut cached = c.usage.lock().await;
+    let report = {
+        let mut cached = c.report.lock().await;
         match &*cached {
-            Some((at, u)) if at.elapsed() < USAGE_TTL => u.clone(),
-            _ => match c.catalog.bucket_usage().await {
-                Ok(u) => {
-                    *cached = Some((Instant::now(), u.clone()));
-                    u
-                }
-                Err(e) => {
-                    error.get_or_insert(format!("catalog: {e}"));
-                    Vec::new()
-                }
-            },
+            Some((at, r)) if at.elapsed() < REPORT_TTL => r.clone(),
+            _ => {
+                let target = client::status::Target { meta: c.meta.clone(), admin: Vec::new(), metrics_token: None };
+                let r = match tokio::time::timeout(REPORT_TIMEOUT, client::status::report(&target)).await {
+                    Ok(Ok(r)) => serde_json::json!({ "report": r }),
+                    Ok(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+                    Err(_) => serde_json::json!({ "error": format!("no metanode answered within {REPORT_TIMEOUT:?}") }),
+                };
+                *cached = Some((Instant::now(), r.clone()));
+                r
+            }
+        }
+    };
+    let mut error = report["error"].as_str().map(String::from);
+    let gc = c.catalog.gc_status().await.ok().flatten();
+    let buckets = match c.bucket_usage().await {
+        Ok(u) => u,
+        Err(e) => {
+            error.get_or_insert(e);
+            Vec::new()
         }
     };
     Json(Overview {
-        report,
+        report: report["report"].clone(),
         error,
         gc,
         buckets,

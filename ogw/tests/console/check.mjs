@@ -19,6 +19,8 @@ try {
   page.on("request", (r) => { if (!r.url().startsWith(admin)) foreign.push(r.url()); });
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // A CSP violation or a failed load shows as a console error.
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
 
   // Not logged in: the console sends us to the login form, and its API refuses.
   await page.goto(`${admin}/console`);
@@ -36,6 +38,8 @@ try {
   await page.fill("#token", token);
   await Promise.all([page.waitForURL(`${admin}/console`), page.click("button[type=submit]")]);
   seen.logged_in_page = new URL(page.url()).pathname;
+  // From here on, no error at all (before, the refused login was one, on purpose).
+  seen.errors_before_login = errors.splice(0);
 
   // The overview arrives: health, the nodes, the bucket with its objects.
   await page.waitForFunction(() => document.querySelectorAll("#datanodes tbody tr").length > 0, null, { timeout: 30000 });
@@ -72,9 +76,16 @@ try {
     })));
   await page.screenshot({ path: screenshot, fullPage: true });
 
-  // Logging out ends the session: the API refuses the same browser again.
+  // Logging out ends the session on the server: the API refuses the browser again,
+  // and the old cookie replayed by hand.
+  const [session] = (await page.context().cookies()).filter((c) => c.name === "strata_console");
+  seen.session_cookie = session ? { http_only: session.httpOnly, same_site: session.sameSite } : null;
+  const replayed = async () => (await fetch(`${admin}/console/api/overview`,
+    { headers: { cookie: `strata_console=${session.value}` } })).status;
+  seen.replayed_cookie_status_before_logout = await replayed();
   await Promise.all([page.waitForURL(`${admin}/console/login`), page.click("#logout")]);
   seen.after_logout_api_status = (await page.request.get(`${admin}/console/api/overview`)).status();
+  seen.replayed_cookie_status = await replayed();
   seen.foreign_requests = foreign;
   seen.page_errors = errors;
   console.log(JSON.stringify(seen));
