@@ -454,9 +454,11 @@ async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() 
     assert!(sizes.iter().all(|&z| z == sizes[0] && z >= 512 << 20 && z <= 64 << 30), "{sizes:?}");
     let stat = Command::new("df").args(["-B1", "--output=avail"]).arg(s.dir.path()).output().unwrap();
     let avail: u64 = String::from_utf8_lossy(&stat.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
-    // Made from what was free before they were: half of (what is free now + what they took).
+    // Made from what was free before they were: half of (what is free now + what they
+    // took), give or take what tests running beside this one wrote meanwhile (a sixth
+    // of it: under 1 GiB).
     let before = avail + 3 * sizes[0];
-    assert!(sizes[0] == 64 << 30 || sizes[0].abs_diff(before / 6) < before / 50, "{sizes:?} of {before} free");
+    assert!(sizes[0] == 64 << 30 || sizes[0].abs_diff(before / 6) < 1 << 30, "{sizes:?} of {before} free");
     let c = s.sdk();
     c.create_bucket().bucket("cap").send().await.unwrap();
     put_get_miss(&c, "cap", 1, b"fits").await;
