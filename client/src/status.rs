@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::MetaClient;
 use anyhow::Context;
-use proto::meta::{Degraded, ExtentCounts, NodeState};
+use proto::meta::{Degraded, ExtentCounts};
 use serde::Serialize;
 
 /// Free space below this share of capacity is a warning.
@@ -169,11 +169,7 @@ pub async fn report(t: &Target) -> anyhow::Result<Report> {
         let nodes = mc.nodes().await.context("listing datanodes")?;
         let (mut cap, mut free) = (0u64, 0u64);
         for n in &nodes {
-            let state = match (n.state, n.draining) {
-                (NodeState::Down, _) => "down",
-                (NodeState::Draining, _) | (_, true) => "draining",
-                (NodeState::Up, false) => "up",
-            };
+            let state = n.shown_state();
             if state == "down" {
                 reasons.push(format!("datanode {} ({}) is down", n.id.0, n.addr));
             }

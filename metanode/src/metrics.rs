@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::registry::Unit;
-use proto::meta::NodeState;
 
 use crate::MetaNode;
 
@@ -86,11 +85,7 @@ fn cluster(n: &MetaNode, s: &mut telemetry::Scrape<'_>) -> fmt::Result {
     let mut by_state: BTreeMap<&'static str, u64> = [("up", 0), ("down", 0), ("draining", 0)].into();
     let (mut capacity, mut free) = (0u64, 0u64);
     for node in &nodes {
-        let key = match (node.state, node.draining) {
-            (NodeState::Down, _) => "down",
-            (NodeState::Draining, _) | (_, true) => "draining",
-            (NodeState::Up, false) => "up",
-        };
+        let key = node.shown_state();
         *by_state.get_mut(key).expect("listed") += 1;
         capacity += node.devices.iter().map(|d| d.capacity_bytes).sum::<u64>();
         free += node.devices.iter().map(|d| d.free_bytes).sum::<u64>();

@@ -121,6 +121,17 @@ pub struct NodeInfo {
     pub draining: bool,
 }
 
+impl NodeInfo {
+    /// Its state as operators see it: `down`, `draining` (asked to, or set so) or `up`.
+    pub fn shown_state(&self) -> &'static str {
+        match (self.state, self.draining) {
+            (NodeState::Down, _) => "down",
+            (NodeState::Draining, _) | (_, true) => "draining",
+            (NodeState::Up, false) => "up",
+        }
+    }
+}
+
 /// Body of `POST /v1/nodes/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterNode {
@@ -450,6 +461,23 @@ impl MetaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_shows_down_then_draining_then_up() {
+        let n = |state, draining| NodeInfo {
+            id: NodeId(1),
+            addr: String::new(),
+            zone: String::new(),
+            rack: String::new(),
+            devices: vec![],
+            state,
+            draining,
+        };
+        assert_eq!(n(NodeState::Down, true).shown_state(), "down");
+        assert_eq!(n(NodeState::Up, true).shown_state(), "draining", "asked to drain");
+        assert_eq!(n(NodeState::Draining, false).shown_state(), "draining");
+        assert_eq!(n(NodeState::Up, false).shown_state(), "up");
+    }
 
     #[test]
     fn policies_parse_and_print() {
