@@ -10,10 +10,11 @@
 #   auto: half the disk's free space shared among the three, 64G each at most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-echo "building (the first build compiles RocksDB's C++: up to 45 minutes on 2 cores; then seconds)..." >&2
+scripts/setup.sh --build
+echo "building (the first build takes about 10 minutes on 2 cores; then seconds)..." >&2
 cargo build --release -q -p ogw -p client
-exec "${CARGO_TARGET_DIR:-target}/release/ogw" standalone \
+# Through cargo, which knows the target directory wherever it is configured.
+exec cargo run --release -q -p ogw --bin ogw -- standalone \
   --data "${STRATA_DATA:-data/standalone}" \
   --s3-addr "${STRATA_S3_ADDR:-127.0.0.1:9000}" \
   --admin-addr "${STRATA_ADMIN_ADDR:-127.0.0.1:9001}" \
