@@ -98,6 +98,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Makes everything written, synced or deleted before this call durable.
     fn flush(&self) -> Result<()>;
     fn delete_blob(&self, blob: BlobId) -> Result<()>;
+    /// Closes the store cleanly once nothing uses it (the extent store's shutdown):
+    /// SPDK's blobstore is unloaded, so its next load needs no recovery. Later calls
+    /// fail; closing again does nothing.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Rounds `bytes` up to whole clusters.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 use spdk_ffi::{Blobstore, BlobstoreOptions, EnvOptions, Reactor, SpdkError};
 
 use super::backend::SpdkConfig;
@@ -54,7 +54,16 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
     for name in &c.bdevs {
         let format = format || c.fresh.contains(name);
         let opts = BlobstoreOptions { bdev: name.clone(), cluster_bytes: c.cluster_bytes as u32, format };
-        let (bs, blobs) = Blobstore::open(r.clone(), &opts).map_err(|e| anyhow::anyhow!("SPDK bdev {name}: {e}"))?;
+        let (bs, blobs) = match Blobstore::open(r.clone(), &opts) {
+            Ok(b) => b,
+            Err(e) => {
+                // Those opened already are unloaded cleanly before the error goes up.
+                for s in &out {
+                    let _ = s.close();
+                }
+                anyhow::bail!("SPDK bdev {name}: {e}");
+            }
+        };
         tracing::info!(
             "device {}: SPDK bdev {name} ({} blobs, {} KiB clusters)",
             out.len(),
@@ -68,13 +77,15 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
                 (b.id, info)
             })
             .collect();
-        out.push(Arc::new(SpdkStore { bs, blobs: Mutex::new(blobs) }));
+        let (io_unit, cluster) = (bs.io_unit_bytes(), bs.cluster_bytes());
+        out.push(Arc::new(SpdkStore { bs: RwLock::new(Some(bs)), io_unit, cluster, blobs: Mutex::new(blobs) }));
     }
     Ok(out)
 }
 
-/// Stops SPDK's reactor once the extent store has shut down (nothing in flight):
-/// process exit must not race a polling reactor.
+/// Stops SPDK's reactor, if it started, once the extent store has shut down (its
+/// blobstores closed, nothing in flight): process exit must not race a polling reactor,
+/// whose memory DPDK's exit handlers free. The datanode calls it on every exit path.
 pub fn shutdown() {
     if let Some(r) = REACTOR.get() {
         r.stop();
@@ -82,31 +93,43 @@ pub fn shutdown() {
 }
 
 pub struct SpdkStore {
-    bs: Blobstore,
+    /// None once closed. Every call holds the read lock for its duration, so `close`
+    /// (the write lock) waits for calls in flight and none starts after it.
+    bs: RwLock<Option<Blobstore>>,
+    io_unit: u64,
+    cluster: u64,
     /// What the extent layer sees of each blob (kept in step with the blobstore).
     blobs: Mutex<BTreeMap<BlobId, BlobInfo>>,
 }
 
+impl SpdkStore {
+    fn bs(&self) -> Result<MappedRwLockReadGuard<'_, Blobstore>> {
+        RwLockReadGuard::try_map(self.bs.read(), |b| b.as_ref()).map_err(|_| {
+            BlobError::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, "the SPDK blobstore is closed"))
+        })
+    }
+}
+
 impl BlobStore for SpdkStore {
     fn io_unit_bytes(&self) -> u64 {
-        self.bs.io_unit_bytes()
+        self.io_unit
     }
     fn cluster_bytes(&self) -> u64 {
-        self.bs.cluster_bytes()
+        self.cluster
     }
     fn blob_clusters_max(&self) -> u64 {
         SPDK_BLOB_CLUSTERS_MAX
     }
     fn capacity(&self) -> Capacity {
-        let (total, free) = self.bs.clusters();
-        Capacity { cluster_bytes: self.bs.cluster_bytes(), clusters_total: total, clusters_free: free }
+        let (total, free) = self.bs().map(|b| b.clusters()).unwrap_or((0, 0));
+        Capacity { cluster_bytes: self.cluster, clusters_total: total, clusters_free: free }
     }
     fn blobs(&self) -> Vec<BlobInfo> {
         self.blobs.lock().values().cloned().collect()
     }
     fn create_blob(&self, xattrs: &[(&str, &[u8])], clusters: u64) -> Result<BlobId> {
         check_clusters(clusters, SPDK_BLOB_CLUSTERS_MAX)?;
-        let id = self.bs.create_blob(xattrs, clusters).map_err(blob_err)?;
+        let id = self.bs()?.create_blob(xattrs, clusters).map_err(blob_err)?;
         let xattrs = xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
         self.blobs.lock().insert(id, BlobInfo { id, clusters, xattrs });
         Ok(id)
@@ -117,7 +140,7 @@ impl BlobStore for SpdkStore {
             return Ok(());
         }
         check_clusters(clusters, SPDK_BLOB_CLUSTERS_MAX)?;
-        self.bs.resize(blob, clusters).map_err(blob_err)?;
+        self.bs()?.resize(blob, clusters).map_err(blob_err)?;
         if let Some(b) = self.blobs.lock().get_mut(&blob) {
             b.clusters = clusters;
         }
@@ -127,17 +150,24 @@ impl BlobStore for SpdkStore {
         if !self.blobs.lock().contains_key(&blob) {
             return Err(BlobError::NotFound(blob));
         }
-        self.bs.set_xattr(blob, name, value).map_err(blob_err)?;
+        self.bs()?.set_xattr(blob, name, value).map_err(blob_err)?;
         if let Some(b) = self.blobs.lock().get_mut(&blob) {
             b.xattrs.insert(name.to_string(), value.to_vec());
         }
         Ok(())
     }
     fn sync_md(&self, blob: BlobId) -> Result<()> {
-        self.bs.sync_md(blob).map_err(blob_err)
+        self.bs()?.sync_md(blob).map_err(blob_err)
     }
     fn write_batch(&self, writes: &[BlobWrite<'_>]) -> Vec<Result<()>> {
-        let cluster = self.bs.cluster_bytes();
+        let bs = match self.bs() {
+            Ok(b) => b,
+            Err(e) => {
+                let m = e.to_string();
+                return writes.iter().map(|_| Err(BlobError::Io(std::io::Error::other(m.clone())))).collect();
+            }
+        };
+        let cluster = self.cluster;
         let sizes: Vec<Option<u64>> = {
             let blobs = self.blobs.lock();
             writes.iter().map(|w| blobs.get(&w.blob).map(|b| b.clusters * cluster)).collect()
@@ -158,28 +188,35 @@ impl BlobStore for SpdkStore {
                 }
             }
         }
-        for (i, r) in index.into_iter().zip(self.bs.write_batch(&batch)) {
+        for (i, r) in index.into_iter().zip(bs.write_batch(&batch)) {
             out[i] = Some(r.map_err(blob_err));
         }
         out.into_iter().map(|r| r.expect("every write answered")).collect()
     }
     fn read(&self, blob: BlobId, offset: u64, buf: &mut AlignedBuf) -> Result<()> {
-        let size = self.blobs.lock().get(&blob).map(|b| b.clusters * self.bs.cluster_bytes());
+        let size = self.blobs.lock().get(&blob).map(|b| b.clusters * self.cluster);
         let size = size.ok_or(BlobError::NotFound(blob))?;
         if offset + buf.len() as u64 > size {
             return Err(BlobError::BadRange { offset, len: buf.len() as u64, size });
         }
-        self.bs.read(blob, offset, buf).map_err(blob_err)
+        self.bs()?.read(blob, offset, buf).map_err(blob_err)
     }
     fn flush(&self) -> Result<()> {
-        self.bs.flush().map_err(blob_err)
+        self.bs()?.flush().map_err(blob_err)
     }
     fn delete_blob(&self, blob: BlobId) -> Result<()> {
         if self.blobs.lock().remove(&blob).is_none() {
             return Err(BlobError::NotFound(blob));
         }
-        self.bs.delete_blob(blob).map_err(blob_err)?;
+        let bs = self.bs()?;
+        bs.delete_blob(blob).map_err(blob_err)?;
         // Durable before its clusters can go to another blob.
-        self.bs.flush().map_err(blob_err)
+        bs.flush().map_err(blob_err)
+    }
+    fn close(&self) -> Result<()> {
+        match self.bs.write().take() {
+            Some(bs) => bs.close().map_err(blob_err),
+            None => Ok(()),
+        }
     }
 }

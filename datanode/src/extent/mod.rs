@@ -344,6 +344,12 @@ impl ExtentStore {
                 let _ = t.join();
             }
         }
+        // Nothing reaches the stores now (their threads are gone).
+        for (i, d) in self.devices.iter().enumerate() {
+            if let Err(e) = d.store.close() {
+                tracing::error!("device {i}: closing its store: {e}");
+            }
+        }
     }
 }
 
