@@ -367,6 +367,13 @@ fn backends_side_by_side(rt: &tokio::runtime::Runtime, dir: &Path, secs: f64, se
                 v["baseline"] = json!("portable");
                 v["baseline_value"] = json!(portable[i]);
                 v["ratio"] = json!(value / portable[i]);
+                // Issue 21's targets on this machine: 0.8 of the portable backend for 4 KiB
+                // appends with 16 writers, 0.9 for 1 MiB and more.
+                match size {
+                    s if s >= 1 << 20 => v["target"] = json!(0.9),
+                    s if s == 4 << 10 => v["target"] = json!(0.8),
+                    _ => {}
+                }
             }
             emit(v);
         }

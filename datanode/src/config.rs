@@ -483,6 +483,7 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
     let mut entries: Vec<serde_json::Value> = Vec::new();
     let mut bdevs = Vec::new();
     let mut fresh = Vec::new();
+    let mut aio_files = Vec::new();
     let mut subsystems: Vec<serde_json::Value> = Vec::new();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("--spdk-config {}", path.display()))?;
@@ -514,6 +515,7 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         }
         entries.push(serde_json::json!({"method": "bdev_aio_create",
             "params": {"name": name, "filename": path, "block_size": 4096}}));
+        aio_files.push((name.clone(), path));
         bdevs.push(name);
     }
     if bdevs.is_empty() {
@@ -526,6 +528,7 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         json: serde_json::json!({ "subsystems": subsystems }).to_string(),
         bdevs,
         fresh,
+        aio_files,
         mem_mb: args.mem_mb.unwrap_or(1024),
         hugepages: args.hugepages.unwrap_or(false),
         cluster_bytes,

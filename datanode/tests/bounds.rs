@@ -15,9 +15,6 @@ use tokio::net::TcpStream;
 /// The connection's budget (`CONNECTION_IN_FLIGHT_BYTES_MAX`, 64 MiB) plus room for the
 /// socket buffers, the good client's reads and allocator slack.
 const GROWTH_BYTES_MAX: u64 = 160 << 20;
-/// On SPDK, each read in flight also holds its bytes in a DMA buffer from DPDK's heap
-/// (copied into the answer), whose pages stay resident once touched: one more budget.
-const SPDK_DMA_BYTES_MAX: u64 = 64 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_flood_from_a_peer_that_never_reads_keeps_memory_bounded() {
@@ -31,7 +28,6 @@ async fn a_read_flood_from_a_peer_that_never_reads_keeps_memory_bounded() {
     good.seal(e, data.len() as u64).await.unwrap();
     assert_eq!(good.read(e, 0, READ_BYTES_MAX).await.unwrap(), data);
     let before = node.rss_bytes();
-    let bound = GROWTH_BYTES_MAX + if common::spdk_backend() { SPDK_DMA_BYTES_MAX } else { 0 };
 
     // 400 reads of 8 MiB (3.2 GB of answers) asked at once, none of them read.
     const READS: u64 = 400;
@@ -56,7 +52,7 @@ async fn a_read_flood_from_a_peer_that_never_reads_keeps_memory_bounded() {
         reads += 1;
         peak = peak.max(node.rss_bytes());
         assert!(
-            peak - before.min(peak) < bound,
+            peak - before.min(peak) < GROWTH_BYTES_MAX,
             "the datanode grew by {} MiB (from {} MiB) under the flood",
             (peak - before) >> 20,
             before >> 20

@@ -1,8 +1,10 @@
 //! A BlobStore on an SPDK bdev, driven from any thread through the [`Reactor`].
 //!
 //! Blobs stay open while the store is (their handles are kept in a map used only on the
-//! reactor thread). Data goes through DMA-able buffers (`spdk_dma_malloc`), so any bdev
-//! (NVMe included) can take it; one copy each way. Durability: SPDK's blobstore never
+//! reactor thread). With `host_buffers` (bdevs over files or memory, which take any
+//! memory) I/O uses the caller's io-unit aligned buffers as they are; otherwise (NVMe,
+//! or unaligned buffers) data goes through DMA-able buffers (`spdk_dma_malloc`), one copy
+//! each way. Durability: SPDK's blobstore never
 //! flushes the device, so [`Blobstore::flush`] sends a FLUSH to the bdev through a
 //! descriptor of its own (the AIO bdev turns it into `fsync`; the malloc bdev is
 //! volatile anyway; a bdev without FLUSH, such as io_uring's, is only as durable as
@@ -29,6 +31,10 @@ pub struct BlobstoreOptions {
     pub cluster_bytes: u32,
     /// Make a new, empty blobstore when the bdev holds none (it erases the bdev).
     pub format: bool,
+    /// The bdev takes ordinary memory (AIO, io_uring and malloc bdevs; not NVMe, whose
+    /// controller needs DMA-able memory): writes and reads use the caller's buffers,
+    /// which must then be io-unit aligned, with no copy through DMA buffers.
+    pub host_buffers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +54,7 @@ pub struct Blobstore {
     open: Arc<Mutex<HashMap<u64, Ptr<sys::spdk_blob>>>>,
     io_unit: u64,
     cluster: u64,
+    host_buffers: bool,
 }
 
 unsafe extern "C" fn bdev_event(_t: sys::spdk_bdev_event_type, _b: *mut sys::spdk_bdev, _ctx: *mut c_void) {
@@ -89,6 +96,18 @@ unsafe extern "C" fn xattr_value(ctx: *mut c_void, name: *const c_char, value: *
     *value = v.as_ptr() as *const c_void;
     *len = v.len();
 }
+
+/// What one write of a batch sends: a copy in DMA memory, or the caller's own buffers.
+enum Payload {
+    Dma(DmaBuf),
+    Host(HostIov),
+}
+
+/// iovecs into the caller's buffers (`host_buffers`).
+struct HostIov(Vec<sys::iovec>);
+// SAFETY: the pointers are only handed to SPDK on the reactor thread; the buffers they
+// point into are the caller's, borrowed for the whole `write_batch` call.
+unsafe impl Send for HostIov {}
 
 /// A DMA-able buffer (freed on drop, from any thread).
 struct DmaBuf {
@@ -203,7 +222,8 @@ impl Blobstore {
         if ch.get().is_null() {
             return Err(SpdkError::Other("spdk_bs_alloc_io_channel failed".into()));
         }
-        let store = Blobstore { r, bs, ch, flush, open: Arc::default(), io_unit, cluster };
+        let store =
+            Blobstore { r, bs, ch, flush, open: Arc::default(), io_unit, cluster, host_buffers: o.host_buffers };
         let blobs = store.enumerate()?;
         Ok((store, blobs))
     }
@@ -344,40 +364,61 @@ impl Blobstore {
                 out[i] = Some(Err(SpdkError::Call { call: "spdk_blob_io_write (alignment)", errno: libc::EINVAL }));
                 continue;
             }
-            let mut buf = match DmaBuf::new(len, unit as usize) {
-                Ok(b) => b,
-                Err(e) => {
-                    out[i] = Some(Err(e));
-                    continue;
+            let aligned = |p: &&[u8]| (p.as_ptr() as u64).is_multiple_of(unit) && (p.len() as u64).is_multiple_of(unit);
+            let data = if self.host_buffers && bufs.iter().all(aligned) {
+                let iov = bufs.iter().map(|p| sys::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() });
+                Payload::Host(HostIov(iov.collect()))
+            } else {
+                let mut buf = match DmaBuf::new(len, unit as usize) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        out[i] = Some(Err(e));
+                        continue;
+                    }
+                };
+                let mut at = 0;
+                for p in bufs {
+                    buf.bytes_mut()[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
                 }
+                Payload::Dma(buf)
             };
-            let mut at = 0;
-            for p in bufs {
-                buf.bytes_mut()[at..at + p.len()].copy_from_slice(p);
-                at += p.len();
-            }
-            jobs.push((i, b, offset / unit, len as u64 / unit, buf));
+            jobs.push((i, b, offset / unit, len as u64 / unit, data));
         }
         let ch = self.ch;
         let (tx, rx) = sync_channel::<(usize, i32)>(jobs.len().max(1));
-        let submitted: Vec<(usize, DmaBuf)> = self.r.call(move |done: Done<Vec<(usize, DmaBuf)>>| {
+        let submitted: Vec<(usize, Payload)> = self.r.call(move |done: Done<Vec<(usize, Payload)>>| {
             let mut keep = Vec::new();
-            for (i, b, off, n, buf) in jobs {
+            for (i, b, off, n, mut data) in jobs {
                 let arg = Box::into_raw(Box::new((tx.clone(), i))) as *mut c_void;
-                // SAFETY: live blob and channel on the reactor thread; `buf` outlives the
-                // write (the caller keeps it until every completion arrived).
+                // SAFETY: live blob and channel on the reactor thread; the payload (the
+                // DMA buffer, or the iovecs and the caller's buffers they point into)
+                // outlives the write: the caller keeps it, and blocks, until every
+                // completion arrived.
                 unsafe {
-                    sys::spdk_blob_io_write(
-                        b.get(),
-                        ch.get(),
-                        buf.ptr.0 as *mut c_void,
-                        off,
-                        n,
-                        Some(done_indexed),
-                        arg,
-                    )
+                    match &mut data {
+                        Payload::Dma(buf) => sys::spdk_blob_io_write(
+                            b.get(),
+                            ch.get(),
+                            buf.ptr.0 as *mut c_void,
+                            off,
+                            n,
+                            Some(done_indexed),
+                            arg,
+                        ),
+                        Payload::Host(iov) => sys::spdk_blob_io_writev(
+                            b.get(),
+                            ch.get(),
+                            iov.0.as_mut_ptr(),
+                            iov.0.len() as i32,
+                            off,
+                            n,
+                            Some(done_indexed),
+                            arg,
+                        ),
+                    }
                 };
-                keep.push((i, buf));
+                keep.push((i, data));
             }
             done.send(keep)
         });
@@ -396,6 +437,22 @@ impl Blobstore {
             return Err(SpdkError::Call { call: "spdk_blob_io_read (alignment)", errno: libc::EINVAL });
         }
         let b = self.blob(id)?;
+        if self.host_buffers && (buf.as_ptr() as u64).is_multiple_of(unit) {
+            let (p, n, ch) = (Ptr(buf.as_mut_ptr()), buf.len() as u64 / unit, self.ch);
+            // SAFETY: `buf` outlives the read: this call waits for its completion.
+            let rc = self.r.call(move |done: Done<i32>| unsafe {
+                sys::spdk_blob_io_read(
+                    b.get(),
+                    ch.get(),
+                    p.get() as *mut c_void,
+                    offset / unit,
+                    n,
+                    Some(done_errno),
+                    done.into_raw(),
+                )
+            });
+            return SpdkError::check("spdk_blob_io_read", rc);
+        }
         let dma = DmaBuf::new(buf.len(), unit as usize)?;
         let (p, n, ch) = (dma.ptr, buf.len() as u64 / unit, self.ch);
         let rc = self.r.call(move |done: Done<i32>| unsafe {

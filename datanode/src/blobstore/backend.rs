@@ -25,6 +25,10 @@ pub struct SpdkConfig {
     pub bdevs: Vec<String>,
     /// Bdevs over files created just now: formatted without `--format`.
     pub fresh: Vec<String>,
+    /// The file under each AIO bdev (`--spdk-aio`): flushed with `fdatasync` from the
+    /// flushing thread rather than by the bdev (SPDK's AIO bdev `fsync`s on the reactor,
+    /// which stalls all I/O meanwhile).
+    pub aio_files: Vec<(String, std::path::PathBuf)>,
     pub mem_mb: u32,
     pub hugepages: bool,
     pub cluster_bytes: u64,

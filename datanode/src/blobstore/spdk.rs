@@ -50,10 +50,20 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
             REACTOR.get_or_init(|| r).clone()
         }
     };
+    // Without a PCI device (AIO, io_uring and malloc bdevs) SPDK takes the extent
+    // layer's own (aligned) buffers: no copy into DMA memory either way.
+    let host_buffers = !c.json.contains("bdev_nvme_attach_controller");
     let mut out: Vec<Arc<dyn BlobStore>> = Vec::new();
     for name in &c.bdevs {
         let format = format || c.fresh.contains(name);
-        let opts = BlobstoreOptions { bdev: name.clone(), cluster_bytes: c.cluster_bytes as u32, format };
+        let opts = BlobstoreOptions { bdev: name.clone(), cluster_bytes: c.cluster_bytes as u32, format, host_buffers };
+        let sync = match c.aio_files.iter().find(|(b, _)| b == name) {
+            Some((_, path)) => Some(
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("opening {} to flush it: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let (bs, blobs) = match Blobstore::open(r.clone(), &opts) {
             Ok(b) => b,
             Err(e) => {
@@ -78,7 +88,7 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
             })
             .collect();
         let (io_unit, cluster) = (bs.io_unit_bytes(), bs.cluster_bytes());
-        out.push(Arc::new(SpdkStore { bs: RwLock::new(Some(bs)), io_unit, cluster, blobs: Mutex::new(blobs) }));
+        out.push(Arc::new(SpdkStore { bs: RwLock::new(Some(bs)), io_unit, cluster, sync, blobs: Mutex::new(blobs) }));
     }
     Ok(out)
 }
@@ -98,6 +108,10 @@ pub struct SpdkStore {
     bs: RwLock<Option<Blobstore>>,
     io_unit: u64,
     cluster: u64,
+    /// The file under an AIO bdev: `flush` is its `fdatasync` (as the portable backend's),
+    /// run on the calling thread while the reactor goes on with other I/O. SPDK's own
+    /// FLUSH on an AIO bdev is a blocking `fsync` on the reactor thread.
+    sync: Option<std::fs::File>,
     /// What the extent layer sees of each blob (kept in step with the blobstore).
     blobs: Mutex<BTreeMap<BlobId, BlobInfo>>,
 }
@@ -202,7 +216,13 @@ impl BlobStore for SpdkStore {
         self.bs()?.read(blob, offset, buf).map_err(blob_err)
     }
     fn flush(&self) -> Result<()> {
-        self.bs()?.flush().map_err(blob_err)
+        let bs = self.bs()?;
+        match &self.sync {
+            // Every write and metadata update completed before this call is on the
+            // file (the AIO bdev's writes are done when they complete).
+            Some(f) => f.sync_data().map_err(BlobError::Io),
+            None => bs.flush().map_err(blob_err),
+        }
     }
     fn delete_blob(&self, blob: BlobId) -> Result<()> {
         if self.blobs.lock().remove(&blob).is_none() {
@@ -210,8 +230,9 @@ impl BlobStore for SpdkStore {
         }
         let bs = self.bs()?;
         bs.delete_blob(blob).map_err(blob_err)?;
+        drop(bs);
         // Durable before its clusters can go to another blob.
-        bs.flush().map_err(blob_err)
+        self.flush()
     }
     fn close(&self) -> Result<()> {
         match self.bs.write().take() {
