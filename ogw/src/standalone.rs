@@ -42,6 +42,9 @@ pub struct Standalone {
     pub db: Option<String>,
     /// Base domains for virtual-host style requests.
     pub domains: Vec<String>,
+    /// Policy of STANDARD objects and new buckets' default; replica:3 (narrowed to the
+    /// datanodes there are) when `None`.
+    pub policy: Option<Policy>,
     /// Policy of the infrequent-access classes; by default the widest of ec:4+2,
     /// ec:2+1 and ec:1+1 that the datanodes can hold.
     pub ec_policy: Option<Policy>,
@@ -229,12 +232,16 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let key = MasterKey::load_or_create(&s.data.join("master.key"))?;
     let db = s.db.clone().unwrap_or_else(|| format!("sqlite://{}", s.data.join("ogw.db").display()));
     // The default policies, narrowed to the datanodes there are.
-    let policy = Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 };
+    let policy = s.policy.unwrap_or(Policy::Replica { n: s.datanodes.min(POLICY_DEFAULT.width()) as u8 });
+    let objects = match policy {
+        Policy::Replica { n } => plan.total / n.max(1) as u64,
+        Policy::Ec { k, .. } => plan.total / policy.width() as u64 * k as u64,
+    };
     let capacity = format!(
         "Capacity:     {} on {} device files: about {} of objects at {policy} ({} free on the disk)\n",
         bytes(plan.total),
         s.datanodes,
-        bytes(plan.total / policy.width() as u64),
+        bytes(objects),
         bytes(free_bytes(&s.data)?),
     );
     let ec_default = [EC_POLICY_DEFAULT, Policy::Ec { k: 2, m: 1 }].into_iter().find(|p| p.width() <= s.datanodes);

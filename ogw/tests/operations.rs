@@ -463,3 +463,43 @@ async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() 
     c.create_bucket().bucket("cap").send().await.unwrap();
     put_get_miss(&c, "cap", 1, b"fits").await;
 }
+
+/// `--policy` chooses how STANDARD objects are kept (issue 19): with replica:1 every
+/// extent the gateway writes has one copy, as the banner and the metanode say, and
+/// objects read back; a policy wider than the datanodes is refused before anything
+/// starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_policy_sets_the_copies_of_standard_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(harness::ogw_bin())
+        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--policy", "replica:4"])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--policy replica:4 needs 4 datanodes; --datanodes is 3"), "{err}");
+    assert!(!data.join("datanode1.img").exists(), "nothing is made for a refused start");
+
+    let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--device-size", "600M", "--policy", "replica:1"]);
+    assert!(
+        s.capacity.starts_with("1.8 GiB on 3 device files: about 1.8 GiB of objects at replica:1"),
+        "{}",
+        s.capacity
+    );
+    let c = s.sdk();
+    c.create_bucket().bucket("one").send().await.unwrap();
+    put_get_miss(&c, "one", 3, b"one copy").await;
+    let out = Command::new(strata_bin())
+        .args(["status", "--json", "--data"])
+        .arg(s.dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ext = r["extents"].as_array().unwrap();
+    assert!(ext.iter().any(|e| e["policy"] == "replica:1" && e["open"].as_u64().unwrap() >= 1), "{r:#}");
+    assert!(!ext.iter().any(|e| e["policy"] == "replica:3"), "no extent keeps three copies: {r:#}");
+}

@@ -95,6 +95,11 @@ enum Cmd {
         /// Base domain for virtual-host style requests (bucket.DOMAIN); repeatable.
         #[arg(long)]
         domain: Vec<String>,
+        /// Policy of STANDARD objects and new buckets' default (replica:N or ec:K+M):
+        /// replica:1 keeps one copy, as a single-node store does; default: replica:3,
+        /// or replica:N with fewer datanodes.
+        #[arg(long)]
+        policy: Option<Policy>,
         /// Policy of the infrequent-access storage classes (STANDARD_IA, ONEZONE_IA,
         /// INTELLIGENT_TIERING, GLACIER_IR); default: ec:4+2 with 6 or more datanodes,
         /// else ec:2+1 (3 to 5), else ec:1+1.
@@ -286,6 +291,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             no_zero_fill,
             db,
             domain,
+            policy,
             ec_policy,
             gc_grace,
             gc_interval,
@@ -302,6 +308,9 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             if !device_size.trim().eq_ignore_ascii_case("auto") {
                 datanode::config::parse_size(&device_size).context("--device-size")?;
             }
+            if let Some(p) = policy.filter(|p| p.width() > datanodes) {
+                bail!("--policy {p} needs {} datanodes; --datanodes is {datanodes}", p.width());
+            }
             if let Some(p) = ec_policy.filter(|p| p.width() > datanodes) {
                 bail!("--ec-policy {p} needs {} datanodes; --datanodes is {datanodes}", p.width());
             }
@@ -314,6 +323,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 zero_fill: !no_zero_fill,
                 db,
                 domains: domain,
+                policy,
                 ec_policy,
                 gc: {
                     let d = gc::Config::standalone();
