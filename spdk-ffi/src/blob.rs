@@ -437,24 +437,15 @@ impl Blobstore {
             return Err(SpdkError::Call { call: "spdk_blob_io_read (alignment)", errno: libc::EINVAL });
         }
         let b = self.blob(id)?;
-        if self.host_buffers && (buf.as_ptr() as u64).is_multiple_of(unit) {
-            let (p, n, ch) = (Ptr(buf.as_mut_ptr()), buf.len() as u64 / unit, self.ch);
-            // SAFETY: `buf` outlives the read: this call waits for its completion.
-            let rc = self.r.call(move |done: Done<i32>| unsafe {
-                sys::spdk_blob_io_read(
-                    b.get(),
-                    ch.get(),
-                    p.get() as *mut c_void,
-                    offset / unit,
-                    n,
-                    Some(done_errno),
-                    done.into_raw(),
-                )
-            });
-            return SpdkError::check("spdk_blob_io_read", rc);
-        }
-        let dma = DmaBuf::new(buf.len(), unit as usize)?;
-        let (p, n, ch) = (dma.ptr, buf.len() as u64 / unit, self.ch);
+        // Into `buf` itself where the bdev takes host memory, else through a DMA buffer.
+        let dma = match self.host_buffers && (buf.as_ptr() as u64).is_multiple_of(unit) {
+            true => None,
+            false => Some(DmaBuf::new(buf.len(), unit as usize)?),
+        };
+        let p = dma.as_ref().map_or(Ptr(buf.as_mut_ptr()), |d| d.ptr);
+        let (n, ch) = (buf.len() as u64 / unit, self.ch);
+        // SAFETY: the target (`buf` or `dma`) outlives the read: this call waits for its
+        // completion.
         let rc = self.r.call(move |done: Done<i32>| unsafe {
             sys::spdk_blob_io_read(
                 b.get(),
@@ -467,8 +458,10 @@ impl Blobstore {
             )
         });
         SpdkError::check("spdk_blob_io_read", rc)?;
-        // SAFETY: `dma` holds `buf.len()` bytes the read filled.
-        buf.copy_from_slice(unsafe { std::slice::from_raw_parts(dma.ptr.0, buf.len()) });
+        if let Some(dma) = dma {
+            // SAFETY: `dma` holds `buf.len()` bytes the read filled.
+            buf.copy_from_slice(unsafe { std::slice::from_raw_parts(dma.ptr.0, buf.len()) });
+        }
         Ok(())
     }
 
