@@ -87,7 +87,7 @@ fn churn_under_an_aggressive_gc_never_serves_wrong_bytes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "gc audit: {err}");
     // Its progress, as plain lines (stderr is no terminal), ends with every row read.
-    let last = err.lines().filter(|l| l.starts_with("audit [")).last().unwrap_or_else(|| panic!("no progress: {err}"));
+    let last = err.lines().rfind(|l| l.starts_with("audit [")).unwrap_or_else(|| panic!("no progress: {err}"));
     assert!(last.contains("100%  0 rows left") && last.ends_with("done"), "{last}");
 }
 

@@ -451,7 +451,7 @@ async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() 
     let s = Standalone::start_in(dir, &["--device-size", "auto"]);
     let sizes: Vec<u64> =
         (1..=3).map(|i| std::fs::metadata(s.dir.path().join(format!("data/datanode{i}.img"))).unwrap().len()).collect();
-    assert!(sizes.iter().all(|&z| z == sizes[0] && z >= 512 << 20 && z <= 64 << 30), "{sizes:?}");
+    assert!(sizes.iter().all(|&z| z == sizes[0] && (512 << 20..=64 << 30).contains(&z)), "{sizes:?}");
     let stat = Command::new("df").args(["-B1", "--output=avail"]).arg(s.dir.path()).output().unwrap();
     let avail: u64 = String::from_utf8_lossy(&stat.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
     // Made from what was free before they were: half of (what is free now + what they

@@ -120,6 +120,8 @@ impl std::fmt::Display for MsRange {
     }
 }
 
+// Parsed once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a metanode.

@@ -17,6 +17,9 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Buckets cached at most (the cache is cleared when it grows past).
 const CACHE_BUCKETS_MAX: usize = 10_000;
 
+/// A bucket's cached document: when it was read, and what it was (None: none set).
+type Cached<T> = (Instant, Option<Arc<T>>);
+
 /// One kind of bucket document, parsed, read through a short cache that the gateway's
 /// own changes clear (`forget`). A failed read is not cached, and is the caller's to
 /// decide on (refusing, for what guards access).
@@ -24,7 +27,7 @@ pub struct ConfigCache<T> {
     kind: ConfigKind,
     /// Parses a stored document of a bucket (checked when set, so `None` is unexpected).
     parse: fn(&str, &str) -> Option<T>,
-    map: Mutex<HashMap<String, (Instant, Option<Arc<T>>)>>,
+    map: Mutex<HashMap<String, Cached<T>>>,
 }
 
 impl<T> ConfigCache<T> {

@@ -130,6 +130,8 @@ pub struct Marker {
 }
 
 /// One version of a key, as asked for by id or listed.
+// Most entries are objects; boxing them would cost an allocation each for the rare marker.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Entry {
     Object(Object),

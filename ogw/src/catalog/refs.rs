@@ -193,7 +193,7 @@ pub async fn audit_refs_with(db: &Db, progress: &mut dyn FnMut(u64, u64)) -> Res
             read += 1;
             // Rows written since the count was taken: the total grows with them.
             total = total.max(read);
-            if read % 1024 == 0 && read < total {
+            if read.is_multiple_of(1024) && read < total {
                 progress(read, total);
             }
         }

@@ -523,7 +523,7 @@ pub(super) async fn copy_source(
         return Err(s3_error!(NotImplemented, "copy from access points is not supported"));
     };
     let version = super::versioning::version_arg(version_id.as_deref())?;
-    let (b, src) = gw.readable_source(tenant, bucket, key, version.as_deref()).await?;
+    let (b, src) = gw.readable_source(tenant, bucket, key, version).await?;
     let src_version = super::versioning::version_header(&b, &src.version);
     let conditions = ReadConditions {
         if_match: s.copy_source_if_match,

@@ -261,7 +261,6 @@ pub(super) async fn get_bucket_encryption(
                     kms_master_key_id: d.kms_key.clone(),
                 }),
                 bucket_key_enabled: Some(false),
-                ..Default::default()
             }],
         }),
     }))
