@@ -35,6 +35,9 @@ static REACTOR: OnceLock<Arc<Reactor>> = OnceLock::new();
 
 /// Starts SPDK (once per process), creates the bdevs and opens a blobstore on each.
 pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn BlobStore>>> {
+    // PCI only for NVMe controllers: AIO, io_uring and malloc bdevs need none, and take
+    // the extent layer's own (aligned) buffers, so no copy into DMA memory either way.
+    let pci = c.json.contains("bdev_nvme_attach_controller");
     let r = match REACTOR.get() {
         Some(r) => r.clone(),
         None => {
@@ -42,55 +45,62 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
                 name: format!("strata-datanode-{}", std::process::id()),
                 no_huge: !c.hugepages,
                 mem_size_mb: c.mem_mb,
-                // PCI only for NVMe controllers (AIO, io_uring and malloc bdevs need none).
-                no_pci: !c.json.contains("bdev_nvme_attach_controller"),
+                no_pci: !pci,
             };
             let r = Reactor::start(&opts).map_err(|e| anyhow::anyhow!("starting SPDK: {e}"))?;
             r.load_config(&c.json).map_err(|e| anyhow::anyhow!("creating the SPDK bdevs: {e}"))?;
             REACTOR.get_or_init(|| r).clone()
         }
     };
-    // Without a PCI device (AIO, io_uring and malloc bdevs) SPDK takes the extent
-    // layer's own (aligned) buffers: no copy into DMA memory either way.
-    let host_buffers = !c.json.contains("bdev_nvme_attach_controller");
     let mut out: Vec<Arc<dyn BlobStore>> = Vec::new();
     for name in &c.bdevs {
-        let format = format || c.fresh.contains(name);
-        let opts = BlobstoreOptions { bdev: name.clone(), cluster_bytes: c.cluster_bytes as u32, format, host_buffers };
-        let sync = match c.aio_files.iter().find(|(b, _)| b == name) {
-            Some((_, path)) => Some(
-                std::fs::File::open(path)
-                    .map_err(|e| anyhow::anyhow!("opening {} to flush it: {e}", path.display()))?,
-            ),
-            None => None,
-        };
-        let (bs, blobs) = match Blobstore::open(r.clone(), &opts) {
-            Ok(b) => b,
+        match open_one(&r, c, name, format || c.fresh.contains(name), !pci) {
+            Ok(s) => {
+                tracing::info!(
+                    "device {}: SPDK bdev {name} ({} blobs, {} KiB clusters)",
+                    out.len(),
+                    s.blobs.lock().len(),
+                    s.cluster >> 10
+                );
+                out.push(Arc::new(s));
+            }
             Err(e) => {
                 // Those opened already are unloaded cleanly before the error goes up.
                 for s in &out {
                     let _ = s.close();
                 }
-                anyhow::bail!("SPDK bdev {name}: {e}");
+                return Err(e);
             }
-        };
-        tracing::info!(
-            "device {}: SPDK bdev {name} ({} blobs, {} KiB clusters)",
-            out.len(),
-            blobs.len(),
-            bs.cluster_bytes() >> 10
-        );
-        let blobs = blobs
-            .into_iter()
-            .map(|b| {
-                let info = BlobInfo { id: b.id, clusters: b.clusters, xattrs: b.xattrs.into_iter().collect() };
-                (b.id, info)
-            })
-            .collect();
-        let (io_unit, cluster) = (bs.io_unit_bytes(), bs.cluster_bytes());
-        out.push(Arc::new(SpdkStore { bs: RwLock::new(Some(bs)), io_unit, cluster, sync, blobs: Mutex::new(blobs) }));
+        }
     }
     Ok(out)
+}
+
+/// The blobstore on bdev `name`, with the file to flush when it is an AIO bdev.
+fn open_one(
+    r: &Arc<Reactor>,
+    c: &SpdkConfig,
+    name: &str,
+    format: bool,
+    host_buffers: bool,
+) -> anyhow::Result<SpdkStore> {
+    let sync = match c.aio_files.iter().find(|(b, _)| b == name) {
+        Some((_, path)) => Some(
+            std::fs::File::open(path).map_err(|e| anyhow::anyhow!("opening {} to flush it: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let opts = BlobstoreOptions { bdev: name.to_string(), cluster_bytes: c.cluster_bytes as u32, format, host_buffers };
+    let (bs, blobs) = Blobstore::open(r.clone(), &opts).map_err(|e| anyhow::anyhow!("SPDK bdev {name}: {e}"))?;
+    let blobs = blobs
+        .into_iter()
+        .map(|b| {
+            let info = BlobInfo { id: b.id, clusters: b.clusters, xattrs: b.xattrs.into_iter().collect() };
+            (b.id, info)
+        })
+        .collect();
+    let (io_unit, cluster) = (bs.io_unit_bytes(), bs.cluster_bytes());
+    Ok(SpdkStore { bs: RwLock::new(Some(bs)), io_unit, cluster, sync, blobs: Mutex::new(blobs) })
 }
 
 /// Stops SPDK's reactor, if it started, once the extent store has shut down (its
