@@ -422,21 +422,29 @@ async fn the_web_console_asks_for_the_token_and_plots_live_traffic_in_chromium()
 
 /// Standalone sizes its device files from the disk unless told, says what they hold at
 /// start, and refuses, making nothing, a size the disk cannot hold.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() {
+/// Starts a standalone with `args` that must refuse to start: exit status 2 and no
+/// device file made. Returns what it said.
+fn refused_standalone(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = Command::new(harness::ogw_bin())
-        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--device-size", "100T"])
+        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(args)
         .arg("--data")
         .arg(&data)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("3 new device files of 100.0 TiB need 300.0 TiB") && err.contains("free"), "{err}");
-    let made: Vec<_> = std::fs::read_dir(&data).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let made: Vec<_> = std::fs::read_dir(&data).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
     assert!(!made.iter().any(|f| f.to_string_lossy().ends_with(".img")), "device files made: {made:?}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() {
+    let err = refused_standalone(&["--device-size", "100T"]);
+    assert!(err.contains("3 new device files of 100.0 TiB need 300.0 TiB") && err.contains("free"), "{err}");
 
     // As asked, and said at start.
     let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--device-size", "600M"]);
@@ -470,18 +478,8 @@ async fn standalone_capacity_follows_the_disk_and_a_size_too_large_is_refused() 
 /// starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_policy_sets_the_copies_of_standard_objects() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = Command::new(harness::ogw_bin())
-        .args(["standalone", "--s3-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--policy", "replica:4"])
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused_standalone(&["--policy", "replica:4"]);
     assert!(err.contains("--policy replica:4 needs 4 datanodes; --datanodes is 3"), "{err}");
-    assert!(!data.join("datanode1.img").exists(), "nothing is made for a refused start");
 
     let s = Standalone::start_in(tempfile::tempdir().unwrap(), &["--device-size", "600M", "--policy", "replica:1"]);
     assert!(
