@@ -261,12 +261,12 @@ fn main() {
         Ok(k) => k,
         Err(e) => {
             eprintln!("metanode: error: {e}");
-            std::process::exit(2);
+            proto::exit_now(2);
         }
     };
     if let Err(e) = rt.block_on(run(cli.cmd, keyring)) {
         eprintln!("metanode: error: {e:#}");
-        std::process::exit(2);
+        proto::exit_now(2);
     }
 }
 

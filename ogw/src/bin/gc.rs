@@ -97,7 +97,7 @@ fn main() {
     let cli: Cli = proto::config::parse(style);
     if let Err(e) = rt.block_on(run(cli.cmd, cli.secrets)) {
         eprintln!("gc: error: {e:#}");
-        std::process::exit(2);
+        proto::exit_now(2);
     }
 }
 
