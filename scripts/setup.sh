@@ -20,6 +20,10 @@ if [ "${1:-}" != --build ]; then
   # instances on temporary directories; the packages' services are not used).
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server)
+  # The chaos run (scripts/chaos.sh): nftables for partitions and packet loss inside its
+  # network namespaces, libfaketime for a gateway's skewed clock.
+  command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
   # Prometheus, which a test runs against a standalone's /metrics.
   [ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
