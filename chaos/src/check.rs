@@ -233,6 +233,36 @@ pub fn check(ops: &[Op], budget: u64) -> Verdict {
     Verdict::Linearizable
 }
 
+/// Checks a listing against the keys' histories (S3 lists are strongly consistent): a
+/// key must be listed when a write of it was acknowledged before the listing began and
+/// no delete of it could have taken effect before the listing ended; and must not be
+/// listed when a delete was acknowledged before the listing began and no write could
+/// have taken effect before it ended. What is wrong, as one line per key.
+pub fn check_list(start: u64, end: u64, listed: &HashSet<&str>, keys: &[(&str, &[Op])]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (key, ops) in keys {
+        let may_after = |o: &Op, t: u64| o.start < end && (o.ret == Ret::Unknown || o.end > t);
+        let acked_before = |o: &Op| o.ret == Ret::Ok && o.end < start;
+        let is_delete = |o: &Op| o.call == Call::Delete && o.ret != Ret::Refused;
+        let is_write = |o: &Op| !matches!(o.call, Call::Get | Call::Delete) && o.ret != Ret::Refused;
+        let present = ops
+            .iter()
+            .filter(|w| is_write(w) && acked_before(w))
+            .any(|w| !ops.iter().any(|d| is_delete(d) && may_after(d, w.start)));
+        let absent = ops
+            .iter()
+            .filter(|d| is_delete(d) && acked_before(d))
+            .any(|d| !ops.iter().any(|w| is_write(w) && may_after(w, d.start)));
+        if present && !listed.contains(key) {
+            wrong.push(format!("{key} not listed, though written before the listing and not deleted"));
+        }
+        if absent && listed.contains(key) {
+            wrong.push(format!("{key} listed, though deleted before the listing and not written again"));
+        }
+    }
+    wrong
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +278,22 @@ mod tests {
             Verdict::Violation(_) => false,
             Verdict::Undecided => panic!("undecided"),
         }
+    }
+
+    #[test]
+    fn listings_show_what_was_written_and_not_what_was_deleted() {
+        let a = [op(Call::Put(1), Ret::Ok, 0, 1)];
+        let b = [op(Call::Put(2), Ret::Ok, 0, 1), op(Call::Delete, Ret::Ok, 2, 3)];
+        // Written, then deleted with the delete's outcome unknown: either is right.
+        let c = [op(Call::Put(3), Ret::Ok, 0, 1), op(Call::Delete, Ret::Unknown, 2, 3)];
+        // Written while the listing ran: either is right.
+        let d = [op(Call::Put(4), Ret::Ok, 5, 20)];
+        let keys: Vec<(&str, &[Op])> = vec![("a", &a), ("b", &b), ("c", &c), ("d", &d)];
+        let list = |ks: &[&'static str]| check_list(10, 11, &ks.iter().copied().collect(), &keys);
+        assert!(list(&["a"]).is_empty());
+        assert!(list(&["a", "c", "d"]).is_empty());
+        assert_eq!(list(&[]).len(), 1, "a missing");
+        assert_eq!(list(&["a", "b"]).len(), 1, "b resurrected");
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Layout {
     pub datanodes: usize,
     pub gateways: usize,
     pub device: String,
+    /// Bytes of the last datanode's loop device.
+    pub small_device: u64,
 }
 
 pub const META_PORT: u16 = 7100;
@@ -137,6 +139,18 @@ pub struct Cluster {
     pub master_key: PathBuf,
     pub db_url: String,
     pub bin: PathBuf,
+    /// Loop devices to detach at the end.
+    loops: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Processes first: a loop device in use would not detach.
+        self.procs.clear();
+        for l in &self.loops {
+            let _ = Command::new("losetup").args(["-d", l]).status();
+        }
+    }
 }
 
 fn pg_bin(name: &str) -> Result<PathBuf> {
@@ -277,15 +291,27 @@ impl Cluster {
         procs.extend(metas);
         let meta = meta_addrs.join(",");
 
+        let mut loops = Vec::new();
         for i in 1..=l.datanodes {
-            let dev = l.dir.join(format!("d{i}.img"));
+            // The last datanode's device is a small loop device, which fills up.
+            let device = if i == l.datanodes {
+                let file = l.dir.join(format!("d{i}.loop"));
+                std::fs::File::create(&file)?.set_len(l.small_device)?;
+                let out = check(Command::new("losetup").args(["-f", "--show"]).arg(&file).output()?, "losetup")?;
+                let dev = out.trim().to_string();
+                loops.push(dev.clone());
+                dev
+            } else {
+                format!("{}:{}", l.dir.join(format!("d{i}.img")).display(), l.device)
+            };
             let args = [
                 "--node-id",
                 &i.to_string(),
                 "--listen",
                 &format!("{{ip}}:{DATA_PORT}"),
                 "--device",
-                &format!("{}:{}", dev.display(), l.device),
+                &device,
+                "--format",
                 "--no-zero-fill",
                 "--meta",
                 &meta,
@@ -350,11 +376,15 @@ impl Cluster {
             "2s",
             "--compact-below",
             "50%",
+            // Uploads left incomplete (their completion failed or was never sent) are
+            // aborted a minute on, so that their parts' space comes back in the run.
+            "--upload-age",
+            "60s",
         ]
         .map(String::from)
         .to_vec();
         procs.push(mk(&mut net, "gc", Role::Gc, bin.join("gc"), gc_args)?);
-        Ok(Cluster { procs, net, secrets, master_key, db_url, bin })
+        Ok(Cluster { procs, net, secrets, master_key, db_url, bin, loops })
     }
 
     pub fn meta_addrs(&self) -> Vec<String> {

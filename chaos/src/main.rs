@@ -38,9 +38,11 @@ struct Args {
     bin: PathBuf,
     keep: bool,
     workers: u64,
+    checkpoint_minutes: f64,
 }
 
-const USAGE: &str = "usage: chaos [--seed N] [--minutes M] [--workers W] [--dir DIR] [--bin DIR] [--keep]
+const USAGE: &str =
+    "usage: chaos [--seed N] [--minutes M] [--workers W] [--checkpoint-minutes C] [--dir DIR] [--bin DIR] [--keep]
   Runs a whole cluster in network namespaces (needs root) under seeded faults and checks
   the history. --bin: where metanode, datanode, ogw and gc are (default: beside chaos).";
 
@@ -53,6 +55,7 @@ fn args() -> Result<Args> {
         bin: exe.parent().context("the binary's directory")?.to_path_buf(),
         keep: false,
         workers: 8,
+        checkpoint_minutes: 10.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
@@ -61,6 +64,9 @@ fn args() -> Result<Args> {
             "--seed" => a.seed = val()?.parse().context("--seed: a number")?,
             "--minutes" => a.minutes = val()?.parse().context("--minutes: a number")?,
             "--workers" => a.workers = val()?.parse().context("--workers: a number")?,
+            "--checkpoint-minutes" => {
+                a.checkpoint_minutes = val()?.parse().context("--checkpoint-minutes: a number")?
+            }
             "--dir" => a.dir = Some(val()?.into()),
             "--bin" => a.bin = val()?.into(),
             "--keep" => a.keep = true,
@@ -339,6 +345,51 @@ impl Runner {
         }
     }
 
+    /// What the metanode still holds, for when GC did not give the space back: streams,
+    /// extents (open, sealed) and the sealed bytes of their copies; then `gc audit`.
+    async fn leftovers(&self) -> String {
+        let c = self.meta();
+        let Ok(streams) = c.streams().await else { return "metanodes not answering".into() };
+        let (mut open, mut sealed, mut bytes) = (0, 0, 0u64);
+        let mut by_stream = Vec::new();
+        for s in &streams {
+            let mut b = 0;
+            for e in &s.extents {
+                match c.extent(*e).await {
+                    Ok(x) => match x.sealed_len {
+                        Some(l) => {
+                            sealed += 1;
+                            b += l * x.replicas.len() as u64;
+                        }
+                        None => open += 1,
+                    },
+                    Err(e) => return format!("extent {e:?}: {e}"),
+                }
+            }
+            bytes += b;
+            by_stream.push((b >> 20, s.id.0, s.extents.len(), s.writer.clone().unwrap_or_default()));
+        }
+        by_stream.sort();
+        by_stream.reverse();
+        by_stream.truncate(8);
+        let audit = std::process::Command::new(self.cl.bin.join("gc"))
+            .args(["audit", "--db", &self.cl.db_url])
+            .output()
+            .map(|o| {
+                let err = String::from_utf8_lossy(&o.stderr);
+                let err: Vec<&str> = err.lines().filter(|l| !l.contains('%')).collect();
+                format!("{} {}", String::from_utf8_lossy(&o.stdout).trim(), err.join("; "))
+            })
+            .unwrap_or_else(|e| e.to_string());
+        format!(
+            "{} streams, {open} open and {sealed} sealed extents holding {} MiB of copies; the largest streams \
+             (MiB, id, extents, writer): {by_stream:?}; gc audit: {}",
+            streams.len(),
+            bytes >> 20,
+            audit.trim()
+        )
+    }
+
     /// Bytes in use on all datanodes (from their heartbeats).
     async fn used(&self) -> Option<u64> {
         let nodes = self.meta().nodes().await.ok()?;
@@ -377,6 +428,7 @@ async fn run(a: &Args) -> Result<bool> {
         datanodes: names.datanodes,
         gateways: names.gateways,
         device: "768M".into(),
+        small_device: 48 << 20,
     };
     let cl = Cluster::start(&layout, net)?;
     // The run's own metanode requests (status, nodes, repairs) are an admin's.
@@ -403,14 +455,50 @@ async fn run(a: &Args) -> Result<bool> {
     let mut plan = plan.into_iter().peekable();
     let mut last_report = Instant::now();
     let mut interrupted = false;
-    while start.elapsed() < Duration::from_millis(run_ms) {
-        while let Some(p) = plan.next_if(|p| start.elapsed() >= Duration::from_millis(p.at_ms)) {
+    // The least free space the small device reported.
+    let mut small_free = u64::MAX;
+    // Time spent in checkpoints, when the schedule stands still.
+    let mut paused = Duration::ZERO;
+    let mut next_checkpoint = Duration::from_secs_f64(a.checkpoint_minutes * 60.0);
+    let mut checkpoint_failures = Vec::new();
+    while start.elapsed() - paused < Duration::from_millis(run_ms) {
+        let now = start.elapsed() - paused;
+        while let Some(p) = plan.next_if(|p| now >= Duration::from_millis(p.at_ms)) {
             r.apply(&p).await?;
+        }
+        if now >= next_checkpoint && now + Duration::from_secs(60) < Duration::from_millis(run_ms) {
+            // Every fault healed: full redundancy must come back, and every key is read
+            // (the reads join the history) while the workers go on.
+            next_checkpoint += Duration::from_secs_f64(a.checkpoint_minutes * 60.0);
+            let t = Instant::now();
+            r.heal_due(true)?;
+            let red = r.wait_redundant(Duration::from_secs(300)).await;
+            let unread = ctx.sweep(Duration::from_secs(60)).await;
+            eprintln!(
+                "chaos: checkpoint at {:.0} s: {}, {} keys unanswered, {:.0} s",
+                now.as_secs_f64(),
+                red.as_ref().map_or_else(|e| format!("NOT fully redundant: {e}"), |_| "fully redundant".into()),
+                unread.len(),
+                t.elapsed().as_secs_f64()
+            );
+            if let Err(e) = red {
+                checkpoint_failures.push(e);
+            }
+            if !unread.is_empty() {
+                checkpoint_failures.push(format!("keys unanswered: {unread:?}"));
+            }
+            paused += t.elapsed();
         }
         r.heal_due(false)?;
         r.supervise()?;
         if last_report.elapsed() > Duration::from_secs(15) {
             last_report = Instant::now();
+            if let Ok(Ok(nodes)) = tokio::time::timeout(Duration::from_secs(2), r.meta().nodes()).await {
+                let small = nodes.iter().find(|n| n.id.0 == names.datanodes as u64);
+                if let Some(free) = small.and_then(|n| n.devices.first()).map(|d| d.free_bytes) {
+                    small_free = small_free.min(free);
+                }
+            }
             let ops = ctx.hist.ops.lock().unwrap().len();
             eprintln!(
                 "chaos: {:>4}s {ops} operations, {} faults ({} kill -9), {} active",
@@ -470,6 +558,19 @@ async fn run(a: &Args) -> Result<bool> {
             }
         }
     }
+    // Listings against the plain keys' histories.
+    let lists = std::mem::take(&mut *ctx.hist.lists.lock().unwrap());
+    let plain: Vec<(&str, &[check::Op])> =
+        by_key.iter().filter(|(k, _)| k.starts_with("k/")).map(|(k, h)| (k.as_str(), h.as_slice())).collect();
+    let mut list_wrong = 0;
+    for (s, e, listed) in &lists {
+        let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        for w in check::check_list(*s, *e, &listed, &plain) {
+            eprintln!("chaos: listing at {:.3} s: {w}", *s as f64 / 1e9);
+            list_wrong += 1;
+        }
+    }
+    nonlin += list_wrong;
     let races = by_key.keys().filter(|k| k.starts_with("race/")).count();
     let race_wins = ops
         .iter()
@@ -493,6 +594,9 @@ async fn run(a: &Args) -> Result<bool> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let gc_ok = used2 <= target && undeleted.is_empty();
+    if !gc_ok {
+        eprintln!("chaos: after the deletes the metanode holds {}", r.leftovers().await);
+    }
     let crashes: Vec<&(String, String)> =
         r.tally.exits.iter().filter(|(_, how)| how.starts_with("killed") || how == "exit 101").collect();
 
@@ -502,9 +606,10 @@ async fn run(a: &Args) -> Result<bool> {
         r.tally.by_kind, r.tally.skipped
     );
     eprintln!(
-        "chaos: {} operations ({unknown} of unknown outcome), {} keys, {races} If-None-Match races with {race_wins} winners",
+        "chaos: {} operations ({unknown} of unknown outcome), {} keys, {races} If-None-Match races with {race_wins} winners, {} listings ({list_wrong} wrong)",
         ops.len(),
-        by_key.len()
+        by_key.len(),
+        lists.len()
     );
     let mut exits: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (n, how) in &r.tally.exits {
@@ -529,6 +634,15 @@ async fn run(a: &Args) -> Result<bool> {
         mib(used0),
         if gc_ok { "" } else { ": NOT freed" }
     );
+    eprintln!(
+        "chaos: the small device (d{}, {} MiB) got down to {:.1} MiB free",
+        names.datanodes,
+        layout.small_device >> 20,
+        mib(small_free.min(layout.small_device))
+    );
+    for f in &checkpoint_failures {
+        eprintln!("chaos: a checkpoint failed: {f}");
+    }
     if undecided > 0 {
         eprintln!("chaos: {undecided} keys undecided (search budget)");
     }
@@ -545,7 +659,8 @@ async fn run(a: &Args) -> Result<bool> {
         && unread.is_empty()
         && gc_ok
         && crashes.is_empty()
-        && undecided == 0;
+        && undecided == 0
+        && checkpoint_failures.is_empty();
     drop(r);
     if ok && !a.keep {
         let _ = std::fs::remove_dir_all(&dir);

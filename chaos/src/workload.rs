@@ -73,6 +73,8 @@ pub struct History {
     /// (key, write) pairs ever sent: a key may only return these.
     sent: Mutex<HashSet<(String, u64)>>,
     next: AtomicU64,
+    /// Listings of `k/`: (start, end, the keys listed).
+    pub lists: Mutex<Vec<(u64, u64, Vec<String>)>>,
 }
 
 pub struct Ctx {
@@ -182,6 +184,22 @@ impl Ctx {
         self.record(key, Call::Delete, Ctx::write_ret(&a), start);
     }
 
+    /// Lists the plain keys (`k/`, one page holds them all).
+    async fn list(&self, gw: usize) {
+        let start = self.now();
+        let Ok(a) = self.s3.send(gw, "GET", &format!("/{BUCKET}?list-type=2&prefix=k/"), &[], Bytes::new()).await
+        else {
+            return;
+        };
+        if a.status != 200 || xml_text(&a.body, "IsTruncated").as_deref() != Some("false") {
+            return;
+        }
+        let text = String::from_utf8_lossy(&a.body);
+        let keys =
+            text.split("<Key>").skip(1).filter_map(|t| t.split_once("</Key>")).map(|(k, _)| k.to_string()).collect();
+        self.hist.lists.lock().unwrap().push((start, self.now(), keys));
+    }
+
     /// A server-side copy of a source object onto `key`: a write of the source's bytes.
     async fn copy(&self, gw: usize, key: &str, src: &str, w: u64) {
         self.hist.sent.lock().unwrap().insert((key.to_string(), w));
@@ -288,7 +306,8 @@ impl Ctx {
                 32..=61 => {
                     self.get(gw, &key).await;
                 }
-                62..=69 => self.delete(gw, &key).await,
+                62..=66 => self.delete(gw, &key).await,
+                67..=69 => self.list(gw).await,
                 70..=74 => {
                     let (src, w) = {
                         let s = self.sources.lock().unwrap();
