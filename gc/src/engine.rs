@@ -21,9 +21,9 @@
 //!    compare-and-swap (lazy erasure coding: hot data replicated, cold data coded). The
 //!    extents they leave are compacted or doomed by later passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use client::{ClientError, DataNodeClient, MetaClient, Slice, StreamClient, StreamConfig, StreamWriter};
 use futures::StreamExt;
@@ -32,8 +32,8 @@ use proto::{ExtentError, ExtentId, NodeId};
 use tokio::sync::watch;
 
 use crate::limits::{
-    COMPACTIONS_PER_PASS, DATANODE_TIMEOUT, DELETES_IN_FLIGHT, DELETE_BATCH_MAX, PROGRESS_EVERY,
-    TRANSITION_BYTES_PER_PASS, TRANSITION_SCAN_ROWS,
+    COMPACTIONS_PER_PASS, COMPACT_RETRY_FIRST_MIN, COMPACT_RETRY_FIRST_PASSES, COMPACT_RETRY_MAX, DATANODE_TIMEOUT,
+    DELETES_IN_FLIGHT, DELETE_BATCH_MAX, PROGRESS_EVERY, TRANSITION_BYTES_PER_PASS, TRANSITION_SCAN_ROWS,
 };
 use crate::{now_ms, Catalog, Config, GcError, Status, GC_WRITER};
 
@@ -70,9 +70,11 @@ pub struct Gc<C> {
     cfg: Config,
     /// GC's own writers (compaction output), one per policy, opened when first needed.
     writers: tokio::sync::Mutex<HashMap<Policy, StreamWriter>>,
-    /// Extents whose compaction failed (a slice unreadable): not tried again by this
-    /// process, so that a few bad ones do not take every pass's compactions.
-    uncompactable: parking_lot::Mutex<std::collections::HashSet<ExtentId>>,
+    /// Extents whose compaction failed (a slice unreadable, or GC's own stream not
+    /// writable): failures so far, and when to try again. The wait doubles with each
+    /// failure (`limits::COMPACT_RETRY_*`), so that a few bad extents do not take every
+    /// pass's compactions, and one that failed during an outage is compacted after it.
+    uncompactable: parking_lot::Mutex<HashMap<ExtentId, (u32, Instant)>>,
     /// Per transition rule (bucket, prefix), the key its scan goes on after.
     cursors: parking_lot::Mutex<HashMap<(String, String), String>>,
     /// What the metrics show.
@@ -83,6 +85,13 @@ pub struct Gc<C> {
 
 /// How far a step of a pass is: its name, what is done and what there is in all.
 pub type ProgressFn = Box<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+/// How long after its `failures`-th failed compaction an extent is tried again, with
+/// passes every `interval`.
+fn compact_retry(interval: Duration, failures: u32) -> Duration {
+    let first = (interval * COMPACT_RETRY_FIRST_PASSES).max(COMPACT_RETRY_FIRST_MIN);
+    (first * 2u32.saturating_pow(failures.saturating_sub(1)).min(1 << 16)).min(COMPACT_RETRY_MAX)
+}
 
 /// A sealed extent sparse enough to compact: its bytes named, and its size in bytes.
 struct Sparse {
@@ -313,7 +322,9 @@ impl<C: Catalog> Gc<C> {
     /// cannot be compacted now (a slice unreadable) is left for a later pass.
     async fn compact(&self, sparse: Vec<Sparse>, r: &mut PassReport, p: &mut Progress) -> Result<(), GcError> {
         let t = Instant::now();
-        let skip = self.uncompactable.lock().clone();
+        let now = Instant::now();
+        let skip: HashSet<ExtentId> =
+            self.uncompactable.lock().iter().filter(|(_, (_, at))| *at > now).map(|(e, _)| *e).collect();
         let todo: Vec<Sparse> =
             sparse.into_iter().filter(|s| !skip.contains(&s.info.id)).take(COMPACTIONS_PER_PASS).collect();
         let n = todo.len() as u64;
@@ -321,6 +332,7 @@ impl<C: Catalog> Gc<C> {
             self.step("compacting extents", i as u64, n);
             match self.compact_one(&s.info).await {
                 Ok(bytes) => {
+                    self.uncompactable.lock().remove(&s.info.id);
                     tracing::info!(
                         "gc: compacted extent {} ({} of {} bytes named, {bytes} copied)",
                         s.info.id,
@@ -333,8 +345,14 @@ impl<C: Catalog> Gc<C> {
                     p.tick(&self.catalog, r).await;
                 }
                 Err(GcError::Stream(e)) => {
-                    tracing::warn!("gc: compacting extent {} failed, not trying it again: {e}", s.info.id);
-                    self.uncompactable.lock().insert(s.info.id);
+                    let mut u = self.uncompactable.lock();
+                    let failures = u.get(&s.info.id).map_or(0, |(n, _)| *n) + 1;
+                    let wait = compact_retry(self.cfg.interval, failures);
+                    u.insert(s.info.id, (failures, Instant::now() + wait));
+                    tracing::warn!(
+                        "gc: compacting extent {} failed ({failures} times), trying again in {wait:?}: {e}",
+                        s.info.id
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -619,5 +637,21 @@ async fn delete_copy(conn: &DataNodeClient, extent: ExtentId, node: NodeId) -> b
             tracing::warn!("gc: deleting extent {extent} on datanode {node}: no answer within {DATANODE_TIMEOUT:?}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn failed_compactions_are_retried_ever_more_rarely() {
+        let i = Duration::from_secs(60);
+        assert_eq!(compact_retry(i, 1), Duration::from_secs(120));
+        assert_eq!(compact_retry(i, 2), Duration::from_secs(240));
+        assert_eq!(compact_retry(i, 30), COMPACT_RETRY_MAX);
+        assert_eq!(compact_retry(i, u32::MAX), COMPACT_RETRY_MAX);
+        // Short intervals (tests, standalone) still wait a little.
+        assert_eq!(compact_retry(Duration::from_millis(100), 1), COMPACT_RETRY_FIRST_MIN);
     }
 }

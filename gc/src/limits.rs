@@ -32,6 +32,14 @@ pub const COMPACT_BELOW_DEFAULT: f64 = 0.5;
 /// Extents compacted in one pass at most, so a pass (which holds no lock but the lease)
 /// ends in bounded time and deletions are not held up behind a long rewrite.
 pub const COMPACTIONS_PER_PASS: usize = 16;
+/// An extent whose compaction failed is tried again after this many passes (at least
+/// `COMPACT_RETRY_FIRST_MIN`), then twice as long after each further failure, up to
+/// `COMPACT_RETRY_MAX`: soon enough that one caught by an outage (its copies or GC's
+/// own stream unreachable for a while) is compacted after it, while an extent that
+/// cannot be read takes a pass's compaction slot ever more rarely.
+pub const COMPACT_RETRY_FIRST_PASSES: u32 = 2;
+pub const COMPACT_RETRY_FIRST_MIN: Duration = Duration::from_secs(1);
+pub const COMPACT_RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Bytes transition rules rewrite in one pass at most (more wait for the next pass):
 /// a pass ends in bounded time, and the rewrite takes a bounded share of the devices.
 pub const TRANSITION_BYTES_PER_PASS: u64 = 1 << 30;
