@@ -528,6 +528,7 @@ async fn run(a: &Args) -> Result<bool> {
     let redundancy = r.wait_redundant(Duration::from_secs(300)).await;
     let heal_secs = t.elapsed().as_secs_f64();
     let unread = ctx.sweep(Duration::from_secs(120)).await;
+    let keys = ctx.keys();
     let ops = std::mem::take(&mut *ctx.hist.ops.lock().unwrap());
     let corrupt = ctx.hist.corrupt.lock().unwrap().clone();
     let mut by_key: BTreeMap<String, Vec<check::Op>> = BTreeMap::new();
@@ -582,7 +583,7 @@ async fn run(a: &Args) -> Result<bool> {
 
     // GC: everything deleted, the space must come back.
     let used1 = r.used().await.unwrap_or(0);
-    let undeleted = ctx.delete_all(Duration::from_secs(120)).await;
+    let undeleted = ctx.delete_all(keys.clone(), Duration::from_secs(120)).await;
     let t = Instant::now();
     let target = used0 + used1.saturating_sub(used0) / 4;
     let mut used2 = used1;
@@ -593,7 +594,8 @@ async fn run(a: &Args) -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let gc_ok = used2 <= target && undeleted.is_empty();
+    let deleted = ctx.hist.deleted.load(Ordering::Relaxed);
+    let gc_ok = used2 <= target && undeleted.is_empty() && deleted == keys.len() as u64;
     if !gc_ok {
         eprintln!("chaos: after the deletes the metanode holds {}", r.leftovers().await);
     }
@@ -606,8 +608,11 @@ async fn run(a: &Args) -> Result<bool> {
         r.tally.by_kind, r.tally.skipped
     );
     eprintln!(
-        "chaos: {} operations ({unknown} of unknown outcome), {} keys, {races} If-None-Match races with {race_wins} winners, {} listings ({list_wrong} wrong)",
+        "chaos: {} operations ({unknown} of unknown outcome; {} ranged reads, {} keys deleted by DeleteObjects), {} keys, \
+         {races} If-None-Match races with {race_wins} winners, {} listings ({list_wrong} wrong)",
         ops.len(),
+        ctx.hist.ranged.load(Ordering::Relaxed),
+        ctx.hist.multi_deleted.load(Ordering::Relaxed),
         by_key.len(),
         lists.len()
     );
@@ -627,7 +632,7 @@ async fn run(a: &Args) -> Result<bool> {
         eprintln!("chaos: {} keys gave no answer to the final reads: {:?}", unread.len(), unread);
     }
     eprintln!(
-        "chaos: GC: {:.0} MiB in use before the deletes, {:.0} MiB {:.0} s after (start {:.0} MiB){}",
+        "chaos: GC: {:.0} MiB in use before deleting all {deleted} keys, {:.0} MiB {:.0} s after (start {:.0} MiB){}",
         mib(used1),
         mib(used2),
         t.elapsed().as_secs_f64(),

@@ -28,14 +28,19 @@ pub const COUNTERS: usize = 4;
 pub const SOURCES: usize = 4;
 const PART: usize = 5 << 20;
 
+/// Every block of a body starts with the header, so that a ranged read names its write.
+const BLOCK: usize = 4096;
+
 /// The body of write `w`: `len` bytes (at least the header).
 pub fn content(w: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(MAGIC);
-    v.extend_from_slice(&w.to_le_bytes());
-    v.extend_from_slice(&(len as u64).to_le_bytes());
+    let mut v = Vec::with_capacity(len + 8);
     let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while v.len() < len {
+        if v.len() % BLOCK == 0 {
+            v.extend_from_slice(MAGIC);
+            v.extend_from_slice(&w.to_le_bytes());
+            v.extend_from_slice(&(len as u64).to_le_bytes());
+        }
         // xorshift64*: fast, and the same for the same id.
         x ^= x >> 12;
         x ^= x << 25;
@@ -44,6 +49,28 @@ pub fn content(w: u64, len: usize) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// The write a ranged read's bytes (`start..=end` of an object of `total` bytes) come
+/// from, if they are exactly that write's bytes there. `Ok(None)`: the range holds no
+/// block header, so it cannot say.
+fn identify_range(body: &[u8], start: usize, total: usize, lens: &HashMap<u64, usize>) -> Result<Option<u64>, String> {
+    let end = start + body.len();
+    let b = start.div_ceil(BLOCK) * BLOCK;
+    if b + HEADER > end {
+        return Ok(None);
+    }
+    let h = &body[b - start..b - start + HEADER];
+    if &h[..8] != MAGIC {
+        return Err(format!("no block header at {b} in {start}..{end} of {total}"));
+    }
+    let w = u64::from_le_bytes(h[8..16].try_into().unwrap());
+    match lens.get(&w) {
+        None => Err(format!("bytes {start}..{end}: write {w} was never sent")),
+        Some(&l) if l != total => Err(format!("bytes {start}..{end}: write {w} is {l} bytes, the object {total}")),
+        Some(_) if content(w, total)[start..end] != *body => Err(format!("write {w}'s bytes {start}..{end} differ")),
+        Some(_) => Ok(Some(w)),
+    }
 }
 
 /// The write a body claims to be, if it is that write's bytes exactly.
@@ -75,6 +102,11 @@ pub struct History {
     next: AtomicU64,
     /// Listings of `k/`: (start, end, the keys listed).
     pub lists: Mutex<Vec<(u64, u64, Vec<String>)>>,
+    /// Ranged reads that named their write, and keys DeleteObjects deleted.
+    pub ranged: AtomicU64,
+    pub multi_deleted: AtomicU64,
+    /// Keys deleted at the end.
+    pub deleted: AtomicU64,
 }
 
 pub struct Ctx {
@@ -175,6 +207,74 @@ impl Ctx {
                 Some((Some(w), etag))
             }
             _ => None,
+        }
+    }
+
+    /// A ranged read of `key` (as analytics engines read columns), recorded as a read
+    /// when the range names its write.
+    async fn get_range(&self, gw: usize, key: &str, from: usize, len: usize) {
+        let range = format!("bytes={from}-{}", from + len - 1);
+        let start = self.now();
+        let Ok(a) = self.s3.send(gw, "GET", &Ctx::path(key), &[("range", &range)], Bytes::new()).await else { return };
+        let total = match a.status {
+            404 => return self.record(key, Call::Get, Ret::Read(None), start),
+            206 => a
+                .headers
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit_once('/'))
+                .and_then(|(_, t)| t.parse::<usize>().ok()),
+            _ => return,
+        };
+        let lens = self.hist.lens.lock().unwrap().clone();
+        let bad = |why: String| self.hist.corrupt.lock().unwrap().push(format!("GET {key} {range}: {why}"));
+        let Some(total) = total else { return bad("206 without a Content-Range total".into()) };
+        let expect = len.min(total.saturating_sub(from));
+        if a.body.len() != expect {
+            return bad(format!("{} bytes, expected {expect} of {total}", a.body.len()));
+        }
+        match identify_range(&a.body, from, total, &lens) {
+            Ok(Some(w)) if self.hist.sent.lock().unwrap().contains(&(key.to_string(), w)) => {
+                self.hist.ranged.fetch_add(1, Ordering::Relaxed);
+                self.record(key, Call::Get, Ret::Read(Some(w)), start)
+            }
+            Ok(Some(w)) => bad(format!("write {w}, never sent to it")),
+            Ok(None) => {}
+            Err(e) => bad(e),
+        }
+    }
+
+    /// DeleteObjects of a few keys: each key's outcome is in the answer.
+    async fn delete_many(&self, gw: usize, keys: &[String]) {
+        use base64::Engine;
+        use md5::Digest;
+        let xml = format!(
+            "<Delete>{}</Delete>",
+            keys.iter().map(|k| format!("<Object><Key>{k}</Key></Object>")).collect::<String>()
+        );
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml.as_bytes()));
+        let start = self.now();
+        let a =
+            self.s3.send(gw, "POST", &format!("/{BUCKET}?delete"), &[("content-md5", &md5)], Bytes::from(xml)).await;
+        let deleted: HashSet<String> = match &a {
+            Ok(a) if a.status == 200 => String::from_utf8_lossy(&a.body)
+                .split("<Deleted>")
+                .skip(1)
+                .filter_map(|d| xml_text(d.as_bytes(), "Key"))
+                .collect(),
+            _ => HashSet::new(),
+        };
+        let refused = matches!(&a, Ok(a) if (400..500).contains(&a.status));
+        for k in keys {
+            let ret = if deleted.contains(k) {
+                self.hist.multi_deleted.fetch_add(1, Ordering::Relaxed);
+                Ret::Ok
+            } else if refused {
+                Ret::Refused
+            } else {
+                Ret::Unknown
+            };
+            self.record(k, Call::Delete, ret, start);
         }
     }
 
@@ -303,10 +403,23 @@ impl Ctx {
                     let w = self.new_write(&key, len);
                     self.put(gw, &key, Call::Put(w), len, class, None).await;
                 }
-                32..=61 => {
+                32..=53 => {
                     self.get(gw, &key).await;
                 }
-                62..=66 => self.delete(gw, &key).await,
+                54..=61 => {
+                    // Mostly within the small objects most keys hold.
+                    let from = if rng.gen_bool(0.8) { rng.gen_range(0..12 << 10) } else { rng.gen_range(0..4 << 20) };
+                    self.get_range(gw, &key, from, rng.gen_range(BLOCK + HEADER..256 << 10)).await
+                }
+                62..=64 => self.delete(gw, &key).await,
+                65..=66 => {
+                    let keys: Vec<String> =
+                        (0..rng.gen_range(2..5)).map(|_| format!("k/{}", rng.gen_range(0..KEYS))).collect();
+                    let mut keys = keys;
+                    keys.sort();
+                    keys.dedup();
+                    self.delete_many(gw, &keys).await
+                }
                 67..=69 => self.list(gw).await,
                 70..=74 => {
                     let (src, w) = {
@@ -372,17 +485,18 @@ impl Ctx {
         left
     }
 
-    /// Deletes every key (for the GC check at the end); the ones that would not go.
-    pub async fn delete_all(&self, within: Duration) -> Vec<String> {
+    /// Deletes `keys` (for the GC check at the end); the ones that would not go.
+    pub async fn delete_all(&self, keys: Vec<String>, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut left = Vec::new();
-        for key in self.keys() {
+        for key in keys {
             loop {
                 let start = self.now();
                 let a = self.s3.send(0, "DELETE", &Ctx::path(&key), &[], Bytes::new()).await;
                 let ret = Ctx::write_ret(&a);
                 self.record(&key, Call::Delete, ret, start);
                 if ret == Ret::Ok {
+                    self.hist.deleted.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 if Instant::now() > deadline {
@@ -415,6 +529,26 @@ impl MaxUnknown for Ret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_identify_their_write_and_nothing_else() {
+        let lens: HashMap<u64, usize> = [(7, 50_000), (8, 50_000)].into();
+        let body = content(7, 50_000);
+        assert_eq!(identify_range(&body[1000..9000], 1000, 50_000, &lens), Ok(Some(7)));
+        assert_eq!(identify_range(&body[4096..4120], 4096, 50_000, &lens), Ok(Some(7)));
+        assert_eq!(identify_range(&body[1000..2000], 1000, 50_000, &lens), Ok(None), "no header inside");
+        // Another write's bytes name that write; a mix of two, or the right write at the
+        // wrong place, are refused.
+        let other = content(8, 50_000);
+        assert_eq!(identify_range(&other[1000..9000], 1000, 50_000, &lens), Ok(Some(8)));
+        let mixed = [&body[1000..6000], &other[6000..9000]].concat();
+        assert!(identify_range(&mixed, 1000, 50_000, &lens).is_err());
+        assert!(identify_range(&body[1000..9000], 1024, 50_000, &lens).is_err());
+        let mut torn = body[1000..9000].to_vec();
+        torn[7000] ^= 1;
+        assert!(identify_range(&torn, 1000, 50_000, &lens).is_err());
+        assert!(identify_range(&body[1000..9000], 1000, 60_000, &lens).is_err(), "wrong total");
+    }
 
     #[test]
     fn bodies_identify_their_write_and_nothing_else() {
