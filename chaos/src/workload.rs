@@ -470,16 +470,15 @@ impl Ctx {
         let mut left = Vec::new();
         for (i, key) in self.keys().into_iter().enumerate() {
             let mut gw = i;
-            loop {
+            let answered = until(deadline, || {
                 gw = (gw + 1) % self.s3.endpoints.len();
-                if self.get(gw, &key).await.is_some() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    left.push(key);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let gw = gw;
+                let key = &key;
+                async move { self.get(gw, key).await.is_some() }
+            })
+            .await;
+            if !answered {
+                left.push(key);
             }
         }
         left
@@ -490,23 +489,38 @@ impl Ctx {
         let deadline = Instant::now() + within;
         let mut left = Vec::new();
         for key in keys {
-            loop {
+            let gone = until(deadline, || async {
                 let start = self.now();
                 let a = self.s3.send(0, "DELETE", &Ctx::path(&key), &[], Bytes::new()).await;
                 let ret = Ctx::write_ret(&a);
                 self.record(&key, Call::Delete, ret, start);
-                if ret == Ret::Ok {
-                    self.hist.deleted.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                if Instant::now() > deadline {
-                    left.push(key);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                ret == Ret::Ok
+            })
+            .await;
+            if gone {
+                self.hist.deleted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                left.push(key);
             }
         }
         left
+    }
+}
+
+/// Tries `f` until it says done (true) or `deadline` passes (false), 200 ms apart.
+async fn until<F, Fut>(deadline: Instant, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

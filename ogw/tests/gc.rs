@@ -105,6 +105,54 @@ fn a_full_cluster_refuses_quickly_and_fills_again_after_deletes() {
     assert!(field(&st, "bytes_reclaimed_total") > 0, "{st}");
 }
 
+/// A metanode (with `meta_flags`), `n` datanodes with devices of `size`, a SQLite
+/// catalog with tenant `t1`, and a gateway `gw` (8 MiB extents sealed after 1 s idle,
+/// and `gw_flags`).
+struct GwCluster {
+    cl: testkit::Cluster,
+    dns: Vec<testkit::DataNode>,
+    /// `--db URL --master-key FILE`, as the admin commands take them.
+    db: Vec<String>,
+    db_url: String,
+    access: String,
+    secret: String,
+    meta: String,
+    endpoint: String,
+    _gw: testkit::KillOnDrop,
+}
+
+async fn gw_cluster(meta_flags: &[&str], n: u64, size: &str, gw_flags: &[&str]) -> GwCluster {
+    use testkit::{spawn_listening, Cluster, DataNode};
+    let cl = Cluster::start(1, meta_flags);
+    let dns: Vec<DataNode> =
+        (1..=n).map(|i| DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), size, false)).collect();
+    testkit::wait_datanodes_up(&cl.client(), n as usize).await;
+    let db = sqlite_db(cl.dir.path());
+    let db_url = db[1].clone();
+    let (access, secret) = other_tenant(&db, "t1");
+    let meta = cl.addrs().join(",");
+    let args: Vec<String> = [
+        &["serve".to_string()][..],
+        &db[..],
+        &["--meta", &meta, "--listen", "127.0.0.1:0", "--name", "gw", "--extent-size", "8M", "--idle-seal", "1s"]
+            .map(String::from)[..],
+        &gw_flags.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+    ]
+    .concat();
+    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
+    GwCluster {
+        cl,
+        dns,
+        db,
+        db_url,
+        access,
+        secret,
+        meta,
+        endpoint: format!("http://{addr}"),
+        _gw: testkit::KillOnDrop(gw),
+    }
+}
+
 /// A cluster of processes (a metanode, four datanodes, a gateway, the `gc` binary):
 /// churn through S3, with objects moved to erasure coding by a transition rule, while GC
 /// is killed with -9 at seeded random moments and a datanode is down for a while. Afterwards every object reads back as last written, the
@@ -116,29 +164,11 @@ async fn gc_killed_at_random_and_a_datanode_down_lose_nothing_and_leak_nothing()
     use std::sync::mpsc;
 
     use rand::{Rng, SeedableRng};
-    use testkit::{spawn_listening, Cluster, DataNode};
 
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let cl = Cluster::start(1, &[]);
-    let mut dns: Vec<DataNode> =
-        (1..=4).map(|i| DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "1G", false)).collect();
-    testkit::wait_datanodes_up(&cl.client(), 4).await;
-    let db = sqlite_db(cl.dir.path());
-    let db_url = db[1].clone();
-    let (a, s) = other_tenant(&db, "t1");
-    let meta = cl.addrs().join(",");
-    let args: Vec<String> = [
-        &["serve".to_string()][..],
-        &db[..],
-        &["--meta", &meta, "--listen", "127.0.0.1:0", "--name", "gw", "--streams", "2", "--extent-size", "8M"]
-            .map(String::from)[..],
-        &["--idle-seal", "1s", "--policy", "replica:2", "--ec-policy", "ec:2+1"].map(String::from)[..],
-    ]
-    .concat();
-    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
-    let _gw = testkit::KillOnDrop(gw);
-    let endpoint = format!("http://{addr}");
+    let GwCluster { cl, mut dns, db, db_url, access: a, secret: s, meta, endpoint, _gw } =
+        gw_cluster(&[], 4, "1G", &["--streams", "2", "--policy", "replica:2", "--ec-policy", "ec:2+1"]).await;
     let gc_log = cl.dir.path().join("gc.log");
     let start_gc = || {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&gc_log).unwrap();
@@ -410,27 +440,9 @@ fn old_objects_move_to_erasure_coding_and_their_replicas_are_freed() {
 /// The datanodes are killed while GC wants to compact, then come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compaction_failed_in_an_outage_is_done_after_it() {
-    use testkit::{spawn_listening, Cluster, DataNode};
-
-    let cl = Cluster::start(1, &["--node-grace-ms", "1000"]);
-    let mut dns: Vec<DataNode> =
-        (1..=3).map(|i| DataNode::start_sized(cl.dir.path(), proto::NodeId(i), &cl.addrs(), "256M", false)).collect();
-    testkit::wait_datanodes_up(&cl.client(), 3).await;
-    let db = sqlite_db(cl.dir.path());
-    let db_url = db[1].clone();
-    let (a, s) = other_tenant(&db, "t1");
-    let meta = cl.addrs().join(",");
-    let args: Vec<String> = [
-        &["serve".to_string()][..],
-        &db[..],
-        &["--meta", &meta, "--listen", "127.0.0.1:0", "--name", "gw", "--streams", "1", "--extent-size", "8M"]
-            .map(String::from)[..],
-        &["--idle-seal", "1s", "--policy", "replica:3"].map(String::from)[..],
-    ]
-    .concat();
-    let (gw, addr) = spawn_listening(&ogw_bin(), &args, &cl.dir.path().join("gw.log"));
-    let _gw = testkit::KillOnDrop(gw);
-    let s3 = sdk_at(&format!("http://{addr}"), &a, &s);
+    let GwCluster { cl, mut dns, db_url, access, secret, meta, endpoint, _gw, .. } =
+        gw_cluster(&["--node-grace-ms", "1000"], 3, "256M", &["--streams", "1", "--policy", "replica:3"]).await;
+    let s3 = sdk_at(&endpoint, &access, &secret);
     s3.create_bucket().bucket("bkt").send().await.unwrap();
     let body = |i: u8| vec![i; 200_000];
     for i in 0..8u8 {
