@@ -455,6 +455,9 @@ async fn run(a: &Args) -> Result<bool> {
     let mut plan = plan.into_iter().peekable();
     let mut last_report = Instant::now();
     let mut interrupted = false;
+    // SIGTERM, like Ctrl-C, ends the run with its cleanup (processes, namespaces, loop
+    // device); a run killed without it left them behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // The least free space the small device reported.
     let mut small_free = u64::MAX;
     // Time spent in checkpoints, when the schedule stands still.
@@ -511,6 +514,7 @@ async fn run(a: &Args) -> Result<bool> {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = term.recv() => { interrupted = true; break; }
         }
     }
     ctx.stop.store(true, Ordering::Relaxed);
