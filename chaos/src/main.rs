@@ -220,7 +220,7 @@ impl Runner {
                 if names.is_empty() || nss.iter().any(|ns| self.net_busy.contains(ns)) {
                     None
                 } else {
-                    for (n, ns) in names.iter().zip(&nss) {
+                    for ns in &nss {
                         match net_fault {
                             Fault::IsolateLeader | Fault::SplitDatanodes(_) => {
                                 let host = self.cl.net.host_ip();
@@ -236,7 +236,6 @@ impl Runner {
                             Fault::Slow(_) => self.cl.net.slow(ns, 8_000, 400)?,
                             _ => unreachable!(),
                         }
-                        let _ = n;
                         self.net_busy.insert(ns.clone());
                     }
                     Some(Undo::Heal(nss))
