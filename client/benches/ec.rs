@@ -10,24 +10,11 @@ mod baseline;
 
 use std::time::Instant;
 
-use baseline::emit;
+use baseline::{emit, memcpy_gbps};
 use client::ec::{shard_len, Codec, Matrix, Simd};
 use serde_json::json;
 
 const STRIPE: usize = 1 << 20;
-
-fn memcpy_gbps(secs: f64) -> f64 {
-    let src = vec![7u8; 64 << 20];
-    let mut dst = vec![0u8; 64 << 20];
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed().as_secs_f64() < secs {
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&mut dst);
-        n += src.len() as u64;
-    }
-    n as f64 / 1e9 / t.elapsed().as_secs_f64()
-}
 
 fn main() {
     let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);

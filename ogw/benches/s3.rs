@@ -1,16 +1,23 @@
-//! `scripts/bench.sh s3`: Strata standalone against Garage (single node, same disk),
-//! driven side by side by one neutral load generator (SigV4 via `aws-sigv4`,
-//! `UNSIGNED-PAYLOAD`, reqwest over loopback; no SDK work such as payload hashing on
-//! the client), with the disk's sequential write bandwidth measured in the same run.
+//! `scripts/bench.sh s3`: Strata standalone side by side with Ceph RGW (one BlueStore
+//! OSD on a file, pool size 1, made by `scripts/ceph-rgw.sh`) and Garage (single node),
+//! one after the other on the same disk, driven by one neutral load generator (SigV4 via
+//! `aws-sigv4`, `UNSIGNED-PAYLOAD`, reqwest over loopback; no SDK work such as payload
+//! hashing on the client). Strata runs as replica:1 (like for like: the peers write each
+//! byte once), replica:3 and ec:4+2. The machine's limits (device sequential write and
+//! read, fdatasync rate, memcpy, loopback TCP) are measured in the same run.
 //!
-//! Cases (per system): put_64m_c16 / get_64m_c16 (64 MiB objects, 16 in flight,
-//! MB/s), put_4k_c16 (ops/s) with put_4k_p50 / put_4k_p99 (µs), list_delim_p50 (a
-//! ListObjectsV2 page with a delimiter over STRATA_BENCH_LIST_KEYS keys, µs).
-//! Every object body is unique block by block (Garage deduplicates 1 MiB blocks).
+//! Cases per system (`CASES`): PUT and GET of 64 MiB and 1 MiB objects, a 70/30 GET/PUT
+//! mix of 1 MiB, 16 in flight (MB/s); 4 KiB PUTs at 16 in flight (ops/s) and one at a
+//! time (p50 µs); over STRATA_BENCH_LIST_KEYS keys (default 20,000) in 100 prefixes, a
+//! top-level page with a delimiter, a page inside one prefix, and a full listing 1,000
+//! keys a page (p50 µs); DeleteObjects of those keys 1,000 a request (keys/s); server
+//! CPU seconds per GiB of 64 MiB PUTs. GETs follow a drop of the page cache. Every object
+//! body is unique block by block (Garage deduplicates 1 MiB blocks).
 //!
-//! Env: STRATA_BENCH_SECS (per case, default 10), STRATA_BENCH_LIST_KEYS (default
-//! 1000000), OGW_BIN (default: the release `ogw` beside this bench), GARAGE_BIN
-//! (Garage is skipped, with a line saying so, when unset).
+//! Env: STRATA_BENCH_SECS (per case, default 10), STRATA_BENCH_SYSTEMS (a comma list of
+//! ceph, garage, strata, strata-r3, strata-ec4+2; default all), OGW_BIN (default: the
+//! release `ogw` beside this bench), GARAGE_BIN (Garage is skipped, with a line saying
+//! so, when unset). `STRATA_BENCH_S3_MODE=ec` and `=gc` run the `ec` and `gc` suites.
 
 #[path = "../../client/benches/support/baseline.rs"]
 mod baseline;
@@ -40,6 +47,8 @@ struct Target {
     create_bucket: bool,
     /// Strata standalone's metanode address.
     meta: Option<String>,
+    /// The server's processes, whose CPU time the bench counts.
+    pids: Vec<u32>,
 }
 
 struct Gen {
@@ -85,7 +94,9 @@ impl Gen {
         let signable =
             SignableRequest::new(method, &url, headers.iter().copied(), SignableBody::UnsignedPayload).unwrap();
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        let mut req = self.http.request(method.parse().unwrap(), &url).body(body);
+        // Content-Length always, also 0: RGW answers 411 to a PUT without one.
+        let len = body.len();
+        let mut req = self.http.request(method.parse().unwrap(), &url).header("content-length", len).body(body);
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
@@ -152,13 +163,91 @@ where
     (lat.len() as u64, t.elapsed().as_secs_f64(), lat)
 }
 
-struct Results {
-    put_64m: f64,
-    get_64m: f64,
-    put_4k: f64,
-    put_4k_p50: f64,
-    put_4k_p99: f64,
-    list_p50: f64,
+/// What one system measured, by case name (see `CASES`).
+type Results = std::collections::HashMap<&'static str, f64>;
+
+/// Which peer a case's ratio is taken against.
+#[derive(Clone, Copy, PartialEq)]
+enum Vs {
+    /// The better of Ceph RGW and Garage on this case.
+    Best,
+    /// Ceph RGW (the targets name it for small PUTs and CPU).
+    Ceph,
+}
+
+/// The cases: name, unit, higher is better, the peer, and the target ratio for Strata
+/// replica:1 against that peer (higher is better; for latencies and CPU the ratio is
+/// the peer's figure over Strata's).
+const CASES: &[(&str, &str, bool, Vs, Option<f64>)] = &[
+    ("put_64m_c16", "MB/s", true, Vs::Best, Some(2.0)),
+    ("get_64m_c16", "MB/s", true, Vs::Best, Some(1.5)),
+    ("put_1m_c16", "MB/s", true, Vs::Best, Some(2.0)),
+    ("get_1m_c16", "MB/s", true, Vs::Best, Some(1.5)),
+    ("mix_1m_c16", "MB/s", true, Vs::Best, None),
+    ("put_4k_c16", "ops/s", true, Vs::Ceph, Some(3.0)),
+    ("put_4k_c1_p50", "us", false, Vs::Ceph, Some(4.0)),
+    ("list_top_p50", "us", false, Vs::Best, Some(2.0)),
+    ("list_prefix_p50", "us", false, Vs::Best, Some(2.0)),
+    ("list_full_p50", "us", false, Vs::Best, Some(2.0)),
+    ("delete_objects", "keys/s", true, Vs::Best, None),
+    ("cpu_s_per_gib_put", "s/GiB", false, Vs::Ceph, Some(2.0)),
+];
+
+/// Prefixes the listing keys are spread over.
+const LIST_PREFIXES: u64 = 100;
+
+/// CPU seconds (user + system, all threads) used so far by these processes.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+            let rest: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
+            (rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap()) / tick
+        })
+        .sum()
+}
+
+/// Writes dirty pages and drops the page cache so that GETs read the device; false when
+/// this user may not (the GET figures then may come from memory).
+fn drop_caches() -> bool {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text between the first `<tag>` and `</tag>`.
+fn between<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let i = text.find(&open)? + open.len();
+    Some(&text[i..i + text[i..].find(&format!("</{tag}>"))?])
+}
+
+/// Times `n` runs of `f`, µs each, and returns the median.
+async fn p50_of<F, Fut>(n: usize, f: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let a = Instant::now();
+        f().await;
+        lat.push(a.elapsed().as_secs_f64() * 1e6);
+    }
+    pct(&mut lat, 0.5)
 }
 
 async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
@@ -167,61 +256,103 @@ async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
     if t.create_bucket {
         g.send("PUT", &format!("/{b}"), Bytes::new()).await;
     }
+    let mut r = Results::new();
     let base = Bytes::from((0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect::<Vec<u8>>());
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let step = |what: &str| eprintln!("{}: {what}", t.name);
 
-    let (g2, base2) = (g.clone(), base.clone());
-    // At most 48 objects (3 GiB): every byte is on each of standalone's three devices.
-    let (n, el, _) = drive(16, secs, 48, move |i| {
-        let (g, body) = (g2.clone(), unique(&base2, 64 << 20, seed, i));
+    // PUT, then GET from the device, at `size`: at most `max` objects under `dir/`.
+    let put_get = |size: usize, dir: &'static str, max: u64| {
+        let (g, base, t) = (g.clone(), base.clone(), t.clone());
         async move {
-            g.send("PUT", &format!("/{b}/big/{i}"), body).await;
+            let cpu0 = cpu_secs(&t.pids);
+            let (g2, base2) = (g.clone(), base.clone());
+            let (n, el, _) = drive(16, secs, max, move |i| {
+                let (g, body) = (g2.clone(), unique(&base2, size, seed, i));
+                async move {
+                    g.send("PUT", &format!("/{b}/{dir}/{i}"), body).await;
+                }
+            })
+            .await;
+            let put = (n * size as u64) as f64 / 1e6 / el;
+            let cpu_per_gib = (cpu_secs(&t.pids) - cpu0) / ((n * size as u64) as f64 / (1u64 << 30) as f64);
+            if !drop_caches() {
+                eprintln!("{}: cannot drop the page cache (not root?): GETs may read memory", t.name);
+            }
+            let got = Arc::new(AtomicU64::new(0));
+            let (g2, got2) = (g.clone(), got.clone());
+            let (_, el, _) = drive(16, secs, u64::MAX, move |i| {
+                let (g, got) = (g2.clone(), got2.clone());
+                async move {
+                    let body =
+                        g.send("GET", &format!("/{b}/{dir}/{}", i % n), Bytes::new()).await.bytes().await.unwrap();
+                    assert_eq!(body.len(), size);
+                    got.fetch_add(body.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .await;
+            (put, got.load(Ordering::Relaxed) as f64 / 1e6 / el, cpu_per_gib, n)
+        }
+    };
+    step("64 MiB PUT and GET");
+    // At most 32 objects (2 GiB) and 1024 of 1 MiB: the replica:3 run keeps every byte
+    // on each of its three device files.
+    let (put, get, cpu, _) = put_get(64 << 20, "big", 32).await;
+    r.insert("put_64m_c16", put);
+    r.insert("get_64m_c16", get);
+    r.insert("cpu_s_per_gib_put", cpu);
+    step("1 MiB PUT and GET");
+    let (put, get, _, n1m) = put_get(1 << 20, "mid", 1024).await;
+    r.insert("put_1m_c16", put);
+    r.insert("get_1m_c16", get);
+
+    step("1 MiB 70/30 GET/PUT");
+    let (g2, base2) = (g.clone(), base.clone());
+    let (n, el, _) = drive(16, secs, 1024, move |i| {
+        let (g, base) = (g2.clone(), base2.clone());
+        async move {
+            if i % 10 < 7 {
+                let body = g.send("GET", &format!("/{b}/mid/{}", i % n1m), Bytes::new()).await.bytes().await.unwrap();
+                assert_eq!(body.len(), 1 << 20);
+            } else {
+                g.send("PUT", &format!("/{b}/mix/{i}"), unique(&base, 1 << 20, seed + 1, i)).await;
+            }
         }
     })
     .await;
-    let put_64m = n as f64 * 64.0 * 1.048_576 / el;
-    let written = n;
+    r.insert("mix_1m_c16", (n << 20) as f64 / 1e6 / el);
 
-    let g2 = g.clone();
-    let got = Arc::new(AtomicU64::new(0));
-    let got2 = got.clone();
-    let (_, el, _) = drive(16, secs, u64::MAX, move |i| {
-        let (g, got) = (g2.clone(), got2.clone());
-        async move {
-            let r = g.send("GET", &format!("/{b}/big/{}", i % written), Bytes::new()).await;
-            let body = r.bytes().await.unwrap();
-            assert_eq!(body.len(), 64 << 20);
-            got.fetch_add(body.len() as u64, Ordering::Relaxed);
-        }
-    })
-    .await;
-    let get_64m = got.load(Ordering::Relaxed) as f64 / 1e6 / el;
-
+    step("4 KiB PUT");
     let (g2, base2) = (g.clone(), base.clone());
-    let (n, el, mut lat) = drive(16, secs, u64::MAX, move |i| {
+    let (n, el, _) = drive(16, secs, u64::MAX, move |i| {
         let (g, body) = (g2.clone(), unique(&base2, 4096, seed, i));
         async move {
             g.send("PUT", &format!("/{b}/small/{i}"), body).await;
         }
     })
     .await;
-    let put_4k = n as f64 / el;
-    let put_4k_p50 = pct(&mut lat, 0.5);
-    let put_4k_p99 = pct(&mut lat, 0.99);
+    r.insert("put_4k_c16", n as f64 / el);
+    let (g2, base2) = (g.clone(), base.clone());
+    let (_, _, mut lat) = drive(1, secs / 2.0, 2000, move |i| {
+        let (g, body) = (g2.clone(), unique(&base2, 4096, seed + 2, i));
+        async move {
+            g.send("PUT", &format!("/{b}/one/{i}"), body).await;
+        }
+    })
+    .await;
+    r.insert("put_4k_c1_p50", pct(&mut lat, 0.5));
 
-    // A million (by default) empty objects under 1000 prefixes of 1000 keys each; a page
-    // lists the prefixes, each standing for 1000 keys the server must not read.
+    // `list_keys` empty objects under LIST_PREFIXES prefixes.
     let t0 = Instant::now();
-    let g2 = g.clone();
+    let key = |i: u64| format!("list/{:04}/{i:08}", i % LIST_PREFIXES);
     let made = Arc::new(AtomicU64::new(0));
-    let made2 = made.clone();
     let workers: Vec<_> = (0..64)
         .map(|w| {
-            let (g, made) = (g2.clone(), made2.clone());
+            let (g, made) = (g.clone(), made.clone());
             tokio::spawn(async move {
                 let mut i = w;
                 while i < list_keys {
-                    g.send("PUT", &format!("/{b}/list/{:04}/{i:08}", i % 1000), Bytes::new()).await;
+                    g.send("PUT", &format!("/{b}/{}", key(i)), Bytes::new()).await;
                     made.fetch_add(1, Ordering::Relaxed);
                     i += 64;
                 }
@@ -233,25 +364,71 @@ async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
         while !w.is_finished() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if last.elapsed() > Duration::from_secs(30) {
-                eprintln!("{}: {} of {list_keys} keys made", t.name, made.load(Ordering::Relaxed));
+                step(&format!("{} of {list_keys} keys made", made.load(Ordering::Relaxed)));
                 last = Instant::now();
             }
         }
         w.await.unwrap();
     }
-    eprintln!("{}: {list_keys} keys made in {:.0} s", t.name, t0.elapsed().as_secs_f64());
-    let mut lat = Vec::new();
-    for _ in 0..20 {
-        let a = Instant::now();
-        let r =
-            g.send("GET", &format!("/{b}?list-type=2&prefix=list%2F&delimiter=%2F&max-keys=1000"), Bytes::new()).await;
-        let text = r.text().await.unwrap();
-        lat.push(a.elapsed().as_secs_f64() * 1e6);
-        let prefixes = text.matches("<CommonPrefixes>").count() as u64;
-        assert_eq!(prefixes, list_keys.min(1000), "{}: a page of common prefixes", t.name);
-    }
-    let list_p50 = pct(&mut lat, 0.5);
-    Results { put_64m, get_64m, put_4k, put_4k_p50, put_4k_p99, list_p50 }
+    step(&format!("{list_keys} keys made in {:.0} s; listing", t0.elapsed().as_secs_f64()));
+    let list = |query: String| {
+        let g = g.clone();
+        async move { g.send("GET", &format!("/{b}?list-type=2&{query}"), Bytes::new()).await.text().await.unwrap() }
+    };
+    let top = p50_of(20, || async {
+        let text = list("prefix=list%2F&delimiter=%2F&max-keys=1000".into()).await;
+        assert_eq!(text.matches("<CommonPrefixes>").count() as u64, LIST_PREFIXES, "{}: top-level page", t.name);
+    })
+    .await;
+    r.insert("list_top_p50", top);
+    let per_prefix = list_keys / LIST_PREFIXES;
+    let inside = p50_of(20, || async {
+        let text = list("prefix=list%2F0042%2F&max-keys=1000".into()).await;
+        assert_eq!(text.matches("<Key>").count() as u64, per_prefix.min(1000), "{}: in-prefix page", t.name);
+    })
+    .await;
+    r.insert("list_prefix_p50", inside);
+    let full = p50_of(5, || async {
+        let (mut keys, mut token) = (0, None::<String>);
+        loop {
+            let cont = token.as_deref().map(|c| format!("&continuation-token={}", enc(c))).unwrap_or_default();
+            let text = list(format!("prefix=list%2F&max-keys=1000{cont}")).await;
+            keys += text.matches("<Key>").count() as u64;
+            token = between(&text, "NextContinuationToken").map(str::to_string);
+            if between(&text, "IsTruncated") != Some("true") {
+                break;
+            }
+        }
+        assert_eq!(keys, list_keys, "{}: a full listing", t.name);
+    })
+    .await;
+    r.insert("list_full_p50", full);
+
+    step("DeleteObjects");
+    let batches = list_keys.div_ceil(1000);
+    let (_, el, _) = drive(4, f64::MAX, batches, move |batch| {
+        let g = g.clone();
+        async move {
+            let mut xml = String::from("<Delete><Quiet>true</Quiet>");
+            for i in batch * 1000..((batch + 1) * 1000).min(list_keys) {
+                xml += &format!("<Object><Key>{}</Key></Object>", key(i));
+            }
+            xml += "</Delete>";
+            use base64::Engine;
+            use md5::Digest;
+            let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml.as_bytes()));
+            let text = g
+                .send_with("POST", &format!("/{b}?delete"), &[("content-md5", md5.as_str())], Bytes::from(xml))
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(!text.contains("<Error>"), "DeleteObjects: {text}");
+        }
+    })
+    .await;
+    r.insert("delete_objects", list_keys as f64 / el);
+    r
 }
 
 /// A server process, killed when dropped (also when the bench panics).
@@ -299,7 +476,8 @@ fn start_strata(dir: &Path, extra: &[&str]) -> (Proc, Target) {
     let endpoint = get("S3 endpoint:");
     let access = get("Access key:");
     let secret = get("Secret key:");
-    (Proc(child), Target { name: "strata", endpoint, access, secret, create_bucket: true, meta })
+    let pids = vec![child.id()];
+    (Proc(child), Target { name: "strata", endpoint, access, secret, create_bucket: true, meta, pids })
 }
 
 /// Garage, single node, with fsync of data and metadata on (as Strata always does).
@@ -371,7 +549,8 @@ api_bind_addr = "127.0.0.1:{admin}"
     cli(&["bucket", "create", "bench"]);
     cli(&["bucket", "allow", "--read", "--write", "--owner", "bench", "--key", "bench"]);
     let endpoint = format!("http://127.0.0.1:{s3}");
-    (child, Target { name: "garage", endpoint, access, secret, create_bucket: false, meta: None })
+    let pids = vec![child.0.id()];
+    (child, Target { name: "garage", endpoint, access, secret, create_bucket: false, meta: None, pids })
 }
 
 /// A fresh data directory `bench-data/DIR` beside the target directory, the runtime the
@@ -427,55 +606,167 @@ fn ec_compare(secs: f64) {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A one-node Ceph RGW made by `scripts/ceph-rgw.sh` in `dir` (outside the repository),
+/// stopped when dropped.
+struct Ceph(PathBuf);
+
+impl Drop for Ceph {
+    fn drop(&mut self) {
+        let _ = Command::new(ceph_script()).arg("stop").arg(&self.0).status();
+    }
+}
+
+fn ceph_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-rgw.sh")
+}
+
+fn start_ceph(dir: &Path) -> (Ceph, Target) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(ceph_script()).arg("start").arg(dir).arg(port.to_string()).output().unwrap();
+    let guard = Ceph(dir.to_path_buf());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "ceph-rgw.sh start: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {name}= in ceph-rgw.sh's output:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let pids = field("pids").split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let t = Target {
+        name: "ceph",
+        endpoint: field("endpoint"),
+        access: field("access"),
+        secret: field("secret"),
+        create_bucket: true,
+        meta: None,
+        pids,
+    };
+    (guard, t)
+}
+
+/// Each system in turn on the same disk with the same generator: the peers (Ceph RGW and
+/// Garage, each writing every byte once), then Strata standalone as replica:1 (like for
+/// like), replica:3 and ec:4+2. Prints the machine's limits, then every case of every
+/// system; Strata's lines carry the ratio to the peer the case names.
+fn side_by_side(secs: f64) {
+    let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let (root, rt, seq) = setup("s3", "s3", secs);
+    let read = baseline::device_seq_read(&root, secs.min(5.0));
+    let sync = baseline::device_fdatasync_4k(&root, secs.min(3.0));
+    let mem = baseline::memcpy_gbps(secs.min(2.0));
+    let lo = baseline::loopback_tcp(secs.min(2.0));
+    emit(json!({"suite": "s3", "case": "device_seq_read", "value": read, "unit": "MB/s"}));
+    emit(json!({"suite": "s3", "case": "device_fdatasync_4k", "value": sync, "unit": "ops/s"}));
+    emit(json!({"suite": "s3", "case": "memcpy", "value": mem, "unit": "GB/s"}));
+    emit(json!({"suite": "s3", "case": "loopback_tcp", "value": lo, "unit": "MB/s"}));
+
+    let mut all: Vec<(&str, Results)> = Vec::new();
+    let only: Option<Vec<String>> =
+        std::env::var("STRATA_BENCH_SYSTEMS").ok().map(|s| s.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
+    if wanted("ceph") {
+        if Command::new("radosgw").arg("--version").output().is_ok() {
+            let (guard, t) = start_ceph(&root.join("ceph"));
+            all.push(("ceph", rt.block_on(run(Arc::new(t), secs, list_keys))));
+            drop(guard);
+        } else {
+            eprintln!("radosgw is not installed: no Ceph RGW (scripts/bench.sh s3 installs it)");
+        }
+        let _ = std::fs::remove_dir_all(root.join("ceph"));
+    }
+    if wanted("garage") {
+        if let Some(bin) = std::env::var_os("GARAGE_BIN").map(PathBuf::from) {
+            let (child, t) = start_garage(&bin, &root.join("garage"));
+            all.push(("garage", rt.block_on(run(Arc::new(t), secs, list_keys))));
+            drop(child);
+        } else {
+            eprintln!("GARAGE_BIN is not set: no Garage (scripts/bench.sh s3 installs it)");
+        }
+        let _ = std::fs::remove_dir_all(root.join("garage"));
+    }
+    let stratas: [(&str, &[&str]); 3] = [
+        ("strata", &["--policy", "replica:1"]),
+        ("strata-r3", &["--policy", "replica:3"]),
+        ("strata-ec4+2", &["--datanodes", "6", "--policy", "ec:4+2"]),
+    ];
+    for (name, args) in stratas {
+        if !wanted(name) {
+            continue;
+        }
+        let dir = root.join(name);
+        let (child, mut t) = start_strata(&dir, &[&["--device-size", "5G"][..], args].concat());
+        t.name = name;
+        all.push((name, rt.block_on(run(Arc::new(t), secs, list_keys))));
+        drop(child);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let get = |sys: &str, case: &str| all.iter().find(|(n, _)| *n == sys).and_then(|(_, r)| r.get(case).copied());
+    for &(case, unit, higher, vs, target) in CASES {
+        // The peer a Strata line is compared with: the named one, or the better of the two.
+        let peer =
+            match vs {
+                Vs::Ceph => get("ceph", case).map(|v| ("ceph", v)),
+                Vs::Best => ["ceph", "garage"]
+                    .into_iter()
+                    .filter_map(|p| get(p, case).map(|v| (p, v)))
+                    .reduce(|a, b| if (b.1 > a.1) == higher { b } else { a }),
+            };
+        for (sys, res) in &all {
+            let v = res[case];
+            let name = if *sys == "strata" { case.to_string() } else { format!("{sys}/{case}") };
+            let mut o = json!({"suite": "s3", "case": name, "value": v, "unit": unit});
+            let ratio = |p: f64| if higher { v / p } else { p / v };
+            if sys.starts_with("strata") {
+                if let Some((p, pv)) = peer {
+                    o["baseline"] = json!(p);
+                    o["baseline_value"] = json!(pv);
+                    o["ratio"] = json!(ratio(pv));
+                    if *sys == "strata" {
+                        if let Some(t) = target {
+                            o["target"] = json!(t);
+                        }
+                    }
+                }
+            }
+            // ec:4+2 writes 1.5 bytes for each byte replica:3 writes 3 of.
+            if *sys == "strata-ec4+2" && case.starts_with("put_") && case.ends_with("m_c16") {
+                if let Some(r3) = get("strata-r3", case) {
+                    o["baseline"] = json!("strata-r3");
+                    o["baseline_value"] = json!(r3);
+                    o["ratio"] = json!(ratio(r3));
+                    o["target"] = json!(1.8);
+                }
+            }
+            if case == "put_64m_c16" {
+                // Each system's ceiling: the device's bandwidth over the bytes it writes
+                // for each byte sent.
+                let copies = match *sys {
+                    "strata-r3" => 3.0,
+                    "strata-ec4+2" => 1.5,
+                    _ => 1.0,
+                };
+                o["device_seq_write_over_copies"] = json!(seq / copies);
+                o["ratio_to_device"] = json!(v / (seq / copies));
+            }
+            if sys.starts_with("strata") && case == "get_64m_c16" {
+                o["device_seq_read"] = json!(read);
+                o["ratio_to_device"] = json!(v / read);
+                o["target_to_device"] = json!(0.9);
+            }
+            emit(o);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 fn main() {
     let secs: f64 = std::env::var("STRATA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     match std::env::var("STRATA_BENCH_S3_MODE").as_deref() {
-        Ok("ec") => return ec_compare(secs),
-        Ok("gc") => return gc::bench(secs),
-        _ => {}
+        Ok("ec") => ec_compare(secs),
+        Ok("gc") => gc::bench(secs),
+        _ => side_by_side(secs),
     }
-    let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let (root, rt, seq) = setup("s3", "s3", secs);
-
-    let garage = std::env::var_os("GARAGE_BIN").map(PathBuf::from);
-    let peer = garage.map(|bin| {
-        let (child, t) = start_garage(&bin, &root.join("garage"));
-        let r = rt.block_on(run(Arc::new(t), secs, list_keys));
-        drop(child);
-        r
-    });
-    if peer.is_none() {
-        eprintln!("GARAGE_BIN is not set: Strata only, no peer ratios (scripts/bench.sh s3 installs Garage)");
-    }
-    let _ = std::fs::remove_dir_all(root.join("garage"));
-    let (child, t) = start_strata(&root.join("strata"), &[]);
-    let me = rt.block_on(run(Arc::new(t), secs, list_keys));
-    drop(child);
-
-    let cases: [(&str, f64, Option<f64>, &str, bool); 6] = [
-        ("put_64m_c16", me.put_64m, peer.as_ref().map(|p| p.put_64m), "MB/s", true),
-        ("get_64m_c16", me.get_64m, peer.as_ref().map(|p| p.get_64m), "MB/s", true),
-        ("put_4k_c16", me.put_4k, peer.as_ref().map(|p| p.put_4k), "ops/s", true),
-        ("put_4k_p50", me.put_4k_p50, peer.as_ref().map(|p| p.put_4k_p50), "us", false),
-        ("put_4k_p99", me.put_4k_p99, peer.as_ref().map(|p| p.put_4k_p99), "us", false),
-        ("list_delim_p50", me.list_p50, peer.as_ref().map(|p| p.list_p50), "us", false),
-    ];
-    for (case, v, p, unit, higher) in cases {
-        let mut o = json!({"suite": "s3", "case": case, "value": v, "unit": unit});
-        if let Some(p) = p {
-            o["baseline"] = json!("garage");
-            o["baseline_value"] = json!(p);
-            o["ratio"] = json!(if higher { v / p } else { p / v });
-            o["target"] = json!(2.0);
-        }
-        if case == "put_64m_c16" {
-            o["device_seq_write_over_3"] = json!(seq / 3.0);
-            o["ratio_to_device_over_3"] = json!(v / (seq / 3.0));
-        }
-        if case == "list_delim_p50" {
-            o["keys"] = json!(list_keys);
-        }
-        emit(o);
-    }
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -13,31 +13,59 @@ pub fn emit(v: serde_json::Value) {
     println!("{v}");
 }
 
-/// O_DIRECT 4 MiB writes for `secs` (at least 256 MiB), then fdatasync: MB/s.
-pub fn device_seq_write(dir: &Path, secs: f64) -> f64 {
-    let path = dir.join("baseline-seq.img");
-    let f = std::fs::OpenOptions::new()
+/// A file opened (created, truncated) for O_DIRECT reads and writes.
+fn direct(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .write(true)
         .truncate(true)
         .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .unwrap();
-    let layout = Layout::from_size_align(4 << 20, 4096).unwrap();
-    // SAFETY: a non-zero layout; freed below with the same layout.
-    let ptr = unsafe { alloc_zeroed(layout) };
-    // SAFETY: `ptr` points to `layout.size()` initialized (zeroed) bytes.
-    let buf = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+        .open(path)
+        .unwrap()
+}
+
+/// A zeroed 4 MiB buffer aligned for O_DIRECT.
+struct Aligned(*mut u8, Layout);
+
+impl Aligned {
+    fn new() -> Aligned {
+        let layout = Layout::from_size_align(4 << 20, 4096).unwrap();
+        // SAFETY: a non-zero layout; freed in `drop` with the same layout.
+        Aligned(unsafe { alloc_zeroed(layout) }, layout)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the pointer owns `size()` initialized (zeroed at first) bytes.
+        unsafe { std::slice::from_raw_parts(self.0, self.1.size()) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.0, self.1) }
+    }
+}
+
+/// O_DIRECT 4 MiB writes for `secs` (at least 256 MiB), then fdatasync: MB/s.
+pub fn device_seq_write(dir: &Path, secs: f64) -> f64 {
+    let path = dir.join("baseline-seq.img");
+    let f = direct(&path);
+    let buf = Aligned::new();
     let t = Instant::now();
     let mut off = 0u64;
     while t.elapsed().as_secs_f64() < secs || off < 256 << 20 {
-        f.write_all_at(buf, off).unwrap();
-        off += buf.len() as u64;
+        f.write_all_at(buf.bytes(), off).unwrap();
+        off += buf.bytes().len() as u64;
     }
     f.sync_data().unwrap();
     let mbps = off as f64 / 1e6 / t.elapsed().as_secs_f64();
-    // SAFETY: allocated above with this layout.
-    unsafe { dealloc(ptr, layout) };
     drop(f);
     std::fs::remove_file(path).unwrap();
     mbps
@@ -55,4 +83,71 @@ pub fn device_fdatasync_4k(dir: &Path, secs: f64) -> f64 {
         n += 1;
     }
     n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// O_DIRECT 4 MiB reads of a file of at least 1 GiB (written first, not timed) for
+/// `secs`: MB/s from the device, past the page cache.
+pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
+    let path = dir.join("baseline-read.img");
+    let f = direct(&path);
+    let mut buf = Aligned::new();
+    let len = 1u64 << 30;
+    let mut off = 0;
+    while off < len {
+        buf.bytes_mut()[..8].copy_from_slice(&off.to_le_bytes());
+        f.write_all_at(buf.bytes(), off).unwrap();
+        off += buf.bytes().len() as u64;
+    }
+    f.sync_data().unwrap();
+    let t = Instant::now();
+    let mut read = 0u64;
+    while t.elapsed().as_secs_f64() < secs || read < len {
+        f.read_exact_at(buf.bytes_mut(), read % len).unwrap();
+        read += buf.bytes().len() as u64;
+    }
+    let mbps = read as f64 / 1e6 / t.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(path).unwrap();
+    mbps
+}
+
+/// One core copying 64 MiB buffers for `secs`: GB/s.
+pub fn memcpy_gbps(secs: f64) -> f64 {
+    let src = vec![7u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        n += src.len() as u64;
+    }
+    n as f64 / 1e9 / t.elapsed().as_secs_f64()
+}
+
+/// One loopback TCP connection carrying 1 MiB writes for `secs`: MB/s.
+pub fn loopback_tcp(secs: f64) -> f64 {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return n,
+                k => n += k as u64,
+            }
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let buf = vec![1u8; 1 << 20];
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        s.write_all(&buf).unwrap();
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let n = sink.join().unwrap();
+    n as f64 / 1e6 / t.elapsed().as_secs_f64()
 }
