@@ -85,9 +85,11 @@ pub fn device_fdatasync_4k(dir: &Path, secs: f64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// O_DIRECT 4 MiB reads of a file of at least 1 GiB (written first, not timed) for
-/// `secs`: MB/s from the device, past the page cache.
+/// O_DIRECT 4 MiB reads of a file of 1 GiB (written first, not timed) for `secs`, from
+/// `READ_DEPTH` threads at once (the S3 GET cases keep 16 requests in flight): MB/s
+/// from the device, past the page cache.
 pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
+    const READ_DEPTH: u64 = 16;
     let path = dir.join("baseline-read.img");
     let f = direct(&path);
     let mut buf = Aligned::new();
@@ -99,12 +101,28 @@ pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
         off += buf.bytes().len() as u64;
     }
     f.sync_data().unwrap();
+    drop(buf);
     let t = Instant::now();
-    let mut read = 0u64;
-    while t.elapsed().as_secs_f64() < secs || read < len {
-        f.read_exact_at(buf.bytes_mut(), read % len).unwrap();
-        read += buf.bytes().len() as u64;
-    }
+    // Each thread reads its own quarter over and over, at least once.
+    let read: u64 = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..READ_DEPTH)
+            .map(|i| {
+                let f = &f;
+                s.spawn(move || {
+                    let mut buf = Aligned::new();
+                    let step = buf.bytes().len() as u64;
+                    let (start, part) = (i * len / READ_DEPTH, len / READ_DEPTH);
+                    let mut n = 0u64;
+                    while t.elapsed().as_secs_f64() < secs || n < part {
+                        f.read_exact_at(buf.bytes_mut(), start + n % part).unwrap();
+                        n += step;
+                    }
+                    n
+                })
+            })
+            .collect();
+        threads.into_iter().map(|h| h.join().unwrap()).sum()
+    });
     let mbps = read as f64 / 1e6 / t.elapsed().as_secs_f64();
     drop(f);
     std::fs::remove_file(path).unwrap();
