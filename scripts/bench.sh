@@ -34,12 +34,13 @@ case "$suite" in
     scripts/setup.sh >&2
     # The peers. Ceph RGW from Debian's packages; scripts/ceph-rgw.sh makes a one-OSD
     # cluster for the run under the bench's data directory (outside the project).
-    if ! command -v radosgw >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph-mon >/dev/null; then
+    if ! command -v radosgw >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph-mon >/dev/null \
+        || ! command -v uuidgen >/dev/null || ! command -v curl >/dev/null; then
       echo "bench: installing Ceph RGW (apt: radosgw ceph-osd ceph-mon ceph-common)" >&2
       SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
       $SUDO apt-get update -q >&2
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        radosgw ceph-osd ceph-mon ceph-common uuid-runtime >&2
+        radosgw ceph-osd ceph-mon ceph-common uuid-runtime curl >&2
     fi
     # Garage from crates.io, built once into a cache outside the project.
     GARAGE_ROOT="${GARAGE_ROOT:-$HOME/.cache/strata/garage}"

@@ -37,8 +37,8 @@ esac
 
 port="${3:?start needs a PORT for the S3 endpoint}"
 size="${4:-24G}"
-for b in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph-authtool ceph uuidgen; do
-  command -v "$b" >/dev/null || { echo "ceph-rgw: $b is missing (apt-get install radosgw ceph-osd ceph-mon ceph-common uuid-runtime)" >&2; exit 2; }
+for b in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph-authtool ceph uuidgen curl python3; do
+  command -v "$b" >/dev/null || { echo "ceph-rgw: $b is missing (apt-get install radosgw ceph-osd ceph-mon ceph-common uuid-runtime curl python3)" >&2; exit 2; }
 done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
