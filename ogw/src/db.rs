@@ -28,12 +28,90 @@ pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
     /// SQLite has one writer at a time; writers of this process queue here (in order,
-    /// without SQLite's sleeping busy handler) instead of inside SQLite.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// without SQLite's sleeping busy handler) instead of inside SQLite. The turn also
+    /// holds the transaction that concurrent object writes share (`Db::join`).
+    writer: Arc<tokio::sync::Mutex<Group>>,
+    /// Writers waiting for the turn: a group stays open for them.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    counters: GroupCounters,
+}
+
+/// Group commits so far (SQLite): COMMITs that succeeded, and the writes they held.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommits {
+    pub commits: u64,
+    pub writes: u64,
+}
+
+/// `GroupCommits` as metrics (shared by the `Db`'s clones and its `Group`).
+#[derive(Clone, Default)]
+struct GroupCounters {
+    commits: prometheus_client::metrics::counter::Counter,
+    writes: prometheus_client::metrics::counter::Counter,
 }
 
 /// Held for the life of a write transaction (SQLite only).
-pub type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+pub type WriterTurn = Option<tokio::sync::OwnedMutexGuard<Group>>;
+
+/// SQLite group commit: writes that arrive while one is running share one transaction
+/// and one COMMIT (one WAL fsync) instead of one each, as the datanode shares its
+/// flushes among appends.
+///
+/// Each member runs its statements inside its own SAVEPOINT of the open transaction,
+/// holding the writer turn; a member whose statements fail is rolled back to its
+/// savepoint alone. A member that succeeded commits the group at once when no writer
+/// is waiting for the turn; otherwise it passes the turn on and queues again, and when
+/// its turn comes back either its group is still open (it commits it) or a later
+/// member or a plain transaction (`Db::begin`, which commits an open group first) has
+/// ended it, and it reads the outcome.
+///
+/// **Invariant**: no member returns success before the COMMIT that holds its
+/// statements has returned, and a COMMIT's failure is every member's failure; the
+/// statements of a member that did not finish (its caller was cancelled holding the
+/// turn) are rolled back to its savepoint before anyone else writes.
+#[derive(Default)]
+pub struct Group {
+    tx: Option<Tx>,
+    /// The open group's number (numbers grow).
+    id: u64,
+    /// Members of the open group that finished their statements.
+    members: u32,
+    /// The savepoint of a member whose statements did not finish.
+    dangling: Option<u64>,
+    next_savepoint: u64,
+    /// Ended groups with members yet to read the outcome: members left, and the
+    /// COMMIT's error if it failed.
+    ended: HashMap<u64, (u32, Option<String>)>,
+    done: GroupCounters,
+}
+
+/// A write's place in the open group (SQLite), from `Db::join` to `Member::finish`.
+pub struct Member {
+    /// None once finished.
+    turn: Option<tokio::sync::OwnedMutexGuard<Group>>,
+    savepoint: u64,
+    db: Db,
+}
+
+impl Drop for Member {
+    /// Dropped unfinished (its caller cancelled): the next holder of the turn rolls its
+    /// savepoint back; a task takes the turn now so that an open group does not keep
+    /// SQLite's write lock until the next write.
+    fn drop(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            drop(turn);
+            let db = self.db.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let mut turn = db.turn().await;
+                    if db.queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        Group::end(&mut turn).await;
+                    }
+                });
+            }
+        }
+    }
+}
 
 pub type Tx = Transaction<'static, Any>;
 
@@ -180,7 +258,9 @@ impl Db {
                 }
             }
         }
-        let db = Db { pool, backend, writer: Arc::default() };
+        let counters = GroupCounters::default();
+        let writer = Arc::new(tokio::sync::Mutex::new(Group { done: counters.clone(), ..Group::default() }));
+        let db = Db { pool, backend, writer, queued: Arc::default(), counters };
         db.migrate().await?;
         Ok(db)
     }
@@ -280,11 +360,177 @@ impl Db {
     pub async fn begin(&self) -> sqlx::Result<(WriterTurn, Tx)> {
         match self.backend {
             Backend::Sqlite => {
-                let turn = self.writer.clone().lock_owned().await;
+                let mut turn = self.turn().await;
+                Group::end(&mut turn).await;
                 Ok((Some(turn), self.pool.begin_with("BEGIN IMMEDIATE").await?))
             }
             _ => Ok((None, self.pool.begin().await?)),
         }
+    }
+
+    /// Group commits so far (SQLite).
+    pub fn group_commits(&self) -> GroupCommits {
+        GroupCommits { commits: self.counters.commits.get(), writes: self.counters.writes.get() }
+    }
+
+    /// Registers the group commit counters (`strata_sql_group_commits_total` and
+    /// `strata_sql_group_commit_writes_total`; they stay 0 on PostgreSQL and MySQL).
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "strata_sql_group_commits",
+            "SQLite COMMITs of grouped object writes that succeeded",
+            self.counters.commits.clone(),
+        );
+        r.register(
+            "strata_sql_group_commit_writes",
+            "Object writes those COMMITs held (over the commits: writes per fsync)",
+            self.counters.writes.clone(),
+        );
+    }
+
+    /// The writer turn, with what a cancelled member left rolled back.
+    async fn turn(&self) -> tokio::sync::OwnedMutexGuard<Group> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.queued.fetch_add(1, SeqCst);
+        let mut turn = self.writer.clone().lock_owned().await;
+        self.queued.fetch_sub(1, SeqCst);
+        if let Some(sp) = turn.dangling.take() {
+            let undone = match turn.tx.as_mut() {
+                Some(tx) => Group::exec(tx, format!("ROLLBACK TO s{sp}; RELEASE s{sp}")).await,
+                None => Ok(()),
+            };
+            if let Err(e) = undone {
+                // The transaction is unusable: the whole group fails.
+                turn.tx = None;
+                turn.close(Some(format!("rolling back a cancelled write: {e}")));
+            }
+        }
+        turn
+    }
+
+    /// Joins the open group (SQLite only), opening one when none is: run the write's
+    /// statements on `Member::tx`, then hand their result to `Member::finish`.
+    pub async fn join(&self) -> sqlx::Result<Member> {
+        debug_assert_eq!(self.backend, Backend::Sqlite);
+        let mut turn = self.turn().await;
+        if turn.tx.is_none() {
+            turn.tx = Some(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+            turn.id += 1;
+            turn.members = 0;
+        }
+        turn.next_savepoint += 1;
+        let savepoint = turn.next_savepoint;
+        if let Err(e) = Group::exec(turn.tx.as_mut().expect("opened above"), format!("SAVEPOINT s{savepoint}")).await {
+            Group::end(&mut turn).await;
+            return Err(e);
+        }
+        turn.dangling = Some(savepoint);
+        Ok(Member { turn: Some(turn), savepoint, db: self.clone() })
+    }
+}
+
+impl Group {
+    /// Runs `sql`, statements separated by `; `, one at a time.
+    async fn exec(tx: &mut Tx, sql: String) -> sqlx::Result<()> {
+        use sqlx::Executor;
+        for stmt in sql.split("; ") {
+            tx.execute(sqlx::AssertSqlSafe(stmt.to_string())).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the open group with `failed` as its outcome, for its members to read.
+    fn close(&mut self, failed: Option<String>) {
+        if self.members > 0 {
+            self.ended.insert(self.id, (self.members, failed));
+        }
+        self.members = 0;
+    }
+
+    /// Commits the open group, if any.
+    async fn end(turn: &mut Group) {
+        if let Some(tx) = turn.tx.take() {
+            let failed = tx.commit().await.err().map(|e| e.to_string());
+            if failed.is_none() && turn.members > 0 {
+                turn.done.commits.inc();
+                turn.done.writes.inc_by(turn.members as u64);
+            }
+            turn.close(failed);
+        }
+    }
+
+    /// The outcome of ended group `id` for one of its members.
+    fn outcome(&mut self, id: u64) -> sqlx::Result<()> {
+        let Some((left, failed)) = self.ended.get_mut(&id) else {
+            return Err(sqlx::Error::Protocol(format!("group commit {id}: no outcome recorded")));
+        };
+        *left -= 1;
+        let r = match failed {
+            None => Ok(()),
+            Some(e) => Err(sqlx::Error::Io(std::io::Error::other(format!("group commit failed: {e}")))),
+        };
+        if *left == 0 {
+            self.ended.remove(&id);
+        }
+        r
+    }
+}
+
+/// Members a group takes at most before it commits with writers still waiting.
+const GROUP_MEMBERS_MAX: u32 = 256;
+
+impl Member {
+    /// The group's transaction, inside this write's savepoint.
+    pub fn tx(&mut self) -> &mut Tx {
+        self.turn.as_mut().and_then(|t| t.tx.as_mut()).expect("a member's group is open")
+    }
+
+    /// Ends this write: its statements' result `r` stands only once the group's COMMIT
+    /// has returned. A failed write is rolled back to its savepoint alone. The group's
+    /// part runs in a task of its own: a caller cancelled now cannot cut a COMMIT short
+    /// or leave its group's outcome unread.
+    pub async fn finish<T, E: From<sqlx::Error>>(mut self, r: Result<T, E>) -> Result<T, E> {
+        let turn = self.turn.take().expect("finished once");
+        let (db, savepoint, ok) = (self.db.clone(), self.savepoint, r.is_ok());
+        match tokio::spawn(Member::settle(turn, db, savepoint, ok)).await {
+            Ok(Ok(())) => r,
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(sqlx::Error::Protocol(format!("group commit: {e}")).into()),
+        }
+    }
+
+    /// Releases (`ok`) or rolls back the savepoint, then commits the group or leaves it
+    /// open for the writers waiting and comes back for its outcome.
+    async fn settle(mut turn: tokio::sync::OwnedMutexGuard<Group>, db: Db, sp: u64, ok: bool) -> sqlx::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let done = if ok { format!("RELEASE s{sp}") } else { format!("ROLLBACK TO s{sp}; RELEASE s{sp}") };
+        let tx = turn.tx.as_mut().expect("a member's group is open");
+        if let Err(e) = Group::exec(tx, done).await {
+            // The transaction is unusable (SQLite may have rolled it back itself).
+            turn.dangling = None;
+            turn.tx = None;
+            turn.close(Some(format!("ending a write's savepoint: {e}")));
+            return Err(e);
+        }
+        turn.dangling = None;
+        if !ok {
+            // Nobody to leave the group open for: end it (it keeps SQLite's lock).
+            if db.queued.load(SeqCst) == 0 {
+                Group::end(&mut turn).await;
+            }
+            return Ok(());
+        }
+        turn.members += 1;
+        let id = turn.id;
+        if db.queued.load(SeqCst) > 0 && turn.members < GROUP_MEMBERS_MAX {
+            // Others wait for the turn: let them join first.
+            drop(turn);
+            turn = db.turn().await;
+        }
+        if turn.id == id && turn.tx.is_some() {
+            Group::end(&mut turn).await;
+        }
+        turn.outcome(id)
     }
 }
 

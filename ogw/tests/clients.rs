@@ -46,9 +46,11 @@ fn standalone_serves_boto3() {
     run_boto3(&s.endpoint, (&s.access, &s.secret), (&other.0, &other.1), &s.dir.path().join("ogw.log"));
 }
 
-/// kill -9 of the whole standalone process while clients PUT (single and multipart):
-/// after a restart on the same data, every acknowledged object reads back identical,
-/// with the same credentials.
+/// kill -9 of the whole standalone process while twelve clients PUT at once (small
+/// objects, and multipart): after a restart on the same data, every acknowledged object
+/// reads back identical, with the same credentials. The kill comes once SQLite group
+/// commit (`ogw::db::Group`) has been seen holding several writes in one COMMIT, so
+/// some of the writes it cuts are members of an open group.
 #[test]
 fn standalone_keeps_every_acknowledged_object_across_kill9() {
     let mut s = Standalone::start();
@@ -62,10 +64,32 @@ fn standalone_keeps_every_acknowledged_object_across_kill9() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once a good number of writes were acknowledged (not after a fixed sleep).
+    // Kill once a good number of writes were acknowledged and commits were shared (not
+    // after a fixed sleep).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (admin, token) = (s.admin.clone(), s.metrics_token());
+    let grouped = || -> (f64, f64) {
+        let text = rt.block_on(async {
+            let r = reqwest::Client::new().get(format!("{admin}/metrics")).bearer_auth(&token).send().await;
+            r.unwrap().text().await.unwrap()
+        });
+        let value = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        (value("strata_sql_group_commits_total"), value("strata_sql_group_commit_writes_total"))
+    };
     let t = std::time::Instant::now();
-    while std::fs::read_to_string(&acked).map(|a| a.lines().count()).unwrap_or(0) < 40 {
-        assert!(t.elapsed() < Duration::from_secs(120), "writes are not being acknowledged");
+    loop {
+        let n = std::fs::read_to_string(&acked).map(|a| a.lines().count()).unwrap_or(0);
+        let (commits, writes) = grouped();
+        if n >= 200 && writes - commits >= 20.0 {
+            println!("killing after {n} acknowledged objects; {writes} object writes in {commits} commits");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "{n} writes acknowledged and {writes} object writes in {commits} commits: no shared commits"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
@@ -89,28 +113,41 @@ fn standalone_keeps_every_acknowledged_object_across_kill9() {
     println!("{} acknowledged objects verified after kill -9: {text}", lines.lines().count());
 }
 
-/// PUTs objects (some multipart) forever, appending `key md5` for each acknowledged one.
+/// Twelve threads PUT objects forever (small ones, and from one thread multipart ones),
+/// appending `key md5` for each acknowledged one.
 const WRITER: &str = r#"
-import sys, os, hashlib, boto3
+import sys, os, io, hashlib, threading, boto3
+from botocore.config import Config
 from boto3.s3.transfer import TransferConfig
 e, a, s, path = sys.argv[1:5]
-c = boto3.client("s3", endpoint_url=e, aws_access_key_id=a, aws_secret_access_key=s, region_name="us-east-1")
+c = boto3.client("s3", endpoint_url=e, aws_access_key_id=a, aws_secret_access_key=s, region_name="us-east-1",
+                 config=Config(max_pool_connections=32, retries={"max_attempts": 1}))
 c.create_bucket(Bucket="crash")
 cfg = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
-i = 0
-with open(path, "a") as log:
+lock = threading.Lock()
+log = open(path, "a")
+def writer(w):
+    i = 0
     while True:
-        size = 12 * 1024 * 1024 if i % 10 == 0 else 1000 + (i * 7919) % 300000
+        key = f"obj-{w}-{i}"
+        if w == 0:
+            size = 12 * 1024 * 1024 if i % 3 == 0 else 1000 + (i * 7919) % 300000
+        else:
+            size = 100 + (i * 7919 + w * 131) % 8000
         body = os.urandom(size)
-        key = f"obj-{i}"
-        if i % 10 == 0:
-            import io
+        if size > 5 * 1024 * 1024:
             c.upload_fileobj(io.BytesIO(body), "crash", key, Config=cfg)
         else:
             c.put_object(Bucket="crash", Key=key, Body=body)
-        log.write(f"{key} {hashlib.md5(body).hexdigest()}\n")
-        log.flush()
+        with lock:
+            log.write(f"{key} {hashlib.md5(body).hexdigest()}\n")
+            log.flush()
         i += 1
+threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(12)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 "#;
 
 const VERIFY: &str = r#"

@@ -910,6 +910,81 @@ async fn catalog_on_sqlite() {
     lifecycle_races(&format!("sqlite://{}", dir.path().join("races.db").display()), seed()).await;
 }
 
+/// SQLite group commit (`ogw::db::Group`): concurrent object writes share COMMITs, a
+/// write that fails its condition inside a group leaves the others' rows, and a write
+/// abandoned holding the turn (its caller cancelled) leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_object_writes_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
+    let catalog = Arc::new(Catalog { db: Db::connect(&url).await.unwrap(), key });
+    catalog.create_tenant("t1").await.unwrap();
+    catalog.create_bucket("t1", "b1", REPLICA3).await.unwrap();
+    let before = catalog.db.group_commits();
+    // Another pool on the same file sees only what was committed.
+    let fresh = Arc::new(Catalog { db: Db::connect(&url).await.unwrap(), key: catalog.key.clone() });
+
+    // 32 writers of 16 keys each, and 8 more racing to create one key. Each write is
+    // committed by the time it returns: another connection reads it at once.
+    let won = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..32u64 {
+        let (catalog, fresh) = (catalog.clone(), fresh.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..16u64 {
+                let key = format!("k/{w:02}/{i:02}");
+                let o = object(&key, &format!("e{w}-{i}"), vec![slice(w * 100 + i + 1, 10)]);
+                catalog.put_object("b1", &o, &WriteCondition::default()).await.unwrap();
+                let seen = fresh.object("b1", &key).await.unwrap();
+                assert!(seen.is_some(), "{key} was acknowledged before its COMMIT");
+            }
+        }));
+    }
+    for w in 0..8u64 {
+        let (catalog, won) = (catalog.clone(), won.clone());
+        tasks.push(tokio::spawn(async move {
+            let o = object("race", &format!("r{w}"), vec![slice(10_000 + w, 10)]);
+            let cond = WriteCondition { if_none_match_any: true, ..Default::default() };
+            match catalog.put_object("b1", &o, &cond).await {
+                Ok(_) => {
+                    won.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(CatalogError::PreconditionFailed) => {}
+                Err(e) => panic!("race {w}: {e}"),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(won.load(Ordering::SeqCst), 1, "one If-None-Match winner");
+    // Every acknowledged write is there.
+    for w in 0..32u64 {
+        for i in 0..16u64 {
+            let o = fresh.object("b1", &format!("k/{w:02}/{i:02}")).await.unwrap().expect("an acknowledged write");
+            assert_eq!(o.etag, format!("e{w}-{i}"));
+        }
+    }
+    let after = catalog.db.group_commits();
+    let (commits, writes) = (after.commits - before.commits, after.writes - before.writes);
+    eprintln!("{writes} object writes in {commits} commits");
+    assert_eq!(writes, 32 * 16 + 1, "every successful write was in a group");
+    assert!(commits < writes / 2, "{writes} writes took {commits} commits: they did not share");
+
+    // A write abandoned after its statements, holding the turn: rolled back.
+    let mut m = catalog.db.join().await.unwrap();
+    sqlx::query("INSERT INTO tenants (name, created) VALUES ('ghost', 1)").execute(&mut **m.tx()).await.unwrap();
+    drop(m);
+    catalog.put_object("b1", &object("after", "a", vec![slice(20_000, 10)]), &WriteCondition::default()).await.unwrap();
+    let ghosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE name = 'ghost'")
+        .fetch_one(&fresh.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(ghosts, 0, "the abandoned write's row was committed");
+    assert!(fresh.object("b1", "after").await.unwrap().is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_on_postgres() {
     let pg = sqlservers::postgres();

@@ -153,6 +153,12 @@ impl Catalog {
         cond: &WriteCondition,
     ) -> Result<Option<String>> {
         Catalog::retry(cond.is_conditional(), || async {
+            if self.db.backend == Backend::Sqlite {
+                // One COMMIT for the object writes that arrive together (`db::Group`).
+                let mut m = self.db.join().await?;
+                let r = self.replace_object(m.tx(), bucket, expect, o, cond).await;
+                return m.finish(r).await;
+            }
             let (_turn, mut tx) = self.db.begin().await?;
             let version = self.replace_object(&mut tx, bucket, expect, o, cond).await?;
             tx.commit().await?;
