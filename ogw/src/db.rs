@@ -190,12 +190,26 @@ const SCHEMA_V5: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS key_locks (bucket {ID} NOT NULL, okey {KEY} NOT NULL, PRIMARY KEY (bucket, okey))",
 ];
 
+/// MySQL only: text columns hold any UTF-8 (`utf8mb4`; a server whose default is
+/// `latin1` or `utf8mb3` refused a tag or header with a character beyond the BMP).
+const SCHEMA_V6_MYSQL: &[&str] = &[
+    "ALTER TABLE objects MODIFY info {TEXT} NOT NULL",
+    "ALTER TABLE uploads MODIFY info {TEXT} NOT NULL",
+    "ALTER TABLE parts MODIFY info {TEXT} NOT NULL",
+    "ALTER TABLE versions MODIFY info {TEXT} NOT NULL",
+    "ALTER TABLE gc MODIFY status {TEXT} NOT NULL",
+    "ALTER TABLE bucket_config MODIFY doc {TEXT} NOT NULL",
+];
+
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// MySQL's key column: binary (ordered by bytes, as S3 lists keys), as wide as the
 /// longest key (`KEY_BYTES_MAX`, checked by a test).
 const MYSQL_KEY: &str = "VARBINARY(1024)";
+
+/// MySQL's text column: any UTF-8, whatever the server's default character set.
+const MYSQL_TEXT: &str = "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 
 impl Db {
     /// Connects and brings the schema up to date. `url`: `sqlite://PATH`,
@@ -297,6 +311,12 @@ impl Db {
             self.run_schema(SCHEMA_V5).await?;
             sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (5)")).execute(&self.pool).await?;
         }
+        if v < 6 {
+            if self.backend == Backend::MySql {
+                self.run_schema(SCHEMA_V6_MYSQL).await?;
+            }
+            sqlx::query(self.q("INSERT INTO schema_version (version) VALUES (6)")).execute(&self.pool).await?;
+        }
         Ok(())
     }
 
@@ -304,7 +324,7 @@ impl Db {
         let (blob, key, id, text, serial) = match self.backend {
             Backend::Sqlite => ("BLOB", "BLOB", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
             Backend::Postgres => ("BYTEA", "BYTEA", "TEXT", "TEXT", "BIGSERIAL PRIMARY KEY"),
-            Backend::MySql => ("LONGBLOB", MYSQL_KEY, "VARCHAR(255)", "LONGTEXT", "BIGINT AUTO_INCREMENT PRIMARY KEY"),
+            Backend::MySql => ("LONGBLOB", MYSQL_KEY, "VARCHAR(255)", MYSQL_TEXT, "BIGINT AUTO_INCREMENT PRIMARY KEY"),
         };
         for stmt in stmts {
             let mut s = stmt

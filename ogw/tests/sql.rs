@@ -1002,6 +1002,22 @@ async fn catalog_on_mariadb() {
     doom_races(&db.url, seed()).await;
     version_races(&db.url, seed()).await;
     lifecycle_races(&db.url, seed()).await;
+
+    // A catalog of schema version 5 whose text columns took the server's default
+    // character set (latin1 here) holds any UTF-8 once upgraded.
+    let d = Db::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE objects MODIFY info LONGTEXT CHARACTER SET latin1 NOT NULL")
+        .execute(&d.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM schema_version WHERE version = 6").execute(&d.pool).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
+    let catalog = Catalog { db: Db::connect(&db.url).await.unwrap(), key };
+    let mut o = object("astral", "e", vec![]);
+    o.info.user.insert("m".into(), "\u{10348}".into());
+    catalog.put_object("b1", &o, &WriteCondition::default()).await.unwrap();
+    assert_eq!(catalog.object("b1", "astral").await.unwrap().unwrap().info, o.info);
 }
 
 /// A catalog written by schema version 1 (no row ids, no references) is indexed when a
