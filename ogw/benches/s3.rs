@@ -388,7 +388,7 @@ async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
     })
     .await;
     r.insert("list_prefix_p50", inside);
-    let full = p50_of(5, || async {
+    let full = p50_of(15, || async {
         let (mut keys, mut token) = (0, None::<String>);
         loop {
             let cont = token.as_deref().map(|c| format!("&continuation-token={}", enc(c))).unwrap_or_default();

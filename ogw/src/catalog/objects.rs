@@ -283,6 +283,27 @@ fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
     })
 }
 
+/// A page of objects as SQLite's `json_group_array` gives it (`Lister::range`): an
+/// array of `[hex(key), size, etag, modified, info, version]`, sorted here by key (an
+/// aggregate's order is not promised).
+fn parse_page(page: &str) -> Result<Vec<Object>> {
+    type Row = (String, i64, String, i64, ObjectInfo, Option<String>);
+    let rows: Vec<Row> = serde_json::from_str(page)
+        .map_err(|e| CatalogError::Other(format!("a listing page from SQLite is not valid: {e}")))?;
+    let mut out = rows
+        .into_iter()
+        .map(|(hex_key, size, etag, modified_ms, info, version)| {
+            let key = hex::decode(&hex_key)
+                .ok()
+                .and_then(|k| String::from_utf8(k).ok())
+                .ok_or_else(|| CatalogError::Other("stored key is not UTF-8".into()))?;
+            Ok(Object { key, size: size as u64, etag, modified_ms, info, slices: Vec::new(), version })
+        })
+        .collect::<Result<Vec<Object>>>()?;
+    out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    Ok(out)
+}
+
 /// Range queries of one listing, on one connection.
 pub struct Lister {
     pub(super) conn: sqlx::pool::PoolConnection<sqlx::Any>,
@@ -296,14 +317,22 @@ impl Lister {
             ("okey", false, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
             ("okey", true, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
             ("okey", false, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
-            (_, true, true) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, false, true) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, true, false) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
-            (_, false, false) => "SELECT okey, size, etag, modified, info, slices, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
+            ("page", true, true) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?)",
+            ("page", false, true) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?)",
+            ("page", true, false) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?)",
+            ("page", false, false) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?)",
+            (_, true, true) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, false, true) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
+            (_, true, false) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
+            (_, false, false) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
         }
     }
 
-    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order.
+    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order, for a
+    /// listing: their slices are not read (`Object::slices` is empty). On SQLite the
+    /// page comes back as one row, a JSON array that SQLite builds: sqlx hands each row
+    /// from its SQLite thread to the caller's with a channel message and a wake-up, and
+    /// a page of 1,000 rows spent most of its time there (BENCHMARKS.md).
     pub async fn range(
         &mut self,
         bucket: &str,
@@ -312,13 +341,34 @@ impl Lister {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Object>> {
+        if self.db.backend == Backend::Sqlite {
+            let sql = Lister::range_sql(inclusive, to.is_some(), "page");
+            let mut q = sqlx::query_scalar::<_, String>(sql).bind(bucket).bind(from);
+            if let Some(to) = to {
+                q = q.bind(to);
+            }
+            let page = q.bind(limit as i64).fetch_one(&mut *self.conn).await?;
+            return parse_page(&page);
+        }
         let sql = self.db.q(Lister::range_sql(inclusive, to.is_some(), "all"));
         let mut q = sqlx::query(sql).bind(bucket).bind(from);
         if let Some(to) = to {
             q = q.bind(to);
         }
         let rows = q.bind(limit as i64).fetch_all(&mut *self.conn).await?;
-        rows.iter().map(object_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(Object {
+                    key: key_from_row(r)?,
+                    size: r.try_get::<i64, _>("size")? as u64,
+                    etag: r.try_get("etag")?,
+                    modified_ms: r.try_get("modified")?,
+                    info: parse_info(&r.try_get::<String, _>("info")?)?,
+                    slices: Vec::new(),
+                    version: r.try_get("vid")?,
+                })
+            })
+            .collect()
     }
 
     /// The first key in `[from, to)`, reading the key only (an index seek).
