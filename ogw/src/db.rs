@@ -57,9 +57,11 @@ pub type WriterTurn = Option<tokio::sync::OwnedMutexGuard<Group>>;
 /// and one COMMIT (one WAL fsync) instead of one each, as the datanode shares its
 /// flushes among appends.
 ///
-/// Each member runs its statements inside its own SAVEPOINT of the open transaction,
-/// holding the writer turn; a member whose statements fail is rolled back to its
-/// savepoint alone. A member that succeeded commits the group at once when no writer
+/// Each member runs its statements holding the writer turn, inside its own SAVEPOINT
+/// of the open transaction; a member whose statements fail is rolled back to its
+/// savepoint alone. The group's first member needs none: its statements are the whole
+/// transaction so far, and undoing them is a ROLLBACK (a write alone makes two fewer
+/// round trips to SQLite's thread). A member that succeeded commits the group at once when no writer
 /// is waiting for the turn; otherwise it passes the turn on and queues again, and when
 /// its turn comes back either its group is still open (it commits it) or a later
 /// member or a plain transaction (`Db::begin`, which commits an open group first) has
@@ -76,8 +78,8 @@ pub struct Group {
     id: u64,
     /// Members of the open group that finished their statements.
     members: u32,
-    /// The savepoint of a member whose statements did not finish.
-    dangling: Option<u64>,
+    /// What undoes the statements of a member that did not finish.
+    dangling: Option<Undo>,
     next_savepoint: u64,
     /// Ended groups with members yet to read the outcome: members left, and the
     /// COMMIT's error if it failed.
@@ -85,11 +87,20 @@ pub struct Group {
     done: GroupCounters,
 }
 
+/// How a member's statements are undone.
+#[derive(Clone, Copy)]
+enum Undo {
+    /// ROLLBACK TO its savepoint.
+    Savepoint(u64),
+    /// ROLLBACK: it is its group's first member.
+    Transaction,
+}
+
 /// A write's place in the open group (SQLite), from `Db::join` to `Member::finish`.
 pub struct Member {
     /// None once finished.
     turn: Option<tokio::sync::OwnedMutexGuard<Group>>,
-    savepoint: u64,
+    undo: Undo,
     db: Db,
 }
 
@@ -414,12 +425,8 @@ impl Db {
         self.queued.fetch_add(1, SeqCst);
         let mut turn = self.writer.clone().lock_owned().await;
         self.queued.fetch_sub(1, SeqCst);
-        if let Some(sp) = turn.dangling.take() {
-            let undone = match turn.tx.as_mut() {
-                Some(tx) => Group::exec(tx, format!("ROLLBACK TO s{sp}; RELEASE s{sp}")).await,
-                None => Ok(()),
-            };
-            if let Err(e) = undone {
+        if let Some(undo) = turn.dangling.take() {
+            if let Err(e) = turn.undo(undo).await {
                 // The transaction is unusable: the whole group fails.
                 turn.tx = None;
                 turn.close(Some(format!("rolling back a cancelled write: {e}")));
@@ -428,24 +435,32 @@ impl Db {
         turn
     }
 
+    /// Writers waiting for the writer turn (SQLite).
+    pub fn writers_waiting(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Joins the open group (SQLite only), opening one when none is: run the write's
     /// statements on `Member::tx`, then hand their result to `Member::finish`.
     pub async fn join(&self) -> sqlx::Result<Member> {
         debug_assert_eq!(self.backend, Backend::Sqlite);
         let mut turn = self.turn().await;
-        if turn.tx.is_none() {
+        let undo = if turn.tx.is_none() {
             turn.tx = Some(self.pool.begin_with("BEGIN IMMEDIATE").await?);
             turn.id += 1;
             turn.members = 0;
-        }
-        turn.next_savepoint += 1;
-        let savepoint = turn.next_savepoint;
-        if let Err(e) = Group::exec(turn.tx.as_mut().expect("opened above"), format!("SAVEPOINT s{savepoint}")).await {
-            Group::end(&mut turn).await;
-            return Err(e);
-        }
-        turn.dangling = Some(savepoint);
-        Ok(Member { turn: Some(turn), savepoint, db: self.clone() })
+            Undo::Transaction
+        } else {
+            turn.next_savepoint += 1;
+            let n = turn.next_savepoint;
+            if let Err(e) = Group::exec(turn.tx.as_mut().expect("open"), format!("SAVEPOINT s{n}")).await {
+                Group::end(&mut turn).await;
+                return Err(e);
+            }
+            Undo::Savepoint(n)
+        };
+        turn.dangling = Some(undo);
+        Ok(Member { turn: Some(turn), undo, db: self.clone() })
     }
 }
 
@@ -457,6 +472,24 @@ impl Group {
             tx.execute(sqlx::AssertSqlSafe(stmt.to_string())).await?;
         }
         Ok(())
+    }
+
+    /// Undoes one member's statements: to its savepoint, or the whole transaction for
+    /// the group's first member (no other member's statements are in it).
+    async fn undo(&mut self, undo: Undo) -> sqlx::Result<()> {
+        match undo {
+            Undo::Savepoint(n) => match self.tx.as_mut() {
+                Some(tx) => Group::exec(tx, format!("ROLLBACK TO s{n}; RELEASE s{n}")).await,
+                None => Ok(()),
+            },
+            Undo::Transaction => {
+                debug_assert_eq!(self.members, 0, "the first member's statements are the whole transaction");
+                match self.tx.take() {
+                    Some(tx) => tx.rollback().await,
+                    None => Ok(()),
+                }
+            }
+        }
     }
 
     /// Ends the open group with `failed` as its outcome, for its members to read.
@@ -511,8 +544,8 @@ impl Member {
     /// or leave its group's outcome unread.
     pub async fn finish<T, E: From<sqlx::Error>>(mut self, r: Result<T, E>) -> Result<T, E> {
         let turn = self.turn.take().expect("finished once");
-        let (db, savepoint, ok) = (self.db.clone(), self.savepoint, r.is_ok());
-        match tokio::spawn(Member::settle(turn, db, savepoint, ok)).await {
+        let (db, undo, ok) = (self.db.clone(), self.undo, r.is_ok());
+        match tokio::spawn(Member::settle(turn, db, undo, ok)).await {
             Ok(Ok(())) => r,
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(sqlx::Error::Protocol(format!("group commit: {e}")).into()),
@@ -521,11 +554,14 @@ impl Member {
 
     /// Releases (`ok`) or rolls back the savepoint, then commits the group or leaves it
     /// open for the writers waiting and comes back for its outcome.
-    async fn settle(mut turn: tokio::sync::OwnedMutexGuard<Group>, db: Db, sp: u64, ok: bool) -> sqlx::Result<()> {
+    async fn settle(mut turn: tokio::sync::OwnedMutexGuard<Group>, db: Db, undo: Undo, ok: bool) -> sqlx::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
-        let done = if ok { format!("RELEASE s{sp}") } else { format!("ROLLBACK TO s{sp}; RELEASE s{sp}") };
-        let tx = turn.tx.as_mut().expect("a member's group is open");
-        if let Err(e) = Group::exec(tx, done).await {
+        let ended = match (undo, ok) {
+            (Undo::Savepoint(n), true) => Group::exec(turn.tx.as_mut().expect("open"), format!("RELEASE s{n}")).await,
+            (Undo::Transaction, true) => Ok(()),
+            (_, false) => turn.undo(undo).await,
+        };
+        if let Err(e) = ended {
             // The transaction is unusable (SQLite may have rolled it back itself).
             turn.dangling = None;
             turn.tx = None;

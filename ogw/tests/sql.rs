@@ -1005,6 +1005,38 @@ async fn sqlite_object_writes_share_commits() {
         .unwrap();
     assert_eq!(ghosts, 0, "the abandoned write's row was committed");
     assert!(fresh.object("b1", "after").await.unwrap().is_some());
+
+    // A member that is not its group's first, abandoned holding the turn: its savepoint
+    // is rolled back, and the first member's write is committed.
+    let mut first = catalog.db.join().await.unwrap();
+    sqlx::query("INSERT INTO tenants (name, created) VALUES ('kept', 1)").execute(&mut **first.tx()).await.unwrap();
+    let db = catalog.db.clone();
+    let second = tokio::spawn(async move {
+        let mut m = db.join().await.unwrap();
+        sqlx::query("INSERT INTO tenants (name, created) VALUES ('ghost2', 1)").execute(&mut **m.tx()).await.unwrap();
+        drop(m);
+    });
+    let t = std::time::Instant::now();
+    while catalog.db.writers_waiting() == 0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the second writer never queued");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // The first passes the turn to the waiting second (which joins the same group and is
+    // abandoned), then comes back to commit.
+    first.finish(Ok::<(), sqlx::Error>(())).await.unwrap();
+    second.await.unwrap();
+    let count = |name: &'static str| {
+        let pool = fresh.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tenants WHERE name = ?")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("kept").await, 1, "the first member's write was lost");
+    assert_eq!(count("ghost2").await, 0, "the abandoned second member's row was committed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
