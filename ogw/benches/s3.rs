@@ -646,13 +646,43 @@ fn start_ceph(dir: &Path) -> (Ceph, Target) {
     (guard, t)
 }
 
+/// Bytes free to an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `path` is a valid C string and `st` a valid out-pointer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0, "statvfs {}", dir.display());
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
 /// Each system in turn on the same disk with the same generator: the peers (Ceph RGW and
 /// Garage, each writing every byte once), then Strata standalone as replica:1 (like for
 /// like), replica:3 and ec:4+2. Prints the machine's limits, then every case of every
 /// system; Strata's lines carry the ratio to the peer the case names.
 fn side_by_side(secs: f64) {
     let list_keys: u64 = std::env::var("STRATA_BENCH_LIST_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let only: Option<Vec<String>> =
+        std::env::var("STRATA_BENCH_SYSTEMS").ok().map(|s| s.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
     let (root, rt, seq) = setup("s3", "s3", secs);
+    // The largest Strata run's device files (5 GiB per datanode) must fit, or that run
+    // fails after the others took a quarter of an hour and every result is lost.
+    let need_gib = [("strata", 1u64), ("strata-r3", 3), ("strata-ec4+2", 6)]
+        .iter()
+        .filter(|(n, _)| wanted(n))
+        .map(|(_, datanodes)| datanodes * 5 + 1)
+        .max()
+        .unwrap_or(0);
+    let free_gib = free_bytes(&root) >> 30;
+    if free_gib < need_gib {
+        eprintln!(
+            "bench: {} has {free_gib} GiB free; the Strata runs need {need_gib} GiB (5 GiB device files): free some \
+             space or choose fewer systems with STRATA_BENCH_SYSTEMS",
+            root.display()
+        );
+        std::process::exit(2);
+    }
     let read = baseline::device_seq_read(&root, secs.min(5.0));
     let sync = baseline::device_fdatasync_4k(&root, secs.min(3.0));
     let mem = baseline::memcpy_gbps(secs.min(2.0));
@@ -663,9 +693,6 @@ fn side_by_side(secs: f64) {
     emit(json!({"suite": "s3", "case": "loopback_tcp", "value": lo, "unit": "MB/s"}));
 
     let mut all: Vec<(&str, Results)> = Vec::new();
-    let only: Option<Vec<String>> =
-        std::env::var("STRATA_BENCH_SYSTEMS").ok().map(|s| s.split(',').map(str::to_string).collect());
-    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
     if wanted("ceph") {
         if Command::new("radosgw").arg("--version").output().is_ok() {
             let (guard, t) = start_ceph(&root.join("ceph"));
