@@ -271,14 +271,20 @@ pub(super) struct Current {
     pub size: u64,
 }
 
+/// An object from its row; its slices only if the row has them (a listing's rows do
+/// not: `Lister::range`).
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
+    let slices = match r.try_column("slices") {
+        Ok(_) => decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+        Err(_) => Vec::new(),
+    };
     Ok(Object {
         key: key_from_row(r)?,
         size: r.try_get::<i64, _>("size")? as u64,
         etag: r.try_get("etag")?,
         modified_ms: r.try_get("modified")?,
         info: parse_info(&r.try_get::<String, _>("info")?)?,
-        slices: decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+        slices,
         version: r.try_get("vid")?,
     })
 }
@@ -356,19 +362,7 @@ impl Lister {
             q = q.bind(to);
         }
         let rows = q.bind(limit as i64).fetch_all(&mut *self.conn).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Object {
-                    key: key_from_row(r)?,
-                    size: r.try_get::<i64, _>("size")? as u64,
-                    etag: r.try_get("etag")?,
-                    modified_ms: r.try_get("modified")?,
-                    info: parse_info(&r.try_get::<String, _>("info")?)?,
-                    slices: Vec::new(),
-                    version: r.try_get("vid")?,
-                })
-            })
-            .collect()
+        rows.iter().map(object_from_row).collect()
     }
 
     /// The first key in `[from, to)`, reading the key only (an index seek).
