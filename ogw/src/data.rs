@@ -284,16 +284,10 @@ impl Data {
         }
     }
 
-    /// Writes a body with `policy`: returns its slices in order and feeds every byte to
-    /// `sink` (hashes) as it passes. At most `limit` bytes are taken (`TooLarge` beyond).
+    /// Writes a body with `policy`: returns its slices in order. At most `limit` bytes
+    /// are taken (`TooLarge` beyond).
     /// The body keeps being read while up to `PUT_WINDOW` chunks are on their way.
-    pub async fn put<S, E>(
-        &self,
-        policy: Policy,
-        mut body: S,
-        limit: u64,
-        mut sink: impl FnMut(&[u8]),
-    ) -> Result<(Vec<Slice>, u64), PutError>
+    pub async fn put<S, E>(&self, policy: Policy, mut body: S, limit: u64) -> Result<(Vec<Slice>, u64), PutError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -316,7 +310,6 @@ impl Data {
                             if total > limit {
                                 return Err(PutError::TooLarge);
                             }
-                            sink(&p);
                             buf.extend_from_slice(&p);
                         }
                         None => done = true,

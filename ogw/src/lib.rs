@@ -16,6 +16,7 @@ pub mod db;
 pub mod lifecycle;
 pub mod limits;
 pub mod lock;
+pub mod md5lanes;
 pub mod metrics;
 pub mod policy;
 pub mod s3;

@@ -107,6 +107,7 @@ pub async fn build(o: Options, metrics: &mut telemetry::Metrics) -> anyhow::Resu
         b.set_host(Domains(o.domains.iter().map(|d| d.to_ascii_lowercase()).collect()));
     }
     catalog.db.register_metrics(metrics.registry());
+    crate::md5lanes::register_metrics(metrics.registry());
     let metrics = S3Metrics::register(metrics.registry());
     Ok((Front { s3: b.build(), cors, metrics }, catalog))
 }

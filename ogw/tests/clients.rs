@@ -521,6 +521,87 @@ async fn sdk_suite(endpoint: &str, access: &str, secret: &str, bucket: &str) {
     assert_eq!(r.deleted().len(), 12);
 }
 
+/// Sixteen large PUTs at once through the Rust SDK, so that the gateway's MD5 thread
+/// hashes them side by side (`md5lanes`): every ETag is the MD5 of its body, bodies of
+/// odd lengths and under 1 MiB included; a right Content-MD5 is taken and a wrong one
+/// refused with BadDigest, leaving no object. Where the CPU has AVX-512, the metrics
+/// show 16-lane passes that held several bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_puts_get_the_md5_of_their_own_bytes() {
+    use aws_sdk_s3::config::{Credentials, Region};
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use aws_sdk_s3::primitives::ByteStream;
+    use base64::Engine;
+    use md5::Digest;
+
+    let s = Standalone::start();
+    let conf = aws_sdk_s3::Config::builder()
+        .endpoint_url(&s.endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(&s.access, &s.secret, None, None, "test"))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let c = aws_sdk_s3::Client::from_conf(conf);
+    c.create_bucket().bucket("lanes").send().await.unwrap();
+    let body = |i: u32| -> Vec<u8> {
+        let len = [(6 << 20) + 13, 3 << 20, (1 << 20) - 1, 1 << 20, (8 << 20) + 63][i as usize % 5];
+        (0..len as u32).map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i.wrapping_mul(97)) >> 13) as u8).collect()
+    };
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let puts: Vec<_> = (0..16u32)
+        .map(|i| {
+            let (c, data) = (c.clone(), body(i));
+            tokio::spawn(async move {
+                let md5 = md5::Md5::digest(&data);
+                let mut put = c.put_object().bucket("lanes").key(format!("k{i}"));
+                if i % 4 == 1 {
+                    put = put.content_md5(b64(&md5));
+                }
+                let etag = put.body(ByteStream::from(data)).send().await.unwrap().e_tag().unwrap().to_string();
+                (i, etag, hex::encode(md5))
+            })
+        })
+        .collect();
+    for p in puts {
+        let (i, etag, want) = p.await.unwrap();
+        assert_eq!(etag.trim_matches('"'), want, "object k{i}");
+        let head = c.head_object().bucket("lanes").key(format!("k{i}")).send().await.unwrap();
+        assert_eq!(head.e_tag().unwrap().trim_matches('"'), want, "HEAD k{i}");
+    }
+    let wrong = c
+        .put_object()
+        .bucket("lanes")
+        .key("wrong")
+        .content_md5(b64(&md5::Md5::digest(b"other bytes")))
+        .body(ByteStream::from(body(0)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.as_service_error().and_then(|e| e.code()), Some("BadDigest"));
+    let gone = c.head_object().bucket("lanes").key("wrong").send().await.unwrap_err();
+    assert_eq!(gone.raw_response().map(|r| r.status().as_u16()), Some(404));
+
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", s.admin))
+        .bearer_auth(s.metrics_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let (passes, bodies) = (value("strata_md5_lane_passes_total"), value("strata_md5_lane_pass_bodies_total"));
+    println!("{passes} 16-lane passes advanced {bodies} bodies");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert!(passes > 0.0 && bodies >= 3.0 * passes, "{passes} passes for {bodies} bodies");
+    }
+}
+
 /// Storage classes on a cluster of processes (a metanode, 7 datanodes, a gateway with
 /// `--ec-policy ec:4+2`): boto3 writes STANDARD_IA, ONEZONE_IA, GLACIER_IR (erasure-
 /// coded) and STANDARD objects, multipart and class-changing copies; then three

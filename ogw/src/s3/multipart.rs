@@ -113,11 +113,12 @@ pub(super) async fn upload_part_copy(
             None => Box::pin(body),
         })
     };
-    let mut h = Hashing::new(up.info.checksum.as_ref().map(|c| c.algo));
-    let mut body = plain(gw.data.get(&src.slices, start, end))?;
+    let mut h = Hashing::new(up.info.checksum.as_ref().map(|c| c.algo), Some(end - start));
+    let mut body = h.hashed(plain(gw.data.get(&src.slices, start, end))?);
     while let Some(chunk) = body.next().await {
-        h.update(&chunk.map_err(internal)?);
+        chunk.map_err(internal)?;
     }
+    drop(body);
     let policy = gw.policy_of(&up.info);
     let iv = crate::sse::new_iv();
     let slices = if gw.policy_of(&src.info) == policy && src_key.is_none() && key.is_none() {
@@ -126,14 +127,14 @@ pub(super) async fn upload_part_copy(
         // Another policy or encryption: the bytes are written anew, the part's way.
         let body = plain(gw.data.get(&src.slices, start, end))?;
         match key {
-            None => gw.data.put(policy, body, PUT_BYTES_MAX, |_| {}).await?.0,
+            None => gw.data.put(policy, body, PUT_BYTES_MAX).await?.0,
             Some(k) => {
                 let c = crate::sse::Cipher::new(k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
-                gw.data.put(policy, super::sse::decrypting(body, c), PUT_BYTES_MAX, |_| {}).await?.0
+                gw.data.put(policy, super::sse::decrypting(body, c), PUT_BYTES_MAX).await?.0
             }
         }
     };
-    let (md5, checksum) = h.finish();
+    let (md5, checksum) = h.finish().await;
     let mut p = part(i.part_number, end - start, md5, checksum, slices);
     p.info.sse = up.info.sse.clone().map(|s| crate::sse::Sse { ivs: vec![iv], ..s });
     gw.catalog.put_part(&i.upload_id, &p).await?;
