@@ -285,9 +285,16 @@ impl Data {
     }
 
     /// Writes a body with `policy`: returns its slices in order. At most `limit` bytes
-    /// are taken (`TooLarge` beyond).
+    /// are taken (`TooLarge` beyond); `expect` is the body's length if known (each
+    /// chunk's buffer is allocated once, at the size it will have, instead of growing).
     /// The body keeps being read while up to `PUT_WINDOW` chunks are on their way.
-    pub async fn put<S, E>(&self, policy: Policy, mut body: S, limit: u64) -> Result<(Vec<Slice>, u64), PutError>
+    pub async fn put<S, E>(
+        &self,
+        policy: Policy,
+        mut body: S,
+        limit: u64,
+        expect: Option<u64>,
+    ) -> Result<(Vec<Slice>, u64), PutError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -305,20 +312,34 @@ impl Data {
                 piece = body.next(), if !done && inflight.len() < PUT_WINDOW => {
                     let piece = piece.transpose().map_err(|e| PutError::Body(e.to_string()))?;
                     match piece {
-                        Some(p) => {
-                            total += p.len() as u64;
-                            if total > limit {
+                        Some(mut p) => {
+                            if total + p.len() as u64 > limit {
                                 return Err(PutError::TooLarge);
                             }
-                            buf.extend_from_slice(&p);
+                            while !p.is_empty() {
+                                if buf.capacity() == 0 {
+                                    // What is left of the body, up to a chunk.
+                                    let left = expect.map_or(u64::MAX, |e| e.saturating_sub(total)).max(1);
+                                    buf = BytesMut::with_capacity(left.min(OBJECT_CHUNK_BYTES as u64) as usize);
+                                }
+                                let take = p.len().min(OBJECT_CHUNK_BYTES - buf.len());
+                                buf.extend_from_slice(&p.split_to(take));
+                                total += take as u64;
+                                if buf.len() == OBJECT_CHUNK_BYTES {
+                                    let chunk = std::mem::take(&mut buf).freeze();
+                                    inflight.push_back(self.append(&lanes, base + n, chunk));
+                                    n += 1;
+                                }
+                            }
                         }
-                        None => done = true,
-                    }
-                    while buf.len() >= OBJECT_CHUNK_BYTES || (done && !buf.is_empty()) {
-                        let take = buf.len().min(OBJECT_CHUNK_BYTES);
-                        let chunk = buf.split_to(take).freeze();
-                        inflight.push_back(self.append(&lanes, base + n, chunk));
-                        n += 1;
+                        None => {
+                            done = true;
+                            if !buf.is_empty() {
+                                let chunk = std::mem::take(&mut buf).freeze();
+                                inflight.push_back(self.append(&lanes, base + n, chunk));
+                                n += 1;
+                            }
+                        }
                     }
                 }
                 s = inflight.next(), if !inflight.is_empty() => {

@@ -149,9 +149,10 @@ impl Gateway {
         let trailer = req.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
         let named = sent.checksum_algorithm.as_ref().map(|a| a.as_str()).or(upload_algo.map(Algo::name));
         let algo = checksum::requested(named, given.sent(), trailer.as_deref())?;
-        let mut h = Hashing::new(algo, length.map(|l| l as u64));
+        let expect = length.map(|l| l as u64);
+        let mut h = Hashing::new(algo, expect);
         let (slices, size) = match (blob, encrypt) {
-            (Some(b), None) => self.data.put(policy, h.hashed(b), PUT_BYTES_MAX).await?,
+            (Some(b), None) => self.data.put(policy, h.hashed(b), PUT_BYTES_MAX, expect).await?,
             (Some(b), Some((key, iv))) => {
                 use futures::StreamExt;
                 let ivs = [iv.to_owned()];
@@ -163,7 +164,7 @@ impl Gateway {
                         bytes::Bytes::from(v)
                     })
                 });
-                self.data.put(policy, sealed, PUT_BYTES_MAX).await?
+                self.data.put(policy, sealed, PUT_BYTES_MAX, expect).await?
             }
             (None, _) => (Vec::new(), 0),
         };

@@ -127,10 +127,10 @@ pub(super) async fn upload_part_copy(
         // Another policy or encryption: the bytes are written anew, the part's way.
         let body = plain(gw.data.get(&src.slices, start, end))?;
         match key {
-            None => gw.data.put(policy, body, PUT_BYTES_MAX).await?.0,
+            None => gw.data.put(policy, body, PUT_BYTES_MAX, Some(end - start)).await?.0,
             Some(k) => {
                 let c = crate::sse::Cipher::new(k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
-                gw.data.put(policy, super::sse::decrypting(body, c), PUT_BYTES_MAX).await?.0
+                gw.data.put(policy, super::sse::decrypting(body, c), PUT_BYTES_MAX, Some(end - start)).await?.0
             }
         }
     };

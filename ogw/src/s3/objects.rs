@@ -466,12 +466,12 @@ pub(super) async fn copy_object(
             None => Box::pin(body),
         };
         match &enc {
-            None => gw.data.put(policy, body, src.size).await?.0,
+            None => gw.data.put(policy, body, src.size, Some(src.size)).await?.0,
             Some((s, k)) => {
                 let iv = crate::sse::new_iv();
                 let c = crate::sse::Cipher::new(*k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
                 info.sse = Some(crate::sse::Sse { ivs: vec![iv], ..s.clone() });
-                gw.data.put(policy, super::sse::decrypting(body, c), src.size).await?.0
+                gw.data.put(policy, super::sse::decrypting(body, c), src.size, Some(src.size)).await?.0
             }
         }
     };
