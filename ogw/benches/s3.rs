@@ -63,7 +63,7 @@ impl Gen {
         Gen { http, t }
     }
 
-    async fn send(&self, method: &str, path_query: &str, body: Bytes) -> reqwest::Response {
+    async fn send(&self, method: &str, path_query: &str, body: impl Into<Body>) -> reqwest::Response {
         self.send_with(method, path_query, &[], body).await
     }
 
@@ -73,7 +73,7 @@ impl Gen {
         method: &str,
         path_query: &str,
         extra: &[(&str, &str)],
-        body: Bytes,
+        body: impl Into<Body>,
     ) -> reqwest::Response {
         let url = format!("{}{}", self.t.endpoint, path_query);
         let mut settings = SigningSettings::default();
@@ -95,8 +95,9 @@ impl Gen {
             SignableRequest::new(method, &url, headers.iter().copied(), SignableBody::UnsignedPayload).unwrap();
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         // Content-Length always, also 0: RGW answers 411 to a PUT without one.
+        let body = body.into();
         let len = body.len();
-        let mut req = self.http.request(method.parse().unwrap(), &url).header("content-length", len).body(body);
+        let mut req = self.http.request(method.parse().unwrap(), &url).header("content-length", len).body(body.sent());
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
@@ -112,15 +113,46 @@ impl Gen {
     }
 }
 
-/// A body of `len` bytes unique to `(seed, n)` in every 1 MiB block.
-fn unique(base: &Bytes, len: usize, seed: u64, n: u64) -> Bytes {
-    let mut v = base[..len].to_vec();
-    for (i, block) in v.chunks_mut(1 << 20).enumerate() {
-        let stamp = [seed.to_le_bytes(), n.to_le_bytes(), (i as u64).to_le_bytes()].concat();
-        let k = stamp.len().min(block.len());
-        block[..k].copy_from_slice(&stamp[..k]);
+/// A request body: its pieces, sent one after another as they are (the generator
+/// copies no body: on this 2-core machine its copies took CPU from the server).
+#[derive(Clone, Default)]
+struct Body(Vec<Bytes>);
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body(vec![b])
     }
-    Bytes::from(v)
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    fn sent(self) -> reqwest::Body {
+        match <[Bytes; 1]>::try_from(self.0) {
+            Ok([one]) => reqwest::Body::from(one),
+            Err(pieces) => {
+                reqwest::Body::wrap_stream(futures::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>)))
+            }
+        }
+    }
+}
+
+/// A body of `len` bytes of `base` unique to `(seed, n)` in every 1 MiB block: each
+/// block starts with a 24-byte stamp of the three (Garage deduplicates equal blocks).
+fn unique(base: &Bytes, len: usize, seed: u64, n: u64) -> Body {
+    let mut pieces = Vec::new();
+    for (i, at) in (0..len).step_by(1 << 20).enumerate() {
+        let end = (at + (1 << 20)).min(len);
+        let stamp = [seed.to_le_bytes(), n.to_le_bytes(), (i as u64).to_le_bytes()].concat();
+        let k = stamp.len().min(end - at);
+        pieces.push(Bytes::copy_from_slice(&stamp[..k]));
+        if at + k < end {
+            pieces.push(base.slice(at + k..end));
+        }
+    }
+    Body(pieces)
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
