@@ -16,10 +16,12 @@
 //! holding their bytes.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, LazyLock, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
 
 /// A body queues at most this much before its PUT waits for the hasher.
@@ -177,7 +179,7 @@ mod x16 {
 }
 
 /// A body's MD5 on the hashing thread.
-pub struct Job(Arc<Lane>);
+pub struct Job(Arc<Lane>, &'static Hasher);
 
 struct Lane(Mutex<Queue>);
 
@@ -223,19 +225,50 @@ impl Queue {
 struct Hasher {
     jobs: Mutex<Vec<Arc<Lane>>>,
     work: Condvar,
+    /// The thread is gone (a panic: a bug). Jobs in flight fail, new bodies hash inline.
+    dead: AtomicBool,
 }
+
+/// Marks the hasher dead when its thread ends, failing the jobs it held: a finishing
+/// PUT gets an error instead of waiting forever, one waiting for room goes on.
+struct Dying(&'static Hasher);
+
+impl Drop for Dying {
+    fn drop(&mut self) {
+        self.0.dead.store(true, Ordering::SeqCst);
+        for l in std::mem::take(&mut *self.0.jobs.lock()) {
+            let mut q = l.0.lock();
+            q.done = None;
+            if let Some(w) = q.waiting.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// The hashing thread died; the PUT whose digest it owed fails.
+#[derive(Debug, thiserror::Error)]
+#[error("the MD5 thread stopped")]
+pub struct HasherGone;
 
 /// The hashing thread, started by the first large body; `None` without AVX-512.
 fn hasher() -> Option<&'static Hasher> {
     static H: OnceLock<Option<&'static Hasher>> = OnceLock::new();
-    *H.get_or_init(|| {
+    H.get_or_init(|| {
         if !simd() {
             return None;
         }
-        let h: &'static Hasher = Box::leak(Box::new(Hasher { jobs: Mutex::new(Vec::new()), work: Condvar::new() }));
-        std::thread::Builder::new().name("md5-lanes".into()).spawn(move || h.run()).expect("spawning md5-lanes");
+        let h = Hasher::leaked();
+        std::thread::Builder::new()
+            .name("md5-lanes".into())
+            .spawn(move || {
+                let _dying = Dying(h);
+                h.run()
+            })
+            .expect("spawning md5-lanes");
         Some(h)
     })
+    .filter(|h| !h.dead.load(Ordering::SeqCst))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -252,10 +285,7 @@ impl Job {
     /// A job on the hashing thread, or `None` where there is none (no AVX-512): hash
     /// inline then.
     pub fn start() -> Option<Job> {
-        let h = hasher()?;
-        let lane = Arc::new(Lane(Mutex::new(Queue { state: Some(IV), ..Queue::default() })));
-        h.jobs.lock().unwrap().push(lane.clone());
-        Some(Job(lane))
+        Some(hasher()?.job())
     }
 
     /// Queues `b` (the next bytes of the body) for hashing.
@@ -263,8 +293,11 @@ impl Job {
         if b.is_empty() {
             return;
         }
+        if self.1.dead.load(Ordering::SeqCst) {
+            return; // `finish` fails
+        }
         let wake = {
-            let mut q = self.0 .0.lock().unwrap();
+            let mut q = self.0 .0.lock();
             let before = q.queued;
             q.pieces.push_back(b.clone());
             q.queued += b.len();
@@ -272,85 +305,85 @@ impl Job {
             before < WAKE_BYTES && q.queued >= WAKE_BYTES
         };
         if wake {
-            notify();
+            self.1.notify();
         }
     }
 
     /// Ready when fewer than `LIMIT_BYTES` wait to be hashed; else wakes `cx` when so.
     pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut q = self.0 .0.lock().unwrap();
-        if q.queued < LIMIT_BYTES {
+        let mut q = self.0 .0.lock();
+        if q.queued < LIMIT_BYTES || self.1.dead.load(Ordering::SeqCst) {
             return Poll::Ready(());
         }
         q.waiting = Some(cx.waker().clone());
         drop(q);
         // Over the wake mark by far: the hasher is awake or about to be.
-        notify();
+        self.1.notify();
         Poll::Pending
     }
 
     /// The MD5 of every byte fed.
-    pub async fn finish(self) -> [u8; 16] {
+    pub async fn finish(self) -> Result<[u8; 16], HasherGone> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.0 .0.lock().unwrap().done = Some(tx);
-        notify();
-        let lane = self.0.clone();
-        drop(self);
-        match rx.await {
-            Ok(d) => d,
-            // The hashing thread died (a bug): hash what is left here. Only the
-            // thread moves `state` and the pieces, and it is gone.
-            Err(_) => {
-                let mut q = lane.0.lock().unwrap();
-                let mut state = q.state.expect("state");
-                let mut rest = vec![0u8; q.queued];
-                q.take(&mut rest);
-                let whole = rest.len() / 64 * 64;
-                scalar::compress(&mut state, &rest[..whole]);
-                scalar::finish(state, &rest[whole..], q.total)
-            }
+        self.0 .0.lock().done = Some(tx);
+        let h = self.1;
+        // Checked after `done` is set: `Dying` either sees it (and drops it) or ran
+        // before, and then `dead` is set.
+        if h.dead.load(Ordering::SeqCst) {
+            return Err(HasherGone);
         }
+        h.notify();
+        drop(self);
+        rx.await.map_err(|_| HasherGone)
     }
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
-        let mut q = self.0 .0.lock().unwrap();
+        let mut q = self.0 .0.lock();
         if q.done.is_none() {
             q.abandoned = true;
             q.pieces.clear();
             q.queued = 0;
             drop(q);
-            notify();
+            self.1.notify();
         }
     }
 }
 
-fn notify() {
-    if let Some(h) = hasher() {
-        // Under the lock: the thread checks for work and sleeps holding it.
-        let _g = h.jobs.lock().unwrap();
-        h.work.notify_one();
-    }
-}
-
 impl Hasher {
+    fn leaked() -> &'static Hasher {
+        Box::leak(Box::new(Hasher { jobs: Mutex::new(Vec::new()), work: Condvar::new(), dead: AtomicBool::new(false) }))
+    }
+
+    fn job(&'static self) -> Job {
+        let lane = Arc::new(Lane(Mutex::new(Queue { state: Some(IV), ..Queue::default() })));
+        self.jobs.lock().push(lane.clone());
+        Job(lane, self)
+    }
+
+    fn notify(&self) {
+        // Under the lock: the thread checks for work and sleeps holding it.
+        let _g = self.jobs.lock();
+        self.work.notify_one();
+    }
+
     fn run(&self) {
         let mut staging = vec![0u8; 16 * PASS_BLOCKS * 64];
         loop {
             // Jobs with work: finishing, abandoned, or over the wake mark.
             let lanes: Vec<Arc<Lane>> = {
-                let mut jobs = self.jobs.lock().unwrap();
+                let mut jobs = self.jobs.lock();
                 loop {
-                    jobs.retain(|l| !l.0.lock().unwrap().abandoned);
+                    jobs.retain(|l| !l.0.lock().abandoned);
                     let due = jobs.iter().any(|l| {
-                        let q = l.0.lock().unwrap();
+                        let q = l.0.lock();
                         q.done.is_some() || q.queued >= WAKE_BYTES
                     });
                     if due {
                         break;
                     }
-                    jobs = self.work.wait(jobs).unwrap();
+                    self.work.wait(&mut jobs);
                 }
                 jobs.clone()
             };
@@ -364,7 +397,7 @@ impl Hasher {
         let mut finished = Vec::new();
         let mut cands: Vec<(usize, &Arc<Lane>)> = Vec::new();
         for l in lanes {
-            let mut q = l.0.lock().unwrap();
+            let mut q = l.0.lock();
             if q.done.is_some() && q.queued < FINISH_ALONE_BYTES {
                 let mut state = q.state.expect("state");
                 let mut rest = [0u8; FINISH_ALONE_BYTES];
@@ -383,14 +416,14 @@ impl Hasher {
             }
         }
         if !finished.is_empty() {
-            self.jobs.lock().unwrap().retain(|l| !finished.contains(&Arc::as_ptr(l)));
+            self.jobs.lock().retain(|l| !finished.contains(&Arc::as_ptr(l)));
         }
         if cands.is_empty() {
             return;
         }
         cands.sort_by_key(|c| std::cmp::Reverse(c.0));
         cands.truncate(16);
-        let blocks_of = |l: &Arc<Lane>| l.0.lock().unwrap().blocks().min(PASS_BLOCKS);
+        let blocks_of = |l: &Arc<Lane>| l.0.lock().blocks().min(PASS_BLOCKS);
         let counts: Vec<usize> = cands.iter().map(|(_, l)| blocks_of(l)).collect();
         // The k that gives one pass the most blocks: k bodies, each as far as the least.
         let (k, n) = (1..=counts.len())
@@ -399,7 +432,7 @@ impl Hasher {
             .expect("candidates");
         if k < 3 || !cfg!(target_arch = "x86_64") {
             for (_, l) in &cands[..k] {
-                let mut q = l.0.lock().unwrap();
+                let mut q = l.0.lock();
                 let len = q.blocks().min(PASS_BLOCKS) * 64;
                 let mut state = q.state.expect("state");
                 q.take(&mut staging[..len]);
@@ -413,7 +446,7 @@ impl Hasher {
         let stride = PASS_BLOCKS * 64;
         let mut states = [[0u32; 16]; 4];
         for (i, (_, l)) in cands[..k].iter().enumerate() {
-            let mut q = l.0.lock().unwrap();
+            let mut q = l.0.lock();
             if q.abandoned {
                 // Dropped since it was counted: its lane hashes stale bytes, unused.
                 continue;
@@ -441,7 +474,7 @@ impl Hasher {
     /// Puts back `l`'s state after a pass, and wakes its PUT if it has room again.
     fn store(&self, l: &Lane, state: [u32; 4]) {
         let waker = {
-            let mut q = l.0.lock().unwrap();
+            let mut q = l.0.lock();
             q.state = Some(state);
             if q.queued < LIMIT_BYTES {
                 q.waiting.take()
@@ -533,7 +566,7 @@ mod tests {
                             tokio::task::yield_now().await;
                         }
                     }
-                    Some((i, job.finish().await == reference(&data)))
+                    Some((i, job.finish().await.expect("a digest") == reference(&data)))
                 })
             })
             .collect();
@@ -549,11 +582,39 @@ mod tests {
         // Dropped ones are gone from the thread's list.
         let h = hasher().unwrap();
         let t = std::time::Instant::now();
-        while !h.jobs.lock().unwrap().is_empty() {
+        while !h.jobs.lock().is_empty() {
             assert!(t.elapsed() < std::time::Duration::from_secs(10), "jobs left on the hashing thread");
-            notify();
+            h.notify();
             std::thread::yield_now();
         }
+    }
+
+    /// When the hashing thread ends (a panic), no PUT waits forever and none gets a
+    /// digest: one waiting for room is woken and goes on, one waiting for its digest
+    /// gets an error, one finishing after gets an error at once.
+    #[tokio::test]
+    async fn a_dead_hasher_fails_its_jobs_instead_of_hanging() {
+        let h = Hasher::leaked(); // no thread: nothing hashes
+        let (full, waiting, late) = (h.job(), h.job(), h.job());
+        full.feed(&Bytes::from(vec![1u8; LIMIT_BYTES + 1]));
+        let room = tokio::spawn(async move {
+            std::future::poll_fn(|cx| full.poll_room(cx)).await;
+            full
+        });
+        waiting.feed(&Bytes::from_static(b"some bytes"));
+        let digest = tokio::spawn(waiting.finish());
+        late.feed(&Bytes::from_static(b"more bytes"));
+        // Both tasks are parked on the hasher (checked below: they end only after it dies).
+        tokio::task::yield_now().await;
+        assert!(!room.is_finished() && !digest.is_finished());
+        drop(Dying(h));
+        let ten = std::time::Duration::from_secs(10);
+        let digest = tokio::time::timeout(ten, digest).await.expect("an answer").unwrap();
+        assert!(digest.is_err(), "a digest from a dead hasher");
+        let full = tokio::time::timeout(ten, room).await.expect("woken").unwrap();
+        drop(full);
+        assert!(late.finish().await.is_err());
+        assert!(h.jobs.lock().is_empty());
     }
 
     /// MB/s of the reference crate, the scalar code here, and a 16-lane pass (all 16

@@ -71,12 +71,12 @@ impl Hashing {
         Hashed { body, h: self }
     }
 
-    pub(super) async fn finish(self) -> ([u8; 16], Option<Checksum>) {
+    pub(super) async fn finish(self) -> S3Result<([u8; 16], Option<Checksum>)> {
         let md5 = match self.md5 {
             Md5Of::Here(m) => m.finalize().into(),
-            Md5Of::Lanes(j) => j.finish().await,
+            Md5Of::Lanes(j) => j.finish().await.map_err(super::errors::internal)?,
         };
-        (md5, self.checksum.map(checksum::Hasher::finish))
+        Ok((md5, self.checksum.map(checksum::Hasher::finish)))
     }
 }
 
@@ -171,7 +171,7 @@ impl Gateway {
         if length.is_some_and(|l| l as u64 != size) {
             return Err(s3_error!(IncompleteBody, "the body is shorter or longer than Content-Length"));
         }
-        let (md5, checksum) = h.finish().await;
+        let (md5, checksum) = h.finish().await?;
         if want_md5.is_some_and(|w| w != md5) {
             return Err(s3_error!(BadDigest, "the Content-MD5 you specified did not match what we received"));
         }

@@ -134,7 +134,7 @@ pub(super) async fn upload_part_copy(
             }
         }
     };
-    let (md5, checksum) = h.finish().await;
+    let (md5, checksum) = h.finish().await?;
     let mut p = part(i.part_number, end - start, md5, checksum, slices);
     p.info.sse = up.info.sse.clone().map(|s| crate::sse::Sse { ivs: vec![iv], ..s });
     gw.catalog.put_part(&i.upload_id, &p).await?;
