@@ -197,6 +197,9 @@ struct Queue {
     abandoned: bool,
     /// A PUT waiting for room (`poll_room`).
     waiting: Option<Waker>,
+    /// The round that last hashed some of it: of bodies with as much queued, the one
+    /// served longest ago goes first, so none waits while 16 others keep being served.
+    served: u64,
 }
 
 impl Queue {
@@ -370,7 +373,7 @@ impl Hasher {
 
     fn run(&self) {
         let mut staging = vec![0u8; 16 * PASS_BLOCKS * 64];
-        loop {
+        for round in 1.. {
             // Jobs with work: finishing, abandoned, or over the wake mark.
             let lanes: Vec<Arc<Lane>> = {
                 let mut jobs = self.jobs.lock();
@@ -387,15 +390,15 @@ impl Hasher {
                 }
                 jobs.clone()
             };
-            self.round(&lanes, &mut staging);
+            self.round(round, &lanes, &mut staging);
         }
     }
 
     /// One round: small finishing bodies to their end, then one pass of the bodies that
     /// give it the most work.
-    fn round(&self, lanes: &[Arc<Lane>], staging: &mut [u8]) {
+    fn round(&self, round: u64, lanes: &[Arc<Lane>], staging: &mut [u8]) {
         let mut finished = Vec::new();
-        let mut cands: Vec<(usize, &Arc<Lane>)> = Vec::new();
+        let mut cands: Vec<(usize, u64, &Arc<Lane>)> = Vec::new();
         for l in lanes {
             let mut q = l.0.lock();
             if q.done.is_some() && q.queued < FINISH_ALONE_BYTES {
@@ -412,7 +415,7 @@ impl Hasher {
             } else if q.blocks() > 0 {
                 // Finishing bodies first: a PUT waits on them.
                 let rank = q.blocks().min(PASS_BLOCKS) + if q.done.is_some() { PASS_BLOCKS } else { 0 };
-                cands.push((rank, l));
+                cands.push((rank, q.served, l));
             }
         }
         if !finished.is_empty() {
@@ -421,21 +424,22 @@ impl Hasher {
         if cands.is_empty() {
             return;
         }
-        cands.sort_by_key(|c| std::cmp::Reverse(c.0));
+        cands.sort_by_key(|c| (std::cmp::Reverse(c.0), c.1));
         cands.truncate(16);
         let blocks_of = |l: &Arc<Lane>| l.0.lock().blocks().min(PASS_BLOCKS);
-        let counts: Vec<usize> = cands.iter().map(|(_, l)| blocks_of(l)).collect();
+        let counts: Vec<usize> = cands.iter().map(|(_, _, l)| blocks_of(l)).collect();
         // The k that gives one pass the most blocks: k bodies, each as far as the least.
         let (k, n) = (1..=counts.len())
             .map(|k| (k, counts[..k].iter().copied().min().unwrap_or(0)))
             .max_by_key(|&(k, n)| k * n)
             .expect("candidates");
         if k < 3 || !cfg!(target_arch = "x86_64") {
-            for (_, l) in &cands[..k] {
+            for (_, _, l) in &cands[..k] {
                 let mut q = l.0.lock();
                 let len = q.blocks().min(PASS_BLOCKS) * 64;
                 let mut state = q.state.expect("state");
                 q.take(&mut staging[..len]);
+                q.served = round;
                 drop(q);
                 scalar::compress(&mut state, &staging[..len]);
                 COUNTERS.single_bytes.inc_by(len as u64);
@@ -445,7 +449,7 @@ impl Hasher {
         }
         let stride = PASS_BLOCKS * 64;
         let mut states = [[0u32; 16]; 4];
-        for (i, (_, l)) in cands[..k].iter().enumerate() {
+        for (i, (_, _, l)) in cands[..k].iter().enumerate() {
             let mut q = l.0.lock();
             if q.abandoned {
                 // Dropped since it was counted: its lane hashes stale bytes, unused.
@@ -456,6 +460,7 @@ impl Hasher {
                 states[w][i] = s[w];
             }
             q.take(&mut staging[i * stride..i * stride + n * 64]);
+            q.served = round;
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `simd()` saw AVX-512F before this thread started; every lane has
@@ -466,7 +471,7 @@ impl Hasher {
         COUNTERS.passes.inc();
         COUNTERS.pass_lanes.inc_by(k as u64);
         COUNTERS.pass_bytes.inc_by((k * n * 64) as u64);
-        for (i, (_, l)) in cands[..k].iter().enumerate() {
+        for (i, (_, _, l)) in cands[..k].iter().enumerate() {
             self.store(l, [states[0][i], states[1][i], states[2][i], states[3][i]]);
         }
     }
@@ -615,6 +620,29 @@ mod tests {
         drop(full);
         assert!(late.finish().await.is_err());
         assert!(h.jobs.lock().is_empty());
+    }
+
+    /// With more than 16 bodies queued deep, every one is served within two rounds
+    /// (of bodies with as much queued, the one served longest ago goes first): none
+    /// waits on its full queue while 16 others keep being served.
+    #[test]
+    fn more_than_sixteen_deep_bodies_are_all_served() {
+        if !simd() {
+            eprintln!("no AVX-512 here: rounds are not run");
+            return;
+        }
+        let h = Hasher::leaked(); // no thread: rounds are run here
+        let jobs: Vec<Job> = (0..20).map(|_| h.job()).collect();
+        for j in &jobs {
+            j.feed(&Bytes::from(vec![3u8; 64 << 10]));
+        }
+        let mut staging = vec![0u8; 16 * PASS_BLOCKS * 64];
+        for round in 1..=2 {
+            let lanes = h.jobs.lock().clone();
+            h.round(round, &lanes, &mut staging);
+        }
+        let unserved = jobs.iter().filter(|j| j.0 .0.lock().served == 0).count();
+        assert_eq!(unserved, 0, "bodies never served after two rounds");
     }
 
     /// MB/s of the reference crate, the scalar code here, and a 16-lane pass (all 16
