@@ -190,7 +190,7 @@ struct Queue {
     skip: usize,
     queued: usize,
     total: u64,
-    state: Option<[u32; 4]>,
+    state: [u32; 4],
     /// Set by `finish`: where the digest goes once every byte is hashed.
     done: Option<tokio::sync::oneshot::Sender<[u8; 16]>>,
     /// The job was dropped unfinished.
@@ -360,7 +360,7 @@ impl Hasher {
     }
 
     fn job(&'static self) -> Job {
-        let lane = Arc::new(Lane(Mutex::new(Queue { state: Some(IV), ..Queue::default() })));
+        let lane = Arc::new(Lane(Mutex::new(Queue { state: IV, ..Queue::default() })));
         self.jobs.lock().push(lane.clone());
         Job(lane, self)
     }
@@ -398,11 +398,12 @@ impl Hasher {
     /// give it the most work.
     fn round(&self, round: u64, lanes: &[Arc<Lane>], staging: &mut [u8]) {
         let mut finished = Vec::new();
-        let mut cands: Vec<(usize, u64, &Arc<Lane>)> = Vec::new();
+        // (finishing, whole blocks queued up to a pass, round last served, body)
+        let mut cands: Vec<(bool, usize, u64, &Arc<Lane>)> = Vec::new();
         for l in lanes {
             let mut q = l.0.lock();
             if q.done.is_some() && q.queued < FINISH_ALONE_BYTES {
-                let mut state = q.state.expect("state");
+                let mut state = q.state;
                 let mut rest = [0u8; FINISH_ALONE_BYTES];
                 let n = q.queued;
                 q.take(&mut rest[..n]);
@@ -413,9 +414,7 @@ impl Hasher {
                 let _ = q.done.take().expect("done").send(digest);
                 finished.push(Arc::as_ptr(l));
             } else if q.blocks() > 0 {
-                // Finishing bodies first: a PUT waits on them.
-                let rank = q.blocks().min(PASS_BLOCKS) + if q.done.is_some() { PASS_BLOCKS } else { 0 };
-                cands.push((rank, q.served, l));
+                cands.push((q.done.is_some(), q.blocks().min(PASS_BLOCKS), q.served, l));
             }
         }
         if !finished.is_empty() {
@@ -424,20 +423,23 @@ impl Hasher {
         if cands.is_empty() {
             return;
         }
-        cands.sort_by_key(|c| (std::cmp::Reverse(c.0), c.1));
+        // Finishing bodies first (a PUT waits on them), then those with most queued, and
+        // of those the one served longest ago.
+        cands.sort_by_key(|c| (std::cmp::Reverse((c.0, c.1)), c.2));
         cands.truncate(16);
-        let blocks_of = |l: &Arc<Lane>| l.0.lock().blocks().min(PASS_BLOCKS);
-        let counts: Vec<usize> = cands.iter().map(|(_, _, l)| blocks_of(l)).collect();
+        // Producers only add bytes (and a dropped body is skipped below), so each still
+        // has at least the blocks counted.
+        let counts: Vec<usize> = cands.iter().map(|c| c.1).collect();
         // The k that gives one pass the most blocks: k bodies, each as far as the least.
         let (k, n) = (1..=counts.len())
             .map(|k| (k, counts[..k].iter().copied().min().unwrap_or(0)))
             .max_by_key(|&(k, n)| k * n)
             .expect("candidates");
         if k < 3 || !cfg!(target_arch = "x86_64") {
-            for (_, _, l) in &cands[..k] {
+            for (_, _, _, l) in &cands[..k] {
                 let mut q = l.0.lock();
                 let len = q.blocks().min(PASS_BLOCKS) * 64;
-                let mut state = q.state.expect("state");
+                let mut state = q.state;
                 q.take(&mut staging[..len]);
                 q.served = round;
                 drop(q);
@@ -449,13 +451,13 @@ impl Hasher {
         }
         let stride = PASS_BLOCKS * 64;
         let mut states = [[0u32; 16]; 4];
-        for (i, (_, _, l)) in cands[..k].iter().enumerate() {
+        for (i, (_, _, _, l)) in cands[..k].iter().enumerate() {
             let mut q = l.0.lock();
             if q.abandoned {
                 // Dropped since it was counted: its lane hashes stale bytes, unused.
                 continue;
             }
-            let s = q.state.expect("state");
+            let s = q.state;
             for w in 0..4 {
                 states[w][i] = s[w];
             }
@@ -471,7 +473,7 @@ impl Hasher {
         COUNTERS.passes.inc();
         COUNTERS.pass_lanes.inc_by(k as u64);
         COUNTERS.pass_bytes.inc_by((k * n * 64) as u64);
-        for (i, (_, _, l)) in cands[..k].iter().enumerate() {
+        for (i, (_, _, _, l)) in cands[..k].iter().enumerate() {
             self.store(l, [states[0][i], states[1][i], states[2][i], states[3][i]]);
         }
     }
@@ -480,7 +482,7 @@ impl Hasher {
     fn store(&self, l: &Lane, state: [u32; 4]) {
         let waker = {
             let mut q = l.0.lock();
-            q.state = Some(state);
+            q.state = state;
             if q.queued < LIMIT_BYTES {
                 q.waiting.take()
             } else {
@@ -493,18 +495,18 @@ impl Hasher {
     }
 }
 
-/// The MD5 of `data`, hashed here (for tests and small bodies).
-pub fn digest(data: &[u8]) -> [u8; 16] {
-    let mut state = IV;
-    let whole = data.len() / 64 * 64;
-    scalar::compress(&mut state, &data[..whole]);
-    scalar::finish(state, &data[whole..], data.len() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use md5::Digest;
+
+    /// The MD5 of `data` by this module's scalar path.
+    fn digest(data: &[u8]) -> [u8; 16] {
+        let mut state = IV;
+        let whole = data.len() / 64 * 64;
+        scalar::compress(&mut state, &data[..whole]);
+        scalar::finish(state, &data[whole..], data.len() as u64)
+    }
 
     fn reference(data: &[u8]) -> [u8; 16] {
         md5::Md5::digest(data).into()
