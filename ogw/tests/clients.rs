@@ -73,9 +73,7 @@ fn standalone_keeps_every_acknowledged_object_across_kill9() {
             let r = reqwest::Client::new().get(format!("{admin}/metrics")).bearer_auth(&token).send().await;
             r.unwrap().text().await.unwrap()
         });
-        let value = |name: &str| {
-            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
-        };
+        let value = |name: &str| testkit::metric(&text, name, &[]).unwrap_or(0.0);
         (value("strata_sql_group_commits_total"), value("strata_sql_group_commit_writes_total"))
     };
     let t = std::time::Instant::now();
@@ -423,20 +421,12 @@ async fn standalone_serves_the_rust_aws_sdk() {
 }
 
 async fn sdk_suite(endpoint: &str, access: &str, secret: &str, bucket: &str) {
-    use aws_sdk_s3::config::{Credentials, Region};
     use aws_sdk_s3::error::ProvideErrorMetadata;
     use aws_sdk_s3::presigning::PresigningConfig;
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-    let conf = aws_sdk_s3::Config::builder()
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(access, secret, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    let c = sdk_at(endpoint, access, secret);
     c.create_bucket().bucket(bucket).send().await.unwrap();
     let body: Vec<u8> = (0..12_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let put = c.put_object().bucket(bucket).key("k/one").body(ByteStream::from(body.clone())).send().await.unwrap();
@@ -528,21 +518,13 @@ async fn sdk_suite(endpoint: &str, access: &str, secret: &str, bucket: &str) {
 /// show 16-lane passes that held several bodies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_large_puts_get_the_md5_of_their_own_bytes() {
-    use aws_sdk_s3::config::{Credentials, Region};
     use aws_sdk_s3::error::ProvideErrorMetadata;
     use aws_sdk_s3::primitives::ByteStream;
     use base64::Engine;
     use md5::Digest;
 
     let s = Standalone::start();
-    let conf = aws_sdk_s3::Config::builder()
-        .endpoint_url(&s.endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(&s.access, &s.secret, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    let c = s.sdk();
     c.create_bucket().bucket("lanes").send().await.unwrap();
     let body = |i: u32| -> Vec<u8> {
         let len = [(6 << 20) + 13, 3 << 20, (1 << 20) - 1, 1 << 20, (8 << 20) + 63][i as usize % 5];
@@ -591,9 +573,7 @@ async fn concurrent_large_puts_get_the_md5_of_their_own_bytes() {
         .text()
         .await
         .unwrap();
-    let value = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
-    };
+    let value = |name: &str| testkit::metric(&text, name, &[]).unwrap_or(0.0);
     let (passes, bodies) = (value("strata_md5_lane_passes_total"), value("strata_md5_lane_pass_bodies_total"));
     println!("{passes} 16-lane passes advanced {bodies} bodies");
     #[cfg(target_arch = "x86_64")]
