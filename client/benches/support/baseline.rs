@@ -85,13 +85,9 @@ pub fn device_fdatasync_4k(dir: &Path, secs: f64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// O_DIRECT 4 MiB reads of a file of 1 GiB (written first, not timed) for `secs`, from
-/// `READ_DEPTH` threads at once (the S3 GET cases keep 16 requests in flight): MB/s
-/// from the device, past the page cache.
-pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
-    const READ_DEPTH: u64 = 16;
-    let path = dir.join("baseline-read.img");
-    let f = direct(&path);
+/// Fills `f` (opened with `direct`) with 1 GiB, each 4 MiB block stamped with its
+/// offset, durably; returns the length.
+fn write_gib(f: &std::fs::File) -> u64 {
     let mut buf = Aligned::new();
     let len = 1u64 << 30;
     let mut off = 0;
@@ -101,7 +97,17 @@ pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
         off += buf.bytes().len() as u64;
     }
     f.sync_data().unwrap();
-    drop(buf);
+    len
+}
+
+/// O_DIRECT 4 MiB reads of a file of 1 GiB (written first, not timed) for `secs`, from
+/// `READ_DEPTH` threads at once (the S3 GET cases keep 16 requests in flight): MB/s
+/// from the device, past the page cache.
+pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
+    const READ_DEPTH: u64 = 16;
+    let path = dir.join("baseline-read.img");
+    let f = direct(&path);
+    let len = write_gib(&f);
     let t = Instant::now();
     // Each thread reads its own quarter over and over, at least once.
     let read: u64 = std::thread::scope(|s| {
@@ -126,6 +132,45 @@ pub fn device_seq_read(dir: &Path, secs: f64) -> f64 {
     let mbps = read as f64 / 1e6 / t.elapsed().as_secs_f64();
     drop(f);
     std::fs::remove_file(path).unwrap();
+    mbps
+}
+
+/// A copy of 1 GiB (written first, not timed) into another file on the same device:
+/// O_DIRECT 4 MiB reads, each written on, from `COPY_DEPTH` threads at once (each its
+/// part), then fdatasync: MB/s of bytes copied. What a repair on one disk must at least
+/// do: read each byte lost and write it again.
+pub fn device_copy(dir: &Path) -> f64 {
+    const COPY_DEPTH: u64 = 4;
+    let (src, dst) = (dir.join("baseline-copy-src.img"), dir.join("baseline-copy-dst.img"));
+    let from = direct(&src);
+    let len = write_gib(&from);
+    let to = direct(&dst);
+    // Allocated first, as a datanode's device file is: writes past a file's end are
+    // slower, and would lower the floor.
+    // SAFETY: a valid descriptor owned by `to`; fallocate only reads its arguments.
+    assert_eq!(unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&to), 0, 0, len as libc::off_t) }, 0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..COPY_DEPTH {
+            let (from, to) = (&from, &to);
+            s.spawn(move || {
+                let mut buf = Aligned::new();
+                let step = buf.bytes().len() as u64;
+                let part = len / COPY_DEPTH;
+                let mut at = i * part;
+                while at < (i + 1) * part {
+                    from.read_exact_at(buf.bytes_mut(), at).unwrap();
+                    to.write_all_at(buf.bytes(), at).unwrap();
+                    at += step;
+                }
+            });
+        }
+    });
+    to.sync_data().unwrap();
+    let mbps = len as f64 / 1e6 / t.elapsed().as_secs_f64();
+    drop((from, to));
+    std::fs::remove_file(src).unwrap();
+    std::fs::remove_file(dst).unwrap();
     mbps
 }
 
