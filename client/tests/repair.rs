@@ -318,6 +318,97 @@ async fn scrub_finds_a_flipped_byte_and_repair_heals_it_unread() {
     check(&meta, &sc, &HashSet::new(), &[(slice, marker)]).await;
 }
 
+/// Kills a datanode holding `extent` for good (kill -9, device removed); returns it and
+/// the datanode its copy of `extent` was rebuilt on.
+async fn lose_a_holder(
+    cl: &Cluster,
+    dns: &mut [DataNode],
+    meta: &MetaClient,
+    extent: proto::ExtentId,
+    rng: &mut impl Rng,
+) -> (NodeId, NodeId) {
+    let e = meta.extent(extent).await.unwrap();
+    let victim = e.replicas[rng.gen_range(0..e.replicas.len())].node;
+    dns[victim.0 as usize - 1].kill9();
+    let _ = std::fs::remove_file(cl.dir.path().join(format!("d{victim}.img")));
+    let before: HashSet<NodeId> = e.replicas.iter().map(|r| r.node).collect();
+    let target = wait_for("the lost copy rebuilt", Duration::from_secs(60), || async {
+        let now = meta.extent(e.id).await.ok()?;
+        now.replicas.iter().find(|r| !before.contains(&r.node)).map(|r| r.node)
+    })
+    .await;
+    (victim, target)
+}
+
+/// A rebuilt copy is read back from its device by scrub at once, not an interval (an
+/// hour here) after its seal: the rebuild checked its bytes in memory on their way to
+/// the device, and scrub is what reads what the device kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_copy_is_read_back_by_scrub_at_once() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster_with("1000", &["--scrub-rate", "256M", "--scrub-interval-ms", "3600000"]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    let (victim, target) = lose_a_holder(&cl, &mut dns, &meta, acked[0].0.extent, &mut rng).await;
+    // No copy was due at the target's start, and its own copies are due an hour after
+    // their seals: passes there read the rebuilt copies, every one of them.
+    healed(&meta, Duration::from_secs(60)).await;
+    let log = cl.dir.path().join(format!("d{target}.log"));
+    let text = wait_for("scrub passes over every rebuilt copy", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (scrubbed_copies(&text) >= text.matches("rebuilt extent").count()).then_some(text)
+    })
+    .await;
+    let passes: Vec<&str> = text.lines().filter(|l| l.contains("scrub pass:")).collect();
+    eprintln!("datanode {target}: {} rebuilt, {passes:?}", text.matches("rebuilt extent").count());
+    assert!(!passes.is_empty() && passes.iter().all(|l| l.contains(", 0 bad copies found")), "{passes:?}");
+    check(&meta, &sc, &HashSet::from([victim]), &acked).await;
+}
+
+/// The sealed copies scrub passes read, summed over a datanode's log.
+fn scrubbed_copies(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("scrub pass:"))
+        .filter_map(|l| l.split("bytes of ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// A rebuilt copy stays due for scrub across a restart until scrub has read it: here
+/// scrub is off while copies are rebuilt, and on (with an hour's interval) after the
+/// rebuilding datanode is killed -9 and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_copy_stays_due_for_scrub_across_a_restart() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (cl, mut dns, meta) = cluster_with("1000", &["--scrub-rate", "0"]).await;
+    let sc = StreamClient::new(meta.clone(), StreamConfig { extent_bytes_max: 1 << 20, ..Default::default() });
+    let acked = fill(&sc, Policy::Replica { n: 3 }, &mut rng).await;
+    let (victim, target) = lose_a_holder(&cl, &mut dns, &meta, acked[0].0.extent, &mut rng).await;
+    healed(&meta, Duration::from_secs(60)).await;
+    let log = cl.dir.path().join(format!("d{target}.log"));
+    let rebuilt = std::fs::read_to_string(&log).unwrap().matches("rebuilt extent").count();
+    assert!(rebuilt >= 1);
+    let i = target.0 as usize - 1;
+    dns[i].kill9();
+    let scrub = ["--scrub-rate", "256M", "--scrub-interval-ms", "3600000"];
+    dns[i] = DataNode::start_with(cl.dir.path(), target, &cl.addrs(), "64M", false, 100, &scrub);
+    let due = wait_for("scrub's start after the restart", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().find(|l| l.contains("sealed copies due now")).map(str::to_string)
+    })
+    .await;
+    eprintln!("datanode {target}, {rebuilt} copies rebuilt: {due}");
+    assert!(due.contains(&format!("scrub: {rebuilt} of ")), "the rebuilt copies, and only they, are due: {due}");
+    wait_for("a scrub pass over them", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (scrubbed_copies(&text) >= rebuilt).then_some(())
+    })
+    .await;
+    wait_registered(&meta, target, &dns[i].addr).await;
+    check(&meta, &sc, &HashSet::from([victim]), &acked).await;
+}
+
 /// A datanode stopped (SIGSTOP) for less than the repair delay is waited out: nothing
 /// is repaired. Stopped for longer, its copies are repaired elsewhere, and once it
 /// runs again the copies it still holds are deleted.
@@ -663,9 +754,7 @@ async fn scrub_resumes_after_a_restart_without_reading_intact_copies_again() {
     }
     wait_for("scrub passes", Duration::from_secs(60), || async {
         let text = std::fs::read_to_string(&log).ok()?;
-        let copies: usize =
-            text.lines().filter_map(|l| l.split("bytes of ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).sum();
-        (copies >= 2 * held && sealed.elapsed() > Duration::from_secs(3)).then_some(())
+        (scrubbed_copies(&text) >= 2 * held && sealed.elapsed() > Duration::from_secs(3)).then_some(())
     })
     .await;
     dns[victim.0 as usize - 1].kill9();

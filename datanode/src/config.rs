@@ -114,10 +114,11 @@ pub struct Args {
     #[arg(long)]
     pub rebuild_rate: Option<String>,
     /// Repair: the same while clients append to this datanode (within the last 0.5 s),
-    /// so that rebuilds yield to them (default: the same as --rebuild-rate; 0: no limit).
-    /// On the 2-core benchmark machine a quarter made re-protection 20 % slower and
-    /// client appends no faster (what they lose there is CPU, not disk); on nodes whose
-    /// disk is the bottleneck a lower rate here gives clients the disk.
+    /// so that rebuilds yield to them (default: a quarter of --rebuild-rate; 0: no
+    /// limit). Rebuilds read and write the disk that client appends need: on the
+    /// benchmark machine, client appends kept 0.42-1.00 of their quiet rate (mean 0.66)
+    /// at the full rate, 0.74-1.14 (mean 0.96) at a quarter (BENCHMARKS.md,
+    /// `scripts/bench.sh repair`).
     #[arg(long)]
     pub rebuild_rate_busy: Option<String>,
     /// Storage backend: `portable` (files and block devices, the default) or `spdk`
@@ -429,7 +430,11 @@ impl Config {
         };
         let rebuild_rate_busy = match &args.rebuild_rate_busy {
             Some(s) => parse_size(s).context("--rebuild-rate-busy")?,
-            None => file.rebuild_rate_busy.map_or(rebuild_rate, Size::get),
+            // A share of the rate, never 0 (no limit) unless the rate is.
+            None => file.rebuild_rate_busy.map_or(
+                if rebuild_rate == 0 { 0 } else { (rebuild_rate / crate::limits::REBUILD_BUSY_SHARE).max(1) },
+                Size::get,
+            ),
         };
         let keyring = proto::auth::Keyring::from_env_or(args.secrets.as_deref().or(file.secrets.as_deref()))?;
         match &keyring {
@@ -563,6 +568,20 @@ mod tests {
         assert!(err(&["--device", "/a", "--device", "/a"]).contains("listed twice"));
         assert!(err(&["--device", "/a", "--cluster-bytes", "5000"]).contains("power of two"));
         assert!(err(&["--device", "/a", "--spdk-aio", "/b"]).contains("need --backend spdk"));
+    }
+
+    #[test]
+    fn rebuilds_yield_to_client_appends_by_default() {
+        let c = |v: &[&str]| {
+            let base = ["--device", "/tmp/a.img:64M", "--listen", "127.0.0.1:0"];
+            let c = Config::from_args(&args(&[&base[..], v].concat())).unwrap();
+            (c.rebuild_rate, c.rebuild_rate_busy)
+        };
+        assert_eq!(c(&[]), (32 << 20, 8 << 20));
+        assert_eq!(c(&["--rebuild-rate", "64M"]), (64 << 20, 16 << 20));
+        assert_eq!(c(&["--rebuild-rate", "64M", "--rebuild-rate-busy", "64M"]), (64 << 20, 64 << 20));
+        assert_eq!(c(&["--rebuild-rate", "0"]), (0, 0), "no limit stays no limit");
+        assert_eq!(c(&["--rebuild-rate", "3"]), (3, 1), "a limit stays a limit");
     }
 
     #[test]

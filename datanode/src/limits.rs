@@ -117,7 +117,9 @@ pub const SCRUB_INTERVAL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Bytes scrub reads at once.
 pub const SCRUB_SPAN_BYTES: u64 = 4 << 20;
 /// Rebuilds (repair) write at most this many bytes per second on one datanode by
-/// default, so clients keep most of the disk and CPU while a lost node is re-protected
-/// (`scripts/bench.sh repair`: at 64 MiB/s, appends kept only 0.62 of their rate on 2
-/// cores); a 10 TB node's copies spread over 100 others still rebuild within hours.
+/// default, so clients keep most of the disk and CPU while a lost node is re-protected;
+/// a 10 TB node's copies spread over 100 others still rebuild within hours.
 pub const REBUILD_RATE_DEFAULT: u64 = 32 << 20;
+/// ... and, by default, this share of it while clients append to the datanode
+/// (`--rebuild-rate-busy`).
+pub const REBUILD_BUSY_SHARE: u64 = 4;

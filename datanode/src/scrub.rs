@@ -8,8 +8,10 @@
 //! its `scrubbed` xattr; scrub reads the copies whose record is older than the interval,
 //! least recently first, and records each it finds intact. A restart resumes where the
 //! pass was: nothing is read twice within an interval, and no copy waits longer than
-//! an interval plus a pass.
+//! an interval plus a pass. A rebuilt copy is due at once (`ExtentStore::verify_soon`):
+//! scrub is what reads it back from its device.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,12 +44,15 @@ pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
         }
         if due.is_empty() {
             let wait = next.map_or(interval, |n| (n + interval).saturating_sub(now)).max(gather);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            // Or until a copy is made due now (a rebuilt one, `verify_soon`).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = store.scrub_wake.notified() => {}
+            }
             continue;
         }
         let started = Instant::now();
-        let n = due.len();
-        let (bytes, bad) = pass(&store, id, &c, &pacer, due).await;
+        let (n, bytes, bad) = pass(&store, id, &c, &pacer, due).await;
         tracing::info!(
             "scrub pass: {bytes} bytes of {n} sealed copies re-read in {:.1?}, {bad} bad copies found",
             started.elapsed()
@@ -55,11 +60,28 @@ pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
     }
 }
 
-/// Reads each of `due` whole; records each found intact, reports each found bad.
-/// Returns the bytes read and the copies found bad.
-async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, pacer: &Pacer, due: Vec<(ExtentId, u64)>) -> (u64, u64) {
-    let (mut bytes, mut bad) = (0, 0);
-    for (extent, length) in due {
+/// Reads each of `due` whole, and any copy `verify_soon` makes due meanwhile ahead of
+/// the rest (a pass can take days on a large node); records each found intact,
+/// reports each found bad. Returns the copies and bytes read and the copies found bad.
+async fn pass(
+    store: &ExtentStore,
+    id: NodeId,
+    c: &MetaClient,
+    pacer: &Pacer,
+    due: Vec<(ExtentId, u64)>,
+) -> (usize, u64, u64) {
+    let (mut copies, mut bytes, mut bad) = (0, 0, 0);
+    let mut queue: VecDeque<(ExtentId, u64)> = due.into();
+    loop {
+        if let Some(urgent) = store.take_urgent_scrubs() {
+            let first: HashSet<ExtentId> = urgent.iter().map(|u| u.0).collect();
+            queue.retain(|d| !first.contains(&d.0));
+            for u in urgent.into_iter().rev() {
+                queue.push_front(u);
+            }
+        }
+        let Some((extent, length)) = queue.pop_front() else { break };
+        copies += 1;
         let mut off = 0;
         let mut intact = true;
         while off < length {
@@ -97,5 +119,5 @@ async fn pass(store: &ExtentStore, id: NodeId, c: &MetaClient, pacer: &Pacer, du
             }
         }
     }
-    (bytes, bad)
+    (copies, bytes, bad)
 }

@@ -82,6 +82,9 @@ pub const REPAIR_CONCURRENCY_DEFAULT: usize = 4;
 pub const REPAIRS_PER_NODE_DEFAULT: usize = 2;
 /// How often the leader looks for copies to repair.
 pub const REPAIR_PERIOD: Duration = Duration::from_millis(500);
+/// ... and sooner once a repair ends, but not within this of the last round (each round
+/// scans every extent; many small repairs ending at once share one).
+pub const REPAIR_WAKE_GAP: Duration = Duration::from_millis(20);
 /// A datanode rebuilding one copy (at most an extent, 256 MiB by default) answers
 /// within this, or the repair is dropped and tried again.
 pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(600);

@@ -127,6 +127,9 @@ pub struct MetaNode {
     soft: Mutex<Soft>,
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) repair: Mutex<crate::repair::RepairSoft>,
+    /// Wakes the repair loop before its period is up: a repair ended, so its slot is
+    /// free for the next.
+    pub(crate) repair_wake: Arc<tokio::sync::Notify>,
     replay: proto::auth::ReplayGuard,
     /// Budget of request bodies read before their signature is checked, in KiB.
     unverified: Arc<tokio::sync::Semaphore>,
@@ -186,6 +189,7 @@ impl MetaNode {
             soft: Mutex::new(Soft::default()),
             rng: Mutex::new(rng),
             repair: Mutex::default(),
+            repair_wake: Arc::default(),
             replay: Default::default(),
             unverified: Arc::new(tokio::sync::Semaphore::new(crate::limits::UNVERIFIED_BODIES_BYTES_MAX / 1024)),
         });

@@ -33,7 +33,8 @@ use proto::meta::{Degraded, ExtentInfo, NodeState, Policy, RebalanceStatus, Repa
 use proto::{ExtentId, NodeId, Rebuild};
 
 use crate::limits::{
-    REBALANCE_SHARE, REBUILD_TIMEOUT, REPAIR_PERIOD, REPAIR_RETRY_BACKOFF, STRAYS_PER_ROUND, UNNAMED_SWEEP_PERIOD,
+    REBALANCE_SHARE, REBUILD_TIMEOUT, REPAIR_PERIOD, REPAIR_RETRY_BACKOFF, REPAIR_WAKE_GAP, STRAYS_PER_ROUND,
+    UNNAMED_SWEEP_PERIOD,
 };
 use crate::node::MetaNode;
 use crate::placement;
@@ -526,6 +527,7 @@ impl MetaNode {
                 soft.last_error = Some(format!("extent {} slot {} on datanode {}: {err}", e.id, job.slot, target.node));
             }
         }
+        self.repair_wake.notify_one();
         match (done, ended) {
             (true, Ok(_)) => {
                 tracing::info!("repaired extent {} slot {} onto datanode {}", e.id, job.slot, target.node);
@@ -673,13 +675,28 @@ impl MetaNode {
     }
 }
 
+/// Repair rounds, one at a time: every `REPAIR_PERIOD`, or sooner once a repair ends
+/// (its slot is free), though not within `REPAIR_WAKE_GAP`, nor within the last round's
+/// own duration, of the last round's end: rounds that scan a large state do not run
+/// back to back more than half the time.
 pub(crate) async fn repair_loop(node: std::sync::Weak<MetaNode>) {
+    let Some(wake) = node.upgrade().map(|n| n.repair_wake.clone()) else { return };
     loop {
-        match node.upgrade() {
-            Some(n) => n.repair_round().await,
+        let took = match node.upgrade() {
+            Some(n) => {
+                let t = Instant::now();
+                n.repair_round().await;
+                t.elapsed()
+            }
             None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(REPAIR_PERIOD) => {}
+            _ = async {
+                wake.notified().await;
+                tokio::time::sleep(REPAIR_WAKE_GAP.max(took)).await;
+            } => {}
         }
-        tokio::time::sleep(REPAIR_PERIOD).await;
     }
 }
 

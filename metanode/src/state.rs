@@ -88,7 +88,8 @@ pub enum Command {
         token: u64,
     },
     /// The repair of `extent`'s `slot` by `copy` ended: `done` (the copy is written,
-    /// sealed and read back) makes it the replica and the old copy a stray to delete;
+    /// every record checked against its CRC, and sealed durably) makes it the replica
+    /// and the old copy a stray to delete;
     /// otherwise the copy is a stray.
     EndRepair {
         extent: ExtentId,

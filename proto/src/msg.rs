@@ -91,8 +91,9 @@ pub enum Request {
     },
     /// Make this datanode's copy of the sealed `extent` from the copies on other
     /// datanodes (repair): `layout`'s slot `slot`, `length` bytes, created on `device`
-    /// (or any) under `epoch`, record by record as the sources hold them, sealed, then
-    /// read back and checked. Answers the new copy's stat.
+    /// (or any) under `epoch`, record by record as the sources hold them, each checked
+    /// against its CRC, then sealed and its record index checked. Answers the new
+    /// copy's stat.
     Rebuild(Rebuild),
 }
 

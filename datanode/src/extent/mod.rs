@@ -89,6 +89,10 @@ pub struct ExtentStore {
     pub recovery: Recovery,
     /// Per device, what happened on it (for the metrics).
     stats: Vec<Arc<DeviceStats>>,
+    /// Wakes scrub for a copy that is due before its next planned pass (`verify_soon`).
+    pub scrub_wake: tokio::sync::Notify,
+    /// Set by `verify_soon`: copies are due at once, ahead of a pass under way.
+    scrub_urgent: std::sync::atomic::AtomicBool,
 }
 
 impl ExtentStore {
@@ -137,6 +141,8 @@ impl ExtentStore {
             append_bytes_max,
             recovery,
             stats,
+            scrub_wake: tokio::sync::Notify::new(),
+            scrub_urgent: Default::default(),
         })
     }
 
@@ -262,6 +268,26 @@ impl ExtentStore {
         self.device_of(&ext).ask(|reply| DeviceOp::Mark { ext: e, key: xattr::SCRUBBED, value: at_ms, reply }).await?;
         ext.scrubbed_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Makes sealed `extent` due for scrub now, as a copy never read from its device,
+    /// ahead of any pass under way, and wakes scrub. A rebuilt copy is checked in memory
+    /// on its way to the device; scrub reads what the device kept. The mark is recorded
+    /// on disk (a restart keeps the copy due); if that fails it is due in this run only,
+    /// and the error says so.
+    pub async fn verify_soon(&self, extent: ExtentId) -> Result<(), ExtentError> {
+        let recorded = self.mark_scrubbed(extent, 0).await;
+        if recorded.is_err() {
+            self.defer_scrub(extent, 0);
+        }
+        self.scrub_urgent.store(true, std::sync::atomic::Ordering::Release);
+        self.scrub_wake.notify_one();
+        recorded
+    }
+
+    /// The copies `verify_soon` made due, if any was since the last call.
+    pub fn take_urgent_scrubs(&self) -> Option<Vec<(ExtentId, u64)>> {
+        self.scrub_urgent.swap(false, std::sync::atomic::Ordering::AcqRel).then(|| self.scrub_due(0).0)
     }
 
     pub fn stat(&self, extent: ExtentId) -> Result<ExtentStat, ExtentError> {
