@@ -123,8 +123,12 @@ pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
 /// Whether two secrets are equal, compared in time that does not depend on where they
 /// first differ.
 pub fn same_secret(given: &str, secret: &str) -> bool {
-    let (a, b) = (given.as_bytes(), secret.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Their SHA-256 digests, compared whole: equal lengths, so neither where the secrets
+    // first differ nor whether their lengths do shows in the time taken (the secret's own
+    // hashing takes one block per 64 bytes of it, whatever is given).
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(secret.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unauthorized() -> Response {
@@ -234,6 +238,16 @@ mod tests {
     use prometheus_client::metrics::counter::Counter;
 
     use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        let token = "s3cr3t-t0ken-0123456789";
+        assert!(same_secret(token, token));
+        for other in ["", "s3cr3t", "s3cr3t-t0ken-012345678", "s3cr3t-t0ken-01234567899", "S3cr3t-t0ken-0123456789"] {
+            assert!(!same_secret(other, token), "{other:?}");
+            assert!(!same_secret(token, other), "{other:?}");
+        }
+    }
 
     #[test]
     fn renders_counters_collectors_and_process_figures() {
