@@ -451,12 +451,15 @@ impl Hasher {
         }
         let stride = PASS_BLOCKS * 64;
         let mut states = [[0u32; 16]; 4];
+        let mut hashed = 0;
         for (i, (_, _, _, l)) in cands[..k].iter().enumerate() {
             let mut q = l.0.lock();
             if q.abandoned {
-                // Dropped since it was counted: its lane hashes stale bytes, unused.
+                // Dropped since it was counted: its lane hashes stale bytes, unused (and
+                // not counted in the metrics).
                 continue;
             }
+            hashed += 1;
             let s = q.state;
             for w in 0..4 {
                 states[w][i] = s[w];
@@ -471,8 +474,8 @@ impl Hasher {
             x16::compress(&mut states, staging.as_ptr(), stride, n)
         };
         COUNTERS.passes.inc();
-        COUNTERS.pass_lanes.inc_by(k as u64);
-        COUNTERS.pass_bytes.inc_by((k * n * 64) as u64);
+        COUNTERS.pass_lanes.inc_by(hashed as u64);
+        COUNTERS.pass_bytes.inc_by((hashed * n * 64) as u64);
         for (i, (_, _, _, l)) in cands[..k].iter().enumerate() {
             self.store(l, [states[0][i], states[1][i], states[2][i], states[3][i]]);
         }
