@@ -47,7 +47,7 @@ pub async fn run(store: Arc<ExtentStore>, id: NodeId, meta: MetaConfig) {
             // Or until a copy is made due now (a rebuilt one, `verify_soon`).
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = store.scrub_wake.notified() => {}
+                _ = store.scrub_woken() => {}
             }
             continue;
         }

@@ -90,7 +90,7 @@ pub struct ExtentStore {
     /// Per device, what happened on it (for the metrics).
     stats: Vec<Arc<DeviceStats>>,
     /// Wakes scrub for a copy that is due before its next planned pass (`verify_soon`).
-    pub scrub_wake: tokio::sync::Notify,
+    scrub_wake: tokio::sync::Notify,
     /// Set by `verify_soon`: copies are due at once, ahead of a pass under way.
     scrub_urgent: std::sync::atomic::AtomicBool,
 }
@@ -283,6 +283,12 @@ impl ExtentStore {
         self.scrub_urgent.store(true, std::sync::atomic::Ordering::Release);
         self.scrub_wake.notify_one();
         recorded
+    }
+
+    /// Returns once `verify_soon` has made a copy due (at once if it did since the
+    /// last return).
+    pub async fn scrub_woken(&self) {
+        self.scrub_wake.notified().await
     }
 
     /// The copies `verify_soon` made due, if any was since the last call.
