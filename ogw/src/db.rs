@@ -243,7 +243,10 @@ impl Db {
         };
         let mut opts = AnyPoolOptions::new().acquire_timeout(SQL_ACQUIRE_TIMEOUT);
         if backend == Backend::Sqlite {
-            opts = opts.max_connections(SQLITE_CONNECTIONS_MAX).after_connect(|conn, _| {
+            // No ping before each use: a connection to a local file does not go stale,
+            // and each ping is a round trip to the connection's thread (sqlx still
+            // pings each one as it goes back to the pool, off the request's path).
+            opts = opts.max_connections(SQLITE_CONNECTIONS_MAX).test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     use sqlx::Executor;
                     // WAL: readers do not block the writer; FULL: a commit is durable

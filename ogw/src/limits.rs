@@ -50,9 +50,12 @@ pub const CONNECTIONS_MAX: usize = 16_384;
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (out of file descriptors), instead of spinning.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a looked-up access key is trusted before it is looked up again (a deleted
-/// key goes on working this long on gateways that saw it).
+/// How long an access key's tenant, once looked up, is used for the requests it signs.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a looked-up access key's secret checks signatures before it is looked up
+/// again: a key deleted (or its secret changed) goes on working this long on gateways
+/// that used it, as a bucket's cached policy does (`s3/policy.rs`).
+pub const KEY_SECRET_TTL: Duration = Duration::from_secs(1);
 /// Bytes of an object's body per append (one slice): large enough that the LogStream's
 /// per-append costs vanish, small enough to keep `PUT_WINDOW` of them in memory.
 pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;

@@ -1,6 +1,6 @@
 //! Who is calling: s3s asks `Auth` for an access key's secret to check the signature;
-//! the operation that follows asks the gateway for the key's tenant, remembered from
-//! that lookup for `KEY_CACHE_TTL`.
+//! the operation that follows asks the gateway for the key's tenant. Both come from one
+//! lookup, remembered: the secret for `KEY_SECRET_TTL`, the tenant for `KEY_CACHE_TTL`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +12,32 @@ use s3s::{s3_error, S3Request, S3Result};
 
 use super::Gateway;
 use crate::catalog::Catalog;
-use crate::limits::KEY_CACHE_TTL;
+use crate::limits::{KEY_CACHE_TTL, KEY_SECRET_TTL};
 
-/// Access key -> (tenant, when it was looked up).
-pub(super) type KeyCache = Arc<Mutex<HashMap<String, (String, Instant)>>>;
+/// Access key -> what its last lookup found.
+pub(super) type KeyCache = Arc<Mutex<HashMap<String, KnownKey>>>;
+
+/// An access key as it was looked up.
+pub(super) struct KnownKey {
+    tenant: String,
+    secret: String,
+    at: Instant,
+}
+
+/// Keys remembered at most (the cache is cleared when it grows past; only keys that
+/// exist are remembered).
+const KEYS_CACHED_MAX: usize = 10_000;
+
+/// Looks `access_key` up in the catalog, and remembers it.
+async fn look_up(catalog: &Catalog, keys: &KeyCache, access_key: &str) -> S3Result<(String, String)> {
+    let (tenant, secret) = catalog.key(access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+    let mut k = keys.lock();
+    if k.len() >= KEYS_CACHED_MAX {
+        k.clear();
+    }
+    k.insert(access_key.to_owned(), KnownKey { tenant: tenant.clone(), secret: secret.clone(), at: Instant::now() });
+    Ok((tenant, secret))
+}
 
 /// Looks up secrets for s3s's signature checks; remembers each key's tenant for the
 /// operation that follows.
@@ -27,8 +49,12 @@ pub struct Auth {
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        let (tenant, secret) = self.catalog.key(access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-        self.keys.lock().insert(access_key.to_string(), (tenant, Instant::now()));
+        if let Some(k) = self.keys.lock().get(access_key) {
+            if k.at.elapsed() < KEY_SECRET_TTL {
+                return Ok(SecretKey::from(k.secret.clone()));
+            }
+        }
+        let (_, secret) = look_up(&self.catalog, &self.keys, access_key).await?;
         Ok(SecretKey::from(secret))
     }
 }
@@ -114,14 +140,12 @@ impl s3s::access::S3Access for Access {
 
 /// The tenant of an access key, through the key cache.
 async fn tenant_of(catalog: &Catalog, keys: &KeyCache, access_key: &str) -> S3Result<String> {
-    if let Some((t, at)) = keys.lock().get(access_key) {
-        if at.elapsed() < KEY_CACHE_TTL {
-            return Ok(t.clone());
+    if let Some(k) = keys.lock().get(access_key) {
+        if k.at.elapsed() < KEY_CACHE_TTL {
+            return Ok(k.tenant.clone());
         }
     }
-    let (t, _) = catalog.key(access_key).await?.ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
-    keys.lock().insert(access_key.to_owned(), (t.clone(), Instant::now()));
-    Ok(t)
+    Ok(look_up(catalog, keys, access_key).await?.0)
 }
 
 impl Gateway {
