@@ -76,7 +76,7 @@ pub async fn build(o: Options, metrics: &mut telemetry::Metrics) -> anyhow::Resu
         anyhow::bail!("--name {:?} is GC's own writer name; give the gateway another", o.name);
     }
     let db = Db::connect(&o.db).await?;
-    let catalog = Catalog { db, key: o.master_key };
+    let catalog = Catalog::new(db, o.master_key);
     let sc = StreamClient::new(MetaClient::new(o.metanodes.clone()), o.stream.clone());
     let data = Data::open(sc, &catalog, &o.name, o.streams.max(1), o.policy)
         .await

@@ -384,7 +384,7 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
     run_awscli(&awscli_v1(), &e1, (&a2, &s2));
     sdk_suite(&e2, &a2, &s2, "sdk-cluster").await;
     // Read-after-write and list-after-write across gateways.
-    let out = Command::new(python()).arg("-c").arg(CROSS).args([&e1, &e2, &a1, &s1]).output().unwrap();
+    let out = Command::new(python()).arg("-c").arg(CROSS).args([&e1, &e2, &a1, &s1, &a2, &s2]).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let _ = g1.kill();
     let _ = g2.kill();
@@ -393,7 +393,7 @@ async fn a_cluster_of_processes_serves_clients_through_either_gateway() {
 
 const CROSS: &str = r#"
 import sys, os, boto3
-e1, e2, a, s = sys.argv[1:5]
+e1, e2, a, s, a2, s2 = sys.argv[1:7]
 c1 = boto3.client("s3", endpoint_url=e1, aws_access_key_id=a, aws_secret_access_key=s, region_name="us-east-1")
 c2 = boto3.client("s3", endpoint_url=e2, aws_access_key_id=a, aws_secret_access_key=s, region_name="us-east-1")
 c1.create_bucket(Bucket="cross")
@@ -409,6 +409,25 @@ for i in range(20):
         raise SystemExit(f"k{i} still visible after delete")
     except c1.exceptions.ClientError as e:
         assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+# The bucket deleted through gw2 and made again there by another tenant, at once: a PUT
+# by the first owner through gw1 (which read the old bucket row for its last PUT, under
+# a second ago) is refused and lands nowhere; the new owner's object is untouched.
+other = boto3.client("s3", endpoint_url=e2, aws_access_key_id=a2, aws_secret_access_key=s2, region_name="us-east-1")
+other.list_buckets()  # its connection made before the clock starts
+c1.put_object(Bucket="cross", Key="warm", Body=b"w")
+c2.delete_object(Bucket="cross", Key="warm")
+c2.delete_bucket(Bucket="cross")
+other.create_bucket(Bucket="cross")
+other.put_object(Bucket="cross", Key="theirs", Body=b"theirs")
+try:
+    c1.put_object(Bucket="cross", Key="theirs", Body=b"mine")
+    raise SystemExit("a PUT landed in a bucket its owner had deleted and another tenant made again")
+except c1.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] in ("NoSuchBucket", "AccessDenied"), e.response
+assert other.get_object(Bucket="cross", Key="theirs")["Body"].read() == b"theirs"
+assert [o["Key"] for o in other.list_objects_v2(Bucket="cross")["Contents"]] == ["theirs"]
+other.delete_object(Bucket="cross", Key="theirs")
+other.delete_bucket(Bucket="cross")
 print("cross-gateway consistency ok")
 "#;
 

@@ -45,7 +45,7 @@ async fn keys_in(catalog: &Catalog, from: &[u8], inclusive: bool, to: Option<&[u
 async fn exercise(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
-    let catalog = Catalog { db: Db::connect(url).await.unwrap(), key };
+    let catalog = Catalog::new(Db::connect(url).await.unwrap(), key);
     // Connecting again finds the schema in place.
     Db::connect(url).await.unwrap();
 
@@ -423,7 +423,7 @@ async fn doom_races(url: &str, seed: u64) {
     use gc::Catalog as _;
     use rand::{Rng, SeedableRng};
 
-    let catalog = Catalog { db: Db::connect(url).await.unwrap(), key: MasterKey::ephemeral() };
+    let catalog = Catalog::new(Db::connect(url).await.unwrap(), MasterKey::ephemeral());
     catalog.create_tenant("racer").await.unwrap();
     catalog.create_bucket("racer", "races", REPLICA3).await.unwrap();
     let catalog = Arc::new(catalog);
@@ -673,7 +673,7 @@ async fn versions_behave(catalog: &Catalog) {
 async fn version_races(url: &str, seed: u64) {
     use gc::Catalog as _;
     use rand::{Rng, SeedableRng};
-    let catalog = Arc::new(Catalog { db: Db::connect(url).await.unwrap(), key: MasterKey::ephemeral() });
+    let catalog = Arc::new(Catalog::new(Db::connect(url).await.unwrap(), MasterKey::ephemeral()));
     catalog.create_tenant("vracer").await.unwrap();
     catalog.create_bucket("vracer", "vraces", REPLICA3).await.unwrap();
     let b = catalog.bucket("vraces").await.unwrap().unwrap();
@@ -790,7 +790,7 @@ async fn version_races(url: &str, seed: u64) {
 /// match the rows.
 async fn lifecycle_races(url: &str, seed: u64) {
     use rand::{Rng, SeedableRng};
-    let catalog = Arc::new(Catalog { db: Db::connect(url).await.unwrap(), key: MasterKey::ephemeral() });
+    let catalog = Arc::new(Catalog::new(Db::connect(url).await.unwrap(), MasterKey::ephemeral()));
     catalog.create_tenant("lcracer").await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let now = ogw::db::now_ms();
@@ -940,12 +940,12 @@ async fn sqlite_object_writes_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("g.db").display());
     let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
-    let catalog = Arc::new(Catalog { db: Db::connect(&url).await.unwrap(), key });
+    let catalog = Arc::new(Catalog::new(Db::connect(&url).await.unwrap(), key));
     catalog.create_tenant("t1").await.unwrap();
     catalog.create_bucket("t1", "b1", REPLICA3).await.unwrap();
     let before = catalog.db.group_commits();
     // Another pool on the same file sees only what was committed.
-    let fresh = Arc::new(Catalog { db: Db::connect(&url).await.unwrap(), key: catalog.key.clone() });
+    let fresh = Arc::new(Catalog::new(Db::connect(&url).await.unwrap(), catalog.key.clone()));
 
     // 32 writers of 16 keys each, and 8 more racing to create one key. Each write is
     // committed by the time it returns: another connection reads it at once.
@@ -1067,7 +1067,7 @@ async fn catalog_on_mariadb() {
     sqlx::query("DELETE FROM schema_version WHERE version = 6").execute(&d.pool).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = MasterKey::load_or_create(&dir.path().join("k")).unwrap();
-    let catalog = Catalog { db: Db::connect(&db.url).await.unwrap(), key };
+    let catalog = Catalog::new(Db::connect(&db.url).await.unwrap(), key);
     let mut o = object("astral", "e", vec![]);
     o.info.user.insert("m".into(), "\u{10348}".into());
     catalog.put_object("b1", &o, &WriteCondition::default()).await.unwrap();
@@ -1113,7 +1113,7 @@ async fn a_version_1_catalog_gets_its_references_on_upgrade() {
             .await
             .unwrap();
     }
-    let catalog = Catalog { db: Db::connect(&url).await.unwrap(), key: MasterKey::ephemeral() };
+    let catalog = Catalog::new(Db::connect(&url).await.unwrap(), MasterKey::ephemeral());
     assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
     for (extent, bytes) in [(7, 15), (8, 1), (9, 4)] {
         assert_eq!(live(&catalog, extent).await, bytes, "extent {extent}");

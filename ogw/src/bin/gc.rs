@@ -102,7 +102,7 @@ fn main() {
 }
 
 async fn catalog(url: &str) -> anyhow::Result<Catalog> {
-    Ok(Catalog { db: Db::connect(url).await?, key: MasterKey::ephemeral() })
+    Ok(Catalog::new(Db::connect(url).await?, MasterKey::ephemeral()))
 }
 
 async fn run(cmd: Cmd, secrets: Option<std::path::PathBuf>) -> anyhow::Result<()> {

@@ -276,7 +276,7 @@ fn main() {
 
 async fn open_catalog(d: &DbArgs) -> anyhow::Result<Catalog> {
     let key = MasterKey::load(&d.master_key)?;
-    Ok(Catalog { db: Db::connect(&d.db).await?, key })
+    Ok(Catalog::new(Db::connect(&d.db).await?, key))
 }
 
 async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {

@@ -1,8 +1,12 @@
 //! Buckets: each belongs to one tenant and has a default redundancy policy for
 //! objects PUT without a storage class.
 
+use std::time::Instant;
+
 use proto::meta::Policy;
 use sqlx::Row;
+
+use super::config::{CACHE_BUCKETS_MAX, CACHE_TTL};
 
 use super::{Bucket, Catalog, CatalogError, Result, Versioning};
 use crate::db::{now_ms, Backend, Tx};
@@ -26,6 +30,34 @@ impl Catalog {
         }
     }
 
+    /// The bucket as read within the last `CACHE_TTL` (none cached: read now), for a
+    /// write whose transaction checks the incarnation again (`lock_bucket` with the
+    /// row as `expect`): a stale row then refuses the write, it never misplaces it.
+    /// This gateway's DeleteBucket and versioning changes forget the row (another
+    /// gateway's, and the admin command's policy change, show within `CACHE_TTL`). A
+    /// bucket absent is not remembered.
+    pub async fn bucket_cached(&self, name: &str) -> Result<Option<Bucket>> {
+        if let Some((at, b)) = self.buckets.lock().get(name) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(Some(b.clone()));
+            }
+        }
+        let b = self.bucket(name).await?;
+        if let Some(b) = &b {
+            let mut m = self.buckets.lock();
+            if m.len() >= CACHE_BUCKETS_MAX {
+                m.clear();
+            }
+            m.insert(name.to_owned(), (Instant::now(), b.clone()));
+        }
+        Ok(b)
+    }
+
+    /// Forgets the cached row of bucket `name` (this gateway changed it).
+    pub(super) fn forget_bucket(&self, name: &str) {
+        self.buckets.lock().remove(name);
+    }
+
     pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {
         let row =
             sqlx::query(self.db.q("SELECT name, tenant, created, policy, versioning FROM buckets WHERE name = ?"))
@@ -46,6 +78,7 @@ impl Catalog {
             .bind(name)
             .execute(&self.db.pool)
             .await?;
+        self.forget_bucket(name);
         Ok(())
     }
 
@@ -124,13 +157,7 @@ impl Catalog {
         };
         let row = sqlx::query(self.db.q(sql)).bind(name).fetch_optional(&mut **tx).await?;
         let Some(row) = row else { return Err(CatalogError::NoSuchBucket) };
-        if let Some(b) = expect {
-            let (tenant, created): (String, i64) = (row.try_get("tenant")?, row.try_get("created")?);
-            if tenant != b.tenant || created != b.created_ms {
-                return Err(CatalogError::NoSuchBucket);
-            }
-        }
-        Versioning::from_db(row.try_get("versioning")?)
+        bucket_state(&row, expect)
     }
 
     /// Deletes a bucket without objects, aborting its multipart uploads in progress.
@@ -173,8 +200,21 @@ impl Catalog {
         sqlx::query(self.db.q("DELETE FROM bucket_config WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         sqlx::query(self.db.q("DELETE FROM key_locks WHERE bucket = ?")).bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
+        self.forget_bucket(name);
         Ok(())
     }
+}
+
+/// A locked bucket row's versioning (columns `tenant`, `created`, `versioning`), if it
+/// is the incarnation `expect` (when given; else `NoSuchBucket`).
+pub(super) fn bucket_state(row: &sqlx::any::AnyRow, expect: Option<&Bucket>) -> Result<Versioning> {
+    if let Some(b) = expect {
+        let (tenant, created): (String, i64) = (row.try_get("tenant")?, row.try_get("created")?);
+        if tenant != b.tenant || created != b.created_ms {
+            return Err(CatalogError::NoSuchBucket);
+        }
+    }
+    Versioning::from_db(row.try_get("versioning")?)
 }
 
 fn bucket_from_row(r: &sqlx::any::AnyRow) -> Result<Bucket> {

@@ -11,11 +11,11 @@ use parking_lot::Mutex;
 
 use super::{Bucket, Catalog, Result};
 
-/// How long a cached document is used before being read again (another gateway's
-/// change takes effect within it).
-const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How long a cached document (or bucket row, `Catalog::bucket_cached`) is used before
+/// being read again (another gateway's change takes effect within it).
+pub(super) const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Buckets cached at most (the cache is cleared when it grows past).
-const CACHE_BUCKETS_MAX: usize = 10_000;
+pub(super) const CACHE_BUCKETS_MAX: usize = 10_000;
 
 /// A bucket's cached document: when it was read, and what it was (None: none set).
 type Cached<T> = (Instant, Option<Arc<T>>);

@@ -21,9 +21,12 @@ mod transitions;
 mod uploads;
 mod versions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
 
 use client::Slice;
+use parking_lot::Mutex;
 use proto::meta::Policy;
 use proto::ExtentId;
 use serde::{Deserialize, Serialize};
@@ -341,9 +344,15 @@ impl WriteCondition {
 pub struct Catalog {
     pub db: Db,
     pub key: MasterKey,
+    /// Bucket rows as recently read (`Catalog::bucket_cached`), shared by the clones.
+    buckets: Arc<Mutex<HashMap<String, (Instant, Bucket)>>>,
 }
 
 impl Catalog {
+    pub fn new(db: Db, key: MasterKey) -> Catalog {
+        Catalog { db, key, buckets: Arc::default() }
+    }
+
     /// Runs a transaction again while it loses a race (unique key, deadlock,
     /// serialization), up to `TX_ATTEMPTS` times when `conditional`, else
     /// `TX_ATTEMPTS_UNCONDITIONAL`. A race still lost then by a conditional write

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::buckets::bucket_state;
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::versions::stored_version;
 use super::{
@@ -34,18 +35,39 @@ impl Catalog {
             _ => "SELECT etag, slices, rid, vid, info, modified, size FROM objects WHERE bucket = ? AND okey = ? FOR UPDATE",
         };
         let row = sqlx::query(self.db.q(sql)).bind(bucket).bind(key.as_bytes()).fetch_optional(&mut **tx).await?;
-        Ok(match row {
-            Some(r) => Some(Current {
-                etag: r.try_get("etag")?,
-                slices: r.try_get("slices")?,
-                rid: r.try_get("rid")?,
-                version: r.try_get("vid")?,
-                info: parse_info(&r.try_get::<String, _>("info")?)?,
-                modified: r.try_get("modified")?,
-                size: r.try_get::<i64, _>("size")? as u64,
-            }),
+        row.as_ref().map(current_from_row).transpose()
+    }
+
+    /// What a write of `key` in `tx` starts from: the bucket's versioning, as
+    /// `lock_bucket` returns it (and with its checks), and the current object, as
+    /// `current` reads it. On SQLite, whose one writer makes both locks moot, one
+    /// statement reads both.
+    async fn bucket_and_current(
+        &self,
+        tx: &mut Tx,
+        bucket: &str,
+        expect: Option<&Bucket>,
+        key: &str,
+    ) -> Result<(Versioning, Option<Current>)> {
+        if self.db.backend != Backend::Sqlite {
+            let versioning = self.lock_bucket(tx, bucket, expect).await?;
+            if versioning != Versioning::Off {
+                self.lock_key(tx, bucket, key).await?;
+            }
+            return Ok((versioning, self.current(tx, bucket, key).await?));
+        }
+        let sql = "SELECT b.tenant, b.created, b.versioning, \
+                   o.etag, o.slices, o.rid, o.vid, o.info, o.modified, o.size \
+                   FROM buckets b LEFT JOIN objects o ON o.bucket = b.name AND o.okey = ? WHERE b.name = ?";
+        let row = sqlx::query(sql).bind(key.as_bytes()).bind(bucket).fetch_optional(&mut **tx).await?;
+        let Some(row) = row else { return Err(CatalogError::NoSuchBucket) };
+        let versioning = bucket_state(&row, expect)?;
+        // `etag` is never NULL in a row: NULL here is no row joined.
+        let cur = match row.try_get::<Option<String>, _>("etag")? {
+            Some(_) => Some(current_from_row(&row)?),
             None => None,
-        })
+        };
+        Ok((versioning, cur))
     }
 
     /// Whether an object is at `key` (a plain read: rows committed since `tx` began count).
@@ -62,18 +84,24 @@ impl Catalog {
     /// was one.
     pub(super) async fn drop_current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<bool> {
         let Some(cur) = self.current(tx, bucket, key).await? else { return Ok(false) };
-        let old = cur.slices;
+        self.drop_row(tx, bucket, key, &cur).await?;
+        Ok(true)
+    }
+
+    /// Drops the object row at `key`, `cur` as read (and locked) in `tx`, with its
+    /// extent references.
+    pub(super) async fn drop_row(&self, tx: &mut Tx, bucket: &str, key: &str, cur: &Current) -> Result<()> {
         // A row without an id was written by a gateway older than schema version 2
         // (`index_refs` gave ids to all rows there were then): it recorded no references.
-        if let Some(rid) = cur.rid {
-            drop_refs(&self.db, tx, &object_owner(&rid), &decode_slices(&old)?).await?;
+        if let Some(rid) = &cur.rid {
+            drop_refs(&self.db, tx, &object_owner(rid), &decode_slices(&cur.slices)?).await?;
         }
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
             .bind(key.as_bytes())
             .execute(&mut **tx)
             .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Writes `o` in `tx` as the current object at its key, if `cond` allows, and
@@ -88,11 +116,7 @@ impl Catalog {
         o: &Object,
         cond: &WriteCondition,
     ) -> Result<Option<String>> {
-        let versioning = self.lock_bucket(tx, bucket, expect).await?;
-        if versioning != Versioning::Off {
-            self.lock_key(tx, bucket, &o.key).await?;
-        }
-        let cur = self.current(tx, bucket, &o.key).await?;
+        let (versioning, cur) = self.bucket_and_current(tx, bucket, expect, &o.key).await?;
         match cond.check(cur.as_ref().map(|c| c.etag.as_str())) {
             // A locking read that waited on a row another writer replaced finds no row
             // (PostgreSQL, READ COMMITTED): a fresh read tells a replaced object (its
@@ -152,7 +176,7 @@ impl Catalog {
         o: &Object,
         cond: &WriteCondition,
     ) -> Result<Option<String>> {
-        Catalog::retry(cond.is_conditional(), || async {
+        let r = Catalog::retry(cond.is_conditional(), || async {
             if self.db.backend == Backend::Sqlite {
                 // One COMMIT for the object writes that arrive together (`db::Group`).
                 let mut m = self.db.join().await?;
@@ -164,7 +188,12 @@ impl Catalog {
             tx.commit().await?;
             Ok(version)
         })
-        .await
+        .await;
+        if matches!(r, Err(CatalogError::NoSuchBucket)) {
+            // `expect` may have come from `bucket_cached`: the next write reads afresh.
+            self.forget_bucket(bucket);
+        }
+        r
     }
 
     /// Deletes a key, as the bucket's versioning says: unversioned, the current object
@@ -269,6 +298,20 @@ pub(super) struct Current {
     pub info: ObjectInfo,
     pub modified: i64,
     pub size: u64,
+}
+
+/// The object row a write replaces, from its columns (`etag`, `slices`, `rid`, `vid`,
+/// `info`, `modified`, `size`).
+fn current_from_row(r: &sqlx::any::AnyRow) -> Result<Current> {
+    Ok(Current {
+        etag: r.try_get("etag")?,
+        slices: r.try_get("slices")?,
+        rid: r.try_get("rid")?,
+        version: r.try_get("vid")?,
+        info: parse_info(&r.try_get::<String, _>("info")?)?,
+        modified: r.try_get("modified")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+    })
 }
 
 /// An object from its row; its slices only if the row has them (a listing's rows do

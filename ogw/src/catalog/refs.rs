@@ -68,20 +68,29 @@ pub(super) async fn lock_extents(db: &Db, tx: &mut Tx, a: &[Slice], b: &[Slice])
 /// Records in `tx` that `owner` names `slices`. Refused with `Doomed` when GC has doomed
 /// one of their extents: the caller's transaction must then not commit its row.
 pub(super) async fn add_refs(db: &Db, tx: &mut Tx, owner: &str, slices: &[Slice]) -> Result<()> {
-    let upsert = match db.backend {
-        Backend::MySql => "INSERT INTO extents (id, live) VALUES (?, ?) ON DUPLICATE KEY UPDATE live = live + VALUES(live)",
-        _ => "INSERT INTO extents (id, live) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET live = extents.live + excluded.live",
-    };
-    // A locking read: MySQL's plain SELECT would read the transaction's snapshot, which
-    // may predate a doom committed while the upsert waited for the row.
-    let state = match db.backend {
-        Backend::Sqlite => "SELECT doomed FROM extents WHERE id = ?",
-        _ => "SELECT doomed FROM extents WHERE id = ? FOR UPDATE",
-    };
     for (extent, bytes) in per_extent(slices) {
         let id = extent.0 as i64;
-        sqlx::query(db.q(upsert)).bind(id).bind(bytes).execute(&mut **tx).await?;
-        let doomed: Option<i64> = sqlx::query_scalar(db.q(state)).bind(id).fetch_one(&mut **tx).await?;
+        let doomed: Option<i64> = match db.backend {
+            // The row as the upsert left it: written (and on PostgreSQL locked) by it,
+            // so a doom committed while the upsert waited for the row is seen.
+            Backend::Sqlite | Backend::Postgres => {
+                let upsert = "INSERT INTO extents (id, live) VALUES (?, ?) \
+                              ON CONFLICT (id) DO UPDATE SET live = extents.live + excluded.live RETURNING doomed";
+                sqlx::query_scalar(db.q(upsert)).bind(id).bind(bytes).fetch_one(&mut **tx).await?
+            }
+            Backend::MySql => {
+                let upsert =
+                    "INSERT INTO extents (id, live) VALUES (?, ?) ON DUPLICATE KEY UPDATE live = live + VALUES(live)";
+                sqlx::query(upsert).bind(id).bind(bytes).execute(&mut **tx).await?;
+                // A locking read: MySQL's plain SELECT would read the transaction's
+                // snapshot, which may predate a doom committed while the upsert waited
+                // for the row.
+                sqlx::query_scalar("SELECT doomed FROM extents WHERE id = ? FOR UPDATE")
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+        };
         if doomed.is_some() {
             return Err(CatalogError::Doomed(extent));
         }

@@ -117,7 +117,9 @@ impl Catalog {
             tx.commit().await?;
             Ok(())
         })
-        .await
+        .await?;
+        self.forget_bucket(&b.name);
+        Ok(())
     }
 
     /// Locks the versions of `key` for the rest of `tx`. Every transaction that adds,
@@ -156,8 +158,8 @@ impl Catalog {
     ) -> Result<Option<String>> {
         match versioning {
             Versioning::Off => {
-                if cur.is_some() {
-                    self.drop_current(tx, bucket, key).await?;
+                if let Some(c) = cur {
+                    self.drop_row(tx, bucket, key, c).await?;
                 }
                 Ok(None)
             }
@@ -170,9 +172,7 @@ impl Catalog {
             Versioning::Suspended => {
                 match cur {
                     Some(c) if c.version.is_some() => self.archive(tx, bucket, key, c).await?,
-                    Some(_) => {
-                        self.drop_current(tx, bucket, key).await?;
-                    }
+                    Some(c) => self.drop_row(tx, bucket, key, c).await?,
                     None => {}
                 }
                 if let Some(n) = self.noncurrent(tx, bucket, key, "null").await? {

@@ -56,8 +56,25 @@ impl Gateway {
 
     /// The bucket, if the caller owns it or the bucket's ACL grants it `perm`.
     pub(super) async fn bucket_for<T>(&self, req: &S3Request<T>, bucket: &str, perm: Perm) -> S3Result<BucketRec> {
-        let caller = self.caller(req).await?;
         let b = self.catalog.bucket(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        self.granted(req, b, perm).await
+    }
+
+    /// As `bucket_for(.., Perm::Write)` from a bucket row up to 1 s old
+    /// (`Catalog::bucket_cached`), for PutObject only: its transaction writes into the
+    /// incarnation this row names or into nothing (`Catalog::put_object_in` checks it
+    /// under the bucket's lock), and it answers the caller only after that. So a row
+    /// gone stale (the bucket deleted, or made again by another tenant, through another
+    /// gateway) refuses the write with `NoSuchBucket`. Reads must not use it: the
+    /// owner it names decides what they return.
+    pub(super) async fn bucket_to_put<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<BucketRec> {
+        let b = self.catalog.bucket_cached(bucket).await?.ok_or_else(|| s3_error!(NoSuchBucket))?;
+        self.granted(req, b, Perm::Write).await
+    }
+
+    /// `b`, if the caller owns it or its ACL grants the caller `perm`.
+    async fn granted<T>(&self, req: &S3Request<T>, b: BucketRec, perm: Perm) -> S3Result<BucketRec> {
+        let caller = self.caller(req).await?;
         expected_owner(req, &b)?;
         if caller.as_deref() == Some(b.tenant.as_str())
             || req.extensions.get::<super::PolicyAllows>().is_some()

@@ -28,7 +28,7 @@ pub(super) async fn put_object(
     // Held until the row is committed: GC leaves what this write names alone.
     let _pinned = gw.data.pin();
     let blob = req.input.body.take();
-    let b = gw.bucket_for(&req, &req.input.bucket, Perm::Write).await?;
+    let b = gw.bucket_to_put(&req, &req.input.bucket).await?;
     let i = &req.input;
     validate_key(&i.key)?;
     let enc = gw.encryption_of(&b, i.into()).await?;

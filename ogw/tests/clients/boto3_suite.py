@@ -290,6 +290,18 @@ for p in s3.get_paginator("list_objects_v2").paginate(Bucket=B):
 s3.delete_bucket(Bucket=B)
 check("bucket deleted", code(s3.head_bucket, Bucket=B) == ("404", 404))
 
+# Deleted and made again at once: a PUT right after goes into the new bucket (the
+# gateway had read the old one's row for the PUT just before).
+s3.create_bucket(Bucket=B)
+s3.put_object(Bucket=B, Key="again", Body=b"old")
+s3.delete_object(Bucket=B, Key="again")
+s3.delete_bucket(Bucket=B)
+s3.create_bucket(Bucket=B)
+s3.put_object(Bucket=B, Key="again", Body=b"new")
+check("a bucket made again takes a PUT at once", s3.get_object(Bucket=B, Key="again")["Body"].read() == b"new")
+s3.delete_object(Bucket=B, Key="again")
+s3.delete_bucket(Bucket=B)
+
 # An upload in progress does not keep a bucket (as in AWS): it is aborted with it.
 s3.create_bucket(Bucket=B)
 up = s3.create_multipart_upload(Bucket=B, Key="pending")["UploadId"]

@@ -50,6 +50,10 @@ check("a 404 says no delete marker hides the key", e and e.get("x-amz-delete-mar
 # --- enabled: every write a version, deletes add markers
 s3.put_bucket_versioning(Bucket=B, VersioningConfiguration={"Status": "Enabled"})
 check("status Enabled", s3.get_bucket_versioning(Bucket=B)["Status"] == "Enabled")
+# At once (the gateway read the bucket just before, unversioned): the object written
+# before is the null version.
+h = s3.head_object(Bucket=B, Key="k")
+check("the object from before is the null version at once", h.get("VersionId") == "null", h)
 v1 = s3.put_object(Bucket=B, Key="k", Body=b"one")["VersionId"]
 v2 = s3.put_object(Bucket=B, Key="k", Body=b"two")["VersionId"]
 check("versions have distinct ids", v1 != v2 and v1 != "null")
