@@ -236,7 +236,8 @@ enum Cmd {
         #[arg(long)]
         secret_key: Option<String>,
     },
-    /// Delete an access key.
+    /// Delete an access key. A running gateway that used it in the last second may
+    /// still accept it for up to one second more (it keeps a key's secret that long).
     KeyDelete {
         #[command(flatten)]
         db: DbArgs,
