@@ -1,12 +1,8 @@
 //! Buckets: each belongs to one tenant and has a default redundancy policy for
 //! objects PUT without a storage class.
 
-use std::time::Instant;
-
 use proto::meta::Policy;
 use sqlx::Row;
-
-use super::config::{CACHE_BUCKETS_MAX, CACHE_TTL};
 
 use super::{Bucket, Catalog, CatalogError, Result, Versioning};
 use crate::db::{now_ms, Backend, Tx};
@@ -37,25 +33,19 @@ impl Catalog {
     /// gateway's, and the admin command's policy change, show within `CACHE_TTL`). A
     /// bucket absent is not remembered.
     pub async fn bucket_cached(&self, name: &str) -> Result<Option<Bucket>> {
-        if let Some((at, b)) = self.buckets.lock().get(name) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(Some(b.clone()));
-            }
+        if let Some(b) = self.buckets.fresh(name) {
+            return Ok(Some(b));
         }
         let b = self.bucket(name).await?;
         if let Some(b) = &b {
-            let mut m = self.buckets.lock();
-            if m.len() >= CACHE_BUCKETS_MAX {
-                m.clear();
-            }
-            m.insert(name.to_owned(), (Instant::now(), b.clone()));
+            self.buckets.put(name, b.clone());
         }
         Ok(b)
     }
 
     /// Forgets the cached row of bucket `name` (this gateway changed it).
     pub(super) fn forget_bucket(&self, name: &str) {
-        self.buckets.lock().remove(name);
+        self.buckets.forget(name);
     }
 
     pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>> {

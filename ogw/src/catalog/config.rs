@@ -13,12 +13,39 @@ use super::{Bucket, Catalog, Result};
 
 /// How long a cached document (or bucket row, `Catalog::bucket_cached`) is used before
 /// being read again (another gateway's change takes effect within it).
-pub(super) const CACHE_TTL: Duration = Duration::from_secs(1);
+const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Buckets cached at most (the cache is cleared when it grows past).
-pub(super) const CACHE_BUCKETS_MAX: usize = 10_000;
+const CACHE_BUCKETS_MAX: usize = 10_000;
 
-/// A bucket's cached document: when it was read, and what it was (None: none set).
-type Cached<T> = (Instant, Option<Arc<T>>);
+/// Per bucket, a value as read within the last `CACHE_TTL`, at most `CACHE_BUCKETS_MAX`
+/// of them (cleared when it grows past).
+pub(super) struct BucketMap<V>(Mutex<HashMap<String, (Instant, V)>>);
+
+impl<V: Clone> BucketMap<V> {
+    /// `bucket`'s value, if read within `CACHE_TTL`.
+    pub(super) fn fresh(&self, bucket: &str) -> Option<V> {
+        self.0.lock().get(bucket).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, v)| v.clone())
+    }
+
+    /// Remembers `v` as `bucket`'s value, read now.
+    pub(super) fn put(&self, bucket: &str, v: V) {
+        let mut m = self.0.lock();
+        if m.len() >= CACHE_BUCKETS_MAX {
+            m.clear();
+        }
+        m.insert(bucket.to_owned(), (Instant::now(), v));
+    }
+
+    pub(super) fn forget(&self, bucket: &str) {
+        self.0.lock().remove(bucket);
+    }
+}
+
+impl<V> Default for BucketMap<V> {
+    fn default() -> Self {
+        BucketMap(Mutex::default())
+    }
+}
 
 /// One kind of bucket document, parsed, read through a short cache that the gateway's
 /// own changes clear (`forget`). A failed read is not cached, and is the caller's to
@@ -27,34 +54,29 @@ pub struct ConfigCache<T> {
     kind: ConfigKind,
     /// Parses a stored document of a bucket (checked when set, so `None` is unexpected).
     parse: fn(&str, &str) -> Option<T>,
-    map: Mutex<HashMap<String, Cached<T>>>,
+    /// What each bucket's document was (None: none set).
+    map: BucketMap<Option<Arc<T>>>,
 }
 
 impl<T> ConfigCache<T> {
     pub fn new(kind: ConfigKind, parse: fn(&str, &str) -> Option<T>) -> ConfigCache<T> {
-        ConfigCache { kind, parse, map: Mutex::default() }
+        ConfigCache { kind, parse, map: BucketMap::default() }
     }
 
     /// The document of `bucket` (`None`: none, or no such bucket).
     pub async fn get(&self, catalog: &Catalog, bucket: &str) -> Result<Option<Arc<T>>> {
-        if let Some((at, d)) = self.map.lock().get(bucket) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(d.clone());
-            }
+        if let Some(d) = self.map.fresh(bucket) {
+            return Ok(d);
         }
         let doc = catalog.bucket_config(bucket, self.kind).await?;
         let parsed = doc.and_then(|d| (self.parse)(&d, bucket)).map(Arc::new);
-        let mut m = self.map.lock();
-        if m.len() >= CACHE_BUCKETS_MAX {
-            m.clear();
-        }
-        m.insert(bucket.to_owned(), (Instant::now(), parsed.clone()));
+        self.map.put(bucket, parsed.clone());
         Ok(parsed)
     }
 
     /// Forgets `bucket`'s document (it was changed here).
     pub fn forget(&self, bucket: &str) {
-        self.map.lock().remove(bucket);
+        self.map.forget(bucket);
     }
 }
 

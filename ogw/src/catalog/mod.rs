@@ -21,12 +21,10 @@ mod transitions;
 mod uploads;
 mod versions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use client::Slice;
-use parking_lot::Mutex;
 use proto::meta::Policy;
 use proto::ExtentId;
 use serde::{Deserialize, Serialize};
@@ -345,7 +343,7 @@ pub struct Catalog {
     pub db: Db,
     pub key: MasterKey,
     /// Bucket rows as recently read (`Catalog::bucket_cached`), shared by the clones.
-    buckets: Arc<Mutex<HashMap<String, (Instant, Bucket)>>>,
+    buckets: Arc<config::BucketMap<Bucket>>,
 }
 
 impl Catalog {
