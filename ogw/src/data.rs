@@ -26,7 +26,7 @@ use proto::meta::{Policy, StreamId};
 use proto::ExtentId;
 use tokio::sync::mpsc;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Layout};
 use crate::limits::{
     CHUNK_ATTEMPTS, GET_AHEAD, OBJECT_CHUNK_BYTES, PUT_WINDOW, STREAM_OPEN_WAIT, STREAM_REOPEN_PERIOD,
 };
@@ -359,20 +359,65 @@ impl Data {
         Ok((slices, total))
     }
 
-    /// Slices holding the bytes `[start, end)` of an object made of `slices`, sharing
-    /// every slice that lies wholly inside the range; the partial slices at its edges
-    /// are read and appended anew with `policy` (a slice's CRC covers the whole append,
-    /// so it cannot be cut).
+    /// Writes a whole object's body: kept as it is, for the object's row, when its
+    /// length is known and at most `keep_max` bytes (not empty: an empty object has no
+    /// slices), and then it must be exactly that long (`Length`); else as `put` writes
+    /// it (the caller compares the length it returns).
+    pub async fn put_object<S, E>(
+        &self,
+        policy: Policy,
+        mut body: S,
+        limit: u64,
+        expect: Option<u64>,
+        keep_max: u64,
+    ) -> Result<(Layout, u64), PutError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let Some(n) = expect.filter(|&n| n > 0 && n <= keep_max.min(limit)) else {
+            let (slices, total) = self.put(policy, body, limit, expect).await?;
+            return Ok((Layout::Slices(slices), total));
+        };
+        let mut buf = BytesMut::with_capacity(n as usize);
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| PutError::Body(e.to_string()))?;
+            // Longer than said: refused as soon as it shows, without holding more.
+            if (buf.len() + piece.len()) as u64 > n {
+                return Err(PutError::Length);
+            }
+            buf.extend_from_slice(&piece);
+        }
+        if buf.len() as u64 != n {
+            return Err(PutError::Length);
+        }
+        Ok((Layout::Inline(buf.freeze()), n))
+    }
+
+    /// Slices holding the bytes `[start, end)` of an object laid out as `layout`,
+    /// sharing every slice that lies wholly inside the range; the partial slices at its
+    /// edges are read and appended anew with `policy` (a slice's CRC covers the whole
+    /// append, so it cannot be cut), as are bytes kept in the object's row.
     pub async fn share_range(
         &self,
         policy: Policy,
-        slices: &[Slice],
+        layout: &Layout,
         start: u64,
         end: u64,
     ) -> Result<Vec<Slice>, StreamError> {
         let mut out = Vec::new();
         let lanes = self.lanes(policy).await?;
         let lane = self.next.fetch_add(1, Ordering::Relaxed);
+        let slices = match layout {
+            Layout::Slices(s) => s,
+            // As long as its object (`catalog::sized_layout`), so the range is in it.
+            Layout::Inline(b) => {
+                if start < end {
+                    out.push(self.append(&lanes, lane, b.slice(start as usize..end as usize)).await?);
+                }
+                return Ok(out);
+            }
+        };
         for (s, off, len) in pieces(slices, start, end) {
             if len == s.len as u64 {
                 out.push(s);
@@ -384,11 +429,24 @@ impl Data {
         Ok(out)
     }
 
-    /// The bytes `[start, end)` of an object made of `slices`, streamed in order with
-    /// reads ahead.
-    pub fn get(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> ByteStream {
-        let pieces: Vec<_> = pieces(slices, start, end).collect();
+    /// The bytes `[start, end)` of an object laid out as `layout`, streamed in order
+    /// with reads ahead (or, kept in its row, as they are).
+    pub fn get(self: &Arc<Self>, layout: &Layout, start: u64, end: u64) -> ByteStream {
         let (tx, rx) = mpsc::channel(1);
+        let slices = match layout {
+            Layout::Slices(s) => s,
+            Layout::Inline(b) => {
+                let mut first = None;
+                if end as usize > b.len() {
+                    let e = format!("the row keeps {} bytes; bytes up to {end} were asked for", b.len());
+                    tx.try_send(Err(io::Error::other(e))).expect("an empty channel");
+                } else if start < end {
+                    first = Some(b.slice(start as usize..end as usize));
+                }
+                return ByteStream { first, rx };
+            }
+        };
+        let pieces: Vec<_> = pieces(slices, start, end).collect();
         let me = self.clone();
         tokio::spawn(async move {
             let reads = futures::stream::iter(pieces).map(|(s, off, len)| {
@@ -410,9 +468,11 @@ impl Data {
     /// As `get`, but waits for the first piece: an object whose first bytes cannot be
     /// read fails before any response header is sent (a clear S3 error instead of a
     /// body cut short).
-    pub async fn get_started(self: &Arc<Self>, slices: &[Slice], start: u64, end: u64) -> io::Result<ByteStream> {
-        let mut s = self.get(slices, start, end);
-        s.first = s.rx.recv().await.transpose()?;
+    pub async fn get_started(self: &Arc<Self>, layout: &Layout, start: u64, end: u64) -> io::Result<ByteStream> {
+        let mut s = self.get(layout, start, end);
+        if s.first.is_none() {
+            s.first = s.rx.recv().await.transpose()?;
+        }
         Ok(s)
     }
 }
@@ -468,6 +528,9 @@ pub enum PutError {
     Body(String),
     #[error("body larger than allowed")]
     TooLarge,
+    /// A body kept whole was not as long as it said.
+    #[error("the body is shorter or longer than its stated length")]
+    Length,
     #[error(transparent)]
     Stream(#[from] StreamError),
 }

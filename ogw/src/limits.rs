@@ -59,6 +59,13 @@ pub const KEY_SECRET_TTL: Duration = Duration::from_secs(1);
 /// Bytes of an object's body per append (one slice): large enough that the LogStream's
 /// per-append costs vanish, small enough to keep `PUT_WINDOW` of them in memory.
 pub const OBJECT_CHUNK_BYTES: usize = 4 << 20;
+/// Objects written whole with at most this many bytes are kept in their catalog row
+/// (`catalog::Layout::Inline`), unless `--inline-max` says otherwise: one durable
+/// commit, no append to the datanodes.
+pub const INLINE_MAX_DEFAULT: u64 = 4096;
+/// The most `--inline-max` may be: such a body is held whole in memory before its row
+/// is written, and GC's transition scan reads a page of rows with their bytes.
+pub const INLINE_MAX_LIMIT: u64 = 64 << 10;
 /// Chunks of one PUT on the wire at once: memory per PUT is at most this many chunks
 /// (plus the one being filled).
 pub const PUT_WINDOW: usize = 4;

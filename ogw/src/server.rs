@@ -51,6 +51,8 @@ pub struct Options {
     pub domains: Vec<String>,
     /// How the gateway's LogStreams are written and read.
     pub stream: StreamConfig,
+    /// Objects of at most this many bytes are kept in their catalog row (0: none).
+    pub inline_max: u64,
 }
 
 /// Who sent a request, as bucket policies' conditions see it (`aws:SourceIp`,
@@ -87,7 +89,7 @@ pub async fn build(o: Options, metrics: &mut telemetry::Metrics) -> anyhow::Resu
     let classes = Classes { standard: o.policy, infrequent: o.ec_policy };
     let domains: Vec<String> = o.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
     let cors = Arc::new(Cors::new(catalog.clone(), domains));
-    let (gw, auth, access) = Gateway::new(catalog.clone(), data, classes, cors.clone());
+    let (gw, auth, access) = Gateway::new(catalog.clone(), data, classes, cors.clone(), o.inline_max);
     let mut b = S3ServiceBuilder::new(gw);
     b.set_auth(auth);
     b.set_access(access);

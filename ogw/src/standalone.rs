@@ -56,6 +56,8 @@ pub struct Standalone {
     pub idle_timeout: Duration,
     /// Serve HTTPS, with a CA and certificate made under `data/tls`.
     pub tls: bool,
+    /// Objects of at most this many bytes are kept in their catalog row (0: none).
+    pub inline_max: u64,
 }
 
 pub const TENANT: &str = "default";
@@ -256,6 +258,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
             ec_policy: s.ec_policy.or(ec_default).unwrap_or(Policy::Ec { k: 1, m: 1 }),
             domains: s.domains.clone(),
             stream: s.stream.clone(),
+            inline_max: s.inline_max,
         },
         &mut metrics,
     )

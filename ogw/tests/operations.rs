@@ -137,7 +137,8 @@ async fn strata_status_shows_the_cluster_and_its_s3_rates_on_one_screen() {
         async move {
             let t = std::time::Instant::now();
             while t.elapsed() < Duration::from_secs(6) {
-                put_get_miss(&c, "stat", 1, b"status").await;
+                // Larger than --inline-max: written to an extent, as the check below wants.
+                put_get_miss(&c, "stat", 1, &[7u8; 8192]).await;
             }
         }
     });
@@ -489,7 +490,8 @@ async fn standalone_policy_sets_the_copies_of_standard_objects() {
     );
     let c = s.sdk();
     c.create_bucket().bucket("one").send().await.unwrap();
-    put_get_miss(&c, "one", 3, b"one copy").await;
+    // Larger than --inline-max: written to extents, whose copies are checked below.
+    put_get_miss(&c, "one", 3, &[1u8; 8192]).await;
     let out = Command::new(strata_bin())
         .args(["status", "--json", "--data"])
         .arg(s.dir.path().join("data"))

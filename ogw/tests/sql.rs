@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use client::Slice;
 use ogw::catalog::{
-    audit_refs, valid_version_id, Catalog, CatalogError, Entry, Object, ObjectInfo, Part, Versioning, WriteCondition,
+    audit_refs, valid_version_id, Catalog, CatalogError, Entry, Layout, Object, ObjectInfo, Part, Versioning,
+    WriteCondition,
 };
 use ogw::db::Db;
 use ogw::secrets::MasterKey;
@@ -31,7 +32,7 @@ fn object(key: &str, etag: &str, slices: Vec<Slice>) -> Object {
         etag: etag.into(),
         modified_ms: 1,
         info: ObjectInfo { content_type: Some("text/plain".into()), ..Default::default() },
-        slices,
+        layout: Layout::Slices(slices),
         version: None,
     }
 }
@@ -79,7 +80,7 @@ async fn exercise(url: &str) {
     catalog.put_object("b1", &object("k", "e1", vec![slice(1, 10), slice(2, 20)]), &none).await.unwrap();
     catalog.put_object("b1", &object("k", "e2", vec![slice(3, 5)]), &none).await.unwrap();
     let o = catalog.object("b1", "k").await.unwrap().unwrap();
-    assert_eq!((o.etag.as_str(), o.size, o.slices.clone()), ("e2", 5, vec![slice(3, 5)]));
+    assert_eq!((o.etag.as_str(), o.size, o.layout.named()), ("e2", 5, &[slice(3, 5)][..]));
     assert_eq!(o.info.content_type.as_deref(), Some("text/plain"));
     assert_eq!((live(&catalog, 1).await, live(&catalog, 2).await, live(&catalog, 3).await), (0, 0, 5));
     // What the console shows per bucket: one current object of 5 bytes; t2 has none.
@@ -125,7 +126,7 @@ async fn exercise(url: &str) {
     assert_eq!(all.len(), keys.len() + 1);
     for o in &all {
         let got = catalog.object("b1", &o.key).await.unwrap().expect("a listed key");
-        assert!(o.slices.is_empty(), "a listing reads no slices");
+        assert!(o.layout.named().is_empty(), "a listing reads no slices");
         assert_eq!(
             (&o.key, o.size, &o.etag, o.modified_ms, &o.version, &o.info),
             (&got.key, got.size, &got.etag, got.modified_ms, &got.version, &got.info)
@@ -197,7 +198,7 @@ async fn exercise(url: &str) {
     assert_eq!(catalog.uploads("b1", "", ("", ""), 10).await.unwrap().len(), 1);
     let o = object("mp", "x-2", vec![slice(201, 10), slice(203, 10)]);
     catalog.complete_upload("b1", &up, &o, &none).await.unwrap();
-    assert_eq!(catalog.object("b1", "mp").await.unwrap().unwrap().slices, o.slices);
+    assert_eq!(catalog.object("b1", "mp").await.unwrap().unwrap().layout, o.layout);
     assert_eq!((live(&catalog, 201).await, live(&catalog, 202).await, live(&catalog, 203).await), (10, 0, 10));
     assert!(matches!(catalog.upload("b1", "mp", &up).await, Err(CatalogError::NoSuchUpload)));
     assert!(catalog.uploads("b1", "", ("", ""), 10).await.unwrap().is_empty());
@@ -212,7 +213,7 @@ async fn exercise(url: &str) {
     };
     catalog.put_part(&up2, &p).await.unwrap();
     // A copy names its source's slices again.
-    catalog.put_object("b1", &object("copy", "x-2", o.slices.clone()), &none).await.unwrap();
+    catalog.put_object("b1", &object("copy", "x-2", o.layout.named().to_vec()), &none).await.unwrap();
     assert_eq!(live(&catalog, 300).await, 7);
     catalog.abort_upload(&up2).await.unwrap();
     assert!(matches!(catalog.abort_upload(&up2).await, Err(CatalogError::NoSuchUpload)));
@@ -317,9 +318,13 @@ async fn transitions_switch_and_record_the_policy(catalog: &Catalog) {
         o.info.policy = policy;
         o
     };
-    // Old enough: logs/a, logs/c, logs/d; logs/b is young, logs/e already coded, and
-    // "other" and "logt" are outside the prefix.
+    // Old enough: logs/a, logs/c, logs/d and logs/f (its bytes kept in its row: due with
+    // no slices); logs/b is young, logs/e already coded, and "other" and "logt" are
+    // outside the prefix.
+    let mut kept = put("logs/f", 0, 1_000, Some(REPLICA3));
+    (kept.layout, kept.size) = (Layout::Inline(bytes::Bytes::from_static(b"kept")), 4);
     for o in [
+        kept,
         put("logs/a", 600, 1_000, Some(REPLICA3)),
         put("logs/b", 601, 90_000, Some(REPLICA3)),
         put("logs/c", 602, 1_000, None),
@@ -337,15 +342,25 @@ async fn transitions_switch_and_record_the_policy(catalog: &Catalog) {
     let (d, next) = gcc.due(&rule, next.as_deref(), 50_000, 2).await.unwrap();
     assert_eq!((keys(&d), next.as_deref()), (vec!["logs/c".to_string(), "logs/d".to_string()], Some("logs/d")));
     let (d, next) = gcc.due(&rule, next.as_deref(), 50_000, 2).await.unwrap();
+    assert_eq!((keys(&d), next.as_deref()), (vec!["logs/f".to_string()], Some("logs/f")));
+    let (d, next) = gcc.due(&rule, next.as_deref(), 50_000, 2).await.unwrap();
     assert_eq!((keys(&d), next), (vec![], None));
     let (all, _) = gcc.due(&rule, None, 50_000, 100).await.unwrap();
-    assert_eq!(keys(&all), ["logs/a", "logs/c", "logs/d"]);
+    assert_eq!(keys(&all), ["logs/a", "logs/c", "logs/d", "logs/f"]);
     assert_eq!(all[0].slices, vec![slice(600, 7)]);
+    // Kept bytes: the transition labels the row and leaves them in it. A switch of
+    // slices (compaction's) never matches such a row.
+    assert!(all[3].slices.is_empty());
+    assert!(!gcc.switch(&all[3].owner, &[], &[]).await.unwrap(), "a compaction switched kept bytes");
+    assert!(gcc.transit(&all[3].owner, &[], &[], &rule).await.unwrap());
+    let f = catalog.object("tr", "logs/f").await.unwrap().unwrap();
+    assert_eq!(f.layout, Layout::Inline(bytes::Bytes::from_static(b"kept")), "the kept bytes moved");
+    assert_eq!((f.info.policy, f.info.storage_class.map(|c| c.name())), (Some(ec), Some("STANDARD_IA")));
 
     let moved = |e: u64| vec![Slice { extent: ExtentId(e), offset: 0, len: 7, crc: 1 }];
     assert!(gcc.transit(&all[0].owner, &all[0].slices, &moved(700), &rule).await.unwrap());
     let a = catalog.object("tr", "logs/a").await.unwrap().unwrap();
-    assert_eq!(a.slices, moved(700));
+    assert_eq!(a.layout, Layout::Slices(moved(700)));
     assert_eq!((a.info.policy, a.info.storage_class.map(|c| c.name())), (Some(ec), Some("STANDARD_IA")));
     assert_eq!(a.info.content_type.as_deref(), Some("text/plain"), "the rest of the info is kept");
     assert_eq!((live(catalog, 600).await, live(catalog, 700).await), (0, 7));
@@ -357,7 +372,7 @@ async fn transitions_switch_and_record_the_policy(catalog: &Catalog) {
     catalog.put_object("tr", &put("logs/c", 607, 2_000, Some(REPLICA3)), &none).await.unwrap();
     assert!(!gcc.transit(&d[0].owner, &d[0].slices, &moved(701), &rule).await.unwrap());
     let c = catalog.object("tr", "logs/c").await.unwrap().unwrap();
-    assert_eq!((c.slices, c.info.policy), (vec![slice(607, 7)], Some(REPLICA3)));
+    assert_eq!((c.layout, c.info.policy), (Layout::Slices(vec![slice(607, 7)]), Some(REPLICA3)));
     assert_eq!(live(catalog, 701).await, 0);
     assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
 
@@ -365,7 +380,7 @@ async fn transitions_switch_and_record_the_policy(catalog: &Catalog) {
     assert!(catalog.remove_transition("tr", "logs/").await.unwrap());
     assert!(!catalog.remove_transition("tr", "logs/").await.unwrap());
     catalog.set_transition(&rule).await.unwrap();
-    for k in ["logs/a", "logs/b", "logs/c", "logs/d", "logs/e", "logt", "other"] {
+    for k in ["logs/a", "logs/b", "logs/c", "logs/d", "logs/e", "logs/f", "logt", "other"] {
         catalog.delete_object("tr", k).await.unwrap();
     }
     catalog.delete_bucket("t1", "tr").await.unwrap();
@@ -393,7 +408,7 @@ async fn compaction_switches(catalog: &Catalog) {
         // A second switch from the old slices finds them changed.
         assert!(!gcc.switch(&r.owner, &r.slices, &new).await.unwrap(), "{}", r.owner);
     }
-    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().slices, vec![moved, b]);
+    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().layout.named(), [moved, b]);
     assert_eq!(catalog.parts(&up, 0, 10).await.unwrap()[0].slices, vec![moved]);
     assert_eq!((live(catalog, 400).await, live(catalog, 500).await), (0, 20));
     assert!(gcc.naming(ExtentId(400)).await.unwrap().is_empty());
@@ -402,7 +417,7 @@ async fn compaction_switches(catalog: &Catalog) {
     catalog.put_object("b1", &object("cmp", "d", vec![slice(402, 3)]), &none).await.unwrap();
     let stale = gcc.switch(&rows[0].owner, &rows[0].slices, &[moved, slice(501, 5)]).await.unwrap();
     assert!(!stale, "a switch over an overwritten row");
-    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().slices, vec![slice(402, 3)]);
+    assert_eq!(catalog.object("b1", "cmp").await.unwrap().unwrap().layout.named(), [slice(402, 3)]);
     assert_eq!(audit_refs(&catalog.db).await.unwrap(), vec![]);
 }
 
@@ -498,7 +513,7 @@ async fn doom_races(url: &str, seed: u64) {
         let listed = catalog.lister().await.unwrap().range("races", b"", true, None, 10_000).await.unwrap();
         for o in listed {
             let o = catalog.object("races", &o.key).await.unwrap().expect("a listed key");
-            for s in &o.slices {
+            for s in o.layout.named() {
                 assert!(!all.contains(&s.extent), "seed {seed}: {} names doomed extent {}", o.key, s.extent);
             }
         }
@@ -721,7 +736,7 @@ async fn version_races(url: &str, seed: u64) {
                             let o = catalog.version("vraces", key, v).await.unwrap();
                             let Some(Entry::Object(o)) = o else { panic!("{key} {v} lost") };
                             let to = next_extent.fetch_add(1, Ordering::Relaxed) as u64;
-                            for r in gcc.naming(o.slices[0].extent).await.unwrap() {
+                            for r in gcc.naming(o.layout.named()[0].extent).await.unwrap() {
                                 let moved = vec![Slice { extent: ExtentId(to), ..r.slices[0] }];
                                 // A switch that loses every retry to writers is left to
                                 // GC's next pass: the row keeps its slices.

@@ -132,6 +132,12 @@ enum Cmd {
         /// its ca.pem, e.g. AWS_CA_BUNDLE=DATA/tls/ca.pem).
         #[arg(long)]
         tls: bool,
+        /// Objects written whole with at most this many bytes are kept in their catalog
+        /// row: one commit, no datanode append. 0 keeps none there (while gateways older
+        /// than this option still serve the catalog: they refuse such objects); at most
+        /// 64 KiB.
+        #[arg(long, default_value_t = ogw::limits::INLINE_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(..=ogw::limits::INLINE_MAX_LIMIT))]
+        inline_max: u64,
     },
     /// Serve S3 against a running cluster.
     Serve {
@@ -178,6 +184,12 @@ enum Cmd {
         /// The certificate's PEM private key (read again on SIGHUP).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Objects written whole with at most this many bytes are kept in their catalog
+        /// row: one commit, no datanode append. 0 keeps none there (while gateways older
+        /// than this option still serve the catalog: they refuse such objects); at most
+        /// 64 KiB.
+        #[arg(long, default_value_t = ogw::limits::INLINE_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(..=ogw::limits::INLINE_MAX_LIMIT))]
+        inline_max: u64,
     },
     /// Set a bucket's default policy: what objects PUT without a storage class are
     /// written with (e.g. ec:4+2; they then report STANDARD_IA).
@@ -302,6 +314,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             streams,
             idle_timeout,
             tls,
+            inline_max,
         } => {
             if datanodes == 0 {
                 bail!("--datanodes must be at least 1");
@@ -340,6 +353,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 stream: streams.config()?,
                 idle_timeout,
                 tls,
+                inline_max,
             };
             standalone::run(s, client::shutdown_signal()).await?;
         }
@@ -358,6 +372,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
             idle_timeout,
             tls_cert,
             tls_key,
+            inline_max,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => {
@@ -382,6 +397,7 @@ async fn run(cmd: Cmd, secrets: Option<PathBuf>) -> anyhow::Result<()> {
                 ec_policy,
                 domains: domain,
                 stream: stream_args.config()?,
+                inline_max,
             };
             let metanodes = o.metanodes.clone();
             let mut metrics = telemetry::Metrics::new();

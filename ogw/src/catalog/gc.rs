@@ -12,7 +12,7 @@ use proto::ExtentId;
 use sqlx::Row;
 
 use super::refs::{add_refs, drop_refs, lock_extents};
-use super::{decode_slices, encode_slices, info_json, parse_info, Catalog, CatalogError, Result};
+use super::{decode_named, encode_slices, info_json, is_kept, parse_info, Catalog, CatalogError, Result};
 use crate::class::StorageClass;
 use crate::db::{now_ms, Backend};
 
@@ -221,7 +221,7 @@ impl GcCatalog {
             tx.commit().await?;
             // Gone since: nothing to switch.
             if let Some((s, _)) = s {
-                out.push(Named { owner, slices: decode_slices(&s)? });
+                out.push(Named { owner, slices: decode_named(&s)? });
             }
         }
         Ok(out)
@@ -239,9 +239,18 @@ impl GcCatalog {
         let db = &self.0.db;
         let (_turn, mut tx) = db.begin().await?;
         let Some((current, noncurrent)) = self.slices_of(&mut tx, owner, true).await? else { return Ok(false) };
-        if current != encode_slices(old) {
+        // Bytes kept in the row name no extents: a transition only labels the row with
+        // its new policy and class (they stay in the row), and nothing else switches it.
+        let stored = if is_kept(&current) {
+            if !(old.is_empty() && new.is_empty() && to.is_some()) {
+                return Ok(false);
+            }
+            current
+        } else if current != encode_slices(old) {
             return Ok(false);
-        }
+        } else {
+            encode_slices(new)
+        };
         lock_extents(db, &mut tx, old, new).await?;
         drop_refs(db, &mut tx, owner, old).await?;
         add_refs(db, &mut tx, owner, new).await?;
@@ -264,7 +273,7 @@ impl GcCatalog {
                 } else {
                     "UPDATE objects SET slices = ?, info = ? WHERE rid = ?"
                 }))
-                .bind(encode_slices(new))
+                .bind(stored.clone())
                 .bind(info_json(&info))
                 .bind(rid)
             }
@@ -276,11 +285,11 @@ impl GcCatalog {
             } else {
                 "UPDATE objects SET slices = ? WHERE rid = ?"
             }))
-            .bind(encode_slices(new))
+            .bind(stored.clone())
             .bind(rid),
             (Owner::Part(up, num), None) => {
                 sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
-                    .bind(encode_slices(new))
+                    .bind(stored.clone())
                     .bind(up)
                     .bind(num)
             }

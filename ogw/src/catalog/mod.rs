@@ -114,7 +114,9 @@ pub struct Object {
     pub etag: String,
     pub modified_ms: i64,
     pub info: ObjectInfo,
-    pub slices: Vec<Slice>,
+    /// Where its bytes are. A listing's rows do not read it (empty slices): read an
+    /// object's bytes only from a row read whole.
+    pub layout: Layout,
     /// The version id; None: the null version (every object of a bucket never
     /// versioned, and those written while versioning was suspended).
     pub version: Option<String>,
@@ -248,6 +250,111 @@ pub enum CatalogError {
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Where an object's bytes are: slices of extents, or, for a small object, the bytes
+/// themselves, kept in its row (`Layout::Inline`).
+///
+/// Both are stored in the row's `slices` column. A slice list is 24 bytes a slice, so
+/// its length is a multiple of 24; kept bytes follow a header of one byte
+/// (`INLINE_TAG`) or two (`INLINE_TAG_PADDED`, 0) chosen so that the whole never is.
+/// A gateway older than inline objects reads such a column as a corrupt slice list and
+/// refuses the request ("not a multiple of 24"): it never serves, copies or drops an
+/// inline object as one without bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    Slices(Vec<Slice>),
+    /// The bytes (stored as written: encrypted when the object is).
+    Inline(bytes::Bytes),
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout::Slices(Vec::new())
+    }
+}
+
+impl Layout {
+    /// The extent slices this layout names (none for bytes kept in the row): what the
+    /// row's extent references count. Never the way to an object's bytes: that is
+    /// `Data::get`, which reads either kind.
+    pub fn named(&self) -> &[Slice] {
+        match self {
+            Layout::Slices(s) => s,
+            Layout::Inline(_) => &[],
+        }
+    }
+
+    pub fn is_inline(&self) -> bool {
+        matches!(self, Layout::Inline(_))
+    }
+}
+
+const INLINE_TAG: u8 = 0x49;
+const INLINE_TAG_PADDED: u8 = 0x50;
+
+/// A layout as the `slices` column stores it (see `Layout`).
+pub fn encode_layout(l: &Layout) -> Vec<u8> {
+    match l {
+        Layout::Slices(s) => encode_slices(s),
+        Layout::Inline(b) => {
+            let mut out = Vec::with_capacity(b.len() + 2);
+            if (b.len() + 1).is_multiple_of(24) {
+                out.extend_from_slice(&[INLINE_TAG_PADDED, 0]);
+            } else {
+                out.push(INLINE_TAG);
+            }
+            out.extend_from_slice(b);
+            out
+        }
+    }
+}
+
+/// A layout from the `slices` column (`encode_layout`).
+pub fn decode_layout(b: Vec<u8>) -> Result<Layout> {
+    if b.len().is_multiple_of(24) {
+        return Ok(Layout::Slices(decode_slices(&b)?));
+    }
+    let header = match b[0] {
+        INLINE_TAG => 1,
+        INLINE_TAG_PADDED => 2,
+        t => {
+            return Err(CatalogError::Other(format!(
+                "stored layout of {} bytes is neither slices nor kept bytes (tag {t:#x})",
+                b.len()
+            )))
+        }
+    };
+    Ok(Layout::Inline(bytes::Bytes::from(b).slice(header..)))
+}
+
+/// The layout of an object of `size` bytes from the `slices` column: kept bytes of
+/// another length are a corrupt row, refused here so that every range of the object
+/// is in them.
+fn sized_layout(b: Vec<u8>, size: u64) -> Result<Layout> {
+    let l = decode_layout(b)?;
+    match &l {
+        Layout::Inline(b) if b.len() as u64 != size => {
+            Err(CatalogError::Other(format!("the row of an object of {size} bytes keeps {} bytes", b.len())))
+        }
+        _ => Ok(l),
+    }
+}
+
+/// Whether a stored layout is bytes kept in the row (`Layout::Inline`).
+pub fn is_kept(b: &[u8]) -> bool {
+    !b.len().is_multiple_of(24)
+}
+
+/// The extent slices a stored layout names (`Layout::named`): none for kept bytes.
+pub fn decode_named(b: &[u8]) -> Result<Vec<Slice>> {
+    if b.len().is_multiple_of(24) {
+        return decode_slices(b);
+    }
+    match b[0] {
+        INLINE_TAG | INLINE_TAG_PADDED => Ok(Vec::new()),
+        _ => decode_layout(b.to_vec()).map(|l| l.named().to_vec()),
+    }
+}
 
 /// 24 bytes a slice: extent, offset, len, crc (little-endian).
 pub fn encode_slices(s: &[Slice]) -> Vec<u8> {
@@ -385,6 +492,31 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept bytes of every length read back as written, and never look like a slice
+    /// list: a gateway from before inline objects (`decode_slices`) refuses them.
+    #[test]
+    fn kept_bytes_read_back_and_older_gateways_refuse_them() {
+        for n in (1..=200).chain([4095, 4096, 4097, 24 * 171 - 1, 24 * 171]) {
+            let body = bytes::Bytes::from((0..n).map(|i| (i * 7 + n) as u8).collect::<Vec<u8>>());
+            let stored = encode_layout(&Layout::Inline(body.clone()));
+            assert!(is_kept(&stored), "{n} bytes kept look like slices");
+            assert!(decode_slices(&stored).is_err(), "{n} bytes kept read as slices");
+            assert_eq!(decode_layout(stored.clone()).unwrap(), Layout::Inline(body.clone()), "{n} bytes");
+            assert_eq!(decode_named(&stored).unwrap(), vec![], "{n} bytes kept name extents");
+            assert_eq!(sized_layout(stored.clone(), n as u64).unwrap(), Layout::Inline(body));
+            assert!(sized_layout(stored, n as u64 + 1).is_err(), "{n} bytes kept for a longer object");
+        }
+        let slices: Vec<Slice> =
+            (1..4).map(|i| Slice { extent: ExtentId(i), offset: i * 10, len: 5, crc: i as u32 }).collect();
+        let stored = encode_layout(&Layout::Slices(slices.clone()));
+        assert!(!is_kept(&stored));
+        assert_eq!(decode_layout(stored.clone()).unwrap(), Layout::Slices(slices.clone()));
+        assert_eq!(decode_named(&stored).unwrap(), slices);
+        assert_eq!(decode_layout(Vec::new()).unwrap(), Layout::Slices(vec![]));
+        // Neither a slice list nor kept bytes: refused, not guessed.
+        assert!(decode_layout(vec![0x01; 25]).is_err());
+    }
 
     #[test]
     fn object_info_reads_back_as_it_was_stored() {

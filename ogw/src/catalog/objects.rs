@@ -7,8 +7,8 @@ use super::buckets::bucket_state;
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::versions::stored_version;
 use super::{
-    decode_slices, encode_slices, info_json, key_from_row, parse_info, Bucket, Catalog, CatalogError, Deleted, Object,
-    ObjectInfo, Result, Versioning, WriteCondition,
+    decode_named, encode_layout, info_json, key_from_row, parse_info, sized_layout, Bucket, Catalog, CatalogError,
+    Deleted, Layout, Object, ObjectInfo, Result, Versioning, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
 
@@ -25,7 +25,7 @@ impl Catalog {
         row.as_ref().map(object_from_row).transpose()
     }
 
-    /// The current object's ETag, encoded slices, row id and version, locked for the rest of
+    /// The current object's ETag, encoded layout, row id and version, locked for the rest of
     /// `tx` (`FOR UPDATE`; SQLite's write lock already covers the whole transaction).
     pub(super) async fn current(&self, tx: &mut Tx, bucket: &str, key: &str) -> Result<Option<Current>> {
         let sql = match self.db.backend {
@@ -94,7 +94,7 @@ impl Catalog {
         // A row without an id was written by a gateway older than schema version 2
         // (`index_refs` gave ids to all rows there were then): it recorded no references.
         if let Some(rid) = &cur.rid {
-            drop_refs(&self.db, tx, &object_owner(rid), &decode_slices(&cur.slices)?).await?;
+            drop_refs(&self.db, tx, &object_owner(rid), &decode_named(&cur.slices)?).await?;
         }
         sqlx::query(self.db.q("DELETE FROM objects WHERE bucket = ? AND okey = ?"))
             .bind(bucket)
@@ -133,13 +133,13 @@ impl Catalog {
             }
         }
         let was = match &cur {
-            Some(c) => decode_slices(&c.slices)?,
+            Some(c) => decode_named(&c.slices)?,
             None => Vec::new(),
         };
-        lock_extents(&self.db, tx, &was, &o.slices).await?;
+        lock_extents(&self.db, tx, &was, o.layout.named()).await?;
         let version = self.make_room(tx, versioning, bucket, &o.key, cur.as_ref()).await?;
         let rid = new_rid();
-        add_refs(&self.db, tx, &object_owner(&rid), &o.slices).await?;
+        add_refs(&self.db, tx, &object_owner(&rid), o.layout.named()).await?;
         sqlx::query(self.db.q("INSERT INTO objects (bucket, okey, size, etag, modified, info, slices, rid, vid) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(bucket)
@@ -148,7 +148,7 @@ impl Catalog {
         .bind(&o.etag)
         .bind(o.modified_ms)
         .bind(info_json(&o.info))
-        .bind(encode_slices(&o.slices))
+        .bind(encode_layout(&o.layout))
         .bind(&rid)
         .bind(&version)
         .execute(&mut **tx)
@@ -291,6 +291,7 @@ impl Catalog {
 /// The object row a write replaces or drops.
 pub(super) struct Current {
     pub etag: String,
+    /// The `slices` column as stored (`decode_layout`).
     pub slices: Vec<u8>,
     pub rid: Option<String>,
     /// None: the null version.
@@ -314,20 +315,21 @@ fn current_from_row(r: &sqlx::any::AnyRow) -> Result<Current> {
     })
 }
 
-/// An object from its row; its slices only if the row has them (a listing's rows do
+/// An object from its row; its layout only if the row has it (a listing's rows do
 /// not: `Lister::range`).
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
-    let slices = match r.try_column("slices") {
-        Ok(_) => decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
-        Err(_) => Vec::new(),
+    let size = r.try_get::<i64, _>("size")? as u64;
+    let layout = match r.try_column("slices") {
+        Ok(_) => sized_layout(r.try_get::<Vec<u8>, _>("slices")?, size)?,
+        Err(_) => Layout::default(),
     };
     Ok(Object {
         key: key_from_row(r)?,
-        size: r.try_get::<i64, _>("size")? as u64,
+        size,
         etag: r.try_get("etag")?,
         modified_ms: r.try_get("modified")?,
         info: parse_info(&r.try_get::<String, _>("info")?)?,
-        slices,
+        layout,
         version: r.try_get("vid")?,
     })
 }
@@ -346,7 +348,7 @@ fn parse_page(page: &str) -> Result<Vec<Object>> {
                 .ok()
                 .and_then(|k| String::from_utf8(k).ok())
                 .ok_or_else(|| CatalogError::Other("stored key is not UTF-8".into()))?;
-            Ok(Object { key, size: size as u64, etag, modified_ms, info, slices: Vec::new(), version })
+            Ok(Object { key, size: size as u64, etag, modified_ms, info, layout: Layout::default(), version })
         })
         .collect::<Result<Vec<Object>>>()?;
     out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
@@ -378,7 +380,7 @@ impl Lister {
     }
 
     /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order, for a
-    /// listing: their slices are not read (`Object::slices` is empty). On SQLite the
+    /// listing: their layouts are not read (`Object::layout` is empty slices). On SQLite the
     /// page comes back as one row, a JSON array that SQLite builds: sqlx hands each row
     /// from its SQLite thread to the caller's with a channel message and a wake-up, and
     /// a page of 1,000 rows spent most of its time there (BENCHMARKS.md).

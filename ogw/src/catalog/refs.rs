@@ -19,7 +19,7 @@ use client::Slice;
 use proto::ExtentId;
 use sqlx::Row;
 
-use super::{decode_slices, CatalogError, Result};
+use super::{decode_named, decode_slices, CatalogError, Result};
 use crate::db::{Backend, Db, Tx};
 
 /// The owner name of an object row with id `rid`.
@@ -196,7 +196,7 @@ pub async fn audit_refs_with(db: &Db, progress: &mut dyn FnMut(u64, u64)) -> Res
         let sql = format!("SELECT slices FROM {t}");
         let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&db.pool);
         while let Some(r) = rows.try_next().await? {
-            for (e, b) in per_extent(&decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?) {
+            for (e, b) in per_extent(&decode_named(&r.try_get::<Vec<u8>, _>("slices")?)?) {
                 *from_rows.entry(e).or_insert(0) += b;
             }
             read += 1;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gc::{Due, Transition};
 use sqlx::Row;
 
-use super::{decode_slices, parse_info, Catalog, CatalogError, Result};
+use super::{decode_named, parse_info, Catalog, CatalogError, Result};
 use crate::class::StorageClass;
 use crate::db::Backend;
 
@@ -129,13 +129,15 @@ impl Catalog {
             let rid: Option<String> = r.try_get("rid")?;
             let info = parse_info(&r.try_get::<String, _>("info")?)?;
             // Rows without a row id predate GC, which does not run while any is left.
+            // An object whose bytes are kept in its row is due with no slices: its
+            // transition only labels it (`GcCatalog::transit`), its bytes stay there.
             if let Some(rid) = rid {
                 if r.try_get::<i64, _>("modified")? < before_ms && info.policy != Some(rule.policy) {
                     due.push(Due {
                         owner: super::refs::object_owner(&rid),
                         key: key.clone(),
                         size: r.try_get::<i64, _>("size")? as u64,
-                        slices: decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+                        slices: decode_named(&r.try_get::<Vec<u8>, _>("slices")?)?,
                     });
                 }
             }

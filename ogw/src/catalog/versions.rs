@@ -19,8 +19,8 @@ use sqlx::Row;
 use super::objects::Current;
 use super::refs::{drop_refs, object_owner};
 use super::{
-    decode_slices, key_from_row, parse_info, Bucket, Catalog, CatalogError, Deleted, Entry, Lister, Marker, Object,
-    ObjectInfo, Result, Versioning,
+    decode_named, key_from_row, parse_info, sized_layout, Bucket, Catalog, CatalogError, Deleted, Entry, Layout,
+    Lister, Marker, Object, ObjectInfo, Result, Versioning,
 };
 use crate::db::{now_ms, Backend, Tx};
 
@@ -286,7 +286,7 @@ impl Catalog {
     /// Deletes a noncurrent version (or marker) with its extent references.
     async fn drop_noncurrent(&self, tx: &mut Tx, bucket: &str, key: &str, n: &Noncurrent) -> Result<()> {
         if let Some(rid) = &n.rid {
-            drop_refs(&self.db, tx, &object_owner(rid), &decode_slices(&n.slices)?).await?;
+            drop_refs(&self.db, tx, &object_owner(rid), &decode_named(&n.slices)?).await?;
         }
         sqlx::query(self.db.q("DELETE FROM versions WHERE bucket = ? AND okey = ? AND seq = ?"))
             .bind(bucket)
@@ -448,13 +448,12 @@ impl Catalog {
     /// The delete marker that is `key`'s latest version, if it is one (a key without
     /// a current object).
     pub async fn latest_marker(&self, bucket: &str, key: &str) -> Result<Option<Marker>> {
-        let row =
-            sqlx::query(self.db.q("SELECT okey, seq, vid, marker, size, etag, modified, info, slices FROM versions \
+        let row = sqlx::query(self.db.q("SELECT okey, seq, vid, marker, size, etag, modified, info FROM versions \
              WHERE bucket = ? AND okey = ? ORDER BY seq DESC LIMIT 1"))
-            .bind(bucket)
-            .bind(key.as_bytes())
-            .fetch_optional(&self.db.pool)
-            .await?;
+        .bind(bucket)
+        .bind(key.as_bytes())
+        .fetch_optional(&self.db.pool)
+        .await?;
         Ok(match row.as_ref().map(entry_from_row).transpose()? {
             Some(Entry::Marker(m)) if self.object(bucket, key).await?.is_none() => Some(m),
             _ => None,
@@ -632,7 +631,7 @@ impl Catalog {
         let seq_below = seq_below.unwrap_or(i64::MIN);
         let rows = match upper {
             Some(u) => sqlx::query(self.db.q(
-                "SELECT okey, seq, vid, marker, size, etag, modified, info, slices FROM versions \
+                "SELECT okey, seq, vid, marker, size, etag, modified, info FROM versions \
                  WHERE bucket = ? AND (okey > ? OR (okey = ? AND seq < ?)) AND okey < ? ORDER BY okey, seq DESC LIMIT ?",
             ))
             .bind(bucket)
@@ -642,7 +641,7 @@ impl Catalog {
             .bind(u)
             .bind(limit as i64),
             None => sqlx::query(self.db.q(
-                "SELECT okey, seq, vid, marker, size, etag, modified, info, slices FROM versions \
+                "SELECT okey, seq, vid, marker, size, etag, modified, info FROM versions \
                  WHERE bucket = ? AND (okey > ? OR (okey = ? AND seq < ?)) ORDER BY okey, seq DESC LIMIT ?",
             ))
             .bind(bucket)
@@ -678,13 +677,18 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<Entry> {
     if r.try_get::<i64, _>("marker")? != 0 {
         return Ok(Entry::Marker(Marker { key, version, modified_ms }));
     }
+    let size = r.try_get::<i64, _>("size")? as u64;
     Ok(Entry::Object(Object {
         key,
-        size: r.try_get::<i64, _>("size")? as u64,
+        size,
         etag: r.try_get("etag")?,
         modified_ms,
         info: parse_info(&r.try_get::<String, _>("info")?)?,
-        slices: decode_slices(&r.try_get::<Vec<u8>, _>("slices")?)?,
+        layout: match r.try_column("slices") {
+            Ok(_) => sized_layout(r.try_get::<Vec<u8>, _>("slices")?, size)?,
+            // A listing's rows: their bytes are not read.
+            Err(_) => Layout::default(),
+        },
         version,
     }))
 }

@@ -45,6 +45,7 @@ impl From<PutError> for S3Error {
     fn from(e: PutError) -> S3Error {
         match e {
             PutError::TooLarge => s3_error!(EntityTooLarge),
+            PutError::Length => s3_error!(IncompleteBody, "the body is shorter or longer than Content-Length"),
             PutError::Body(m) => BodyError::of(m).into(),
             // The cluster has fewer datanodes than the class's policy is wide.
             PutError::Stream(client::StreamError::Meta(e @ proto::meta::MetaError::NotEnoughNodes { .. })) => {

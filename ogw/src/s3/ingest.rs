@@ -15,6 +15,7 @@ use s3s::{s3_error, S3Request, S3Result};
 use super::dto::Given;
 use super::errors::bad_digest;
 use super::{Gateway, Redundancy};
+use crate::catalog::Layout;
 use crate::checksum::{self, Algo, Checksum};
 use crate::limits::PUT_BYTES_MAX;
 use crate::md5lanes;
@@ -105,10 +106,10 @@ where
     }
 }
 
-/// What a PUT or UploadPart stored: size, slices, MD5, and the flexible checksum.
+/// What a PUT or UploadPart stored: size, where, MD5, and the flexible checksum.
 pub(super) struct Stored {
     pub size: u64,
-    pub slices: Vec<client::Slice>,
+    pub layout: Layout,
     pub md5: [u8; 16],
     pub checksum: Option<Checksum>,
 }
@@ -118,11 +119,13 @@ impl Gateway {
     /// Content-Length, Content-MD5 and the flexible checksum: the one sent (header or
     /// aws-chunked trailer), else the one named, else `upload_algo` (a multipart
     /// upload's). With `encrypt` (a data key and an IV), the bytes are stored encrypted
-    /// (the checks are of the plaintext).
+    /// (the checks are of the plaintext). A body of at most `keep_max` bytes is kept
+    /// for the row (`Layout::Inline`) instead (0: never).
     pub(super) async fn store_body<T>(
         &self,
         req: &S3Request<T>,
         policy: Redundancy,
+        keep_max: u64,
         blob: Option<StreamingBlob>,
         upload_algo: Option<Algo>,
         encrypt: Option<(crate::sse::DataKey, &str)>,
@@ -151,8 +154,8 @@ impl Gateway {
         let algo = checksum::requested(named, given.sent(), trailer.as_deref())?;
         let expect = length.map(|l| l as u64);
         let mut h = Hashing::new(algo, expect);
-        let (slices, size) = match (blob, encrypt) {
-            (Some(b), None) => self.data.put(policy, h.hashed(b), PUT_BYTES_MAX, expect).await?,
+        let (layout, size) = match (blob, encrypt) {
+            (Some(b), None) => self.data.put_object(policy, h.hashed(b), PUT_BYTES_MAX, expect, keep_max).await?,
             (Some(b), Some((key, iv))) => {
                 use futures::StreamExt;
                 let ivs = [iv.to_owned()];
@@ -164,9 +167,9 @@ impl Gateway {
                         bytes::Bytes::from(v)
                     })
                 });
-                self.data.put(policy, sealed, PUT_BYTES_MAX, expect).await?
+                self.data.put_object(policy, sealed, PUT_BYTES_MAX, expect, keep_max).await?
             }
-            (None, _) => (Vec::new(), 0),
+            (None, _) => (Layout::default(), 0),
         };
         if length.is_some_and(|l| l as u64 != size) {
             return Err(s3_error!(IncompleteBody, "the body is shorter or longer than Content-Length"));
@@ -186,6 +189,6 @@ impl Gateway {
                 return Err(bad_digest(c.algo));
             }
         }
-        Ok(Stored { size, slices, md5, checksum })
+        Ok(Stored { size, layout, md5, checksum })
     }
 }

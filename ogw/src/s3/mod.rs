@@ -60,6 +60,8 @@ pub struct Gateway {
     lifecycles: crate::catalog::ConfigCache<crate::lifecycle::Lifecycle>,
     /// Buckets' default encryption.
     encryptions: crate::catalog::ConfigCache<sse::BucketDefault>,
+    /// Objects written whole with at most this many bytes are kept in their row.
+    inline_max: u64,
 }
 
 impl Gateway {
@@ -69,6 +71,7 @@ impl Gateway {
         data: Arc<Data>,
         classes: Classes,
         cors: Arc<crate::cors::Cors>,
+        inline_max: u64,
     ) -> (Gateway, Auth, Access) {
         let keys = KeyCache::default();
         let policies = Arc::new(policy::Policies::default());
@@ -83,6 +86,7 @@ impl Gateway {
             locks: lock::cache(),
             lifecycles: lifecycle::cache(),
             encryptions: sse::cache(),
+            inline_max,
         };
         (gw, Auth { catalog, keys }, access)
     }

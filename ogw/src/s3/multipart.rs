@@ -16,7 +16,7 @@ use super::ingest::Hashing;
 use super::objects::{copy_source, validate_key};
 use super::Gateway;
 use crate::acl::Perm;
-use crate::catalog::{Object, ObjectInfo, Part as PartRec};
+use crate::catalog::{Layout, Object, ObjectInfo, Part as PartRec};
 use crate::checksum::{self, Checksum, Kind};
 use crate::data::PutError;
 use crate::db::now_ms;
@@ -71,8 +71,10 @@ pub(super) async fn upload_part(
     let iv = crate::sse::new_iv();
     // The upload's algorithm, if it named one, is computed for every part.
     let algo = up.info.checksum.as_ref().map(|c| c.algo);
-    let st = gw.store_body(&req, gw.policy_of(&up.info), blob, algo, key.map(|k| (k, iv.as_str()))).await?;
-    let mut p = part(i.part_number, st.size, st.md5, st.checksum, st.slices);
+    // Parts are never kept inline: an object is completed from their slices.
+    let st = gw.store_body(&req, gw.policy_of(&up.info), 0, blob, algo, key.map(|k| (k, iv.as_str()))).await?;
+    let Layout::Slices(slices) = st.layout else { return Err(internal("a part's bytes were kept inline")) };
+    let mut p = part(i.part_number, st.size, st.md5, st.checksum, slices);
     p.info.sse = up.info.sse.clone().map(|s| crate::sse::Sse { ivs: vec![iv], ..s });
     gw.catalog.put_part(&i.upload_id, &p).await?;
     let mut out = UploadPartOutput { e_tag: Some(etag(&p.etag)), ..Default::default() };
@@ -114,7 +116,7 @@ pub(super) async fn upload_part_copy(
         })
     };
     let mut h = Hashing::new(up.info.checksum.as_ref().map(|c| c.algo), Some(end - start));
-    let mut body = h.hashed(plain(gw.data.get(&src.slices, start, end))?);
+    let mut body = h.hashed(plain(gw.data.get(&src.layout, start, end))?);
     while let Some(chunk) = body.next().await {
         chunk.map_err(internal)?;
     }
@@ -122,10 +124,10 @@ pub(super) async fn upload_part_copy(
     let policy = gw.policy_of(&up.info);
     let iv = crate::sse::new_iv();
     let slices = if gw.policy_of(&src.info) == policy && src_key.is_none() && key.is_none() {
-        gw.data.share_range(policy, &src.slices, start, end).await.map_err(PutError::from)?
+        gw.data.share_range(policy, &src.layout, start, end).await.map_err(PutError::from)?
     } else {
         // Another policy or encryption: the bytes are written anew, the part's way.
-        let body = plain(gw.data.get(&src.slices, start, end))?;
+        let body = plain(gw.data.get(&src.layout, start, end))?;
         match key {
             None => gw.data.put(policy, body, PUT_BYTES_MAX, Some(end - start)).await?.0,
             Some(k) => {
@@ -234,8 +236,8 @@ pub(super) async fn complete_multipart_upload(
             }
         }
     }
-    let mut o =
-        Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, slices: a.slices, version: None };
+    let layout = Layout::Slices(a.slices);
+    let mut o = Object { key: i.key.clone(), size, etag: etag_, modified_ms: now_ms(), info, layout, version: None };
     o.version = gw.catalog.complete_upload(&i.bucket, &i.upload_id, &o, &cond).await?;
     Ok(complete_response(i, &o))
 }

@@ -11,7 +11,7 @@ use super::dto::{etag, parse_expires, ts, Checksums, ContentHeaders};
 use super::errors::{internal, invalid_part_number, invalid_range, unreadable};
 use super::Gateway;
 use crate::acl::{Acl, Perm};
-use crate::catalog::{Deleted, Object, WriteCondition};
+use crate::catalog::{Deleted, Layout, Object, WriteCondition};
 use crate::checksum::Kind;
 use crate::class::StorageClass as Class;
 use crate::db::now_ms;
@@ -40,7 +40,10 @@ pub(super) async fn put_object(
     gw.lock_new(&b, &mut info, i.into(), true).await?;
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     let iv = crate::sse::new_iv();
-    let st = gw.store_body(&req, policy, blob, None, enc.as_ref().map(|(_, k)| (*k, iv.as_str()))).await?;
+    // Appends grow an object by slices: they are never kept inline.
+    let keep_max = if i.write_offset_bytes.is_some() { 0 } else { gw.inline_max };
+    let sealing = enc.as_ref().map(|(_, k)| (*k, iv.as_str()));
+    let st = gw.store_body(&req, policy, keep_max, blob, None, sealing).await?;
     info.sse = enc.map(|(s, _)| crate::sse::Sse { ivs: vec![iv], ..s });
     info.checksum = st.checksum;
     info.checksum_type = info.checksum.is_some().then_some(Kind::FullObject);
@@ -50,7 +53,7 @@ pub(super) async fn put_object(
         etag: hex::encode(st.md5),
         modified_ms: now_ms(),
         info,
-        slices: st.slices,
+        layout: st.layout,
         version: None,
     };
     if let Some(prev) = appending {
@@ -59,7 +62,15 @@ pub(super) async fn put_object(
         cond.append_to = Some(Some((prev.etag.clone(), prev.modified_ms, prev.size)));
         o.etag = hex::encode(<md5::Md5 as md5::Digest>::digest(format!("{}{}", prev.etag, o.etag)));
         o.size += prev.size;
-        o.slices = prev.slices.iter().chain(&o.slices).copied().collect();
+        let before = match prev.layout {
+            Layout::Slices(s) => s,
+            // Kept in its row: written out first, as the slices the new ones follow.
+            Layout::Inline(b) => {
+                let body = futures::stream::iter([Ok::<_, std::io::Error>(b)]);
+                gw.data.put(policy, body, prev.size, Some(prev.size)).await?.0
+            }
+        };
+        o.layout = Layout::Slices(before.into_iter().chain(o.layout.named().iter().copied()).collect());
         let mut info = prev.info.clone();
         if !info.parts.is_empty() {
             info.parts.push(st.size);
@@ -116,7 +127,7 @@ async fn appended_to(
 pub(super) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let i = &req.input;
     let (o, served, head) = read(gw, &req, i.into(), i.into(), i.into()).await?;
-    let body = gw.data.get_started(&o.slices, served.start, served.end).await.map_err(|e| {
+    let body = gw.data.get_started(&o.layout, served.start, served.end).await.map_err(|e| {
         tracing::error!("GET {}/{}: {e}", i.bucket, i.key);
         unreadable(e)
     })?;
@@ -454,24 +465,27 @@ pub(super) async fn copy_object(
     // The copy's class is the one asked for, else the bucket's default (as S3 does).
     let policy = gw.classify(&mut info, i.storage_class.as_ref(), &b)?;
     info.sse = None;
-    let slices = if gw.policy_of(&src.info) == policy && src_key.is_none() && enc.is_none() {
-        // The bytes are shared: the new object names the same slices.
-        src.slices
+    let layout = if gw.policy_of(&src.info) == policy && src_key.is_none() && enc.is_none() {
+        // The bytes are shared: the new object names the same slices (or keeps the same
+        // bytes in its row).
+        src.layout
     } else {
         // Another policy or another encryption: the bytes are written anew, coded and
         // encrypted the copy's way.
-        let body = gw.data.get(&src.slices, 0, src.size);
+        let body = gw.data.get(&src.layout, 0, src.size);
         let body: ByteStreamOf = match src_key {
             Some(k) => Box::pin(super::sse::decrypting(body, super::sse::cipher(k, &src.info, src.size, 0)?)),
             None => Box::pin(body),
         };
+        let size = Some(src.size);
         match &enc {
-            None => gw.data.put(policy, body, src.size, Some(src.size)).await?.0,
+            None => gw.data.put_object(policy, body, src.size, size, gw.inline_max).await?.0,
             Some((s, k)) => {
                 let iv = crate::sse::new_iv();
                 let c = crate::sse::Cipher::new(*k, std::slice::from_ref(&iv), &[u64::MAX], 0).map_err(internal)?;
                 info.sse = Some(crate::sse::Sse { ivs: vec![iv], ..s.clone() });
-                gw.data.put(policy, super::sse::decrypting(body, c), src.size, Some(src.size)).await?.0
+                let sealed = super::sse::decrypting(body, c);
+                gw.data.put_object(policy, sealed, src.size, size, gw.inline_max).await?.0
             }
         }
     };
@@ -481,7 +495,7 @@ pub(super) async fn copy_object(
         etag: src.etag.clone(),
         modified_ms: now_ms(),
         info,
-        slices,
+        layout,
         version: None,
     };
     let version = gw.catalog.put_object_in(&b, &o, &WriteCondition::default()).await?;
@@ -604,7 +618,7 @@ mod tests {
             etag: "e".into(),
             modified_ms: 1,
             info,
-            slices: vec![],
+            layout: Layout::default(),
             version: Some("v".into()),
         };
         let enabled = Some(ChecksumMode::from_static(ChecksumMode::ENABLED));
