@@ -273,7 +273,7 @@ impl GcCatalog {
                 } else {
                     "UPDATE objects SET slices = ?, info = ? WHERE rid = ?"
                 }))
-                .bind(stored.clone())
+                .bind(stored)
                 .bind(info_json(&info))
                 .bind(rid)
             }
@@ -285,11 +285,11 @@ impl GcCatalog {
             } else {
                 "UPDATE objects SET slices = ? WHERE rid = ?"
             }))
-            .bind(stored.clone())
+            .bind(stored)
             .bind(rid),
             (Owner::Part(up, num), None) => {
                 sqlx::query(db.q("UPDATE parts SET slices = ? WHERE upload = ? AND num = ?"))
-                    .bind(stored.clone())
+                    .bind(stored)
                     .bind(up)
                     .bind(num)
             }

@@ -283,10 +283,6 @@ impl Layout {
             Layout::Inline(_) => &[],
         }
     }
-
-    pub fn is_inline(&self) -> bool {
-        matches!(self, Layout::Inline(_))
-    }
 }
 
 const INLINE_TAG: u8 = 0x49;
@@ -309,21 +305,24 @@ pub fn encode_layout(l: &Layout) -> Vec<u8> {
     }
 }
 
+/// The length of the header before kept bytes (`b`'s length is not a multiple of 24).
+fn kept_header(b: &[u8]) -> Result<usize> {
+    match b[0] {
+        INLINE_TAG => Ok(1),
+        INLINE_TAG_PADDED => Ok(2),
+        t => Err(CatalogError::Other(format!(
+            "stored layout of {} bytes is neither slices nor kept bytes (tag {t:#x})",
+            b.len()
+        ))),
+    }
+}
+
 /// A layout from the `slices` column (`encode_layout`).
 pub fn decode_layout(b: Vec<u8>) -> Result<Layout> {
-    if b.len().is_multiple_of(24) {
+    if !is_kept(&b) {
         return Ok(Layout::Slices(decode_slices(&b)?));
     }
-    let header = match b[0] {
-        INLINE_TAG => 1,
-        INLINE_TAG_PADDED => 2,
-        t => {
-            return Err(CatalogError::Other(format!(
-                "stored layout of {} bytes is neither slices nor kept bytes (tag {t:#x})",
-                b.len()
-            )))
-        }
-    };
+    let header = kept_header(&b)?;
     Ok(Layout::Inline(bytes::Bytes::from(b).slice(header..)))
 }
 
@@ -340,6 +339,16 @@ fn sized_layout(b: Vec<u8>, size: u64) -> Result<Layout> {
     }
 }
 
+/// The layout of an object row of `size` bytes, if the row was read with its `slices`
+/// column; a listing's rows are not (their layout is empty slices: never read bytes
+/// through it).
+fn layout_in_row(r: &sqlx::any::AnyRow, size: u64) -> Result<Layout> {
+    match r.try_column("slices") {
+        Ok(_) => sized_layout(r.try_get::<Vec<u8>, _>("slices")?, size),
+        Err(_) => Ok(Layout::default()),
+    }
+}
+
 /// Whether a stored layout is bytes kept in the row (`Layout::Inline`).
 pub fn is_kept(b: &[u8]) -> bool {
     !b.len().is_multiple_of(24)
@@ -347,13 +356,10 @@ pub fn is_kept(b: &[u8]) -> bool {
 
 /// The extent slices a stored layout names (`Layout::named`): none for kept bytes.
 pub fn decode_named(b: &[u8]) -> Result<Vec<Slice>> {
-    if b.len().is_multiple_of(24) {
+    if !is_kept(b) {
         return decode_slices(b);
     }
-    match b[0] {
-        INLINE_TAG | INLINE_TAG_PADDED => Ok(Vec::new()),
-        _ => decode_layout(b.to_vec()).map(|l| l.named().to_vec()),
-    }
+    kept_header(b).map(|_| Vec::new())
 }
 
 /// 24 bytes a slice: extent, offset, len, crc (little-endian).

@@ -7,7 +7,7 @@ use super::buckets::bucket_state;
 use super::refs::{add_refs, drop_refs, lock_extents, new_rid, object_owner};
 use super::versions::stored_version;
 use super::{
-    decode_named, encode_layout, info_json, key_from_row, parse_info, sized_layout, Bucket, Catalog, CatalogError,
+    decode_named, encode_layout, info_json, key_from_row, layout_in_row, parse_info, Bucket, Catalog, CatalogError,
     Deleted, Layout, Object, ObjectInfo, Result, Versioning, WriteCondition,
 };
 use crate::db::{Backend, Db, Tx};
@@ -319,10 +319,7 @@ fn current_from_row(r: &sqlx::any::AnyRow) -> Result<Current> {
 /// not: `Lister::range`).
 fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
     let size = r.try_get::<i64, _>("size")? as u64;
-    let layout = match r.try_column("slices") {
-        Ok(_) => sized_layout(r.try_get::<Vec<u8>, _>("slices")?, size)?,
-        Err(_) => Layout::default(),
-    };
+    let layout = layout_in_row(r, size)?;
     Ok(Object {
         key: key_from_row(r)?,
         size,

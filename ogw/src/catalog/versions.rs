@@ -19,8 +19,8 @@ use sqlx::Row;
 use super::objects::Current;
 use super::refs::{drop_refs, object_owner};
 use super::{
-    decode_named, key_from_row, parse_info, sized_layout, Bucket, Catalog, CatalogError, Deleted, Entry, Layout,
-    Lister, Marker, Object, ObjectInfo, Result, Versioning,
+    decode_named, key_from_row, layout_in_row, parse_info, Bucket, Catalog, CatalogError, Deleted, Entry, Lister,
+    Marker, Object, ObjectInfo, Result, Versioning,
 };
 use crate::db::{now_ms, Backend, Tx};
 
@@ -684,11 +684,7 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<Entry> {
         etag: r.try_get("etag")?,
         modified_ms,
         info: parse_info(&r.try_get::<String, _>("info")?)?,
-        layout: match r.try_column("slices") {
-            Ok(_) => sized_layout(r.try_get::<Vec<u8>, _>("slices")?, size)?,
-            // A listing's rows: their bytes are not read.
-            Err(_) => Layout::default(),
-        },
+        layout: layout_in_row(r, size)?,
         version,
     }))
 }
