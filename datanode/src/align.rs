@@ -86,17 +86,32 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Recycles aligned buffers between group-commit rounds.
-#[derive(Default)]
+/// Recycles aligned buffers: between group-commit rounds, and between reads.
 pub struct BufPool {
     free: Vec<AlignedBuf>,
     free_bytes: usize,
+    /// Idle bytes kept at most.
+    max: usize,
+}
+
+impl Default for BufPool {
+    fn default() -> BufPool {
+        BufPool::keeping(POOL_BYTES_MAX)
+    }
 }
 
 impl BufPool {
-    /// A buffer of exactly `len` bytes (aligned); its contents are unspecified.
+    /// A pool that keeps at most `max` bytes of idle buffers.
+    pub fn keeping(max: usize) -> BufPool {
+        BufPool { free: Vec::new(), free_bytes: 0, max }
+    }
+
+    /// A buffer of exactly `len` bytes (aligned); its contents are unspecified. The
+    /// smallest idle one that fits, so that small needs leave the large buffers to large
+    /// ones.
     pub fn take(&mut self, len: usize) -> AlignedBuf {
-        match self.free.iter().position(|b| b.capacity() >= len) {
+        let fits = self.free.iter().enumerate().filter(|(_, b)| b.capacity() >= len);
+        match fits.min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i) {
             Some(i) => {
                 let mut b = self.free.swap_remove(i);
                 self.free_bytes -= b.capacity();
@@ -112,7 +127,7 @@ impl BufPool {
     }
 
     pub fn give(&mut self, b: AlignedBuf) {
-        if self.free_bytes + b.capacity() <= POOL_BYTES_MAX {
+        if self.free_bytes + b.capacity() <= self.max {
             self.free_bytes += b.capacity();
             self.free.push(b);
         }
@@ -152,10 +167,35 @@ impl std::ops::DerefMut for PooledBuf {
     }
 }
 
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
             self.pool.lock().give(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AlignedBuf, BufPool};
+
+    #[test]
+    fn a_pool_gives_the_smallest_idle_buffer_that_fits_and_keeps_at_most_its_bytes() {
+        let mut pool = BufPool::keeping(6 << 20);
+        pool.give(AlignedBuf::zeroed(4 << 20));
+        pool.give(AlignedBuf::zeroed(1 << 20));
+        pool.give(AlignedBuf::zeroed(2 << 20)); // past the 6 MiB kept: dropped
+        let small = pool.take(512 << 10);
+        assert_eq!((small.len(), small.capacity()), (512 << 10, 1 << 20), "the 1 MiB buffer, not the 4 MiB one");
+        let large = pool.take(3 << 20);
+        assert_eq!(large.capacity(), 4 << 20);
+        // Empty now: a fresh buffer, rounded up to whole MiB past 1 MiB.
+        assert_eq!(pool.take((2 << 20) + 4096).capacity(), 3 << 20);
     }
 }

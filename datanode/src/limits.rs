@@ -35,6 +35,8 @@ pub const ROUNDS_UNFLUSHED_MAX: usize = 4;
 /// Bytes of idle batch buffers kept for reuse at most (one full round's worth and a
 /// half): fresh large allocations cost a page fault per page.
 pub const POOL_BYTES_MAX: usize = 96 << 20;
+/// Bytes of idle read buffers kept for reuse at most (eight 4 MiB reads).
+pub const READ_POOL_BYTES_MAX: usize = 32 << 20;
 /// io_uring depth: the most writes in flight at once.
 pub const URING_ENTRIES: u32 = 128;
 /// Size of the read window recovery scans a blob's batch chain with.

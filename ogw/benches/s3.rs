@@ -267,6 +267,17 @@ fn between<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
     Some(&text[i..i + text[i..].find(&format!("</{tag}>"))?])
 }
 
+/// Reads a response's body to its end as it comes and returns its length: the
+/// generator does not gather the bytes into one buffer (a copy of every GET body, which
+/// on two cores takes CPU from whichever server is under test).
+async fn drain(mut resp: reqwest::Response) -> usize {
+    let mut len = 0;
+    while let Some(piece) = resp.chunk().await.unwrap() {
+        len += piece.len();
+    }
+    len
+}
+
 /// Times `n` runs of `f`, µs each, and returns the median.
 async fn p50_of<F, Fut>(n: usize, f: F) -> f64
 where
@@ -316,10 +327,9 @@ async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
             let (_, el, _) = drive(16, secs, u64::MAX, move |i| {
                 let (g, got) = (g2.clone(), got2.clone());
                 async move {
-                    let body =
-                        g.send("GET", &format!("/{b}/{dir}/{}", i % n), Bytes::new()).await.bytes().await.unwrap();
-                    assert_eq!(body.len(), size);
-                    got.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    let len = drain(g.send("GET", &format!("/{b}/{dir}/{}", i % n), Bytes::new()).await).await;
+                    assert_eq!(len, size);
+                    got.fetch_add(len as u64, Ordering::Relaxed);
                 }
             })
             .await;
@@ -344,8 +354,8 @@ async fn run(t: Arc<Target>, secs: f64, list_keys: u64) -> Results {
         let (g, base) = (g2.clone(), base2.clone());
         async move {
             if i % 10 < 7 {
-                let body = g.send("GET", &format!("/{b}/mid/{}", i % n1m), Bytes::new()).await.bytes().await.unwrap();
-                assert_eq!(body.len(), 1 << 20);
+                let len = drain(g.send("GET", &format!("/{b}/mid/{}", i % n1m), Bytes::new()).await).await;
+                assert_eq!(len, 1 << 20);
             } else {
                 g.send("PUT", &format!("/{b}/mix/{i}"), unique(&base, 1 << 20, seed + 1, i)).await;
             }

@@ -18,6 +18,7 @@ use proto::msg::ANY_DEVICE;
 use proto::{DeviceStat, Epoch, ExtentError, ExtentId, ExtentStat, APPEND_BYTES_MAX};
 use tokio::sync::oneshot;
 
+use crate::align::BufPool;
 use crate::blobstore::backend::BackendConfig;
 use crate::blobstore::{self, BlobStore};
 use crate::metrics::DeviceStats;
@@ -93,6 +94,9 @@ pub struct ExtentStore {
     scrub_wake: tokio::sync::Notify,
     /// Set by `verify_soon`: copies are due at once, ahead of a pass under way.
     scrub_urgent: std::sync::atomic::AtomicBool,
+    /// Aligned buffers for reads, reused (a fresh 4 MiB buffer costs a page fault per
+    /// page and a zero fill), and lent to the answer of a read of one record.
+    read_pool: Arc<Mutex<BufPool>>,
 }
 
 impl ExtentStore {
@@ -143,6 +147,7 @@ impl ExtentStore {
             stats,
             scrub_wake: tokio::sync::Notify::new(),
             scrub_urgent: Default::default(),
+            read_pool: Arc::new(Mutex::new(BufPool::keeping(crate::limits::READ_POOL_BYTES_MAX))),
         })
     }
 
