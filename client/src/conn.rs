@@ -1,5 +1,6 @@
 //! One TCP connection to a datanode with any number of requests in flight. Requests go
-//! out in the order they are submitted; responses are matched by request id.
+//! out in the order they are submitted; responses are matched by request id. A datanode
+//! this process serves itself (`proto::local`) is called directly instead.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,8 +57,17 @@ impl Shared {
 
 #[derive(Clone)]
 pub struct DataNodeClient {
-    shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    link: Link,
+}
+
+#[derive(Clone)]
+enum Link {
+    Socket {
+        shared: Arc<Shared>,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    },
+    /// A datanode in this process: requests and answers pass as values.
+    Local(Arc<dyn proto::local::LocalDatanode>),
 }
 
 impl DataNodeClient {
@@ -74,8 +84,14 @@ impl DataNodeClient {
     }
 
     /// Connects to `addr` and authenticates with the process's credential
-    /// ([`proto::auth::default_credential`]).
+    /// ([`proto::auth::default_credential`]); a datanode this process serves at `addr`
+    /// is called directly, with no connection.
     pub async fn connect(addr: impl std::fmt::Display) -> Result<DataNodeClient, ClientError> {
+        let addr = addr.to_string();
+        if let Some(node) = proto::local::get(&addr) {
+            tracing::info!("datanode at {addr}: served in this process, called directly");
+            return Ok(DataNodeClient { link: Link::Local(node) });
+        }
         DataNodeClient::connect_as(addr, proto::auth::default_credential().as_ref()).await
     }
 
@@ -147,21 +163,27 @@ impl DataNodeClient {
             };
             s.close(why);
         });
-        Ok(DataNodeClient { shared, tx })
+        Ok(DataNodeClient { link: Link::Socket { shared, tx } })
     }
 
     /// Queues `req` now (so requests submitted one after another leave in that order)
     /// and returns the future of its response.
     pub fn submit(&self, req: Request) -> impl Future<Output = Result<Response, ClientError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let queued = {
-            let mut p = self.shared.pending.lock();
-            match &p.closed {
-                Some(e) => Err(e.clone()),
-                None => {
-                    p.waiting.insert(id, (req.opcode() as u8, reply));
-                    self.tx.send(req.encode(id)).map_err(|_| ClientError::Connection("writer stopped".into()))
+        let queued = match &self.link {
+            Link::Local(node) => {
+                node.dispatch(req, Box::new(move |r| drop(reply.send(r.map_err(ClientError::Extent)))));
+                Ok(())
+            }
+            Link::Socket { shared, tx } => {
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let mut p = shared.pending.lock();
+                match &p.closed {
+                    Some(e) => Err(e.clone()),
+                    None => {
+                        p.waiting.insert(id, (req.opcode() as u8, reply));
+                        tx.send(req.encode(id)).map_err(|_| ClientError::Connection("writer stopped".into()))
+                    }
                 }
             }
         };
@@ -173,7 +195,10 @@ impl DataNodeClient {
 
     /// The connection has failed or was closed; a new one is needed.
     pub fn is_closed(&self) -> bool {
-        self.shared.pending.lock().closed.is_some()
+        match &self.link {
+            Link::Socket { shared, .. } => shared.pending.lock().closed.is_some(),
+            Link::Local(_) => false,
+        }
     }
 
     pub async fn call(&self, req: Request) -> Result<Response, ClientError> {

@@ -366,6 +366,27 @@ impl Server {
         Ok(Append { extent, expected_offset, epoch, crc, payload: Payload::Aligned { buf, len } })
     }
 
+    /// Serves calls from this process to `addr` directly (`proto::local`) until
+    /// `unserve_locally`: a client in this process that connects to `addr` then passes
+    /// requests and answers as values, with no copies through socket buffers.
+    pub fn serve_locally(self: &Arc<Self>, addr: &str) {
+        proto::local::register(addr, Arc::new(Local(self.clone())));
+    }
+
+    /// The payload of an append called in this process, as the connection reader would
+    /// have received it: a large one copied into an io-aligned buffer (so it is written
+    /// as it is and laid out as over TCP), a small one as it is.
+    fn local_payload(&self, payload: bytes::Bytes) -> Payload {
+        if payload.len() < ALIGNED_PAYLOAD_BYTES_MIN {
+            return Payload::Bytes(payload);
+        }
+        let len = payload.len();
+        let mut buf = PooledBuf::take(&self.recv_pool, align_up(len as u64, IO_UNIT_BYTES) as usize);
+        buf[..len].copy_from_slice(&payload);
+        buf[len..].fill(0);
+        Payload::Aligned { buf, len }
+    }
+
     async fn handle(&self, req: Request) -> Result<Response, ExtentError> {
         let s = &self.store;
         match req {
@@ -380,6 +401,41 @@ impl Server {
             Request::Records { extent } => s.records(extent).map(Response::Records),
             Request::Rebuild(r) => crate::rebuild::rebuild(s, r, &self.rebuilds).await.map(Response::Stat),
             Request::Append { .. } => unreachable!("appends are handled by the reader"),
+        }
+    }
+}
+
+/// A datanode called from its own process (`Server::serve_locally`). It starts each
+/// request as a connection's reader does: an append is checked and queued to the
+/// device at once, in call order; anything else runs on its own task. A read's answer
+/// is held against the server's byte budget, as over TCP; an append's payload is
+/// already in the caller's memory, bounded by the caller's own windows.
+struct Local(Arc<Server>);
+
+impl proto::local::LocalDatanode for Local {
+    fn dispatch(&self, req: Request, reply: proto::local::Reply) {
+        match req {
+            Request::Append { extent, expected_offset, epoch, crc32c, payload } => {
+                self.0.activity.touch();
+                let payload = self.0.local_payload(payload);
+                let append = Append { extent, expected_offset, epoch, crc: crc32c, payload };
+                let ack =
+                    Box::new(move |r: Result<u64, ExtentError>| reply(r.map(|length| Response::Appended { length })));
+                self.0.store.submit_append(append, ack);
+            }
+            req => {
+                let me = self.0.clone();
+                tokio::spawn(async move {
+                    let _held = match req {
+                        Request::Read { len, .. } => {
+                            let units = (len.min(READ_BYTES_MAX) as usize).div_ceil(BUDGET_UNIT_BYTES) as u32;
+                            me.in_flight_bytes.clone().acquire_many_owned(units).await.ok()
+                        }
+                        _ => None,
+                    };
+                    reply(me.handle(req).await)
+                });
+            }
         }
     }
 }

@@ -217,12 +217,19 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         let addr = l.local_addr()?.to_string();
         let metanode = cfg.meta.clone().expect("--metanode given");
         tokio::spawn(datanode::scrub::run(store.clone(), NodeId(i), metanode.clone()));
-        tokio::spawn(datanode::heartbeat::run(store.clone(), NodeId(i), addr, metanode));
+        tokio::spawn(datanode::heartbeat::run(store.clone(), NodeId(i), addr.clone(), metanode));
         let srv = Arc::new(Server::new(store.clone(), NodeId(i)).with_keyring(cfg.keyring.clone()));
+        // The gateway, GC and the metanode's repair in this process call the datanode
+        // directly (`proto::local`); it listens too, for tools and peers outside.
+        srv.serve_locally(&addr);
         let mut rx = stop_rx.clone();
-        tokio::spawn(srv.serve(l, async move {
-            let _ = rx.changed().await;
-        }));
+        tokio::spawn(async move {
+            srv.serve(l, async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+            proto::local::unregister(&addr);
+        });
         stores.push(store);
     }
     let mc = MetaClient::new([maddr.clone()]);

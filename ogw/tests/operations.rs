@@ -502,4 +502,7 @@ async fn standalone_policy_sets_the_copies_of_standard_objects() {
     let ext = r["extents"].as_array().unwrap();
     assert!(ext.iter().any(|e| e["policy"] == "replica:1" && e["open"].as_u64().unwrap() >= 1), "{r:#}");
     assert!(!ext.iter().any(|e| e["policy"] == "replica:3"), "no extent keeps three copies: {r:#}");
+    // Its gateway called its datanodes in the process, not over loopback TCP.
+    let log = std::fs::read_to_string(s.dir.path().join("ogw.log")).unwrap();
+    assert!(log.contains(": served in this process, called directly"), "{log}");
 }

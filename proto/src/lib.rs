@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod frame;
 mod id;
+pub mod local;
 pub mod meta;
 pub mod msg;
 pub mod tls;
