@@ -89,7 +89,11 @@ impl DataNodeClient {
     pub async fn connect(addr: impl std::fmt::Display) -> Result<DataNodeClient, ClientError> {
         let addr = addr.to_string();
         if let Some(node) = proto::local::get(&addr) {
-            tracing::info!("datanode at {addr}: served in this process, called directly");
+            // Said once per address: repair, GC and the metanode connect per operation.
+            static TOLD: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
+            if TOLD.lock().get_or_insert_with(Default::default).insert(addr.clone()) {
+                tracing::info!("datanode at {addr}: served in this process, called directly");
+            }
             return Ok(DataNodeClient { link: Link::Local(node) });
         }
         DataNodeClient::connect_as(addr, proto::auth::default_credential().as_ref()).await

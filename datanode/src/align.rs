@@ -126,11 +126,25 @@ impl BufPool {
         }
     }
 
+    /// Keeps `b` for reuse. When the pool is full, smaller idle buffers make room for
+    /// it (a burst of small needs does not keep large ones out for good).
     pub fn give(&mut self, b: AlignedBuf) {
-        if self.free_bytes + b.capacity() <= self.max {
-            self.free_bytes += b.capacity();
-            self.free.push(b);
+        if b.capacity() > self.max {
+            return;
         }
+        while self.free_bytes + b.capacity() > self.max {
+            let smallest =
+                self.free.iter().enumerate().min_by_key(|(_, f)| f.capacity()).map(|(i, f)| (i, f.capacity()));
+            match smallest {
+                Some((i, cap)) if cap < b.capacity() => {
+                    self.free_bytes -= cap;
+                    self.free.swap_remove(i);
+                }
+                _ => return,
+            }
+        }
+        self.free_bytes += b.capacity();
+        self.free.push(b);
     }
 }
 
@@ -190,12 +204,21 @@ mod tests {
         let mut pool = BufPool::keeping(6 << 20);
         pool.give(AlignedBuf::zeroed(4 << 20));
         pool.give(AlignedBuf::zeroed(1 << 20));
-        pool.give(AlignedBuf::zeroed(2 << 20)); // past the 6 MiB kept: dropped
+        pool.give(AlignedBuf::zeroed(8 << 20)); // more than the pool keeps at all: dropped
         let small = pool.take(512 << 10);
         assert_eq!((small.len(), small.capacity()), (512 << 10, 1 << 20), "the 1 MiB buffer, not the 4 MiB one");
         let large = pool.take(3 << 20);
         assert_eq!(large.capacity(), 4 << 20);
         // Empty now: a fresh buffer, rounded up to whole MiB past 1 MiB.
         assert_eq!(pool.take((2 << 20) + 4096).capacity(), 3 << 20);
+        // Full of small buffers, the pool drops them to keep a large one.
+        for _ in 0..6 {
+            pool.give(AlignedBuf::zeroed(1 << 20));
+        }
+        pool.give(AlignedBuf::zeroed(4 << 20));
+        assert_eq!(pool.take(3 << 20).capacity(), 4 << 20, "kept in place of four small ones");
+        assert_eq!(pool.take(1 << 20).capacity(), 1 << 20);
+        assert_eq!(pool.take(1 << 20).capacity(), 1 << 20);
+        assert_eq!(pool.take(4096).capacity(), 4096, "only two small ones were left");
     }
 }

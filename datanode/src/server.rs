@@ -367,17 +367,19 @@ impl Server {
     }
 
     /// Serves calls from this process to `addr` directly (`proto::local`) until
-    /// `unserve_locally`: a client in this process that connects to `addr` then passes
-    /// requests and answers as values, with no copies through socket buffers.
-    pub fn serve_locally(self: &Arc<Self>, addr: &str) {
-        proto::local::register(addr, Arc::new(Local(self.clone())));
+    /// `proto::local::unregister` with the registration returned: a client in this
+    /// process that connects to `addr` then passes requests and answers as values, with
+    /// no copies through socket buffers.
+    pub fn serve_locally(self: &Arc<Self>, addr: &str) -> u64 {
+        proto::local::register(addr, Arc::new(Local(self.clone())))
     }
 
     /// The payload of an append called in this process, as the connection reader would
     /// have received it: a large one copied into an io-aligned buffer (so it is written
     /// as it is and laid out as over TCP), a small one as it is.
     fn local_payload(&self, payload: bytes::Bytes) -> Payload {
-        if payload.len() < ALIGNED_PAYLOAD_BYTES_MIN {
+        // One too large is refused by `submit_append`: not worth a copy.
+        if payload.len() < ALIGNED_PAYLOAD_BYTES_MIN || payload.len() > proto::APPEND_BYTES_MAX as usize {
             return Payload::Bytes(payload);
         }
         let len = payload.len();

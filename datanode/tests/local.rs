@@ -107,7 +107,7 @@ async fn a_datanode_called_in_its_own_process_answers_as_over_tcp_and_uses_no_so
 
     // Before it is served locally, `connect` goes over TCP.
     let tcp = DataNodeClient::connect(&addr).await.unwrap();
-    srv.serve_locally(&addr);
+    let registration = srv.serve_locally(&addr);
     let local = DataNodeClient::connect(&addr).await.unwrap();
     let over_tcp = script(&tcp, 1001).await;
     let in_process = script(&local, 1002).await;
@@ -126,6 +126,8 @@ async fn a_datanode_called_in_its_own_process_answers_as_over_tcp_and_uses_no_so
     assert_eq!(script(&local, 1003).await, over_tcp);
     assert_eq!(script(&c, 1004).await, over_tcp);
     // ... until it is no longer served locally: then `connect` tries TCP, and fails.
-    proto::local::unregister(&addr);
+    proto::local::unregister(&addr, registration + 1);
+    assert!(proto::local::get(&addr).is_some(), "only its own registration removes it");
+    proto::local::unregister(&addr, registration);
     assert!(matches!(DataNodeClient::connect(&addr).await, Err(ClientError::Connection(_))));
 }

@@ -188,6 +188,7 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         eprintln!("standalone: making {} device files of {}{zeros}", plan.new, bytes(plan.size));
     }
     let mut stores = Vec::new();
+    let mut locals = Vec::new();
     for ((i, dev), had) in (1..=s.datanodes as u64).zip(&devs).zip(&existing) {
         let mut args = vec![
             "datanode".to_string(),
@@ -221,15 +222,11 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
         let srv = Arc::new(Server::new(store.clone(), NodeId(i)).with_keyring(cfg.keyring.clone()));
         // The gateway, GC and the metanode's repair in this process call the datanode
         // directly (`proto::local`); it listens too, for tools and peers outside.
-        srv.serve_locally(&addr);
+        locals.push((addr.clone(), srv.serve_locally(&addr)));
         let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            srv.serve(l, async move {
-                let _ = rx.changed().await;
-            })
-            .await;
-            proto::local::unregister(&addr);
-        });
+        tokio::spawn(srv.serve(l, async move {
+            let _ = rx.changed().await;
+        }));
         stores.push(store);
     }
     let mc = MetaClient::new([maddr.clone()]);
@@ -320,6 +317,10 @@ pub async fn run(s: Standalone, shutdown: impl std::future::Future<Output = ()>)
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     server::serve(l, svc, s.idle_timeout, tls, shutdown).await;
     let _ = stop_tx.send(true);
+    // Before the stores close: nothing in this process calls them directly after.
+    for (addr, registration) in locals {
+        proto::local::unregister(&addr, registration);
+    }
     node.raft.shutdown().await.ok();
     for st in stores {
         tokio::task::spawn_blocking(move || st.shutdown()).await?;

@@ -8,6 +8,7 @@
 //! cross no link.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -25,21 +26,31 @@ pub trait LocalDatanode: Send + Sync {
     fn dispatch(&self, req: Request, reply: Reply);
 }
 
-static LOCAL: RwLock<Option<HashMap<String, Arc<dyn LocalDatanode>>>> = RwLock::new(None);
+/// Each address's datanode, with the registration that put it there.
+type Table = HashMap<String, (u64, Arc<dyn LocalDatanode>)>;
+
+static LOCAL: RwLock<Option<Table>> = RwLock::new(None);
+static REGISTRATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Serves calls for `addr` (as the datanode announces it) with `node` from now on.
-pub fn register(addr: &str, node: Arc<dyn LocalDatanode>) {
-    LOCAL.write().get_or_insert_with(HashMap::new).insert(addr.to_string(), node);
+/// Returns the registration, which `unregister` takes.
+pub fn register(addr: &str, node: Arc<dyn LocalDatanode>) -> u64 {
+    let id = REGISTRATIONS.fetch_add(1, Ordering::Relaxed);
+    LOCAL.write().get_or_insert_with(HashMap::new).insert(addr.to_string(), (id, node));
+    id
 }
 
-/// Calls for `addr` go over the network again (the datanode is stopping).
-pub fn unregister(addr: &str) {
+/// Calls for `addr` go over the network again (its datanode is stopping), unless
+/// `addr` was registered again since `registration`.
+pub fn unregister(addr: &str, registration: u64) {
     if let Some(m) = LOCAL.write().as_mut() {
-        m.remove(addr);
+        if m.get(addr).is_some_and(|(id, _)| *id == registration) {
+            m.remove(addr);
+        }
     }
 }
 
 /// The datanode this process serves at `addr`, if any.
 pub fn get(addr: &str) -> Option<Arc<dyn LocalDatanode>> {
-    LOCAL.read().as_ref()?.get(addr).cloned()
+    LOCAL.read().as_ref()?.get(addr).map(|(_, n)| n.clone())
 }
