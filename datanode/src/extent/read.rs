@@ -3,15 +3,14 @@
 //! read CRC-checked, and only then the asked range answered: lent from the buffer when
 //! one record holds it and it fills most of the buffer, copied out otherwise.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use proto::{ExtentError, ExtentId, READ_BYTES_MAX};
 
 use super::record::{RecordLoc, RECORD_CHUNK_BYTES};
 use super::ExtentStore;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-
 use crate::align::{align_down, align_up, BufPool, PooledBuf, IO_UNIT_BYTES};
 use crate::blobstore::{BlobError, BlobId, BlobStore};
 
