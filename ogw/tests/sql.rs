@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use client::Slice;
 use ogw::catalog::{
-    audit_refs, valid_version_id, Catalog, CatalogError, Entry, Layout, Object, ObjectInfo, Part, Versioning,
+    audit_refs, valid_version_id, Catalog, CatalogError, Entry, Layout, Listed, Object, ObjectInfo, Part, Versioning,
     WriteCondition,
 };
 use ogw::db::Db;
@@ -119,6 +119,7 @@ async fn exercise(url: &str) {
     rich.info.user.insert("naïve".into(), "välue \u{10348} \"quoted\" \\ \n".into());
     rich.info.storage_class = Some(ogw::class::StorageClass::StandardIa);
     rich.info.checksum = Some(ogw::checksum::Checksum { algo: ogw::checksum::Algo::Crc32, value: "AAAAAA==".into() });
+    rich.info.checksum_type = Some(ogw::checksum::Kind::FullObject);
     rich.info.parts = vec![5 << 20, u32::MAX as u64 + 7];
     rich.modified_ms = 1_700_000_000_123;
     catalog.put_object("b1", &rich, &none).await.unwrap();
@@ -133,6 +134,27 @@ async fn exercise(url: &str) {
         );
     }
     assert!(all.iter().any(|o| o.info == rich.info && o.key == rich.key));
+    // What ListObjects prints of each row (three fields of its info, read without the
+    // rest) is what the whole row says.
+    let printed = catalog.lister().await.unwrap().listed("b1", b"", true, None, 1000).await.unwrap();
+    let expected: Vec<Listed> = all
+        .iter()
+        .map(|o| Listed {
+            key: o.key.clone(),
+            size: o.size,
+            etag: o.etag.clone(),
+            modified_ms: o.modified_ms,
+            storage_class: o.info.storage_class,
+            checksum: o.info.checksum.as_ref().map(|c| c.algo),
+            checksum_type: o.info.checksum_type,
+        })
+        .collect();
+    assert_eq!(printed, expected);
+    assert!(printed.iter().any(|l| l.key == rich.key
+        && (l.storage_class, l.checksum, l.checksum_type)
+            == (rich.info.storage_class, Some(ogw::checksum::Algo::Crc32), rich.info.checksum_type)));
+    let bounded = catalog.lister().await.unwrap().listed("b1", b"a", false, Some(b"b"), 3).await.unwrap();
+    assert_eq!(bounded.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["a b", "a+b", "a/b"]);
     assert!(catalog.delete_object("b1", &rich.key).await.unwrap().found);
     assert!(matches!(catalog.delete_bucket("t1", "b1").await, Err(CatalogError::BucketNotEmpty)));
     assert!(matches!(catalog.delete_bucket("t2", "b1").await, Err(CatalogError::NotOwner)));

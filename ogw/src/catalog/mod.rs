@@ -39,7 +39,7 @@ pub use buckets::{BucketUsage, USAGE_BUCKETS_MAX};
 pub use config::{ConfigCache, ConfigKind};
 pub use gc::GcCatalog;
 pub use lifecycle::LifecycleReport;
-pub use objects::Lister;
+pub use objects::{Listed, Lister};
 pub use refs::{audit_refs, audit_refs_with, index_refs};
 pub use versions::{successor, valid_version_id, VersionCursor, VersionPage};
 

@@ -10,6 +10,8 @@ use super::{
     decode_named, encode_layout, info_json, key_from_row, layout_in_row, parse_info, Bucket, Catalog, CatalogError,
     Deleted, Layout, Object, ObjectInfo, Result, Versioning, WriteCondition,
 };
+use crate::checksum::{Algo, Checksum, Kind};
+use crate::class::StorageClass;
 use crate::db::{Backend, Db, Tx};
 
 impl Catalog {
@@ -331,26 +333,100 @@ fn object_from_row(r: &sqlx::any::AnyRow) -> Result<Object> {
     })
 }
 
-/// A page of objects as SQLite's `json_group_array` gives it (`Lister::range`): an
-/// array of `[hex(key), size, etag, modified, info, version]`, sorted here by key (an
-/// aggregate's order is not promised).
-fn parse_page(page: &str) -> Result<Vec<Object>> {
-    type Row = (String, i64, String, i64, ObjectInfo, Option<String>);
-    let rows: Vec<Row> = serde_json::from_str(page)
+/// A page as SQLite's `json_group_array` gives it (`Lister`): an array of rows that
+/// start with `hex(okey)`, sorted here by key (an aggregate's order is not promised).
+fn parse_page<'a, R: serde::Deserialize<'a>, T>(
+    page: &'a str,
+    each: impl Fn(R) -> Result<T>,
+    key: impl Fn(&T) -> &str,
+) -> Result<Vec<T>> {
+    let rows: Vec<R> = serde_json::from_str(page)
         .map_err(|e| CatalogError::Other(format!("a listing page from SQLite is not valid: {e}")))?;
-    let mut out = rows
-        .into_iter()
-        .map(|(hex_key, size, etag, modified_ms, info, version)| {
-            let key = hex::decode(&hex_key)
-                .ok()
-                .and_then(|k| String::from_utf8(k).ok())
-                .ok_or_else(|| CatalogError::Other("stored key is not UTF-8".into()))?;
-            Ok(Object { key, size: size as u64, etag, modified_ms, info, layout: Layout::default(), version })
-        })
-        .collect::<Result<Vec<Object>>>()?;
-    out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    let mut out = rows.into_iter().map(each).collect::<Result<Vec<T>>>()?;
+    out.sort_by(|a, b| key(a).as_bytes().cmp(key(b).as_bytes()));
     Ok(out)
 }
+
+/// A key as a page has it, `hex(okey)`.
+fn key_of_hex(hex_key: &str) -> Result<String> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|k| String::from_utf8(k).ok())
+        .ok_or_else(|| CatalogError::Other("stored key is not UTF-8".into()))
+}
+
+/// What a listing of current objects (ListObjects) prints of one: no layout, and of
+/// its metadata only the storage class and checksum. A page of these reads three
+/// fields of each row's `info` instead of parsing it whole (BENCHMARKS.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+    pub modified_ms: i64,
+    pub storage_class: Option<StorageClass>,
+    pub checksum: Option<Algo>,
+    pub checksum_type: Option<Kind>,
+}
+
+/// The fields of a row's `info` that a `Listed` keeps (the others are skipped unread).
+#[derive(serde::Deserialize)]
+struct ListedInfo {
+    storage_class: Option<StorageClass>,
+    checksum: Option<Checksum>,
+    checksum_type: Option<Kind>,
+}
+
+fn listed_from_row(r: &sqlx::any::AnyRow) -> Result<Listed> {
+    let info: ListedInfo = serde_json::from_str(&r.try_get::<String, _>("info")?)
+        .map_err(|e| CatalogError::Other(format!("stored object info is not valid: {e}")))?;
+    Ok(Listed {
+        key: key_from_row(r)?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        etag: r.try_get("etag")?,
+        modified_ms: r.try_get("modified")?,
+        storage_class: info.storage_class,
+        checksum: info.checksum.map(|c| c.algo),
+        checksum_type: info.checksum_type,
+    })
+}
+
+/// The four queries of a range of keys around one select: keys after or from a key,
+/// below a bound or not, in key order, at most a limit. Indexed by `range_index`.
+macro_rules! range_sql {
+    ($select:literal $(, $close:literal)?) => {
+        [
+            concat!($select, " FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?" $(, $close)?),
+            concat!($select, " FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?" $(, $close)?),
+            concat!($select, " FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?" $(, $close)?),
+            concat!($select, " FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?" $(, $close)?),
+        ]
+    };
+}
+
+fn range_index(inclusive: bool, bounded: bool) -> usize {
+    usize::from(inclusive) + 2 * usize::from(bounded)
+}
+
+/// The first key of a range (an index seek).
+const KEY_SQL: [&str; 4] = range_sql!("SELECT okey");
+/// Whole objects but their layouts, a row each.
+const OBJECTS_SQL: [&str; 4] = range_sql!("SELECT okey, size, etag, modified, info, vid");
+/// Whole objects but their layouts, as one JSON array that SQLite builds: sqlx hands
+/// each row from its SQLite thread to the caller's with a channel message and a
+/// wake-up, and a page of 1,000 rows spent most of its time there (BENCHMARKS.md).
+const OBJECTS_PAGE_SQL: [&str; 4] = range_sql!(
+    "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid",
+    ")"
+);
+/// `Listed` rows, a row each.
+const LISTED_SQL: [&str; 4] = range_sql!("SELECT okey, size, etag, modified, info");
+/// `Listed` rows as one JSON array, the three fields taken out of `info` by SQLite.
+const LISTED_PAGE_SQL: [&str; 4] = range_sql!(
+    "SELECT json_group_array(json_array(hex(okey), size, etag, modified, info ->> '$.storage_class', info ->> '$.checksum[0]', info ->> '$.checksum_type')) FROM (SELECT okey, size, etag, modified, info",
+    ")"
+);
 
 /// Range queries of one listing, on one connection.
 pub struct Lister {
@@ -359,28 +435,8 @@ pub struct Lister {
 }
 
 impl Lister {
-    fn range_sql(inclusive: bool, bounded: bool, cols: &'static str) -> &'static str {
-        match (cols, inclusive, bounded) {
-            ("okey", true, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
-            ("okey", false, true) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
-            ("okey", true, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
-            ("okey", false, false) => "SELECT okey FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
-            ("page", true, true) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?)",
-            ("page", false, true) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?)",
-            ("page", true, false) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?)",
-            ("page", false, false) => "SELECT json_group_array(json_array(hex(okey), size, etag, modified, json(info), vid)) FROM (SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?)",
-            (_, true, true) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, false, true) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? AND okey < ? ORDER BY okey LIMIT ?",
-            (_, true, false) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey >= ? ORDER BY okey LIMIT ?",
-            (_, false, false) => "SELECT okey, size, etag, modified, info, vid FROM objects WHERE bucket = ? AND okey > ? ORDER BY okey LIMIT ?",
-        }
-    }
-
-    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order, for a
-    /// listing: their layouts are not read (`Object::layout` is empty slices). On SQLite the
-    /// page comes back as one row, a JSON array that SQLite builds: sqlx hands each row
-    /// from its SQLite thread to the caller's with a channel message and a wake-up, and
-    /// a page of 1,000 rows spent most of its time there (BENCHMARKS.md).
+    /// Objects with keys in `[from, to)` (`from` inclusive or not), in key order, with
+    /// their metadata but not their layouts (`Object::layout` is empty slices).
     pub async fn range(
         &mut self,
         bucket: &str,
@@ -389,22 +445,79 @@ impl Lister {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Object>> {
+        let i = range_index(inclusive, to.is_some());
         if self.db.backend == Backend::Sqlite {
-            let sql = Lister::range_sql(inclusive, to.is_some(), "page");
-            let mut q = sqlx::query_scalar::<_, String>(sql).bind(bucket).bind(from);
-            if let Some(to) = to {
-                q = q.bind(to);
-            }
-            let page = q.bind(limit as i64).fetch_one(&mut *self.conn).await?;
-            return parse_page(&page);
+            type Row = (String, i64, String, i64, ObjectInfo, Option<String>);
+            let page = self.page(OBJECTS_PAGE_SQL[i], bucket, from, to, limit).await?;
+            return parse_page(
+                &page,
+                |(hex_key, size, etag, modified_ms, info, version): Row| {
+                    let key = key_of_hex(&hex_key)?;
+                    Ok(Object { key, size: size as u64, etag, modified_ms, info, layout: Layout::default(), version })
+                },
+                |o| &o.key,
+            );
         }
-        let sql = self.db.q(Lister::range_sql(inclusive, to.is_some(), "all"));
-        let mut q = sqlx::query(sql).bind(bucket).bind(from);
+        let rows = self.rows(OBJECTS_SQL[i], bucket, from, to, limit).await?;
+        rows.iter().map(object_from_row).collect()
+    }
+
+    /// What a listing prints of the objects with keys in `[from, to)`, in key order.
+    pub async fn listed(
+        &mut self,
+        bucket: &str,
+        from: &[u8],
+        inclusive: bool,
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let i = range_index(inclusive, to.is_some());
+        if self.db.backend == Backend::Sqlite {
+            type Row<'a> = (&'a str, i64, String, i64, Option<StorageClass>, Option<Algo>, Option<Kind>);
+            let page = self.page(LISTED_PAGE_SQL[i], bucket, from, to, limit).await?;
+            return parse_page(
+                &page,
+                |(hex_key, size, etag, modified_ms, storage_class, checksum, checksum_type): Row| {
+                    let key = key_of_hex(hex_key)?;
+                    Ok(Listed { key, size: size as u64, etag, modified_ms, storage_class, checksum, checksum_type })
+                },
+                |o| &o.key,
+            );
+        }
+        let rows = self.rows(LISTED_SQL[i], bucket, from, to, limit).await?;
+        rows.iter().map(listed_from_row).collect()
+    }
+
+    /// A range query's rows (`range_sql!`).
+    async fn rows(
+        &mut self,
+        sql: &'static str,
+        bucket: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        let mut q = sqlx::query(self.db.q(sql)).bind(bucket).bind(from);
         if let Some(to) = to {
             q = q.bind(to);
         }
-        let rows = q.bind(limit as i64).fetch_all(&mut *self.conn).await?;
-        rows.iter().map(object_from_row).collect()
+        Ok(q.bind(limit as i64).fetch_all(&mut *self.conn).await?)
+    }
+
+    /// A range query that SQLite answers as one JSON array (`*_PAGE_SQL`).
+    async fn page(
+        &mut self,
+        sql: &'static str,
+        bucket: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<String> {
+        let mut q = sqlx::query_scalar::<_, String>(sql).bind(bucket).bind(from);
+        if let Some(to) = to {
+            q = q.bind(to);
+        }
+        Ok(q.bind(limit as i64).fetch_one(&mut *self.conn).await?)
     }
 
     /// The first key in `[from, to)`, reading the key only (an index seek).
@@ -415,7 +528,7 @@ impl Lister {
         inclusive: bool,
         to: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>> {
-        let sql = self.db.q(Lister::range_sql(inclusive, to.is_some(), "okey"));
+        let sql = self.db.q(KEY_SQL[range_index(inclusive, to.is_some())]);
         let mut q = sqlx::query_scalar(sql).bind(bucket).bind(from);
         if let Some(to) = to {
             q = q.bind(to);

@@ -8,11 +8,11 @@ use base64::Engine;
 use s3s::dto::{self, *};
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::dto::{checksum_algorithm, class_name, etag, owner, ts};
+use super::dto::{checksum_algorithm, class_name, owner, ts};
 use super::errors::internal;
 use super::Gateway;
 use crate::acl::Perm;
-use crate::catalog::{successor, Object};
+use crate::catalog::{successor, Listed};
 use crate::limits::{LIST_BATCH_GROWTH, LIST_BATCH_MIN, LIST_ENTRIES_MAX};
 
 pub(super) async fn list_objects_v2(
@@ -114,7 +114,7 @@ async fn page(
         delimiter: q.delimiter.clone().filter(|d| !d.is_empty()).map(|d| enc.apply(d)),
         max_keys: Some(max),
         is_truncated: Some(next.is_some()),
-        contents: Some(objects.iter().map(|o| list_entry(o, owner.clone(), enc)).collect()),
+        contents: Some(objects.into_iter().map(|o| list_entry(o, owner.clone(), enc)).collect()),
         common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc.apply(p)) }).collect()),
         encoding_type: q.encoding_type.clone(),
         ..Default::default()
@@ -122,16 +122,16 @@ async fn page(
     Ok((out, next, enc))
 }
 
-fn list_entry(o: &Object, owner: Option<Owner>, enc: Encoding) -> dto::Object {
+fn list_entry(o: Listed, owner: Option<Owner>, enc: Encoding) -> dto::Object {
     dto::Object {
-        key: Some(enc.apply(o.key.clone())),
-        e_tag: Some(etag(&o.etag)),
+        key: Some(enc.apply(o.key)),
+        e_tag: Some(ETag::Strong(o.etag)),
         last_modified: Some(ts(o.modified_ms)),
         size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from_static(class_name(o.info.storage_class))),
+        storage_class: Some(ObjectStorageClass::from_static(class_name(o.storage_class))),
         owner,
-        checksum_algorithm: o.info.checksum.as_ref().map(|c| vec![checksum_algorithm(c.algo)]),
-        checksum_type: o.info.checksum_type.map(|k| ChecksumType::from_static(k.name())),
+        checksum_algorithm: o.checksum.map(|a| vec![checksum_algorithm(a)]),
+        checksum_type: o.checksum_type.map(|k| ChecksumType::from_static(k.name())),
         ..Default::default()
     }
 }
@@ -147,7 +147,7 @@ impl Gateway {
         delimiter: Option<&str>,
         after: &[u8],
         max: usize,
-    ) -> S3Result<(Vec<Object>, Vec<String>, Option<Vec<u8>>)> {
+    ) -> S3Result<(Vec<Listed>, Vec<String>, Option<Vec<u8>>)> {
         let upper = successor(prefix.as_bytes());
         let mut objects = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
@@ -205,7 +205,7 @@ impl Gateway {
                 }
             }
             let want = (max - objects.len() - prefixes.len()).min(batch);
-            let rows = l.range(bucket, &from, inclusive, upper.as_deref(), want).await?;
+            let rows = l.listed(bucket, &from, inclusive, upper.as_deref(), want).await?;
             let full = rows.len() == want;
             if rows.is_empty() {
                 return Ok((objects, prefixes, None));

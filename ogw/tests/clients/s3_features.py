@@ -142,6 +142,23 @@ check("attributes: a page of parts",
       [p["PartNumber"] for p in op["Parts"]] == [4, 5] and op["IsTruncated"] and op["NextPartNumberMarker"] == 5
       and op["PartNumberMarker"] == 3 and op["MaxParts"] == 2, op)
 
+# --- Listings print what HEAD says of each object: v1 and v2 read only the fields they
+# print from each row, the version listing reads rows whole; all three must agree.
+def listed(entries):
+    return {o["Key"]: (o["ETag"], o["Size"], o["StorageClass"], o.get("ChecksumAlgorithm"), o.get("ChecksumType"))
+            for o in entries}
+def headed(key):
+    h = s3.head_object(Bucket=B, Key=key, ChecksumMode="ENABLED")
+    algos = [a for a in ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"] if f"Checksum{a}" in h]
+    return (h["ETag"], h["ContentLength"], h.get("StorageClass", "STANDARD"), algos or None, h.get("ChecksumType"))
+v2 = listed(s3.list_objects_v2(Bucket=B)["Contents"])
+check("listing: a full-object and a composite checksum",
+      v2["plain"][3:] == (["CRC32"], "FULL_OBJECT") and v2["mp6"][3:] == (["SHA256"], "COMPOSITE"), v2)
+check("listing v2 agrees with HEAD", v2 == {k: headed(k) for k in v2}, v2)
+check("listing v1 agrees with v2", listed(s3.list_objects(Bucket=B)["Contents"]) == v2)
+versions = [v for v in s3.list_object_versions(Bucket=B)["Versions"] if v["IsLatest"]]
+check("the version listing agrees with v2", listed(versions) == v2, listed(versions))
+
 # --- CompleteMultipartUpload sent again after it succeeded: the same answer (AWS does).
 again = s3.complete_multipart_upload(Bucket=B, Key="mp6", UploadId=up, MultipartUpload={"Parts": parts})
 check("a repeated complete answers as the first", again["ETag"] == done["ETag"], (again, done))
