@@ -75,7 +75,7 @@ mod spdk {
         let mut b = bindgen::Builder::default()
             .header("wrapper.h")
             .allowlist_function("spdk_(env|dma|thread|set_thread|get_thread|put_io_channel|subsystem|bdev|bs|blob|xattr|log|poller|rpc)_.*")
-            .allowlist_function("spdk_(set_thread|get_thread|put_io_channel|dma_malloc|dma_free)")
+            .allowlist_function("spdk_(set_thread|get_thread|put_io_channel|dma_malloc|dma_zmalloc|dma_free|vtophys)")
             .allowlist_type("spdk_(env_opts|blob_opts|bs_opts|blob_xattr_opts|xattr_names|bs_type)")
             .allowlist_var("SPDK_(BDEV_IO_TYPE|BLOB|BS|VERSION|LOG|RPC)_.*")
             // NVMe types reach bdev.h through passthru APIs the wrappers never use; one of

@@ -22,8 +22,9 @@
 //!
 //! `STRATA_BENCH_BACKEND=spdk` (`scripts/bench.sh datanode --backend spdk`, a datanode
 //! built with `--features spdk`): a few cases run on the portable backend and then on
-//! the SPDK backend (an AIO bdev, no hugepages) over the same prepared file, side by
-//! side; each SPDK line carries the portable figure as its baseline.
+//! the SPDK backend, first over an AIO bdev (`spdk_*`) and then over an io_uring bdev
+//! (`spdk_uring_*`), no hugepages, each time over the same freshly prepared file, side
+//! by side; each SPDK line carries the portable figure as its baseline.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -327,7 +328,8 @@ fn main() {
     }
 }
 
-/// The portable and the SPDK backend over the same prepared 2 GiB file, case by case.
+/// The portable and the SPDK backend (AIO, then io_uring bdev) over the same prepared
+/// 2 GiB file, case by case.
 fn backends_side_by_side(rt: &tokio::runtime::Runtime, dir: &Path, secs: f64, seq: f64, sync: f64) {
     let file = dir.join("dev0.img");
     let cases = [
@@ -338,13 +340,14 @@ fn backends_side_by_side(rt: &tokio::runtime::Runtime, dir: &Path, secs: f64, se
         (1 << 20, "1m", 4, 4),
     ];
     let mut portable = Vec::new();
-    for backend in ["portable", "spdk"] {
+    for backend in ["portable", "spdk", "spdk_uring"] {
         let _ = std::fs::remove_file(&file);
         drop(prepared(&file, 2 << 30));
-        let args: Vec<String> = if backend == "portable" {
-            vec!["--device".into(), file.display().to_string(), "--format".into()]
-        } else {
-            vec!["--backend".into(), "spdk".into(), "--spdk-aio".into(), file.display().to_string(), "--format".into()]
+        let f = file.display().to_string();
+        let args: Vec<String> = match backend {
+            "portable" => vec!["--device".into(), f, "--format".into()],
+            "spdk" => vec!["--backend".into(), "spdk".into(), "--spdk-aio".into(), f, "--format".into()],
+            _ => vec!["--backend".into(), "spdk".into(), "--spdk-uring".into(), f, "--format".into()],
         };
         let (mut child, addr) = start_datanode_with(&args);
         let next_extent = Arc::new(AtomicU64::new(1));

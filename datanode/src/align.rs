@@ -1,7 +1,11 @@
-//! Heap buffers aligned for O_DIRECT (and SPDK DMA) I/O.
+//! Buffers aligned for O_DIRECT (and SPDK DMA) I/O: from the heap, or from the memory
+//! an I/O backend registered with [`use_dma`] (SPDK's DMA-able memory for an NVMe
+//! device, which can then write received payloads and read into pooled buffers with no
+//! copy through memory of its own).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use crate::limits::POOL_BYTES_MAX;
 
@@ -18,6 +22,24 @@ pub fn align_down(v: u64, unit: u64) -> u64 {
     v & !(unit - 1)
 }
 
+/// Where new buffers come from instead of the heap, set once by the backend at start.
+#[derive(Clone, Copy)]
+pub struct DmaAlloc {
+    /// Zeroed memory of the given length, aligned to [`IO_UNIT_BYTES`]; None when that
+    /// memory is exhausted (the buffer then comes from the heap).
+    pub alloc: fn(usize) -> Option<NonNull<u8>>,
+    /// Frees what `alloc` returned.
+    pub free: unsafe fn(NonNull<u8>),
+}
+
+static DMA: OnceLock<DmaAlloc> = OnceLock::new();
+
+/// Takes every buffer made from now on from `a` (once per process; a second call is
+/// ignored). Buffers made before stay on the heap.
+pub fn use_dma(a: DmaAlloc) {
+    let _ = DMA.set(a);
+}
+
 /// A zero-initialised buffer whose address and length are multiples of `IO_UNIT_BYTES`.
 /// Its length can be set anywhere up to the capacity it was allocated with, so one
 /// allocation serves many writes (fresh large allocations cost a page fault per page).
@@ -25,6 +47,8 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     cap: usize,
+    /// From [`DMA`]'s allocator, not the heap.
+    dma: bool,
 }
 
 // The buffer is plain owned memory.
@@ -34,11 +58,20 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
         assert!(len > 0 && (len as u64).is_multiple_of(IO_UNIT_BYTES), "unaligned buffer length {len}");
+        if let Some(ptr) = DMA.get().and_then(|a| (a.alloc)(len)) {
+            debug_assert!((ptr.as_ptr() as u64).is_multiple_of(IO_UNIT_BYTES));
+            return AlignedBuf { ptr, len, cap: len, dma: true };
+        }
         let layout = Self::layout(len);
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len, cap: len }
+        AlignedBuf { ptr, len, cap: len, dma: false }
+    }
+
+    /// Whether the buffer is in the memory of [`use_dma`]'s allocator.
+    pub fn is_dma(&self) -> bool {
+        self.dma
     }
 
     pub fn capacity(&self) -> usize {
@@ -81,8 +114,12 @@ impl std::ops::DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
+        match self.dma {
+            // SAFETY: from this allocator (set once, never replaced), freed once.
+            true => unsafe { (DMA.get().expect("set before the buffer was made").free)(self.ptr) },
+            // SAFETY: allocated in `zeroed` with this layout.
+            false => unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) },
+        }
     }
 }
 

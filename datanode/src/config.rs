@@ -19,6 +19,7 @@
 //! backend = "portable"        # portable | spdk (a build with --features spdk)
 //! [spdk]                      # the spdk backend's devices (instead of [[device]])
 //! aio = ["data/dev0.img:64G"] # AIO bdevs over files or block devices
+//! uring = ["data/dev1.img:64G"] # io_uring bdevs over files or block devices
 //! config = "nvme.json"        # an SPDK JSON configuration that creates bdevs ...
 //! bdevs = ["Nvme0n1"]         # ... and the ones to use
 //! mem_mb = 1024
@@ -129,6 +130,10 @@ pub struct Args {
     /// device), one device each; repeatable.
     #[arg(long = "spdk-aio", value_name = "PATH[:SIZE]")]
     pub spdk_aio: Vec<String>,
+    /// spdk: an io_uring bdev over PATH (as --spdk-aio, but submitted through io_uring);
+    /// repeatable.
+    #[arg(long = "spdk-uring", value_name = "PATH[:SIZE]")]
+    pub spdk_uring: Vec<String>,
     /// spdk: an SPDK JSON configuration that creates bdevs (e.g. bdev_nvme_attach_controller
     /// for an NVMe SSD); name the ones to use with --spdk-bdev.
     #[arg(long)]
@@ -190,6 +195,8 @@ struct FileConfig {
 struct FileSpdk {
     #[serde(default)]
     aio: Vec<String>,
+    #[serde(default)]
+    uring: Vec<String>,
     config: Option<PathBuf>,
     #[serde(default)]
     bdevs: Vec<String>,
@@ -341,6 +348,7 @@ impl Config {
         let fs = file.spdk.unwrap_or_default();
         let spdk_flags = FileSpdk {
             aio: if args.spdk_aio.is_empty() { fs.aio } else { args.spdk_aio.clone() },
+            uring: if args.spdk_uring.is_empty() { fs.uring } else { args.spdk_uring.clone() },
             config: args.spdk_config.clone().or(fs.config),
             bdevs: if args.spdk_bdevs.is_empty() { fs.bdevs } else { args.spdk_bdevs.clone() },
             mem_mb: args.spdk_mem_mb.or(fs.mem_mb),
@@ -348,8 +356,12 @@ impl Config {
         };
         let spdk = match args.backend.or(file.backend).unwrap_or(Backend::Portable) {
             Backend::Portable => {
-                if !spdk_flags.aio.is_empty() || spdk_flags.config.is_some() || !spdk_flags.bdevs.is_empty() {
-                    bail!("--spdk-aio, --spdk-config and --spdk-bdev (or [spdk]) need --backend spdk");
+                if !spdk_flags.aio.is_empty()
+                    || !spdk_flags.uring.is_empty()
+                    || spdk_flags.config.is_some()
+                    || !spdk_flags.bdevs.is_empty()
+                {
+                    bail!("--spdk-aio, --spdk-uring, --spdk-config and --spdk-bdev (or [spdk]) need --backend spdk");
                 }
                 None
             }
@@ -362,7 +374,7 @@ impl Config {
                     );
                 }
                 if !devices.is_empty() {
-                    bail!("--device and [[device]] are for the portable backend; with --backend spdk use --spdk-aio or --spdk-bdev");
+                    bail!("--device and [[device]] are for the portable backend; with --backend spdk use --spdk-aio, --spdk-uring or --spdk-bdev");
                 }
                 Some(spdk_config(&spdk_flags, cluster_flag.unwrap_or(CLUSTER_BYTES_DEFAULT))?)
             }
@@ -482,13 +494,13 @@ impl Config {
     }
 }
 
-/// The SPDK backend's configuration from the flags: AIO bdevs over files (created as
-/// needed) and the bdevs of a JSON configuration.
+/// The SPDK backend's configuration from the flags: AIO and io_uring bdevs over files
+/// (created as needed) and the bdevs of a JSON configuration.
 fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig> {
     let mut entries: Vec<serde_json::Value> = Vec::new();
     let mut bdevs = Vec::new();
     let mut fresh = Vec::new();
-    let mut aio_files = Vec::new();
+    let mut file_bdevs = Vec::new();
     let mut subsystems: Vec<serde_json::Value> = Vec::new();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("--spdk-config {}", path.display()))?;
@@ -505,9 +517,10 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         bail!("--spdk-bdev names bdevs of --spdk-config, which is missing");
     }
     bdevs.extend(args.bdevs.iter().cloned());
-    for (i, d) in args.aio.iter().enumerate() {
-        let (path, size) = path_and_size("--spdk-aio", d)?;
-        let name = format!("aio{i}");
+    let files = args.aio.iter().map(|d| ("aio", d)).chain(args.uring.iter().map(|d| ("uring", d)));
+    for (i, (kind, d)) in files.enumerate() {
+        let (path, size) = path_and_size(&format!("--spdk-{kind}"), d)?;
+        let name = format!("{kind}{i}");
         if !path.exists() {
             let f = {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -518,13 +531,15 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
             f.set_len(size).with_context(|| format!("sizing {}", path.display()))?;
             fresh.push(name.clone());
         }
-        entries.push(serde_json::json!({"method": "bdev_aio_create",
+        entries.push(serde_json::json!({"method": format!("bdev_{kind}_create"),
             "params": {"name": name, "filename": path, "block_size": 4096}}));
-        aio_files.push((name.clone(), path));
+        file_bdevs.push((name.clone(), path));
         bdevs.push(name);
     }
     if bdevs.is_empty() {
-        bail!("--backend spdk needs devices: --spdk-aio PATH[:SIZE], or --spdk-config FILE with --spdk-bdev NAME");
+        bail!(
+            "--backend spdk needs devices: --spdk-aio or --spdk-uring PATH[:SIZE], or --spdk-config FILE with --spdk-bdev NAME"
+        );
     }
     if !entries.is_empty() {
         subsystems.push(serde_json::json!({"subsystem": "bdev", "config": entries}));
@@ -533,7 +548,7 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         json: serde_json::json!({ "subsystems": subsystems }).to_string(),
         bdevs,
         fresh,
-        aio_files,
+        files: file_bdevs,
         mem_mb: args.mem_mb.unwrap_or(1024),
         hugepages: args.hugepages.unwrap_or(false),
         cluster_bytes,
@@ -599,6 +614,23 @@ mod tests {
         assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".to_string()], vec!["aio0".to_string()]));
         assert!(s.json.contains("bdev_aio_create") && s.json.contains("a.img"), "{}", s.json);
         assert_eq!(std::fs::metadata(&f).unwrap().len(), 64 << 20, "the file is created at its size");
+        assert_eq!(s.files, vec![("aio0".to_string(), f.clone())], "flushed by fdatasync of its file");
+        // An io_uring bdev beside it: its own name, and flushed the same way.
+        let u = dir.path().join("u.img");
+        let c = Config::from_args(&args(&[
+            "--backend",
+            "spdk",
+            "--spdk-aio",
+            f.to_str().unwrap(),
+            "--spdk-uring",
+            &format!("{}:32M", u.display()),
+        ]))
+        .unwrap();
+        let s = c.store.backend.spdk.expect("spdk config");
+        assert_eq!((s.bdevs.clone(), s.fresh.clone()), (vec!["aio0".into(), "uring1".into()], vec!["uring1".into()]));
+        assert!(s.json.contains("bdev_uring_create") && s.json.contains("u.img"), "{}", s.json);
+        assert_eq!(s.files.len(), 2);
+        assert!(err(&["--spdk-uring", "/u"]).contains("need --backend spdk"));
         assert!(err(&["--backend", "spdk"]).contains("needs devices"));
         assert!(err(&["--backend", "spdk", "--device", "/a"])
             .contains("--device and [[device]] are for the portable backend"));

@@ -1,10 +1,12 @@
 //! A BlobStore on an SPDK bdev, driven from any thread through the [`Reactor`].
 //!
 //! Blobs stay open while the store is (their handles are kept in a map used only on the
-//! reactor thread). With `host_buffers` (bdevs over files or memory, which take any
-//! memory) I/O uses the caller's io-unit aligned buffers as they are; otherwise (NVMe,
-//! or unaligned buffers) data goes through DMA-able buffers (`spdk_dma_malloc`), one copy
-//! each way. Durability: SPDK's blobstore never
+//! reactor thread). I/O uses the caller's io-unit aligned buffers as they are where the
+//! bdev takes them: with `host_buffers` (bdevs over files or memory, which take any
+//! memory), or when they are DMA-able memory ([`crate::dma`]; what an NVMe controller
+//! needs). Otherwise (NVMe and heap memory, or unaligned buffers) data goes through
+//! DMA-able buffers (`spdk_dma_malloc`), one copy each way, counted by
+//! [`crate::dma::copied_bytes`]. Durability: SPDK's blobstore never
 //! flushes the device, so [`Blobstore::flush`] sends a FLUSH to the bdev through a
 //! descriptor of its own (the AIO bdev turns it into `fsync`; the malloc bdev is
 //! volatile anyway; a bdev without FLUSH, such as io_uring's, is only as durable as
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::reactor::{done_errno, Done, Ptr, Reactor};
-use crate::{sys, SpdkError};
+use crate::{dma, sys, SpdkError};
 
 /// The blobstore type Strata writes into the superblock (`bstype`).
 const BSTYPE: &[u8] = b"STRATA";
@@ -33,7 +35,8 @@ pub struct BlobstoreOptions {
     pub format: bool,
     /// The bdev takes ordinary memory (AIO, io_uring and malloc bdevs; not NVMe, whose
     /// controller needs DMA-able memory): writes and reads use the caller's buffers,
-    /// which must then be io-unit aligned, with no copy through DMA buffers.
+    /// which must then be io-unit aligned, with no copy through DMA buffers. Without it,
+    /// only buffers in DMA-able memory ([`crate::dma::zalloc`]) go without a copy.
     pub host_buffers: bool,
 }
 
@@ -365,7 +368,8 @@ impl Blobstore {
                 continue;
             }
             let aligned = |p: &&[u8]| (p.as_ptr() as u64).is_multiple_of(unit) && (p.len() as u64).is_multiple_of(unit);
-            let data = if self.host_buffers && bufs.iter().all(aligned) {
+            let direct = bufs.iter().all(aligned) && (self.host_buffers || bufs.iter().all(|p| dma::is_dma(p)));
+            let data = if direct {
                 let iov = bufs.iter().map(|p| sys::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() });
                 Payload::Host(HostIov(iov.collect()))
             } else {
@@ -381,6 +385,7 @@ impl Blobstore {
                     buf.bytes_mut()[at..at + p.len()].copy_from_slice(p);
                     at += p.len();
                 }
+                dma::count_copy(len);
                 Payload::Dma(buf)
             };
             jobs.push((i, b, offset / unit, len as u64 / unit, data));
@@ -437,14 +442,15 @@ impl Blobstore {
             return Err(SpdkError::Call { call: "spdk_blob_io_read (alignment)", errno: libc::EINVAL });
         }
         let b = self.blob(id)?;
-        // Into `buf` itself where the bdev takes host memory, else through a DMA buffer.
-        let dma = match self.host_buffers && (buf.as_ptr() as u64).is_multiple_of(unit) {
+        // Into `buf` itself where the bdev takes it, else through a DMA buffer.
+        let direct = (buf.as_ptr() as u64).is_multiple_of(unit) && (self.host_buffers || dma::is_dma(buf));
+        let bounce = match direct {
             true => None,
             false => Some(DmaBuf::new(buf.len(), unit as usize)?),
         };
-        let p = dma.as_ref().map_or(Ptr(buf.as_mut_ptr()), |d| d.ptr);
+        let p = bounce.as_ref().map_or(Ptr(buf.as_mut_ptr()), |d| d.ptr);
         let (n, ch) = (buf.len() as u64 / unit, self.ch);
-        // SAFETY: the target (`buf` or `dma`) outlives the read: this call waits for its
+        // SAFETY: the target (`buf` or `bounce`) outlives the read: this call waits for its
         // completion.
         let rc = self.r.call(move |done: Done<i32>| unsafe {
             sys::spdk_blob_io_read(
@@ -458,9 +464,10 @@ impl Blobstore {
             )
         });
         SpdkError::check("spdk_blob_io_read", rc)?;
-        if let Some(dma) = dma {
-            // SAFETY: `dma` holds `buf.len()` bytes the read filled.
-            buf.copy_from_slice(unsafe { std::slice::from_raw_parts(dma.ptr.0, buf.len()) });
+        if let Some(bounce) = bounce {
+            // SAFETY: `bounce` holds `buf.len()` bytes the read filled.
+            buf.copy_from_slice(unsafe { std::slice::from_raw_parts(bounce.ptr.0, buf.len()) });
+            dma::count_copy(buf.len());
         }
         Ok(())
     }

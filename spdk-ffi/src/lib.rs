@@ -3,15 +3,18 @@
 //! With the cargo feature `spdk`, `build.rs` generates bindings (`sys`) with bindgen from
 //! an installed SPDK v25.09 (`SPDK_DIR` or `pkg-config`) and links it statically. On top
 //! of them:
-//! - [`Reactor`]: SPDK's environment and one SPDK thread, polled by a dedicated OS
-//!   thread. Every SPDK call runs there, sent as a message (`spdk_thread_send_msg`);
-//!   its completion callback answers through a channel. Callers block on that channel
-//!   (the datanode calls the store from its device threads and blocking read tasks),
-//!   never the reactor.
+//! - [`Reactor`]: SPDK's environment and one SPDK thread. Every SPDK call runs on it,
+//!   sent as a message (`spdk_thread_send_msg`); its completion callback answers
+//!   through a channel. The caller waiting for the answer polls the SPDK thread itself
+//!   while no other thread does (for up to 300 µs: its message, submission and
+//!   completion all run on its own thread), then blocks on the channel, and a dedicated
+//!   reactor thread polls whenever no caller does. Never two threads at once.
 //! - [`Blobstore`]: a BlobStore on a bdev made from a JSON bdev configuration (an NVMe
 //!   controller for users; AIO, io_uring or malloc bdevs for tests): create blobs with
 //!   xattrs, resize, set xattrs and sync metadata, write and read at io-unit offsets,
 //!   flush the bdev, delete, and enumerate at load.
+//! - [`dma`]: SPDK's DMA-able memory, so that buffers received into it go to an NVMe
+//!   device without a copy.
 //!
 //! Without the feature this crate is empty and nothing needs SPDK.
 
@@ -23,6 +26,8 @@ pub mod sys {
 
 #[cfg(feature = "spdk")]
 mod blob;
+#[cfg(feature = "spdk")]
+pub mod dma;
 #[cfg(feature = "spdk")]
 mod reactor;
 

@@ -25,10 +25,11 @@ pub struct SpdkConfig {
     pub bdevs: Vec<String>,
     /// Bdevs over files created just now: formatted without `--format`.
     pub fresh: Vec<String>,
-    /// The file under each AIO bdev (`--spdk-aio`): flushed with `fdatasync` from the
-    /// flushing thread rather than by the bdev (SPDK's AIO bdev `fsync`s on the reactor,
-    /// which stalls all I/O meanwhile).
-    pub aio_files: Vec<(String, std::path::PathBuf)>,
+    /// The file under each AIO or io_uring bdev (`--spdk-aio`, `--spdk-uring`): flushed
+    /// with `fdatasync` from the flushing thread rather than by the bdev (SPDK's AIO bdev
+    /// `fsync`s on the reactor, which stalls all I/O meanwhile; its io_uring bdev has no
+    /// FLUSH at all).
+    pub files: Vec<(String, std::path::PathBuf)>,
     pub mem_mb: u32,
     pub hugepages: bool,
     pub cluster_bytes: u64,

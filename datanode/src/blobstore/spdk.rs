@@ -14,7 +14,7 @@ use spdk_ffi::{Blobstore, BlobstoreOptions, EnvOptions, Reactor, SpdkError};
 
 use super::backend::SpdkConfig;
 use super::{check_clusters, BlobError, BlobId, BlobInfo, BlobStore, BlobWrite, Capacity, Result};
-use crate::align::AlignedBuf;
+use crate::align::{AlignedBuf, DmaAlloc, IO_UNIT_BYTES};
 
 /// Clusters one blob may hold (SPDK has no per-blob slot limit like the portable
 /// store's; this bounds an extent at 64 GiB with 1 MiB clusters).
@@ -48,6 +48,11 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
                 no_pci: !pci,
             };
             let r = Reactor::start(&opts).map_err(|e| anyhow::anyhow!("starting SPDK: {e}"))?;
+            if pci {
+                // An NVMe controller reads and writes only DMA-able memory: payloads are
+                // received into it and reads land in it, so neither goes through a copy.
+                crate::align::use_dma(DmaAlloc { alloc: dma_alloc, free: spdk_ffi::dma::free });
+            }
             r.load_config(&c.json).map_err(|e| anyhow::anyhow!("creating the SPDK bdevs: {e}"))?;
             REACTOR.get_or_init(|| r).clone()
         }
@@ -76,7 +81,11 @@ pub fn open_all(c: &SpdkConfig, format: bool) -> anyhow::Result<Vec<Arc<dyn Blob
     Ok(out)
 }
 
-/// The blobstore on bdev `name`, with the file to flush when it is an AIO bdev.
+fn dma_alloc(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    spdk_ffi::dma::zalloc(len, IO_UNIT_BYTES as usize)
+}
+
+/// The blobstore on bdev `name`, with the file to flush when it is an AIO or io_uring bdev.
 fn open_one(
     r: &Arc<Reactor>,
     c: &SpdkConfig,
@@ -84,7 +93,7 @@ fn open_one(
     format: bool,
     host_buffers: bool,
 ) -> anyhow::Result<SpdkStore> {
-    let sync = match c.aio_files.iter().find(|(b, _)| b == name) {
+    let sync = match c.files.iter().find(|(b, _)| b == name) {
         Some((_, path)) => Some(
             std::fs::File::open(path).map_err(|e| anyhow::anyhow!("opening {} to flush it: {e}", path.display()))?,
         ),
@@ -118,7 +127,7 @@ pub struct SpdkStore {
     bs: RwLock<Option<Blobstore>>,
     io_unit: u64,
     cluster: u64,
-    /// The file under an AIO bdev: `flush` is its `fdatasync` (as the portable backend's),
+    /// The file under an AIO or io_uring bdev: `flush` is its `fdatasync` (as the portable backend's),
     /// run on the calling thread while the reactor goes on with other I/O. SPDK's own
     /// FLUSH on an AIO bdev is a blocking `fsync` on the reactor thread.
     sync: Option<std::fs::File>,
@@ -229,7 +238,7 @@ impl BlobStore for SpdkStore {
         let bs = self.bs()?;
         match &self.sync {
             // Every write and metadata update completed before this call is on the
-            // file (the AIO bdev's writes are done when they complete).
+            // file (the AIO and io_uring bdevs' writes are done when they complete).
             Some(f) => f.sync_data().map_err(BlobError::Io),
             None => bs.flush().map_err(blob_err),
         }

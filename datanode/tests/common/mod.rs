@@ -21,19 +21,28 @@ pub fn default_args(dir: &Path) -> Vec<String> {
     device_args(dir, &[("dev0.img", "64M"), ("dev1.img", "64M")])
 }
 
-/// Whether the tests run against the SPDK backend (`STRATA_TEST_BACKEND=spdk`).
+/// Whether the tests run against the SPDK backend (`STRATA_TEST_BACKEND=spdk`, on AIO
+/// bdevs, or `spdk-uring`, on io_uring bdevs).
 pub fn spdk_backend() -> bool {
-    std::env::var("STRATA_TEST_BACKEND").as_deref() == Ok("spdk")
+    spdk_bdev_flag().is_some()
+}
+
+fn spdk_bdev_flag() -> Option<&'static str> {
+    match std::env::var("STRATA_TEST_BACKEND").as_deref() {
+        Ok("spdk") => Some("--spdk-aio"),
+        Ok("spdk-uring") => Some("--spdk-uring"),
+        _ => None,
+    }
 }
 
 /// Devices as files under `dir` for the backend under test: the portable one, or
-/// SPDK's (AIO bdevs over the same files) when `STRATA_TEST_BACKEND=spdk` and the
-/// datanode was built with `--features spdk`.
+/// SPDK's (AIO or io_uring bdevs over the same files) when `STRATA_TEST_BACKEND` says
+/// so and the datanode was built with `--features spdk`.
 pub fn device_args(dir: &Path, devices: &[(&str, &str)]) -> Vec<String> {
-    let spdk = spdk_backend();
-    let mut args: Vec<String> = if spdk { vec!["--backend".into(), "spdk".into()] } else { Vec::new() };
+    let spdk = spdk_bdev_flag();
+    let mut args: Vec<String> = if spdk.is_some() { vec!["--backend".into(), "spdk".into()] } else { Vec::new() };
     for (name, size) in devices {
-        args.push(if spdk { "--spdk-aio" } else { "--device" }.into());
+        args.push(spdk.unwrap_or("--device").into());
         args.push(format!("{}:{size}", dir.join(name).display()));
     }
     args
