@@ -428,7 +428,7 @@ impl Blobstore {
             done.send(keep)
         });
         for _ in 0..submitted.len() {
-            let (i, rc) = rx.recv().expect("every write completes");
+            let (i, rc) = self.r.wait(&rx);
             out[i] = Some(SpdkError::check("spdk_blob_io_write", rc));
         }
         drop(submitted);

@@ -8,7 +8,8 @@
 //!   through a channel. The caller waiting for the answer polls the SPDK thread itself
 //!   while no other thread does (for up to 300 µs: its message, submission and
 //!   completion all run on its own thread), then blocks on the channel, and a dedicated
-//!   reactor thread polls whenever no caller does. Never two threads at once.
+//!   reactor thread polls whenever no caller does (parked while nobody waits). Never
+//!   two threads at once.
 //! - [`Blobstore`]: a BlobStore on a bdev made from a JSON bdev configuration (an NVMe
 //!   controller for users; AIO, io_uring or malloc bdevs for tests): create blobs with
 //!   xattrs, resize, set xattrs and sync metadata, write and read at io-unit offsets,

@@ -3,22 +3,14 @@
 //! without `host_buffers`, as for an NVMe controller, on an AIO bdev over a file.
 #![cfg(feature = "spdk")]
 
-use spdk_ffi::{dma, Blobstore, BlobstoreOptions, EnvOptions, Reactor};
+mod common;
+
+use spdk_ffi::dma;
 
 #[test]
 fn dma_buffers_are_written_and_read_without_a_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("dev.img");
-    std::fs::File::create(&file).unwrap().set_len(64 << 20).unwrap();
-    let r = Reactor::start(&EnvOptions { name: "spdk-ffi-dma".into(), ..Default::default() }).unwrap();
-    r.load_config(&format!(
-        r#"{{"subsystems": [{{"subsystem": "bdev", "config": [{{"method": "bdev_aio_create",
-            "params": {{"name": "aio0", "filename": "{}", "block_size": 4096}}}}]}}]}}"#,
-        file.display()
-    ))
-    .unwrap();
-    let opts = BlobstoreOptions { bdev: "aio0".into(), cluster_bytes: 1 << 20, format: true, host_buffers: false };
-    let (bs, _) = Blobstore::open(r.clone(), &opts).unwrap();
+    let (r, bs) = common::aio_store(dir.path(), "spdk-ffi-dma", 64 << 20, false);
     let id = bs.create_blob(&[], 2).unwrap();
 
     const LEN: usize = 1 << 20;
