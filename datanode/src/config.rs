@@ -517,8 +517,8 @@ fn spdk_config(args: &FileSpdk, cluster_bytes: u64) -> anyhow::Result<SpdkConfig
         bail!("--spdk-bdev names bdevs of --spdk-config, which is missing");
     }
     bdevs.extend(args.bdevs.iter().cloned());
-    let files = args.aio.iter().map(|d| ("aio", d)).chain(args.uring.iter().map(|d| ("uring", d)));
-    for (i, (kind, d)) in files.enumerate() {
+    let file_args = args.aio.iter().map(|d| ("aio", d)).chain(args.uring.iter().map(|d| ("uring", d)));
+    for (i, (kind, d)) in file_args.enumerate() {
         let (path, size) = path_and_size(&format!("--spdk-{kind}"), d)?;
         let name = format!("{kind}{i}");
         if !path.exists() {

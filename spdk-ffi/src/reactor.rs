@@ -33,7 +33,7 @@ impl Default for EnvOptions {
 pub(crate) struct Ptr<T>(pub(crate) *mut T);
 // SAFETY: see above; the pointee is only used inside a poll, one thread at a time.
 unsafe impl<T> Send for Ptr<T> {}
-// SAFETY: as for Send: shared references never dereference it off the reactor.
+// SAFETY: as for Send: shared references never dereference it outside a poll.
 unsafe impl<T> Sync for Ptr<T> {}
 impl<T> Clone for Ptr<T> {
     fn clone(&self) -> Self {
@@ -82,8 +82,9 @@ unsafe extern "C" fn run_msg(arg: *mut c_void) {
     f()
 }
 
-/// SPDK's environment and one SPDK thread, polled by a dedicated OS thread until the
-/// reactor is dropped. The environment can be started once per process.
+/// SPDK's environment and one SPDK thread, polled by waiting callers and by a dedicated
+/// reactor thread (see [`Poller`]) until the reactor stops or is dropped. The
+/// environment can be started once per process.
 pub struct Reactor {
     thread: Ptr<sys::spdk_thread>,
     poller: Arc<Poller>,
@@ -127,10 +128,10 @@ const IDLE_SPINS: u32 = 64;
 /// Sleep between the reactor thread's polls once idle while a caller blocks for its
 /// answer. Callers poll for their own answers, so this bounds only how late the
 /// reactor thread sees what completes after a caller stopped polling (an I/O longer
-/// than [`CALLER_POLL`]); longer sleeps leave
-/// more of the CPU to the datanode's other threads (on 2 cores, 10 µs sleeps held 4 KiB
-/// appends to 0.6 of the portable backend, 200 µs ones gave 0.95). Its timer slack is
-/// set to 1 ns, so it sleeps this long, not up to 50 µs more (Linux's default slack).
+/// than [`CALLER_POLL`]); longer sleeps leave more of the CPU to the datanode's other
+/// threads (on 2 cores, 10 µs sleeps held 4 KiB appends to 0.6 of the portable
+/// backend, 200 µs ones gave 0.95). Its timer slack is set to 1 ns, so it sleeps this
+/// long, not up to 50 µs more (Linux's default slack).
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
 /// How long the reactor thread parks while no caller waits for it.
 const IDLE_PARK: Duration = Duration::from_millis(10);

@@ -127,9 +127,10 @@ pub struct SpdkStore {
     bs: RwLock<Option<Blobstore>>,
     io_unit: u64,
     cluster: u64,
-    /// The file under an AIO or io_uring bdev: `flush` is its `fdatasync` (as the portable backend's),
-    /// run on the calling thread while the reactor goes on with other I/O. SPDK's own
-    /// FLUSH on an AIO bdev is a blocking `fsync` on the reactor thread.
+    /// The file under an AIO or io_uring bdev: `flush` is its `fdatasync` (as the
+    /// portable backend's), run on the calling thread while other I/O goes on. SPDK's
+    /// own FLUSH on an AIO bdev is a blocking `fsync` inside a poll of the SPDK thread;
+    /// its io_uring bdev has none.
     sync: Option<std::fs::File>,
     /// What the extent layer sees of each blob (kept in step with the blobstore).
     blobs: Mutex<BTreeMap<BlobId, BlobInfo>>,
